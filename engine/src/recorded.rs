@@ -1,0 +1,417 @@
+//! The recorded formats: price files and order streams as CSV text, and a simulation that
+//! settles a recorded order stream against recorded prices. Pure: text in, values out.
+//!
+//! **Prices**: a header line `time,symbol,open,high,low,close,volume`, then one row per asset and
+//! period, ordered by time. `time` is a date (`2013-03-01`, meaning 00:00 UTC) or an RFC 3339
+//! timestamp; prices and volume are decimal strings (`812.25`) with at most eight decimals. All
+//! rows with the same time form one interval's tick set.
+//!
+//! **Orders**: a header line `time,username,side,symbol,qty`, then one row per order, ordered by
+//! time. An order settles in the first price interval whose time is at or after its own.
+//!
+//! Blank lines are skipped and a trailing `\r` is ignored. Any other problem is an error naming
+//! the 1-based line number.
+
+use std::collections::BTreeMap;
+
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+
+use crate::engine::{CommandError, Engine, OpenAccount};
+use crate::event::{Event, RejectReason};
+use crate::ids::{
+    AccountId, Email, IntervalId, NameError, OrderId, PasswordHash, Symbol, Timestamp, Username,
+    WorkerId,
+};
+use crate::money::{Cash, ParseAmountError, Price, Qty, Side};
+use crate::order::{Order, OrderKind, OrderQueue};
+use crate::state::Digest;
+use crate::tick::{Tick, TickError, TickSet};
+
+/// The header of a recorded price file.
+pub const PRICES_HEADER: &str = "time,symbol,open,high,low,close,volume";
+/// The header of a recorded order stream.
+pub const ORDERS_HEADER: &str = "time,username,side,symbol,qty";
+
+/// A problem in a recorded file, at a 1-based line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {kind}")]
+pub struct RecordedError {
+    /// The 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub kind: RecordedErrorKind,
+}
+
+/// What is wrong with a line of a recorded file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordedErrorKind {
+    /// The file is empty or its first line is not the expected header.
+    #[error("expected the header {expected:?}")]
+    BadHeader {
+        /// The header the format needs.
+        expected: &'static str,
+    },
+    /// A row with the wrong number of fields.
+    #[error("expected {expected} comma-separated fields, found {found}")]
+    FieldCount {
+        /// Fields the format has.
+        expected: usize,
+        /// Fields the row has.
+        found: usize,
+    },
+    /// A time that is neither `YYYY-MM-DD` nor RFC 3339.
+    #[error("time {0:?} is neither a date (2013-03-01) nor an RFC 3339 timestamp")]
+    BadTime(String),
+    /// A row earlier than the row before it.
+    #[error("rows must be ordered by time; this one goes back in time")]
+    OutOfOrder,
+    /// A bad decimal field.
+    #[error("field {field}: {source}")]
+    BadAmount {
+        /// Which field.
+        field: &'static str,
+        /// Why.
+        source: ParseAmountError,
+    },
+    /// A bad symbol or username.
+    #[error(transparent)]
+    BadName(#[from] NameError),
+    /// A side other than `buy` or `sell`.
+    #[error("side {0:?} is neither buy nor sell")]
+    BadSide(String),
+    /// A tick that contradicts itself, or a symbol twice in one period.
+    #[error(transparent)]
+    BadTick(#[from] TickError),
+}
+
+/// One interval of a recorded price file: its time and its ticks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedInterval {
+    /// The period's time, shared by all its ticks.
+    pub time: Timestamp,
+    /// The ticks.
+    pub ticks: TickSet,
+}
+
+/// One row of a recorded order stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedOrder {
+    /// When it was placed.
+    pub time: Timestamp,
+    /// Who places it.
+    pub username: Username,
+    /// Which way.
+    pub side: Side,
+    /// What.
+    pub symbol: Symbol,
+    /// How much.
+    pub qty: Qty,
+}
+
+/// Parses a `YYYY-MM-DD` date (00:00 UTC) or an RFC 3339 timestamp.
+pub fn parse_time(text: &str) -> Option<Timestamp> {
+    let date_format = format_description!("[year]-[month]-[day]");
+    if let Ok(date) = time::Date::parse(text, &date_format) {
+        return Timestamp::from_offset_date_time(date.midnight().assume_utc());
+    }
+    time::OffsetDateTime::parse(text, &Rfc3339).ok().and_then(Timestamp::from_offset_date_time)
+}
+
+/// Rows of a CSV text after its header: (1-based line number, fields).
+fn rows<'a>(
+    text: &'a str,
+    header: &'static str,
+    field_count: usize,
+) -> Result<impl Iterator<Item = Result<(usize, Vec<&'a str>), RecordedError>>, RecordedError> {
+    let mut lines =
+        text.lines().enumerate().map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
+    match lines.next() {
+        Some((_, first)) if first.trim() == header => {}
+        _ => {
+            return Err(RecordedError {
+                line: 1,
+                kind: RecordedErrorKind::BadHeader { expected: header },
+            });
+        }
+    }
+    Ok(lines.filter(|(_, l)| !l.trim().is_empty()).map(move |(line, l)| {
+        let fields: Vec<&str> = l.split(',').map(str::trim).collect();
+        if fields.len() == field_count {
+            Ok((line, fields))
+        } else {
+            Err(RecordedError {
+                line,
+                kind: RecordedErrorKind::FieldCount { expected: field_count, found: fields.len() },
+            })
+        }
+    }))
+}
+
+fn amount<T>(
+    field: &'static str,
+    text: &str,
+    parse: fn(&str) -> Result<T, ParseAmountError>,
+) -> Result<T, RecordedErrorKind> {
+    parse(text).map_err(|source| RecordedErrorKind::BadAmount { field, source })
+}
+
+fn time_of(text: &str) -> Result<Timestamp, RecordedErrorKind> {
+    parse_time(text).ok_or_else(|| RecordedErrorKind::BadTime(text.to_owned()))
+}
+
+/// Parses a recorded price file into its intervals, in time order.
+pub fn parse_prices(text: &str) -> Result<Vec<RecordedInterval>, RecordedError> {
+    let mut intervals: Vec<RecordedInterval> = Vec::new();
+    let mut pending: Vec<Tick> = Vec::new();
+    let mut pending_time: Option<(Timestamp, usize)> = None;
+    let close = |time: Timestamp, line: usize, ticks: Vec<Tick>| {
+        TickSet::new(ticks)
+            .map(|ticks| RecordedInterval { time, ticks })
+            .map_err(|e| RecordedError { line, kind: e.into() })
+    };
+    for row in rows(text, PRICES_HEADER, 7)? {
+        let (line, f) = row?;
+        let at = |kind: RecordedErrorKind| RecordedError { line, kind };
+        let time = time_of(f[0]).map_err(at)?;
+        let symbol = Symbol::new(f[1]).map_err(|e| at(e.into()))?;
+        let tick = Tick {
+            symbol,
+            open: amount("open", f[2], Price::parse).map_err(at)?,
+            high: amount("high", f[3], Price::parse).map_err(at)?,
+            low: amount("low", f[4], Price::parse).map_err(at)?,
+            close: amount("close", f[5], Price::parse).map_err(at)?,
+            volume: amount("volume", f[6], Qty::parse).map_err(at)?,
+            time,
+        };
+        tick.validate().map_err(|e| at(e.into()))?;
+        match pending_time {
+            Some((t, _)) if t == time => {}
+            Some((t, _)) if time < t => return Err(at(RecordedErrorKind::OutOfOrder)),
+            Some((t, start)) => {
+                intervals.push(close(t, start, std::mem::take(&mut pending))?);
+                pending_time = Some((time, line));
+            }
+            None => pending_time = Some((time, line)),
+        }
+        pending.push(tick);
+    }
+    if let Some((t, start)) = pending_time {
+        intervals.push(close(t, start, pending)?);
+    }
+    Ok(intervals)
+}
+
+/// Parses a recorded order stream.
+pub fn parse_orders(text: &str) -> Result<Vec<RecordedOrder>, RecordedError> {
+    let mut orders: Vec<RecordedOrder> = Vec::new();
+    for row in rows(text, ORDERS_HEADER, 5)? {
+        let (line, f) = row?;
+        let at = |kind: RecordedErrorKind| RecordedError { line, kind };
+        let time = time_of(f[0]).map_err(at)?;
+        if orders.last().is_some_and(|o| time < o.time) {
+            return Err(at(RecordedErrorKind::OutOfOrder));
+        }
+        let side = match f[2] {
+            "buy" => Side::Buy,
+            "sell" => Side::Sell,
+            other => return Err(at(RecordedErrorKind::BadSide(other.to_owned()))),
+        };
+        orders.push(RecordedOrder {
+            time,
+            username: Username::new(f[1]).map_err(|e| at(e.into()))?,
+            side,
+            symbol: Symbol::new(f[3]).map_err(|e| at(e.into()))?,
+            qty: amount("qty", f[4], Qty::parse).map_err(at)?,
+        });
+    }
+    Ok(orders)
+}
+
+/// Settings of a simulation.
+#[derive(Debug, Clone)]
+pub struct SimulationConfig {
+    /// Cash every account starts with.
+    pub initial_cash: Cash,
+}
+
+/// Why a simulation could not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimulationError {
+    /// A username that cannot make an email address for its simulated account.
+    #[error("cannot make an account for {0}: {1}")]
+    BadAccount(Username, NameError),
+    /// The engine refused a command (a duplicate symbol or username).
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+/// The result of settling a recorded order stream against recorded prices.
+#[derive(Debug, Clone)]
+pub struct Simulation {
+    /// The engine after the last interval.
+    pub engine: Engine,
+    /// Every event, in order.
+    pub events: Vec<Event>,
+    /// Intervals settled.
+    pub intervals: u64,
+    /// Orders filled.
+    pub filled: u64,
+    /// Orders rejected, by reason.
+    pub rejected: BTreeMap<u16, u64>,
+    /// Orders placed after the last interval, never settled.
+    pub unsettled: u64,
+}
+
+impl Simulation {
+    /// The final state digest.
+    pub fn digest(&self) -> Digest {
+        self.engine.digest()
+    }
+
+    /// Rejections of one reason.
+    pub fn rejected_for(&self, reason: RejectReason) -> u64 {
+        self.rejected.get(&reason.code()).copied().unwrap_or(0)
+    }
+}
+
+/// Settles `orders` against `prices`: lists every symbol of the price file, opens one account per
+/// username (in order of first appearance, each with `config.initial_cash`, the email
+/// `USERNAME@simulation.invalid` and no usable password), then, interval by interval, queues the
+/// orders placed since the previous interval (order ids in row order, worker 0) and settles
+/// them at the interval's ticks. Settlement time is the interval's time: no clock is read.
+pub fn simulate(
+    prices: &[RecordedInterval],
+    orders: &[RecordedOrder],
+    config: &SimulationConfig,
+) -> Result<Simulation, SimulationError> {
+    let mut engine = Engine::new();
+    let mut events = Vec::new();
+    let start = prices.first().map(|i| i.time).unwrap_or_default();
+    let symbols: std::collections::BTreeSet<Symbol> =
+        prices.iter().flat_map(|i| i.ticks.ticks().iter().map(|t| t.symbol)).collect();
+    for symbol in symbols {
+        events.push(engine.list_asset(symbol, start)?);
+    }
+    let mut accounts: BTreeMap<Username, AccountId> = BTreeMap::new();
+    for order in orders {
+        if accounts.contains_key(&order.username) {
+            continue;
+        }
+        let user = &order.username;
+        let email = Email::new(&format!("{user}@simulation.invalid"))
+            .map_err(|e| SimulationError::BadAccount(user.clone(), e))?;
+        let password_hash =
+            PasswordHash::new("!").map_err(|e| SimulationError::BadAccount(user.clone(), e))?;
+        let id = engine.state().next_account_id();
+        events.push(engine.open_account(OpenAccount {
+            username: user.clone(),
+            email,
+            password_hash,
+            initial_cash: config.initial_cash,
+            at: start,
+        })?);
+        accounts.insert(user.clone(), id);
+    }
+    let mut next_order = orders.iter().enumerate().peekable();
+    let mut queue = OrderQueue::new();
+    let mut sim = Simulation {
+        engine: Engine::new(),
+        events: Vec::new(),
+        intervals: 0,
+        filled: 0,
+        rejected: BTreeMap::new(),
+        unsettled: 0,
+    };
+    for (index, interval) in prices.iter().enumerate() {
+        while let Some((row, order)) = next_order.next_if(|(_, o)| o.time <= interval.time) {
+            queue.push(Order {
+                id: OrderId(row as u64 + 1),
+                account: accounts.get(&order.username).copied().unwrap_or_default(),
+                symbol: order.symbol,
+                side: order.side,
+                qty: order.qty,
+                kind: OrderKind::Market,
+                placed_at: order.time,
+                worker: WorkerId(0),
+            });
+        }
+        let id = IntervalId(index as u64 + 1);
+        let settled = engine.settle(id, interval.time, &interval.ticks, &mut queue)?;
+        for event in &settled {
+            match event {
+                Event::OrderFilled(_) => sim.filled += 1,
+                Event::OrderRejected(r) => *sim.rejected.entry(r.reason.code()).or_default() += 1,
+                _ => {}
+            }
+        }
+        events.extend(settled);
+        sim.intervals += 1;
+    }
+    sim.unsettled = next_order.count() as u64;
+    sim.engine = engine;
+    sim.events = events;
+    Ok(sim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dates_and_rfc3339() {
+        assert_eq!(parse_time("1970-01-02"), Some(Timestamp(86_400_000_000)));
+        assert_eq!(parse_time("1970-01-01T00:00:01.5Z"), Some(Timestamp(1_500_000)));
+        assert_eq!(parse_time("1970-01-01T01:00:00+01:00"), Some(Timestamp(0)));
+        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(parse_time("2013-02-30"), None);
+    }
+
+    #[test]
+    fn groups_rows_by_time() {
+        let text = "time,symbol,open,high,low,close,volume\n\
+            2013-03-01,AAPL,1,2,1,2,10\n2013-03-01,IBM,3,4,3,4,5\r\n\n2013-03-02,AAPL,2,3,2,3,7\n";
+        let intervals = parse_prices(text).unwrap();
+        assert_eq!(intervals.len(), 2);
+        assert_eq!(intervals[0].ticks.len(), 2);
+        assert_eq!(intervals[1].ticks.ticks()[0].close, Price::parse("3").unwrap());
+    }
+
+    #[test]
+    fn bad_price_rows_name_their_line() {
+        let header = "time,symbol,open,high,low,close,volume\n";
+        let cases: [(&str, usize, fn(&RecordedErrorKind) -> bool); 8] = [
+            ("nope\n", 1, |k| matches!(k, RecordedErrorKind::BadHeader { .. })),
+            ("2013-03-01,AAPL,1,2,1,2\n", 2, |k| matches!(k, RecordedErrorKind::FieldCount { .. })),
+            ("03/01/2013,AAPL,1,2,1,2,3\n", 2, |k| matches!(k, RecordedErrorKind::BadTime(_))),
+            ("2013-03-01,aapl,1,2,1,2,3\n", 2, |k| matches!(k, RecordedErrorKind::BadName(_))),
+            ("2013-03-01,AAPL,1,2,1,2.123456789,3\n", 2, |k| {
+                matches!(k, RecordedErrorKind::BadAmount { field: "close", .. })
+            }),
+            ("2013-03-01,AAPL,1,2,1,3,3\n", 2, |k| matches!(k, RecordedErrorKind::BadTick(_))),
+            ("2013-03-02,AAPL,1,2,1,2,3\n2013-03-01,AAPL,1,2,1,2,3\n", 3, |k| {
+                matches!(k, RecordedErrorKind::OutOfOrder)
+            }),
+            ("2013-03-01,AAPL,1,2,1,2,3\n2013-03-01,AAPL,1,2,1,2,3\n", 2, |k| {
+                matches!(k, RecordedErrorKind::BadTick(TickError::DuplicateSymbol(_)))
+            }),
+        ];
+        for (body, line, check) in cases {
+            let text =
+                if body.starts_with("nope") { body.to_owned() } else { format!("{header}{body}") };
+            let err = parse_prices(&text).unwrap_err();
+            assert_eq!(err.line, line, "{body}: {err}");
+            assert!(check(&err.kind), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_order_rows_name_their_line() {
+        let text = "time,username,side,symbol,qty\n2013-03-01,alice,hold,AAPL,1\n";
+        let err = parse_orders(text).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert_eq!(err.kind, RecordedErrorKind::BadSide("hold".into()));
+        let text = "time,username,side,symbol,qty\n2013-03-01,al%ce,buy,AAPL,1\n";
+        assert!(matches!(parse_orders(text).unwrap_err().kind, RecordedErrorKind::BadName(_)));
+    }
+}

@@ -1,0 +1,466 @@
+//! The engine state: accounts, holdings, history and the latest prices. It is the fold of the
+//! events, and [`State::apply`] is the only code that changes it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::event::{AccountOpened, Event, Fill, IntervalSettled};
+use crate::ids::{AccountId, Email, IntervalId, PasswordHash, Symbol, Timestamp, Username};
+use crate::money::{Cash, Price, Qty, Side, pro_rata};
+use crate::order::{Order, OrderKind};
+use crate::tick::Tick;
+
+/// An asset position: how much is held and what it cost.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct Holding {
+    /// Units held.
+    pub qty: Qty,
+    /// Total cost of the units held (average-cost method).
+    pub cost_basis: Cash,
+}
+
+impl Holding {
+    /// The position after buying `qty` for `amount`, or `None` on overflow.
+    pub fn add(self, qty: Qty, amount: Cash) -> Option<Holding> {
+        Some(Holding {
+            qty: self.qty.checked_add(qty)?,
+            cost_basis: self.cost_basis.checked_add(amount)?,
+        })
+    }
+
+    /// The position after selling `qty`, or `None` if more than held. The cost basis removed is
+    /// `cost_basis * qty / held`, rounded down; selling everything removes all of it.
+    pub fn remove(self, qty: Qty) -> Option<Holding> {
+        let left = self.qty.checked_sub(qty)?;
+        if left.is_zero() {
+            return Some(Holding::default());
+        }
+        let removed = pro_rata(self.cost_basis, qty, self.qty)?;
+        Some(Holding { qty: left, cost_basis: self.cost_basis.checked_sub(removed)? })
+    }
+}
+
+/// One line of an account's transaction history (spec 3.1.7).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Transaction {
+    /// The order that filled.
+    pub order: Order,
+    /// The interval that settled it.
+    pub interval: IntervalId,
+    /// When it went through: the interval's settlement time.
+    pub settled_at: Timestamp,
+    /// Start of the tick it used.
+    pub tick_time: Timestamp,
+    /// The fill price.
+    pub price: Price,
+    /// Cash paid (buy) or received (sell).
+    pub amount: Cash,
+}
+
+/// An account and everything it owns.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Account {
+    /// Its number.
+    pub id: AccountId,
+    /// Its unique username.
+    pub username: Username,
+    /// Its owner's email address.
+    pub email: Email,
+    /// The stored password hash.
+    pub password_hash: PasswordHash,
+    /// When it was opened.
+    pub opened_at: Timestamp,
+    /// Cash it started with.
+    pub initial_cash: Cash,
+    /// Cash now.
+    pub cash: Cash,
+    /// Positions, by symbol; a position sold to zero is removed.
+    pub holdings: BTreeMap<Symbol, Holding>,
+    /// Fills, oldest first.
+    pub history: Vec<Transaction>,
+}
+
+/// The interval settled last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SettledInterval {
+    /// Its number.
+    pub id: IntervalId,
+    /// When it settled.
+    pub at: Timestamp,
+    /// How many order outcomes it announced.
+    pub orders: u64,
+    /// How many of them have been applied so far.
+    pub outcomes_applied: u64,
+}
+
+/// Everything the engine knows. Equal states have equal [`State::digest`]s on every machine.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct State {
+    /// Accounts; account `n` is at index `n - 1`.
+    accounts: Vec<Account>,
+    /// Account ids by exact username.
+    by_username: BTreeMap<Username, AccountId>,
+    /// Listed symbols, with the latest tick each has had (if any).
+    assets: BTreeMap<Symbol, Option<Tick>>,
+    /// The interval settled last.
+    last_interval: Option<SettledInterval>,
+}
+
+/// Why an event cannot be applied to the state: the event stream is inconsistent (a bug or a
+/// corrupted journal). Live settlement never produces one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// An asset listed twice.
+    #[error("asset {0} is already listed")]
+    AssetAlreadyListed(Symbol),
+    /// An account opened with an id other than the next one.
+    #[error("account opened as {got}, expected {expected}")]
+    AccountIdOutOfOrder {
+        /// The next id.
+        expected: AccountId,
+        /// The event's id.
+        got: AccountId,
+    },
+    /// An account opened with a username already taken.
+    #[error("username {0} is already taken")]
+    UsernameTaken(Username),
+    /// An interval not after the last one.
+    #[error("interval {got} does not follow interval {last}")]
+    IntervalOutOfOrder {
+        /// The last interval.
+        last: IntervalId,
+        /// The event's interval.
+        got: IntervalId,
+    },
+    /// A new interval began before all outcomes of the previous one were applied.
+    #[error("interval {0} ended with outcomes missing")]
+    IntervalIncomplete(IntervalId),
+    /// An order outcome outside its interval, or more outcomes than announced.
+    #[error("order {order} outcome does not belong to the current interval")]
+    OutcomeOutsideInterval {
+        /// The order.
+        order: u64,
+    },
+    /// A fill for an account that does not exist or a symbol that is not listed.
+    #[error("order {order} fill refers to an unknown account or symbol")]
+    UnknownReference {
+        /// The order.
+        order: u64,
+    },
+    /// A fill whose balances do not follow from the state.
+    #[error("order {order} fill does not add up: {what}")]
+    FillMismatch {
+        /// The order.
+        order: u64,
+        /// What differs.
+        what: &'static str,
+    },
+}
+
+impl State {
+    /// An empty state: no accounts, no assets.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The account with this id.
+    pub fn account(&self, id: AccountId) -> Option<&Account> {
+        let index = usize::try_from(id.0.checked_sub(1)?).ok()?;
+        self.accounts.get(index)
+    }
+
+    fn account_mut(&mut self, id: AccountId) -> Option<&mut Account> {
+        let index = usize::try_from(id.0.checked_sub(1)?).ok()?;
+        self.accounts.get_mut(index)
+    }
+
+    /// The account with exactly this username.
+    pub fn account_by_username(&self, username: &Username) -> Option<&Account> {
+        self.by_username.get(username).and_then(|id| self.account(*id))
+    }
+
+    /// All accounts, by id.
+    pub fn accounts(&self) -> &[Account] {
+        &self.accounts
+    }
+
+    /// The id the next account will get.
+    pub fn next_account_id(&self) -> AccountId {
+        AccountId(self.accounts.len() as u64 + 1)
+    }
+
+    /// True if the symbol is listed.
+    pub fn is_listed(&self, symbol: &Symbol) -> bool {
+        self.assets.contains_key(symbol)
+    }
+
+    /// Listed symbols with their latest tick, by symbol.
+    pub fn assets(&self) -> &BTreeMap<Symbol, Option<Tick>> {
+        &self.assets
+    }
+
+    /// The interval settled last, if any.
+    pub fn last_interval(&self) -> Option<SettledInterval> {
+        self.last_interval
+    }
+
+    /// Applies one event. On error the state is unchanged.
+    pub fn apply(&mut self, event: &Event) -> Result<(), ApplyError> {
+        match event {
+            Event::AssetListed(listed) => {
+                if self.assets.contains_key(&listed.symbol) {
+                    return Err(ApplyError::AssetAlreadyListed(listed.symbol));
+                }
+                self.assets.insert(listed.symbol, None);
+            }
+            Event::AccountOpened(opened) => self.apply_account_opened(opened)?,
+            Event::IntervalSettled(IntervalSettled { interval, at, ticks, orders }) => {
+                if let Some(last) = self.last_interval {
+                    if *interval <= last.id {
+                        return Err(ApplyError::IntervalOutOfOrder {
+                            last: last.id,
+                            got: *interval,
+                        });
+                    }
+                    if last.outcomes_applied != last.orders {
+                        return Err(ApplyError::IntervalIncomplete(last.id));
+                    }
+                }
+                for tick in ticks {
+                    if let Some(slot) = self.assets.get_mut(&tick.symbol) {
+                        *slot = Some(*tick);
+                    }
+                }
+                self.last_interval = Some(SettledInterval {
+                    id: *interval,
+                    at: *at,
+                    orders: *orders,
+                    outcomes_applied: 0,
+                });
+            }
+            Event::OrderFilled(fill) => {
+                self.check_outcome(fill.order.id.0, fill.interval)?;
+                self.apply_fill(fill)?;
+                self.count_outcome();
+            }
+            Event::OrderRejected(rejection) => {
+                self.check_outcome(rejection.order.id.0, rejection.interval)?;
+                self.count_outcome();
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_account_opened(&mut self, opened: &AccountOpened) -> Result<(), ApplyError> {
+        let expected = self.next_account_id();
+        if opened.account != expected {
+            return Err(ApplyError::AccountIdOutOfOrder { expected, got: opened.account });
+        }
+        if self.by_username.contains_key(&opened.username) {
+            return Err(ApplyError::UsernameTaken(opened.username.clone()));
+        }
+        self.by_username.insert(opened.username.clone(), opened.account);
+        self.accounts.push(Account {
+            id: opened.account,
+            username: opened.username.clone(),
+            email: opened.email.clone(),
+            password_hash: opened.password_hash.clone(),
+            opened_at: opened.at,
+            initial_cash: opened.initial_cash,
+            cash: opened.initial_cash,
+            holdings: BTreeMap::new(),
+            history: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn check_outcome(&self, order: u64, interval: IntervalId) -> Result<(), ApplyError> {
+        match self.last_interval {
+            Some(last) if last.id == interval && last.outcomes_applied < last.orders => Ok(()),
+            _ => Err(ApplyError::OutcomeOutsideInterval { order }),
+        }
+    }
+
+    fn count_outcome(&mut self) {
+        if let Some(last) = self.last_interval.as_mut() {
+            last.outcomes_applied += 1;
+        }
+    }
+
+    /// Applies a fill after checking that it follows from the state.
+    fn apply_fill(&mut self, fill: &Fill) -> Result<(), ApplyError> {
+        let order = &fill.order;
+        let id = order.id.0;
+        let mismatch = |what| ApplyError::FillMismatch { order: id, what };
+        let settled_at = self.last_interval.map(|l| l.at).unwrap_or_default();
+        if !self.assets.contains_key(&order.symbol) {
+            return Err(ApplyError::UnknownReference { order: id });
+        }
+        let OrderKind::Market = order.kind;
+        let account =
+            self.account_mut(order.account).ok_or(ApplyError::UnknownReference { order: id })?;
+        let held = account.holdings.get(&order.symbol).copied().unwrap_or_default();
+        let (cash, holding) = match order.side {
+            Side::Buy => (
+                account.cash.checked_sub(fill.amount).ok_or(mismatch("cash below zero"))?,
+                held.add(order.qty, fill.amount).ok_or(mismatch("holding overflows"))?,
+            ),
+            Side::Sell => (
+                account.cash.checked_add(fill.amount).ok_or(mismatch("cash overflows"))?,
+                held.remove(order.qty).ok_or(mismatch("holding below zero"))?,
+            ),
+        };
+        if cash != fill.cash_after {
+            return Err(mismatch("cash after"));
+        }
+        if holding.qty != fill.holding_after {
+            return Err(mismatch("holding after"));
+        }
+        account.cash = cash;
+        if holding.qty.is_zero() {
+            account.holdings.remove(&order.symbol);
+        } else {
+            account.holdings.insert(order.symbol, holding);
+        }
+        account.history.push(Transaction {
+            order: *order,
+            interval: fill.interval,
+            settled_at,
+            tick_time: fill.tick_time,
+            price: fill.price,
+            amount: fill.amount,
+        });
+        Ok(())
+    }
+
+    /// A BLAKE3 digest of the canonical encoding of the state (see [`State::canonical_bytes`]).
+    pub fn digest(&self) -> Digest {
+        let mut hasher = blake3::Hasher::new();
+        self.write_canonical(&mut |bytes| {
+            hasher.update(bytes);
+        });
+        Digest(*hasher.finalize().as_bytes())
+    }
+
+    /// The canonical encoding of the state: fields in a fixed order, integers big-endian, strings
+    /// and lists prefixed with their length as a u64, maps in key order. Documented in
+    /// `docs/ENGINE.md`; the same on every machine.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_canonical(&mut |bytes| out.extend_from_slice(bytes));
+        out
+    }
+
+    fn write_canonical(&self, out: &mut dyn FnMut(&[u8])) {
+        let u64_be = |out: &mut dyn FnMut(&[u8]), v: u64| out(&v.to_be_bytes());
+        let text = |out: &mut dyn FnMut(&[u8]), s: &str| {
+            out(&(s.len() as u64).to_be_bytes());
+            out(s.as_bytes());
+        };
+        let tick = |out: &mut dyn FnMut(&[u8]), t: &Tick| {
+            for p in [t.open, t.high, t.low, t.close] {
+                out(&p.raw().to_be_bytes());
+            }
+            out(&t.volume.raw().to_be_bytes());
+            out(&t.time.0.to_be_bytes());
+        };
+        out(b"papertrader-state-v1");
+        u64_be(out, self.assets.len() as u64);
+        for (symbol, last) in &self.assets {
+            text(out, symbol.as_str());
+            match last {
+                None => out(&[0]),
+                Some(t) => {
+                    out(&[1]);
+                    tick(out, t);
+                }
+            }
+        }
+        match self.last_interval {
+            None => out(&[0]),
+            Some(l) => {
+                out(&[1]);
+                u64_be(out, l.id.0);
+                out(&l.at.0.to_be_bytes());
+                u64_be(out, l.orders);
+                u64_be(out, l.outcomes_applied);
+            }
+        }
+        u64_be(out, self.accounts.len() as u64);
+        for a in &self.accounts {
+            u64_be(out, a.id.0);
+            text(out, a.username.as_str());
+            text(out, a.email.as_str());
+            text(out, a.password_hash.as_str());
+            out(&a.opened_at.0.to_be_bytes());
+            u64_be(out, a.initial_cash.raw());
+            u64_be(out, a.cash.raw());
+            u64_be(out, a.holdings.len() as u64);
+            for (symbol, h) in &a.holdings {
+                text(out, symbol.as_str());
+                u64_be(out, h.qty.raw());
+                u64_be(out, h.cost_basis.raw());
+            }
+            u64_be(out, a.history.len() as u64);
+            for t in &a.history {
+                write_order(out, &t.order);
+                u64_be(out, t.interval.0);
+                out(&t.settled_at.0.to_be_bytes());
+                out(&t.tick_time.0.to_be_bytes());
+                u64_be(out, t.price.raw());
+                u64_be(out, t.amount.raw());
+            }
+        }
+    }
+}
+
+fn write_order(out: &mut dyn FnMut(&[u8]), o: &Order) {
+    out(&o.id.0.to_be_bytes());
+    out(&o.account.0.to_be_bytes());
+    out(&(o.symbol.as_str().len() as u64).to_be_bytes());
+    out(o.symbol.as_str().as_bytes());
+    out(&[match o.side {
+        Side::Buy => 0,
+        Side::Sell => 1,
+    }]);
+    out(&o.qty.raw().to_be_bytes());
+    out(&[match o.kind {
+        OrderKind::Market => 0,
+    }]);
+    out(&o.placed_at.0.to_be_bytes());
+    out(&o.worker.0.to_be_bytes());
+}
+
+/// A 32-byte BLAKE3 digest of a state; shown as 64 lowercase hex digits.
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct Digest(pub [u8; 32]);
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}

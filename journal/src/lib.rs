@@ -1,0 +1,1 @@
+//! PaperTrader journal: not built yet.

@@ -1,0 +1,1 @@
+//! PaperTrader master: not built yet.

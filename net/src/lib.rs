@@ -1,0 +1,1 @@
+//! PaperTrader net: not built yet.

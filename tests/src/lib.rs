@@ -1,0 +1,1 @@
+//! End-to-end tests for PaperTrader live in `tests/tests/`.

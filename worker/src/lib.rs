@@ -1,0 +1,1 @@
+//! PaperTrader worker: not built yet.
