@@ -21,5 +21,6 @@ pub use ids::{AccountId, Email, IntervalId, NameError, OrderId, PasswordHash, Sy
 pub use ids::{Username, WorkerId};
 pub use money::{Cash, ParseAmountError, Price, Qty, SCALE, Side};
 pub use order::{Order, OrderKind, OrderQueue};
-pub use state::{Account, ApplyError, Digest, Holding, SettledInterval, State, Transaction};
+pub use state::Transaction;
+pub use state::{Account, ApplyError, Digest, Holding, InvariantError, SettledInterval, State};
 pub use tick::{Tick, TickError, TickSet};

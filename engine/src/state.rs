@@ -161,6 +161,23 @@ pub enum ApplyError {
     },
 }
 
+/// A broken state invariant (see [`State::check_invariants`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvariantError {
+    /// Account ids are not dense or the username index disagrees with the accounts.
+    #[error("account ids or the username index are inconsistent")]
+    UsernameIndex,
+    /// An account's cash is not its initial cash plus the signed sum of its fills.
+    #[error("account {0}: cash is not initial cash plus the signed sum of its fills")]
+    CashMismatch(AccountId),
+    /// An account's holdings are not the net quantities of its fills.
+    #[error("account {0}: holdings are not the net quantities of its fills")]
+    HoldingMismatch(AccountId),
+    /// An account holds a symbol that is not listed.
+    #[error("account {0} holds unlisted symbol {1}")]
+    UnlistedHolding(AccountId, Symbol),
+}
+
 impl State {
     /// An empty state: no accounts, no assets.
     pub fn new() -> Self {
@@ -334,6 +351,47 @@ impl State {
             price: fill.price,
             amount: fill.amount,
         });
+        Ok(())
+    }
+
+    /// Checks the invariants that hold between events, over the whole state (linear in the size of
+    /// the history, so callers run it at interval ends and snapshots, not per event):
+    /// account ids are dense from 1 and the username index matches them; for every account,
+    /// `cash == initial_cash - sum(buy amounts) + sum(sell amounts)` exactly, and every holding's
+    /// quantity equals its bought minus sold quantity, with no zero-quantity positions kept;
+    /// every held symbol is listed.
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
+        if self.by_username.len() != self.accounts.len() {
+            return Err(InvariantError::UsernameIndex);
+        }
+        for (index, account) in self.accounts.iter().enumerate() {
+            let id = account.id;
+            if id.0 != index as u64 + 1 || self.by_username.get(&account.username) != Some(&id) {
+                return Err(InvariantError::UsernameIndex);
+            }
+            let mut cash = i128::from(account.initial_cash.raw());
+            let mut qty: BTreeMap<Symbol, i128> = BTreeMap::new();
+            for t in &account.history {
+                let (cash_sign, qty_sign) = match t.order.side {
+                    Side::Buy => (-1, 1),
+                    Side::Sell => (1, -1),
+                };
+                cash += cash_sign * i128::from(t.amount.raw());
+                *qty.entry(t.order.symbol).or_default() += qty_sign * i128::from(t.order.qty.raw());
+            }
+            if cash != i128::from(account.cash.raw()) {
+                return Err(InvariantError::CashMismatch(id));
+            }
+            qty.retain(|_, q| *q != 0);
+            let held: BTreeMap<Symbol, i128> =
+                account.holdings.iter().map(|(s, h)| (*s, i128::from(h.qty.raw()))).collect();
+            if held != qty || held.values().any(|q| *q <= 0) {
+                return Err(InvariantError::HoldingMismatch(id));
+            }
+            if let Some(symbol) = account.holdings.keys().find(|s| !self.assets.contains_key(s)) {
+                return Err(InvariantError::UnlistedHolding(id, *symbol));
+            }
+        }
         Ok(())
     }
 
