@@ -145,10 +145,10 @@ impl Engine {
         ticks: &TickSet,
         queue: &mut OrderQueue,
     ) -> Result<Vec<Event>, CommandError> {
-        if let Some(last) = self.state.last_interval() {
-            if interval <= last.id {
-                return Err(CommandError::IntervalNotAfterLast { last: last.id, got: interval });
-            }
+        if let Some(last) = self.state.last_interval()
+            && interval <= last.id
+        {
+            return Err(CommandError::IntervalNotAfterLast { last: last.id, got: interval });
         }
         let orders = queue.drain_sorted();
         let mut out = Vec::with_capacity(orders.len() + 1);

@@ -34,6 +34,10 @@ id_type!(
     OrderId(u64)
 );
 id_type!(
+    /// An order id chosen by the client (an idempotency key, unique per account).
+    ClientOrderId(u64)
+);
+id_type!(
     /// The worker that stamped an order: the 128-bit UUID of a registered worker, as an integer.
     /// Orders with equal timestamps are settled in ascending worker id.
     WorkerId(u128)

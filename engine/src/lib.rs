@@ -13,11 +13,15 @@ pub mod order;
 pub mod recorded;
 pub mod state;
 pub mod tick;
+pub mod workload;
 
 pub use engine::{CommandError, Engine, OpenAccount};
 pub use event::{AccountOpened, AssetListed, EVENT_FORMAT_VERSION, Event, Fill, IntervalSettled};
 pub use event::{RejectReason, Rejection};
-pub use ids::{AccountId, Email, IntervalId, NameError, OrderId, PasswordHash, Symbol, Timestamp};
+pub use ids::{
+    AccountId, ClientOrderId, Email, IntervalId, NameError, OrderId, PasswordHash, Symbol,
+    Timestamp,
+};
 pub use ids::{Username, WorkerId};
 pub use money::{Cash, ParseAmountError, Price, Qty, SCALE, Side};
 pub use order::{Order, OrderKind, OrderQueue};

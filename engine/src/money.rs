@@ -207,13 +207,23 @@ impl fmt::Display for Side {
 /// The cash value of `qty` at `price`: `price * qty / SCALE`, exact in 128 bits, rounded up for
 /// a [`Side::Buy`] and down for a [`Side::Sell`]. `None` when the result does not fit in [`Cash`].
 pub fn notional(price: Price, qty: Qty, side: Side) -> Option<Cash> {
-    let product = u128::from(price.raw()) * u128::from(qty.raw());
+    // Split the quantity into whole units and a fraction: `price * whole` is exact in 64 bits
+    // (or overflows), and only the fractional part needs the 128-bit division and rounding.
+    // The result is identical to computing `price * qty / SCALE` in 128 bits at once.
+    let whole = qty.raw() / SCALE;
+    let fraction = qty.raw() % SCALE;
+    let whole_value = price.raw().checked_mul(whole)?;
+    if fraction == 0 {
+        return Some(Cash::from_raw(whole_value));
+    }
+    let product = u128::from(price.raw()) * u128::from(fraction);
     let scale = u128::from(SCALE);
-    let value = match side {
+    let fraction_value = match side {
         Side::Buy => product.div_ceil(scale),
         Side::Sell => product / scale,
     };
-    u64::try_from(value).ok().map(Cash::from_raw)
+    let fraction_value = u64::try_from(fraction_value).ok()?;
+    whole_value.checked_add(fraction_value).map(Cash::from_raw)
 }
 
 /// `amount * part / whole` rounded down, exact in 128 bits; used to take a proportional share of a
@@ -278,6 +288,42 @@ mod tests {
             notional(Price::from_raw(u64::MAX), Qty::from_units(2).unwrap(), Side::Buy),
             None
         );
+    }
+
+    #[test]
+    fn split_notional_equals_the_128_bit_formula() {
+        let reference = |p: u64, q: u64, side: Side| {
+            let product = u128::from(p) * u128::from(q);
+            let v = match side {
+                Side::Buy => product.div_ceil(u128::from(SCALE)),
+                Side::Sell => product / u128::from(SCALE),
+            };
+            u64::try_from(v).ok().map(Cash::from_raw)
+        };
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for i in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let p = match i % 3 {
+                0 => x,
+                1 => x >> 20,
+                _ => x >> 40,
+            };
+            let q = match i % 4 {
+                0 => x.rotate_left(7),
+                1 => (x >> 30) * SCALE,
+                2 => x >> 25,
+                _ => x % 1000,
+            };
+            for side in [Side::Buy, Side::Sell] {
+                assert_eq!(
+                    notional(Price::from_raw(p), Qty::from_raw(q), side),
+                    reference(p, q, side),
+                    "{p} {q}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Orders and the queue that holds them until their interval settles.
 
-use crate::ids::{AccountId, OrderId, Symbol, Timestamp, WorkerId};
+use crate::ids::{AccountId, ClientOrderId, OrderId, Symbol, Timestamp, WorkerId};
 use crate::money::{Qty, Side};
 
 /// How an order is priced. Only market orders exist today; limit and stop orders will be new
@@ -20,6 +20,9 @@ pub enum OrderKind {
 pub struct Order {
     /// Unique id, given by the master in arrival order; the last tie-breaker of the queue.
     pub id: OrderId,
+    /// The id the client chose for the order, so that a retried order is recognised and not
+    /// filled twice (the master keeps `(account, client_id)` unique). The engine only records it.
+    pub client_id: ClientOrderId,
     /// Who trades.
     pub account: AccountId,
     /// What is traded.

@@ -20,8 +20,8 @@ use time::macros::format_description;
 use crate::engine::{CommandError, Engine, OpenAccount};
 use crate::event::{Event, RejectReason};
 use crate::ids::{
-    AccountId, Email, IntervalId, NameError, OrderId, PasswordHash, Symbol, Timestamp, Username,
-    WorkerId,
+    AccountId, ClientOrderId, Email, IntervalId, NameError, OrderId, PasswordHash, Symbol,
+    Timestamp, Username, WorkerId,
 };
 use crate::money::{Cash, ParseAmountError, Price, Qty, Side};
 use crate::order::{Order, OrderKind, OrderQueue};
@@ -327,6 +327,7 @@ pub fn simulate(
         while let Some((row, order)) = next_order.next_if(|(_, o)| o.time <= interval.time) {
             queue.push(Order {
                 id: OrderId(row as u64 + 1),
+                client_id: ClientOrderId(row as u64 + 1),
                 account: accounts.get(&order.username).copied().unwrap_or_default(),
                 symbol: order.symbol,
                 side: order.side,
@@ -380,7 +381,8 @@ mod tests {
     #[test]
     fn bad_price_rows_name_their_line() {
         let header = "time,symbol,open,high,low,close,volume\n";
-        let cases: [(&str, usize, fn(&RecordedErrorKind) -> bool); 8] = [
+        type Case = (&'static str, usize, fn(&RecordedErrorKind) -> bool);
+        let cases: [Case; 8] = [
             ("nope\n", 1, |k| matches!(k, RecordedErrorKind::BadHeader { .. })),
             ("2013-03-01,AAPL,1,2,1,2\n", 2, |k| matches!(k, RecordedErrorKind::FieldCount { .. })),
             ("03/01/2013,AAPL,1,2,1,2,3\n", 2, |k| matches!(k, RecordedErrorKind::BadTime(_))),

@@ -478,6 +478,7 @@ impl State {
 
 fn write_order(out: &mut dyn FnMut(&[u8]), o: &Order) {
     out(&o.id.0.to_be_bytes());
+    out(&o.client_id.0.to_be_bytes());
     out(&o.account.0.to_be_bytes());
     out(&(o.symbol.as_str().len() as u64).to_be_bytes());
     out(o.symbol.as_str().as_bytes());

@@ -1,0 +1,260 @@
+//! Every reject reason has a test that produces it, and settlement order rules are pinned.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use engine::{
+    AccountId, CommandError, Event, IntervalId, OrderQueue, RejectReason, Side, Timestamp, WorkerId,
+};
+
+fn reason_of(event: &Event) -> Option<RejectReason> {
+    match event {
+        Event::OrderRejected(r) => Some(r.reason),
+        _ => None,
+    }
+}
+
+/// Settles one order in the engine's next interval.
+fn single(engine: &mut engine::Engine, set: &engine::TickSet, o: engine::Order) -> Event {
+    let next = engine.state().last_interval().map_or(1, |l| l.id.0 + 1);
+    let mut events = settle(engine, next, set, vec![o]);
+    assert_eq!(events.len(), 1);
+    events.remove(0)
+}
+
+#[test]
+fn unknown_account() {
+    let mut e = engine_with(&["AAPL"], 1, "1000");
+    let ev = single(&mut e, &ticks(&[("AAPL", "10")]), order(1, 2, Side::Buy, "AAPL", "1", 0));
+    assert_eq!(reason_of(&ev), Some(RejectReason::UnknownAccount));
+    let ev = single(
+        &mut engine_with(&["AAPL"], 1, "1"),
+        &ticks(&[]),
+        order(1, 0, Side::Buy, "AAPL", "1", 0),
+    );
+    assert_eq!(reason_of(&ev), Some(RejectReason::UnknownAccount));
+}
+
+#[test]
+fn zero_quantity() {
+    let mut e = engine_with(&["AAPL"], 1, "1000");
+    let ev = single(&mut e, &ticks(&[("AAPL", "10")]), order(1, 1, Side::Buy, "AAPL", "0", 0));
+    assert_eq!(reason_of(&ev), Some(RejectReason::ZeroQuantity));
+}
+
+#[test]
+fn quantity_too_large() {
+    let mut e = engine_with(&["AAPL"], 1, "1000");
+    let set = ticks(&[("AAPL", "0.00000001")]);
+    let ev = single(&mut e, &set, order(1, 1, Side::Buy, "AAPL", "1000000000.00000001", 0));
+    assert_eq!(reason_of(&ev), Some(RejectReason::QuantityTooLarge));
+    // Exactly the limit is allowed (and here affordable: 10 cash).
+    let ev = single(&mut e, &set, order(2, 1, Side::Buy, "AAPL", "1000000000", 0));
+    assert!(matches!(ev, Event::OrderFilled(_)), "{ev:?}");
+}
+
+#[test]
+fn unknown_symbol() {
+    let mut e = engine_with(&["AAPL"], 1, "1000");
+    let ev = single(
+        &mut e,
+        &ticks(&[("AAPL", "10"), ("TSLA", "5")]),
+        order(1, 1, Side::Buy, "TSLA", "1", 0),
+    );
+    assert_eq!(reason_of(&ev), Some(RejectReason::UnknownSymbol));
+}
+
+#[test]
+fn no_price_this_interval() {
+    let mut e = engine_with(&["AAPL", "FB"], 1, "1000");
+    let ev = single(&mut e, &ticks(&[("AAPL", "10")]), order(1, 1, Side::Buy, "FB", "1", 0));
+    assert_eq!(reason_of(&ev), Some(RejectReason::NoPrice));
+    let Event::OrderRejected(r) = ev else { unreachable!() };
+    assert_eq!(r.price_seen, None);
+    assert_eq!(r.cash_seen, cash("1000"));
+}
+
+#[test]
+fn insufficient_cash() {
+    let mut e = engine_with(&["AAPL"], 1, "100");
+    let ev =
+        single(&mut e, &ticks(&[("AAPL", "10.00000001")]), order(1, 1, Side::Buy, "AAPL", "10", 0));
+    assert_eq!(reason_of(&ev), Some(RejectReason::InsufficientCash));
+    // Exactly affordable fills and leaves zero.
+    let ev = single(&mut e, &ticks(&[("AAPL", "10")]), order(2, 1, Side::Buy, "AAPL", "10", 0));
+    let Event::OrderFilled(f) = ev else { panic!("{ev:?}") };
+    assert_eq!(f.cash_after, engine::Cash::ZERO);
+}
+
+#[test]
+fn insufficient_holdings() {
+    let mut e = engine_with(&["AAPL"], 1, "100");
+    let set = ticks(&[("AAPL", "10")]);
+    let ev = single(&mut e, &set, order(1, 1, Side::Sell, "AAPL", "1", 0));
+    assert_eq!(reason_of(&ev), Some(RejectReason::InsufficientHoldings));
+    single(&mut e, &set, order(2, 1, Side::Buy, "AAPL", "2", 0));
+    let ev = single(&mut e, &set, order(3, 1, Side::Sell, "AAPL", "2.00000001", 0));
+    assert_eq!(reason_of(&ev), Some(RejectReason::InsufficientHoldings));
+    let ev = single(&mut e, &set, order(4, 1, Side::Sell, "AAPL", "2", 0));
+    assert!(matches!(ev, Event::OrderFilled(_)), "{ev:?}");
+}
+
+#[test]
+fn arithmetic_overflow() {
+    // 1e9 units at the largest price does not fit in 64 bits of 1e-8 cash units.
+    let mut e = engine_with(&["BIG"], 1, "1000");
+    let set = ticks(&[("BIG", "184467440737")]);
+    let ev = single(&mut e, &set, order(1, 1, Side::Buy, "BIG", "1000000000", 0));
+    assert_eq!(reason_of(&ev), Some(RejectReason::Overflow));
+    // A sell whose proceeds would overflow the account's cash.
+    let mut rich = engine_with(&["A"], 1, "184467440737");
+    let fill =
+        single(&mut rich, &ticks(&[("A", "0.00000001")]), order(1, 1, Side::Buy, "A", "1", 0));
+    assert!(matches!(fill, Event::OrderFilled(_)));
+    let ev = settle(
+        &mut rich,
+        2,
+        &ticks(&[("A", "184467440737")]),
+        vec![order(2, 1, Side::Sell, "A", "1", 0)],
+    );
+    assert_eq!(reason_of(&ev[0]), Some(RejectReason::Overflow));
+}
+
+#[test]
+fn every_reason_is_covered_and_codes_are_stable() {
+    let codes: Vec<(u16, &str)> =
+        RejectReason::ALL.iter().map(|r| (r.code(), r.as_str())).collect();
+    assert_eq!(
+        codes,
+        [
+            (1, "unknown_account"),
+            (2, "zero_quantity"),
+            (3, "quantity_too_large"),
+            (4, "unknown_symbol"),
+            (5, "no_price"),
+            (6, "insufficient_cash"),
+            (7, "insufficient_holdings"),
+            (8, "overflow"),
+        ]
+    );
+    for r in RejectReason::ALL {
+        assert_eq!(RejectReason::from_code(r.code()), Some(r));
+    }
+    assert_eq!(RejectReason::from_code(0), None);
+    assert_eq!(RejectReason::from_code(9), None);
+}
+
+#[test]
+fn a_sell_earlier_in_the_queue_funds_a_later_buy() {
+    let mut e = engine_with(&["AAPL", "IBM"], 1, "100");
+    let set = ticks(&[("AAPL", "10"), ("IBM", "50")]);
+    settle(&mut e, 1, &set, vec![order(1, 1, Side::Buy, "AAPL", "10", 0)]);
+    assert_eq!(e.state().account(AccountId(1)).unwrap().cash, engine::Cash::ZERO);
+    // Pushed buy first, but the sell has the earlier worker timestamp: it settles first.
+    let events = settle(
+        &mut e,
+        2,
+        &set,
+        vec![order(3, 1, Side::Buy, "IBM", "2", 20), order(2, 1, Side::Sell, "AAPL", "10", 10)],
+    );
+    assert!(matches!(&events[0], Event::OrderFilled(f) if f.order.id.0 == 2));
+    assert!(matches!(&events[1], Event::OrderFilled(f) if f.order.id.0 == 3));
+    // The other way round, the buy finds no cash.
+    let mut e = engine_with(&["AAPL", "IBM"], 1, "100");
+    settle(&mut e, 1, &set, vec![order(1, 1, Side::Buy, "AAPL", "10", 0)]);
+    let events = settle(
+        &mut e,
+        2,
+        &set,
+        vec![order(2, 1, Side::Sell, "AAPL", "10", 20), order(3, 1, Side::Buy, "IBM", "2", 10)],
+    );
+    assert_eq!(reason_of(&events[0]), Some(RejectReason::InsufficientCash));
+    assert!(matches!(&events[1], Event::OrderFilled(_)));
+}
+
+#[test]
+fn queue_order_is_timestamp_then_worker_then_arrival() {
+    let mut e = engine_with(&["AAPL"], 1, "1000");
+    let mut a = order(5, 1, Side::Buy, "AAPL", "1", 100);
+    a.worker = WorkerId(2);
+    let mut b = order(9, 1, Side::Buy, "AAPL", "1", 100);
+    b.worker = WorkerId(1);
+    let c = order(7, 1, Side::Buy, "AAPL", "1", 99);
+    let mut d = order(3, 1, Side::Buy, "AAPL", "1", 100);
+    d.worker = WorkerId(2);
+    let events = settle(&mut e, 1, &ticks(&[("AAPL", "1")]), vec![a, b, c, d]);
+    let ids: Vec<u64> = events
+        .iter()
+        .map(|ev| match ev {
+            Event::OrderFilled(f) => f.order.id.0,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, [7, 9, 3, 5]);
+}
+
+#[test]
+fn intervals_must_increase_and_usernames_are_unique() {
+    let mut e = engine_with(&["AAPL"], 1, "1000");
+    settle(&mut e, 5, &ticks(&[]), vec![]);
+    let err = e.settle(IntervalId(5), Timestamp(0), &ticks(&[]), &mut OrderQueue::new());
+    assert_eq!(
+        err,
+        Err(CommandError::IntervalNotAfterLast { last: IntervalId(5), got: IntervalId(5) })
+    );
+    let err = e.open_account(engine::OpenAccount {
+        username: engine::Username::new("u1").unwrap(),
+        email: engine::Email::new("x@y.zz").unwrap(),
+        password_hash: engine::PasswordHash::new("h").unwrap(),
+        initial_cash: cash("1"),
+        at: Timestamp(0),
+    });
+    assert!(matches!(err, Err(CommandError::UsernameTaken(_))));
+    assert!(matches!(
+        e.list_asset(sym("AAPL"), Timestamp(0)),
+        Err(CommandError::AssetAlreadyListed(_))
+    ));
+}
+
+#[test]
+fn fills_record_history_and_cost_basis() {
+    let mut e = engine_with(&["AAPL"], 1, "1000");
+    settle(&mut e, 1, &ticks(&[("AAPL", "10")]), vec![order(1, 1, Side::Buy, "AAPL", "3", 0)]);
+    settle(&mut e, 2, &ticks(&[("AAPL", "20")]), vec![order(2, 1, Side::Sell, "AAPL", "1", 0)]);
+    let account = e.state().account(AccountId(1)).unwrap();
+    assert_eq!(account.cash, cash("990"));
+    let holding = account.holdings[&sym("AAPL")];
+    assert_eq!(holding.qty, qty("2"));
+    assert_eq!(holding.cost_basis, cash("20"));
+    assert_eq!(account.history.len(), 2);
+    assert_eq!(account.history[1].interval, IntervalId(2));
+    assert_eq!(account.history[1].settled_at, Timestamp(1000));
+    assert_eq!(account.history[1].tick_time, Timestamp(7));
+    assert_eq!(account.history[1].amount, cash("20"));
+    e.state().check_invariants().unwrap();
+    // Selling everything removes the position and its whole basis.
+    settle(&mut e, 3, &ticks(&[("AAPL", "20")]), vec![order(3, 1, Side::Sell, "AAPL", "2", 0)]);
+    assert!(e.state().account(AccountId(1)).unwrap().holdings.is_empty());
+}
+
+#[test]
+fn replay_refuses_inconsistent_events() {
+    let mut e = engine_with(&["AAPL"], 1, "1000");
+    let mut all = Vec::new();
+    let mut queue = OrderQueue::new();
+    queue.push(order(1, 1, Side::Buy, "AAPL", "3", 0));
+    all.extend(
+        e.settle(IntervalId(1), Timestamp(0), &ticks(&[("AAPL", "10")]), &mut queue).unwrap(),
+    );
+    let mut fresh = engine_with(&["AAPL"], 1, "1000");
+    let mut tampered = all.clone();
+    if let Event::OrderFilled(f) = &mut tampered[1] {
+        f.cash_after = cash("999");
+    }
+    fresh.apply(&tampered[0]).unwrap();
+    assert!(matches!(fresh.apply(&tampered[1]), Err(engine::ApplyError::FillMismatch { .. })));
+    // An outcome with no interval open is refused too.
+    let mut fresh = engine_with(&["AAPL"], 1, "1000");
+    assert!(fresh.apply(&all[1]).is_err());
+}
