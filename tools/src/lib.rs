@@ -1,1 +1,4 @@
-//! Shared code of the PaperTrader command-line tools.
+//! Shared code of the PaperTrader command-line tools: `pt` (the client and local cluster) and
+//! `pt-replay` (journal audits).
+
+pub mod simulate;

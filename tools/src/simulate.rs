@@ -1,0 +1,169 @@
+//! `pt simulate`: settles a recorded order stream against recorded prices with the engine alone
+//! and reports the outcome. The shipped files are embedded, so it needs no setup.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use engine::recorded::{self, Simulation, SimulationConfig};
+use engine::{Cash, Price, RejectReason, money};
+
+/// The shipped recorded prices (see `data/README.md`).
+pub const SHIPPED_PRICES: &str = include_str!("../../data/stocks-2000-2013.csv");
+/// The shipped recorded order stream (see `data/README.md`).
+pub const SHIPPED_ORDERS: &str = include_str!("../../data/orders-2000-2013.csv");
+
+/// Arguments of `pt simulate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// Recorded price file (`time,symbol,open,high,low,close,volume`); default: the shipped one.
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    /// Recorded order stream (`time,username,side,symbol,qty`); default: the shipped one.
+    #[arg(long)]
+    pub orders: Option<PathBuf>,
+    /// Cash each account starts with, as a decimal.
+    #[arg(long, default_value = "100000")]
+    pub initial_cash: String,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn read_or(path: &Option<PathBuf>, shipped: &'static str) -> anyhow::Result<String> {
+    match path {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+        }
+        None => Ok(shipped.to_owned()),
+    }
+}
+
+/// Runs the simulation and renders the report (a table, or JSON with `--json`).
+pub fn run(args: &SimulateArgs) -> anyhow::Result<String> {
+    let prices_name =
+        args.prices.as_ref().map_or("shipped prices".into(), |p| p.display().to_string());
+    let orders_name =
+        args.orders.as_ref().map_or("shipped orders".into(), |p| p.display().to_string());
+    let prices = recorded::parse_prices(&read_or(&args.prices, SHIPPED_PRICES)?)
+        .with_context(|| format!("in {prices_name}"))?;
+    let orders = recorded::parse_orders(&read_or(&args.orders, SHIPPED_ORDERS)?)
+        .with_context(|| format!("in {orders_name}"))?;
+    let initial_cash = Cash::parse(&args.initial_cash).context("--initial-cash")?;
+    let sim = recorded::simulate(&prices, &orders, &SimulationConfig { initial_cash })?;
+    if args.json {
+        Ok(render_json(&sim)?)
+    } else {
+        Ok(render_table(&sim, prices.len(), orders.len()))
+    }
+}
+
+/// One account's valuation at the latest prices.
+struct Valuation {
+    holdings_value: Cash,
+    total: Cash,
+}
+
+fn value(sim: &Simulation, account: &engine::Account) -> Valuation {
+    let mut holdings_value = Cash::ZERO;
+    for (symbol, h) in &account.holdings {
+        let price = sim
+            .engine
+            .state()
+            .assets()
+            .get(symbol)
+            .copied()
+            .flatten()
+            .map_or(Price::ZERO, |t| t.close);
+        // Valued as a sale would be: rounded down.
+        let v = money::notional(price, h.qty, engine::Side::Sell).unwrap_or(Cash::ZERO);
+        holdings_value = holdings_value.checked_add(v).unwrap_or(holdings_value);
+    }
+    let total = account.cash.checked_add(holdings_value).unwrap_or(account.cash);
+    Valuation { holdings_value, total }
+}
+
+fn signed_change(from: Cash, to: Cash) -> String {
+    if to >= from {
+        format!("+{}", to.checked_sub(from).unwrap_or(Cash::ZERO))
+    } else {
+        format!("-{}", from.checked_sub(to).unwrap_or(Cash::ZERO))
+    }
+}
+
+fn render_table(sim: &Simulation, price_intervals: usize, order_rows: usize) -> String {
+    let state = sim.engine.state();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Settled {order_rows} recorded orders over {price_intervals} price intervals ({} events).",
+        sim.events.len()
+    );
+    let _ =
+        writeln!(out, "Filled {}, rejected {}.", sim.filled, sim.rejected.values().sum::<u64>());
+    for reason in RejectReason::ALL {
+        let n = sim.rejected_for(reason);
+        if n > 0 {
+            let _ = writeln!(out, "  rejected {:<22} {n:>6}", reason.as_str());
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<10} {:>16} {:>16} {:>16} {:>16}  holdings",
+        "account", "cash", "holdings value", "total", "change"
+    );
+    for a in state.accounts() {
+        let v = value(sim, a);
+        let holdings: Vec<String> =
+            a.holdings.iter().map(|(s, h)| format!("{s} {}", h.qty)).collect();
+        let _ = writeln!(
+            out,
+            "{:<10} {:>16} {:>16} {:>16} {:>16}  {}",
+            a.username.as_str(),
+            a.cash.to_string(),
+            v.holdings_value.to_string(),
+            v.total.to_string(),
+            signed_change(a.initial_cash, v.total),
+            holdings.join(", ")
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Holdings valued at each symbol's latest close, rounded down.");
+    let _ = writeln!(out, "State digest {}", sim.digest());
+    out
+}
+
+fn render_json(sim: &Simulation) -> anyhow::Result<String> {
+    let state = sim.engine.state();
+    let accounts: Vec<serde_json::Value> = state
+        .accounts()
+        .iter()
+        .map(|a| {
+            let v = value(sim, a);
+            serde_json::json!({
+                "username": a.username.as_str(),
+                "cash": a.cash.to_string(),
+                "holdings_value": v.holdings_value.to_string(),
+                "total": v.total.to_string(),
+                "holdings": a.holdings.iter().map(|(s, h)| serde_json::json!({
+                    "symbol": s.as_str(), "qty": h.qty.to_string(), "cost_basis": h.cost_basis.to_string()
+                })).collect::<Vec<_>>(),
+                "fills": a.history.len(),
+            })
+        })
+        .collect();
+    let rejected: serde_json::Map<String, serde_json::Value> = RejectReason::ALL
+        .iter()
+        .map(|r| (r.as_str().to_owned(), serde_json::Value::from(sim.rejected_for(*r))))
+        .collect();
+    let report = serde_json::json!({
+        "events": sim.events.len(),
+        "intervals": sim.intervals,
+        "filled": sim.filled,
+        "rejected": rejected,
+        "accounts": accounts,
+        "digest": sim.digest().to_string(),
+    });
+    Ok(serde_json::to_string_pretty(&report)?)
+}
