@@ -1,0 +1,64 @@
+//! Every limit of the wire protocol, in one place, units last in the names.
+//!
+//! Username, email and symbol lengths are the engine's (`engine::limits`); they are re-exported here
+//! so that the whole protocol's limits can be read in one file.
+
+pub use engine::limits::{EMAIL_CHARS_MAX, SYMBOL_CHARS_MAX, USERNAME_CHARS_MAX};
+
+/// The protocol version this crate speaks, the first byte of every frame.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Size of the fixed frame header, in bytes.
+pub const HEADER_BYTES: usize = 20;
+
+/// Size of the integrity trailer of a sealed master–worker link frame (sequence u64 + MAC), bytes.
+pub const SEAL_TRAILER_BYTES: usize = 8 + LINK_MAC_BYTES;
+
+/// Size of a link MAC (keyed BLAKE3), in bytes.
+pub const LINK_MAC_BYTES: usize = 32;
+
+/// Most data bytes one frame (one packet) may carry. Checked from the header, before buffering.
+pub const FRAME_DATA_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest frame on the wire: header, data and (on a sealed link) the trailer.
+pub const FRAME_BYTES_MAX: usize = HEADER_BYTES + FRAME_DATA_BYTES_MAX + SEAL_TRAILER_BYTES;
+
+/// Largest message body (all packets' data together) a receiver reassembles: 16 MiB.
+pub const MESSAGE_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Most packets one message may be split into (`data message max`).
+pub const PACKETS_PER_MESSAGE_MAX: u32 = 4096;
+
+/// Most top-level arguments one message may declare (`argument count`).
+pub const ARGS_PER_MESSAGE_MAX: u16 = 64;
+
+/// Shortest client-side password hash (`hashedPass`), in bytes.
+pub const HASHED_PASSWORD_BYTES_MIN: usize = 16;
+
+/// Longest client-side password hash (`hashedPass`), in bytes.
+pub const HASHED_PASSWORD_BYTES_MAX: usize = 128;
+
+/// Longest human-readable failure message, in bytes of UTF-8.
+pub const FAILURE_MESSAGE_BYTES_MAX: usize = 1024;
+
+/// Longest worker display name, in bytes of UTF-8.
+pub const WORKER_NAME_BYTES_MAX: usize = 64;
+
+/// Longest client-facing worker address (`host:port`, UTF-8), in bytes; as in
+/// `docs/WORKER_AUTH.md`.
+pub const WORKER_ADDRESS_BYTES_MAX: usize = 255;
+
+/// Longest handshake signature (`helloProof`), in bytes; as in `docs/WORKER_AUTH.md`.
+pub const SIGNATURE_BYTES_MAX: usize = 4096;
+
+/// Longest encrypted link key (`linkAccepted`), in bytes; as in `docs/WORKER_AUTH.md`.
+pub const SEALED_KEY_BYTES_MAX: usize = 4096;
+
+/// Size of a session id, in bytes.
+pub const SESSION_ID_BYTES: usize = 32;
+
+/// Size of a handshake challenge nonce, in bytes.
+pub const NONCE_BYTES: usize = 32;
+
+/// Size of the shared master–worker link key, in bytes.
+pub const LINK_KEY_BYTES: usize = 32;
