@@ -1,1 +1,16 @@
-//! PaperTrader master: not built yet.
+//! PaperTrader master server: the one writer. This library holds the master's self-contained
+//! parts; the binary wires them to the network, the journal and the clock.
+//!
+//! - [`config`]: the TOML configuration with its defaults and validation.
+//! - [`prices`]: price sources (recorded file, Alpha Vantage over HTTP).
+//! - [`auth`]: password hashing off the async threads, failed-login rate limits.
+//! - [`sessions`]: session bookkeeping and the session record's binary layout.
+//! - [`logbook`]: the log system: a bounded in-memory log plus a log file.
+//! - [`worker_auth`]: the worker registry and the OpenPGP worker handshake checks.
+
+pub mod auth;
+pub mod config;
+pub mod logbook;
+pub mod prices;
+pub mod sessions;
+pub mod worker_auth;

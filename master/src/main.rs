@@ -1,1 +1,3 @@
+//! `pt-master`: the PaperTrader master server (being wired up).
+
 fn main() {}

@@ -1,0 +1,624 @@
+//! Password hashing and failed-login limits (spec 3.1.3).
+//!
+//! The client never sends its password: it sends a client-side hash of it, opaque bytes of
+//! [`CLIENT_PASSWORD_BYTES_MIN`] to [`CLIENT_PASSWORD_BYTES_MAX`]. The master hashes those bytes
+//! again with argon2id (a random 16-byte salt per account from the OS generator, the configured
+//! costs) and stores only the PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`).
+//!
+//! argon2 is deliberately slow, so [`PasswordHasher`] runs it on a few dedicated threads fed by
+//! a bounded queue: a burst of logins never delays the async threads, and when the queue is
+//! full a request fails at once with [`AuthError::Busy`]. Logins for unknown usernames run
+//! [`PasswordHasher::verify_dummy`], which costs the same as a real verification, so timing does
+//! not tell which usernames exist.
+//!
+//! [`LoginLimiter`] rate-limits failed logins per username and per client IP, in bounded memory,
+//! with `now` passed in. Nothing here logs a password, a hash or a salt.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use argon2::password_hash::phc::{Output, ParamsString, Salt};
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use engine::{PasswordHash, Timestamp, Username};
+use tokio::sync::oneshot;
+
+use crate::config::{
+    ARGON2_M_COST_KIB_MAX, ARGON2_P_COST_MAX, ARGON2_T_COST_MAX, Argon2Config, AuthConfig,
+    FailedLoginsConfig,
+};
+
+/// Shortest client-side password hash accepted, in bytes.
+pub const CLIENT_PASSWORD_BYTES_MIN: usize = 16;
+/// Longest client-side password hash accepted, in bytes.
+pub const CLIENT_PASSWORD_BYTES_MAX: usize = 128;
+/// Salt length, in bytes.
+pub const SALT_BYTES: usize = 16;
+/// argon2 output length, in bytes.
+const OUTPUT_BYTES: usize = 32;
+
+/// Why hashing or verifying failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Every hashing thread is busy and the queue is full: refuse the login, try later.
+    #[error("password hashing is busy, try again later")]
+    Busy,
+    /// The client-side hash is not 16 to 128 bytes.
+    #[error("client password hash has {0} bytes, it must have 16 to 128")]
+    BadPasswordLength(usize),
+    /// A stored hash that does not parse, or whose costs exceed this server's caps.
+    #[error("stored password hash is malformed or its costs exceed the caps")]
+    MalformedHash,
+    /// The OS random generator failed.
+    #[error("the OS random generator failed")]
+    Random,
+    /// argon2 refused (bad parameters).
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+    /// The hashing threads are gone.
+    #[error("password hashing has stopped")]
+    Stopped,
+}
+
+/// The client-side hash of a password: opaque bytes of 16 to 128. `Debug` never shows them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientPassword(Vec<u8>);
+
+impl ClientPassword {
+    /// Checks the length and wraps the bytes.
+    pub fn new(bytes: &[u8]) -> Result<Self, AuthError> {
+        if !(CLIENT_PASSWORD_BYTES_MIN..=CLIENT_PASSWORD_BYTES_MAX).contains(&bytes.len()) {
+            return Err(AuthError::BadPasswordLength(bytes.len()));
+        }
+        Ok(Self(bytes.to_vec()))
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientPassword(<redacted>)")
+    }
+}
+
+impl Drop for ClientPassword {
+    fn drop(&mut self) {
+        // Best effort: clear the bytes before the allocation is freed.
+        self.0.iter_mut().for_each(|b| *b = 0);
+    }
+}
+
+enum Job {
+    Hash {
+        password: ClientPassword,
+        reply: oneshot::Sender<Result<PasswordHash, AuthError>>,
+    },
+    Verify {
+        password: ClientPassword,
+        phc: Arc<str>,
+        reply: oneshot::Sender<Result<bool, AuthError>>,
+    },
+}
+
+/// argon2id hashing on a bounded pool of dedicated threads. Cheap to clone; the threads stop
+/// when the last clone is dropped and the queue is drained.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    sender: SyncSender<Job>,
+    params: Params,
+    /// A PHC string with the configured costs and a hash no password gives.
+    dummy: Arc<str>,
+}
+
+impl fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordHasher").finish_non_exhaustive()
+    }
+}
+
+fn argon2_params(config: &Argon2Config) -> Result<Params, AuthError> {
+    Params::new(config.m_cost_kib, config.t_cost, config.p_cost, Some(OUTPUT_BYTES))
+        .map_err(|e| AuthError::Hashing(e.to_string()))
+}
+
+fn random<const N: usize>() -> Result<[u8; N], AuthError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|_| AuthError::Random)?;
+    Ok(bytes)
+}
+
+impl PasswordHasher {
+    /// Starts `config.hash_threads` threads behind a queue of `config.hash_queue_max`.
+    pub fn new(config: &AuthConfig) -> Result<Self, AuthError> {
+        let params = argon2_params(&config.argon2)?;
+        let dummy = argon2::PasswordHash {
+            algorithm: argon2::ARGON2ID_IDENT,
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params)
+                .map_err(|e| AuthError::Hashing(e.to_string()))?,
+            salt: Some(Salt::new(&random::<SALT_BYTES>()?).map_err(|_| AuthError::Random)?),
+            hash: Some(Output::new(&random::<OUTPUT_BYTES>()?).map_err(|_| AuthError::Random)?),
+        };
+        let queue = usize::try_from(config.hash_queue_max).unwrap_or(usize::MAX).max(1);
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Job>(queue);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..config.hash_threads.max(1) {
+            let receiver = Arc::clone(&receiver);
+            let params = params.clone();
+            std::thread::Builder::new()
+                .name(format!("pt-hash-{i}"))
+                .spawn(move || run_worker(&receiver, &params))
+                .map_err(|e| AuthError::Hashing(format!("cannot start a hashing thread: {e}")))?;
+        }
+        Ok(Self { sender, params, dummy: Arc::from(dummy.to_string()) })
+    }
+
+    fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Job,
+    ) -> Result<oneshot::Receiver<T>, AuthError> {
+        let (reply, answer) = oneshot::channel();
+        match self.sender.try_send(make(reply)) {
+            Ok(()) => Ok(answer),
+            Err(TrySendError::Full(_)) => Err(AuthError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(AuthError::Stopped),
+        }
+    }
+
+    /// Hashes a client password with a fresh random salt: the PHC string to store. The request
+    /// is queued when this is called, not when the future is first polled, so a full queue
+    /// gives [`AuthError::Busy`] at once.
+    pub fn hash(
+        &self,
+        password: &ClientPassword,
+    ) -> impl Future<Output = Result<PasswordHash, AuthError>> + Send + 'static {
+        let password = password.clone();
+        let submitted = self.submit(|reply| Job::Hash { password, reply });
+        async move { submitted?.await.map_err(|_| AuthError::Stopped)? }
+    }
+
+    /// True when `password` matches the stored hash (argon2's comparison is constant-time).
+    /// Queued at the call, like [`hash`](Self::hash).
+    pub fn verify(
+        &self,
+        password: &ClientPassword,
+        stored: &PasswordHash,
+    ) -> impl Future<Output = Result<bool, AuthError>> + Send + 'static {
+        self.verify_phc(password, Arc::from(stored.as_str()))
+    }
+
+    /// Costs what [`verify`](Self::verify) costs and always answers `false`: for logins with
+    /// an unknown username, so that timing does not reveal which usernames exist.
+    pub fn verify_dummy(
+        &self,
+        password: &ClientPassword,
+    ) -> impl Future<Output = Result<bool, AuthError>> + Send + 'static {
+        let verified = self.verify_phc(password, Arc::clone(&self.dummy));
+        async move { verified.await.map(|_| false) }
+    }
+
+    fn verify_phc(
+        &self,
+        password: &ClientPassword,
+        phc: Arc<str>,
+    ) -> impl Future<Output = Result<bool, AuthError>> + Send + 'static {
+        let password = password.clone();
+        let submitted = self.submit(|reply| Job::Verify { password, phc, reply });
+        async move { submitted?.await.map_err(|_| AuthError::Stopped)? }
+    }
+
+    /// True when a stored hash was made with other costs than the configured ones (or is not
+    /// argon2id): rehash it at the next successful login.
+    pub fn needs_rehash(&self, stored: &PasswordHash) -> bool {
+        let Ok(parsed) = argon2::PasswordHash::new(stored.as_str()) else { return true };
+        let Ok(params) = Params::try_from(&parsed) else { return true };
+        parsed.algorithm != argon2::ARGON2ID_IDENT
+            || params.m_cost() != self.params.m_cost()
+            || params.t_cost() != self.params.t_cost()
+            || params.p_cost() != self.params.p_cost()
+    }
+}
+
+fn run_worker(receiver: &Mutex<Receiver<Job>>, params: &Params) {
+    let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    loop {
+        let job = {
+            let receiver = receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            receiver.recv()
+        };
+        match job {
+            // A dropped reply means the caller gave up; nothing to do.
+            Ok(Job::Hash { password, reply }) => {
+                let _ = reply.send(hash_now(&hasher, &password));
+            }
+            Ok(Job::Verify { password, phc, reply }) => {
+                let _ = reply.send(verify_now(&hasher, &password, &phc));
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+fn hash_now(hasher: &Argon2<'_>, password: &ClientPassword) -> Result<PasswordHash, AuthError> {
+    let salt = random::<SALT_BYTES>()?;
+    let phc = hasher
+        .hash_password_with_salt(password.as_bytes(), &salt)
+        .map_err(|e| AuthError::Hashing(e.to_string()))?;
+    PasswordHash::new(&phc.to_string()).map_err(|e| AuthError::Hashing(e.to_string()))
+}
+
+fn verify_now(
+    hasher: &Argon2<'_>,
+    password: &ClientPassword,
+    phc: &str,
+) -> Result<bool, AuthError> {
+    let parsed = argon2::PasswordHash::new(phc).map_err(|_| AuthError::MalformedHash)?;
+    // A stored hash's own costs are used: cap them so a bad record cannot exhaust memory.
+    let params = Params::try_from(&parsed).map_err(|_| AuthError::MalformedHash)?;
+    if params.m_cost() > ARGON2_M_COST_KIB_MAX
+        || params.t_cost() > ARGON2_T_COST_MAX
+        || params.p_cost() > ARGON2_P_COST_MAX
+    {
+        return Err(AuthError::MalformedHash);
+    }
+    match hasher.verify_password(password.as_bytes(), &parsed) {
+        Ok(()) => Ok(true),
+        Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
+        Err(_) => Err(AuthError::MalformedHash),
+    }
+}
+
+/// A login refused for too many recent failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many failed logins for this {by}; retry in {}s", retry_after.as_secs().max(1))]
+pub struct LoginBlocked {
+    /// Which limit: the username's or the client IP's.
+    pub by: LimitedBy,
+    /// How long until one more attempt is allowed.
+    pub retry_after: Duration,
+}
+
+/// Which failed-login limit applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitedBy {
+    /// Failures for the username.
+    Username,
+    /// Failures from the client IP (IPv6: its /64).
+    Ip,
+}
+
+impl fmt::Display for LimitedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Username => "username",
+            Self::Ip => "address",
+        })
+    }
+}
+
+/// Failed-login rate limits, per username and per client IP. Each key may fail `max` times in
+/// a burst, then once per `window / max` (a GCRA leaky bucket: one timestamp per key). Memory
+/// is bounded: at most `entries_max` keys per table; keys whose failures have fully leaked away
+/// are dropped first, then the least recently failed. Pure: `now` comes in.
+#[derive(Debug)]
+pub struct LoginLimiter {
+    usernames: RateTable<Username>,
+    ips: RateTable<IpAddr>,
+}
+
+impl LoginLimiter {
+    /// A limiter with the configured limits.
+    pub fn new(config: &FailedLoginsConfig) -> Self {
+        let entries = usize::try_from(config.entries_max).unwrap_or(usize::MAX).max(1);
+        Self {
+            usernames: RateTable::new(config.per_username_max, config.window, entries),
+            ips: RateTable::new(config.per_ip_max, config.window, entries),
+        }
+    }
+
+    /// May this username try to log in from this IP now? Check before verifying the password.
+    pub fn check(
+        &self,
+        username: &Username,
+        ip: IpAddr,
+        now: Timestamp,
+    ) -> Result<(), LoginBlocked> {
+        if let Some(retry_after) = self.ips.blocked(&ip_key(ip), now) {
+            return Err(LoginBlocked { by: LimitedBy::Ip, retry_after });
+        }
+        if let Some(retry_after) = self.usernames.blocked(username, now) {
+            return Err(LoginBlocked { by: LimitedBy::Username, retry_after });
+        }
+        Ok(())
+    }
+
+    /// Records a failed login (wrong password or unknown username).
+    pub fn record_failure(&mut self, username: &Username, ip: IpAddr, now: Timestamp) {
+        self.ips.fail(ip_key(ip), now);
+        self.usernames.fail(username.clone(), now);
+    }
+
+    /// Records a successful login: the username's failures are forgotten (the IP's are not,
+    /// so one known password does not reset an address that guesses others).
+    pub fn record_success(&mut self, username: &Username) {
+        self.usernames.forget(username);
+    }
+
+    /// Keys tracked: (usernames, IPs).
+    pub fn len(&self) -> (usize, usize) {
+        (self.usernames.entries.len(), self.ips.entries.len())
+    }
+}
+
+/// The key of an IP: IPv4 as is (IPv4-mapped IPv6 as IPv4), IPv6 by its /64, since one host
+/// usually holds a whole /64.
+fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RateEntry {
+    /// Theoretical arrival time of the next failure, in microseconds.
+    tat: i64,
+    /// Position in the eviction order.
+    order: (i64, u64),
+}
+
+#[derive(Debug)]
+struct RateTable<K> {
+    entries: HashMap<K, RateEntry>,
+    /// (last failure time, sequence) -> key: the eviction order.
+    order: BTreeMap<(i64, u64), K>,
+    sequence: u64,
+    emission_micros: i64,
+    window_micros: i64,
+    entries_max: usize,
+}
+
+impl<K: Hash + Eq + Clone> RateTable<K> {
+    fn new(max: u32, window: Duration, entries_max: usize) -> Self {
+        let window_micros = i64::try_from(window.as_micros()).unwrap_or(i64::MAX).max(1);
+        let emission_micros = (window_micros / i64::from(max.max(1))).max(1);
+        Self {
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            sequence: 0,
+            emission_micros,
+            window_micros,
+            entries_max,
+        }
+    }
+
+    fn blocked(&self, key: &K, now: Timestamp) -> Option<Duration> {
+        let entry = self.entries.get(key)?;
+        let ahead = entry.tat.saturating_sub(now.0).saturating_add(self.emission_micros);
+        let wait = ahead.saturating_sub(self.window_micros);
+        (wait > 0).then(|| Duration::from_micros(u64::try_from(wait).unwrap_or(u64::MAX)))
+    }
+
+    fn fail(&mut self, key: K, now: Timestamp) {
+        self.drop_leaked(now);
+        let tat = match self.entries.get(&key) {
+            Some(entry) => {
+                self.order.remove(&entry.order);
+                entry.tat.max(now.0)
+            }
+            None => now.0,
+        };
+        self.sequence = self.sequence.wrapping_add(1);
+        let order = (now.0, self.sequence);
+        let entry = RateEntry { tat: tat.saturating_add(self.emission_micros), order };
+        self.order.insert(order, key.clone());
+        self.entries.insert(key, entry);
+        while self.entries.len() > self.entries_max {
+            let Some((_, oldest)) = self.order.pop_first() else { break };
+            self.entries.remove(&oldest);
+        }
+    }
+
+    fn forget(&mut self, key: &K) {
+        if let Some(entry) = self.entries.remove(key) {
+            self.order.remove(&entry.order);
+        }
+    }
+
+    /// Drops, from the least recently failed end, keys whose failures have all leaked away.
+    fn drop_leaked(&mut self, now: Timestamp) {
+        while let Some((_, key)) = self.order.first_key_value() {
+            match self.entries.get(key) {
+                Some(entry) if entry.tat > now.0 => break,
+                _ => {
+                    if let Some((_, key)) = self.order.pop_first() {
+                        self.entries.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const SECOND: i64 = 1_000_000;
+
+    fn cheap() -> AuthConfig {
+        AuthConfig {
+            argon2: Argon2Config { m_cost_kib: 64, t_cost: 1, p_cost: 1 },
+            hash_threads: 2,
+            hash_queue_max: 4,
+            ..AuthConfig::default()
+        }
+    }
+
+    fn user(name: &str) -> Username {
+        Username::new(name).unwrap()
+    }
+
+    #[test]
+    fn client_passwords_are_16_to_128_bytes() {
+        assert_eq!(ClientPassword::new(&[1; 15]), Err(AuthError::BadPasswordLength(15)));
+        assert!(ClientPassword::new(&[1; 16]).is_ok());
+        assert!(ClientPassword::new(&[1; 128]).is_ok());
+        assert_eq!(ClientPassword::new(&[1; 129]), Err(AuthError::BadPasswordLength(129)));
+        assert!(!format!("{:?}", ClientPassword::new(&[b'x'; 16]).unwrap()).contains("xx"));
+    }
+
+    #[tokio::test]
+    async fn hashes_and_verifies() {
+        let hasher = PasswordHasher::new(&cheap()).unwrap();
+        let right = ClientPassword::new(&[7; 32]).unwrap();
+        let wrong = ClientPassword::new(&[8; 32]).unwrap();
+        let stored = hasher.hash(&right).await.unwrap();
+        assert!(stored.as_str().starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{}", stored.as_str());
+        assert!(hasher.verify(&right, &stored).await.unwrap());
+        assert!(!hasher.verify(&wrong, &stored).await.unwrap());
+        assert!(!hasher.verify_dummy(&right).await.unwrap());
+        // Same password, fresh salt, different string.
+        assert_ne!(hasher.hash(&right).await.unwrap(), stored);
+        assert!(!hasher.needs_rehash(&stored));
+        let other = PasswordHasher::new(&AuthConfig {
+            argon2: Argon2Config { m_cost_kib: 128, t_cost: 1, p_cost: 1 },
+            ..cheap()
+        })
+        .unwrap();
+        assert!(other.needs_rehash(&stored));
+        // The stored hash's own costs are used for verification.
+        assert!(other.verify(&right, &stored).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn malformed_or_greedy_stored_hashes_are_refused() {
+        let hasher = PasswordHasher::new(&cheap()).unwrap();
+        let password = ClientPassword::new(&[7; 32]).unwrap();
+        let greedy = "$argon2id$v=19$m=4194304,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        for phc in ["!", "$argon2id$v=19$m=nope", greedy] {
+            let stored = PasswordHash::new(phc).unwrap();
+            assert_eq!(
+                hasher.verify(&password, &stored).await,
+                Err(AuthError::MalformedHash),
+                "{phc}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_busy_at_once() {
+        // One thread and a queue of one hold at most two requests: of three submitted
+        // together, at least one is refused at once, and every accepted one completes.
+        let config = AuthConfig { hash_threads: 1, hash_queue_max: 1, ..cheap() };
+        let hasher = PasswordHasher::new(&config).unwrap();
+        let password = ClientPassword::new(&[7; 32]).unwrap();
+        let pending: Vec<_> = (0..3).map(|_| hasher.hash(&password)).collect();
+        let mut results = Vec::new();
+        for future in pending {
+            results.push(future.await);
+        }
+        let busy = results.iter().filter(|r| matches!(r, Err(AuthError::Busy))).count();
+        let done = results.iter().filter(|r| r.is_ok()).count();
+        assert!(busy >= 1, "{results:?}");
+        assert!(done >= 1, "{results:?}");
+        assert_eq!(busy + done, 3);
+        // Once drained, the pool accepts again.
+        assert!(hasher.hash(&password).await.is_ok());
+    }
+
+    #[test]
+    fn limiter_blocks_after_max_failures_per_username() {
+        let config = FailedLoginsConfig {
+            per_username_max: 3,
+            per_ip_max: 100,
+            window: Duration::from_secs(60),
+            entries_max: 10,
+        };
+        let mut limiter = LoginLimiter::new(&config);
+        let alice = user("alice");
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Timestamp(1_000 * SECOND);
+        for _ in 0..3 {
+            assert!(limiter.check(&alice, ip, t0).is_ok());
+            limiter.record_failure(&alice, ip, t0);
+        }
+        let blocked = limiter.check(&alice, ip, t0).unwrap_err();
+        assert_eq!(blocked.by, LimitedBy::Username);
+        assert_eq!(blocked.retry_after, Duration::from_secs(20));
+        // Another username is not affected.
+        assert!(limiter.check(&user("bob"), ip, t0).is_ok());
+        // One failure leaks away every window / max.
+        let later = Timestamp(t0.0 + 20 * SECOND);
+        assert!(limiter.check(&alice, ip, later).is_ok());
+        limiter.record_failure(&alice, ip, later);
+        assert!(limiter.check(&alice, ip, later).is_err());
+        limiter.record_success(&alice);
+        assert!(limiter.check(&alice, ip, later).is_ok());
+    }
+
+    #[test]
+    fn limiter_blocks_per_ip_and_groups_ipv6_by_64() {
+        let config = FailedLoginsConfig {
+            per_username_max: 100,
+            per_ip_max: 2,
+            window: Duration::from_secs(60),
+            entries_max: 10,
+        };
+        let mut limiter = LoginLimiter::new(&config);
+        let now = Timestamp(0);
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        limiter.record_failure(&user("u1"), a, now);
+        limiter.record_failure(&user("u2"), b, now);
+        let blocked = limiter.check(&user("u3"), a, now).unwrap_err();
+        assert_eq!(blocked.by, LimitedBy::Ip);
+        assert!(limiter.check(&user("u3"), "2001:db9::1".parse().unwrap(), now).is_ok());
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        limiter.record_failure(&user("u4"), v4, now);
+        limiter.record_failure(&user("u5"), mapped, now);
+        assert!(limiter.check(&user("u6"), v4, now).is_err());
+    }
+
+    #[test]
+    fn limiter_memory_is_bounded() {
+        let config = FailedLoginsConfig {
+            per_username_max: 5,
+            per_ip_max: 5,
+            window: Duration::from_secs(60),
+            entries_max: 50,
+        };
+        let mut limiter = LoginLimiter::new(&config);
+        for i in 0..1000u32 {
+            let ip = IpAddr::from(i.to_be_bytes());
+            limiter.record_failure(&user(&format!("u{i}")), ip, Timestamp(i64::from(i)));
+        }
+        assert_eq!(limiter.len(), (50, 50));
+        // The most recent keys are kept.
+        let last = user("u999");
+        for _ in 0..4 {
+            limiter.record_failure(&last, "10.9.9.9".parse().unwrap(), Timestamp(1000));
+        }
+        assert!(limiter.check(&last, "10.8.8.8".parse().unwrap(), Timestamp(1000)).is_err());
+        // Keys whose failures have leaked away are dropped first.
+        limiter.record_failure(
+            &user("late"),
+            "10.7.7.7".parse().unwrap(),
+            Timestamp(3600 * SECOND),
+        );
+        assert_eq!(limiter.len(), (1, 1));
+    }
+}
