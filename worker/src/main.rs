@@ -1,1 +1,3 @@
+//! `pt-worker`: the PaperTrader worker server (being wired up).
+
 fn main() {}

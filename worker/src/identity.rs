@@ -1,0 +1,791 @@
+//! The worker's OpenPGP identity: its UUID and its secret key.
+//!
+//! A worker proves to the master that it is a registered worker by signing the master's fresh
+//! challenge with its signing subkey, and it receives the link key encrypted to its
+//! transport-encryption subkey. The handshake and the exact signed bytes are described in
+//! `docs/WORKER_AUTH.md`; the master's side is `master::worker_auth`.
+//!
+//! On disk an identity is three files in one directory:
+//! - `worker.key`: the armored transferable secret key (mode 0600, refused when group- or
+//!   world-accessible),
+//! - `worker.pub.asc`: the armored public certificate, the file to register on the master,
+//! - `worker.uuid`: the worker's UUID in hyphenated form.
+//!
+//! The secret key is stored without a password: the worker runs unattended, so the file
+//! permissions are the protection.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use openpgp::Cert;
+use openpgp::Fingerprint;
+use openpgp::cert::{CertBuilder, CipherSuite};
+use openpgp::crypto::{KeyPair, SessionKey};
+use openpgp::packet::{PKESK, SKESK};
+use openpgp::parse::Parse;
+use openpgp::parse::stream::{
+    DecryptionHelper, DecryptorBuilder, MessageStructure, VerificationHelper,
+};
+use openpgp::policy::StandardPolicy;
+use openpgp::serialize::SerializeInto;
+use openpgp::serialize::stream::{Message, Signer};
+use openpgp::types::SymmetricAlgorithm;
+use sequoia_openpgp as openpgp;
+use uuid::Uuid;
+
+/// File name of the armored secret key inside an identity directory.
+pub const KEY_FILE_NAME: &str = "worker.key";
+/// File name of the armored public certificate inside an identity directory.
+pub const PUBLIC_CERT_FILE_NAME: &str = "worker.pub.asc";
+/// File name of the worker's UUID inside an identity directory.
+pub const UUID_FILE_NAME: &str = "worker.uuid";
+
+/// Domain separator that starts every signed authentication message.
+pub const AUTH_DOMAIN: &[u8] = b"papertrader-worker-auth-v1\0";
+/// Length of the master's challenge nonce.
+pub const NONCE_BYTES: usize = 32;
+/// Length of the link key the master seals to the worker.
+pub const LINK_KEY_BYTES: usize = 32;
+/// Largest client-facing address (`host:port`) a worker may announce in its Hello.
+pub const CLIENT_ADDR_BYTES_MAX: usize = 255;
+/// Largest sealed link key the worker agrees to decrypt.
+pub const LINK_KEY_CIPHERTEXT_BYTES_MAX: usize = 4096;
+/// Largest key or certificate file read from disk.
+pub const KEY_FILE_BYTES_MAX: u64 = 64 * 1024;
+/// Largest `worker.uuid` file read from disk.
+pub const UUID_FILE_BYTES_MAX: u64 = 128;
+/// Longest human-readable worker name (UTF-8 bytes), as the master's `workers[].name` allows.
+pub const WORKER_NAME_BYTES_MAX: usize = 64;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong creating, storing, loading or using a worker identity.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A file could not be read, written or created.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done ("read", "create", ...).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// `save` refuses to overwrite an existing identity.
+    #[error("{path} already exists; refusing to overwrite a worker identity")]
+    AlreadyExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// A file is larger than its limit.
+    #[error("{path} is larger than {bytes_max} bytes")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        bytes_max: u64,
+    },
+    /// The secret key file may be read by other users.
+    #[error("{path} has mode {mode:o}; it must not be accessible by group or others (chmod 600)")]
+    KeyFilePermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// `worker.uuid` does not hold a UUID.
+    #[error("{path} does not hold a valid UUID: {source}")]
+    BadUuid {
+        /// The UUID file.
+        path: PathBuf,
+        /// Why it did not parse.
+        #[source]
+        source: uuid::Error,
+    },
+    /// The nil UUID cannot name a worker.
+    #[error("the nil UUID cannot identify a worker")]
+    NilUuid,
+    /// The worker name is empty, too long or holds control characters.
+    #[error("invalid worker name: {reason}")]
+    InvalidName {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The key file is not an OpenPGP secret key.
+    #[error("{path} is not an OpenPGP secret key: {source}")]
+    BadKey {
+        /// The key file.
+        path: PathBuf,
+        /// The parser's complaint.
+        #[source]
+        source: BoxError,
+    },
+    /// The key parsed but cannot be used for worker authentication.
+    #[error("{path}: unusable worker key: {reason}")]
+    UnusableKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is missing or invalid.
+        reason: &'static str,
+    },
+    /// Key generation failed.
+    #[error("cannot generate a worker key: {source}")]
+    Generate {
+        /// The OpenPGP library's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The key could not be serialized.
+    #[error("cannot serialize the worker key: {source}")]
+    Serialize {
+        /// The OpenPGP library's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The announced client-facing address is longer than [`CLIENT_ADDR_BYTES_MAX`].
+    #[error("client address is {bytes} bytes; at most {bytes_max} allowed")]
+    ClientAddrTooLong {
+        /// Its length.
+        bytes: usize,
+        /// The limit.
+        bytes_max: usize,
+    },
+    /// Signing the challenge failed.
+    #[error("cannot sign the challenge: {source}")]
+    Sign {
+        /// The OpenPGP library's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The sealed link key is larger than [`LINK_KEY_CIPHERTEXT_BYTES_MAX`].
+    #[error("sealed link key is {bytes} bytes; at most {bytes_max} allowed")]
+    LinkKeyTooLarge {
+        /// Its length.
+        bytes: usize,
+        /// The limit.
+        bytes_max: usize,
+    },
+    /// The sealed link key could not be decrypted (not OpenPGP, not for this key, tampered).
+    #[error("cannot decrypt the sealed link key: {source}")]
+    LinkKeyDecrypt {
+        /// The OpenPGP library's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The decrypted link key does not have [`LINK_KEY_BYTES`] bytes.
+    #[error("decrypted link key has the wrong length (expected {LINK_KEY_BYTES} bytes)")]
+    LinkKeyLength,
+    /// The registration snippet could not be rendered.
+    #[error("cannot render the registration snippet: {reason}")]
+    Registration {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The fields of the worker's Hello that the proof signature covers, so that nobody on the path
+/// can change them unnoticed before the link is keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloBinding<'a> {
+    /// The protocol version the worker announced.
+    pub protocol_version: u16,
+    /// The client-facing address (`host:port`) the worker announced; at most
+    /// [`CLIENT_ADDR_BYTES_MAX`] bytes.
+    pub client_addr: &'a str,
+}
+
+/// The exact bytes a worker signs to answer a challenge (see `docs/WORKER_AUTH.md`):
+///
+/// `AUTH_DOMAIN || uuid (16) || nonce (32) || protocol_version (u16 BE) ||
+///  client_addr length (u16 BE) || client_addr (UTF-8)`.
+///
+/// The master computes the same bytes in `master::worker_auth::auth_message`.
+pub fn auth_message(
+    uuid: Uuid,
+    nonce: &[u8; NONCE_BYTES],
+    hello: &HelloBinding<'_>,
+) -> Result<Vec<u8>, IdentityError> {
+    let addr = hello.client_addr.as_bytes();
+    let too_long =
+        || IdentityError::ClientAddrTooLong { bytes: addr.len(), bytes_max: CLIENT_ADDR_BYTES_MAX };
+    if addr.len() > CLIENT_ADDR_BYTES_MAX {
+        return Err(too_long());
+    }
+    let addr_len = u16::try_from(addr.len()).map_err(|_| too_long())?;
+    let mut message = Vec::with_capacity(AUTH_DOMAIN.len() + 16 + NONCE_BYTES + 4 + addr.len());
+    message.extend_from_slice(AUTH_DOMAIN);
+    message.extend_from_slice(uuid.as_bytes());
+    message.extend_from_slice(nonce);
+    message.extend_from_slice(&hello.protocol_version.to_be_bytes());
+    message.extend_from_slice(&addr_len.to_be_bytes());
+    message.extend_from_slice(addr);
+    Ok(message)
+}
+
+/// The policy every key and signature is judged by.
+static POLICY: StandardPolicy<'static> = StandardPolicy::new();
+
+/// A worker's identity: its UUID and its OpenPGP secret key (a TSK with a certification-only
+/// primary key, an Ed25519 signing subkey and a Cv25519 transport-encryption subkey).
+///
+/// `Debug` shows only the UUID and the fingerprint, never key material.
+#[derive(Clone)]
+pub struct WorkerIdentity {
+    uuid: Uuid,
+    tsk: Cert,
+}
+
+impl fmt::Debug for WorkerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerIdentity")
+            .field("uuid", &self.uuid)
+            .field("fingerprint", &self.tsk.fingerprint().to_hex())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerIdentity {
+    /// Generates a new identity for the worker `uuid`. `name` is a human-readable label (1 to
+    /// [`WORKER_NAME_BYTES_MAX`] bytes, no control characters) put in the user ID together with
+    /// the UUID. The key has no expiry and no password.
+    pub fn generate(uuid: Uuid, name: &str) -> Result<Self, IdentityError> {
+        if uuid.is_nil() {
+            return Err(IdentityError::NilUuid);
+        }
+        check_name(name)?;
+        let (tsk, _revocation) = CertBuilder::new()
+            .set_cipher_suite(CipherSuite::Cv25519)
+            .set_profile(openpgp::Profile::RFC4880)
+            .map_err(|e| IdentityError::Generate { source: e.into() })?
+            .set_validity_period(None)
+            .add_userid(format!("{name} (PaperTrader worker {uuid})"))
+            .add_signing_subkey()
+            .add_transport_encryption_subkey()
+            .generate()
+            .map_err(|e| IdentityError::Generate { source: e.into() })?;
+        // The builder's output satisfies the checks `load` applies; keep them in step.
+        let reason = usable(&tsk).err();
+        debug_assert!(reason.is_none(), "a freshly generated key must be usable: {reason:?}");
+        Ok(Self { uuid, tsk })
+    }
+
+    /// Writes `worker.key` (mode 0600), `worker.pub.asc` and `worker.uuid` into `dir`, creating
+    /// the directory if needed. Refuses to overwrite any of the three files.
+    pub fn save(&self, dir: &Path) -> Result<(), IdentityError> {
+        fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
+            action: "create directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let key_path = dir.join(KEY_FILE_NAME);
+        let cert_path = dir.join(PUBLIC_CERT_FILE_NAME);
+        let uuid_path = dir.join(UUID_FILE_NAME);
+        for path in [&key_path, &cert_path, &uuid_path] {
+            if path.exists() {
+                return Err(IdentityError::AlreadyExists { path: path.clone() });
+            }
+        }
+        let secret = self
+            .tsk
+            .as_tsk()
+            .armored()
+            .to_vec()
+            .map_err(|e| IdentityError::Serialize { source: e.into() })?;
+        let public = self.public_cert_armored()?;
+        write_new(&key_path, &secret, 0o600)?;
+        write_new(&cert_path, public.as_bytes(), 0o644)?;
+        write_new(&uuid_path, format!("{}\n", self.uuid.hyphenated()).as_bytes(), 0o644)?;
+        Ok(())
+    }
+
+    /// Loads the identity saved by [`WorkerIdentity::save`] from `dir` (`worker.key` and
+    /// `worker.uuid`), checking the key file's permissions and that the key can sign and
+    /// decrypt.
+    pub fn load(dir: &Path) -> Result<Self, IdentityError> {
+        let key_path = dir.join(KEY_FILE_NAME);
+        check_private_mode(&key_path)?;
+        let key_bytes = read_bounded(&key_path, KEY_FILE_BYTES_MAX)?;
+        let tsk = Cert::from_bytes(&key_bytes)
+            .map_err(|e| IdentityError::BadKey { path: key_path.clone(), source: e.into() })?;
+        if !tsk.is_tsk() {
+            return Err(IdentityError::UnusableKey {
+                path: key_path,
+                reason: "it holds no secret key material (is this the public certificate?)",
+            });
+        }
+        usable(&tsk).map_err(|reason| IdentityError::UnusableKey { path: key_path, reason })?;
+
+        let uuid_path = dir.join(UUID_FILE_NAME);
+        let uuid_bytes = read_bounded(&uuid_path, UUID_FILE_BYTES_MAX)?;
+        let uuid_text = String::from_utf8_lossy(&uuid_bytes);
+        let uuid = Uuid::parse_str(uuid_text.trim())
+            .map_err(|source| IdentityError::BadUuid { path: uuid_path, source })?;
+        if uuid.is_nil() {
+            return Err(IdentityError::NilUuid);
+        }
+        Ok(Self { uuid, tsk })
+    }
+
+    /// The worker's UUID.
+    pub fn uuid(&self) -> Uuid {
+        self.uuid
+    }
+
+    /// The fingerprint of the worker's certificate (its primary key).
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.tsk.fingerprint()
+    }
+
+    /// The public certificate, without any secret key material.
+    pub fn public_cert(&self) -> Cert {
+        self.tsk.clone().strip_secret_key_material()
+    }
+
+    /// The public certificate, ASCII-armored: the contents of `worker.pub.asc`.
+    pub fn public_cert_armored(&self) -> Result<String, IdentityError> {
+        let bytes = self
+            .public_cert()
+            .armored()
+            .to_vec()
+            .map_err(|e| IdentityError::Serialize { source: e.into() })?;
+        String::from_utf8(bytes).map_err(|e| IdentityError::Serialize { source: e.into() })
+    }
+
+    /// Answers the master's challenge: a detached OpenPGP signature, made with the signing
+    /// subkey, over [`auth_message`]`(self.uuid(), nonce, hello)`.
+    pub fn sign_challenge(
+        &self,
+        nonce: &[u8; NONCE_BYTES],
+        hello: &HelloBinding<'_>,
+    ) -> Result<Vec<u8>, IdentityError> {
+        let message = auth_message(self.uuid, nonce, hello)?;
+        let keypair = self.keypair_for_signing()?;
+        let mut signature = Vec::new();
+        let sink = Message::new(&mut signature);
+        let mut signer = Signer::new(sink, keypair)
+            .and_then(|signer| signer.detached().build())
+            .map_err(|e| IdentityError::Sign { source: e.into() })?;
+        signer.write_all(&message).map_err(|e| IdentityError::Sign { source: e.into() })?;
+        signer.finalize().map_err(|e| IdentityError::Sign { source: e.into() })?;
+        Ok(signature)
+    }
+
+    /// Decrypts the link key the master sealed to this worker's transport-encryption subkey.
+    /// Any ciphertext that is not an intact OpenPGP message for this key, holding exactly
+    /// [`LINK_KEY_BYTES`] bytes, is an error.
+    pub fn decrypt_link_key(
+        &self,
+        ciphertext: &[u8],
+    ) -> Result<[u8; LINK_KEY_BYTES], IdentityError> {
+        if ciphertext.len() > LINK_KEY_CIPHERTEXT_BYTES_MAX {
+            return Err(IdentityError::LinkKeyTooLarge {
+                bytes: ciphertext.len(),
+                bytes_max: LINK_KEY_CIPHERTEXT_BYTES_MAX,
+            });
+        }
+        let helper = LinkKeyHelper { tsk: &self.tsk };
+        let mut decryptor = DecryptorBuilder::from_bytes(ciphertext)
+            .and_then(|builder| builder.with_policy(&POLICY, None, helper))
+            .map_err(|e| IdentityError::LinkKeyDecrypt { source: e.into() })?;
+        // One byte more than a key, so that a longer plaintext is detected.
+        let mut plaintext = Vec::with_capacity(LINK_KEY_BYTES + 1);
+        let read_max = u64::try_from(LINK_KEY_BYTES + 1).unwrap_or(u64::MAX);
+        (&mut decryptor)
+            .take(read_max)
+            .read_to_end(&mut plaintext)
+            .map_err(|e| IdentityError::LinkKeyDecrypt { source: e.into() })?;
+        let complete = decryptor.message_processed();
+        let key = <[u8; LINK_KEY_BYTES]>::try_from(plaintext.as_slice());
+        plaintext.fill(0);
+        match key {
+            Ok(key) if complete => Ok(key),
+            _ => Err(IdentityError::LinkKeyLength),
+        }
+    }
+
+    /// A TOML snippet for the master's configuration that registers this worker: a
+    /// `[[workers]]` table with `id` (the UUID), `name`, `cert` (the path of `worker.pub.asc` as
+    /// the master will see it) and `allowed_ips` (exact addresses or CIDR ranges), the keys of
+    /// `master::config::WorkerConfig`.
+    pub fn registration_toml(
+        &self,
+        name: &str,
+        cert_path: &Path,
+        allowed_ips: &[String],
+    ) -> Result<String, IdentityError> {
+        #[derive(serde::Serialize)]
+        struct Entry<'a> {
+            id: String,
+            name: &'a str,
+            cert: &'a str,
+            allowed_ips: &'a [String],
+        }
+        check_name(name)?;
+        #[derive(serde::Serialize)]
+        struct Snippet<'a> {
+            workers: [Entry<'a>; 1],
+        }
+        let cert = cert_path.to_str().ok_or_else(|| IdentityError::Registration {
+            reason: format!("path {} is not valid UTF-8", cert_path.display()),
+        })?;
+        let snippet = Snippet {
+            workers: [Entry { id: self.uuid.hyphenated().to_string(), name, cert, allowed_ips }],
+        };
+        toml::to_string(&snippet).map_err(|e| IdentityError::Registration { reason: e.to_string() })
+    }
+
+    fn keypair_for_signing(&self) -> Result<KeyPair, IdentityError> {
+        let key = self
+            .tsk
+            .keys()
+            .with_policy(&POLICY, None)
+            .supported()
+            .alive()
+            .revoked(false)
+            .for_signing()
+            .unencrypted_secret()
+            .next()
+            .ok_or(IdentityError::UnusableKey {
+                path: PathBuf::from(KEY_FILE_NAME),
+                reason: "no valid, unencrypted signing subkey",
+            })?;
+        key.key().clone().into_keypair().map_err(|e| IdentityError::Sign { source: e.into() })
+    }
+}
+
+/// Feeds the worker's transport-encryption secret keys to the decryptor.
+struct LinkKeyHelper<'a> {
+    tsk: &'a Cert,
+}
+
+impl VerificationHelper for LinkKeyHelper<'_> {
+    fn get_certs(&mut self, _ids: &[openpgp::KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(Vec::new())
+    }
+
+    fn check(&mut self, _structure: MessageStructure) -> openpgp::Result<()> {
+        // The sealed link key is not signed; its authenticity is not claimed (see
+        // docs/WORKER_AUTH.md, "What this does not do").
+        Ok(())
+    }
+}
+
+impl DecryptionHelper for LinkKeyHelper<'_> {
+    fn decrypt(
+        &mut self,
+        pkesks: &[PKESK],
+        _skesks: &[SKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+    ) -> openpgp::Result<Option<Cert>> {
+        // Expired or revoked encryption keys still decrypt: validity matters to the sender.
+        for key in self
+            .tsk
+            .keys()
+            .with_policy(&POLICY, None)
+            .supported()
+            .for_transport_encryption()
+            .unencrypted_secret()
+        {
+            let handle = key.key().key_handle();
+            let mut pair = key.key().clone().into_keypair()?;
+            for pkesk in pkesks {
+                let for_us = pkesk.recipient().is_none_or(|r| r.aliases(&handle));
+                if !for_us {
+                    continue;
+                }
+                if let Some((algo, session_key)) = pkesk.decrypt(&mut pair, sym_algo)
+                    && decrypt(algo, &session_key)
+                {
+                    return Ok(None);
+                }
+            }
+        }
+        Err(openpgp::Error::MissingSessionKey("not sealed to this worker's key".into()).into())
+    }
+}
+
+/// Why `tsk` cannot serve as a worker key, if it cannot.
+fn usable(tsk: &Cert) -> Result<(), &'static str> {
+    let valid = tsk
+        .with_policy(&POLICY, None)
+        .map_err(|_| "the certificate is not valid under the standard policy")?;
+    if valid.alive().is_err() {
+        return Err("the certificate is expired or not yet valid");
+    }
+    if let openpgp::types::RevocationStatus::Revoked(_) = valid.revocation_status() {
+        return Err("the certificate is revoked");
+    }
+    let signing = || valid.keys().supported().alive().revoked(false).for_signing().secret();
+    if signing().next().is_none() {
+        return Err("no valid signing subkey with secret key material");
+    }
+    if signing().unencrypted_secret().next().is_none() {
+        return Err("the signing key is password-protected; worker keys must not be");
+    }
+    let encryption =
+        || valid.keys().supported().alive().revoked(false).for_transport_encryption().secret();
+    if encryption().next().is_none() {
+        return Err("no valid transport-encryption subkey with secret key material");
+    }
+    if encryption().unencrypted_secret().next().is_none() {
+        return Err("the encryption key is password-protected; worker keys must not be");
+    }
+    Ok(())
+}
+
+/// Checks a worker name against the rules the master's configuration applies to it.
+pub fn check_name(name: &str) -> Result<(), IdentityError> {
+    if name.trim().is_empty() {
+        return Err(IdentityError::InvalidName { reason: "it is empty" });
+    }
+    if name.len() > WORKER_NAME_BYTES_MAX {
+        return Err(IdentityError::InvalidName { reason: "it is longer than 64 bytes" });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(IdentityError::InvalidName { reason: "it contains control characters" });
+    }
+    Ok(())
+}
+
+/// Reads a whole file of at most `bytes_max` bytes.
+fn read_bounded(path: &Path, bytes_max: u64) -> Result<Vec<u8>, IdentityError> {
+    let io_err = |source| IdentityError::Io { action: "read", path: path.to_path_buf(), source };
+    let file = fs::File::open(path).map_err(io_err)?;
+    let mut bytes = Vec::new();
+    file.take(bytes_max.saturating_add(1)).read_to_end(&mut bytes).map_err(io_err)?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > bytes_max {
+        return Err(IdentityError::FileTooLarge { path: path.to_path_buf(), bytes_max });
+    }
+    Ok(bytes)
+}
+
+/// Creates `path` (which must not exist) with permission bits `mode`, writes `bytes` and syncs.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
+    let io_err = |action, source| IdentityError::Io { action, path: path.to_path_buf(), source };
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(path).map_err(|source| {
+        if source.kind() == io::ErrorKind::AlreadyExists {
+            IdentityError::AlreadyExists { path: path.to_path_buf() }
+        } else {
+            io_err("create", source)
+        }
+    })?;
+    file.write_all(bytes).map_err(|source| io_err("write", source))?;
+    file.sync_all().map_err(|source| io_err("sync", source))?;
+    Ok(())
+}
+
+/// Refuses a secret key file that group or others can access, as ssh does.
+fn check_private_mode(path: &Path) -> Result<(), IdentityError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let metadata = fs::metadata(path).map_err(|source| IdentityError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(IdentityError::KeyFilePermissions { path: path.to_path_buf(), mode });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn uuid() -> Uuid {
+        Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef)
+    }
+
+    const HELLO: HelloBinding<'static> =
+        HelloBinding { protocol_version: 1, client_addr: "203.0.113.7:2049" };
+
+    #[test]
+    fn auth_message_layout_is_fixed() {
+        let nonce = [0xAA; NONCE_BYTES];
+        let message = auth_message(uuid(), &nonce, &HELLO).unwrap();
+        let mut expected = b"papertrader-worker-auth-v1\0".to_vec();
+        expected.extend_from_slice(&0x0123_4567_89ab_cdef_0123_4567_89ab_cdef_u128.to_be_bytes());
+        expected.extend_from_slice(&[0xAA; 32]);
+        expected.extend_from_slice(&[0x00, 0x01, 0x00, 0x10]);
+        expected.extend_from_slice(b"203.0.113.7:2049");
+        assert_eq!(message, expected);
+    }
+
+    #[test]
+    fn auth_message_rejects_long_address() {
+        let addr = "a".repeat(CLIENT_ADDR_BYTES_MAX + 1);
+        let hello = HelloBinding { protocol_version: 1, client_addr: &addr };
+        let err = auth_message(uuid(), &[0; NONCE_BYTES], &hello).unwrap_err();
+        assert!(matches!(err, IdentityError::ClientAddrTooLong { bytes: 256, bytes_max: 255 }));
+        let addr = "a".repeat(CLIENT_ADDR_BYTES_MAX);
+        let hello = HelloBinding { protocol_version: 1, client_addr: &addr };
+        assert!(auth_message(uuid(), &[0; NONCE_BYTES], &hello).is_ok());
+    }
+
+    #[test]
+    fn generated_key_has_the_expected_shape() {
+        let id = WorkerIdentity::generate(uuid(), "worker one").unwrap();
+        assert!(usable(&id.tsk).is_ok());
+        let valid = id.tsk.with_policy(&POLICY, None).unwrap();
+        assert_eq!(valid.keys().subkeys().for_signing().count(), 1);
+        assert_eq!(valid.keys().subkeys().for_transport_encryption().count(), 1);
+        assert!(!valid.primary_key().for_signing(), "primary key is certification-only");
+        assert_eq!(id.tsk.primary_key().key().version(), 4);
+        assert!(valid.primary_key().key_expiration_time().is_none());
+        let userid = valid.userids().next().unwrap();
+        let text = String::from_utf8_lossy(userid.userid().value()).into_owned();
+        assert!(text.contains(&uuid().to_string()), "{text}");
+        assert!(!id.public_cert().is_tsk());
+    }
+
+    #[test]
+    fn generate_rejects_bad_inputs() {
+        assert!(matches!(WorkerIdentity::generate(Uuid::nil(), "w"), Err(IdentityError::NilUuid)));
+        for name in ["", "  ", "a\nb", &"x".repeat(65), &"é".repeat(33)] {
+            assert!(
+                matches!(
+                    WorkerIdentity::generate(uuid(), name),
+                    Err(IdentityError::InvalidName { .. })
+                ),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_files_are_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = WorkerIdentity::generate(uuid(), "w").unwrap();
+        id.save(dir.path()).unwrap();
+        let loaded = WorkerIdentity::load(dir.path()).unwrap();
+        assert_eq!(loaded.uuid(), id.uuid());
+        assert_eq!(loaded.fingerprint(), id.fingerprint());
+
+        let key_text = fs::read_to_string(dir.path().join(KEY_FILE_NAME)).unwrap();
+        assert!(key_text.starts_with("-----BEGIN PGP PRIVATE KEY BLOCK-----"));
+        let pub_text = fs::read_to_string(dir.path().join(PUBLIC_CERT_FILE_NAME)).unwrap();
+        assert!(pub_text.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+        let public = Cert::from_bytes(pub_text.as_bytes()).unwrap();
+        assert!(!public.is_tsk(), "the public file must hold no secret key material");
+        assert_eq!(public.fingerprint(), id.fingerprint());
+        let uuid_text = fs::read_to_string(dir.path().join(UUID_FILE_NAME)).unwrap();
+        assert_eq!(uuid_text, format!("{}\n", uuid().hyphenated()));
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |name: &str| {
+                fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777
+            };
+            assert_eq!(mode(KEY_FILE_NAME), 0o600);
+        }
+    }
+
+    #[test]
+    fn save_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = WorkerIdentity::generate(uuid(), "w").unwrap();
+        id.save(dir.path()).unwrap();
+        let err = id.save(dir.path()).unwrap_err();
+        assert!(matches!(err, IdentityError::AlreadyExists { .. }), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn load_refuses_a_readable_key_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        WorkerIdentity::generate(uuid(), "w").unwrap().save(dir.path()).unwrap();
+        let key_path = dir.path().join(KEY_FILE_NAME);
+        fs::set_permissions(&key_path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = WorkerIdentity::load(dir.path()).unwrap_err();
+        assert!(matches!(err, IdentityError::KeyFilePermissions { mode: 0o644, .. }), "{err}");
+        assert!(err.to_string().contains("chmod 600"));
+    }
+
+    #[test]
+    fn load_reports_missing_and_bad_files_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = WorkerIdentity::load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains(KEY_FILE_NAME), "{err}");
+
+        WorkerIdentity::generate(uuid(), "w").unwrap().save(dir.path()).unwrap();
+        fs::write(dir.path().join(UUID_FILE_NAME), "not-a-uuid\n").unwrap();
+        let err = WorkerIdentity::load(dir.path()).unwrap_err();
+        assert!(matches!(err, IdentityError::BadUuid { .. }), "{err}");
+
+        let other = tempfile::tempdir().unwrap();
+        WorkerIdentity::generate(uuid(), "w").unwrap().save(other.path()).unwrap();
+        // A public certificate in place of the secret key.
+        let public = fs::read(other.path().join(PUBLIC_CERT_FILE_NAME)).unwrap();
+        let key_path = other.path().join(KEY_FILE_NAME);
+        fs::write(&key_path, public).unwrap();
+        let err = WorkerIdentity::load(other.path()).unwrap_err();
+        assert!(matches!(err, IdentityError::UnusableKey { .. }), "{err}");
+
+        fs::write(&key_path, b"garbage").unwrap();
+        let err = WorkerIdentity::load(other.path()).unwrap_err();
+        assert!(matches!(err, IdentityError::BadKey { .. }), "{err}");
+
+        fs::write(&key_path, vec![b'x'; 64 * 1024 + 1]).unwrap();
+        let err = WorkerIdentity::load(other.path()).unwrap_err();
+        assert!(matches!(err, IdentityError::FileTooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn debug_output_holds_no_key_material() {
+        let id = WorkerIdentity::generate(uuid(), "w").unwrap();
+        let debug = format!("{id:?}");
+        assert!(debug.contains(&id.fingerprint().to_hex()));
+        assert!(!debug.to_lowercase().contains("secret"), "{debug}");
+        assert!(debug.len() < 200, "{debug}");
+    }
+
+    #[test]
+    fn decrypt_link_key_rejects_garbage_and_oversize() {
+        let id = WorkerIdentity::generate(uuid(), "w").unwrap();
+        assert!(matches!(
+            id.decrypt_link_key(b"definitely not openpgp"),
+            Err(IdentityError::LinkKeyDecrypt { .. })
+        ));
+        assert!(matches!(id.decrypt_link_key(&[]), Err(IdentityError::LinkKeyDecrypt { .. })));
+        let big = vec![0u8; LINK_KEY_CIPHERTEXT_BYTES_MAX + 1];
+        assert!(matches!(id.decrypt_link_key(&big), Err(IdentityError::LinkKeyTooLarge { .. })));
+    }
+
+    #[test]
+    fn registration_snippet_is_toml_with_the_fields() {
+        let id = WorkerIdentity::generate(uuid(), "w").unwrap();
+        let cert = Path::new("/etc/pt/worker \"1\".pub.asc");
+        let snippet = id.registration_toml("eu-1", cert, &["10.0.0.0/8".into()]).unwrap();
+        let value: toml::Table = toml::from_str(&snippet).unwrap();
+        let entry = &value["workers"].as_array().unwrap()[0];
+        assert_eq!(entry["id"].as_str().unwrap(), uuid().hyphenated().to_string());
+        assert_eq!(entry["name"].as_str().unwrap(), "eu-1");
+        assert_eq!(entry["cert"].as_str().unwrap(), "/etc/pt/worker \"1\".pub.asc");
+        assert_eq!(entry["allowed_ips"].as_array().unwrap()[0].as_str().unwrap(), "10.0.0.0/8");
+        assert!(snippet.contains("[[workers]]"), "{snippet}");
+        assert!(id.registration_toml("", cert, &[]).is_err());
+    }
+}
