@@ -1,0 +1,245 @@
+//! `cargo bench -p journal`: durable append and replay rates of the journal beside the
+//! physical limit of the same disk (plain `write` + `fdatasync` of the same bytes, and a plain
+//! sequential read + crc32 of them). One run, one disk (the target directory's). Prints a
+//! table; the figures go in `docs/JOURNAL.md`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::float_arithmetic,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_wrap
+)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use engine::{Event, State, Timestamp};
+use journal::{
+    AuditConfig, Journal, JournalConfig, ReplayFrom, ReplayOptions, ReplayTo, VerifyOnOpen,
+};
+
+#[path = "../testkit/history.rs"]
+#[allow(dead_code)]
+mod history;
+
+/// The journal's record bytes for `events` (same layout as `journal::record`), for the plain
+/// file baseline.
+fn record_bytes(events: &[Event]) -> Vec<Vec<u8>> {
+    let mut prev = 0u32;
+    let mut scratch = rkyv::util::AlignedVec::<16>::new();
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            scratch.clear();
+            rkyv::util::with_arena(|arena| {
+                rkyv::api::low::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(
+                    event,
+                    &mut scratch,
+                    arena.acquire(),
+                )
+                .map(|_| ())
+            })
+            .unwrap();
+            let payload = scratch.as_slice();
+            let mut out = Vec::with_capacity(32 + payload.len());
+            out.extend_from_slice(&1u16.to_be_bytes());
+            out.extend_from_slice(&engine::EVENT_FORMAT_VERSION.to_be_bytes());
+            out.extend_from_slice(&(i as u64 + 1).to_be_bytes());
+            out.extend_from_slice(&0i64.to_be_bytes());
+            out.extend_from_slice(&prev.to_be_bytes());
+            out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&out);
+            hasher.update(payload);
+            prev = hasher.finalize();
+            out.extend_from_slice(&prev.to_be_bytes());
+            out.extend_from_slice(payload);
+            out
+        })
+        .collect()
+}
+
+fn events(count: usize) -> Vec<Event> {
+    let shape =
+        history::Shape { symbols_max: 50, accounts_max: 2_000, orders_per_interval_max: 2_000 };
+    let mut history = history::History::new(State::new(), 2024, shape);
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        out.extend(history.next_batch());
+    }
+    out.truncate(count);
+    out
+}
+
+fn per_second(events: usize, elapsed: Duration) -> f64 {
+    events as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// Appends `events` in batches of `batch` to a fresh journal and, alternately, the same
+/// record bytes to a plain file with `write` + `fdatasync`, so that both see the same disk
+/// moment by moment. Returns (journal, plain) events per second.
+fn append_both(dir: &Path, events: &[Event], records: &[Vec<u8>], batch: usize) -> (f64, f64) {
+    let path = dir.join(format!("append-{batch}.redb"));
+    let plain_path = dir.join(format!("append-{batch}.plain"));
+    let (journal, _) = Journal::open(&path, JournalConfig::default()).unwrap();
+    let mut file = File::create(&plain_path).unwrap();
+    let mut buffer = Vec::new();
+    let (mut journal_time, mut plain_time) = (Duration::ZERO, Duration::ZERO);
+    for (chunk, raw) in events.chunks(batch).zip(records.chunks(batch)) {
+        let start = Instant::now();
+        journal.append_batch(chunk, Timestamp(0)).unwrap();
+        journal_time += start.elapsed();
+        let start = Instant::now();
+        buffer.clear();
+        for record in raw {
+            buffer.extend_from_slice(record);
+        }
+        file.write_all(&buffer).unwrap();
+        file.sync_data().unwrap();
+        plain_time += start.elapsed();
+    }
+    drop((journal, file));
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&plain_path).unwrap();
+    (per_second(events.len(), journal_time), per_second(events.len(), plain_time))
+}
+
+fn main() {
+    let base =
+        std::env::var("PT_BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_owned());
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::tempdir_in(&base).unwrap();
+    println!("journal benchmark in {} (one run, one disk)", dir.path().display());
+    let replay_events = 1_000_000;
+    let all = events(replay_events);
+    let start = Instant::now();
+    let records = record_bytes(&all);
+    let encode_rate = per_second(all.len(), start.elapsed());
+    let bytes: usize = records.iter().map(Vec::len).sum();
+    println!(
+        "{} events, {:.0} bytes per record on average",
+        all.len(),
+        bytes as f64 / all.len() as f64
+    );
+
+    println!("encoding alone (rkyv + crc32): {encode_rate:.0} events/s");
+
+    println!();
+    println!("durable append (events/s)   journal      plain write+fdatasync   journal/plain");
+    for (batch, count) in [(1, 500), (100, 20_000), (1_000, 200_000), (10_000, 500_000)] {
+        let (journal, plain) = append_both(dir.path(), &all[..count], &records[..count], batch);
+        println!(
+            "batch {batch:>6}  {:>10}  {journal:>13.0}  {plain:>22.0}  {:>13.0}%",
+            format!("{count} ev"),
+            100.0 * journal / plain
+        );
+    }
+
+    // Replay: a journal of `replay_events` events written in batches of 10,000.
+    let path = dir.path().join("replay.redb");
+    {
+        let (journal, _) = Journal::open(&path, JournalConfig::default()).unwrap();
+        for chunk in all.chunks(10_000) {
+            journal.append_batch(chunk, Timestamp(0)).unwrap();
+        }
+    }
+    let plain_path = dir.path().join("replay.plain");
+    {
+        let mut file = File::create(&plain_path).unwrap();
+        for record in &records {
+            file.write_all(record).unwrap();
+        }
+        file.sync_all().unwrap();
+    }
+    let journal = Journal::open_unrecovered(&path, JournalConfig::default()).unwrap();
+    let options = ReplayOptions {
+        from: ReplayFrom::Genesis,
+        to: ReplayTo::End,
+        verify: VerifyOnOpen::FullChain,
+    };
+    let start = Instant::now();
+    let replayed = journal.replay(options, &mut |_| {}).unwrap();
+    let cold_rate = per_second(replayed.events_replayed as usize, start.elapsed());
+    let start = Instant::now();
+    let replayed = journal.replay(options, &mut |_| {}).unwrap();
+    let replay_rate = per_second(replayed.events_replayed as usize, start.elapsed());
+    let start = Instant::now();
+    let report = journal::audit(&journal, AuditConfig::default(), &mut |_| {}).unwrap();
+    assert!(report.is_clean());
+    let audit_rate = per_second(report.events as usize, start.elapsed());
+    let start = Instant::now();
+    let read = journal.read_records(journal::Seq(1)).unwrap().map(Result::unwrap).count();
+    let read_rate = per_second(read, start.elapsed());
+    let start = Instant::now();
+    let mut state = State::new();
+    for event in &all {
+        state.apply(event).unwrap();
+    }
+    let apply_rate = per_second(all.len(), start.elapsed());
+    let start = Instant::now();
+    state.check_invariants().unwrap();
+    let invariants_ms = start.elapsed().as_secs_f64() * 1e3;
+
+    let start = Instant::now();
+    let mut file = std::io::BufReader::with_capacity(1 << 20, File::open(&plain_path).unwrap());
+    let mut header = [0u8; 32];
+    let mut payload = Vec::new();
+    let mut count = 0usize;
+    let mut check = 0u32;
+    while file.read_exact(&mut header).is_ok() {
+        let len = u32::from_be_bytes(header[24..28].try_into().unwrap()) as usize;
+        payload.resize(len, 0);
+        file.read_exact(&mut payload).unwrap();
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header[..28]);
+        hasher.update(&payload);
+        check ^= hasher.finalize();
+        count += 1;
+    }
+    let plain_rate = per_second(count, start.elapsed());
+    assert_eq!(count, all.len(), "{check}");
+
+    println!();
+    println!("replay of {} events (events/s)", replayed.events_replayed);
+    println!("  replay, first run (verify + decode + apply + invariants)  {cold_rate:>12.0}");
+    println!("  replay, second run                                         {replay_rate:>12.0}");
+    println!("  audit (replay + invariants every 1M events)                {audit_rate:>12.0}");
+    println!("  read_records only (verify + decode, no apply)              {read_rate:>12.0}");
+    println!("  State::apply only, events in memory                        {apply_rate:>12.0}");
+    println!("  State::check_invariants once at the end: {invariants_ms:.0} ms");
+    println!("  plain sequential read + crc32                              {plain_rate:>12.0}");
+    println!(
+        "  replay (second run) / plain                               {:>11.1}%",
+        100.0 * replay_rate / plain_rate
+    );
+
+    // A snapshot of the replayed state: encoded off the hot path, then stored.
+    drop(journal);
+    let (journal, _) = Journal::open(&path, JournalConfig::default()).unwrap();
+    let start = Instant::now();
+    let snapshot = journal::encode_snapshot(&replayed.state, replayed.last_seq).unwrap();
+    let encode_ms = start.elapsed().as_secs_f64() * 1e3;
+    let size = snapshot.len();
+    let start = Instant::now();
+    journal.store_snapshot(snapshot).unwrap();
+    let store_ms = start.elapsed().as_secs_f64() * 1e3;
+    let start = Instant::now();
+    drop(journal);
+    let (_, recovered) = Journal::open(&path, JournalConfig::default()).unwrap();
+    let open_ms = start.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(recovered.snapshot_used, Some(replayed.last_seq));
+    println!();
+    println!(
+        "snapshot of the state after {} events: {size} bytes; encode_snapshot (invariants, \
+         digest, rkyv) {encode_ms:.0} ms, store_snapshot (one durable commit) {store_ms:.0} ms; \
+         open from it (full-chain check, snapshot validation) {open_ms:.0} ms",
+        replayed.last_seq
+    );
+}

@@ -1,0 +1,271 @@
+//! The audit: every record verified and replayed from genesis, the invariants checked along the
+//! way, and every snapshot compared with the replayed state. `pt-replay audit` prints it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use engine::{Digest, State};
+
+use crate::error::{ReadError, SnapshotError, SnapshotInvalid, StorageFault, WriteError};
+use crate::journal::Journal;
+use crate::record::Seq;
+use crate::replay::PROGRESS_EVERY_RECORDS;
+
+/// Audit settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Check the engine invariants (linear in the history) after every this many events, besides
+    /// at every snapshot and at the end. `State::apply` checks each event as it goes.
+    pub invariants_every_events: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { invariants_every_events: 1_000_000 }
+    }
+}
+
+/// What kind of problem an audit found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// A record fails its checksum, link, sequence or decoding.
+    Record,
+    /// A record decodes but does not apply to the state.
+    Apply,
+    /// The state breaks an invariant.
+    Invariant,
+    /// A snapshot is damaged or disagrees with the replayed state.
+    Snapshot,
+}
+
+impl ProblemKind {
+    /// A stable snake_case name, for JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Record => "record",
+            Self::Apply => "apply",
+            Self::Invariant => "invariant",
+            Self::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// The first problem an audit found; the audit stops there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditProblem {
+    /// The sequence number of the bad record (or the record a bad snapshot covers).
+    pub seq: Seq,
+    /// What kind of problem.
+    pub kind: ProblemKind,
+    /// What is wrong, in words (including the file).
+    pub message: String,
+}
+
+impl fmt::Display for AuditProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} problem at sequence number {}: {}",
+            self.kind.as_str(),
+            self.seq,
+            self.message
+        )
+    }
+}
+
+/// The outcome of an audit.
+#[derive(Debug, Clone)]
+pub struct AuditReport {
+    /// The last record applied.
+    pub last_seq: Seq,
+    /// Records verified and applied.
+    pub events: u64,
+    /// Accounts in the final state.
+    pub accounts: u64,
+    /// Digest of the final state (of the state before the problem, if there is one).
+    pub digest: Digest,
+    /// Snapshots whose state was compared with the replay.
+    pub snapshots_verified: u64,
+    /// How many times the invariants were checked.
+    pub invariant_checks: u64,
+    /// Things worth knowing that are not problems (snapshots of another format version).
+    pub notes: Vec<String>,
+    /// The first problem, if any.
+    pub problem: Option<AuditProblem>,
+    /// The final state.
+    pub state: State,
+}
+
+impl AuditReport {
+    /// True when no problem was found.
+    pub fn is_clean(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+enum Stop {
+    Problem(AuditProblem),
+    Fault(StorageFault),
+}
+
+impl From<StorageFault> for Stop {
+    fn from(fault: StorageFault) -> Self {
+        Stop::Fault(fault)
+    }
+}
+
+struct Auditor<'j> {
+    journal: &'j Journal,
+    config: AuditConfig,
+    state: State,
+    last_seq: Seq,
+    events: u64,
+    snapshots_verified: u64,
+    invariant_checks: u64,
+    notes: Vec<String>,
+}
+
+impl Auditor<'_> {
+    fn invariants(&mut self) -> Result<(), Stop> {
+        self.invariant_checks += 1;
+        self.state.check_invariants().map_err(|e| {
+            Stop::Problem(AuditProblem {
+                seq: self.last_seq,
+                kind: ProblemKind::Invariant,
+                message: format!("state after this record breaks an invariant: {e}"),
+            })
+        })
+    }
+
+    fn snapshot(&mut self, seq: Seq) -> Result<(), Stop> {
+        let problem = |message: String| {
+            Stop::Problem(AuditProblem { seq, kind: ProblemKind::Snapshot, message })
+        };
+        match self.journal.load_snapshot(seq) {
+            Ok((_, info)) => {
+                let replayed = self.state.digest();
+                if info.digest != replayed {
+                    return Err(problem(format!(
+                        "snapshot digest {} differs from the replayed state's {replayed}",
+                        info.digest
+                    )));
+                }
+                self.snapshots_verified += 1;
+                self.invariants()
+            }
+            Err(SnapshotError::Invalid {
+                why: why @ (SnapshotInvalid::Format(_) | SnapshotInvalid::EventFormat(_)),
+                ..
+            }) => {
+                self.notes.push(format!(
+                    "snapshot at record {seq} ignored: {why} (open rebuilds it from the events)"
+                ));
+                Ok(())
+            }
+            Err(SnapshotError::Read(ReadError::Storage(fault)))
+            | Err(SnapshotError::Write(WriteError::Storage(fault))) => Err(Stop::Fault(fault)),
+            Err(e) => Err(problem(e.to_string())),
+        }
+    }
+
+    fn run(&mut self, progress: &mut dyn FnMut(Seq)) -> Result<(), Stop> {
+        let snapshots: BTreeMap<Seq, ()> = self
+            .journal
+            .snapshots()
+            .map_err(|e| self.read_stop(e))?
+            .into_iter()
+            .map(|entry| (entry.seq, ()))
+            .collect();
+        if snapshots.contains_key(&Seq(0)) {
+            self.snapshot(Seq(0))?;
+        }
+        let mut records = self.journal.read_records(Seq(1)).map_err(|e| self.read_stop(e))?;
+        let head = records.head();
+        let mut since_check = 0u64;
+        let mut since_progress = 0u64;
+        for item in &mut records {
+            let record = item.map_err(|e| self.read_stop(e))?;
+            self.state.apply(&record.event).map_err(|e| {
+                Stop::Problem(AuditProblem {
+                    seq: record.seq,
+                    kind: ProblemKind::Apply,
+                    message: format!("event does not apply to the state: {e}"),
+                })
+            })?;
+            self.last_seq = record.seq;
+            self.events += 1;
+            since_check += 1;
+            since_progress += 1;
+            if since_progress >= PROGRESS_EVERY_RECORDS {
+                since_progress = 0;
+                progress(record.seq);
+            }
+            if snapshots.contains_key(&record.seq) {
+                since_check = 0;
+                self.snapshot(record.seq)?;
+            } else if since_check >= self.config.invariants_every_events {
+                since_check = 0;
+                self.invariants()?;
+            }
+        }
+        progress(self.last_seq);
+        self.invariants()?;
+        if let Some((&seq, _)) = snapshots.range(Seq(head.0.saturating_add(1))..).next() {
+            return Err(Stop::Problem(AuditProblem {
+                seq,
+                kind: ProblemKind::Snapshot,
+                message: format!("snapshot covers record {seq}, the journal ends at {head}"),
+            }));
+        }
+        Ok(())
+    }
+
+    fn read_stop(&self, e: ReadError) -> Stop {
+        match e {
+            ReadError::Storage(fault) => Stop::Fault(fault),
+            ReadError::Corrupt { seq, .. } => Stop::Problem(AuditProblem {
+                seq,
+                kind: ProblemKind::Record,
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Audits the whole journal: reads every record, verifies checksums and links, replays from
+/// genesis through `State::apply`, checks the invariants every `invariants_every_events`
+/// events, at every snapshot and at the end, and compares every snapshot's digest with the
+/// replayed state. Stops at the first problem (in the report). `Err` only when the storage
+/// itself fails. `progress` gets the last record applied every few thousand records.
+pub fn audit(
+    journal: &Journal,
+    config: AuditConfig,
+    progress: &mut dyn FnMut(Seq),
+) -> Result<AuditReport, StorageFault> {
+    let mut auditor = Auditor {
+        journal,
+        config: AuditConfig { invariants_every_events: config.invariants_every_events.max(1) },
+        state: State::new(),
+        last_seq: Seq(0),
+        events: 0,
+        snapshots_verified: 0,
+        invariant_checks: 0,
+        notes: Vec::new(),
+    };
+    let problem = match auditor.run(progress) {
+        Ok(()) => None,
+        Err(Stop::Problem(problem)) => Some(problem),
+        Err(Stop::Fault(fault)) => return Err(fault),
+    };
+    Ok(AuditReport {
+        last_seq: auditor.last_seq,
+        events: auditor.events,
+        accounts: auditor.state.accounts().len() as u64,
+        digest: auditor.state.digest(),
+        snapshots_verified: auditor.snapshots_verified,
+        invariant_checks: auditor.invariant_checks,
+        notes: auditor.notes,
+        problem,
+        state: auditor.state,
+    })
+}

@@ -1,0 +1,747 @@
+//! The journal: one redb file holding the event log, snapshots, sessions, the tick index and a
+//! small meta table. Only this module opens transactions.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use engine::{Event, Symbol, Tick, Timestamp};
+use redb::{
+    Database, DatabaseError, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable,
+    TableDefinition, WriteTransaction,
+};
+use rkyv::util::AlignedVec;
+
+use crate::batch::{self, FindError};
+use crate::config::JournalConfig;
+use crate::error::Corruption;
+use crate::error::{
+    AppendError, Fault, OpenError, OrFault, ReadError, SnapshotError, SnapshotInvalid,
+    StorageFault, WriteError,
+};
+use crate::limits::{
+    BATCH_BYTES_MAX, BATCH_EVENTS_MAX, META_KEY_BYTES_MAX, META_VALUE_BYTES_MAX, SESSION_BYTES_MAX,
+    SNAPSHOTS_KEPT_MAX, TICKS_QUERY_MAX,
+};
+use crate::read::Records;
+use crate::record::{self, GENESIS_LINK, Seq};
+use crate::replay::{self, Recovered};
+use crate::snapshot::{self, SnapshotBytes, SnapshotInfo};
+
+/// The journal file's name inside the master's data directory.
+pub const FILE_NAME: &str = "papertrader.redb";
+/// Version of the set of tables and their key and value types; in the `journal` table.
+pub const FILE_FORMAT_VERSION: u64 = 1;
+
+/// The journal file of a data directory: `DIR/papertrader.redb`.
+pub fn path_in(dir: &Path) -> PathBuf {
+    dir.join(FILE_NAME)
+}
+
+/// Batches of records, by the sequence number of their first record (see `batch`).
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Snapshots by the last sequence number they cover.
+pub(crate) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+/// The master's sessions, by the BLAKE3 hash of the session id.
+const SESSIONS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("sessions");
+/// Ticks by (symbol, tick time): open, high, low, close, volume as big-endian u64s.
+const TICKS: TableDefinition<(&str, i64), [u8; 40]> = TableDefinition::new("ticks");
+/// The master's small values.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The journal's own values: `format` and `head` (the last sequence number).
+pub(crate) const INFO: TableDefinition<&str, u64> = TableDefinition::new("journal");
+pub(crate) const INFO_FORMAT: &str = "format";
+pub(crate) const INFO_HEAD: &str = "head";
+
+/// A stored session: the hash of its id and the master's bytes.
+pub type SessionEntry = ([u8; 32], Vec<u8>);
+
+/// What a durable append stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchReceipt {
+    /// Sequence number of the batch's first event.
+    pub first_seq: Seq,
+    /// Sequence number of its last event: the journal's new head.
+    pub last_seq: Seq,
+}
+
+/// A stored snapshot as listed by [`Journal::snapshots`]: its key and its header, or why the
+/// header is unusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    /// The key: the last sequence number it claims to cover.
+    pub seq: Seq,
+    /// Its stored size, in bytes.
+    pub bytes: u64,
+    /// The verified header, or what is wrong with it.
+    pub header: Result<SnapshotInfo, SnapshotInvalid>,
+}
+
+/// The writer's view of the head of the chain. Changed only after a commit returned.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub last_seq: Seq,
+    pub last_crc: u32,
+    pub last_snapshot: Seq,
+    /// Set by the first storage fault (or a damaged head); every later write is refused.
+    pub halted: Option<String>,
+    scratch: AlignedVec,
+    records: Vec<u8>,
+}
+
+/// The journal. Writes are serialised by an internal lock, so it may be shared between
+/// threads (`Arc<Journal>`); every write is one durable redb transaction.
+#[derive(Debug)]
+pub struct Journal {
+    db: Database,
+    path: PathBuf,
+    config: JournalConfig,
+    writer: Mutex<Writer>,
+}
+
+fn encode_tick(tick: &Tick) -> [u8; 40] {
+    let mut out = [0u8; 40];
+    for (i, v) in [tick.open.raw(), tick.high.raw(), tick.low.raw(), tick.close.raw()]
+        .into_iter()
+        .chain([tick.volume.raw()])
+        .enumerate()
+    {
+        out[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
+    }
+    out
+}
+
+fn decode_tick(symbol: Symbol, time: i64, bytes: &[u8; 40]) -> Tick {
+    let field = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+        u64::from_be_bytes(b)
+    };
+    Tick {
+        symbol,
+        open: engine::Price::from_raw(field(0)),
+        high: engine::Price::from_raw(field(1)),
+        low: engine::Price::from_raw(field(2)),
+        close: engine::Price::from_raw(field(3)),
+        volume: engine::Qty::from_raw(field(4)),
+        time: Timestamp(time),
+    }
+}
+
+fn check_size(what: &'static str, bytes: usize, max: usize) -> Result<(), WriteError> {
+    if bytes > max {
+        return Err(WriteError::TooLarge { what, bytes, max });
+    }
+    Ok(())
+}
+
+impl Journal {
+    /// Opens (or creates) the journal file and recovers the state: loads the newest valid
+    /// snapshot, verifies the chain (see [`crate::VerifyOnOpen`]), replays the records after
+    /// the snapshot and checks the invariants. A damaged record stops the open with an error
+    /// naming its sequence number and the file; an unusable snapshot is skipped with a warning,
+    /// and then a fresh snapshot replaces it.
+    pub fn open(
+        path: impl AsRef<Path>,
+        config: JournalConfig,
+    ) -> Result<(Journal, Recovered), OpenError> {
+        let journal = Self::open_unrecovered(path, config)?;
+        let recovered = replay::recover(&journal)?;
+        Ok((journal, recovered))
+    }
+
+    /// Opens (or creates) the journal file without replaying anything: for tools that verify
+    /// or read the history themselves (`pt-replay`). The head record is checked; when it is
+    /// damaged, reading still works but every write is refused.
+    pub fn open_unrecovered(
+        path: impl AsRef<Path>,
+        config: JournalConfig,
+    ) -> Result<Journal, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        if config.snapshots_kept == 0 || config.snapshots_kept > SNAPSHOTS_KEPT_MAX {
+            return Err(OpenError::Config("snapshots_kept must be 1 to SNAPSHOTS_KEPT_MAX"));
+        }
+        if config.snapshot_every_events == 0 {
+            return Err(OpenError::Config("snapshot_every_events must be at least 1"));
+        }
+        let db = match Database::builder().set_cache_size(config.cache_bytes).create(&path) {
+            Ok(db) => db,
+            Err(DatabaseError::DatabaseAlreadyOpen) => return Err(OpenError::Busy { path }),
+            Err(e) => return Err(StorageFault::new(&path, "opening the file", e).into()),
+        };
+        let fault = Fault(&path, "opening");
+        let found = match db.begin_read().or_fault(fault)?.open_table(INFO) {
+            Ok(info) => info.get(INFO_FORMAT).or_fault(fault)?.map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(StorageFault::new(&path, "opening", e).into()),
+        };
+        match found {
+            Some(found) if found != FILE_FORMAT_VERSION => {
+                return Err(OpenError::FormatVersion {
+                    path,
+                    found,
+                    expected: FILE_FORMAT_VERSION,
+                });
+            }
+            Some(_) => {}
+            None => {
+                // A new file: every table is created with the format version, in one commit.
+                let txn = db.begin_write().or_fault(fault)?;
+                Self::init_tables(&txn).or_fault(fault)?;
+                txn.commit().or_fault(fault)?;
+            }
+        }
+        let journal = Journal {
+            db,
+            path,
+            config,
+            writer: Mutex::new(Writer {
+                last_seq: Seq(0),
+                last_crc: GENESIS_LINK,
+                last_snapshot: Seq(0),
+                halted: None,
+                scratch: AlignedVec::new(),
+                records: Vec::new(),
+            }),
+        };
+        journal.load_head()?;
+        Ok(journal)
+    }
+
+    /// Creates every table and stores our format version.
+    fn init_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
+        txn.open_table(EVENTS)?;
+        txn.open_table(SNAPSHOTS)?;
+        txn.open_table(SESSIONS)?;
+        txn.open_table(TICKS)?;
+        txn.open_table(META)?;
+        let mut info = txn.open_table(INFO)?;
+        info.insert(INFO_FORMAT, FILE_FORMAT_VERSION)?;
+        info.insert(INFO_HEAD, 0)?;
+        Ok(())
+    }
+
+    /// Reads the head record and the newest snapshot key into the writer.
+    fn load_head(&self) -> Result<(), OpenError> {
+        let fault = Fault(&self.path, "reading the head");
+        let read = self.db.begin_read().or_fault(fault)?;
+        let events = read.open_table(EVENTS).or_fault(fault)?;
+        let head = read.open_table(INFO).or_fault(fault)?.get(INFO_HEAD).or_fault(fault)?;
+        let head = Seq(head.map(|v| v.value()).unwrap_or(0));
+        let last = events.last().or_fault(fault)?;
+        let mut writer = self.lock();
+        writer.last_seq = Seq(0);
+        writer.last_crc = GENESIS_LINK;
+        if let Some((key, value)) = last {
+            match batch::walk(key.value(), value.value(), None, Seq(u64::MAX)) {
+                Ok(walk) => {
+                    if let Some(header) = walk.last {
+                        writer.last_seq = header.seq;
+                        writer.last_crc = header.crc;
+                    }
+                    if walk.offset != value.value().len() || walk.last.is_none() {
+                        writer.halted =
+                            Some(format!("the last batch ({}) is damaged", key.value()));
+                    }
+                }
+                Err((seq, what)) => {
+                    writer.last_seq = Seq(key.value());
+                    writer.halted = Some(format!("head record {seq} is damaged: {what}"));
+                }
+            }
+        }
+        if writer.halted.is_none() && head != writer.last_seq {
+            writer.halted = Some(format!(
+                "the head is record {head} but the last record is {}",
+                writer.last_seq
+            ));
+        }
+        let snapshots = read.open_table(SNAPSHOTS).or_fault(fault)?;
+        writer.last_snapshot =
+            snapshots.last().or_fault(fault)?.map(|(k, _)| Seq(k.value())).unwrap_or_default();
+        Ok(())
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Writer> {
+        // The writer changes only after a commit returned, in plain assignments: a panic
+        // elsewhere cannot leave it half-updated.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The settings it was opened with.
+    pub fn config(&self) -> &JournalConfig {
+        &self.config
+    }
+
+    /// The sequence number of the last record (`Seq(0)` when empty).
+    pub fn last_seq(&self) -> Seq {
+        self.lock().last_seq
+    }
+
+    /// The last sequence number covered by the newest stored snapshot (`Seq(0)` if none).
+    pub fn newest_snapshot_seq(&self) -> Seq {
+        self.lock().last_snapshot
+    }
+
+    /// True once `snapshot_every_events` events were appended after the newest snapshot.
+    pub fn snapshot_due(&self) -> bool {
+        let writer = self.lock();
+        writer.last_seq.0.saturating_sub(writer.last_snapshot.0)
+            >= self.config.snapshot_every_events
+    }
+
+    /// Why writes are refused, if they are (after a storage fault or on a damaged head).
+    pub fn halted(&self) -> Option<String> {
+        self.lock().halted.clone()
+    }
+
+    fn halted_error(&self, cause: &str) -> WriteError {
+        WriteError::Halted { path: self.path.clone(), cause: cause.to_owned() }
+    }
+
+    /// Begins a durable write transaction; a failure halts writes.
+    fn begin_write(
+        &self,
+        writer: &mut Writer,
+        op: &'static str,
+    ) -> Result<WriteTransaction, WriteError> {
+        if let Some(cause) = &writer.halted {
+            return Err(self.halted_error(cause));
+        }
+        let mut txn = self.db.begin_write().map_err(|e| self.fault(writer, op, e))?;
+        txn.set_durability(Durability::Immediate).map_err(|e| self.fault(writer, op, e))?;
+        Ok(txn)
+    }
+
+    /// Records a storage fault: writes are halted until the journal is reopened.
+    fn fault(
+        &self,
+        writer: &mut Writer,
+        op: &'static str,
+        err: impl Into<redb::Error>,
+    ) -> WriteError {
+        let fault = StorageFault::new(&self.path, op, err);
+        tracing::error!(path = %self.path.display(), op, cause = %fault.detail, "journal storage fault; writes halted");
+        if writer.halted.is_none() {
+            writer.halted = Some(fault.to_string());
+        }
+        WriteError::Storage(fault)
+    }
+
+    /// Appends a batch of events in one durable transaction; returns after the commit, so
+    /// everything in the receipt is on disk. `recorded_at` is the master's wall clock, stored in
+    /// every record (for `pt-replay show --at-time`). The ticks of every `IntervalSettled` are
+    /// indexed in the same transaction. On error nothing of the batch was stored.
+    pub fn append_batch(
+        &self,
+        events: &[Event],
+        recorded_at: Timestamp,
+    ) -> Result<BatchReceipt, AppendError> {
+        self.append_batch_with_meta(events, recorded_at, &[])
+    }
+
+    /// [`Journal::append_batch`], also writing meta values in the same transaction (for
+    /// example the master's next order id), so that they are durable exactly when the batch is.
+    pub fn append_batch_with_meta(
+        &self,
+        events: &[Event],
+        recorded_at: Timestamp,
+        meta: &[(&str, &[u8])],
+    ) -> Result<BatchReceipt, AppendError> {
+        if events.is_empty() {
+            return Err(AppendError::EmptyBatch);
+        }
+        if events.len() > BATCH_EVENTS_MAX {
+            return Err(AppendError::BatchTooLarge(events.len()));
+        }
+        for (key, value) in meta {
+            check_size("meta key", key.len(), META_KEY_BYTES_MAX)?;
+            check_size("meta value", value.len(), META_VALUE_BYTES_MAX)?;
+        }
+        let mut guard = self.lock();
+        let writer = &mut *guard;
+        if let Some(cause) = &writer.halted {
+            return Err(self.halted_error(cause).into());
+        }
+        // Encode every record before the transaction, back to back: the batch's value.
+        let first_seq = writer.last_seq.next().ok_or(AppendError::BatchTooLarge(events.len()))?;
+        let mut records = std::mem::take(&mut writer.records);
+        records.clear();
+        let mut seq = writer.last_seq;
+        let mut crc = writer.last_crc;
+        let encoded = (|| {
+            for (index, event) in events.iter().enumerate() {
+                seq = seq.next().ok_or(AppendError::BatchTooLarge(events.len()))?;
+                let payload = record::encode_event(event, &mut writer.scratch)
+                    .map_err(|detail| AppendError::Encode { index, detail })?;
+                crc = record::write_record(&mut records, seq, recorded_at, crc, payload)
+                    .ok_or(AppendError::EventTooLarge { index, bytes: payload.len() })?;
+            }
+            Ok::<(), AppendError>(())
+        })();
+        if let Err(e) = encoded {
+            writer.records = records;
+            return Err(e);
+        }
+        let last_seq = seq;
+        let result = if records.len() > BATCH_BYTES_MAX {
+            Err(AppendError::BatchBytesTooLarge(records.len()))
+        } else {
+            self.commit_batch(writer, events, &records, first_seq, last_seq, meta)
+        };
+        records.clear();
+        writer.records = records;
+        result?;
+        writer.last_seq = last_seq;
+        writer.last_crc = crc;
+        Ok(BatchReceipt { first_seq, last_seq })
+    }
+
+    fn commit_batch(
+        &self,
+        writer: &mut Writer,
+        events: &[Event],
+        records: &[u8],
+        first_seq: Seq,
+        last_seq: Seq,
+        meta: &[(&str, &[u8])],
+    ) -> Result<(), AppendError> {
+        const OP: &str = "appending a batch";
+        let txn = self.begin_write(writer, OP)?;
+        {
+            let mut table = txn.open_table(EVENTS).map_err(|e| self.fault(writer, OP, e))?;
+            let old = table.insert(first_seq.0, records).map_err(|e| self.fault(writer, OP, e))?;
+            if old.is_some() {
+                return Err(AppendError::SeqTaken { path: self.path.clone(), seq: first_seq });
+            }
+            let mut ticks = txn.open_table(TICKS).map_err(|e| self.fault(writer, OP, e))?;
+            for event in events {
+                if let Event::IntervalSettled(settled) = event {
+                    for tick in &settled.ticks {
+                        ticks
+                            .insert((tick.symbol.as_str(), tick.time.0), encode_tick(tick))
+                            .map_err(|e| self.fault(writer, OP, e))?;
+                    }
+                }
+            }
+            let mut info = txn.open_table(INFO).map_err(|e| self.fault(writer, OP, e))?;
+            info.insert(INFO_HEAD, last_seq.0).map_err(|e| self.fault(writer, OP, e))?;
+            if !meta.is_empty() {
+                let mut table = txn.open_table(META).map_err(|e| self.fault(writer, OP, e))?;
+                for (key, value) in meta {
+                    table.insert(*key, *value).map_err(|e| self.fault(writer, OP, e))?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.fault(writer, OP, e))?;
+        Ok(())
+    }
+
+    /// Stores an encoded snapshot (from [`crate::encode_snapshot`]) in one durable transaction,
+    /// tied to the record it covers last, and deletes the oldest snapshots beyond
+    /// `snapshots_kept`. Returns the sequence number it covers.
+    pub fn store_snapshot(&self, snapshot: SnapshotBytes) -> Result<Seq, SnapshotError> {
+        self.store_snapshot_replacing(snapshot, &[])
+    }
+
+    /// Stores a snapshot and deletes the snapshots at `remove` in the same transaction.
+    pub(crate) fn store_snapshot_replacing(
+        &self,
+        snapshot: SnapshotBytes,
+        remove: &[Seq],
+    ) -> Result<Seq, SnapshotError> {
+        const OP: &str = "storing a snapshot";
+        let seq = snapshot.last_seq();
+        let mut guard = self.lock();
+        let writer = &mut *guard;
+        if seq > writer.last_seq {
+            return Err(SnapshotError::BeyondEnd {
+                path: self.path.clone(),
+                seq,
+                last: writer.last_seq,
+            });
+        }
+        let txn = self.begin_write(writer, OP)?;
+        {
+            let events = txn.open_table(EVENTS).map_err(|e| self.fault(writer, OP, e))?;
+            let record_crc = if seq == Seq(0) {
+                GENESIS_LINK
+            } else {
+                match batch::header_of(&events, seq) {
+                    Ok(Some(header)) => header.crc,
+                    Ok(None) => {
+                        let what = Corruption::Missing { head: writer.last_seq };
+                        return Err(
+                            ReadError::Corrupt { path: self.path.clone(), seq, what }.into()
+                        );
+                    }
+                    Err(FindError::Corrupt(seq, what)) => {
+                        return Err(
+                            ReadError::Corrupt { path: self.path.clone(), seq, what }.into()
+                        );
+                    }
+                    Err(FindError::Storage(e)) => return Err(self.fault(writer, OP, e).into()),
+                }
+            };
+            let mut table = txn.open_table(SNAPSHOTS).map_err(|e| self.fault(writer, OP, e))?;
+            for old in remove {
+                table.remove(old.0).map_err(|e| self.fault(writer, OP, e))?;
+            }
+            table
+                .insert(seq.0, snapshot.seal(record_crc).as_slice())
+                .map_err(|e| self.fault(writer, OP, e))?;
+            let mut keys = Vec::new();
+            for entry in table.iter().map_err(|e| self.fault(writer, OP, e))? {
+                let (key, _) = entry.map_err(|e| self.fault(writer, OP, e))?;
+                keys.push(key.value());
+            }
+            let excess = keys.len().saturating_sub(self.config.snapshots_kept);
+            for key in &keys[..excess] {
+                table.remove(*key).map_err(|e| self.fault(writer, OP, e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.fault(writer, OP, e))?;
+        writer.last_snapshot = writer.last_snapshot.max(seq);
+        Ok(seq)
+    }
+
+    pub(crate) fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        table: TableDefinition<K, V>,
+    ) -> Result<ReadOnlyTable<K, V>, StorageFault> {
+        let fault = Fault(&self.path, "reading");
+        self.db.begin_read().or_fault(fault)?.open_table(table).or_fault(fault)
+    }
+
+    /// Every record from `from` on, verified (checksum, sequence, link, versions) and decoded,
+    /// in order. The iterator reads one consistent snapshot of the file; it stops at the first
+    /// damaged record with an error naming it.
+    pub fn read_records(&self, from: Seq) -> Result<Records, ReadError> {
+        Records::new(self, from)
+    }
+
+    /// The head as stored in the file (the sequence number of the last committed record).
+    pub(crate) fn stored_head(&self) -> Result<Seq, StorageFault> {
+        let info = self.read_table(INFO)?;
+        let head = info.get(INFO_HEAD).map_err(|e| StorageFault::new(&self.path, "reading", e))?;
+        Ok(Seq(head.map(|v| v.value()).unwrap_or(0)))
+    }
+
+    /// The stored snapshots, oldest first, with their verified headers.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>, ReadError> {
+        let fault = Fault(&self.path, "reading snapshots");
+        let table = self.read_table(SNAPSHOTS)?;
+        let mut out = Vec::new();
+        for entry in table.range::<u64>(..).or_fault(fault)? {
+            let (key, value) = entry.or_fault(fault)?;
+            let bytes = value.value();
+            out.push(SnapshotEntry {
+                seq: Seq(key.value()),
+                bytes: bytes.len() as u64,
+                header: snapshot::parse_header(key.value(), bytes),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Loads the snapshot covering up to `seq`, validating everything: header and state
+    /// checksums, the link to the record it covers, bytecheck, digest and invariants.
+    pub fn load_snapshot(&self, seq: Seq) -> Result<(engine::State, SnapshotInfo), SnapshotError> {
+        let fault = Fault(&self.path, "reading a snapshot");
+        let table = self.read_table(SNAPSHOTS).map_err(ReadError::from)?;
+        let value = table.get(seq.0).or_fault(fault).map_err(ReadError::from)?;
+        let Some(value) = value else {
+            return Err(SnapshotError::NotFound { path: self.path.clone(), seq });
+        };
+        let bytes = value.value();
+        let invalid = |why| SnapshotError::Invalid { path: self.path.clone(), seq, why };
+        let info = snapshot::parse_header(seq.0, bytes).map_err(invalid)?;
+        let actual = self.record_crc(seq)?;
+        match actual {
+            None => {
+                let last = self.stored_head().map_err(ReadError::from)?;
+                return Err(invalid(SnapshotInvalid::BeyondEnd { covers: seq, last }));
+            }
+            Some(actual) if actual != info.record_crc => {
+                return Err(invalid(SnapshotInvalid::NotOnChain {
+                    stored: info.record_crc,
+                    actual,
+                }));
+            }
+            Some(_) => {}
+        }
+        let state = snapshot::decode_state(bytes, &info).map_err(invalid)?;
+        Ok((state, info))
+    }
+
+    /// The verified checksum of record `seq` (`GENESIS_LINK` for `Seq(0)`), `None` if absent.
+    pub(crate) fn record_crc(&self, seq: Seq) -> Result<Option<u32>, ReadError> {
+        if seq == Seq(0) {
+            return Ok(Some(GENESIS_LINK));
+        }
+        let table = self.read_table(EVENTS)?;
+        match batch::header_of(&table, seq) {
+            Ok(header) => Ok(header.map(|h| h.crc)),
+            Err(FindError::Corrupt(seq, what)) => {
+                Err(ReadError::Corrupt { path: self.path.clone(), seq, what })
+            }
+            Err(FindError::Storage(e)) => {
+                Err(StorageFault::new(&self.path, "reading a record", e).into())
+            }
+        }
+    }
+
+    /// Stores a session (durably), replacing any value under the same key. The key is the
+    /// BLAKE3 hash of the session id: the raw id never reaches the disk.
+    pub fn put_session(&self, key: [u8; 32], value: &[u8]) -> Result<(), WriteError> {
+        check_size("session value", value.len(), SESSION_BYTES_MAX)?;
+        self.write(
+            |txn| {
+                txn.open_table(SESSIONS)?.insert(key, value)?;
+                Ok(())
+            },
+            "storing a session",
+        )
+    }
+
+    /// Deletes a session (durably); returns whether it existed.
+    pub fn remove_session(&self, key: [u8; 32]) -> Result<bool, WriteError> {
+        let mut existed = false;
+        self.write(
+            |txn| {
+                existed = txn.open_table(SESSIONS)?.remove(key)?.is_some();
+                Ok(())
+            },
+            "removing a session",
+        )?;
+        Ok(existed)
+    }
+
+    /// One session's value.
+    pub fn session(&self, key: [u8; 32]) -> Result<Option<Vec<u8>>, StorageFault> {
+        let table = self.read_table(SESSIONS)?;
+        let value =
+            table.get(key).map_err(|e| StorageFault::new(&self.path, "reading a session", e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// Every stored session, by key.
+    pub fn sessions(&self) -> Result<Vec<SessionEntry>, StorageFault> {
+        let fault = Fault(&self.path, "reading sessions");
+        let table = self.read_table(SESSIONS)?;
+        let mut out = Vec::new();
+        for entry in table.range::<[u8; 32]>(..).or_fault(fault)? {
+            let (key, value) = entry.or_fault(fault)?;
+            out.push((key.value(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Stores a meta value (durably).
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), WriteError> {
+        check_size("meta key", key.len(), META_KEY_BYTES_MAX)?;
+        check_size("meta value", value.len(), META_VALUE_BYTES_MAX)?;
+        self.write(
+            |txn| {
+                txn.open_table(META)?.insert(key, value)?;
+                Ok(())
+            },
+            "storing a meta value",
+        )
+    }
+
+    /// Deletes a meta value (durably); returns whether it existed.
+    pub fn remove_meta(&self, key: &str) -> Result<bool, WriteError> {
+        let mut existed = false;
+        self.write(
+            |txn| {
+                existed = txn.open_table(META)?.remove(key)?.is_some();
+                Ok(())
+            },
+            "removing a meta value",
+        )?;
+        Ok(existed)
+    }
+
+    /// A meta value.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
+        let table = self.read_table(META)?;
+        let value =
+            table.get(key).map_err(|e| StorageFault::new(&self.path, "reading a meta value", e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// Stores a u64 meta value, as 8 big-endian bytes.
+    pub fn put_meta_u64(&self, key: &str, value: u64) -> Result<(), WriteError> {
+        self.put_meta(key, &value.to_be_bytes())
+    }
+
+    /// A u64 meta value; `None` when absent or not 8 bytes long.
+    pub fn meta_u64(&self, key: &str) -> Result<Option<u64>, StorageFault> {
+        Ok(self
+            .meta(key)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Runs one durable write transaction.
+    fn write(
+        &self,
+        body: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
+        op: &'static str,
+    ) -> Result<(), WriteError> {
+        let mut guard = self.lock();
+        let writer = &mut *guard;
+        let txn = self.begin_write(writer, op)?;
+        body(&txn).map_err(|e| self.fault(writer, op, e))?;
+        txn.commit().map_err(|e| self.fault(writer, op, e))?;
+        Ok(())
+    }
+
+    /// Ticks of `symbol` with `from <= time < to`, oldest first, at most `limit` (capped at
+    /// `limits::TICKS_QUERY_MAX`).
+    pub fn ticks(
+        &self,
+        symbol: Symbol,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Tick>, StorageFault> {
+        let fault = Fault(&self.path, "reading ticks");
+        let mut out = Vec::new();
+        if from >= to {
+            return Ok(out);
+        }
+        let table = self.read_table(TICKS)?;
+        let name = symbol.as_str();
+        let range = table.range((name, from.0)..(name, to.0)).or_fault(fault)?;
+        for entry in range.take(limit.min(TICKS_QUERY_MAX)) {
+            let (key, value) = entry.or_fault(fault)?;
+            out.push(decode_tick(symbol, key.value().1, &value.value()));
+        }
+        Ok(out)
+    }
+
+    /// The newest tick of `symbol`, if it ever had one.
+    pub fn latest_tick(&self, symbol: Symbol) -> Result<Option<Tick>, StorageFault> {
+        let fault = Fault(&self.path, "reading ticks");
+        let table = self.read_table(TICKS)?;
+        let name = symbol.as_str();
+        let mut range = table.range((name, i64::MIN)..=(name, i64::MAX)).or_fault(fault)?;
+        match range.next_back() {
+            None => Ok(None),
+            Some(entry) => {
+                let (key, value) = entry.or_fault(fault)?;
+                Ok(Some(decode_tick(symbol, key.value().1, &value.value())))
+            }
+        }
+    }
+}

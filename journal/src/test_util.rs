@@ -1,0 +1,108 @@
+//! Damaging a journal on purpose, for corruption tests (feature `test-util`). Each helper opens
+//! the file itself (it must not be open elsewhere) and writes through redb, so the file stays a
+//! valid redb file and only the journal's own checks can notice the damage.
+
+use std::error::Error;
+use std::path::Path;
+
+use redb::{Database, ReadableTable};
+
+use crate::journal::{EVENTS, SNAPSHOTS};
+use crate::record::{RECORD_HEADER_BYTES, Seq};
+use crate::snapshot::SNAPSHOT_HEADER_BYTES;
+
+type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
+
+fn rewrite(
+    path: &Path,
+    table: redb::TableDefinition<u64, &[u8]>,
+    seq: Seq,
+    change: impl FnOnce(&mut Vec<u8>),
+) -> Result<()> {
+    let db = Database::open(path)?;
+    let txn = db.begin_write()?;
+    {
+        let mut table = txn.open_table(table)?;
+        let mut bytes = table.get(seq.0)?.ok_or("no such key")?.value().to_vec();
+        change(&mut bytes);
+        table.insert(seq.0, bytes.as_slice())?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Byte offset and length of record `seq` inside the batch stored under `key`.
+fn locate(key: u64, bytes: &[u8], seq: Seq) -> Result<(usize, usize)> {
+    let mut offset = 0;
+    let mut at = key;
+    while offset < bytes.len() {
+        let len = crate::record::record_len(&bytes[offset..]).map_err(|e| e.to_string())?;
+        if at == seq.0 {
+            return Ok((offset, len));
+        }
+        offset += len;
+        at += 1;
+    }
+    Err("record not in its batch".into())
+}
+
+/// The key of the batch holding record `seq`.
+fn batch_key(db: &Database, seq: Seq) -> Result<u64> {
+    use redb::ReadableDatabase;
+    let read = db.begin_read()?;
+    let table = read.open_table(EVENTS)?;
+    let (key, _) = crate::batch::find(&table, seq)?.ok_or("no batch holds the record")?;
+    Ok(key)
+}
+
+/// Flips every bit of one byte of record `seq`'s event payload (`offset` modulo its length).
+pub fn flip_record_payload_byte(path: &Path, seq: Seq, offset: usize) -> Result<()> {
+    let key = batch_key(&Database::open(path)?, seq)?;
+    let mut located = Err("not found".into());
+    rewrite(path, EVENTS, Seq(key), |bytes| {
+        located = locate(key, bytes, seq).map(|(start, len)| {
+            let payload = len - RECORD_HEADER_BYTES;
+            bytes[start + RECORD_HEADER_BYTES + offset % payload] ^= 0xff;
+        });
+    })?;
+    located
+}
+
+/// Flips every bit of one byte of the snapshot at `seq`'s state bytes.
+pub fn flip_snapshot_byte(path: &Path, seq: Seq, offset: usize) -> Result<()> {
+    rewrite(path, SNAPSHOTS, seq, |bytes| {
+        let len = bytes.len() - SNAPSHOT_HEADER_BYTES;
+        bytes[SNAPSHOT_HEADER_BYTES + offset % len] ^= 0xff;
+    })
+}
+
+/// Overwrites the format version of the snapshot at `seq`, as a future build would write it.
+pub fn set_snapshot_format(path: &Path, seq: Seq, version: u16) -> Result<()> {
+    rewrite(path, SNAPSHOTS, seq, |bytes| bytes[0..2].copy_from_slice(&version.to_be_bytes()))
+}
+
+/// Deletes the batch holding record `seq`; returns its key.
+pub fn remove_batch(path: &Path, seq: Seq) -> Result<Seq> {
+    let db = Database::open(path)?;
+    let key = batch_key(&db, seq)?;
+    let txn = db.begin_write()?;
+    txn.open_table(EVENTS)?.remove(key)?;
+    txn.commit()?;
+    Ok(Seq(key))
+}
+
+/// Swaps the stored values of the batches stored under keys `a` and `b` (each the sequence
+/// number of a batch's first record).
+pub fn swap_batches(path: &Path, a: Seq, b: Seq) -> Result<()> {
+    let db = Database::open(path)?;
+    let txn = db.begin_write()?;
+    {
+        let mut table = txn.open_table(EVENTS)?;
+        let value_a = table.get(a.0)?.ok_or("no batch a")?.value().to_vec();
+        let value_b = table.get(b.0)?.ok_or("no batch b")?.value().to_vec();
+        table.insert(a.0, value_b.as_slice())?;
+        table.insert(b.0, value_a.as_slice())?;
+    }
+    txn.commit()?;
+    Ok(())
+}

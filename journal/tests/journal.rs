@@ -1,0 +1,462 @@
+//! The journal over real redb files in temporary directories: appends and reads, corruption
+//! detection, snapshot fallback, sessions, meta and the tick index.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
+use std::path::{Path, PathBuf};
+
+use engine::{Event, State, Symbol, Timestamp};
+use journal::{
+    AppendError, AuditConfig, Corruption, Journal, JournalConfig, OpenError, ProblemKind,
+    ReadError, RecoveryWarning, Seq, SnapshotInvalid, VerifyOnOpen, WriteError, audit,
+    encode_snapshot, test_util,
+};
+
+#[path = "../testkit/history.rs"]
+#[allow(dead_code)]
+mod history;
+
+use history::{History, Shape};
+
+fn config() -> JournalConfig {
+    JournalConfig { snapshot_every_events: 50, ..JournalConfig::default() }
+}
+
+/// Appends `batches` random batches; returns the state after them.
+fn fill(journal: &Journal, seed: u64, batches: usize) -> State {
+    let mut history = History::new(journal.replay_end(), seed, Shape::default());
+    for i in 0..batches {
+        let events = history.next_batch();
+        if !events.is_empty() {
+            journal.append_batch(&events, Timestamp(1_000 + i as i64)).unwrap();
+        }
+    }
+    history.state().clone()
+}
+
+trait ReplayEnd {
+    fn replay_end(&self) -> State;
+}
+
+impl ReplayEnd for Journal {
+    fn replay_end(&self) -> State {
+        let options = journal::ReplayOptions {
+            from: journal::ReplayFrom::Genesis,
+            to: journal::ReplayTo::End,
+            verify: VerifyOnOpen::FullChain,
+        };
+        self.replay(options, &mut |_| {}).unwrap().state
+    }
+}
+
+fn new_journal() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal::path_in(dir.path());
+    (dir, path)
+}
+
+fn snapshot_now(journal: &Journal, state: &State) -> Seq {
+    journal.store_snapshot(encode_snapshot(state, journal.last_seq()).unwrap()).unwrap()
+}
+
+fn clean_audit(journal: &Journal) -> journal::AuditReport {
+    let report = audit(journal, AuditConfig::default(), &mut |_| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problem);
+    report
+}
+
+#[test]
+fn appends_are_read_back_in_order_and_survive_reopening() {
+    let (_dir, path) = new_journal();
+    let (journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(recovered.last_seq, Seq(0));
+    assert!(recovered.warnings.is_empty());
+    let mut history = History::new(State::new(), 7, Shape::default());
+    let mut all: Vec<Event> = Vec::new();
+    for i in 0..40 {
+        let events = history.next_batch();
+        let receipt = journal.append_batch(&events, Timestamp(100 + i)).unwrap();
+        assert_eq!(receipt.first_seq, Seq(all.len() as u64 + 1));
+        all.extend(events);
+        assert_eq!(receipt.last_seq, Seq(all.len() as u64));
+    }
+    assert!(matches!(journal.append_batch(&[], Timestamp(0)), Err(AppendError::EmptyBatch)));
+    let read: Vec<_> = journal.read_records(Seq(1)).unwrap().map(Result::unwrap).collect();
+    assert_eq!(read.len(), all.len());
+    for (i, (record, event)) in read.iter().zip(&all).enumerate() {
+        assert_eq!(record.seq, Seq(i as u64 + 1));
+        assert_eq!(&record.event, event);
+    }
+    // Reading from any record, inside a batch or at its start, gives the rest in order.
+    for from in 1..=all.len() + 1 {
+        let tail: Vec<_> =
+            journal.read_records(Seq(from as u64)).unwrap().map(|r| r.unwrap().event).collect();
+        assert_eq!(tail, all[from - 1..].to_vec(), "from {from}");
+    }
+    assert_eq!(journal.read_records(Seq(all.len() as u64 + 5)).unwrap().count(), 0);
+    drop(journal);
+
+    let (journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(recovered.last_seq, Seq(all.len() as u64));
+    assert_eq!(&recovered.state, history.state());
+    assert_eq!(recovered.digest, history.state().digest());
+    assert_eq!(clean_audit(&journal).events, all.len() as u64);
+}
+
+#[test]
+fn a_second_open_of_the_same_file_is_refused() {
+    let (_dir, path) = new_journal();
+    let (_journal, _) = Journal::open(&path, config()).unwrap();
+    assert!(matches!(Journal::open(&path, config()), Err(OpenError::Busy { .. })));
+}
+
+#[test]
+fn a_flipped_byte_stops_the_open_and_the_audit_at_its_sequence_number() {
+    for (seq, offset) in [(1, 0), (17, 5), (30, 1_000)] {
+        let (_dir, path) = new_journal();
+        let (journal, _) = Journal::open(&path, config()).unwrap();
+        let state = fill(&journal, 3, 30);
+        snapshot_now(&journal, &state);
+        let last = journal.last_seq();
+        drop(journal);
+        assert!(last.0 >= 30);
+        test_util::flip_record_payload_byte(&path, Seq(seq), offset).unwrap();
+
+        // The record is before the snapshot: the default full-chain check still finds it.
+        let err = Journal::open(&path, config()).unwrap_err();
+        assert_eq!(err.seq(), Some(Seq(seq)), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("record {seq}:")), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(matches!(
+            err,
+            OpenError::Read(ReadError::Corrupt { what: Corruption::Checksum { .. }, .. })
+        ));
+
+        let journal = Journal::open_unrecovered(&path, config()).unwrap();
+        let report = audit(&journal, AuditConfig::default(), &mut |_| {}).unwrap();
+        let problem = report.problem.unwrap();
+        assert_eq!((problem.seq, problem.kind), (Seq(seq), ProblemKind::Record));
+        assert_eq!(report.last_seq, Seq(seq - 1));
+        let read: Vec<_> = journal.read_records(Seq(1)).unwrap().collect();
+        assert_eq!(read.len(), seq as usize);
+        assert_eq!(read.last().unwrap().as_ref().unwrap_err().seq(), Some(Seq(seq)));
+    }
+}
+
+#[test]
+fn tail_only_verification_trusts_the_records_a_valid_snapshot_covers() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let state = fill(&journal, 4, 30);
+    snapshot_now(&journal, &state);
+    drop(journal);
+    test_util::flip_record_payload_byte(&path, Seq(3), 0).unwrap();
+    let tail_only = JournalConfig { verify_on_open: VerifyOnOpen::TailOnly, ..config() };
+    let (journal, recovered) = Journal::open(&path, tail_only).unwrap();
+    assert_eq!(recovered.state, state);
+    drop(journal);
+    // The default still finds it.
+    assert_eq!(Journal::open(&path, config()).err().and_then(|e| e.seq()), Some(Seq(3)));
+}
+
+#[test]
+fn swapped_and_missing_records_are_detected() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    fill(&journal, 5, 20);
+    let last = journal.last_seq();
+    drop(journal);
+
+    // Records 1 to 5 are single-event batches (two listings, three accounts).
+    test_util::swap_batches(&path, Seq(4), Seq(5)).unwrap();
+    let err = Journal::open(&path, config()).unwrap_err();
+    assert_eq!(err.seq(), Some(Seq(4)));
+    assert!(matches!(
+        err,
+        OpenError::Read(ReadError::Corrupt { what: Corruption::SeqMismatch(Seq(5)), .. })
+    ));
+    test_util::swap_batches(&path, Seq(4), Seq(5)).unwrap();
+    Journal::open(&path, config()).unwrap();
+
+    let removed = test_util::remove_batch(&path, Seq(7)).unwrap();
+    let err = Journal::open(&path, config()).unwrap_err();
+    assert_eq!(err.seq(), Some(removed), "{err}");
+    assert!(matches!(
+        err,
+        OpenError::Read(ReadError::Corrupt { what: Corruption::Gap { .. }, .. })
+    ));
+
+    let (_dir2, path2) = new_journal();
+    let (journal, _) = Journal::open(&path2, config()).unwrap();
+    fill(&journal, 5, 20);
+    drop(journal);
+    let removed = test_util::remove_batch(&path2, last).unwrap();
+    let err = Journal::open(&path2, config()).unwrap_err();
+    assert_eq!(err.seq(), Some(removed), "{err}");
+    assert!(matches!(
+        err,
+        OpenError::Read(ReadError::Corrupt { what: Corruption::Missing { .. }, .. })
+    ));
+    // A journal whose head is damaged opens for reading but refuses to write.
+    let journal = Journal::open_unrecovered(&path2, config()).unwrap();
+    assert!(journal.halted().is_some());
+    let events = History::new(State::new(), 1, Shape::default()).next_batch();
+    assert!(matches!(
+        journal.append_batch(&events, Timestamp(0)),
+        Err(AppendError::Write(WriteError::Halted { .. }))
+    ));
+}
+
+fn snapshot_warning_seqs(warnings: &[RecoveryWarning]) -> Vec<Seq> {
+    warnings
+        .iter()
+        .filter_map(|w| match w {
+            RecoveryWarning::SnapshotIgnored { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn recovery_uses_the_newest_snapshot_and_replays_the_tail() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let state = fill(&journal, 6, 25);
+    let at = snapshot_now(&journal, &state);
+    let mut history = History::new(state, 66, Shape::default());
+    for _ in 0..10 {
+        journal.append_batch(&history.next_batch(), Timestamp(5)).unwrap();
+    }
+    drop(journal);
+    let (journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(recovered.snapshot_used, Some(at));
+    assert_eq!(recovered.events_replayed, journal.last_seq().0 - at.0);
+    assert_eq!(&recovered.state, history.state());
+    assert!(recovered.warnings.is_empty());
+    clean_audit(&journal);
+}
+
+#[test]
+fn a_corrupt_snapshot_falls_back_to_the_events_with_a_warning() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let state = fill(&journal, 8, 30);
+    let at = snapshot_now(&journal, &state);
+    drop(journal);
+    test_util::flip_snapshot_byte(&path, at, 10).unwrap();
+
+    let (journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(recovered.state, state);
+    assert_eq!(recovered.snapshot_used, None);
+    assert_eq!(snapshot_warning_seqs(&recovered.warnings), vec![at]);
+    assert!(matches!(
+        &recovered.warnings[0],
+        RecoveryWarning::SnapshotIgnored { why: SnapshotInvalid::PayloadChecksum, .. }
+    ));
+    assert_eq!(recovered.warnings[1], RecoveryWarning::SnapshotRewritten { seq: at });
+    clean_audit(&journal);
+    drop(journal);
+    // The rewritten snapshot is used next time.
+    let (_, recovered) = Journal::open(&path, config()).unwrap();
+    assert!(recovered.warnings.is_empty());
+    assert_eq!(recovered.snapshot_used, Some(at));
+}
+
+#[test]
+fn a_corrupt_snapshot_fails_the_audit() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let state = fill(&journal, 9, 30);
+    let at = snapshot_now(&journal, &state);
+    drop(journal);
+    test_util::flip_snapshot_byte(&path, at, 3).unwrap();
+    let journal = Journal::open_unrecovered(&path, config()).unwrap();
+    let report = audit(&journal, AuditConfig::default(), &mut |_| {}).unwrap();
+    let problem = report.problem.unwrap();
+    assert_eq!((problem.seq, problem.kind), (at, ProblemKind::Snapshot));
+}
+
+#[test]
+fn a_snapshot_of_another_version_is_ignored_and_rebuilt() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let state = fill(&journal, 10, 30);
+    let at = snapshot_now(&journal, &state);
+    drop(journal);
+    test_util::set_snapshot_format(&path, at, 99).unwrap();
+    {
+        let journal = Journal::open_unrecovered(&path, config()).unwrap();
+        let report = clean_audit(&journal);
+        assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
+    }
+    let (journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(recovered.state, state);
+    assert!(matches!(
+        &recovered.warnings[0],
+        RecoveryWarning::SnapshotIgnored { why: SnapshotInvalid::Format(99), .. }
+    ));
+    let snapshots = journal.snapshots().unwrap();
+    assert_eq!(snapshots.len(), 1);
+    assert!(snapshots[0].header.is_ok());
+    assert_eq!(clean_audit(&journal).snapshots_verified, 1);
+}
+
+#[test]
+fn old_snapshots_are_pruned_and_snapshot_due_follows_the_config() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let mut history = History::new(State::new(), 11, Shape::default());
+    let mut stored = Vec::new();
+    while stored.len() < 4 {
+        journal.append_batch(&history.next_batch(), Timestamp(1)).unwrap();
+        if journal.snapshot_due() {
+            assert!(journal.last_seq().0 - journal.newest_snapshot_seq().0 >= 50);
+            stored.push(snapshot_now(&journal, history.state()));
+        }
+    }
+    let kept: Vec<Seq> = journal.snapshots().unwrap().iter().map(|s| s.seq).collect();
+    assert_eq!(kept, stored[2..].to_vec());
+    assert_eq!(clean_audit(&journal).snapshots_verified, 2);
+    // A snapshot that claims more records than the journal has is refused.
+    let ahead = encode_snapshot(history.state(), Seq(journal.last_seq().0 + 1)).unwrap();
+    assert!(journal.store_snapshot(ahead).is_err());
+}
+
+#[test]
+fn replays_stop_at_a_sequence_number_or_a_time() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let mut history = History::new(State::new(), 12, Shape::default());
+    let mut states = vec![(Seq(0), State::new())];
+    for i in 0..30 {
+        let receipt = journal.append_batch(&history.next_batch(), Timestamp(1_000 * i)).unwrap();
+        states.push((receipt.last_seq, history.state().clone()));
+        if i == 10 {
+            snapshot_now(&journal, history.state());
+        }
+    }
+    for (i, (seq, state)) in states.iter().enumerate() {
+        for from in [journal::ReplayFrom::Genesis, journal::ReplayFrom::NewestSnapshot] {
+            let options = journal::ReplayOptions {
+                from,
+                to: journal::ReplayTo::Seq(*seq),
+                verify: VerifyOnOpen::FullChain,
+            };
+            let replayed = journal.replay(options, &mut |_| {}).unwrap();
+            assert_eq!((replayed.last_seq, &replayed.state), (*seq, state));
+        }
+        if i > 0 {
+            let options = journal::ReplayOptions {
+                from: journal::ReplayFrom::NewestSnapshot,
+                to: journal::ReplayTo::Time(Timestamp(1_000 * (i as i64 - 1))),
+                verify: VerifyOnOpen::FullChain,
+            };
+            let replayed = journal.replay(options, &mut |_| {}).unwrap();
+            assert_eq!(replayed.last_seq, *seq);
+            assert_eq!(&replayed.state, state);
+        }
+    }
+}
+
+#[test]
+fn sessions_and_meta_are_durable() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    journal.put_session([1; 32], b"alice").unwrap();
+    journal.put_session([2; 32], b"bob").unwrap();
+    journal.put_session([1; 32], b"alice again").unwrap();
+    assert!(journal.remove_session([2; 32]).unwrap());
+    assert!(!journal.remove_session([3; 32]).unwrap());
+    journal.put_meta_u64("next_order_id", 42).unwrap();
+    journal.put_meta("fingerprint", b"abc").unwrap();
+    let too_big = vec![0u8; journal::limits::SESSION_BYTES_MAX + 1];
+    assert!(matches!(journal.put_session([4; 32], &too_big), Err(WriteError::TooLarge { .. })));
+    let events = History::new(State::new(), 1, Shape::default()).next_batch();
+    journal.append_batch_with_meta(&events, Timestamp(0), &[("cursor", b"x")]).unwrap();
+    drop(journal);
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    assert_eq!(journal.sessions().unwrap(), vec![([1; 32], b"alice again".to_vec())]);
+    assert_eq!(journal.session([1; 32]).unwrap(), Some(b"alice again".to_vec()));
+    assert_eq!(journal.meta_u64("next_order_id").unwrap(), Some(42));
+    assert_eq!(journal.meta("fingerprint").unwrap(), Some(b"abc".to_vec()));
+    assert_eq!(journal.meta("cursor").unwrap(), Some(b"x".to_vec()));
+    assert_eq!(journal.meta("absent").unwrap(), None);
+    assert!(journal.remove_meta("cursor").unwrap());
+    assert_eq!(journal.meta("cursor").unwrap(), None);
+}
+
+#[test]
+fn settled_ticks_are_indexed_by_symbol_and_time() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let mut history = History::new(State::new(), 13, Shape::default());
+    let mut expected: Vec<engine::Tick> = Vec::new();
+    for _ in 0..60 {
+        let events = history.next_batch();
+        for event in &events {
+            if let Event::IntervalSettled(s) = event {
+                expected.extend(s.ticks.iter().copied());
+            }
+        }
+        journal.append_batch(&events, Timestamp(0)).unwrap();
+    }
+    let s0 = Symbol::new("S0").unwrap();
+    let mut want: Vec<_> = expected.iter().filter(|t| t.symbol == s0).copied().collect();
+    want.sort_by_key(|t| t.time);
+    assert!(want.len() > 3, "the history settles S0 a few times");
+    let all = journal.ticks(s0, Timestamp(i64::MIN), Timestamp(i64::MAX), 1_000).unwrap();
+    assert_eq!(all, want);
+    let middle = journal.ticks(s0, want[1].time, want[3].time, 1_000).unwrap();
+    assert_eq!(middle, want[1..3].to_vec());
+    assert_eq!(
+        journal.ticks(s0, want[0].time, Timestamp(i64::MAX), 2).unwrap(),
+        want[..2].to_vec()
+    );
+    assert_eq!(journal.latest_tick(s0).unwrap(), want.last().copied());
+    assert_eq!(journal.latest_tick(Symbol::new("NONE").unwrap()).unwrap(), None);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_full_disk_is_a_clear_error_and_loses_nothing_acknowledged() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let (_dir, path) = new_journal();
+    // The child runs with a small file size limit (and SIGXFSZ ignored, inherited over exec),
+    // so its writes fail with EFBIG as on a full disk.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 2048; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_pt-journal-crash-child"))
+        .arg(&path)
+        .arg("21")
+        .arg("1000000")
+        .arg("1000000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("storage fault") && stderr.contains("disk is full"), "{stderr}");
+    let mut acknowledged = None;
+    for line in BufReader::new(output.stdout.as_slice()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("commit ") {
+            acknowledged = rest.split_whitespace().next().map(|s| s.parse::<u64>().unwrap());
+        }
+    }
+    let acknowledged = acknowledged.expect("some batches fit");
+    let (journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(recovered.last_seq, Seq(acknowledged));
+    clean_audit(&journal);
+    assert!(Path::new(&path).exists());
+}

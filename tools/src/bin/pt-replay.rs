@@ -1,0 +1,56 @@
+//! `pt-replay`: audits, rebuilds and questions a master's journal (offline: stop the master
+//! first). Exit status: 0 on success; 1 when the command found a problem (`audit` on a damaged
+//! journal) or failed; `audit` exits 2 when it could not read the journal at all.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pt_tools::replay::{self, Outcome};
+
+/// Audit, rebuild and question a PaperTrader journal.
+#[derive(Debug, Parser)]
+#[command(name = "pt-replay", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Verify every record (checksums, links), replay from genesis, check the invariants and
+    /// every snapshot; one line (or --json) with events, accounts, digest and events/s.
+    Audit(replay::audit::AuditArgs),
+    /// Rebuild the state from the events alone and store it as a fresh snapshot.
+    Rebuild(replay::rebuild::RebuildArgs),
+    /// The state as of any point: accounts, cash, holdings, history.
+    Show(replay::show::ShowArgs),
+    /// Why an order filled or was rejected: the tick, price and balances it saw.
+    Explain(replay::explain::ExplainArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let (result, cannot_run) = match &cli.command {
+        Command::Audit(args) => (replay::audit::run(args), ExitCode::from(2)),
+        Command::Rebuild(args) => (replay::rebuild::run(args), ExitCode::FAILURE),
+        Command::Show(args) => (replay::show::run(args), ExitCode::FAILURE),
+        Command::Explain(args) => (replay::explain::run(args), ExitCode::FAILURE),
+    };
+    match result {
+        Ok(Outcome { output, success }) => {
+            println!("{output}");
+            if success { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(err) => {
+            eprintln!("pt-replay: {err:#}");
+            cannot_run
+        }
+    }
+}

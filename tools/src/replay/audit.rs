@@ -1,0 +1,90 @@
+//! `pt-replay audit`: every record verified and replayed from genesis; see [`journal::audit`].
+
+use std::time::Instant;
+
+use journal::{AuditConfig, AuditReport};
+use serde_json::json;
+
+use super::{DataArgs, Outcome, open_journal, per_second, progress_bar};
+
+/// Arguments of `pt-replay audit`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    /// The data directory.
+    pub data: DataArgs,
+    /// Check the engine invariants (linear in the history) every this many events, besides at
+    /// every snapshot and at the end.
+    #[arg(long, value_name = "EVENTS", default_value_t = AuditConfig::default().invariants_every_events)]
+    pub invariants_every: u64,
+    /// Print one JSON object instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the audit. Not successful when it found a problem; `Err` when it could not read.
+pub fn run(args: &AuditArgs) -> anyhow::Result<Outcome> {
+    let journal = open_journal(&args.data.data)?;
+    let bar = progress_bar(journal.last_seq(), "auditing");
+    let config = AuditConfig { invariants_every_events: args.invariants_every };
+    let start = Instant::now();
+    let report = journal::audit(&journal, config, &mut |seq| bar.set_position(seq.0))?;
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    let rate = per_second(report.events, elapsed);
+    let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    let output = if args.json {
+        render_json(&report, rate, millis, &journal.path().display().to_string())
+    } else {
+        render_text(&report, rate, millis)
+    };
+    Ok(Outcome { output, success: report.is_clean() })
+}
+
+fn render_text(report: &AuditReport, rate: u64, millis: u64) -> String {
+    let mut out = match &report.problem {
+        None => format!(
+            "clean: {} events, {} accounts, digest {}, {rate} events/s ({millis} ms; {} snapshots \
+             verified, {} invariant checks)",
+            report.events,
+            report.accounts,
+            report.digest,
+            report.snapshots_verified,
+            report.invariant_checks,
+        ),
+        Some(problem) => format!(
+            "FAILED at sequence number {}: {} problem: {} ({} events verified before it)",
+            problem.seq,
+            problem.kind.as_str(),
+            problem.message,
+            report.events,
+        ),
+    };
+    for note in &report.notes {
+        out.push_str("\nnote: ");
+        out.push_str(note);
+    }
+    out
+}
+
+fn render_json(report: &AuditReport, rate: u64, millis: u64, file: &str) -> String {
+    let problem = report
+        .problem
+        .as_ref()
+        .map(|p| json!({ "seq": p.seq.0, "kind": p.kind.as_str(), "message": p.message }));
+    json!({
+        "file": file,
+        "clean": report.is_clean(),
+        "events": report.events,
+        "last_seq": report.last_seq.0,
+        "accounts": report.accounts,
+        "digest": report.digest.to_string(),
+        "events_per_second": rate,
+        "elapsed_ms": millis,
+        "snapshots_verified": report.snapshots_verified,
+        "invariant_checks": report.invariant_checks,
+        "notes": report.notes,
+        "problem": problem,
+    })
+    .to_string()
+}

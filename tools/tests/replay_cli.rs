@@ -1,0 +1,221 @@
+//! `pt-replay` end to end: the real binary over real journals in temporary directories.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap
+)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use engine::{Event, State, Timestamp};
+use journal::{Journal, JournalConfig, Seq, encode_snapshot, test_util};
+use serde_json::Value;
+
+#[path = "../../journal/testkit/history.rs"]
+#[allow(dead_code)]
+mod history;
+
+/// A journal of `batches` random batches in `dir`, with a snapshot after batch `snapshot_at`;
+/// returns every event and the state after each batch, with its last sequence number.
+fn make_journal(dir: &Path, batches: usize, snapshot_at: usize) -> (Vec<Event>, Vec<(Seq, State)>) {
+    let path = journal::path_in(dir);
+    let (journal, _) = Journal::open(&path, JournalConfig::default()).unwrap();
+    let mut history = history::History::new(State::new(), 42, history::Shape::default());
+    let mut events = Vec::new();
+    let mut states = Vec::new();
+    for i in 0..batches {
+        let batch = history.next_batch();
+        // Batch i is appended at i hours past the epoch.
+        let receipt = journal.append_batch(&batch, Timestamp(i as i64 * 3_600_000_000)).unwrap();
+        events.extend(batch);
+        states.push((receipt.last_seq, history.state().clone()));
+        if i == snapshot_at {
+            journal
+                .store_snapshot(encode_snapshot(history.state(), receipt.last_seq).unwrap())
+                .unwrap();
+        }
+    }
+    (events, states)
+}
+
+fn pt_replay(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pt-replay"))
+        .args(args)
+        .arg("--data")
+        .arg(dir)
+        .env_remove("CI")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)))
+}
+
+#[test]
+fn audit_of_a_clean_journal_prints_one_line_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, states) = make_journal(dir.path(), 60, 30);
+    let state = &states.last().unwrap().1;
+    let output = pt_replay(&["audit"], dir.path());
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let text = stdout(&output);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "clean: {} events, {} accounts, digest {}",
+            events.len(),
+            state.accounts().len(),
+            state.digest()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("events/s"), "{text}");
+
+    let report = json(&pt_replay(&["audit", "--json"], dir.path()));
+    assert_eq!(report["clean"], true);
+    assert_eq!(report["events"], events.len());
+    assert_eq!(report["digest"], state.digest().to_string());
+    assert_eq!(report["snapshots_verified"], 1);
+    assert!(report["problem"].is_null());
+}
+
+#[test]
+fn audit_names_the_first_corrupt_record_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, _) = make_journal(dir.path(), 40, 10);
+    let bad = Seq(events.len() as u64 / 2);
+    test_util::flip_record_payload_byte(&journal::path_in(dir.path()), bad, 3).unwrap();
+
+    let output = pt_replay(&["audit"], dir.path());
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let text = stdout(&output);
+    assert!(
+        text.starts_with(&format!("FAILED at sequence number {bad}: record problem")),
+        "{text}"
+    );
+    assert!(text.contains("checksum mismatch"), "{text}");
+
+    let report = json(&pt_replay(&["audit", "--json"], dir.path()));
+    assert_eq!(report["clean"], false);
+    assert_eq!(report["problem"]["seq"], bad.0);
+    assert_eq!(report["problem"]["kind"], "record");
+    assert_eq!(report["events"], bad.0 - 1);
+
+    // The journal refuses to open at the same sequence number.
+    let err = Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap_err();
+    assert_eq!(err.seq(), Some(bad));
+    // And rebuild refuses too, naming it.
+    let output = pt_replay(&["rebuild"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("record {bad}:")));
+}
+
+#[test]
+fn audit_of_a_missing_journal_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = pt_replay(&["audit"], dir.path());
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no journal at"));
+    assert!(!journal::path_in(dir.path()).exists(), "the audit must not create a journal");
+}
+
+#[test]
+fn rebuild_writes_a_snapshot_that_the_audit_and_the_open_agree_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, states) = make_journal(dir.path(), 50, usize::MAX);
+    let output = pt_replay(&["rebuild", "--json"], dir.path());
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let report = json(&output);
+    assert_eq!(report["snapshot_seq"], events.len());
+    assert_eq!(report["digest"], states.last().unwrap().1.digest().to_string());
+    let audit = json(&pt_replay(&["audit", "--json"], dir.path()));
+    assert_eq!(audit["snapshots_verified"], 1);
+    let (_, recovered) =
+        Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
+    assert_eq!(recovered.snapshot_used, Some(Seq(events.len() as u64)));
+    assert_eq!(recovered.events_replayed, 0);
+}
+
+#[test]
+fn show_gives_the_state_at_any_sequence_number_or_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, states) = make_journal(dir.path(), 60, 20);
+    for index in [0, 5, 19, 20, 21, 40, 59] {
+        let (seq, state) = &states[index];
+        let at = json(&pt_replay(&["show", "--json", "--at", &seq.to_string()], dir.path()));
+        assert_eq!(at["at"]["seq"], seq.0);
+        assert_eq!(at["at"]["digest"], state.digest().to_string());
+        assert_eq!(at["accounts"].as_array().unwrap().len(), state.accounts().len());
+        // Batch `index` was appended at `index` hours: half an hour later shows the same state.
+        let time = format!("1970-01-01T{:02}:30:00Z", index);
+        if index < 24 {
+            let at = json(&pt_replay(&["show", "--json", "--at-time", &time], dir.path()));
+            assert_eq!(at["at"]["seq"], seq.0, "{time}");
+            assert_eq!(at["at"]["digest"], state.digest().to_string());
+        }
+    }
+    let (seq, state) = states.last().unwrap();
+    let account = &state.accounts()[0];
+    let output = pt_replay(&["show", "--account", account.username.as_str()], dir.path());
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let text = stdout(&output);
+    assert!(text.contains(&format!("state after sequence number {seq}")), "{text}");
+    assert!(text.contains(&format!("cash {}", account.cash)), "{text}");
+    let shown =
+        json(&pt_replay(&["show", "--json", "--account", account.username.as_str()], dir.path()));
+    assert_eq!(shown["account"]["cash"], account.cash.to_string());
+    assert_eq!(shown["account"]["history"].as_array().unwrap().len(), account.history.len());
+    assert_eq!(shown["account"]["holdings"].as_array().unwrap().len(), account.holdings.len());
+
+    let beyond = pt_replay(&["show", "--at", &(seq.0 + 1).to_string()], dir.path());
+    assert_eq!(beyond.status.code(), Some(1));
+    let nobody = pt_replay(&["show", "--account", "nobody"], dir.path());
+    assert_eq!(nobody.status.code(), Some(1));
+}
+
+#[test]
+fn explain_shows_what_a_fill_and_a_rejection_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, _) = make_journal(dir.path(), 80, 40);
+    let fill = events.iter().find_map(|e| match e {
+        Event::OrderFilled(f) => Some(f.clone()),
+        _ => None,
+    });
+    let fill = fill.expect("the history fills orders");
+    let output =
+        pt_replay(&["explain", "--json", "--order", &fill.order.id.to_string()], dir.path());
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let explained = json(&output);
+    assert_eq!(explained["outcome"]["status"], "filled");
+    assert_eq!(explained["outcome"]["price"], fill.price.to_string());
+    assert_eq!(explained["outcome"]["cash_after"], fill.cash_after.to_string());
+    assert_eq!(explained["interval"]["tick"]["close"], fill.price.to_string());
+    let text = stdout(&pt_replay(&["explain", "--order", &fill.order.id.to_string()], dir.path()));
+    assert!(text.contains("FILLED") && text.contains(&fill.price.to_string()), "{text}");
+
+    let rejection = events.iter().find_map(|e| match e {
+        Event::OrderRejected(r) => Some(r.clone()),
+        _ => None,
+    });
+    let rejection = rejection.expect("the history rejects orders");
+    let explained = json(&pt_replay(
+        &["explain", "--json", "--order", &rejection.order.id.to_string()],
+        dir.path(),
+    ));
+    assert_eq!(explained["outcome"]["status"], "rejected");
+    assert_eq!(explained["outcome"]["reason"], rejection.reason.as_str());
+    assert_eq!(explained["outcome"]["cash_seen"], rejection.cash_seen.to_string());
+
+    let unknown = pt_replay(&["explain", "--order", "1"], dir.path());
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no outcome"));
+}
