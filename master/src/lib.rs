@@ -7,10 +7,18 @@
 //! - [`sessions`]: session bookkeeping and the session record's binary layout.
 //! - [`logbook`]: the log system: a bounded in-memory log plus a log file.
 //! - [`worker_auth`]: the worker registry and the OpenPGP worker handshake checks.
+//! - [`admin`]: the stored worker registry, the admin socket and `pt-master worker ...`.
+//! - [`core`]: the one writer: engine, order queue, sessions, journal commits.
+//! - [`server`]: the network side: accept loop, worker links, relayed requests, the interval loop.
+//! - [`history`]: price history aggregation for the get* queries.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod core;
+pub mod history;
 pub mod logbook;
 pub mod prices;
+pub mod server;
 pub mod sessions;
 pub mod worker_auth;

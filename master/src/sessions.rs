@@ -61,6 +61,11 @@ impl SessionId {
     }
 
     /// An id received from a client: exactly 32 bytes, or `None`.
+    pub fn from_bytes(bytes: [u8; SESSION_ID_BYTES]) -> Self {
+        Self(bytes)
+    }
+
+    /// A session id from a byte slice of exactly the right length.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
         <[u8; SESSION_ID_BYTES]>::try_from(bytes).ok().map(Self)
     }

@@ -181,8 +181,13 @@ mod tests {
         let password = HashedPassword::new(vec![0; 32]).unwrap();
         for request in [
             Request::Login { username: user(), password: password.clone(), expirable: true },
-            Request::Purchase { session: S, symbol: sym(), qty: Qty::from_raw(1) },
-            Request::Sell { session: S, symbol: sym(), qty: Qty::from_raw(1) },
+            Request::Purchase {
+                session: S,
+                symbol: sym(),
+                qty: Qty::from_raw(1),
+                client_order_id: 1,
+            },
+            Request::Sell { session: S, symbol: sym(), qty: Qty::from_raw(1), client_order_id: 1 },
             Request::GetWorkers,
             Request::Logout { session: S },
         ] {
@@ -205,7 +210,12 @@ mod tests {
         assert_eq!(conn.handle(&Request::GetAssetInfo { symbol: sym() }), Verdict::Proceed);
         assert_eq!(conn.handle(&Request::GetWorkers), Verdict::Proceed);
         // Command instructions are refused with their own fail return.
-        let buy = Request::Purchase { session: S, symbol: sym(), qty: Qty::from_raw(1) };
+        let buy = Request::Purchase {
+            session: S,
+            symbol: sym(),
+            qty: Qty::from_raw(1),
+            client_order_id: 1,
+        };
         assert_eq!(fail_reason(conn.handle(&buy)), (Instruction::PurchaseFail, Reason::WrongState));
         assert_eq!(
             fail_reason(conn.handle(&Request::Logout { session: S })),
@@ -232,7 +242,12 @@ mod tests {
     #[test]
     fn session_instructions_need_this_connections_session() {
         let mut conn = Connection::new();
-        let buy = |session| Request::Purchase { session, symbol: sym(), qty: Qty::from_raw(1) };
+        let buy = |session| Request::Purchase {
+            session,
+            symbol: sym(),
+            qty: Qty::from_raw(1),
+            client_order_id: 1,
+        };
         assert_eq!(
             fail_reason(conn.handle(&buy(S))),
             (Instruction::PurchaseFail, Reason::NotLoggedIn)
@@ -265,7 +280,8 @@ mod tests {
         assert_eq!(conn.handle(&Request::Logout { session: S }), Verdict::Proceed);
         conn.on_response(&Response::LogoutSuccess);
         assert_eq!(conn.session(), None);
-        let sell = Request::Sell { session: S, symbol: sym(), qty: Qty::from_raw(1) };
+        let sell =
+            Request::Sell { session: S, symbol: sym(), qty: Qty::from_raw(1), client_order_id: 1 };
         assert_eq!(fail_reason(conn.handle(&sell)), (Instruction::SellFail, Reason::NotLoggedIn));
     }
 }

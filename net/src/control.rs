@@ -27,6 +27,9 @@ pub struct WorkerHello {
     /// Where clients reach the worker, `host:port`, 1 to 255 bytes of UTF-8 (given to clients
     /// by `getWorkers`; signed in the handshake, see `docs/WORKER_AUTH.md`).
     pub address: String,
+    /// 32 random bytes from the worker, fresh per connection attempt: its challenge to the
+    /// master, answered by the `master_proof` of [`Control::Challenge`].
+    pub nonce: [u8; NONCE_BYTES],
 }
 
 /// `relay`: a client's request, forwarded by a worker with what the master needs to know.
@@ -49,10 +52,14 @@ pub struct Relay {
 pub enum Control {
     /// Worker to master: who I am.
     WorkerHello(WorkerHello),
-    /// Master to worker: sign this nonce.
+    /// Master to worker: sign this nonce; and here is my proof that I am the master.
     Challenge {
-        /// 32 random bytes from the master.
+        /// 32 random bytes from the master, fresh per connection attempt.
         nonce: [u8; NONCE_BYTES],
+        /// The master's detached OpenPGP signature of the master authentication message of
+        /// `docs/WORKER_AUTH.md` (which binds the worker's UUID, both nonces and the Hello's
+        /// fields); opaque to this crate, 1 to [`SIGNATURE_BYTES_MAX`] bytes.
+        master_proof: Vec<u8>,
     },
     /// Worker to master: a detached OpenPGP signature of the authentication message of
     /// `docs/WORKER_AUTH.md` (which binds the UUID, the nonce and the Hello's fields).
@@ -113,8 +120,12 @@ impl Control {
                 w.id16(&hello.worker.0.to_be_bytes());
                 w.u16(hello.version);
                 write_address(&mut w, &hello.address);
+                w.id32(&hello.nonce);
             }
-            Self::Challenge { nonce } => w.id32(nonce),
+            Self::Challenge { nonce, master_proof } => {
+                w.id32(nonce);
+                w.bytes("masterProof", master_proof, 1, SIGNATURE_BYTES_MAX);
+            }
             Self::HelloProof { signature } => {
                 w.bytes("signature", signature, 1, SIGNATURE_BYTES_MAX);
             }
@@ -166,8 +177,12 @@ impl Control {
                 worker: WorkerId(u128::from_be_bytes(r.id16("workerId")?)),
                 version: r.u16("version")?,
                 address: read_address(r)?,
+                nonce: r.id32("nonce")?,
             }),
-            I::Challenge => Self::Challenge { nonce: r.id32("nonce")? },
+            I::Challenge => Self::Challenge {
+                nonce: r.id32("nonce")?,
+                master_proof: r.bytes("masterProof", 1, SIGNATURE_BYTES_MAX)?.to_vec(),
+            },
             I::HelloProof => Self::HelloProof {
                 signature: r.bytes("signature", 1, SIGNATURE_BYTES_MAX)?.to_vec(),
             },

@@ -54,11 +54,11 @@ instructions! {
         returns: "registerSuccess | registerFail";
     /// `purchaseAsset(sessionID, name, quantity)` (spec 4.6.4).
     PurchaseAsset = 0x0104, "purchaseAsset",
-        args: "sessionID: id32, symbol: text (1..=16), quantity: u64 (10^-8 units)",
+        args: "sessionID: id32, symbol: text (1..=16), quantity: u64 (10^-8 units), clientOrderId: u64",
         returns: "purchaseSuccess | purchaseFail";
     /// `sellAsset(sessionID, name, quantity)` (spec 4.6.5).
     SellAsset = 0x0105, "sellAsset",
-        args: "sessionID: id32, symbol: text (1..=16), quantity: u64 (10^-8 units)",
+        args: "sessionID: id32, symbol: text (1..=16), quantity: u64 (10^-8 units), clientOrderId: u64",
         returns: "sellSuccess | sellFail";
     /// `switchState(sessionID, state)` (spec 4.6.6); valid in both states.
     SwitchState = 0x0106, "switchState",
@@ -147,10 +147,13 @@ instructions! {
     Error = 0x030F, "error", args: "reason: u16, message: text (..=1024)", returns: "";
     /// `workerHello`: a worker opens the link (our addition).
     WorkerHello = 0x0401, "workerHello",
-        args: "workerId: id16 (UUID), version: u16, clientAddress: text (1..=255, host:port)",
+        args: "workerId: id16 (UUID), version: u16, clientAddress: text (1..=255, host:port), \
+               nonce: id32",
         returns: "challenge | linkRefused";
-    /// `challenge`: the master's nonce for the worker to sign.
-    Challenge = 0x0402, "challenge", args: "nonce: id32", returns: "helloProof";
+    /// `challenge`: the master's nonce for the worker to sign, and the master's signature over
+    /// the worker's nonce (see `docs/WORKER_AUTH.md`).
+    Challenge = 0x0402, "challenge", args: "nonce: id32, masterProof: bytes (1..=4096)",
+        returns: "helloProof";
     /// `helloProof`: the worker's detached OpenPGP signature (see `docs/WORKER_AUTH.md`).
     HelloProof = 0x0403, "helloProof", args: "signature: bytes (1..=4096)",
         returns: "linkAccepted | linkRefused";
@@ -208,7 +211,6 @@ impl Instruction {
             | I::GetAssetValueAllTime
             | I::SessionId
             | I::StateSwitchSuccess
-            | I::Challenge
             | I::HelloProof
             | I::LinkAccepted
             | I::Heartbeat
@@ -230,8 +232,11 @@ impl Instruction {
             | I::LogoutFail
             | I::Error
             | I::LinkRefused
+            | I::Challenge
             | I::RelayReply => 2,
-            I::Login | I::Register | I::PurchaseAsset | I::SellAsset | I::WorkerHello => 3,
+            I::Login | I::Register => 3,
+            I::PurchaseAsset | I::SellAsset => 4,
+            I::WorkerHello => 4,
             I::Relay => 5,
             I::PurchaseSuccess | I::SellSuccess => 9,
             I::Data => return None,

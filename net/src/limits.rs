@@ -48,7 +48,8 @@ pub const WORKER_NAME_BYTES_MAX: usize = 64;
 /// `docs/WORKER_AUTH.md`.
 pub const WORKER_ADDRESS_BYTES_MAX: usize = 255;
 
-/// Longest handshake signature (`helloProof`), in bytes; as in `docs/WORKER_AUTH.md`.
+/// Longest handshake signature (`helloProof`, and the `masterProof` of `challenge`), in bytes; as
+/// in `docs/WORKER_AUTH.md`.
 pub const SIGNATURE_BYTES_MAX: usize = 4096;
 
 /// Longest encrypted link key (`linkAccepted`), in bytes; as in `docs/WORKER_AUTH.md`.
@@ -57,7 +58,8 @@ pub const SEALED_KEY_BYTES_MAX: usize = 4096;
 /// Size of a session id, in bytes.
 pub const SESSION_ID_BYTES: usize = 32;
 
-/// Size of a handshake challenge nonce, in bytes.
+/// Size of a handshake nonce (the master's in `challenge`, the worker's in `workerHello`), in
+/// bytes.
 pub const NONCE_BYTES: usize = 32;
 
 /// Size of the shared master–worker link key, in bytes.

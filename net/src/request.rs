@@ -48,6 +48,9 @@ pub enum Request {
         symbol: Symbol,
         /// How much.
         qty: Qty,
+        /// The client's id for this order: a retry with the same id (same account) is not
+        /// filled twice but answered with the first attempt's outcome.
+        client_order_id: u64,
     },
     /// `sellAsset(sessionID, name, quantity)`.
     Sell {
@@ -57,6 +60,9 @@ pub enum Request {
         symbol: Symbol,
         /// How much.
         qty: Qty,
+        /// The client's id for this order: a retry with the same id (same account) is not
+        /// filled twice but answered with the first attempt's outcome.
+        client_order_id: u64,
     },
     /// `switchState(sessionID, state)`.
     SwitchState {
@@ -195,10 +201,12 @@ impl Request {
                 w.text("email", email.as_str(), EMAIL_CHARS_MAX);
                 password(w, pass);
             }
-            Self::Purchase { session, symbol, qty } | Self::Sell { session, symbol, qty } => {
+            Self::Purchase { session, symbol, qty, client_order_id }
+            | Self::Sell { session, symbol, qty, client_order_id } => {
                 w.id32(&session.0);
                 w.text("symbol", symbol.as_str(), SYMBOL_CHARS_MAX);
                 w.u64(qty.raw());
+                w.u64(*client_order_id);
             }
             Self::SwitchState { session, state } => {
                 w.id32(&session.0);
@@ -281,11 +289,13 @@ impl Request {
                 session: session(r)?,
                 symbol: symbol(r)?,
                 qty: Qty::from_raw(r.u64("quantity")?),
+                client_order_id: r.u64("clientOrderId")?,
             },
             I::SellAsset => Self::Sell {
                 session: session(r)?,
                 symbol: symbol(r)?,
                 qty: Qty::from_raw(r.u64("quantity")?),
+                client_order_id: r.u64("clientOrderId")?,
             },
             I::SwitchState => Self::SwitchState {
                 session: session(r)?,

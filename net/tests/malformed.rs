@@ -88,7 +88,7 @@ fn cat(parts: &[Vec<u8>]) -> Vec<u8> {
 }
 
 fn purchase_body(symbol: &[u8]) -> Vec<u8> {
-    cat(&[id32(), text(symbol), u64_field(5)])
+    cat(&[id32(), text(symbol), u64_field(5), u64_field(9)])
 }
 
 fn login_body(username: &[u8]) -> Vec<u8> {
@@ -124,19 +124,19 @@ fn malformed_requests_give_their_specific_error() {
     let purchase = Instruction::PurchaseAsset;
     let login = Instruction::Login;
     let with = |f: fn(&mut Header)| {
-        let mut h = header(purchase, 3);
+        let mut h = header(purchase, 4);
         f(&mut h);
         h
     };
     let cases: Vec<(&str, Vec<u8>, Outcome)> = vec![
         (
             "well-formed purchase (control case)",
-            frame(&header(purchase, 3), &purchase_body(b"AAPL")),
+            frame(&header(purchase, 4), &purchase_body(b"AAPL")),
             Outcome::Ok,
         ),
         (
             "length over the maximum, refused from the header alone",
-            frame_with_size(&header(purchase, 3), 65_537, &[]),
+            frame_with_size(&header(purchase, 4), 65_537, &[]),
             Outcome::Frame(FrameError::DataTooLarge {
                 data_bytes: 65_537,
                 max: FRAME_DATA_BYTES_MAX,
@@ -144,7 +144,7 @@ fn malformed_requests_give_their_specific_error() {
         ),
         (
             "data size u32::MAX",
-            frame_with_size(&header(purchase, 3), u32::MAX, &[]),
+            frame_with_size(&header(purchase, 4), u32::MAX, &[]),
             Outcome::Frame(FrameError::DataTooLarge {
                 data_bytes: u32::MAX,
                 max: FRAME_DATA_BYTES_MAX,
@@ -228,28 +228,28 @@ fn malformed_requests_give_their_specific_error() {
             frame(&with(|h| h.arg_count = 2), &purchase_body(b"AAPL")),
             Outcome::Decode(DecodeError::WrongArgCount {
                 instruction: purchase,
-                expected: 3,
+                expected: 4,
                 got: 2,
             }),
         ),
         (
             "truncated argument (quantity cut short)",
-            frame(&header(purchase, 3), &purchase_body(b"AAPL")[..50]),
+            frame(&header(purchase, 4), &purchase_body(b"AAPL")[..50]),
             Outcome::Decode(DecodeError::Truncated { field: 2 }),
         ),
         (
             "missing argument",
-            frame(&header(purchase, 3), &cat(&[id32(), text(b"AAPL")])),
+            frame(&header(purchase, 4), &cat(&[id32(), text(b"AAPL")])),
             Outcome::Decode(DecodeError::Truncated { field: 2 }),
         ),
         (
             "text length past the end of the body",
-            frame(&header(purchase, 3), &cat(&[id32(), vec![0x05, 0, 0, 0, 9], b"AAPL".to_vec()])),
+            frame(&header(purchase, 4), &cat(&[id32(), vec![0x05, 0, 0, 0, 9], b"AAPL".to_vec()])),
             Outcome::Decode(DecodeError::Truncated { field: 1 }),
         ),
         (
             "bad UTF-8",
-            frame(&header(purchase, 3), &purchase_body(&[0x41, 0xFF, 0x41])),
+            frame(&header(purchase, 4), &purchase_body(&[0x41, 0xFF, 0x41])),
             Outcome::Decode(DecodeError::BadUtf8 { field: 1, what: "symbol" }),
         ),
         (
@@ -290,7 +290,7 @@ fn malformed_requests_give_their_specific_error() {
         ),
         (
             "lower-case symbol",
-            frame(&header(purchase, 3), &purchase_body(b"aapl")),
+            frame(&header(purchase, 4), &purchase_body(b"aapl")),
             Outcome::Decode(DecodeError::BadName {
                 field: 1,
                 source: NameError::BadChar { what: "symbol", ch: 'a', position: 0 },
@@ -329,12 +329,12 @@ fn malformed_requests_give_their_specific_error() {
         ),
         (
             "unknown type tag",
-            frame(&header(purchase, 3), &cat(&[vec![0x7F], purchase_body(b"A")])),
+            frame(&header(purchase, 4), &cat(&[vec![0x7F], purchase_body(b"A")])),
             Outcome::Decode(DecodeError::UnknownTag { field: 0, tag: 0x7F }),
         ),
         (
             "wrong type (a u64 where the session id goes)",
-            frame(&header(purchase, 3), &cat(&[u64_field(1), text(b"AAPL"), u64_field(5)])),
+            frame(&header(purchase, 4), &cat(&[u64_field(1), text(b"AAPL"), u64_field(5)])),
             Outcome::Decode(DecodeError::WrongType {
                 field: 0,
                 what: "sessionID",
@@ -349,7 +349,7 @@ fn malformed_requests_give_their_specific_error() {
         ),
         (
             "bytes after the last argument",
-            frame(&header(purchase, 3), &cat(&[purchase_body(b"AAPL"), vec![0]])),
+            frame(&header(purchase, 4), &cat(&[purchase_body(b"AAPL"), vec![0]])),
             Outcome::Decode(DecodeError::TrailingBytes { extra_bytes: 1 }),
         ),
         (
@@ -557,4 +557,88 @@ fn undecodable_requests_get_the_matching_fail_return() {
         answer(&message(0x0406, MessageType::Control)),
         (Instruction::Error, Reason::UnknownInstruction)
     );
+}
+
+#[test]
+fn malformed_handshake_messages_give_their_specific_error() {
+    let control = |instruction: Instruction, arg_count, body: Vec<u8>| Message {
+        message_type: MessageType::Control,
+        instruction: instruction.code(),
+        arg_count,
+        body,
+    };
+    let id16 = || {
+        let mut out = vec![Tag::Id16.code()];
+        out.extend_from_slice(&[0x07; 16]);
+        out
+    };
+    let hello_v1 = cat(&[id16(), u16_field(1), text(b"w1.example:2049")]);
+    let hello = cat(&[hello_v1.clone(), id32()]);
+    assert!(net::Control::decode(&control(Instruction::WorkerHello, 4, hello.clone())).is_ok());
+    // A Hello without the worker's nonce (the one-way handshake's shape) is refused, whether it
+    // declares the old argument count or the new one.
+    assert_eq!(
+        net::Control::decode(&control(Instruction::WorkerHello, 3, hello_v1.clone())),
+        Err(DecodeError::WrongArgCount {
+            instruction: Instruction::WorkerHello,
+            expected: 4,
+            got: 3
+        })
+    );
+    assert_eq!(
+        net::Control::decode(&control(Instruction::WorkerHello, 4, hello_v1.clone())),
+        Err(DecodeError::Truncated { field: 3 })
+    );
+    // A nonce cut short, or sent as bytes.
+    assert_eq!(
+        net::Control::decode(&control(
+            Instruction::WorkerHello,
+            4,
+            hello[..hello.len() - 1].into()
+        )),
+        Err(DecodeError::Truncated { field: 3 })
+    );
+    assert_eq!(
+        net::Control::decode(&control(
+            Instruction::WorkerHello,
+            4,
+            cat(&[hello_v1, bytes(&[1; 32])])
+        )),
+        Err(DecodeError::WrongType {
+            field: 3,
+            what: "nonce",
+            expected: Tag::Id32,
+            got: Tag::Bytes,
+        })
+    );
+
+    let challenge = |proof: Vec<u8>| control(Instruction::Challenge, 2, cat(&[id32(), proof]));
+    assert!(net::Control::decode(&challenge(bytes(&[0xC2; 120]))).is_ok());
+    // A Challenge without the master's proof (the one-way handshake's shape).
+    assert_eq!(
+        net::Control::decode(&control(Instruction::Challenge, 1, id32())),
+        Err(DecodeError::WrongArgCount {
+            instruction: Instruction::Challenge,
+            expected: 2,
+            got: 1
+        })
+    );
+    assert_eq!(
+        net::Control::decode(&control(Instruction::Challenge, 2, id32())),
+        Err(DecodeError::Truncated { field: 1 })
+    );
+    assert_eq!(
+        net::Control::decode(&challenge(bytes(&[]))),
+        Err(DecodeError::TooShort { field: 1, what: "masterProof", len: 0, min: 1 })
+    );
+    // Over the limit: refused from the declared length, before the bytes are read.
+    let mut long = vec![Tag::Bytes.code()];
+    long.extend_from_slice(&4097_u32.to_be_bytes());
+    assert_eq!(
+        net::Control::decode(&challenge(long)),
+        Err(DecodeError::TooLong { field: 1, what: "masterProof", len: 4097, max: 4096 })
+    );
+    // A proof followed by trailing bytes.
+    let trailing = cat(&[bytes(&[0xC2; 8]), vec![0]]);
+    assert!(net::Control::decode(&challenge(trailing)).is_err());
 }

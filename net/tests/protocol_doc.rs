@@ -92,11 +92,21 @@ fn requests() -> Vec<(String, Request)> {
         ),
         (
             "purchaseAsset(sessionID, \"AAPL\", 5 units)".into(),
-            Request::Purchase { session: s, symbol: aapl(), qty: Qty::from_raw(units(5)) },
+            Request::Purchase {
+                session: s,
+                symbol: aapl(),
+                qty: Qty::from_raw(units(5)),
+                client_order_id: 7,
+            },
         ),
         (
             "sellAsset(sessionID, \"AAPL\", 2.5 units)".into(),
-            Request::Sell { session: s, symbol: aapl(), qty: Qty::parse("2.5").unwrap() },
+            Request::Sell {
+                session: s,
+                symbol: aapl(),
+                qty: Qty::parse("2.5").unwrap(),
+                client_order_id: 8,
+            },
         ),
         (
             "switchState(sessionID, data transfer)".into(),
@@ -255,16 +265,20 @@ fn controls() -> Vec<(String, Control)> {
     let worker = WorkerId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
     vec![
         (
-            "workerHello(worker UUID, version 1, \"192.0.2.10:2049\")".into(),
+            "workerHello(worker UUID, version 1, \"192.0.2.10:2049\", worker nonce)".into(),
             Control::WorkerHello(WorkerHello {
                 worker,
                 version: 1,
                 address: "192.0.2.10:2049".into(),
+                nonce: std::array::from_fn(|i| 0xA0 ^ u8::try_from(i).unwrap()),
             }),
         ),
         (
-            "challenge(nonce)".into(),
-            Control::Challenge { nonce: std::array::from_fn(|i| 0xC0 ^ u8::try_from(i).unwrap()) },
+            "challenge(master nonce, masterProof; 8 bytes here, ~120 in practice)".into(),
+            Control::Challenge {
+                nonce: std::array::from_fn(|i| 0xC0 ^ u8::try_from(i).unwrap()),
+                master_proof: vec![0xC2, 0x5E, 0x04, 0x00, 0x16, 0x0A, 0x00, 0x06],
+            },
         ),
         (
             "helloProof(signature; 8 bytes here, ~120 in practice)".into(),
@@ -293,6 +307,7 @@ fn controls() -> Vec<(String, Control)> {
                     session: session(),
                     symbol: aapl(),
                     qty: Qty::from_raw(units(5)),
+                    client_order_id: 7,
                 },
             })),
         ),

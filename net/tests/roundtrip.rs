@@ -108,6 +108,19 @@ fn encoding_refuses_what_decoding_would_refuse() {
     use net::{EncodeError, Failure, Reason};
     let too_long = Control::HelloProof { signature: vec![0; net::limits::SIGNATURE_BYTES_MAX + 1] };
     assert!(matches!(too_long.encode(), Err(EncodeError::FieldTooLong { what: "signature", .. })));
+    let proof_too_long = Control::Challenge {
+        nonce: [1; 32],
+        master_proof: vec![0; net::limits::SIGNATURE_BYTES_MAX + 1],
+    };
+    assert!(matches!(
+        proof_too_long.encode(),
+        Err(EncodeError::FieldTooLong { what: "masterProof", .. })
+    ));
+    let no_proof = Control::Challenge { nonce: [1; 32], master_proof: vec![] };
+    assert!(matches!(
+        no_proof.encode(),
+        Err(EncodeError::FieldTooShort { what: "masterProof", .. })
+    ));
     let empty = Control::LinkAccepted { sealed_key: vec![] };
     assert!(matches!(empty.encode(), Err(EncodeError::FieldTooShort { what: "sealedKey", .. })));
     let long_message = Response::Error(Failure {

@@ -159,7 +159,12 @@ async fn connect(one_byte_reads: bool) -> (TcpStream, tokio::task::JoinHandle<()
 }
 
 fn purchase(symbol: &str, units: u64) -> Request {
-    Request::Purchase { session: S, symbol: sym(symbol), qty: Qty::from_units(units).unwrap() }
+    Request::Purchase {
+        session: S,
+        symbol: sym(symbol),
+        qty: Qty::from_units(units).unwrap(),
+        client_order_id: units,
+    }
 }
 
 #[tokio::test]
@@ -176,7 +181,12 @@ async fn several_requests_written_in_one_go_are_all_answered_in_order() {
         Request::GetAssetValue { symbol: sym("AAPL"), period: Period::Week, date: Timestamp(0) },
         Request::GetWorkers,
         Request::SwitchState { session: S, state: ConnState::Command },
-        Request::Sell { session: S, symbol: sym("AAPL"), qty: Qty::from_units(1).unwrap() },
+        Request::Sell {
+            session: S,
+            symbol: sym("AAPL"),
+            qty: Qty::from_units(1).unwrap(),
+            client_order_id: 99,
+        },
         Request::Logout { session: S },
         purchase("AAPL", 3), // logged out
     ];
@@ -387,8 +397,11 @@ async fn a_sealed_link_relays_and_refuses_a_tampered_frame() {
             panic!("expected workerHello");
         };
         assert_eq!(hello.worker, worker_id);
+        assert_eq!(hello.nonce, [5u8; 32]);
         let nonce = [3u8; 32];
-        link.write_control(&Control::Challenge { nonce }).await.unwrap();
+        // Stand-in for the master's OpenPGP signature over the worker's nonce.
+        let master_proof = hello.nonce.to_vec();
+        link.write_control(&Control::Challenge { nonce, master_proof }).await.unwrap();
         let Some(Control::HelloProof { signature }) = link.read_control().await.unwrap() else {
             panic!("expected helloProof");
         };
@@ -420,12 +433,15 @@ async fn a_sealed_link_relays_and_refuses_a_tampered_frame() {
         worker: worker_id,
         version: 1,
         address: "worker-1.example:2049".into(),
+        nonce: [5u8; 32],
     }))
     .await
     .unwrap();
-    let Some(Control::Challenge { nonce }) = link.read_control().await.unwrap() else {
+    let Some(Control::Challenge { nonce, master_proof }) = link.read_control().await.unwrap()
+    else {
         panic!("expected challenge");
     };
+    assert_eq!(master_proof, [5u8; 32].to_vec());
     link.write_control(&Control::HelloProof { signature: nonce.to_vec() }).await.unwrap();
     assert!(matches!(link.read_control().await.unwrap(), Some(Control::LinkAccepted { .. })));
     link.seal_link(

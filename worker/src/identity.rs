@@ -1,9 +1,12 @@
-//! The worker's OpenPGP identity: its UUID and its secret key.
+//! The worker's OpenPGP identity (its UUID and its secret key) and the master it trusts.
 //!
-//! A worker proves to the master that it is a registered worker by signing the master's fresh
-//! challenge with its signing subkey, and it receives the link key encrypted to its
-//! transport-encryption subkey. The handshake and the exact signed bytes are described in
-//! `docs/WORKER_AUTH.md`; the master's side is `master::worker_auth`.
+//! The handshake is mutual. The worker sends a fresh nonce in its Hello ([`new_nonce`]); the
+//! master answers with its own nonce and a signature over both ([`master_auth_message`]), which
+//! the worker checks against the master certificate it was given ([`MasterTrust`]) before it
+//! proves anything. The worker then proves that it is a registered worker by signing the
+//! master's nonce with its signing subkey ([`WorkerIdentity::sign_challenge`]), and it receives
+//! the link key encrypted to its transport-encryption subkey. The handshake and the exact signed
+//! bytes are described in `docs/WORKER_AUTH.md`; the master's side is `master::worker_auth`.
 //!
 //! On disk an identity is three files in one directory:
 //! - `worker.key`: the armored transferable secret key (mode 0600, refused when group- or
@@ -18,6 +21,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use openpgp::Cert;
 use openpgp::Fingerprint;
@@ -26,7 +30,8 @@ use openpgp::crypto::{KeyPair, SessionKey};
 use openpgp::packet::{PKESK, SKESK};
 use openpgp::parse::Parse;
 use openpgp::parse::stream::{
-    DecryptionHelper, DecryptorBuilder, MessageStructure, VerificationHelper,
+    DecryptionHelper, DecryptorBuilder, DetachedVerifierBuilder, MessageLayer, MessageStructure,
+    VerificationError, VerificationHelper,
 };
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::SerializeInto;
@@ -42,10 +47,16 @@ pub const PUBLIC_CERT_FILE_NAME: &str = "worker.pub.asc";
 /// File name of the worker's UUID inside an identity directory.
 pub const UUID_FILE_NAME: &str = "worker.uuid";
 
-/// Domain separator that starts every signed authentication message.
+/// Domain separator that starts every worker authentication message (what the worker signs).
 pub const AUTH_DOMAIN: &[u8] = b"papertrader-worker-auth-v1\0";
-/// Length of the master's challenge nonce.
+/// Domain separator that starts every master authentication message (what the master signs).
+pub const MASTER_AUTH_DOMAIN: &[u8] = b"papertrader-master-auth-v1\0";
+/// Length of a handshake nonce (the worker's in the Hello, the master's in the Challenge).
 pub const NONCE_BYTES: usize = 32;
+/// Largest master proof signature the worker agrees to parse.
+pub const PROOF_SIGNATURE_BYTES_MAX: usize = 4096;
+/// How far the master proof's creation time may be from the worker's clock, either way.
+pub const SIGNATURE_CLOCK_SKEW_MAX: Duration = Duration::from_secs(30 * 60);
 /// Length of the link key the master seals to the worker.
 pub const LINK_KEY_BYTES: usize = 32;
 /// Largest client-facing address (`host:port`) a worker may announce in its Hello.
@@ -185,10 +196,87 @@ pub enum IdentityError {
         /// Why.
         reason: String,
     },
+    /// The OS random number generator failed.
+    #[error("the OS random number generator failed: {detail}")]
+    RandomUnavailable {
+        /// The OS error.
+        detail: String,
+    },
+    /// The master certificate (a file, or armored text) is not one OpenPGP certificate.
+    #[error("{origin} is not an OpenPGP certificate: {source}")]
+    BadMasterCert {
+        /// Where it came from: the file's path, or "armored master certificate".
+        origin: String,
+        /// The parser's complaint.
+        #[source]
+        source: BoxError,
+    },
+    /// The master certificate parsed but cannot be trusted to authenticate the master: it
+    /// holds secret key material (`master.key` was given instead of `master.pub.asc`), is
+    /// expired or revoked, or has no valid signing key.
+    #[error("{origin}: unusable master certificate: {reason}")]
+    UnusableMasterCert {
+        /// Where it came from: the file's path, or "armored master certificate".
+        origin: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The master's proof in the Challenge was refused: the peer is not the master the worker
+    /// trusts, or the proof is not for this handshake. The worker must close the link without
+    /// sending its own proof.
+    #[error("master proof refused: {0}")]
+    MasterProof(#[source] MasterProofError),
 }
 
-/// The fields of the worker's Hello that the proof signature covers, so that nobody on the path
-/// can change them unnoticed before the link is keyed.
+/// Why the master's proof was refused. [`MasterProofError::reason`] gives a stable name, the
+/// same as the master's for the matching check on a worker proof.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MasterProofError {
+    /// `malformed_signature`: the proof is not exactly one well-formed detached OpenPGP
+    /// signature (garbage, truncated, empty, too large, several signatures).
+    #[error("malformed master proof: {detail}")]
+    MalformedSignature {
+        /// What is wrong.
+        detail: String,
+    },
+    /// `wrong_key`: the signature was not made by any key of the trusted master certificate
+    /// (another master, or an impostor).
+    #[error("master proof is not from the trusted master key")]
+    WrongKey,
+    /// `key_not_valid`: the signature was made by a key of the trusted certificate that may not
+    /// sign now (not signing-capable, expired, revoked, rejected by policy).
+    #[error("master proof signed by a key that is not valid for signing: {detail}")]
+    KeyNotValid {
+        /// What is wrong with the key.
+        detail: String,
+    },
+    /// `bad_signature`: the signature does not verify over this handshake's master
+    /// authentication message (tampered, replayed from another handshake, made for another
+    /// worker or other Hello fields) or is rejected by policy (weak hash).
+    #[error("master proof does not verify")]
+    BadSignature,
+    /// `signature_time`: the signature's creation time is more than
+    /// [`SIGNATURE_CLOCK_SKEW_MAX`] away from the worker's clock.
+    #[error("master proof time is too far from the worker's clock")]
+    SignatureTime,
+}
+
+impl MasterProofError {
+    /// The stable reason name (`malformed_signature`, `wrong_key`, `key_not_valid`,
+    /// `bad_signature`, `signature_time`), as in `docs/WORKER_AUTH.md`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MalformedSignature { .. } => "malformed_signature",
+            Self::WrongKey => "wrong_key",
+            Self::KeyNotValid { .. } => "key_not_valid",
+            Self::BadSignature => "bad_signature",
+            Self::SignatureTime => "signature_time",
+        }
+    }
+}
+
+/// The fields of the worker's Hello that both proof signatures (the worker's and the master's)
+/// cover, so that nobody on the path can change them unnoticed before the link is keyed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HelloBinding<'a> {
     /// The protocol version the worker announced.
@@ -209,6 +297,32 @@ pub fn auth_message(
     nonce: &[u8; NONCE_BYTES],
     hello: &HelloBinding<'_>,
 ) -> Result<Vec<u8>, IdentityError> {
+    signed_message(AUTH_DOMAIN, uuid, &[nonce], hello)
+}
+
+/// The exact bytes the master signs to prove itself to the worker (see
+/// `docs/WORKER_AUTH.md`):
+///
+/// `MASTER_AUTH_DOMAIN || uuid (16) || worker_nonce (32) || master_nonce (32) ||
+///  protocol_version (u16 BE) || client_addr length (u16 BE) || client_addr (UTF-8)`.
+///
+/// The master computes the same bytes in `master::worker_auth::master_auth_message`.
+pub fn master_auth_message(
+    uuid: Uuid,
+    worker_nonce: &[u8; NONCE_BYTES],
+    master_nonce: &[u8; NONCE_BYTES],
+    hello: &HelloBinding<'_>,
+) -> Result<Vec<u8>, IdentityError> {
+    signed_message(MASTER_AUTH_DOMAIN, uuid, &[worker_nonce, master_nonce], hello)
+}
+
+/// `domain || uuid || nonces... || protocol_version || client_addr length || client_addr`.
+fn signed_message(
+    domain: &[u8],
+    uuid: Uuid,
+    nonces: &[&[u8; NONCE_BYTES]],
+    hello: &HelloBinding<'_>,
+) -> Result<Vec<u8>, IdentityError> {
     let addr = hello.client_addr.as_bytes();
     let too_long =
         || IdentityError::ClientAddrTooLong { bytes: addr.len(), bytes_max: CLIENT_ADDR_BYTES_MAX };
@@ -216,14 +330,28 @@ pub fn auth_message(
         return Err(too_long());
     }
     let addr_len = u16::try_from(addr.len()).map_err(|_| too_long())?;
-    let mut message = Vec::with_capacity(AUTH_DOMAIN.len() + 16 + NONCE_BYTES + 4 + addr.len());
-    message.extend_from_slice(AUTH_DOMAIN);
+    // Bounded: the domain is a constant, at most two nonces, the address at most 255 bytes.
+    let capacity = domain.len() + 16 + nonces.len() * NONCE_BYTES + 4 + addr.len();
+    let mut message = Vec::with_capacity(capacity);
+    message.extend_from_slice(domain);
     message.extend_from_slice(uuid.as_bytes());
-    message.extend_from_slice(nonce);
+    for nonce in nonces {
+        message.extend_from_slice(*nonce);
+    }
     message.extend_from_slice(&hello.protocol_version.to_be_bytes());
     message.extend_from_slice(&addr_len.to_be_bytes());
     message.extend_from_slice(addr);
+    debug_assert_eq!(message.len(), capacity);
     Ok(message)
+}
+
+/// A fresh handshake nonce for the worker's Hello: 32 bytes from the OS random number
+/// generator. Use one per connection attempt and never reuse it.
+pub fn new_nonce() -> Result<[u8; NONCE_BYTES], IdentityError> {
+    let mut nonce = [0u8; NONCE_BYTES];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| IdentityError::RandomUnavailable { detail: e.to_string() })?;
+    Ok(nonce)
 }
 
 /// The policy every key and signature is judged by.
@@ -509,6 +637,219 @@ impl DecryptionHelper for LinkKeyHelper<'_> {
     }
 }
 
+/// The master the worker trusts: the master's public certificate (`master.pub.asc` from the
+/// master's data directory), given to the worker by `--master-cert FILE` or the config key
+/// `master_cert`. The worker checks the master's proof in every Challenge against it
+/// ([`MasterTrust::verify_master_proof`]) before it proves its own identity.
+///
+/// `Debug` shows only the fingerprint.
+#[derive(Clone)]
+pub struct MasterTrust {
+    cert: Cert,
+}
+
+impl fmt::Debug for MasterTrust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MasterTrust")
+            .field("fingerprint", &self.cert.fingerprint().to_hex())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MasterTrust {
+    /// Reads the master's certificate from `path` (at most [`KEY_FILE_BYTES_MAX`] bytes,
+    /// armored or binary). Refuses a file that is not exactly one OpenPGP certificate, one that
+    /// holds secret key material (the master's `master.key` must never leave the master), and a
+    /// certificate that is expired, revoked or has no valid signing key.
+    pub fn load(path: &Path) -> Result<Self, IdentityError> {
+        let bytes = read_bounded(path, KEY_FILE_BYTES_MAX)?;
+        Self::from_bytes(&bytes, path.display().to_string())
+    }
+
+    /// The same checks as [`MasterTrust::load`], on the certificate's armored text.
+    pub fn from_armored(armored: &str) -> Result<Self, IdentityError> {
+        let bytes = armored.as_bytes();
+        let origin = "armored master certificate".to_owned();
+        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > KEY_FILE_BYTES_MAX {
+            return Err(IdentityError::UnusableMasterCert {
+                origin,
+                reason: "it is larger than 65536 bytes",
+            });
+        }
+        Self::from_bytes(bytes, origin)
+    }
+
+    fn from_bytes(bytes: &[u8], origin: String) -> Result<Self, IdentityError> {
+        let cert = match Cert::from_bytes(bytes) {
+            Ok(cert) => cert,
+            Err(e) => return Err(IdentityError::BadMasterCert { origin, source: e.into() }),
+        };
+        if cert.is_tsk() {
+            return Err(IdentityError::UnusableMasterCert {
+                origin,
+                reason: "it contains secret key material; give the worker master.pub.asc, \
+                         never master.key",
+            });
+        }
+        if let Err(reason) = master_cert_usable(&cert) {
+            return Err(IdentityError::UnusableMasterCert { origin, reason });
+        }
+        Ok(Self { cert })
+    }
+
+    /// The fingerprint of the trusted master certificate (its primary key).
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.cert.fingerprint()
+    }
+
+    /// The trusted master certificate.
+    pub fn cert(&self) -> &Cert {
+        &self.cert
+    }
+
+    /// Checks the master's proof from the Challenge: `proof` must be exactly one detached
+    /// OpenPGP signature (at most [`PROOF_SIGNATURE_BYTES_MAX`] bytes), made by a valid
+    /// signing key of the trusted certificate under `StandardPolicy`, within
+    /// [`SIGNATURE_CLOCK_SKEW_MAX`] of `now` (the worker's clock), over
+    /// [`master_auth_message`]`(worker, worker_nonce, master_nonce, hello)`: this worker's
+    /// UUID, the nonce this worker just sent, the master's nonce from the Challenge, and the
+    /// Hello this worker sent. Never panics on any input.
+    pub fn verify_master_proof(
+        &self,
+        worker: Uuid,
+        worker_nonce: &[u8; NONCE_BYTES],
+        master_nonce: &[u8; NONCE_BYTES],
+        hello: &HelloBinding<'_>,
+        proof: &[u8],
+        now: SystemTime,
+    ) -> Result<(), IdentityError> {
+        let message = master_auth_message(worker, worker_nonce, master_nonce, hello)?;
+        verify_detached(&self.cert, &message, proof, now).map_err(IdentityError::MasterProof)
+    }
+}
+
+/// Why `cert` cannot be trusted as the master's certificate, if it cannot.
+fn master_cert_usable(cert: &Cert) -> Result<(), &'static str> {
+    let valid = cert
+        .with_policy(&POLICY, None)
+        .map_err(|_| "not valid under the standard policy (no valid self-signature)")?;
+    if valid.alive().is_err() {
+        return Err("the certificate is expired or not yet valid");
+    }
+    if let openpgp::types::RevocationStatus::Revoked(_) = valid.revocation_status() {
+        return Err("the certificate is revoked");
+    }
+    if valid.keys().supported().alive().revoked(false).for_signing().next().is_none() {
+        return Err("no valid signing-capable key");
+    }
+    Ok(())
+}
+
+/// Checks that `signature` is one detached signature by a valid signing key of `cert`, made
+/// near `now`, over `message`.
+fn verify_detached(
+    cert: &Cert,
+    message: &[u8],
+    signature: &[u8],
+    now: SystemTime,
+) -> Result<(), MasterProofError> {
+    let malformed = |detail: String| MasterProofError::MalformedSignature { detail };
+    if signature.len() > PROOF_SIGNATURE_BYTES_MAX {
+        return Err(malformed(format!(
+            "{} bytes; at most {PROOF_SIGNATURE_BYTES_MAX} allowed",
+            signature.len()
+        )));
+    }
+    if signature.is_empty() {
+        return Err(malformed("empty".into()));
+    }
+    let helper = ProofHelper { cert, now, outcome: None };
+    let mut verifier = DetachedVerifierBuilder::from_bytes(signature)
+        .and_then(|builder| builder.with_policy(&POLICY, now, helper))
+        .map_err(|e| malformed(e.to_string()))?;
+    let verified = verifier.verify_bytes(message);
+    match (verifier.into_helper().outcome, verified) {
+        (Some(Ok(())), Ok(())) => Ok(()),
+        (Some(Err(err)), _) => Err(err),
+        // The parser failed before the signatures could be checked.
+        (None, Err(e)) | (Some(Ok(())), Err(e)) => Err(malformed(e.to_string())),
+        (None, Ok(())) => Err(malformed("no signature was checked".into())),
+    }
+}
+
+/// Gives the verifier the trusted certificate, and judges its results.
+struct ProofHelper<'a> {
+    cert: &'a Cert,
+    now: SystemTime,
+    outcome: Option<Result<(), MasterProofError>>,
+}
+
+impl VerificationHelper for ProofHelper<'_> {
+    fn get_certs(&mut self, _ids: &[openpgp::KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(vec![self.cert.clone()])
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        let outcome = judge(structure, self.now);
+        let accepted = outcome.is_ok();
+        self.outcome = Some(outcome);
+        if accepted {
+            Ok(())
+        } else {
+            Err(openpgp::Error::BadSignature("master proof rejected".into()).into())
+        }
+    }
+}
+
+/// Accepts exactly one signature group holding exactly one good signature made near `now`
+/// (the same rules as the master's `judge` for worker proofs).
+fn judge(structure: MessageStructure, now: SystemTime) -> Result<(), MasterProofError> {
+    let malformed =
+        |detail: &str| MasterProofError::MalformedSignature { detail: detail.to_owned() };
+    let mut layers = structure.into_iter();
+    let results = match (layers.next(), layers.next()) {
+        (Some(MessageLayer::SignatureGroup { results }), None) => results,
+        _ => return Err(malformed("not a single detached signature")),
+    };
+    if results.len() != 1 {
+        return Err(malformed("expected exactly one signature"));
+    }
+    let Some(result) = results.into_iter().next() else {
+        return Err(malformed("expected exactly one signature"));
+    };
+    match result {
+        Ok(good) => {
+            let created =
+                good.sig.signature_creation_time().ok_or(MasterProofError::SignatureTime)?;
+            let skew = match created.duration_since(now) {
+                Ok(ahead) => ahead,
+                Err(behind) => behind.duration(),
+            };
+            if skew > SIGNATURE_CLOCK_SKEW_MAX {
+                return Err(MasterProofError::SignatureTime);
+            }
+            Ok(())
+        }
+        Err(VerificationError::MissingKey { .. }) => Err(MasterProofError::WrongKey),
+        Err(
+            VerificationError::UnboundKey { error, .. } | VerificationError::BadKey { error, .. },
+        ) => Err(MasterProofError::KeyNotValid { detail: error.to_string() }),
+        Err(VerificationError::BadSignature { error, .. }) => {
+            match error.downcast_ref::<openpgp::Error>() {
+                Some(openpgp::Error::NotYetLive(_) | openpgp::Error::Expired(_)) => {
+                    Err(MasterProofError::SignatureTime)
+                }
+                _ => Err(MasterProofError::BadSignature),
+            }
+        }
+        Err(
+            VerificationError::MalformedSignature { .. }
+            | VerificationError::UnknownSignature { .. },
+        ) => Err(malformed("unparsable or incomplete signature packet")),
+        Err(_) => Err(malformed("unrecognised verification result")),
+    }
+}
+
 /// Why `tsk` cannot serve as a worker key, if it cannot.
 fn usable(tsk: &Cert) -> Result<(), &'static str> {
     let valid = tsk
@@ -630,6 +971,164 @@ mod tests {
         expected.extend_from_slice(&[0x00, 0x01, 0x00, 0x10]);
         expected.extend_from_slice(b"203.0.113.7:2049");
         assert_eq!(message, expected);
+    }
+
+    #[test]
+    fn master_auth_message_layout_is_fixed() {
+        let message = master_auth_message(uuid(), &[0xBB; 32], &[0xAA; 32], &HELLO).unwrap();
+        let mut expected = b"papertrader-master-auth-v1\0".to_vec();
+        expected.extend_from_slice(&0x0123_4567_89ab_cdef_0123_4567_89ab_cdef_u128.to_be_bytes());
+        expected.extend_from_slice(&[0xBB; 32]);
+        expected.extend_from_slice(&[0xAA; 32]);
+        expected.extend_from_slice(&[0x00, 0x01, 0x00, 0x10]);
+        expected.extend_from_slice(b"203.0.113.7:2049");
+        assert_eq!(message, expected);
+        assert_eq!(message.len(), 27 + 16 + 32 + 32 + 4 + 16);
+        let long = "a".repeat(CLIENT_ADDR_BYTES_MAX + 1);
+        let hello = HelloBinding { protocol_version: 1, client_addr: &long };
+        let err = master_auth_message(uuid(), &[0; 32], &[0; 32], &hello).unwrap_err();
+        assert!(matches!(err, IdentityError::ClientAddrTooLong { bytes: 256, bytes_max: 255 }));
+    }
+
+    #[test]
+    fn nonces_are_fresh() {
+        assert_ne!(new_nonce().unwrap(), new_nonce().unwrap());
+    }
+
+    /// A stand-in master key (the real one is `master::worker_auth::MasterIdentity`, used by
+    /// the end-to-end tests): certification-only primary, one signing subkey.
+    fn master_key() -> Cert {
+        CertBuilder::new()
+            .set_cipher_suite(CipherSuite::Cv25519)
+            .add_userid("PaperTrader master")
+            .add_signing_subkey()
+            .generate()
+            .unwrap()
+            .0
+    }
+
+    fn sign_with(tsk: &Cert, message: &[u8]) -> Vec<u8> {
+        let key = tsk
+            .keys()
+            .with_policy(&POLICY, None)
+            .for_signing()
+            .unencrypted_secret()
+            .next()
+            .unwrap();
+        let mut signature = Vec::new();
+        let mut signer =
+            Signer::new(Message::new(&mut signature), key.key().clone().into_keypair().unwrap())
+                .unwrap()
+                .detached()
+                .build()
+                .unwrap();
+        signer.write_all(message).unwrap();
+        signer.finalize().unwrap();
+        signature
+    }
+
+    fn armored_public(tsk: &Cert) -> String {
+        String::from_utf8(tsk.clone().strip_secret_key_material().armored().to_vec().unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn master_trust_checks_the_master_proof() {
+        let master = master_key();
+        let trust = MasterTrust::from_armored(&armored_public(&master)).unwrap();
+        assert_eq!(trust.fingerprint(), master.fingerprint());
+        let (wn, mn) = ([1; NONCE_BYTES], [2; NONCE_BYTES]);
+        let proof = sign_with(&master, &master_auth_message(uuid(), &wn, &mn, &HELLO).unwrap());
+        let now = SystemTime::now();
+        trust.verify_master_proof(uuid(), &wn, &mn, &HELLO, &proof, now).unwrap();
+
+        let refused =
+            |worker, wn: &[u8; 32], mn: &[u8; 32], hello: &HelloBinding<'_>, proof: &[u8], now| {
+                match trust.verify_master_proof(worker, wn, mn, hello, proof, now) {
+                    Err(IdentityError::MasterProof(err)) => err.reason(),
+                    other => panic!("{other:?}"),
+                }
+            };
+        assert_eq!(refused(Uuid::from_u128(9), &wn, &mn, &HELLO, &proof, now), "bad_signature");
+        assert_eq!(refused(uuid(), &[3; 32], &mn, &HELLO, &proof, now), "bad_signature");
+        assert_eq!(refused(uuid(), &wn, &[3; 32], &HELLO, &proof, now), "bad_signature");
+        let moved = HelloBinding { client_addr: "198.51.100.1:2049", ..HELLO };
+        assert_eq!(refused(uuid(), &wn, &mn, &moved, &proof, now), "bad_signature");
+        // The worker's own kind of message, signed by the master key, is not a master proof.
+        let worker_kind = sign_with(&master, &auth_message(uuid(), &mn, &HELLO).unwrap());
+        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, &worker_kind, now), "bad_signature");
+        // Another key.
+        let stranger =
+            sign_with(&master_key(), &master_auth_message(uuid(), &wn, &mn, &HELLO).unwrap());
+        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, &stranger, now), "wrong_key");
+        // Clock far off.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, &proof, now + hour), "signature_time");
+        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, &proof, now - hour), "signature_time");
+        // Garbage, empty, oversized, doubled.
+        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, b"garbage", now), "malformed_signature");
+        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, &[], now), "malformed_signature");
+        let big = vec![0xC2; PROOF_SIGNATURE_BYTES_MAX + 1];
+        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, &big, now), "malformed_signature");
+        let doubled = [proof.clone(), proof.clone()].concat();
+        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, &doubled, now), "malformed_signature");
+        // An over-long address is refused before any signature work.
+        let long = "x".repeat(CLIENT_ADDR_BYTES_MAX + 1);
+        let hello = HelloBinding { client_addr: &long, ..HELLO };
+        let err = trust.verify_master_proof(uuid(), &wn, &mn, &hello, &proof, now).unwrap_err();
+        assert!(matches!(err, IdentityError::ClientAddrTooLong { .. }), "{err}");
+    }
+
+    #[test]
+    fn master_trust_refuses_bad_certificates() {
+        let master = master_key();
+        // Secret key material.
+        let secret = String::from_utf8(master.as_tsk().armored().to_vec().unwrap()).unwrap();
+        let err = MasterTrust::from_armored(&secret).unwrap_err();
+        assert!(matches!(err, IdentityError::UnusableMasterCert { .. }), "{err}");
+        assert!(err.to_string().contains("master.pub.asc"), "{err}");
+        // Not a certificate.
+        let err =
+            MasterTrust::from_armored("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nx\n").unwrap_err();
+        assert!(matches!(err, IdentityError::BadMasterCert { .. }), "{err}");
+        assert!(matches!(MasterTrust::from_armored(""), Err(IdentityError::BadMasterCert { .. })));
+        // Two certificates in one file.
+        let two = [armored_public(&master), armored_public(&master_key())].concat();
+        assert!(MasterTrust::from_armored(&two).is_err());
+        // No signing key (a worker-style encryption-only certificate).
+        let (no_signing, _) = CertBuilder::new()
+            .set_cipher_suite(CipherSuite::Cv25519)
+            .add_userid("no signing")
+            .add_transport_encryption_subkey()
+            .generate()
+            .unwrap();
+        let err = MasterTrust::from_armored(&armored_public(&no_signing)).unwrap_err();
+        assert!(matches!(err, IdentityError::UnusableMasterCert { .. }), "{err}");
+        // Oversized.
+        let err = MasterTrust::from_armored(&"a".repeat(64 * 1024 + 1)).unwrap_err();
+        assert!(matches!(err, IdentityError::UnusableMasterCert { .. }), "{err}");
+    }
+
+    #[test]
+    fn master_trust_loads_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = master_key();
+        let path = dir.path().join("master.pub.asc");
+        fs::write(&path, armored_public(&master)).unwrap();
+        let trust = MasterTrust::load(&path).unwrap();
+        assert_eq!(trust.fingerprint(), master.fingerprint());
+        let debug = format!("{trust:?}");
+        assert!(debug.contains(&master.fingerprint().to_hex()) && debug.len() < 120, "{debug}");
+
+        let err = MasterTrust::load(&dir.path().join("missing.asc")).unwrap_err();
+        assert!(matches!(err, IdentityError::Io { .. }) && err.to_string().contains("missing.asc"));
+        fs::write(&path, vec![b'a'; 64 * 1024 + 1]).unwrap();
+        let err = MasterTrust::load(&path).unwrap_err();
+        assert!(matches!(err, IdentityError::FileTooLarge { .. }), "{err}");
+        fs::write(&path, master.as_tsk().armored().to_vec().unwrap()).unwrap();
+        let err = MasterTrust::load(&path).unwrap_err();
+        assert!(matches!(err, IdentityError::UnusableMasterCert { .. }), "{err}");
+        assert!(err.to_string().contains("master.pub.asc"), "{err}");
     }
 
     #[test]

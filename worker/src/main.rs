@@ -1,3 +1,235 @@
-//! `pt-worker`: the PaperTrader worker server (being wired up).
+//! `pt-worker`: the PaperTrader worker server.
+//!
+//! - `pt-worker run [--config FILE] [--listen ADDR] [--advertise HOST:PORT] [--master HOST:PORT]
+//!   [--key-dir DIR] [--master-cert FILE] [--log-file FILE]`: serve clients and relay to the
+//!   master until SIGINT or SIGTERM, then shut down gracefully (exit 0). A bad configuration,
+//!   identity or master certificate prints the problem and exits 2.
+//! - `pt-worker keygen --out DIR [--name NAME] [--allow-ip IP]...`: create the worker's identity
+//!   in DIR and print what to register on the master.
+//!
+//! Thin: flags, tracing and signals here; everything else is in the `worker` library.
 
-fn main() {}
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tracing::{error, info};
+use worker::config::{Overrides, WorkerConfig};
+use worker::identity::{self, MasterTrust, WorkerIdentity};
+
+/// Exit status for a configuration, identity or argument problem.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "pt-worker", version, about = "PaperTrader worker server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve clients and relay their requests to the master.
+    Run(RunArgs),
+    /// Create a worker identity (UUID and OpenPGP key) and print its registration.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// TOML configuration file (see docs/WORKER.md); without it, the defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on for clients (overrides `listen`).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// The host:port clients should use, announced to the master (overrides `advertise`).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// The master's worker address (overrides `master`).
+    #[arg(long, value_name = "HOST:PORT")]
+    master: Option<String>,
+    /// Directory of the worker identity made by `keygen` (overrides `key_dir`).
+    #[arg(long, value_name = "DIR")]
+    key_dir: Option<PathBuf>,
+    /// The master's public certificate, master.pub.asc (overrides `master_cert`).
+    #[arg(long, value_name = "FILE")]
+    master_cert: Option<PathBuf>,
+    /// The log file (overrides `log.file`).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// Directory to write worker.key, worker.pub.asc and worker.uuid into.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// A name for the master's logs and server list (default: worker-<first UUID digits>).
+    #[arg(long)]
+    name: Option<String>,
+    /// An address or CIDR range the worker connects from (repeatable; default 127.0.0.1).
+    #[arg(long = "allow-ip", value_name = "IP")]
+    allow_ip: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run(args) => run(args),
+        Command::Keygen(args) => keygen(args),
+    }
+}
+
+fn bad_config(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("pt-worker: {error}");
+    ExitCode::from(EXIT_BAD_CONFIG)
+}
+
+fn load_config(args: &RunArgs) -> anyhow::Result<WorkerConfig> {
+    let mut config = WorkerConfig::load(args.config.as_deref())?;
+    config.apply(Overrides {
+        listen: args.listen,
+        advertise: args.advertise.clone(),
+        master: args.master.clone(),
+        key_dir: args.key_dir.clone(),
+        master_cert: args.master_cert.clone(),
+        log_file: args.log_file.clone(),
+    });
+    config.validate()?;
+    Ok(config)
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let config = match load_config(&args) {
+        Ok(config) => config,
+        Err(e) => return bad_config(&format!("{e:#}")),
+    };
+    let identity = match WorkerIdentity::load(&config.key_dir) {
+        Ok(identity) => identity,
+        Err(e) => {
+            return bad_config(&format!("worker identity in {}: {e}", config.key_dir.display()));
+        }
+    };
+    let Some(cert_path) = config.master_cert.clone() else {
+        return bad_config(&"master_cert is required");
+    };
+    let trust = match MasterTrust::load(&cert_path) {
+        Ok(trust) => trust,
+        Err(e) => return bad_config(&format!("master certificate {}: {e}", cert_path.display())),
+    };
+    let guard = match master::logbook::init_tracing(&config.logbook_config()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("pt-worker: cannot set up logging: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let crash_dir = config
+        .log
+        .file
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    master::logbook::install_crash_dump(guard.logbook().clone(), crash_dir);
+    info!(worker = %identity.uuid(), fingerprint = %identity.fingerprint(), "pt-worker starting");
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(cause = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        worker::run(config, listener, identity, trust, shutdown).await?;
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(cause = %format!("{e:#}"), "pt-worker failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Installs the SIGINT and SIGTERM handlers now (so that a signal arriving while the server
+/// starts is not lost) and returns a future that completes on the first of them.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => info!("SIGINT: shutting down"),
+            _ = terminate.recv() => info!("SIGTERM: shutting down"),
+        }
+    })
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(cause = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+        info!("Ctrl-C: shutting down");
+    })
+}
+
+fn keygen(args: KeygenArgs) -> ExitCode {
+    let uuid = uuid::Uuid::new_v4();
+    let name = args.name.unwrap_or_else(|| {
+        let hyphenated = uuid.hyphenated().to_string();
+        format!("worker-{}", &hyphenated[..8])
+    });
+    if let Err(e) = identity::check_name(&name) {
+        return bad_config(&format!("--name: {e}"));
+    }
+    let allow_ips =
+        if args.allow_ip.is_empty() { vec!["127.0.0.1".to_owned()] } else { args.allow_ip };
+    for ip in &allow_ips {
+        if let Err(e) = ip.parse::<master::config::IpNet>() {
+            return bad_config(&format!("--allow-ip: {e}"));
+        }
+    }
+    match write_identity(uuid, &name, &args.out, &allow_ips) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pt-worker keygen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_identity(
+    uuid: uuid::Uuid,
+    name: &str,
+    out: &Path,
+    allow_ips: &[String],
+) -> anyhow::Result<()> {
+    let identity = WorkerIdentity::generate(uuid, name)?;
+    identity.save(out)?;
+    let cert_path = std::path::absolute(out.join(identity::PUBLIC_CERT_FILE_NAME))
+        .context("cannot make the certificate path absolute")?;
+    let snippet = identity.registration_toml(name, &cert_path, allow_ips)?;
+    println!("Worker identity written to {}", out.display());
+    println!("  UUID:        {}", identity.uuid());
+    println!("  fingerprint: {}", identity.fingerprint().to_hex());
+    println!("  certificate: {}", cert_path.display());
+    println!();
+    println!("Copy the certificate to the master and add this to the master's config:");
+    println!();
+    print!("{snippet}");
+    println!();
+    println!("Keep {} secret; never copy it.", out.join(identity::KEY_FILE_NAME).display());
+    Ok(())
+}

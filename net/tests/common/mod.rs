@@ -82,16 +82,22 @@ pub fn request() -> impl Strategy<Value = Request> {
         (username(), email(), password()).prop_map(|(username, email, password)| {
             Request::Register { username, email, password }
         }),
-        (session(), symbol(), qty.clone()).prop_map(|(session, symbol, qty)| Request::Purchase {
-            session,
-            symbol,
-            qty
-        }),
-        (session(), symbol(), qty).prop_map(|(session, symbol, qty)| Request::Sell {
-            session,
-            symbol,
-            qty
-        }),
+        (session(), symbol(), qty.clone(), any::<u64>()).prop_map(
+            |(session, symbol, qty, client_order_id)| Request::Purchase {
+                session,
+                symbol,
+                qty,
+                client_order_id
+            }
+        ),
+        (session(), symbol(), qty, any::<u64>()).prop_map(
+            |(session, symbol, qty, client_order_id)| Request::Sell {
+                session,
+                symbol,
+                qty,
+                client_order_id
+            }
+        ),
         (session(), state()).prop_map(|(session, state)| Request::SwitchState { session, state }),
         session().prop_map(|session| Request::Logout { session }),
         Just(Request::GetWorkers),
@@ -244,10 +250,13 @@ pub fn response() -> impl Strategy<Value = Response> {
 pub fn control() -> impl Strategy<Value = Control> {
     let bytes = |max| proptest::collection::vec(any::<u8>(), 1..max);
     prop_oneof![
-        (any::<u128>(), any::<u16>(), address()).prop_map(|(id, version, address)| {
-            Control::WorkerHello(WorkerHello { worker: WorkerId(id), version, address })
-        }),
-        any::<[u8; 32]>().prop_map(|nonce| Control::Challenge { nonce }),
+        (any::<u128>(), any::<u16>(), address(), any::<[u8; 32]>()).prop_map(
+            |(id, version, address, nonce)| {
+                Control::WorkerHello(WorkerHello { worker: WorkerId(id), version, address, nonce })
+            }
+        ),
+        (any::<[u8; 32]>(), bytes(600))
+            .prop_map(|(nonce, master_proof)| Control::Challenge { nonce, master_proof }),
         bytes(600).prop_map(|signature| Control::HelloProof { signature }),
         bytes(600).prop_map(|sealed_key| Control::LinkAccepted { sealed_key }),
         failure().prop_map(Control::LinkRefused),

@@ -1,0 +1,798 @@
+//! The master's core: the one writer. It owns the engine, the order queue, the sessions and the
+//! journal's write side, runs on a thread of its own and takes requests one at a time from a
+//! bounded channel, so nothing in it needs a lock. Argon2 and socket IO happen elsewhere.
+//!
+//! **Architecture invariant:** no order, registration or session is answered with success before
+//! the journal commit that holds it has returned.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use engine::{
+    AccountId, Cash, ClientOrderId, Email, Engine, Event, IntervalId, OpenAccount, Order, OrderId,
+    OrderKind, OrderQueue, PasswordHash, Qty, RejectReason, Side, Symbol, Timestamp, Username,
+    WorkerId,
+};
+use journal::Journal;
+use net::{
+    DataPayload, Failure, FillReport, HistoryEntry, Portfolio, PortfolioHolding, Reason, Response,
+    UserInfo,
+};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use crate::prices::PriceBatch;
+use crate::sessions::{SessionId, SessionRecord, SessionTable};
+
+/// The journal meta key holding the next order id.
+pub const NEXT_ORDER_ID_KEY: &str = "next_order_id";
+
+/// The master's wall clock, as the engine's timestamp.
+pub fn now() -> Timestamp {
+    let micros = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    Timestamp(i64::try_from(micros).unwrap_or(i64::MAX))
+}
+
+/// Limits and settings of the core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Cash a new account starts with.
+    pub initial_cash: Cash,
+    /// Orders one interval may queue; past it orders are answered busy at once.
+    pub orders_per_interval_max: usize,
+    /// Orders one account may queue per interval.
+    pub orders_per_account_per_interval_max: usize,
+    /// Accounts the master accepts.
+    pub accounts_max: u64,
+    /// Order outcomes remembered for retried orders (by account and client order id).
+    pub remembered_outcomes_max: usize,
+}
+
+/// What a user query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserQuery {
+    /// getUserInfo.
+    Info,
+    /// getUserPortfolio.
+    Portfolio,
+    /// getUserTransactionHistory.
+    History,
+}
+
+/// A request to the core; each carries the channel its answer goes back on.
+#[derive(Debug)]
+pub enum CoreRequest {
+    /// Open an account with an already hashed password.
+    Register {
+        /// The username.
+        username: Username,
+        /// The email.
+        email: Email,
+        /// The argon2id PHC string.
+        hash: PasswordHash,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Response>,
+    },
+    /// Look up an account's id and stored hash for a login.
+    Credentials {
+        /// The username, compared exactly.
+        username: Username,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Option<(AccountId, PasswordHash)>>,
+    },
+    /// Start a session after a verified login.
+    StartSession {
+        /// The account.
+        account: AccountId,
+        /// The client's IP.
+        ip: IpAddr,
+        /// Remembered (absolute lifetime) rather than expirable (idle timeout).
+        remember: bool,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Response>,
+    },
+    /// login(sessionID).
+    ResumeSession {
+        /// The session.
+        session: SessionId,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Response>,
+    },
+    /// Checks a session (switchState).
+    CheckSession {
+        /// The session.
+        session: SessionId,
+        /// Where the answer goes: the account, or the failure.
+        reply: oneshot::Sender<Result<AccountId, Failure>>,
+    },
+    /// logout(sessionID).
+    Logout {
+        /// The session.
+        session: SessionId,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Response>,
+    },
+    /// purchaseAsset / sellAsset.
+    Order {
+        /// The caller's session.
+        session: SessionId,
+        /// Buy or sell.
+        side: Side,
+        /// The asset.
+        symbol: Symbol,
+        /// How much.
+        qty: Qty,
+        /// The client's id for the order (idempotency key per account).
+        client_id: ClientOrderId,
+        /// When the worker received it.
+        placed_at: Timestamp,
+        /// Which worker relayed it.
+        worker: WorkerId,
+        /// Where the answer goes, after the interval's commit.
+        reply: oneshot::Sender<Response>,
+    },
+    /// getUserInfo / getUserPortfolio / getUserTransactionHistory.
+    User {
+        /// The caller's session.
+        session: SessionId,
+        /// Whose data.
+        username: Username,
+        /// Which data.
+        query: UserQuery,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Response>,
+    },
+    /// Settle the interval with these prices.
+    Settle {
+        /// The interval's prices.
+        batch: PriceBatch,
+        /// Where the summary goes.
+        reply: oneshot::Sender<SettleSummary>,
+    },
+    /// Lists symbols not listed yet (at start-up).
+    ListAssets {
+        /// The configured assets.
+        symbols: Vec<Symbol>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
+    /// The latest tick time the engine has seen (to resume a recorded source).
+    LatestTickTime {
+        /// Where the answer goes.
+        reply: oneshot::Sender<Option<Timestamp>>,
+    },
+}
+
+/// What one settlement did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettleSummary {
+    /// The interval settled, if one was.
+    pub interval: Option<IntervalId>,
+    /// Orders filled.
+    pub filled: usize,
+    /// Orders rejected.
+    pub rejected: usize,
+    /// True when the journal refused the batch (nothing was acknowledged).
+    pub failed: bool,
+}
+
+/// An order's place in the retry memory.
+#[derive(Debug)]
+enum OrderSlot {
+    /// Queued; these callers wait for the outcome.
+    Pending(Vec<oneshot::Sender<Response>>),
+    /// Settled and committed: the answer to give a retry.
+    Done(Response),
+}
+
+/// The core's state. Build with [`Core::new`], run with [`Core::run`] on a thread of its own.
+pub struct Core {
+    engine: Engine,
+    journal: Arc<Journal>,
+    config: CoreConfig,
+    sessions: SessionTable,
+    queue: OrderQueue,
+    queued_per_account: HashMap<AccountId, usize>,
+    /// Order id → (account, client order id), for the orders in the queue.
+    pending: HashMap<OrderId, (AccountId, ClientOrderId)>,
+    slots: HashMap<(AccountId, ClientOrderId), OrderSlot>,
+    slot_order: VecDeque<(AccountId, ClientOrderId)>,
+    next_order_id: u64,
+    /// Set when the journal refused a write: the reason; writes are refused until a restart.
+    halted: Option<String>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("accounts", &self.engine.state().accounts().len())
+            .field("queued", &self.queue.len())
+            .field("next_order_id", &self.next_order_id)
+            .field("halted", &self.halted)
+            .finish_non_exhaustive()
+    }
+}
+
+fn failure(reason: Reason, message: impl Into<String>) -> Failure {
+    Failure::new(reason, message)
+}
+
+fn order_fail(side: Side, failure: Failure) -> Response {
+    match side {
+        Side::Buy => Response::PurchaseFail(failure),
+        Side::Sell => Response::SellFail(failure),
+    }
+}
+
+impl Core {
+    /// A core over a recovered engine and its open journal. Restores the sessions stored in the
+    /// journal (dropping expired or unreadable ones) and the retry memory from the journal's tail.
+    pub fn new(
+        engine: Engine,
+        journal: Arc<Journal>,
+        config: CoreConfig,
+        mut sessions: SessionTable,
+    ) -> Self {
+        let now = now();
+        match journal.sessions() {
+            Ok(stored) => {
+                let mut restored = 0usize;
+                for (key, bytes) in stored {
+                    let ok = SessionRecord::decode(&bytes)
+                        .map(|record| sessions.restore(record, now))
+                        .unwrap_or(false);
+                    if ok {
+                        restored += 1;
+                    } else if let Err(e) = journal.remove_session(key) {
+                        warn!(cause = %e, "cannot remove an expired or unreadable session");
+                    }
+                }
+                info!(restored, "sessions restored");
+            }
+            Err(e) => warn!(cause = %e, "cannot read stored sessions; everyone must log in again"),
+        }
+        let next_order_id = match journal.meta_u64(NEXT_ORDER_ID_KEY) {
+            Ok(Some(n)) => n,
+            Ok(None) => 1,
+            Err(e) => {
+                warn!(cause = %e, "cannot read the next order id; scanning the journal");
+                1
+            }
+        };
+        let mut core = Self {
+            engine,
+            journal,
+            config,
+            sessions,
+            queue: OrderQueue::new(),
+            queued_per_account: HashMap::new(),
+            pending: HashMap::new(),
+            slots: HashMap::new(),
+            slot_order: VecDeque::new(),
+            next_order_id,
+            halted: None,
+        };
+        core.restore_outcomes();
+        core
+    }
+
+    /// Rebuilds the retry memory from the newest committed order outcomes.
+    fn restore_outcomes(&mut self) {
+        let last = self.journal.last_seq().0;
+        let window = self.config.remembered_outcomes_max as u64;
+        let from = journal::Seq(last.saturating_sub(window.saturating_mul(2)).max(1));
+        let records = match self.journal.read_records(from) {
+            Ok(records) => records,
+            Err(e) => {
+                warn!(cause = %e, "cannot read the journal tail; retried orders are not recognised");
+                return;
+            }
+        };
+        let mut settled_at = Timestamp::default();
+        for record in records {
+            let Ok(record) = record else { break };
+            match &record.event {
+                Event::IntervalSettled(s) => settled_at = s.at,
+                Event::OrderFilled(_) | Event::OrderRejected(_) => {
+                    if let Some((key, response)) = outcome_response(&record.event, settled_at) {
+                        self.next_order_id = self.next_order_id.max(order_id_of(&record.event) + 1);
+                        self.remember(key, response);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn remember(&mut self, key: (AccountId, ClientOrderId), response: Response) {
+        if self.slots.insert(key, OrderSlot::Done(response)).is_none() {
+            self.slot_order.push_back(key);
+        }
+        while self.slot_order.len() > self.config.remembered_outcomes_max {
+            if let Some(old) = self.slot_order.pop_front() {
+                if matches!(self.slots.get(&old), Some(OrderSlot::Done(_))) {
+                    self.slots.remove(&old);
+                } else {
+                    // Still pending: keep it and look again later.
+                    self.slot_order.push_back(old);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Serves requests until every sender is gone.
+    pub fn run(mut self, mut requests: tokio::sync::mpsc::Receiver<CoreRequest>) {
+        while let Some(request) = requests.blocking_recv() {
+            self.handle(request);
+        }
+        info!("core stopped");
+    }
+
+    /// Handles one request.
+    pub fn handle(&mut self, request: CoreRequest) {
+        match request {
+            CoreRequest::Register { username, email, hash, reply } => {
+                let _ = reply.send(self.register(username, email, hash));
+            }
+            CoreRequest::Credentials { username, reply } => {
+                let found = self
+                    .engine
+                    .state()
+                    .account_by_username(&username)
+                    .map(|a| (a.id, a.password_hash.clone()));
+                let _ = reply.send(found);
+            }
+            CoreRequest::StartSession { account, ip, remember, reply } => {
+                let _ = reply.send(self.start_session(account, ip, remember));
+            }
+            CoreRequest::ResumeSession { session, reply } => {
+                let response = match self.session_account(&session) {
+                    Ok(_) => Response::SessionId(net::SessionId(*session.as_bytes())),
+                    Err(f) => Response::LoginFail(f),
+                };
+                let _ = reply.send(response);
+            }
+            CoreRequest::CheckSession { session, reply } => {
+                let _ = reply.send(self.session_account(&session));
+            }
+            CoreRequest::Logout { session, reply } => {
+                let response = match self.sessions.remove(&session) {
+                    Some(record) => {
+                        if let Err(e) = self.journal.remove_session(record.key.0) {
+                            warn!(cause = %e, "cannot remove a session from the journal");
+                        }
+                        Response::LogoutSuccess
+                    }
+                    None => Response::LogoutFail(failure(Reason::BadSession, "no such session")),
+                };
+                let _ = reply.send(response);
+            }
+            CoreRequest::Order {
+                session,
+                side,
+                symbol,
+                qty,
+                client_id,
+                placed_at,
+                worker,
+                reply,
+            } => {
+                self.place_order(session, side, symbol, qty, client_id, placed_at, worker, reply);
+            }
+            CoreRequest::User { session, username, query, reply } => {
+                let _ = reply.send(self.user_query(&session, &username, query));
+            }
+            CoreRequest::Settle { batch, reply } => {
+                let _ = reply.send(self.settle(batch));
+            }
+            CoreRequest::ListAssets { symbols, reply } => {
+                let _ = reply.send(self.list_assets(symbols));
+            }
+            CoreRequest::LatestTickTime { reply } => {
+                let latest = self.engine.state().assets().values().flatten().map(|t| t.time).max();
+                let _ = reply.send(latest);
+            }
+        }
+    }
+
+    fn halted_failure(&self) -> Option<Failure> {
+        self.halted.as_ref().map(|why| {
+            failure(Reason::Internal, format!("the master cannot write its journal: {why}"))
+        })
+    }
+
+    fn list_assets(&mut self, symbols: Vec<Symbol>) -> Result<usize, String> {
+        let at = now();
+        let mut events = Vec::new();
+        let before = self.engine.clone();
+        for symbol in symbols {
+            if !self.engine.state().is_listed(&symbol) {
+                match self.engine.list_asset(symbol, at) {
+                    Ok(event) => events.push(event),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+        if events.is_empty() {
+            return Ok(0);
+        }
+        match self.journal.append_batch(&events, at) {
+            Ok(_) => Ok(events.len()),
+            Err(e) => {
+                self.engine = before;
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn register(&mut self, username: Username, email: Email, hash: PasswordHash) -> Response {
+        if let Some(f) = self.halted_failure() {
+            return Response::RegisterFail(f);
+        }
+        if self.engine.state().accounts().len() as u64 >= self.config.accounts_max {
+            return Response::RegisterFail(failure(Reason::Busy, "no more accounts can be opened"));
+        }
+        let at = now();
+        let request = OpenAccount {
+            username,
+            email,
+            password_hash: hash,
+            initial_cash: self.config.initial_cash,
+            at,
+        };
+        let event = match self.engine.open_account(request) {
+            Ok(event) => event,
+            Err(engine::CommandError::UsernameTaken(_)) => {
+                return Response::RegisterFail(failure(
+                    Reason::UsernameTaken,
+                    "that username is taken",
+                ));
+            }
+            Err(e) => return Response::RegisterFail(failure(Reason::Internal, e.to_string())),
+        };
+        match self.journal.append_batch(std::slice::from_ref(&event), at) {
+            Ok(_) => {
+                info!(account = %self.engine.state().next_account_id().0.saturating_sub(1), "account opened");
+                Response::RegisterSuccess
+            }
+            Err(e) => {
+                self.write_failed(&e.to_string());
+                Response::RegisterFail(failure(Reason::Internal, "the account could not be stored"))
+            }
+        }
+    }
+
+    fn start_session(&mut self, account: AccountId, ip: IpAddr, remember: bool) -> Response {
+        let now = now();
+        let created = match self.sessions.create(account, ip, remember, now) {
+            Ok(created) => created,
+            Err(e) => return Response::LoginFail(failure(Reason::Busy, e.to_string())),
+        };
+        for key in &created.ended {
+            if let Err(e) = self.journal.remove_session(key.0) {
+                warn!(cause = %e, "cannot remove an ended session from the journal");
+            }
+        }
+        match self.journal.put_session(created.info.record.key.0, &created.info.record.encode()) {
+            Ok(()) => Response::SessionId(net::SessionId(*created.id.as_bytes())),
+            Err(e) => {
+                self.sessions.remove(&created.id);
+                warn!(cause = %e, "cannot store a session");
+                Response::LoginFail(failure(Reason::Internal, "the session could not be stored"))
+            }
+        }
+    }
+
+    /// The account a session belongs to, recording its use.
+    fn session_account(&mut self, session: &SessionId) -> Result<AccountId, Failure> {
+        match self.sessions.touch(session, now()) {
+            Ok(info) => Ok(info.record.account),
+            Err(e) => Err(failure(Reason::BadSession, e.to_string())),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn place_order(
+        &mut self,
+        session: SessionId,
+        side: Side,
+        symbol: Symbol,
+        qty: Qty,
+        client_id: ClientOrderId,
+        placed_at: Timestamp,
+        worker: WorkerId,
+        reply: oneshot::Sender<Response>,
+    ) {
+        let account = match self.session_account(&session) {
+            Ok(account) => account,
+            Err(f) => {
+                let _ = reply.send(order_fail(side, f));
+                return;
+            }
+        };
+        if let Some(f) = self.halted_failure() {
+            let _ = reply.send(order_fail(side, f));
+            return;
+        }
+        // A retried order (same account and client order id) gets the first one's outcome.
+        match self.slots.get_mut(&(account, client_id)) {
+            Some(OrderSlot::Pending(waiters)) => {
+                waiters.push(reply);
+                return;
+            }
+            Some(OrderSlot::Done(response)) => {
+                let _ = reply.send(response.clone());
+                return;
+            }
+            None => {}
+        }
+        // Validated at once: what can be known before the interval's prices.
+        let immediate = if qty.is_zero() {
+            Some(RejectReason::ZeroQuantity)
+        } else if Some(qty) > Qty::from_units(engine::limits::ORDER_QTY_UNITS_MAX) {
+            Some(RejectReason::QuantityTooLarge)
+        } else if !self.engine.state().is_listed(&symbol) {
+            Some(RejectReason::UnknownSymbol)
+        } else {
+            None
+        };
+        if let Some(reason) = immediate {
+            let _ = reply.send(order_fail(
+                side,
+                failure(Reason::Rejected(reason), format!("order refused: {reason}")),
+            ));
+            return;
+        }
+        let queued = self.queued_per_account.get(&account).copied().unwrap_or(0);
+        if self.queue.len() >= self.config.orders_per_interval_max
+            || queued >= self.config.orders_per_account_per_interval_max
+        {
+            let _ = reply.send(order_fail(
+                side,
+                failure(Reason::Busy, "too many orders this interval; retry in the next one"),
+            ));
+            return;
+        }
+        let id = OrderId(self.next_order_id);
+        self.next_order_id += 1;
+        self.queue.push(Order {
+            id,
+            client_id,
+            account,
+            symbol,
+            side,
+            qty,
+            kind: OrderKind::Market,
+            placed_at,
+            worker,
+        });
+        *self.queued_per_account.entry(account).or_default() += 1;
+        self.pending.insert(id, (account, client_id));
+        self.slots.insert((account, client_id), OrderSlot::Pending(vec![reply]));
+        self.slot_order.push_back((account, client_id));
+    }
+
+    /// Settles the queue at the batch's prices, commits, and only then answers every order.
+    fn settle(&mut self, batch: PriceBatch) -> SettleSummary {
+        let at = now();
+        let interval = IntervalId(self.engine.state().last_interval().map_or(1, |l| l.id.0 + 1));
+        if self.halted.is_some() {
+            self.fail_queue("the master cannot write its journal");
+            return SettleSummary { failed: true, ..SettleSummary::default() };
+        }
+        let events = match self.engine.settle(interval, at, &batch.ticks, &mut self.queue) {
+            Ok(events) => events,
+            Err(e) => {
+                error!(cause = %e, "settlement refused");
+                self.fail_queue("settlement failed");
+                return SettleSummary { failed: true, ..SettleSummary::default() };
+            }
+        };
+        self.queued_per_account.clear();
+        let next = self.next_order_id.to_be_bytes();
+        if let Err(e) =
+            self.journal.append_batch_with_meta(&events, at, &[(NEXT_ORDER_ID_KEY, &next)])
+        {
+            self.write_failed(&e.to_string());
+            for event in &events {
+                if let Some(key) = self.pending_key(event) {
+                    self.answer(key, failure_for_event(event), false);
+                }
+            }
+            return SettleSummary { interval: Some(interval), failed: true, ..Default::default() };
+        }
+        let mut summary = SettleSummary { interval: Some(interval), ..SettleSummary::default() };
+        for event in &events {
+            match event {
+                Event::OrderFilled(_) => summary.filled += 1,
+                Event::OrderRejected(_) => summary.rejected += 1,
+                _ => continue,
+            }
+            if let (Some(key), Some((_, response))) =
+                (self.pending_key(event), outcome_response(event, at))
+            {
+                self.answer(key, response, true);
+            }
+        }
+        self.expire_sessions(at);
+        self.maybe_snapshot();
+        summary
+    }
+
+    fn pending_key(&mut self, event: &Event) -> Option<(AccountId, ClientOrderId)> {
+        let id = match event {
+            Event::OrderFilled(f) => f.order.id,
+            Event::OrderRejected(r) => r.order.id,
+            _ => return None,
+        };
+        self.pending.remove(&id)
+    }
+
+    /// Sends an outcome to everyone waiting for it; remembers it for retries when committed.
+    fn answer(&mut self, key: (AccountId, ClientOrderId), response: Response, committed: bool) {
+        if let Some(OrderSlot::Pending(waiters)) = self.slots.remove(&key) {
+            for waiter in waiters {
+                let _ = waiter.send(response.clone());
+            }
+        }
+        if committed {
+            self.remember(key, response);
+        }
+    }
+
+    fn fail_queue(&mut self, why: &str) {
+        for order in self.queue.drain_sorted() {
+            if let Some(key) = self.pending.remove(&order.id) {
+                self.answer(key, order_fail(order.side, failure(Reason::Internal, why)), false);
+            }
+        }
+        self.queued_per_account.clear();
+    }
+
+    /// After a failed write: the in-memory engine is ahead of the journal. Go back to what the
+    /// journal holds and refuse writes until the operator restarts the master.
+    fn write_failed(&mut self, why: &str) {
+        error!(cause = %why, "journal write failed: refusing writes until restart; nothing unacknowledged was lost");
+        self.halted = Some(why.to_owned());
+        let options = journal::ReplayOptions {
+            from: journal::ReplayFrom::NewestSnapshot,
+            to: journal::ReplayTo::End,
+            verify: journal::VerifyOnOpen::TailOnly,
+        };
+        match self.journal.replay(options, &mut |_| {}) {
+            Ok(replayed) => self.engine = Engine::from_state(replayed.state),
+            Err(e) => error!(cause = %e, "cannot reload the state from the journal"),
+        }
+    }
+
+    fn expire_sessions(&mut self, now: Timestamp) {
+        for key in self.sessions.expire(now) {
+            if let Err(e) = self.journal.remove_session(key.0) {
+                warn!(cause = %e, "cannot remove an expired session from the journal");
+            }
+        }
+    }
+
+    /// Writes a snapshot when one is due, encoding and storing it on another thread from a
+    /// copy of the state so settlement does not wait for it.
+    fn maybe_snapshot(&self) {
+        if !self.journal.snapshot_due() {
+            return;
+        }
+        let state = self.engine.state().clone();
+        let seq = self.journal.last_seq();
+        let journal = Arc::clone(&self.journal);
+        let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+            let started = std::time::Instant::now();
+            match journal::encode_snapshot(&state, seq)
+                .and_then(|bytes| journal.store_snapshot(bytes))
+            {
+                Ok(seq) => info!(
+                    seq = seq.0,
+                    took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "snapshot written"
+                ),
+                Err(e) => warn!(cause = %e, "snapshot failed; recovery will replay more events"),
+            }
+        });
+        if let Err(e) = spawned {
+            warn!(cause = %e, "cannot start the snapshot thread");
+        }
+    }
+
+    fn user_query(
+        &mut self,
+        session: &SessionId,
+        username: &Username,
+        query: UserQuery,
+    ) -> Response {
+        let caller = match self.session_account(session) {
+            Ok(account) => account,
+            Err(f) => return Response::DataFail(f),
+        };
+        let state = self.engine.state();
+        let Some(account) = state.account_by_username(username) else {
+            return Response::DataFail(failure(Reason::NotFound, "no such user"));
+        };
+        let owner = account.id == caller;
+        let payload = match query {
+            UserQuery::Info => DataPayload::UserInfo(UserInfo {
+                username: account.username.clone(),
+                account: account.id,
+                opened_at: account.opened_at,
+                // Public view: never the email nor anything about the password.
+                email: owner.then(|| account.email.clone()),
+            }),
+            UserQuery::Portfolio => DataPayload::Portfolio(Portfolio {
+                cash: account.cash,
+                holdings: account
+                    .holdings
+                    .iter()
+                    .map(|(symbol, h)| PortfolioHolding {
+                        symbol: *symbol,
+                        qty: h.qty,
+                        cost_basis: h.cost_basis,
+                        last_price: state.assets().get(symbol).copied().flatten().map(|t| t.close),
+                    })
+                    .collect(),
+            }),
+            UserQuery::History => DataPayload::TransactionHistory(
+                account.history.iter().map(HistoryEntry::from_transaction).collect(),
+            ),
+        };
+        Response::Data(payload)
+    }
+}
+
+fn order_id_of(event: &Event) -> u64 {
+    match event {
+        Event::OrderFilled(f) => f.order.id.0,
+        Event::OrderRejected(r) => r.order.id.0,
+        _ => 0,
+    }
+}
+
+/// The answer an order outcome event gives, keyed by (account, client order id).
+fn outcome_response(
+    event: &Event,
+    settled_at: Timestamp,
+) -> Option<((AccountId, ClientOrderId), Response)> {
+    match event {
+        Event::OrderFilled(fill) => {
+            let report = FillReport::from_fill(fill, settled_at);
+            let response = match fill.order.side {
+                Side::Buy => Response::PurchaseSuccess(report),
+                Side::Sell => Response::SellSuccess(report),
+            };
+            Some(((fill.order.account, fill.order.client_id), response))
+        }
+        Event::OrderRejected(r) => {
+            let message = match r.reason {
+                RejectReason::InsufficientCash => format!("not enough cash: have {}", r.cash_seen),
+                RejectReason::InsufficientHoldings => {
+                    format!("not enough {}: hold {}", r.order.symbol, r.holding_seen)
+                }
+                RejectReason::NoPrice => format!("no price for {} this interval", r.order.symbol),
+                other => format!("order refused: {other}"),
+            };
+            let f = failure(Reason::Rejected(r.reason), message);
+            Some(((r.order.account, r.order.client_id), order_fail(r.order.side, f)))
+        }
+        _ => None,
+    }
+}
+
+fn failure_for_event(event: &Event) -> Response {
+    let side = match event {
+        Event::OrderFilled(f) => f.order.side,
+        Event::OrderRejected(r) => r.order.side,
+        _ => Side::Buy,
+    };
+    order_fail(
+        side,
+        failure(Reason::Internal, "the order could not be stored; it was not executed"),
+    )
+}

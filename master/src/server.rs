@@ -1,0 +1,805 @@
+//! The master's network side: accepts connections on its port, tells a worker's link from a
+//! client asking for the worker list, runs the OpenPGP handshake, and turns relayed client
+//! requests into core requests. The clock, the sockets and the price source live here; the
+//! decisions live in the engine and the core.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use engine::{ClientOrderId, Side, Symbol, Timestamp, WorkerId};
+use journal::{Journal, JournalConfig};
+use net::{
+    Control, DataPayload, Direction, Failure, FramedStream, LinkKey, LinkOpener, LinkSealer,
+    MessageType, PriceSeries, Reason, Relay, Request, Response, WorkerInfo,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tracing::{Instrument, debug, error, info, info_span, warn};
+use uuid::Uuid;
+
+use crate::admin::{AdminSocket, AdminState, ConnectedWorkers, LiveRegistry};
+use crate::auth::{AuthError, ClientPassword, LoginLimiter, PasswordHasher};
+use crate::config::MasterConfig;
+use crate::core::{Core, CoreConfig, CoreRequest, UserQuery, now};
+use crate::history;
+use crate::prices::{self, PriceSource};
+use crate::sessions::{SessionId, SessionTable};
+use crate::worker_auth::{self, HelloBinding, MasterIdentity};
+
+/// Requests the core may have waiting.
+const CORE_QUEUE_DEPTH: usize = 65_536;
+/// How long a peer has for each handshake step.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most ticks one price query reads.
+const PRICE_QUERY_TICKS_MAX: usize = 1_000_000;
+/// Relays one worker link may have in flight.
+const RELAYS_IN_FLIGHT_MAX: usize = 100_000;
+
+/// Why the master could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory cannot be created or used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The journal cannot be opened or recovered.
+    #[error(transparent)]
+    Journal(#[from] journal::OpenError),
+    /// The master's OpenPGP key or the worker registry cannot be loaded.
+    #[error("worker authentication: {0}")]
+    WorkerAuth(String),
+    /// The admin socket (`DATA_DIR/admin.sock`) cannot be set up.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+    /// Password hashing cannot start.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The price source cannot start.
+    #[error(transparent)]
+    Prices(#[from] prices::PriceSourceError),
+    /// The core stopped or failed to list assets.
+    #[error("core: {0}")]
+    Core(String),
+    /// A task could not be joined.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Numbers worker links, so a link that closes after its worker reconnected does not remove the
+/// newer link's entry.
+static NEXT_LINK_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A linked worker that sends nothing (not even a heartbeat) for this long is dropped.
+const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What every connection task shares.
+struct Shared {
+    core: mpsc::Sender<CoreRequest>,
+    journal: Arc<Journal>,
+    hasher: PasswordHasher,
+    limiter: Mutex<LoginLimiter>,
+    /// The configuration's workers plus the stored registry, edited through the admin socket.
+    registry: Arc<LiveRegistry>,
+    identity: MasterIdentity,
+    workers: ConnectedWorkers,
+}
+
+/// Runs the master on `listener` until `shutdown` completes: recovers from the journal, starts
+/// the core, the interval loop and the accept loop. On shutdown it stops accepting, settles and
+/// commits the current interval (answering its orders), and returns.
+pub async fn run(
+    config: MasterConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .map_err(|source| ServerError::DataDir { path: dir.clone(), source })?;
+    let identity = MasterIdentity::load_or_generate(&dir)
+        .map_err(|e| ServerError::WorkerAuth(e.to_string()))?;
+
+    let started = Instant::now();
+    let journal_config = JournalConfig {
+        snapshot_every_events: config.journal.snapshot_every_events,
+        ..JournalConfig::default()
+    };
+    let path = journal::path_in(&dir);
+    let (journal, recovered) =
+        tokio::task::spawn_blocking(move || Journal::open(&path, journal_config))
+            .await
+            .map_err(|e| ServerError::Internal(e.to_string()))??;
+    for warning in &recovered.warnings {
+        warn!(?warning, "recovery");
+    }
+    info!(
+        events = recovered.events_replayed,
+        last_seq = recovered.last_seq.0,
+        digest = %recovered.digest,
+        took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "recovered from the journal"
+    );
+    let journal = Arc::new(journal);
+    // The registry: the config's [[workers]] plus the workers stored in the journal.
+    let registry = Arc::new(
+        LiveRegistry::load(&config.workers, Arc::clone(&journal))
+            .map_err(|e| ServerError::WorkerAuth(e.to_string()))?,
+    );
+    info!(fingerprint = %identity.fingerprint(), workers = registry.len(), "master identity loaded");
+    let core = Core::new(
+        engine::Engine::from_state(recovered.state),
+        Arc::clone(&journal),
+        CoreConfig {
+            initial_cash: config.initial_cash,
+            orders_per_interval_max: config.limits.orders_per_interval_max as usize,
+            orders_per_account_per_interval_max: config.limits.orders_per_account_per_interval_max
+                as usize,
+            accounts_max: config.limits.accounts_max,
+            remembered_outcomes_max: 1_000_000,
+        },
+        SessionTable::new(&config.sessions),
+    );
+    let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE_DEPTH);
+    let core_thread = std::thread::Builder::new()
+        .name("core".into())
+        .spawn(move || core.run(core_rx))
+        .map_err(|e| ServerError::Internal(e.to_string()))?;
+
+    let mut source = prices::open_source(&config.prices, config.update_interval)?;
+    let assets = prices::resolve_assets(&config.assets, &source)?;
+    let (tx, rx) = oneshot::channel();
+    send_core(&core_tx, CoreRequest::ListAssets { symbols: assets.clone(), reply: tx }).await?;
+    let listed =
+        rx.await.map_err(|e| ServerError::Core(e.to_string()))?.map_err(ServerError::Core)?;
+    let (tx, rx) = oneshot::channel();
+    send_core(&core_tx, CoreRequest::LatestTickTime { reply: tx }).await?;
+    if let (Ok(Some(latest)), prices::AnyPriceSource::Recorded(recorded)) = (rx.await, &mut source)
+    {
+        recorded.seek_after(latest);
+    }
+    info!(assets = assets.len(), newly_listed = listed, source = source.name(), "prices ready");
+
+    let shared = Arc::new(Shared {
+        core: core_tx.clone(),
+        journal,
+        hasher: PasswordHasher::new(&config.auth)?,
+        limiter: Mutex::new(LoginLimiter::new(&config.auth.failed_logins)),
+        registry,
+        identity,
+        workers: Arc::new(Mutex::new(BTreeMap::new())),
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let admin_socket = AdminSocket::bind(&dir)?;
+    let admin_state = AdminState {
+        registry: Arc::clone(&shared.registry),
+        connected: Arc::clone(&shared.workers),
+    };
+    let admin_task = tokio::spawn(admin_socket.serve(admin_state, stop_rx.clone()));
+    let interval_task = tokio::spawn(interval_loop(
+        source,
+        assets,
+        config.update_interval,
+        core_tx.clone(),
+        stop_rx.clone(),
+    ));
+    info!(addr = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "master listening");
+    let connections = Arc::new(Semaphore::new(config.limits.worker_connections_max as usize));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                        warn!(%peer, "connection limit reached; refusing");
+                        drop(stream);
+                        continue;
+                    };
+                    let shared = Arc::clone(&shared);
+                    let stop = stop_rx.clone();
+                    let span = info_span!("conn", %peer);
+                    tokio::spawn(async move {
+                        handle_connection(stream, peer, shared, stop).await;
+                        drop(permit);
+                    }.instrument(span));
+                }
+                Err(e) => {
+                    warn!(cause = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    info!("shutting down: settling the current interval");
+    let _ = stop_tx.send(true);
+    if let Err(e) = interval_task.await {
+        error!(cause = %e, "interval loop failed");
+    }
+    if let Err(e) = admin_task.await {
+        error!(cause = %e, "admin socket task failed");
+    }
+    drop(shared);
+    drop(core_tx);
+    tokio::task::spawn_blocking(move || core_thread.join())
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))?
+        .map_err(|_| ServerError::Internal("the core thread panicked".into()))?;
+    info!("master stopped");
+    Ok(())
+}
+
+async fn send_core(
+    core: &mpsc::Sender<CoreRequest>,
+    request: CoreRequest,
+) -> Result<(), ServerError> {
+    core.send(request).await.map_err(|_| ServerError::Core("the core stopped".into()))
+}
+
+/// Once per update interval: fetch prices, then settle. A final settlement runs on shutdown so
+/// that queued orders are answered.
+async fn interval_loop(
+    mut source: prices::AnyPriceSource,
+    assets: Vec<Symbol>,
+    every: Duration,
+    core: mpsc::Sender<CoreRequest>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        let stopping = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = stop.changed() => true,
+        };
+        let batch = source.fetch(&assets).await;
+        for failure in &batch.failures {
+            debug!(symbol = %failure.symbol, reason = ?failure.reason, "no price this interval");
+        }
+        let (tx, rx) = oneshot::channel();
+        if core.send(CoreRequest::Settle { batch, reply: tx }).await.is_err() {
+            break;
+        }
+        match rx.await {
+            Ok(summary) if summary.failed => warn!(?summary.interval, "interval not committed"),
+            Ok(summary) => {
+                debug!(?summary.interval, summary.filled, summary.rejected, "interval settled")
+            }
+            Err(_) => break,
+        }
+        if stopping || *stop.borrow() {
+            break;
+        }
+    }
+}
+
+/// One accepted connection: a worker's link (it starts with `workerHello`) or a client that may
+/// only ask for the worker list.
+async fn handle_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut framed = FramedStream::new(stream);
+    let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.read_message()).await {
+        Ok(Ok(Some(message))) => message,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            warn!(cause = %e, "bad first frame");
+            if let Some(reason) = e.reason() {
+                let _ = framed
+                    .write_response(&Response::Error(Failure::new(reason, e.to_string())))
+                    .await;
+            }
+            return;
+        }
+        Err(_) => {
+            debug!("no first frame in time");
+            return;
+        }
+    };
+    if first.message_type == MessageType::Control {
+        match Control::decode(&first) {
+            Ok(Control::WorkerHello(hello)) => worker_link(framed, peer, hello, shared, stop).await,
+            Ok(other) => {
+                warn!(message = ?other.instruction(), "a link must start with workerHello")
+            }
+            Err(e) => warn!(cause = %e, "undecodable control message"),
+        }
+        return;
+    }
+    // A client: it may ask for the worker list, and nothing else.
+    let mut next = Some(first);
+    while let Some(message) = next.take() {
+        let response = match Request::decode(&message) {
+            Ok(Request::GetWorkers) => {
+                Response::Data(DataPayload::WorkerList(worker_list(&shared)))
+            }
+            Ok(other) => {
+                warn!(instruction = ?other.instruction(), "client asked the master for more than the worker list");
+                Response::Error(Failure::new(
+                    Reason::Forbidden,
+                    "clients may only ask the master for the worker list; use a worker",
+                ))
+            }
+            Err(e) => Response::for_decode_error(&message, &e),
+        };
+        if framed.write_response(&response).await.is_err() {
+            return;
+        }
+        next = match tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.read_message()).await {
+            Ok(Ok(Some(message))) => Some(message),
+            _ => None,
+        };
+    }
+}
+
+fn worker_list(shared: &Shared) -> Vec<WorkerInfo> {
+    shared
+        .workers
+        .lock()
+        .map(|w| w.values().map(|(_, info)| info.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Refuses a worker: tells it only "forbidden" and logs the real cause.
+async fn refuse(framed: &mut FramedStream<TcpStream>, worker: Uuid, cause: &str) {
+    warn!(%worker, %cause, "worker refused");
+    let _ = framed
+        .write_control(&Control::LinkRefused(Failure::new(Reason::Forbidden, "forbidden")))
+        .await;
+}
+
+async fn worker_link(
+    mut framed: FramedStream<TcpStream>,
+    peer: SocketAddr,
+    hello: net::WorkerHello,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let uuid = Uuid::from_u128(hello.worker.0);
+    // Subscribed before the admission check, so that a removal in between is seen.
+    let mut registry_changes = shared.registry.subscribe();
+    let worker = match shared.registry.check_admission(uuid, peer.ip()) {
+        Ok(worker) => worker,
+        Err(e) => return refuse(&mut framed, uuid, e.reason()).await,
+    };
+    let worker = &worker;
+    let binding = HelloBinding { protocol_version: hello.version, client_addr: &hello.address };
+    let (nonce, proof) = match worker_auth::new_challenge().and_then(|nonce| {
+        shared
+            .identity
+            .sign_worker_challenge(uuid, &hello.nonce, &nonce, &binding)
+            .map(|proof| (nonce, proof))
+    }) {
+        Ok(pair) => pair,
+        Err(e) => return refuse(&mut framed, uuid, e.reason()).await,
+    };
+    if framed.write_control(&Control::Challenge { nonce, master_proof: proof }).await.is_err() {
+        return;
+    }
+    let signature = match tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.read_control()).await {
+        Ok(Ok(Some(Control::HelloProof { signature }))) => signature,
+        Ok(Ok(Some(_))) => return refuse(&mut framed, uuid, "expected helloProof").await,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return refuse(&mut framed, uuid, &e.to_string()).await,
+        Err(_) => return refuse(&mut framed, uuid, "handshake timed out").await,
+    };
+    if let Err(e) =
+        worker_auth::verify_proof(worker, &nonce, &binding, &signature, SystemTime::now())
+    {
+        return refuse(&mut framed, uuid, e.reason()).await;
+    }
+    let key = match worker_auth::new_link_key() {
+        Ok(key) => key,
+        Err(e) => return refuse(&mut framed, uuid, e.reason()).await,
+    };
+    let sealed_key = match worker_auth::seal_link_key(worker, &key) {
+        Ok(sealed) => sealed,
+        Err(e) => return refuse(&mut framed, uuid, e.reason()).await,
+    };
+    if framed.write_control(&Control::LinkAccepted { sealed_key }).await.is_err() {
+        return;
+    }
+    framed.seal_link(
+        LinkSealer::new(LinkKey(key), Direction::MasterToWorker),
+        LinkOpener::new(LinkKey(key), Direction::WorkerToMaster),
+    );
+    let name = worker.name().to_owned();
+    let link_id = NEXT_LINK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    info!(%uuid, %name, address = %hello.address, "worker linked");
+    if let Ok(mut workers) = shared.workers.lock() {
+        let info = WorkerInfo { id: hello.worker, name, address: hello.address.clone() };
+        workers.insert(uuid, (link_id, info));
+    }
+
+    let (mut reader, mut writer) = framed.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Control>(1024);
+    let writer_task = tokio::spawn(async move {
+        while let Some(control) = out_rx.recv().await {
+            if let Err(e) = writer.write_control(&control).await {
+                debug!(cause = %e, "link write failed");
+                break;
+            }
+        }
+    });
+    let in_flight = Arc::new(Semaphore::new(RELAYS_IN_FLIGHT_MAX));
+    let fingerprint = worker.fingerprint();
+    let mut removed = false;
+    loop {
+        let control = tokio::select! {
+            read = tokio::time::timeout(LINK_IDLE_TIMEOUT, reader.read_control()) => match read {
+                Ok(read) => read,
+                Err(_) => {
+                    warn!(%uuid, "worker silent for too long; closing the link");
+                    break;
+                }
+            },
+            _ = stop.changed() => break,
+            changed = registry_changes.changed() => {
+                if changed.is_ok() && shared.registry.admits(uuid, &fingerprint, peer.ip()) {
+                    continue;
+                }
+                info!(%uuid, "worker removed by the operator; closing its link");
+                removed = true;
+                break;
+            }
+        };
+        match control {
+            Ok(Some(Control::Relay(relay))) => {
+                let relay_id = relay.relay_id;
+                let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+                    let busy =
+                        Response::Error(Failure::new(Reason::Busy, "too many requests in flight"));
+                    let _ = out_tx.send(Control::RelayReply { relay_id, response: busy }).await;
+                    continue;
+                };
+                let shared = Arc::clone(&shared);
+                let out = out_tx.clone();
+                tokio::spawn(async move {
+                    let response = handle_relay(&shared, hello.worker, *relay).await;
+                    let _ = out.send(Control::RelayReply { relay_id, response }).await;
+                    drop(permit);
+                });
+            }
+            Ok(Some(Control::Heartbeat { seq })) => {
+                let _ = out_tx.send(Control::HeartbeatAck { seq }).await;
+            }
+            Ok(Some(other)) => {
+                warn!(%uuid, instruction = ?other.instruction(), "unexpected message on the link");
+            }
+            Ok(None) => break,
+            Err(e) => {
+                warn!(%uuid, cause = %e, "link frame refused; closing the link");
+                break;
+            }
+        }
+    }
+    if let Ok(mut workers) = shared.workers.lock()
+        && workers.get(&uuid).is_some_and(|(id, _)| *id == link_id)
+    {
+        workers.remove(&uuid);
+    }
+    drop(out_tx);
+    if removed {
+        // Replies still pending would go to a worker that is no longer trusted: close now.
+        writer_task.abort();
+    }
+    let _ = writer_task.await;
+    info!(%uuid, "worker unlinked");
+}
+
+/// Answers one relayed client request.
+async fn handle_relay(shared: &Shared, worker: WorkerId, relay: Relay) -> Response {
+    let ip = relay.client_ip;
+    match relay.request {
+        Request::Login { username, password, expirable } => {
+            login(shared, username, password, !expirable, ip).await
+        }
+        Request::LoginSession { session } => {
+            let session = SessionId::from_bytes(*session.as_bytes());
+            ask(shared, |reply| CoreRequest::ResumeSession { session, reply }, Response::LoginFail)
+                .await
+        }
+        Request::Register { username, email, password } => {
+            register(shared, username, email, password).await
+        }
+        Request::Purchase { session, symbol, qty, client_order_id } => {
+            order(
+                shared,
+                worker,
+                relay.received_at,
+                session,
+                Side::Buy,
+                symbol,
+                qty,
+                client_order_id,
+            )
+            .await
+        }
+        Request::Sell { session, symbol, qty, client_order_id } => {
+            order(
+                shared,
+                worker,
+                relay.received_at,
+                session,
+                Side::Sell,
+                symbol,
+                qty,
+                client_order_id,
+            )
+            .await
+        }
+        Request::SwitchState { session, state } => {
+            let session = SessionId::from_bytes(*session.as_bytes());
+            let (tx, rx) = oneshot::channel();
+            if shared.core.send(CoreRequest::CheckSession { session, reply: tx }).await.is_err() {
+                return Response::StateSwitchFail(unavailable());
+            }
+            match rx.await {
+                Ok(Ok(_)) => Response::StateSwitchSuccess(state),
+                Ok(Err(f)) => Response::StateSwitchFail(f),
+                Err(_) => Response::StateSwitchFail(unavailable()),
+            }
+        }
+        Request::Logout { session } => {
+            let session = SessionId::from_bytes(*session.as_bytes());
+            ask(shared, |reply| CoreRequest::Logout { session, reply }, Response::LogoutFail).await
+        }
+        Request::GetWorkers => Response::Data(DataPayload::WorkerList(worker_list(shared))),
+        Request::GetAssetInfo { symbol } | Request::GetAssetValueCurrent { symbol } => {
+            latest_tick(shared, symbol).await
+        }
+        Request::GetAssetValue { symbol, period, date } => match history::range(period, date) {
+            Some((from, to)) => {
+                price_series(shared, symbol, from, to, move |t| history::bars_for(period, t)).await
+            }
+            None => Response::DataFail(Failure::new(Reason::InvalidArgument, "date out of range")),
+        },
+        Request::GetAssetValueAllTime { symbol } => {
+            price_series(
+                shared,
+                symbol,
+                Timestamp(i64::MIN),
+                Timestamp(i64::MAX),
+                history::all_time_bars,
+            )
+            .await
+        }
+        Request::GetUserInfo { session, username } => {
+            user(shared, session, username, UserQuery::Info).await
+        }
+        Request::GetUserPortfolio { session, username } => {
+            user(shared, session, username, UserQuery::Portfolio).await
+        }
+        Request::GetUserTransactionHistory { session, username } => {
+            user(shared, session, username, UserQuery::History).await
+        }
+    }
+}
+
+fn unavailable() -> Failure {
+    Failure::new(Reason::Internal, "the master is shutting down")
+}
+
+/// Sends a request built around a reply channel to the core and waits for its answer.
+async fn ask(
+    shared: &Shared,
+    build: impl FnOnce(oneshot::Sender<Response>) -> CoreRequest,
+    fail: fn(Failure) -> Response,
+) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if shared.core.send(build(tx)).await.is_err() {
+        return fail(unavailable());
+    }
+    rx.await.unwrap_or_else(|_| fail(unavailable()))
+}
+
+async fn login(
+    shared: &Shared,
+    username: engine::Username,
+    password: net::HashedPassword,
+    remember: bool,
+    ip: IpAddr,
+) -> Response {
+    let now = now();
+    if let Ok(limiter) = shared.limiter.lock()
+        && let Err(blocked) = limiter.check(&username, ip, now)
+    {
+        return Response::LoginFail(Failure::new(Reason::Forbidden, blocked.to_string()));
+    }
+    let password = match ClientPassword::new(password.as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return Response::LoginFail(Failure::new(Reason::InvalidArgument, e.to_string())),
+    };
+    let (tx, rx) = oneshot::channel();
+    if shared
+        .core
+        .send(CoreRequest::Credentials { username: username.clone(), reply: tx })
+        .await
+        .is_err()
+    {
+        return Response::LoginFail(unavailable());
+    }
+    let found = rx.await.ok().flatten();
+    let verified = match &found {
+        Some((_, hash)) => shared.hasher.verify(&password, hash).await,
+        None => shared.hasher.verify_dummy(&password).await,
+    };
+    match (verified, found) {
+        (Ok(true), Some((account, _))) => {
+            if let Ok(mut limiter) = shared.limiter.lock() {
+                limiter.record_success(&username);
+            }
+            ask(
+                shared,
+                |reply| CoreRequest::StartSession { account, ip, remember, reply },
+                Response::LoginFail,
+            )
+            .await
+        }
+        (Err(AuthError::Busy), _) => Response::LoginFail(Failure::new(
+            Reason::Busy,
+            "too many logins at once; retry shortly",
+        )),
+        (Err(e), _) => {
+            warn!(cause = %e, "password check failed");
+            Response::LoginFail(Failure::new(Reason::Internal, "the password could not be checked"))
+        }
+        _ => {
+            if let Ok(mut limiter) = shared.limiter.lock() {
+                limiter.record_failure(&username, ip, now);
+            }
+            Response::LoginFail(Failure::new(
+                Reason::BadCredentials,
+                "unknown username or wrong password",
+            ))
+        }
+    }
+}
+
+async fn register(
+    shared: &Shared,
+    username: engine::Username,
+    email: engine::Email,
+    password: net::HashedPassword,
+) -> Response {
+    let password = match ClientPassword::new(password.as_bytes()) {
+        Ok(p) => p,
+        Err(e) => {
+            return Response::RegisterFail(Failure::new(Reason::InvalidArgument, e.to_string()));
+        }
+    };
+    // Cheap check first, so a taken name does not cost an argon2 hash.
+    let (tx, rx) = oneshot::channel();
+    if shared
+        .core
+        .send(CoreRequest::Credentials { username: username.clone(), reply: tx })
+        .await
+        .is_err()
+    {
+        return Response::RegisterFail(unavailable());
+    }
+    if let Ok(Some(_)) = rx.await {
+        return Response::RegisterFail(Failure::new(
+            Reason::UsernameTaken,
+            "that username is taken",
+        ));
+    }
+    let hash = match shared.hasher.hash(&password).await {
+        Ok(hash) => hash,
+        Err(AuthError::Busy) => {
+            return Response::RegisterFail(Failure::new(
+                Reason::Busy,
+                "too many requests at once; retry shortly",
+            ));
+        }
+        Err(e) => {
+            warn!(cause = %e, "password hashing failed");
+            return Response::RegisterFail(Failure::new(
+                Reason::Internal,
+                "the password could not be hashed",
+            ));
+        }
+    };
+    ask(
+        shared,
+        |reply| CoreRequest::Register { username, email, hash, reply },
+        Response::RegisterFail,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn order(
+    shared: &Shared,
+    worker: WorkerId,
+    placed_at: Timestamp,
+    session: net::SessionId,
+    side: Side,
+    symbol: Symbol,
+    qty: engine::Qty,
+    client_order_id: u64,
+) -> Response {
+    let session = SessionId::from_bytes(*session.as_bytes());
+    let fail = match side {
+        Side::Buy => Response::PurchaseFail,
+        Side::Sell => Response::SellFail,
+    };
+    ask(
+        shared,
+        |reply| CoreRequest::Order {
+            session,
+            side,
+            symbol,
+            qty,
+            client_id: ClientOrderId(client_order_id),
+            placed_at,
+            worker,
+            reply,
+        },
+        fail,
+    )
+    .await
+}
+
+async fn user(
+    shared: &Shared,
+    session: net::SessionId,
+    username: engine::Username,
+    query: UserQuery,
+) -> Response {
+    let session = SessionId::from_bytes(*session.as_bytes());
+    ask(shared, |reply| CoreRequest::User { session, username, query, reply }, Response::DataFail)
+        .await
+}
+
+async fn latest_tick(shared: &Shared, symbol: Symbol) -> Response {
+    let journal = Arc::clone(&shared.journal);
+    match tokio::task::spawn_blocking(move || journal.latest_tick(symbol)).await {
+        Ok(Ok(Some(tick))) => Response::Data(DataPayload::AssetInfo(tick)),
+        Ok(Ok(None)) => {
+            Response::DataFail(Failure::new(Reason::NotFound, format!("no price for {symbol} yet")))
+        }
+        Ok(Err(e)) => {
+            warn!(cause = %e, "tick read failed");
+            Response::DataFail(Failure::new(Reason::Internal, "prices cannot be read"))
+        }
+        Err(_) => Response::DataFail(unavailable()),
+    }
+}
+
+async fn price_series(
+    shared: &Shared,
+    symbol: Symbol,
+    from: Timestamp,
+    to: Timestamp,
+    bars: impl FnOnce(&[engine::Tick]) -> Vec<net::Bar> + Send + 'static,
+) -> Response {
+    let journal = Arc::clone(&shared.journal);
+    let read = tokio::task::spawn_blocking(move || {
+        journal.ticks(symbol, from, to, PRICE_QUERY_TICKS_MAX).map(|ticks| bars(&ticks))
+    })
+    .await;
+    match read {
+        Ok(Ok(bars)) if bars.is_empty() => Response::DataFail(Failure::new(
+            Reason::NotFound,
+            format!("no prices for {symbol} in that range"),
+        )),
+        Ok(Ok(bars)) => Response::Data(DataPayload::PriceSeries(PriceSeries { symbol, bars })),
+        Ok(Err(e)) => {
+            warn!(cause = %e, "tick read failed");
+            Response::DataFail(Failure::new(Reason::Internal, "prices cannot be read"))
+        }
+        Err(_) => Response::DataFail(unavailable()),
+    }
+}

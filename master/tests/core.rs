@@ -1,0 +1,232 @@
+//! The core over a real journal in a temp dir: registration, sessions, orders acknowledged only
+//! after the interval's commit, retried orders not filled twice, and state surviving a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use engine::{Cash, ClientOrderId, Email, Price, Qty, Side, Symbol, Tick, TickSet, Timestamp};
+use engine::{Engine, PasswordHash, Username, WorkerId};
+use journal::{Journal, JournalConfig};
+use master::config::SessionsConfig;
+use master::core::{Core, CoreConfig, CoreRequest, UserQuery};
+use master::prices::PriceBatch;
+use master::sessions::{SessionId, SessionTable};
+use net::{DataPayload, Reason, Response};
+use tokio::sync::oneshot;
+
+const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn open(dir: &std::path::Path) -> Core {
+    let (journal, recovered) =
+        Journal::open(journal::path_in(dir), JournalConfig::default()).unwrap();
+    Core::new(
+        Engine::from_state(recovered.state),
+        Arc::new(journal),
+        CoreConfig {
+            initial_cash: Cash::parse("1000").unwrap(),
+            orders_per_interval_max: 3,
+            orders_per_account_per_interval_max: 2,
+            accounts_max: 10,
+            remembered_outcomes_max: 100,
+        },
+        SessionTable::new(&SessionsConfig::default()),
+    )
+}
+
+fn call<T>(core: &mut Core, build: impl FnOnce(oneshot::Sender<T>) -> CoreRequest) -> T {
+    let (tx, mut rx) = oneshot::channel();
+    core.handle(build(tx));
+    rx.try_recv().expect("the core answered at once")
+}
+
+fn sym(s: &str) -> Symbol {
+    Symbol::new(s).unwrap()
+}
+
+fn batch(close: &str) -> PriceBatch {
+    let p = Price::parse(close).unwrap();
+    let tick = Tick {
+        symbol: sym("AAPL"),
+        open: p,
+        high: p,
+        low: p,
+        close: p,
+        volume: Qty::ZERO,
+        time: Timestamp(1),
+    };
+    PriceBatch { time: None, ticks: TickSet::new(vec![tick]).unwrap(), failures: vec![] }
+}
+
+fn login(core: &mut Core, name: &str) -> SessionId {
+    let username = Username::new(name).unwrap();
+    let found = call(core, |reply| CoreRequest::Credentials { username, reply });
+    let (account, _) = found.expect("registered");
+    match call(core, |reply| CoreRequest::StartSession { account, ip: IP, remember: false, reply })
+    {
+        Response::SessionId(id) => SessionId::from_bytes(id.0),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn register(core: &mut Core, name: &str) -> Response {
+    call(core, |reply| CoreRequest::Register {
+        username: Username::new(name).unwrap(),
+        email: Email::new(&format!("{name}@example.com")).unwrap(),
+        hash: PasswordHash::new("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA").unwrap(),
+        reply,
+    })
+}
+
+fn order(
+    core: &mut Core,
+    session: &SessionId,
+    side: Side,
+    qty: &str,
+    client: u64,
+) -> oneshot::Receiver<Response> {
+    let (tx, rx) = oneshot::channel();
+    core.handle(CoreRequest::Order {
+        session: session.clone(),
+        side,
+        symbol: sym("AAPL"),
+        qty: Qty::parse(qty).unwrap(),
+        client_id: ClientOrderId(client),
+        placed_at: Timestamp(5),
+        worker: WorkerId(1),
+        reply: tx,
+    });
+    rx
+}
+
+fn settle(core: &mut Core, close: &str) {
+    let summary = call(core, |reply| CoreRequest::Settle { batch: batch(close), reply });
+    assert!(!summary.failed, "{summary:?}");
+}
+
+#[test]
+fn orders_are_answered_only_after_the_interval_commits_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = open(dir.path());
+    assert_eq!(
+        call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }),
+        Ok(1)
+    );
+    assert_eq!(register(&mut core, "alice"), Response::RegisterSuccess);
+    match register(&mut core, "alice") {
+        Response::RegisterFail(f) => assert_eq!(f.reason, Reason::UsernameTaken),
+        other => panic!("{other:?}"),
+    }
+    let session = login(&mut core, "alice");
+
+    let mut buy = order(&mut core, &session, Side::Buy, "3", 11);
+    // Queued, not answered: no success before the commit.
+    assert!(buy.try_recv().is_err());
+    let mut retry = order(&mut core, &session, Side::Buy, "3", 11);
+    settle(&mut core, "100");
+    let filled = buy.try_recv().unwrap();
+    assert!(
+        matches!(&filled, Response::PurchaseSuccess(f) if f.amount == Cash::parse("300").unwrap()),
+        "{filled:?}"
+    );
+    // The retry got the same answer and was not filled twice.
+    assert_eq!(retry.try_recv().unwrap(), filled);
+    let mut late_retry = order(&mut core, &session, Side::Buy, "3", 11);
+    assert_eq!(late_retry.try_recv().unwrap(), filled);
+
+    let mut too_much = order(&mut core, &session, Side::Buy, "8", 12);
+    settle(&mut core, "100");
+    match too_much.try_recv().unwrap() {
+        Response::PurchaseFail(f) => {
+            assert_eq!(f.reason, Reason::Rejected(engine::RejectReason::InsufficientCash))
+        }
+        other => panic!("{other:?}"),
+    }
+    let portfolio = call(&mut core, |reply| CoreRequest::User {
+        session: session.clone(),
+        username: Username::new("alice").unwrap(),
+        query: UserQuery::Portfolio,
+        reply,
+    });
+    let Response::Data(DataPayload::Portfolio(p)) = portfolio else { panic!("{portfolio:?}") };
+    assert_eq!(p.cash, Cash::parse("700").unwrap());
+    assert_eq!(p.holdings[0].qty, Qty::from_units(3).unwrap());
+    drop(core);
+
+    // Restart: state, the session and the retry memory come back from the journal.
+    let mut core = open(dir.path());
+    let mut retry_after_restart = order(&mut core, &session, Side::Buy, "3", 11);
+    assert_eq!(retry_after_restart.try_recv().unwrap(), filled);
+    let history = call(&mut core, |reply| CoreRequest::User {
+        session: session.clone(),
+        username: Username::new("alice").unwrap(),
+        query: UserQuery::History,
+        reply,
+    });
+    let Response::Data(DataPayload::TransactionHistory(h)) = history else { panic!("{history:?}") };
+    assert_eq!(h.len(), 1);
+}
+
+#[test]
+fn refusals_at_once_and_backpressure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = open(dir.path());
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    register(&mut core, "bob");
+    register(&mut core, "carol");
+    let bob = login(&mut core, "bob");
+    let carol = login(&mut core, "carol");
+    let reason = |rx: &mut oneshot::Receiver<Response>| match rx.try_recv().unwrap() {
+        Response::PurchaseFail(f) | Response::SellFail(f) => f.reason,
+        other => panic!("{other:?}"),
+    };
+    // Zero quantity and unknown symbol: answered at once, never queued.
+    assert_eq!(
+        reason(&mut order(&mut core, &bob, Side::Buy, "0", 1)),
+        Reason::Rejected(engine::RejectReason::ZeroQuantity)
+    );
+    let (tx, mut rx) = oneshot::channel();
+    core.handle(CoreRequest::Order {
+        session: bob.clone(),
+        side: Side::Buy,
+        symbol: sym("TSLA"),
+        qty: Qty::from_units(1).unwrap(),
+        client_id: ClientOrderId(2),
+        placed_at: Timestamp(0),
+        worker: WorkerId(0),
+        reply: tx,
+    });
+    assert_eq!(reason(&mut rx), Reason::Rejected(engine::RejectReason::UnknownSymbol));
+    // A bad session.
+    let forged = SessionId::from_bytes([7; 32]);
+    assert_eq!(reason(&mut order(&mut core, &forged, Side::Buy, "1", 3)), Reason::BadSession);
+    // Per-account cap (2) then the interval cap (3): busy at once, never left hanging.
+    let _a = order(&mut core, &bob, Side::Buy, "1", 10);
+    let _b = order(&mut core, &bob, Side::Buy, "1", 11);
+    assert_eq!(reason(&mut order(&mut core, &bob, Side::Buy, "1", 12)), Reason::Busy);
+    let _c = order(&mut core, &carol, Side::Buy, "1", 13);
+    assert_eq!(reason(&mut order(&mut core, &carol, Side::Buy, "1", 14)), Reason::Busy);
+    // Logout ends the session.
+    assert_eq!(
+        call(&mut core, |reply| CoreRequest::Logout { session: bob.clone(), reply }),
+        Response::LogoutSuccess
+    );
+    assert_eq!(reason(&mut order(&mut core, &bob, Side::Sell, "1", 15)), Reason::BadSession);
+    // Another user's view never has the email.
+    let info = call(&mut core, |reply| CoreRequest::User {
+        session: carol.clone(),
+        username: Username::new("bob").unwrap(),
+        query: UserQuery::Info,
+        reply,
+    });
+    let Response::Data(DataPayload::UserInfo(i)) = info else { panic!("{info:?}") };
+    assert_eq!(i.email, None);
+    let own = call(&mut core, |reply| CoreRequest::User {
+        session: carol.clone(),
+        username: Username::new("carol").unwrap(),
+        query: UserQuery::Info,
+        reply,
+    });
+    let Response::Data(DataPayload::UserInfo(i)) = own else { panic!("{own:?}") };
+    assert_eq!(i.email.map(|e| e.to_string()), Some("carol@example.com".into()));
+}

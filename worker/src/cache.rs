@@ -1,0 +1,448 @@
+//! The asset data cache (spec 3.2.6, 4.7.7): answers to `get...` asset requests that the worker
+//! can give again without asking the master.
+//!
+//! Sans IO: every method takes `now` (a monotonic [`Instant`]), so tests drive time.
+//!
+//! Policy (documented in `docs/WORKER.md`):
+//! - Keys are (request kind, symbol, period, date): [`CacheKey::for_request`]. Only asset
+//!   requests are cached; user data never is (it depends on the session).
+//! - Only successful `data` answers of the right payload kind and symbol are stored; failures
+//!   are never cached.
+//! - `getAssetInfo`, `getAssetValueCurrent` and `getAssetValueAllTime` live for `ttl` (one
+//!   update interval): the next interval brings a new price.
+//! - A `getAssetValueDay/Week/Month/Year` whose whole period ends before the latest price time
+//!   seen for the asset (from any current value that went through the cache) is *closed*: no
+//!   later tick can fall in it, so it lives for `closed_ttl`. An open period lives for `ttl`.
+//!   The period's end is over-estimated (a month as 31 days, a year as 366), so a period is
+//!   never taken as closed too early.
+//! - Bounded by entries **and** bytes (the encoded answer plus [`ENTRY_OVERHEAD_BYTES`]); the
+//!   least recently used entries are evicted first. An answer bigger than the byte bound is not
+//!   stored.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use engine::{Symbol, Timestamp};
+use net::{DataPayload, Period, Request, Response};
+
+use crate::config::CacheConfig;
+use crate::lru::Lru;
+
+/// Bytes counted for each entry on top of its encoded answer (key, bookkeeping).
+pub const ENTRY_OVERHEAD_BYTES: u64 = 128;
+
+/// Most assets whose latest price time is remembered (to tell closed periods).
+pub const LATEST_TIMES_MAX: usize = 100_000;
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// What a cached answer answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheKey {
+    /// `getAssetInfo(symbol)`.
+    Info(Symbol),
+    /// `getAssetValueCurrent(symbol)`.
+    Current(Symbol),
+    /// `getAssetValueDay/Week/Month/Year(symbol, date)`.
+    Series(Symbol, Period, Timestamp),
+    /// `getAssetValueAllTime(symbol)`.
+    AllTime(Symbol),
+}
+
+impl CacheKey {
+    /// The key of a cacheable request; `None` for every other request.
+    pub fn for_request(request: &Request) -> Option<Self> {
+        Some(match request {
+            Request::GetAssetInfo { symbol } => Self::Info(*symbol),
+            Request::GetAssetValueCurrent { symbol } => Self::Current(*symbol),
+            Request::GetAssetValue { symbol, period, date } => {
+                Self::Series(*symbol, *period, *date)
+            }
+            Request::GetAssetValueAllTime { symbol } => Self::AllTime(*symbol),
+            _ => return None,
+        })
+    }
+
+    /// The asset.
+    pub fn symbol(&self) -> Symbol {
+        match self {
+            Self::Info(s) | Self::Current(s) | Self::Series(s, ..) | Self::AllTime(s) => *s,
+        }
+    }
+
+    /// True when `response` is a successful answer to this key's request: `data` of the right
+    /// kind for the same symbol.
+    pub fn answered_by(&self, response: &Response) -> bool {
+        match (self, response) {
+            (Self::Info(s) | Self::Current(s), Response::Data(DataPayload::AssetInfo(tick))) => {
+                tick.symbol == *s
+            }
+            (
+                Self::Series(s, ..) | Self::AllTime(s),
+                Response::Data(DataPayload::PriceSeries(series)),
+            ) => series.symbol == *s,
+            _ => false,
+        }
+    }
+}
+
+/// An upper bound of the end of the period `[date, end)` of a series query: a day, 7 days,
+/// 31 days or 366 days after `date`.
+pub fn period_end_max(period: Period, date: Timestamp) -> Timestamp {
+    let days = match period {
+        Period::Day => 1,
+        Period::Week => 7,
+        Period::Month => 31,
+        Period::Year => 366,
+    };
+    Timestamp(date.0.saturating_add(days * DAY_MICROS))
+}
+
+/// Counters of a cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that found nothing (or only an expired entry).
+    pub misses: u64,
+    /// Answers stored.
+    pub inserts: u64,
+    /// Entries removed to make room.
+    pub evictions: u64,
+    /// Entries now.
+    pub entries: u64,
+    /// Bytes counted now.
+    pub bytes: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    response: Response,
+    expires_at: Instant,
+}
+
+/// The bounded asset data cache.
+#[derive(Debug)]
+pub struct AssetCache {
+    entries: Lru<CacheKey, Entry>,
+    latest: HashMap<Symbol, Timestamp>,
+    entries_max: usize,
+    bytes_max: u64,
+    ttl: Duration,
+    closed_ttl: Duration,
+    stats: CacheStats,
+}
+
+impl AssetCache {
+    /// An empty cache with the configured bounds.
+    pub fn new(config: &CacheConfig) -> Self {
+        Self {
+            entries: Lru::new(),
+            latest: HashMap::new(),
+            entries_max: usize::try_from(config.entries_max).unwrap_or(usize::MAX),
+            bytes_max: config.bytes_max,
+            ttl: config.ttl,
+            closed_ttl: config.closed_ttl,
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// The cached answer for `key`, if there is one that has not expired at `now`. Counts a hit
+    /// or a miss.
+    pub fn get(&mut self, key: &CacheKey, now: Instant) -> Option<Response> {
+        let found = match self.entries.get_mut(key) {
+            Some(entry) if entry.expires_at > now => Some(entry.response.clone()),
+            Some(_) => {
+                self.entries.remove(key);
+                None
+            }
+            None => None,
+        };
+        match found {
+            Some(_) => self.stats.hits = self.stats.hits.saturating_add(1),
+            None => self.stats.misses = self.stats.misses.saturating_add(1),
+        }
+        found
+    }
+
+    /// Stores `response` as the answer for `key` if it is a successful answer to it (see
+    /// [`CacheKey::answered_by`]) and fits; returns whether it was stored. A successful answer
+    /// that does not fit still removes the key's older answer. Current values also
+    /// teach the cache the asset's latest price time.
+    pub fn insert(&mut self, key: CacheKey, response: &Response, now: Instant) -> bool {
+        if !key.answered_by(response) {
+            return false;
+        }
+        if let Response::Data(DataPayload::AssetInfo(tick)) = response {
+            self.learn_latest(tick.symbol, tick.time);
+        }
+        // The new answer supersedes the old one, even if it cannot be stored.
+        self.entries.remove(&key);
+        if self.entries_max == 0 {
+            return false;
+        }
+        let Ok(message) = response.encode() else {
+            return false;
+        };
+        let bytes = u64::try_from(message.body.len())
+            .unwrap_or(u64::MAX)
+            .saturating_add(ENTRY_OVERHEAD_BYTES);
+        if bytes > self.bytes_max {
+            return false;
+        }
+        let ttl = match key {
+            CacheKey::Series(symbol, period, date)
+                if self
+                    .latest
+                    .get(&symbol)
+                    .is_some_and(|latest| period_end_max(period, date) <= *latest) =>
+            {
+                self.closed_ttl
+            }
+            _ => self.ttl,
+        };
+        while self.entries.len() >= self.entries_max
+            || self.entries.weight().saturating_add(bytes) > self.bytes_max
+        {
+            if self.entries.pop_oldest().is_none() {
+                break;
+            }
+            self.stats.evictions = self.stats.evictions.saturating_add(1);
+        }
+        let expires_at = now.checked_add(ttl).unwrap_or(now);
+        self.entries.insert(key, Entry { response: response.clone(), expires_at }, bytes);
+        self.stats.inserts = self.stats.inserts.saturating_add(1);
+        true
+    }
+
+    fn learn_latest(&mut self, symbol: Symbol, time: Timestamp) {
+        if let Some(latest) = self.latest.get_mut(&symbol) {
+            *latest = (*latest).max(time);
+            return;
+        }
+        if self.latest.len() >= LATEST_TIMES_MAX {
+            // Forgetting only makes later series open (short-lived) until learned again.
+            self.latest.clear();
+        }
+        self.latest.insert(symbol, time);
+    }
+
+    /// The counters, with the current size.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            entries: u64::try_from(self.entries.len()).unwrap_or(u64::MAX),
+            bytes: self.entries.weight(),
+            ..self.stats
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use engine::{Price, Qty, Tick};
+    use net::{Bar, Failure, PriceSeries, Reason};
+
+    use super::*;
+
+    fn sym(s: &str) -> Symbol {
+        Symbol::new(s).unwrap()
+    }
+
+    fn tick(symbol: &str, time: i64) -> Response {
+        let price = Price::parse("10").unwrap();
+        Response::Data(DataPayload::AssetInfo(Tick {
+            symbol: sym(symbol),
+            open: price,
+            high: price,
+            low: price,
+            close: price,
+            volume: Qty::from_raw(1),
+            time: Timestamp(time),
+        }))
+    }
+
+    fn series(symbol: &str, bars: usize) -> Response {
+        let price = Price::parse("10").unwrap();
+        let bar = Bar {
+            open: price,
+            high: price,
+            low: price,
+            close: price,
+            volume: Qty::from_raw(1),
+            time: Timestamp(0),
+        };
+        Response::Data(DataPayload::PriceSeries(PriceSeries {
+            symbol: sym(symbol),
+            bars: vec![bar; bars],
+        }))
+    }
+
+    fn config() -> CacheConfig {
+        CacheConfig {
+            entries_max: 3,
+            bytes_max: 1 << 20,
+            ttl: Duration::from_secs(1),
+            closed_ttl: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn a_current_value_is_served_until_its_interval_ends() {
+        let mut cache = AssetCache::new(&config());
+        let t0 = Instant::now();
+        let key = CacheKey::Current(sym("AAPL"));
+        assert_eq!(cache.get(&key, t0), None);
+        assert!(cache.insert(key, &tick("AAPL", 5), t0));
+        assert_eq!(cache.get(&key, t0 + Duration::from_millis(999)), Some(tick("AAPL", 5)));
+        assert_eq!(cache.get(&key, t0 + Duration::from_secs(1)), None);
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses, stats.inserts, stats.entries), (1, 2, 1, 0));
+    }
+
+    #[test]
+    fn only_matching_successful_answers_are_stored() {
+        let mut cache = AssetCache::new(&config());
+        let now = Instant::now();
+        let key = CacheKey::Current(sym("AAPL"));
+        assert!(!cache.insert(key, &tick("IBM", 5), now));
+        assert!(!cache.insert(key, &series("AAPL", 1), now));
+        let fail = Response::DataFail(Failure::new(Reason::NotFound, "no"));
+        assert!(!cache.insert(key, &fail, now));
+        assert!(!cache.insert(CacheKey::AllTime(sym("AAPL")), &tick("AAPL", 5), now));
+        assert!(cache.insert(CacheKey::AllTime(sym("AAPL")), &series("AAPL", 2), now));
+        let request = Request::GetUserInfo {
+            session: net::SessionId([0; 32]),
+            username: engine::Username::new("alice").unwrap(),
+        };
+        assert_eq!(CacheKey::for_request(&request), None);
+    }
+
+    #[test]
+    fn closed_periods_live_longer_than_open_ones() {
+        let mut cache = AssetCache::new(&config());
+        let t0 = Instant::now();
+        let day = Timestamp(10 * DAY_MICROS);
+        let closed = CacheKey::Series(sym("AAPL"), Period::Week, day);
+        let open = CacheKey::Series(sym("AAPL"), Period::Month, day);
+        // Nothing known about AAPL's latest price: everything is open.
+        assert!(cache.insert(closed, &series("AAPL", 7), t0));
+        assert_eq!(cache.get(&closed, t0 + Duration::from_secs(2)), None);
+        // The current price is 20 days after the date: the week is over, the month is not.
+        assert!(cache.insert(CacheKey::Info(sym("AAPL")), &tick("AAPL", 30 * DAY_MICROS), t0));
+        assert!(cache.insert(closed, &series("AAPL", 7), t0));
+        assert!(cache.insert(open, &series("AAPL", 20), t0));
+        let later = t0 + Duration::from_secs(60);
+        assert!(cache.get(&closed, later).is_some());
+        assert_eq!(cache.get(&open, later), None);
+    }
+
+    #[test]
+    fn bounded_by_entries_and_bytes_least_recently_used_first() {
+        let mut cache = AssetCache::new(&config());
+        let now = Instant::now();
+        let keys: Vec<_> = ["A", "B", "C", "D"].map(|s| CacheKey::Current(sym(s))).into();
+        for (key, s) in keys.iter().zip(["A", "B", "C"]) {
+            assert!(cache.insert(*key, &tick(s, 1), now));
+        }
+        assert!(cache.get(&keys[0], now).is_some()); // A is now the most recent.
+        assert!(cache.insert(keys[3], &tick("D", 1), now));
+        assert!(cache.get(&keys[1], now).is_none(), "B was the least recently used");
+        assert!(cache.get(&keys[0], now).is_some());
+        assert_eq!(cache.stats().entries, 3);
+        assert_eq!(cache.stats().evictions, 1);
+
+        // Bytes: each series of 100 bars is ~5 KB; room for two.
+        let one = series("A", 100).encode().unwrap().body.len() as u64 + ENTRY_OVERHEAD_BYTES;
+        let mut cache =
+            AssetCache::new(&CacheConfig { entries_max: 100, bytes_max: 2 * one + 10, ..config() });
+        let all = |s| CacheKey::AllTime(sym(s));
+        assert!(cache.insert(all("A"), &series("A", 100), now));
+        assert!(cache.insert(all("B"), &series("B", 100), now));
+        assert!(cache.insert(all("C"), &series("C", 100), now));
+        assert_eq!(cache.stats().entries, 2);
+        assert!(cache.stats().bytes <= 2 * one + 10);
+        assert!(cache.get(&all("A"), now).is_none());
+        // Bigger than the whole cache: not stored, nothing evicted.
+        assert!(!cache.insert(all("D"), &series("D", 1000), now));
+        assert_eq!(cache.stats().entries, 2);
+        // A cache of zero entries stores nothing.
+        let mut off = AssetCache::new(&CacheConfig { entries_max: 0, ..config() });
+        assert!(!off.insert(all("A"), &series("A", 1), now));
+    }
+
+    mod model {
+        use std::collections::HashMap;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// Store a series of `bars` bars for symbol number `key`.
+            Insert { key: u8, bars: u8 },
+            /// Look symbol number `key` up.
+            Get { key: u8 },
+            /// Let this many milliseconds pass.
+            Wait { ms: u16 },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0..8u8, 0..40u8).prop_map(|(key, bars)| Op::Insert { key, bars }),
+                (0..8u8).prop_map(|key| Op::Get { key }),
+                (0..700u16).prop_map(|ms| Op::Wait { ms }),
+            ]
+        }
+
+        proptest! {
+            /// Against a model that remembers the last answer stored per key and when: the
+            /// cache never exceeds its bounds, never answers with anything but the last answer
+            /// stored for the key, and never answers after the entry's lifetime.
+            #[test]
+            fn bounded_and_never_stale(
+                ops in proptest::collection::vec(op(), 1..200),
+                entries_max in 1..6u32,
+                bytes_max in 200..3000u64,
+            ) {
+                let ttl = Duration::from_secs(1);
+                let mut cache = AssetCache::new(&CacheConfig {
+                    entries_max,
+                    bytes_max,
+                    ttl,
+                    closed_ttl: ttl,
+                });
+                let symbols: Vec<String> = (0..8).map(|i| format!("S{i}")).collect();
+                let mut model: HashMap<u8, (Response, Instant)> = HashMap::new();
+                let mut now = Instant::now();
+                for op in ops {
+                    match op {
+                        Op::Insert { key, bars } => {
+                            let symbol = &symbols[usize::from(key)];
+                            let response = series(symbol, usize::from(bars));
+                            let cache_key = CacheKey::AllTime(sym(symbol));
+                            if cache.insert(cache_key, &response, now) {
+                                model.insert(key, (response, now));
+                            } else {
+                                model.remove(&key);
+                            }
+                        }
+                        Op::Get { key } => {
+                            let cache_key = CacheKey::AllTime(sym(&symbols[usize::from(key)]));
+                            if let Some(found) = cache.get(&cache_key, now) {
+                                let (expected, at) = model.get(&key).expect("stored");
+                                prop_assert_eq!(&found, expected);
+                                prop_assert!(now.duration_since(*at) < ttl);
+                            }
+                        }
+                        Op::Wait { ms } => now += Duration::from_millis(u64::from(ms)),
+                    }
+                    let stats = cache.stats();
+                    prop_assert!(stats.entries <= u64::from(entries_max));
+                    prop_assert!(stats.bytes <= bytes_max);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! The worker's link to the master (spec 3.2.2, 4.3.1; `docs/PROTOCOL.md` section 11,
+//! `docs/WORKER_AUTH.md`).
+//!
+//! One task ([`MasterLink::start`]) owns the connection: it connects, performs the mutual
+//! handshake (the worker checks the master's proof with the configured master certificate, then
+//! proves itself and decrypts the link key), seals the link, and then multiplexes:
+//! - [`MasterLink::relay`] sends a client's request as a `relay` with a fresh relay id and waits
+//!   for the `relayReply` with that id. Replies may come in any order (an order is answered when
+//!   its interval settles), so many relays are in flight at once; the in-flight map is bounded
+//!   (`link.relays_in_flight_max`, beyond which a relay is answered `busy`).
+//! - relays reach the wire in the order their callers got a place in the writer's queue (a
+//!   fair, bounded queue): commands go to the master in the order they were handed over.
+//! - a heartbeat goes out right after the handshake and then every `link.heartbeat_interval`;
+//!   the link is dropped when nothing has come from the master for `link.heartbeat_timeout`.
+//! - when the link is down, or drops while a relay waits, or the master does not answer within
+//!   `link.relay_timeout`, the relay answers the request's own failure return with
+//!   `master_unavailable`: never an error, never a hang.
+//! - after a failure the task reconnects with exponential backoff
+//!   (`link.reconnect_backoff_min`, doubled up to `link.reconnect_backoff_max`, back to the
+//!   minimum after a successful handshake). Every change of state is logged.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use engine::{Timestamp, WorkerId};
+use net::{
+    Control, Direction, Failure, FramedStream, LinkKey, LinkOpener, LinkSealer, Message, Reason,
+    Relay, Request, Response, SessionId, WorkerHello,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::LinkConfig;
+use crate::identity::{self, HelloBinding, IdentityError, MasterTrust, WorkerIdentity};
+
+/// The state of the link, as seen by relays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Connecting or handshaking (the first attempt, or after a failure).
+    Connecting,
+    /// Sealed and carrying relays.
+    Up,
+    /// Down, waiting before the next attempt.
+    Down,
+    /// Stopped for good (shutdown).
+    Stopped,
+}
+
+/// Why a handshake with the master failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The TCP connection could not be made.
+    #[error("cannot connect to the master at {address}: {source}")]
+    Connect {
+        /// The master's address.
+        address: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A step took too long.
+    #[error("the master did not complete the {step} in time")]
+    Timeout {
+        /// Which step.
+        step: &'static str,
+    },
+    /// Reading from the master failed.
+    #[error("reading from the master: {0}")]
+    Read(#[from] net::ReadError),
+    /// Writing to the master failed.
+    #[error("writing to the master: {0}")]
+    Write(#[from] net::WriteError),
+    /// The master closed the connection during the handshake.
+    #[error("the master closed the connection during the handshake")]
+    Closed,
+    /// The master refused the worker.
+    #[error("the master refused this worker: {0}")]
+    Refused(Failure),
+    /// The master sent something else than the next handshake message.
+    #[error("unexpected {got} from the master during the handshake (expected {expected})")]
+    Unexpected {
+        /// What came.
+        got: net::Instruction,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// Our identity or the master's proof failed a check (including an impostor master).
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
+}
+
+/// A request waiting for the master's answer.
+type Waiter = oneshot::Sender<Response>;
+
+/// One sealed link's shared part: the writer's queue and the relays waiting for an answer.
+#[derive(Debug)]
+struct Up {
+    out: mpsc::Sender<Message>,
+    /// `None` once the link is down: no relay may register any more.
+    waiting: Mutex<Option<HashMap<u64, Waiter>>>,
+    next_relay_id: AtomicU64,
+}
+
+impl Up {
+    fn waiting(&self) -> MutexGuard<'_, Option<HashMap<u64, Waiter>>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes the link for relays: every waiting relay sees its answer channel dropped.
+    fn close(&self) -> usize {
+        self.waiting().take().map_or(0, |map| map.len())
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: LinkConfig,
+    current: Mutex<Option<Arc<Up>>>,
+    state: watch::Sender<LinkState>,
+}
+
+impl Shared {
+    fn current(&self) -> Option<Arc<Up>> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set_current(&self, up: Option<Arc<Up>>) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = up;
+    }
+
+    fn set_state(&self, state: LinkState) {
+        self.state.send_replace(state);
+    }
+}
+
+/// Everything the link task needs to connect and authenticate.
+#[derive(Debug, Clone)]
+pub struct LinkParams {
+    /// The master's address, `host:port`.
+    pub master: String,
+    /// The address announced to clients, sent in the Hello.
+    pub advertise: String,
+    /// Timeouts, backoff, heartbeat and bounds.
+    pub config: LinkConfig,
+}
+
+/// A handle on the link to the master; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MasterLink {
+    shared: Arc<Shared>,
+}
+
+/// Removes a relay from the waiting map when its caller stops waiting (answer, timeout, or the
+/// client's task ending).
+struct WaitGuard<'a> {
+    up: &'a Up,
+    relay_id: Option<u64>,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(relay_id) = self.relay_id
+            && let Some(map) = self.up.waiting().as_mut()
+        {
+            map.remove(&relay_id);
+        }
+    }
+}
+
+fn unavailable(request: &Request, message: impl Into<String>) -> Response {
+    request.fail(Failure::new(Reason::MasterUnavailable, message))
+}
+
+impl MasterLink {
+    /// Starts the link task; it runs until `shutdown` turns true. Returns the handle and the
+    /// task (which ends after the shutdown, having failed every waiting relay).
+    pub fn start(
+        params: LinkParams,
+        identity: WorkerIdentity,
+        trust: MasterTrust,
+        shutdown: watch::Receiver<bool>,
+    ) -> (Self, JoinHandle<()>) {
+        let (state, _) = watch::channel(LinkState::Connecting);
+        let shared = Arc::new(Shared { config: params.config, current: Mutex::new(None), state });
+        let link = Self { shared: shared.clone() };
+        let span = info_span!("master_link", master = %params.master);
+        let task =
+            tokio::spawn(supervise(shared, params, identity, trust, shutdown).instrument(span));
+        (link, task)
+    }
+
+    /// The link's state now.
+    pub fn state(&self) -> LinkState {
+        *self.shared.state.borrow()
+    }
+
+    /// A receiver of the link's state changes.
+    pub fn subscribe(&self) -> watch::Receiver<LinkState> {
+        self.shared.state.subscribe()
+    }
+
+    /// Relays `request` to the master with the client's IP, the worker's receive time and the
+    /// connection's session, and returns the master's answer. When the link is down, drops
+    /// before the answer, or the answer takes longer than `link.relay_timeout`, the answer is the
+    /// request's failure return with `master_unavailable`; when too many relays wait already,
+    /// with `busy`. Never hangs past the relay timeout.
+    pub async fn relay(
+        &self,
+        client_ip: IpAddr,
+        received_at: Timestamp,
+        session: Option<SessionId>,
+        request: &Request,
+    ) -> Response {
+        let Some(up) = self.shared.current() else {
+            return unavailable(request, "the worker is not connected to the master; retry later");
+        };
+        let timeout = self.shared.config.relay_timeout;
+        let in_flight_max =
+            usize::try_from(self.shared.config.relays_in_flight_max).unwrap_or(usize::MAX);
+        let mut guard = WaitGuard { up: &up, relay_id: None };
+        let exchange = async {
+            // A place in the writer's queue first, so relay ids grow in wire order.
+            let permit = up.out.reserve().await.map_err(|_| None)?;
+            let relay_id = up.next_relay_id.fetch_add(1, Ordering::Relaxed);
+            let relay =
+                Relay { relay_id, client_ip, received_at, session, request: request.clone() };
+            let message = Control::Relay(Box::new(relay)).encode().map_err(|e| {
+                warn!(relay_id, cause = %e, "cannot encode a relay");
+                Some(request.fail(Failure::new(Reason::Internal, "the request cannot be relayed")))
+            })?;
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut waiting = up.waiting();
+                let map = waiting.as_mut().ok_or(None)?;
+                if map.len() >= in_flight_max {
+                    map.retain(|_, waiter| !waiter.is_closed());
+                }
+                if map.len() >= in_flight_max {
+                    return Err(Some(request.fail(Failure::new(
+                        Reason::Busy,
+                        "too many requests are waiting for the master; retry later",
+                    ))));
+                }
+                map.insert(relay_id, tx);
+            }
+            guard.relay_id = Some(relay_id);
+            permit.send(message);
+            rx.await.map_err(|_| None)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(Some(response))) => response,
+            Ok(Err(None)) => unavailable(
+                request,
+                "the link to the master went down before it answered; retry later",
+            ),
+            Err(_) => unavailable(
+                request,
+                format!(
+                    "the master did not answer within {}; an order may still have been executed",
+                    humantime::format_duration(timeout)
+                ),
+            ),
+        }
+    }
+}
+
+/// The link task: connect, handshake, carry, and reconnect with backoff until shutdown.
+async fn supervise(
+    shared: Arc<Shared>,
+    params: LinkParams,
+    identity: WorkerIdentity,
+    trust: MasterTrust,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let config = params.config;
+    let mut backoff = config.reconnect_backoff_min;
+    let mut failures: u64 = 0;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        shared.set_state(LinkState::Connecting);
+        let attempt = handshake(&params, &identity, &trust);
+        let result = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            result = attempt => result,
+        };
+        match result {
+            Ok(framed) => {
+                failures = 0;
+                backoff = config.reconnect_backoff_min;
+                let reason = carry(&shared, framed, &mut shutdown).await;
+                match reason {
+                    Down::Shutdown => break,
+                    Down::Failed(reason) => {
+                        warn!(%reason, retry_in = ?backoff, "link to the master is down");
+                    }
+                }
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                if failures == 1 {
+                    warn!(cause = %error, retry_in = ?backoff, "cannot establish the link to the master");
+                } else {
+                    debug!(cause = %error, attempt = failures, retry_in = ?backoff, "still cannot reach the master");
+                }
+            }
+        }
+        shared.set_state(LinkState::Down);
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = backoff.saturating_mul(2).min(config.reconnect_backoff_max);
+    }
+    shared.set_state(LinkState::Stopped);
+    info!("link to the master stopped");
+}
+
+/// Connects and performs the mutual handshake of `docs/WORKER_AUTH.md`; returns the sealed link.
+async fn handshake(
+    params: &LinkParams,
+    identity: &WorkerIdentity,
+    trust: &MasterTrust,
+) -> Result<FramedStream<TcpStream>, HandshakeError> {
+    let config = &params.config;
+    let connect = TcpStream::connect(params.master.as_str());
+    let stream = tokio::time::timeout(config.connect_timeout, connect)
+        .await
+        .map_err(|_| HandshakeError::Timeout { step: "TCP connection" })?
+        .map_err(|source| HandshakeError::Connect { address: params.master.clone(), source })?;
+    // Small frames (heartbeats, relays) must not wait for Nagle.
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(cause = %e, "cannot set TCP_NODELAY on the link");
+    }
+    let exchange = async {
+        let mut framed = FramedStream::new(stream);
+        let uuid = identity.uuid();
+        let version = u16::from(net::limits::PROTOCOL_VERSION);
+        let binding = HelloBinding { protocol_version: version, client_addr: &params.advertise };
+        let worker_nonce = identity::new_nonce()?;
+        let hello = WorkerHello {
+            worker: WorkerId(uuid.as_u128()),
+            version,
+            address: params.advertise.clone(),
+            nonce: worker_nonce,
+        };
+        framed.write_control(&Control::WorkerHello(hello)).await?;
+        let (master_nonce, master_proof) = match framed.read_control().await? {
+            Some(Control::Challenge { nonce, master_proof }) => (nonce, master_proof),
+            Some(Control::LinkRefused(failure)) => return Err(HandshakeError::Refused(failure)),
+            Some(other) => {
+                return Err(HandshakeError::Unexpected {
+                    got: other.instruction(),
+                    expected: "challenge",
+                });
+            }
+            None => return Err(HandshakeError::Closed),
+        };
+        // Authenticate the master before proving anything to it.
+        trust.verify_master_proof(
+            uuid,
+            &worker_nonce,
+            &master_nonce,
+            &binding,
+            &master_proof,
+            SystemTime::now(),
+        )?;
+        let signature = identity.sign_challenge(&master_nonce, &binding)?;
+        framed.write_control(&Control::HelloProof { signature }).await?;
+        let sealed_key = match framed.read_control().await? {
+            Some(Control::LinkAccepted { sealed_key }) => sealed_key,
+            Some(Control::LinkRefused(failure)) => return Err(HandshakeError::Refused(failure)),
+            Some(other) => {
+                return Err(HandshakeError::Unexpected {
+                    got: other.instruction(),
+                    expected: "linkAccepted",
+                });
+            }
+            None => return Err(HandshakeError::Closed),
+        };
+        let key = identity.decrypt_link_key(&sealed_key)?;
+        framed.seal_link(
+            LinkSealer::new(LinkKey(key), Direction::WorkerToMaster),
+            LinkOpener::new(LinkKey(key), Direction::MasterToWorker),
+        );
+        Ok(framed)
+    };
+    tokio::time::timeout(config.handshake_timeout, exchange)
+        .await
+        .map_err(|_| HandshakeError::Timeout { step: "handshake" })?
+}
+
+/// Why a sealed link ended.
+enum Down {
+    Shutdown,
+    Failed(String),
+}
+
+/// Carries a sealed link until it fails or the worker shuts down.
+async fn carry(
+    shared: &Shared,
+    framed: FramedStream<TcpStream>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Down {
+    let config = shared.config;
+    let queue_depth = usize::try_from(config.queue_depth_max).unwrap_or(usize::MAX).max(1);
+    let (out, mut out_rx) = mpsc::channel::<Message>(queue_depth);
+    let up = Arc::new(Up {
+        out: out.clone(),
+        waiting: Mutex::new(Some(HashMap::new())),
+        next_relay_id: AtomicU64::new(1),
+    });
+    let (mut reader, mut writer) = framed.into_split();
+    let write_loop = async move {
+        while let Some(message) = out_rx.recv().await {
+            writer.write_message(&message).await?;
+        }
+        Ok::<(), net::WriteError>(())
+    };
+    tokio::pin!(write_loop);
+    shared.set_current(Some(up.clone()));
+    shared.set_state(LinkState::Up);
+    info!("link to the master is up");
+
+    let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeat_seq: u64 = 0;
+    let mut last_heard = Instant::now();
+    let down = loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break Down::Shutdown,
+            result = &mut write_loop => {
+                break Down::Failed(match result {
+                    Ok(()) => "the writer stopped".to_owned(),
+                    Err(e) => e.to_string(),
+                });
+            }
+            control = reader.read_control() => {
+                last_heard = Instant::now();
+                match control {
+                    Ok(Some(Control::RelayReply { relay_id, response })) => {
+                        let waiter = up.waiting().as_mut().and_then(|map| map.remove(&relay_id));
+                        match waiter {
+                            Some(waiter) => {
+                                // The caller may have given up in the meantime; nothing to do.
+                                let _ = waiter.send(response);
+                            }
+                            None => debug!(relay_id, "reply to a relay nobody waits for any more"),
+                        }
+                    }
+                    Ok(Some(Control::HeartbeatAck { .. })) => {}
+                    Ok(Some(other)) => {
+                        break Down::Failed(format!(
+                            "unexpected {} from the master",
+                            other.instruction()
+                        ));
+                    }
+                    Ok(None) => break Down::Failed("the master closed the link".to_owned()),
+                    Err(e) => break Down::Failed(e.to_string()),
+                }
+            }
+            _ = heartbeat.tick() => {
+                let silent = last_heard.elapsed();
+                if silent > config.heartbeat_timeout {
+                    break Down::Failed(format!(
+                        "nothing from the master for {}",
+                        humantime::format_duration(silent)
+                    ));
+                }
+                heartbeat_seq = heartbeat_seq.saturating_add(1);
+                match (Control::Heartbeat { seq: heartbeat_seq }).encode() {
+                    // A full queue already proves the link busy; skip this beat.
+                    Ok(message) => { let _ = out.try_send(message); }
+                    Err(e) => warn!(cause = %e, "cannot encode a heartbeat"),
+                }
+                if let Some(map) = up.waiting().as_mut() {
+                    map.retain(|_, waiter| !waiter.is_closed());
+                }
+            }
+        }
+    };
+    shared.set_current(None);
+    let failed = up.close();
+    if failed > 0 {
+        warn!(relays = failed, "relays lost with the link; their clients get master_unavailable");
+    }
+    down
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_relay_without_a_link_fails_at_once_with_master_unavailable() {
+        let (state, _) = watch::channel(LinkState::Down);
+        let shared =
+            Arc::new(Shared { config: LinkConfig::default(), current: Mutex::new(None), state });
+        let link = MasterLink { shared };
+        let request = Request::GetWorkers;
+        let response = link.relay("127.0.0.1".parse().unwrap(), Timestamp(1), None, &request).await;
+        let failure = response.failure().unwrap();
+        assert_eq!(response.instruction(), net::Instruction::DataFail);
+        assert_eq!(failure.reason, Reason::MasterUnavailable);
+    }
+}

@@ -1,0 +1,784 @@
+//! The client-facing server (spec 3.2.1, 3.2.3, 4.3.2): accepts clients, runs the connection
+//! state machine of each, answers what the worker can answer itself (state switches, cached asset
+//! data, sessions it knows are dead) and relays the rest to the master.
+//!
+//! One task per client. Inside it, a reader stamps each request with its receive time as it is
+//! read and queues it (at most `clients.pipeline_depth_max`), and a processor handles the queue
+//! one request at a time, in order (`docs/PROTOCOL.md` section 9): decide with
+//! [`net::Connection`], answer from the caches or relay to the master and wait, record the
+//! answer, send it (in packets of `clients.packet_data_bytes`), then take the next. So the
+//! answers to one client go back in the order of its requests, and pipelined requests are read
+//! (and stamped) while an earlier one waits for the master.
+//!
+//! Isolation: a client only ever holds its own task, its own bounded queue and (while it waits)
+//! one relay; a bad frame closes only its connection (after an `error` return saying why); a slow
+//! reader only stalls its own writes (`clients.write_timeout`). Over `clients.connections_max`,
+//! a new connection is answered `error(busy)` and closed.
+//!
+//! Shutdown ([`run`]'s `shutdown` future): stop accepting, stop reading requests, answer every
+//! request already read, close the connections, then stop the master link.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use engine::Timestamp;
+use net::{
+    Connection, DataPayload, Failure, FrameReader, FrameWriter, FramedStream, Reason, Request,
+    Response, SessionId, Verdict,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{Instrument, Span, debug, error, info, info_span, warn};
+
+use crate::cache::{AssetCache, CacheKey};
+use crate::config::{ConfigError, WorkerConfig};
+use crate::identity::{MasterTrust, WorkerIdentity};
+use crate::master_link::{LinkParams, MasterLink};
+use crate::sessions::{SessionCache, SessionStatus};
+
+/// Connections being refused (`busy`) at once; more are dropped without an answer.
+pub const REFUSALS_IN_PROGRESS_MAX: usize = 64;
+/// How long a refusal may take to write.
+pub const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Wait after a failed `accept` (e.g. out of file descriptors) before the next.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listener's address could not be read.
+    #[error("cannot read the listening address: {0}")]
+    Listener(#[source] std::io::Error),
+}
+
+/// Counters of a running worker, for tests and monitoring. Cheap to clone (a handle); pass one
+/// to [`run_with_stats`] and read it with [`Stats::snapshot`].
+#[derive(Debug, Clone, Default)]
+pub struct Stats(Arc<StatsInner>);
+
+#[derive(Debug, Default)]
+struct StatsInner {
+    connections_accepted: AtomicU64,
+    connections_refused: AtomicU64,
+    connections_open: AtomicU64,
+    requests: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    relays: AtomicU64,
+    master_unavailable: AtomicU64,
+    sessions_refused_locally: AtomicU64,
+}
+
+/// The counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Client connections served so far.
+    pub connections_accepted: u64,
+    /// Client connections answered `busy` (or dropped) because of the connection limit.
+    pub connections_refused: u64,
+    /// Client connections open now.
+    pub connections_open: u64,
+    /// Requests read (well-formed or not).
+    pub requests: u64,
+    /// Asset requests answered from the cache.
+    pub cache_hits: u64,
+    /// Asset requests the cache could not answer.
+    pub cache_misses: u64,
+    /// Requests relayed to the master (including session checks and expirable logouts).
+    pub relays: u64,
+    /// Relays answered `master_unavailable` by the worker.
+    pub master_unavailable: u64,
+    /// Requests refused by the worker because their session is known to be dead.
+    pub sessions_refused_locally: u64,
+}
+
+impl Stats {
+    /// Fresh counters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let s = &self.0;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            connections_accepted: get(&s.connections_accepted),
+            connections_refused: get(&s.connections_refused),
+            connections_open: get(&s.connections_open),
+            requests: get(&s.requests),
+            cache_hits: get(&s.cache_hits),
+            cache_misses: get(&s.cache_misses),
+            relays: get(&s.relays),
+            master_unavailable: get(&s.master_unavailable),
+            sessions_refused_locally: get(&s.sessions_refused_locally),
+        }
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Receive-time stamps: microseconds since the epoch, strictly increasing across the whole
+/// worker, so that the order of the stamps is the order in which requests were read.
+#[derive(Debug, Default)]
+struct Clock {
+    last: AtomicI64,
+}
+
+impl Clock {
+    fn stamp(&self) -> Timestamp {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_micros()).ok())
+            .unwrap_or(0);
+        let previous = self
+            .last
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(now.max(last.saturating_add(1)))
+            })
+            .unwrap_or_else(|last| last);
+        Timestamp(now.max(previous.saturating_add(1)))
+    }
+}
+
+/// What every client task shares.
+#[derive(Debug)]
+struct Shared {
+    config: WorkerConfig,
+    link: MasterLink,
+    cache: Mutex<AssetCache>,
+    sessions: Mutex<SessionCache>,
+    stats: Stats,
+    clock: Clock,
+}
+
+impl Shared {
+    fn cache(&self) -> MutexGuard<'_, AssetCache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, SessionCache> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Relays through the link, counting.
+    async fn relay(
+        &self,
+        client_ip: IpAddr,
+        received_at: Timestamp,
+        session: Option<SessionId>,
+        request: &Request,
+    ) -> Response {
+        Stats::bump(&self.stats.0.relays);
+        let response = self.link.relay(client_ip, received_at, session, request).await;
+        if response.failure().is_some_and(|f| f.reason == Reason::MasterUnavailable) {
+            Stats::bump(&self.stats.0.master_unavailable);
+        }
+        response
+    }
+}
+
+/// Runs the worker on `listener` until `shutdown` completes: connects to the master with
+/// `identity` (checking the master against `master_trust`) and serves clients. Returns after a
+/// graceful shutdown.
+pub async fn run(
+    config: WorkerConfig,
+    listener: TcpListener,
+    identity: WorkerIdentity,
+    master_trust: MasterTrust,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    run_with_stats(config, listener, identity, master_trust, shutdown, Stats::new()).await
+}
+
+/// [`run`], counting into `stats`.
+pub async fn run_with_stats(
+    config: WorkerConfig,
+    listener: TcpListener,
+    identity: WorkerIdentity,
+    master_trust: MasterTrust,
+    shutdown: impl Future<Output = ()>,
+    stats: Stats,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let bound = listener.local_addr().map_err(ServerError::Listener)?;
+    let advertise = config.advertise_address(bound);
+    let (link_stop, link_stop_rx) = watch::channel(false);
+    let params = LinkParams {
+        master: config.master.clone(),
+        advertise: advertise.clone(),
+        config: config.link,
+    };
+    let (link, link_task) = MasterLink::start(params, identity, master_trust, link_stop_rx);
+    info!(listen = %bound, %advertise, master = %config.master, "worker serving clients");
+    if config.advertise.is_none() && bound.ip().is_unspecified() {
+        info!(%advertise, "announcing a loopback address; set `advertise` for remote clients");
+    }
+
+    let connections_max = usize::try_from(config.clients.connections_max).unwrap_or(usize::MAX);
+    let shared = Arc::new(Shared {
+        cache: Mutex::new(AssetCache::new(&config.cache)),
+        sessions: Mutex::new(SessionCache::new(&config.sessions)),
+        config,
+        link,
+        stats,
+        clock: Clock::default(),
+    });
+    let limit = Arc::new(Semaphore::new(connections_max));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_PROGRESS_MAX));
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    admit(&shared, &limit, &refusals, &mut tasks, socket, peer, &stop_rx);
+                }
+                Err(e) => {
+                    warn!(cause = %e, "accepting a client failed");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                    }
+                }
+            },
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => reap(done),
+        }
+    }
+    drop(listener);
+    info!(connections = tasks.len(), "shutting down: answering requests already read");
+    stop.send_replace(true);
+    while let Some(done) = tasks.join_next().await {
+        reap(done);
+    }
+    link_stop.send_replace(true);
+    if let Err(e) = link_task.await {
+        error!(cause = %e, "the master link task failed");
+    }
+    info!("worker stopped");
+    Ok(())
+}
+
+fn reap(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        error!(cause = %e, "a client task panicked");
+    }
+}
+
+/// Starts serving `socket`, or refuses it with `busy` when the connection limit is reached.
+fn admit(
+    shared: &Arc<Shared>,
+    limit: &Arc<Semaphore>,
+    refusals: &Arc<Semaphore>,
+    tasks: &mut JoinSet<()>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    stop: &watch::Receiver<bool>,
+) {
+    let span = info_span!("client", %peer, session = tracing::field::Empty);
+    match limit.clone().try_acquire_owned() {
+        Ok(permit) => {
+            Stats::bump(&shared.stats.0.connections_accepted);
+            let task = serve(shared.clone(), socket, peer, permit, stop.clone());
+            tasks.spawn(task.instrument(span));
+        }
+        Err(_) => {
+            Stats::bump(&shared.stats.0.connections_refused);
+            let max = shared.config.clients.connections_max;
+            span.in_scope(|| info!(connections_max = max, "too many clients; refusing"));
+            // Under a flood, drop without an answer rather than queue refusals.
+            if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                tasks.spawn(refuse_busy(socket, max, permit).instrument(span));
+            }
+        }
+    }
+}
+
+async fn refuse_busy(socket: TcpStream, connections_max: u32, _permit: OwnedSemaphorePermit) {
+    let mut framed = FramedStream::new(socket);
+    let answer = Response::Error(Failure::new(
+        Reason::Busy,
+        format!("the worker serves {connections_max} clients already; retry later"),
+    ));
+    let refuse = async {
+        framed.write_response(&answer).await?;
+        framed.writer().shutdown().await
+    };
+    if let Err(e) = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, refuse).await.unwrap_or(Ok(())) {
+        debug!(cause = %e, "could not tell the client it was refused");
+    }
+}
+
+/// A request read from a client, or what to do instead.
+enum Item {
+    /// A request, stamped with its receive time.
+    Request { request: Request, received_at: Timestamp },
+    /// A request that did not decode: its fail return is ready.
+    Answer(Response),
+    /// The stream is broken: send this `error` return (if any), then close.
+    Close(Option<Response>),
+}
+
+/// What the reader needs to know of the processor, for the idle timeout.
+#[derive(Debug)]
+struct Activity {
+    /// Requests read and not yet answered.
+    pending: AtomicUsize,
+    /// When the last request was read or the last answer sent.
+    last: Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { pending: AtomicUsize::new(0), last: Mutex::new(Instant::now()) }
+    }
+
+    fn last(&self) -> Instant {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    fn begin(&self) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    fn end(&self) {
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    fn idle_for(&self, idle: Duration) -> bool {
+        self.pending.load(Ordering::Relaxed) == 0 && self.last().elapsed() >= idle
+    }
+}
+
+/// One client's protocol state and what the worker knows of it.
+struct Client {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    conn: Connection,
+    /// The connection logged in with `login(..., isExpirable = true)`: end the session when the
+    /// client goes (spec 4.6.1).
+    expirable: bool,
+}
+
+/// Serves one client until it leaves, misbehaves, idles out or the worker shuts down.
+async fn serve(
+    shared: Arc<Shared>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+    stop: watch::Receiver<bool>,
+) {
+    let stats = shared.stats.clone();
+    stats.0.connections_open.fetch_add(1, Ordering::Relaxed);
+    debug!("client connected");
+    if let Err(e) = socket.set_nodelay(true) {
+        debug!(cause = %e, "cannot set TCP_NODELAY");
+    }
+    let (reader, writer) = FramedStream::new(socket).into_split();
+    let depth = usize::try_from(shared.config.clients.pipeline_depth_max).unwrap_or(1).max(1);
+    let (tx, rx) = mpsc::channel(depth);
+    let activity = Activity::new();
+    let mut client =
+        Client { shared: shared.clone(), peer, conn: Connection::new(), expirable: false };
+    {
+        let read = read_requests(&shared, reader, tx, &activity, stop);
+        let process = client.process(rx, writer, &activity);
+        tokio::pin!(read, process);
+        tokio::select! {
+            // The processor stopped (the client cannot be written to, or a fatal error was
+            // answered): stop reading.
+            () = &mut process => {}
+            // The reader stopped (EOF, bad frames, idle, shutdown): answer what was read.
+            () = &mut read => process.await,
+        }
+    }
+    client.disconnected().await;
+    stats.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    debug!("client disconnected");
+}
+
+/// Reads and stamps requests into `queue` until EOF, a broken stream, the idle timeout or the
+/// shutdown.
+async fn read_requests<R: AsyncRead + Unpin>(
+    shared: &Shared,
+    mut reader: FrameReader<R>,
+    queue: mpsc::Sender<Item>,
+    activity: &Activity,
+    mut stop: watch::Receiver<bool>,
+) {
+    let idle = shared.config.clients.idle_timeout;
+    loop {
+        let deadline = activity.last().checked_add(idle).unwrap_or_else(Instant::now);
+        let read = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => {
+                debug!("shutting down: no more requests read");
+                return;
+            }
+            read = reader.read_request() => read,
+            () = tokio::time::sleep_until(deadline.into()) => {
+                if activity.idle_for(idle) {
+                    info!(idle = %humantime::format_duration(idle), "idle timeout; closing");
+                    return;
+                }
+                continue;
+            }
+        };
+        let item = match read {
+            Ok(Some(Ok(request))) => {
+                Stats::bump(&shared.stats.0.requests);
+                Item::Request { request, received_at: shared.clock.stamp() }
+            }
+            Ok(Some(Err(answer))) => {
+                Stats::bump(&shared.stats.0.requests);
+                debug!(answer = %answer.instruction(), "request did not decode");
+                Item::Answer(answer)
+            }
+            Ok(None) => {
+                debug!("client closed the connection");
+                return;
+            }
+            Err(error) => {
+                info!(cause = %error, "bad frames from the client; closing");
+                let reason = error.reason();
+                activity.begin();
+                let answer = reason.map(|r| Response::Error(Failure::new(r, error.to_string())));
+                let _ = queue.send(Item::Close(answer)).await;
+                return;
+            }
+        };
+        activity.begin();
+        if queue.send(item).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// True when a failure with `reason`, answering a request that carries a session, means the
+/// master does not know that session (any more).
+fn ends_session(reason: Reason) -> bool {
+    matches!(reason, Reason::BadSession | Reason::NotLoggedIn)
+}
+
+/// True when `response` is one of the answers `request` may get.
+fn answers(request: &Request, response: &Response) -> bool {
+    if matches!(response, Response::Error(_)) {
+        return true;
+    }
+    let failure = request.fail(Failure::new(Reason::Internal, ""));
+    if response.failure().is_some() {
+        return response.instruction() == failure.instruction();
+    }
+    match (request, response) {
+        (Request::Login { .. } | Request::LoginSession { .. }, Response::SessionId(_))
+        | (Request::Register { .. }, Response::RegisterSuccess)
+        | (Request::Purchase { .. }, Response::PurchaseSuccess(_))
+        | (Request::Sell { .. }, Response::SellSuccess(_))
+        | (Request::SwitchState { .. }, Response::StateSwitchSuccess(_))
+        | (Request::Logout { .. }, Response::LogoutSuccess) => true,
+        (request, Response::Data(payload)) => matches!(
+            (request, payload),
+            (Request::GetWorkers, DataPayload::WorkerList(_))
+                | (
+                    Request::GetAssetInfo { .. } | Request::GetAssetValueCurrent { .. },
+                    DataPayload::AssetInfo(_)
+                )
+                | (
+                    Request::GetAssetValue { .. } | Request::GetAssetValueAllTime { .. },
+                    DataPayload::PriceSeries(_)
+                )
+                | (Request::GetUserInfo { .. }, DataPayload::UserInfo(_))
+                | (Request::GetUserPortfolio { .. }, DataPayload::Portfolio(_))
+                | (Request::GetUserTransactionHistory { .. }, DataPayload::TransactionHistory(_))
+        ),
+        _ => false,
+    }
+}
+
+impl Client {
+    fn ip(&self) -> IpAddr {
+        self.peer.ip()
+    }
+
+    /// Answers the queued requests one at a time, in order, until the queue ends or the
+    /// client cannot be written to.
+    async fn process<W: AsyncWrite + Unpin>(
+        &mut self,
+        mut queue: mpsc::Receiver<Item>,
+        mut writer: FrameWriter<W>,
+        activity: &Activity,
+    ) {
+        while let Some(item) = queue.recv().await {
+            let (response, close) = match item {
+                Item::Request { request, received_at } => {
+                    (self.handle(request, received_at).await, false)
+                }
+                Item::Answer(answer) => (answer, false),
+                Item::Close(Some(answer)) => (answer, true),
+                Item::Close(None) => break,
+            };
+            if let Err(e) = self.send(&mut writer, &response).await {
+                debug!(cause = %e, "cannot write to the client; closing");
+                return;
+            }
+            activity.end();
+            if close {
+                break;
+            }
+        }
+        let timeout = self.shared.config.clients.write_timeout;
+        let _ = tokio::time::timeout(timeout, writer.shutdown()).await;
+    }
+
+    /// Sends one answer in packets of `clients.packet_data_bytes`.
+    async fn send<W: AsyncWrite + Unpin>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        response: &Response,
+    ) -> Result<(), String> {
+        let clients = &self.shared.config.clients;
+        let message = match response.encode() {
+            Ok(message) => message,
+            Err(e) => {
+                warn!(cause = %e, answer = %response.instruction(), "cannot encode an answer");
+                Response::Error(Failure::new(Reason::Internal, "the answer could not be encoded"))
+                    .encode()
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        let packet_bytes = usize::try_from(clients.packet_data_bytes).unwrap_or(usize::MAX);
+        let write = writer.write_message_in_packets(&message, packet_bytes);
+        match tokio::time::timeout(clients.write_timeout, write).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("the client does not read its answers".to_owned()),
+        }
+    }
+
+    /// Answers one request: the worker's own checks, then the cache, then the master.
+    async fn handle(&mut self, request: Request, received_at: Timestamp) -> Response {
+        let instruction = request.instruction();
+        debug!(request = %instruction, "request");
+        if let Some(answer) = self.check_session(&request, received_at).await {
+            return answer;
+        }
+        if let Verdict::Reply(answer) = self.conn.handle(&request) {
+            return answer;
+        }
+        if let Request::LoginSession { session } = &request
+            && self.session_status(session) == SessionStatus::Invalid
+        {
+            Stats::bump(&self.shared.stats.0.sessions_refused_locally);
+            return request.fail(Failure::new(
+                Reason::BadSession,
+                "this session has ended; log in with your username and password",
+            ));
+        }
+        let key = CacheKey::for_request(&request);
+        if let Some(key) = &key {
+            let cached = self.shared.cache().get(key, Instant::now());
+            match cached {
+                Some(answer) => {
+                    Stats::bump(&self.shared.stats.0.cache_hits);
+                    return answer;
+                }
+                None => Stats::bump(&self.shared.stats.0.cache_misses),
+            }
+        }
+        let session = self.conn.session();
+        let response = self.shared.relay(self.ip(), received_at, session, &request).await;
+        if !answers(&request, &response) {
+            warn!(
+                request = %instruction,
+                answer = %response.instruction(),
+                "the master answered with the wrong instruction"
+            );
+            return request.fail(Failure::new(
+                Reason::Internal,
+                "the master's answer did not fit the request",
+            ));
+        }
+        if let Some(key) = key {
+            self.shared.cache().insert(key, &response, Instant::now());
+        }
+        self.learn(&request, &response);
+        response
+    }
+
+    fn session_status(&self, session: &SessionId) -> SessionStatus {
+        self.shared.sessions().status(session, Instant::now())
+    }
+
+    /// The worker's session checks, before the state machine (which performs `switchState`):
+    /// a request with this connection's session is refused when the session is known to be
+    /// dead; a `switchState` with a session not confirmed lately is checked with the master.
+    async fn check_session(
+        &mut self,
+        request: &Request,
+        received_at: Timestamp,
+    ) -> Option<Response> {
+        let session = request.session()?;
+        if matches!(request, Request::LoginSession { .. }) || self.conn.session() != Some(session) {
+            return None;
+        }
+        match self.session_status(&session) {
+            SessionStatus::Valid => None,
+            SessionStatus::Invalid => {
+                Stats::bump(&self.shared.stats.0.sessions_refused_locally);
+                self.session_ended(session);
+                Some(
+                    request.fail(Failure::new(
+                        Reason::BadSession,
+                        "this session has ended; log in again",
+                    )),
+                )
+            }
+            SessionStatus::Unknown if matches!(request, Request::SwitchState { .. }) => {
+                self.confirm_session(session, request, received_at).await.err()
+            }
+            SessionStatus::Unknown => None,
+        }
+    }
+
+    /// Asks the master whether `session` is still valid (by relaying `loginSession`); on a
+    /// refusal, returns `request`'s failure return with the master's reason.
+    async fn confirm_session(
+        &mut self,
+        session: SessionId,
+        request: &Request,
+        received_at: Timestamp,
+    ) -> Result<(), Response> {
+        let check = Request::LoginSession { session };
+        let answer = self.shared.relay(self.ip(), received_at, Some(session), &check).await;
+        match answer {
+            Response::SessionId(confirmed) if confirmed == session => {
+                self.shared.sessions().confirm(session, Instant::now());
+                Ok(())
+            }
+            Response::LoginFail(failure) | Response::Error(failure) => {
+                if ends_session(failure.reason) {
+                    self.session_ended(session);
+                }
+                Err(request.fail(failure))
+            }
+            other => {
+                warn!(answer = %other.instruction(), "unexpected answer to a session check");
+                Err(request.fail(Failure::new(
+                    Reason::Internal,
+                    "the master's answer to the session check did not fit",
+                )))
+            }
+        }
+    }
+
+    /// The session is dead: remember it, and log this connection out if it used it.
+    fn session_ended(&mut self, session: SessionId) {
+        self.shared.sessions().end(session);
+        if self.conn.session() == Some(session) {
+            self.conn.on_response(&Response::LogoutSuccess);
+            self.expirable = false;
+            debug!("session ended; connection logged out");
+        }
+    }
+
+    /// Records what the master's answer to a relayed request says about sessions.
+    fn learn(&mut self, request: &Request, response: &Response) {
+        let now = Instant::now();
+        match response {
+            Response::SessionId(session) => {
+                self.shared.sessions().confirm(*session, now);
+                self.expirable = matches!(request, Request::Login { expirable: true, .. });
+                Span::current().record("session", tracing::field::display(session));
+            }
+            Response::LogoutSuccess => {
+                if let Some(session) = request.session() {
+                    self.shared.sessions().end(session);
+                }
+                self.expirable = false;
+            }
+            _ => {}
+        }
+        if let Some(session) = request.session() {
+            match response.failure() {
+                Some(failure) if ends_session(failure.reason) => self.session_ended(session),
+                Some(_) => {}
+                None if matches!(request, Request::Logout { .. }) => {}
+                None => self.shared.sessions().confirm(session, now),
+            }
+        }
+        self.conn.on_response(response);
+    }
+
+    /// The client is gone: end its session if it logged in as expirable.
+    async fn disconnected(&mut self) {
+        let Some(session) = self.conn.session() else { return };
+        if !self.expirable || !self.shared.config.sessions.logout_expirable_on_disconnect {
+            return;
+        }
+        self.shared.sessions().end(session);
+        let logout = Request::Logout { session };
+        let at = self.shared.clock.stamp();
+        let answer = self.shared.relay(self.ip(), at, Some(session), &logout).await;
+        match answer.failure() {
+            None => debug!("expirable session ended with its connection"),
+            Some(failure) => {
+                info!(cause = %failure, "could not end the expirable session of a closed connection");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_strictly_increase() {
+        let clock = Clock::default();
+        let mut last = clock.stamp();
+        for _ in 0..10_000 {
+            let next = clock.stamp();
+            assert!(next > last);
+            last = next;
+        }
+    }
+
+    #[test]
+    fn answers_match_requests() {
+        let s = SessionId([1; 32]);
+        let symbol = engine::Symbol::new("AAPL").unwrap();
+        let qty = engine::Qty::from_raw(1);
+        let buy = Request::Purchase { session: s, symbol, qty, client_order_id: 1 };
+        let fail = |r| Failure::new(r, "x");
+        assert!(answers(&buy, &Response::PurchaseFail(fail(Reason::Busy))));
+        assert!(answers(&buy, &Response::Error(fail(Reason::Malformed))));
+        assert!(!answers(&buy, &Response::SellFail(fail(Reason::Busy))));
+        assert!(!answers(&buy, &Response::RegisterSuccess));
+        let info = Request::GetAssetInfo { symbol };
+        assert!(answers(&info, &Response::DataFail(fail(Reason::NotFound))));
+        assert!(!answers(&info, &Response::Data(DataPayload::WorkerList(vec![]))));
+        assert!(answers(&Request::GetWorkers, &Response::Data(DataPayload::WorkerList(vec![]))));
+        assert!(answers(&Request::LoginSession { session: s }, &Response::SessionId(s)));
+    }
+}

@@ -1,0 +1,452 @@
+//! The worker over real loopback TCP: real clients on one side, a real protocol peer with real
+//! OpenPGP keys in the master's place on the other (`common::TestMaster`), counting what reaches
+//! it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{
+    Client, Event, Keys, SESSION, TestMaster, TestWorker, all_time, answer, answer_at_once,
+    cluster, current, hold_purchases, info, portfolio, purchase, reason, worker_config,
+};
+use engine::{Symbol, Timestamp};
+use net::{
+    ConnState, DataPayload, Failure, Instruction, Period, Reason, Relay, Request, Response,
+    SessionId,
+};
+
+fn count(relays: &[Relay], instruction: Instruction) -> usize {
+    relays.iter().filter(|r| r.request.instruction() == instruction).count()
+}
+
+fn asset_info_of(response: &Response) -> &str {
+    match response {
+        Response::Data(DataPayload::AssetInfo(tick)) => tick.symbol.as_str(),
+        other => panic!("expected asset info, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_second_identical_price_query_in_one_interval_does_not_reach_the_master() {
+    let (_keys, mut master, worker) = cluster(answer_at_once(), |_| {}).await;
+    let mut alice = worker.client().await;
+    alice.login_for_data().await;
+    let first = alice.call(&current("AAPL")).await;
+    assert_eq!(asset_info_of(&first), "AAPL");
+    assert_eq!(alice.call(&current("AAPL")).await, first);
+    // Another client asking the same thing is served from the same cache.
+    let mut bob = worker.client().await;
+    bob.login_for_data().await;
+    assert_eq!(bob.call(&current("AAPL")).await, first);
+    // A different query is not.
+    assert_eq!(asset_info_of(&bob.call(&info("AAPL")).await), "AAPL");
+
+    let relays = master.drain_relays();
+    assert_eq!(count(&relays, Instruction::GetAssetValueCurrent), 1, "{relays:?}");
+    assert_eq!(count(&relays, Instruction::GetAssetInfo), 1);
+    // The logins were relayed; the state switches were answered by the worker.
+    assert_eq!(count(&relays, Instruction::Login), 2);
+    assert_eq!(relays.len(), 4);
+    let stats = worker.stats();
+    assert_eq!((stats.cache_hits, stats.cache_misses), (2, 2));
+}
+
+#[tokio::test]
+async fn relays_carry_the_client_ip_the_session_and_increasing_receive_times() {
+    let (_keys, mut master, worker) = cluster(answer_at_once(), |_| {}).await;
+    let mut client = worker.client().await;
+    assert_eq!(client.login(false).await, SESSION);
+    let login = master.next_relay().await;
+    assert_eq!(login.session, None);
+    assert!(login.client_ip.is_loopback());
+    let answer = client.call(&purchase(SESSION, "AAPL", 1)).await;
+    assert!(matches!(answer, Response::PurchaseSuccess(_)), "{answer:?}");
+    let order = master.next_relay().await;
+    assert_eq!(order.session, Some(SESSION));
+    assert!(order.received_at > login.received_at);
+    assert_eq!(order.request, purchase(SESSION, "AAPL", 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_bad_frames_is_answered_and_closed_while_others_keep_working() {
+    let (_keys, _master, worker) = cluster(answer_at_once(), |_| {}).await;
+    let mut good = worker.client().await;
+    good.login_for_data().await;
+    assert_eq!(asset_info_of(&good.call(&current("IBM")).await), "IBM");
+    let frame = Request::GetWorkers.encode().unwrap().to_bytes().unwrap();
+
+    // A frame of another protocol version.
+    let mut bytes = frame.clone();
+    bytes[0] = 9;
+    let mut bad = Client::raw(worker.addr, &bytes, false).await;
+    let answer = bad.receive().await;
+    assert_eq!(answer.instruction(), Instruction::Error);
+    assert_eq!(reason(&answer), Reason::UnsupportedVersion);
+    assert!(bad.closed().await);
+
+    // A frame announcing more data than a frame may hold: refused from its header.
+    let mut bytes = frame.clone();
+    bytes[16..20].copy_from_slice(&(1u32 << 20).to_be_bytes());
+    let mut huge = Client::raw(worker.addr, &bytes, false).await;
+    assert_eq!(reason(&huge.receive().await), Reason::TooLarge);
+    assert!(huge.closed().await);
+
+    // Packets out of order: packet 2 of 3 first.
+    let message = all_time("AAPL").encode().unwrap();
+    let frames = net::split_payload(&message, 4).unwrap();
+    let mut disorder = Client::raw(worker.addr, &frames[1].to_bytes(), false).await;
+    assert_eq!(reason(&disorder.receive().await), Reason::Malformed);
+    assert!(disorder.closed().await);
+
+    // EOF in the middle of a header: closed without a word.
+    let mut cut = Client::raw(worker.addr, &frame[..7], true).await;
+    assert!(cut.closed().await);
+
+    // Well-framed but wrong: answered, and the connection goes on.
+    let mut sloppy = worker.client().await;
+    let mut unknown = Request::GetWorkers.encode().unwrap();
+    unknown.instruction = 0x01ff;
+    sloppy.framed.write_message(&unknown).await.unwrap();
+    let answer = sloppy.receive().await;
+    assert_eq!(answer.instruction(), Instruction::Error);
+    assert_eq!(reason(&answer), Reason::UnknownInstruction);
+    let mut short = current("AAPL").encode().unwrap();
+    short.arg_count = 2;
+    sloppy.framed.write_message(&short).await.unwrap();
+    let answer = sloppy.receive().await;
+    assert_eq!((answer.instruction(), reason(&answer)), (Instruction::DataFail, Reason::Malformed));
+    assert!(matches!(sloppy.call(&Request::GetWorkers).await, Response::Data(_)));
+
+    // The good client never noticed.
+    assert_eq!(asset_info_of(&good.call(&current("MSFT")).await), "MSFT");
+    assert_eq!(asset_info_of(&good.call(&current("IBM")).await), "IBM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let (_keys, mut master, worker) = cluster(answer_at_once(), |_| {}).await;
+    let mut client = worker.client().await;
+    let session = client.login_for_data().await;
+    // Seed the cache so that the answers come from the cache, the worker and the master.
+    client.call(&current("AAPL")).await;
+    let day = Request::GetAssetValue {
+        symbol: Symbol::new("IBM").unwrap(),
+        period: Period::Day,
+        date: Timestamp(0),
+    };
+    let mut unknown = Request::GetWorkers.encode().unwrap();
+    unknown.instruction = 0x02ff;
+    client.send(&current("MSFT")).await;
+    client.send(&current("AAPL")).await;
+    client.send(&day).await;
+    client.framed.write_message(&unknown).await.unwrap();
+    client.send(&portfolio(session)).await;
+    client.send(&Request::SwitchState { session, state: ConnState::Command }).await;
+    client.send(&purchase(session, "AAPL", 1)).await;
+    client.send(&current("GOOG")).await;
+
+    assert_eq!(asset_info_of(&client.receive().await), "MSFT");
+    assert_eq!(asset_info_of(&client.receive().await), "AAPL");
+    assert!(matches!(
+        client.receive().await,
+        Response::Data(DataPayload::PriceSeries(series)) if series.symbol.as_str() == "IBM"
+    ));
+    assert_eq!(reason(&client.receive().await), Reason::UnknownInstruction);
+    assert!(matches!(client.receive().await, Response::Data(DataPayload::Portfolio(_))));
+    assert_eq!(client.receive().await, Response::StateSwitchSuccess(ConnState::Command));
+    assert!(matches!(client.receive().await, Response::PurchaseSuccess(_)));
+    // Back in command state, a get is refused by the state machine.
+    let answer = client.receive().await;
+    assert_eq!(
+        (answer.instruction(), reason(&answer)),
+        (Instruction::DataFail, Reason::WrongState)
+    );
+
+    let relayed: Vec<Instruction> =
+        master.drain_relays().iter().map(|r| r.request.instruction()).collect();
+    assert_eq!(
+        relayed,
+        [
+            Instruction::Login,
+            Instruction::GetAssetValueCurrent,
+            Instruction::GetAssetValueCurrent,
+            Instruction::GetAssetValueDay,
+            Instruction::GetUserPortfolio,
+            Instruction::PurchaseAsset,
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_waiting_for_its_interval_does_not_hold_up_other_clients() {
+    let (handler, held) = hold_purchases();
+    let (_keys, mut master, worker) = cluster(handler, |_| {}).await;
+    let mut alice = worker.client().await;
+    let session = alice.login(false).await;
+    alice.send(&purchase(session, "AAPL", 1)).await;
+    loop {
+        if master.next_relay().await.request.instruction() == Instruction::PurchaseAsset {
+            break;
+        }
+    }
+    // While Alice's order waits, Bob is served (the link carries his relays and their replies
+    // overtake Alice's).
+    let mut bob = worker.client().await;
+    let bob_session = bob.login_for_data().await;
+    assert!(matches!(bob.call(&portfolio(bob_session)).await, Response::Data(_)));
+    assert_eq!(asset_info_of(&bob.call(&current("IBM")).await), "IBM");
+    // The interval settles.
+    held.lock().unwrap().drain(..).for_each(|release| {
+        let _ = release.send(());
+    });
+    assert!(matches!(alice.receive().await, Response::PurchaseSuccess(_)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_restart_clients_get_master_unavailable_then_work_again() {
+    let (handler, _held) = hold_purchases();
+    let (keys, master, worker) = cluster(handler, |_| {}).await;
+    let mut master = master;
+    let master_addr = master.addr;
+    let mut alice = worker.client().await;
+    let session = alice.login(false).await;
+    alice.send(&purchase(session, "AAPL", 1)).await;
+    loop {
+        if master.next_relay().await.request.instruction() == Instruction::PurchaseAsset {
+            break;
+        }
+    }
+    let mut bob = worker.client().await;
+    let bob_session = bob.login_for_data().await;
+    let cached = bob.call(&current("AAPL")).await;
+
+    master.stop().await;
+    // The order waiting when the link dropped is answered, not lost in silence.
+    let answer = alice.receive().await;
+    assert_eq!(
+        (answer.instruction(), reason(&answer)),
+        (Instruction::PurchaseFail, Reason::MasterUnavailable)
+    );
+    assert!(answer.failure().unwrap().message.contains("master"), "{answer:?}");
+    // Requests that need the master fail clearly; cached data is still served.
+    let answer = bob.call(&portfolio(bob_session)).await;
+    assert_eq!(
+        (answer.instruction(), reason(&answer)),
+        (Instruction::DataFail, Reason::MasterUnavailable)
+    );
+    assert_eq!(bob.call(&current("AAPL")).await, cached);
+    let answer = alice.call(&purchase(session, "AAPL", 2)).await;
+    assert_eq!(reason(&answer), Reason::MasterUnavailable);
+
+    // The master comes back on the same address; the worker reconnects by itself.
+    let mut master = TestMaster::start(
+        master_addr,
+        keys.master.clone(),
+        keys.registry.clone(),
+        answer_at_once(),
+    )
+    .await;
+    master.wait_link_up().await;
+    assert!(matches!(bob.call(&portfolio(bob_session)).await, Response::Data(_)));
+    assert!(matches!(
+        alice.call(&purchase(session, "AAPL", 3)).await,
+        Response::PurchaseSuccess(_)
+    ));
+    assert!(worker.stats().master_unavailable >= 3);
+    let relays = master.drain_relays();
+    assert_eq!(count(&relays, Instruction::PurchaseAsset), 1);
+}
+
+#[tokio::test]
+async fn large_answers_go_out_in_numbered_packets() {
+    let (_keys, _master, worker) = cluster(answer_at_once(), |config| {
+        config.clients.packet_data_bytes = 1024;
+    })
+    .await;
+    let mut client = worker.client().await;
+    client.login_for_data().await;
+    client.send(&all_time("BIG")).await;
+    let mut progress = Vec::new();
+    let message = client
+        .framed
+        .reader()
+        .read_message_with_progress(|received, max| progress.push((received, max)))
+        .await
+        .unwrap()
+        .unwrap();
+    let max = u32::try_from(message.body.len().div_ceil(1024)).unwrap();
+    assert!(max > 50, "{max} packets");
+    let expected: Vec<(u32, u32)> = (1..=max).map(|n| (n, max)).collect();
+    assert_eq!(progress, expected);
+    match Response::decode(&message).unwrap() {
+        Response::Data(DataPayload::PriceSeries(series)) => assert_eq!(series.bars.len(), 2000),
+        other => panic!("{other:?}"),
+    }
+    // The cached copy goes out the same way.
+    client.send(&all_time("BIG")).await;
+    let mut packets = 0;
+    client.framed.reader().read_message_with_progress(|_, _| packets += 1).await.unwrap();
+    assert_eq!(packets, max);
+    assert_eq!(worker.stats().cache_hits, 1);
+}
+
+#[tokio::test]
+async fn over_the_connection_limit_a_client_is_told_busy() {
+    let (_keys, _master, worker) =
+        cluster(answer_at_once(), |config| config.clients.connections_max = 1).await;
+    let mut first = worker.client().await;
+    assert!(matches!(first.call(&Request::GetWorkers).await, Response::Data(_)));
+    let mut second = worker.client().await;
+    let answer = second.receive().await;
+    assert_eq!((answer.instruction(), reason(&answer)), (Instruction::Error, Reason::Busy));
+    assert!(second.closed().await);
+    assert!(matches!(first.call(&Request::GetWorkers).await, Response::Data(_)));
+    assert_eq!(worker.stats().connections_refused, 1);
+}
+
+#[tokio::test]
+async fn an_idle_client_is_disconnected() {
+    let (_keys, _master, worker) = cluster(answer_at_once(), |config| {
+        config.clients.idle_timeout = Duration::from_millis(20);
+    })
+    .await;
+    let mut client = worker.client().await;
+    assert!(client.closed().await);
+}
+
+#[tokio::test]
+async fn a_logged_out_session_is_refused_without_asking_the_master() {
+    let (_keys, mut master, worker) = cluster(answer_at_once(), |_| {}).await;
+    let mut alice = worker.client().await;
+    let session = alice.login(false).await;
+    assert_eq!(alice.call(&Request::Logout { session }).await, Response::LogoutSuccess);
+    let answer = alice.call(&purchase(session, "AAPL", 1)).await;
+    assert_eq!(reason(&answer), Reason::NotLoggedIn);
+    // On another connection the ended session cannot be resumed: the worker knows.
+    let mut mallory = worker.client().await;
+    let answer = mallory.call(&Request::LoginSession { session }).await;
+    assert_eq!(
+        (answer.instruction(), reason(&answer)),
+        (Instruction::LoginFail, Reason::BadSession)
+    );
+    let relays = master.drain_relays();
+    assert_eq!(count(&relays, Instruction::LoginSession), 0, "{relays:?}");
+    assert_eq!(worker.stats().sessions_refused_locally, 1);
+}
+
+#[tokio::test]
+async fn an_expirable_session_ends_when_its_client_disconnects() {
+    let (_keys, mut master, worker) = cluster(answer_at_once(), |_| {}).await;
+    let mut alice = worker.client().await;
+    let session = alice.login(true).await;
+    drop(alice);
+    let relay = loop {
+        let relay = master.next_relay().await;
+        if relay.request.instruction() == Instruction::Logout {
+            break relay;
+        }
+    };
+    assert_eq!(relay.request, Request::Logout { session });
+    assert_eq!(relay.session, Some(session));
+    // A remembered (not expirable) session survives its connection.
+    let mut bob = worker.client().await;
+    bob.login(false).await;
+    drop(bob);
+    let mut carol = worker.client().await;
+    carol.login(false).await;
+    let relayed: Vec<Instruction> =
+        master.drain_relays().iter().map(|r| r.request.instruction()).collect();
+    assert_eq!(relayed, [Instruction::Login, Instruction::Login]);
+}
+
+#[tokio::test]
+async fn a_session_the_master_refuses_logs_the_connection_out() {
+    let handler: common::Handler = Arc::new(|relay: Relay| {
+        let response = match relay.request {
+            Request::GetUserPortfolio { .. } => {
+                Response::DataFail(Failure::new(Reason::BadSession, "expired"))
+            }
+            _ => answer(&relay),
+        };
+        Box::pin(async move { response })
+    });
+    let (_keys, mut master, worker) = cluster(handler, |_| {}).await;
+    let mut alice = worker.client().await;
+    let session = alice.login_for_data().await;
+    assert_eq!(reason(&alice.call(&portfolio(session)).await), Reason::BadSession);
+    // The connection is logged out; the session is known dead.
+    let switch = Request::SwitchState { session, state: ConnState::Command };
+    assert_eq!(reason(&alice.call(&switch).await), Reason::NotLoggedIn);
+    let mut bob = worker.client().await;
+    assert_eq!(reason(&bob.call(&Request::LoginSession { session }).await), Reason::BadSession);
+    let relays = master.drain_relays();
+    assert_eq!(count(&relays, Instruction::LoginSession), 0);
+}
+
+#[tokio::test]
+async fn a_session_not_confirmed_lately_is_checked_with_the_master_before_a_state_switch() {
+    // Room for one session only: learning about another pushes Alice's out.
+    let (_keys, mut master, worker) =
+        cluster(answer_at_once(), |config| config.sessions.entries_max = 1).await;
+    let mut alice = worker.client().await;
+    let session = alice.login(false).await;
+    let mut bob = worker.client().await;
+    let stranger = SessionId([9; 32]);
+    assert_eq!(
+        reason(&bob.call(&Request::LoginSession { session: stranger }).await),
+        Reason::BadSession
+    );
+    master.drain_relays();
+    let switch = Request::SwitchState { session, state: ConnState::DataTransfer };
+    assert_eq!(alice.call(&switch).await, Response::StateSwitchSuccess(ConnState::DataTransfer));
+    let relays = master.drain_relays();
+    assert_eq!(relays.len(), 1, "{relays:?}");
+    assert_eq!(relays[0].request, Request::LoginSession { session });
+    // Now confirmed: switching back needs no round trip.
+    let back = Request::SwitchState { session, state: ConnState::Command };
+    assert_eq!(alice.call(&back).await, Response::StateSwitchSuccess(ConnState::Command));
+    assert!(master.drain_relays().is_empty());
+}
+
+#[tokio::test]
+async fn the_worker_refuses_a_master_whose_key_it_does_not_trust() {
+    let keys = Keys::new();
+    let impostor = master::worker_auth::MasterIdentity::generate().unwrap();
+    let mut master = TestMaster::start(
+        "127.0.0.1:0".parse().unwrap(),
+        impostor,
+        keys.registry.clone(),
+        answer_at_once(),
+    )
+    .await;
+    let worker = TestWorker::start(worker_config(&keys, master.addr)).await;
+    // The worker hangs up after the challenge without proving anything.
+    assert!(matches!(master.next_event().await, Event::HandshakeAbandoned));
+    let mut client = worker.client().await;
+    let answer = client.call(&Request::GetWorkers).await;
+    assert_eq!(reason(&answer), Reason::MasterUnavailable);
+}
+
+#[tokio::test]
+async fn shutdown_answers_the_requests_already_read_then_closes() {
+    let (handler, held) = hold_purchases();
+    let (_keys, mut master, mut worker) = cluster(handler, |_| {}).await;
+    let mut alice = worker.client().await;
+    let session = alice.login(false).await;
+    alice.send(&purchase(session, "AAPL", 1)).await;
+    loop {
+        if master.next_relay().await.request.instruction() == Instruction::PurchaseAsset {
+            break;
+        }
+    }
+    worker.shutdown();
+    held.lock().unwrap().drain(..).for_each(|release| {
+        let _ = release.send(());
+    });
+    assert!(matches!(alice.receive().await, Response::PurchaseSuccess(_)));
+    assert!(alice.closed().await);
+    worker.stopped().await.unwrap();
+}
