@@ -679,6 +679,24 @@ impl Journal {
         Ok(value.map(|v| v.value().to_vec()))
     }
 
+    /// Every meta value whose key starts with `prefix`, in key order (byte order of the keys).
+    /// An empty prefix lists the whole meta table.
+    pub fn metas_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
+        let fault = Fault(&self.path, "reading meta values");
+        let table = self.read_table(META)?;
+        let mut out = Vec::new();
+        for entry in table.range(prefix..).or_fault(fault)? {
+            let (key, value) = entry.or_fault(fault)?;
+            let key = key.value();
+            // Keys are ordered bytewise, so the keys with the prefix form one run from `prefix`.
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_owned(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Stores a u64 meta value, as 8 big-endian bytes.
     pub fn put_meta_u64(&self, key: &str, value: u64) -> Result<(), WriteError> {
         self.put_meta(key, &value.to_be_bytes())
@@ -743,5 +761,48 @@ impl Journal {
                 Ok(Some(decode_tick(symbol, key.value().1, &value.value())))
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metas_with_prefix_lists_exactly_the_keys_with_the_prefix_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_in(dir.path());
+        let journal = Journal::open_unrecovered(&path, JournalConfig::default()).unwrap();
+        assert_eq!(journal.metas_with_prefix("worker/").unwrap(), Vec::new());
+        // Neighbours on both sides of the run: "worker." < "worker/" < "worker0" bytewise.
+        for (key, value) in [
+            ("worker/b", &b"2"[..]),
+            ("worker.", b"x"),
+            ("worker0", b"y"),
+            ("worker/a", b"1"),
+            ("workers", b"z"),
+            ("next_order_id", b"n"),
+            ("worker/", b"0"),
+        ] {
+            journal.put_meta(key, value).unwrap();
+        }
+        let listed = journal.metas_with_prefix("worker/").unwrap();
+        let expected: Vec<(String, Vec<u8>)> =
+            [("worker/", "0"), ("worker/a", "1"), ("worker/b", "2")]
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect();
+        assert_eq!(listed, expected);
+        assert_eq!(journal.metas_with_prefix("").unwrap().len(), 7);
+        assert_eq!(journal.metas_with_prefix("nope").unwrap(), Vec::new());
+
+        // Removed values disappear, and the listing survives a reopen (it reads the file).
+        assert!(journal.remove_meta("worker/a").unwrap());
+        drop(journal);
+        let journal = Journal::open_unrecovered(&path, JournalConfig::default()).unwrap();
+        let keys: Vec<String> =
+            journal.metas_with_prefix("worker/").unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["worker/", "worker/b"]);
     }
 }

@@ -375,16 +375,26 @@ async fn worker_link(
     };
     let worker = &worker;
     let binding = HelloBinding { protocol_version: hello.version, client_addr: &hello.address };
-    let (nonce, proof) = match worker_auth::new_challenge().and_then(|nonce| {
-        shared
-            .identity
-            .sign_worker_challenge(uuid, &hello.nonce, &nonce, &binding)
-            .map(|proof| (nonce, proof))
-    }) {
-        Ok(pair) => pair,
+    // The link key is sealed before the Challenge so that the master's proof covers the exact
+    // sealed key (docs/WORKER_AUTH.md); it is used only once the worker's proof verifies.
+    let challenge = worker_auth::new_link_key().and_then(|key| {
+        let sealed_key = worker_auth::seal_link_key(worker, &key)?;
+        let nonce = worker_auth::new_challenge()?;
+        let proof = shared.identity.sign_worker_challenge(
+            uuid,
+            &hello.nonce,
+            &nonce,
+            &binding,
+            &sealed_key,
+        )?;
+        Ok((key, nonce, proof, sealed_key))
+    });
+    let (key, nonce, master_proof, sealed_key) = match challenge {
+        Ok(challenge) => challenge,
         Err(e) => return refuse(&mut framed, uuid, e.reason()).await,
     };
-    if framed.write_control(&Control::Challenge { nonce, master_proof: proof }).await.is_err() {
+    let challenge = Control::Challenge { nonce, master_proof, sealed_key };
+    if framed.write_control(&challenge).await.is_err() {
         return;
     }
     let signature = match tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.read_control()).await {
@@ -399,15 +409,7 @@ async fn worker_link(
     {
         return refuse(&mut framed, uuid, e.reason()).await;
     }
-    let key = match worker_auth::new_link_key() {
-        Ok(key) => key,
-        Err(e) => return refuse(&mut framed, uuid, e.reason()).await,
-    };
-    let sealed_key = match worker_auth::seal_link_key(worker, &key) {
-        Ok(sealed) => sealed,
-        Err(e) => return refuse(&mut framed, uuid, e.reason()).await,
-    };
-    if framed.write_control(&Control::LinkAccepted { sealed_key }).await.is_err() {
+    if framed.write_control(&Control::LinkAccepted).await.is_err() {
         return;
     }
     framed.seal_link(

@@ -11,11 +11,12 @@
 //!
 //! 1. Hello{uuid, protocol version, client address, worker nonce}:
 //!    [`WorkerRegistry::check_admission`].
-//! 2. Challenge{master nonce, master proof}: [`new_challenge`], then
-//!    [`MasterIdentity::sign_worker_challenge`] over both nonces and the Hello.
+//! 2. Challenge{master nonce, master proof, sealed link key}: [`new_link_key`] then
+//!    [`seal_link_key`], [`new_challenge`], then [`MasterIdentity::sign_worker_challenge`] over
+//!    both nonces, the Hello and the sealed key (so the proof vouches for that exact key).
 //! 3. Proof{signature} (sent only once the worker has verified the master's proof):
 //!    [`verify_proof`] against the registered certificate.
-//! 4. Accepted{sealed link key}: [`new_link_key`] then [`seal_link_key`].
+//! 4. Accepted{}: the link is keyed with the key sealed in step 2.
 //!
 //! Every function here is synchronous and does no network IO; the only IO is reading the
 //! certificate files in [`WorkerRegistry::from_entries`] and the master key files in
@@ -62,6 +63,8 @@ pub const MASTER_USER_ID: &str = "PaperTrader master";
 pub const NONCE_BYTES: usize = 32;
 /// Length of a link key.
 pub const LINK_KEY_BYTES: usize = 32;
+/// Length of the BLAKE3 hash of the sealed link key that ends the master authentication message.
+pub const SEALED_KEY_HASH_BYTES: usize = blake3::OUT_LEN;
 /// Largest client-facing address (`host:port`) a worker may announce in its Hello.
 pub const CLIENT_ADDR_BYTES_MAX: usize = 255;
 /// Largest proof signature the master agrees to parse.
@@ -698,30 +701,36 @@ pub fn auth_message(
     nonce: &[u8; NONCE_BYTES],
     hello: &HelloBinding<'_>,
 ) -> Result<Vec<u8>, AuthError> {
-    signed_message(AUTH_DOMAIN, uuid, &[nonce], hello)
+    signed_message(AUTH_DOMAIN, uuid, &[nonce], hello, &[])
 }
 
 /// The exact bytes the master signs for the worker (see `docs/WORKER_AUTH.md`):
 ///
 /// `MASTER_AUTH_DOMAIN || uuid (16) || worker_nonce (32) || master_nonce (32) ||
-///  protocol_version (u16 BE) || client_addr length (u16 BE) || client_addr (UTF-8)`.
+///  protocol_version (u16 BE) || client_addr length (u16 BE) || client_addr (UTF-8) ||
+///  BLAKE3(sealed_key) (32)`.
 ///
-/// The worker computes the same bytes in `worker::identity::master_auth_message`.
+/// `sealed_key` is the link key sealed to the worker ([`seal_link_key`]) exactly as sent in the
+/// Challenge. The worker computes the same bytes in `worker::identity::master_auth_message`.
 pub fn master_auth_message(
     uuid: Uuid,
     worker_nonce: &[u8; NONCE_BYTES],
     master_nonce: &[u8; NONCE_BYTES],
     hello: &HelloBinding<'_>,
+    sealed_key: &[u8],
 ) -> Result<Vec<u8>, AuthError> {
-    signed_message(MASTER_AUTH_DOMAIN, uuid, &[worker_nonce, master_nonce], hello)
+    let sealed_key_hash: [u8; SEALED_KEY_HASH_BYTES] = *blake3::hash(sealed_key).as_bytes();
+    signed_message(MASTER_AUTH_DOMAIN, uuid, &[worker_nonce, master_nonce], hello, &sealed_key_hash)
 }
 
-/// `domain || uuid || nonces... || protocol_version || client_addr length || client_addr`.
+/// `domain || uuid || nonces... || protocol_version || client_addr length || client_addr ||
+/// tail`.
 fn signed_message(
     domain: &[u8],
     uuid: Uuid,
     nonces: &[&[u8; NONCE_BYTES]],
     hello: &HelloBinding<'_>,
+    tail: &[u8],
 ) -> Result<Vec<u8>, AuthError> {
     let addr = hello.client_addr.as_bytes();
     let too_long = || AuthError::BadHello {
@@ -734,8 +743,9 @@ fn signed_message(
         return Err(too_long());
     }
     let addr_len = u16::try_from(addr.len()).map_err(|_| too_long())?;
-    // Bounded: the domain is a constant, at most two nonces, the address at most 255 bytes.
-    let capacity = domain.len() + 16 + nonces.len() * NONCE_BYTES + 4 + addr.len();
+    // Bounded: the domain is a constant, at most two nonces, the address at most 255 bytes, the
+    // tail empty or one hash.
+    let capacity = domain.len() + 16 + nonces.len() * NONCE_BYTES + 4 + addr.len() + tail.len();
     let mut message = Vec::with_capacity(capacity);
     message.extend_from_slice(domain);
     message.extend_from_slice(uuid.as_bytes());
@@ -745,6 +755,7 @@ fn signed_message(
     message.extend_from_slice(&hello.protocol_version.to_be_bytes());
     message.extend_from_slice(&addr_len.to_be_bytes());
     message.extend_from_slice(addr);
+    message.extend_from_slice(tail);
     debug_assert_eq!(message.len(), capacity);
     Ok(message)
 }
@@ -876,8 +887,11 @@ fn judge(structure: MessageStructure, now: SystemTime) -> Result<(), AuthError> 
     }
 }
 
-/// Step 4 of the handshake: encrypts `link_key` to every valid transport-encryption subkey of
-/// the worker's certificate, as a binary OpenPGP message holding one literal data packet.
+/// Step 2 of the handshake, before signing: encrypts `link_key` to every valid
+/// transport-encryption subkey of the worker's certificate, as a binary OpenPGP message holding
+/// one literal data packet. The result goes into the Challenge and into the master's proof
+/// ([`MasterIdentity::sign_worker_challenge`]); use the key only once [`verify_proof`] accepted
+/// the worker.
 pub fn seal_link_key(
     worker: &RegisteredWorker,
     link_key: &[u8; LINK_KEY_BYTES],
@@ -1090,17 +1104,19 @@ impl MasterIdentity {
 
     /// Step 2 of the handshake: the master's proof for the worker `worker`, a detached OpenPGP
     /// signature, made with the signing subkey, over
-    /// [`master_auth_message`]`(worker, worker_nonce, master_nonce, hello)`. Call it only
-    /// after [`WorkerRegistry::check_admission`] accepted the Hello, with a fresh
-    /// `master_nonce` from [`new_challenge`].
+    /// [`master_auth_message`]`(worker, worker_nonce, master_nonce, hello, sealed_key)`. Call
+    /// it only after [`WorkerRegistry::check_admission`] accepted the Hello, with a fresh
+    /// `master_nonce` from [`new_challenge`] and the fresh link key sealed to that worker
+    /// ([`seal_link_key`]), exactly as the Challenge will carry it.
     pub fn sign_worker_challenge(
         &self,
         worker: Uuid,
         worker_nonce: &[u8; NONCE_BYTES],
         master_nonce: &[u8; NONCE_BYTES],
         hello: &HelloBinding<'_>,
+        sealed_key: &[u8],
     ) -> Result<Vec<u8>, AuthError> {
-        let message = master_auth_message(worker, worker_nonce, master_nonce, hello)?;
+        let message = master_auth_message(worker, worker_nonce, master_nonce, hello, sealed_key)?;
         let sign_err = |detail: String| AuthError::SignFailed { detail };
         let keypair = self.keypair_for_signing().map_err(|detail| sign_err(detail.to_owned()))?;
         let mut signature = Vec::new();
@@ -1320,16 +1336,31 @@ mod tests {
         Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef)
     }
 
+    /// The sealed key of the layout examples (`docs/WORKER_AUTH.md`): 8 bytes `cc`.
+    const SEALED: &[u8] = &[0xCC; 8];
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     #[test]
     fn master_auth_message_layout_is_fixed() {
-        let message = master_auth_message(uuid(), &[0xBB; 32], &[0xAA; 32], &HELLO).unwrap();
+        let message =
+            master_auth_message(uuid(), &[0xBB; 32], &[0xAA; 32], &HELLO, SEALED).unwrap();
         let mut expected = b"papertrader-master-auth-v1\0".to_vec();
         expected.extend_from_slice(&0x0123_4567_89ab_cdef_0123_4567_89ab_cdef_u128.to_be_bytes());
         expected.extend_from_slice(&[0xBB; 32]);
         expected.extend_from_slice(&[0xAA; 32]);
         expected.extend_from_slice(&[0x00, 0x01, 0x00, 0x10]);
         expected.extend_from_slice(b"203.0.113.7:2049");
+        expected.extend_from_slice(blake3::hash(SEALED).as_bytes());
         assert_eq!(message, expected);
+        assert_eq!(message.len(), 159);
+        // The hash as pinned in docs/WORKER_AUTH.md.
+        assert_eq!(
+            hex(&message[127..]),
+            "1fc7622a3e4fa4a577431863f1c57982df2fcce56daa447f2d65bc51e745e526"
+        );
         assert_eq!(MASTER_AUTH_DOMAIN.len(), AUTH_DOMAIN.len());
         // The worker's message differs from the first byte after the common prefix, so neither
         // signature can stand in for the other.
@@ -1338,7 +1369,7 @@ mod tests {
 
         let long = "a".repeat(CLIENT_ADDR_BYTES_MAX + 1);
         let hello = HelloBinding { protocol_version: 1, client_addr: &long };
-        let err = master_auth_message(uuid(), &[0; 32], &[0; 32], &hello).unwrap_err();
+        let err = master_auth_message(uuid(), &[0; 32], &[0; 32], &hello, SEALED).unwrap_err();
         assert_eq!(err.reason(), "bad_hello");
     }
 
@@ -1448,7 +1479,8 @@ mod tests {
     #[test]
     fn master_proof_is_one_small_detached_signature_by_the_signing_subkey() {
         let identity = MasterIdentity::generate().unwrap();
-        let proof = identity.sign_worker_challenge(uuid(), &[1; 32], &[2; 32], &HELLO).unwrap();
+        let proof =
+            identity.sign_worker_challenge(uuid(), &[1; 32], &[2; 32], &HELLO, SEALED).unwrap();
         assert!(!proof.is_empty() && proof.len() <= PROOF_SIGNATURE_BYTES_MAX, "{}", proof.len());
         let packets = openpgp::PacketPile::from_bytes(&proof).unwrap();
         assert_eq!(packets.children().count(), 1);
@@ -1459,7 +1491,8 @@ mod tests {
         assert!(sig.get_issuers().iter().any(|issuer| issuer.aliases(&signing)));
         let long = "a".repeat(CLIENT_ADDR_BYTES_MAX + 1);
         let hello = HelloBinding { protocol_version: 1, client_addr: &long };
-        let err = identity.sign_worker_challenge(uuid(), &[1; 32], &[2; 32], &hello).unwrap_err();
+        let err =
+            identity.sign_worker_challenge(uuid(), &[1; 32], &[2; 32], &hello, SEALED).unwrap_err();
         assert_eq!(err.reason(), "bad_hello");
     }
 

@@ -52,14 +52,19 @@ pub struct Relay {
 pub enum Control {
     /// Worker to master: who I am.
     WorkerHello(WorkerHello),
-    /// Master to worker: sign this nonce; and here is my proof that I am the master.
+    /// Master to worker: sign this nonce; here is the link key, sealed to you; and here is my
+    /// proof that I am the master, covering both.
     Challenge {
         /// 32 random bytes from the master, fresh per connection attempt.
         nonce: [u8; NONCE_BYTES],
         /// The master's detached OpenPGP signature of the master authentication message of
-        /// `docs/WORKER_AUTH.md` (which binds the worker's UUID, both nonces and the Hello's
-        /// fields); opaque to this crate, 1 to [`SIGNATURE_BYTES_MAX`] bytes.
+        /// `docs/WORKER_AUTH.md` (which binds the worker's UUID, both nonces, the Hello's fields
+        /// and the BLAKE3 hash of `sealed_key`); opaque to this crate, 1 to
+        /// [`SIGNATURE_BYTES_MAX`] bytes.
         master_proof: Vec<u8>,
+        /// The 32-byte link key, encrypted to the worker's OpenPGP key; opaque to this crate,
+        /// 1 to [`SEALED_KEY_BYTES_MAX`] bytes. The worker uses it only after `linkAccepted`.
+        sealed_key: Vec<u8>,
     },
     /// Worker to master: a detached OpenPGP signature of the authentication message of
     /// `docs/WORKER_AUTH.md` (which binds the UUID, the nonce and the Hello's fields).
@@ -67,11 +72,9 @@ pub enum Control {
         /// The signature, opaque to this crate.
         signature: Vec<u8>,
     },
-    /// Master to worker: accepted; the 32-byte link key, encrypted to the worker's OpenPGP key.
-    LinkAccepted {
-        /// The encrypted key, opaque to this crate.
-        sealed_key: Vec<u8>,
-    },
+    /// Master to worker: accepted; from the next frame on, the link is sealed with the key the
+    /// `challenge` carried. No arguments: the key is not sent twice, so it cannot be swapped here.
+    LinkAccepted,
     /// Master to worker: refused; the master closes the link.
     LinkRefused(Failure),
     /// Worker to master: still alive.
@@ -103,7 +106,7 @@ impl Control {
             Self::WorkerHello(_) => I::WorkerHello,
             Self::Challenge { .. } => I::Challenge,
             Self::HelloProof { .. } => I::HelloProof,
-            Self::LinkAccepted { .. } => I::LinkAccepted,
+            Self::LinkAccepted => I::LinkAccepted,
             Self::LinkRefused(_) => I::LinkRefused,
             Self::Heartbeat { .. } => I::Heartbeat,
             Self::HeartbeatAck { .. } => I::HeartbeatAck,
@@ -122,16 +125,15 @@ impl Control {
                 write_address(&mut w, &hello.address);
                 w.id32(&hello.nonce);
             }
-            Self::Challenge { nonce, master_proof } => {
+            Self::Challenge { nonce, master_proof, sealed_key } => {
                 w.id32(nonce);
                 w.bytes("masterProof", master_proof, 1, SIGNATURE_BYTES_MAX);
+                w.bytes("sealedKey", sealed_key, 1, SEALED_KEY_BYTES_MAX);
             }
             Self::HelloProof { signature } => {
                 w.bytes("signature", signature, 1, SIGNATURE_BYTES_MAX);
             }
-            Self::LinkAccepted { sealed_key } => {
-                w.bytes("sealedKey", sealed_key, 1, SEALED_KEY_BYTES_MAX);
-            }
+            Self::LinkAccepted => {}
             Self::LinkRefused(failure) => write_failure(&mut w, failure),
             Self::Heartbeat { seq } | Self::HeartbeatAck { seq } => w.u64(*seq),
             Self::Relay(relay) => {
@@ -182,13 +184,12 @@ impl Control {
             I::Challenge => Self::Challenge {
                 nonce: r.id32("nonce")?,
                 master_proof: r.bytes("masterProof", 1, SIGNATURE_BYTES_MAX)?.to_vec(),
+                sealed_key: r.bytes("sealedKey", 1, SEALED_KEY_BYTES_MAX)?.to_vec(),
             },
             I::HelloProof => Self::HelloProof {
                 signature: r.bytes("signature", 1, SIGNATURE_BYTES_MAX)?.to_vec(),
             },
-            I::LinkAccepted => Self::LinkAccepted {
-                sealed_key: r.bytes("sealedKey", 1, SEALED_KEY_BYTES_MAX)?.to_vec(),
-            },
+            I::LinkAccepted => Self::LinkAccepted,
             I::LinkRefused => Self::LinkRefused(read_failure(r)?),
             I::Heartbeat => Self::Heartbeat { seq: r.u64("seq")? },
             I::HeartbeatAck => Self::HeartbeatAck { seq: r.u64("seq")? },

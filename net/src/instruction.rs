@@ -150,15 +150,17 @@ instructions! {
         args: "workerId: id16 (UUID), version: u16, clientAddress: text (1..=255, host:port), \
                nonce: id32",
         returns: "challenge | linkRefused";
-    /// `challenge`: the master's nonce for the worker to sign, and the master's signature over
-    /// the worker's nonce (see `docs/WORKER_AUTH.md`).
-    Challenge = 0x0402, "challenge", args: "nonce: id32, masterProof: bytes (1..=4096)",
+    /// `challenge`: the master's nonce for the worker to sign, the master's signature over the
+    /// worker's nonce and the sealed link key, and that sealed key (see `docs/WORKER_AUTH.md`).
+    Challenge = 0x0402, "challenge",
+        args: "nonce: id32, masterProof: bytes (1..=4096), sealedKey: bytes (1..=4096)",
         returns: "helloProof";
     /// `helloProof`: the worker's detached OpenPGP signature (see `docs/WORKER_AUTH.md`).
     HelloProof = 0x0403, "helloProof", args: "signature: bytes (1..=4096)",
         returns: "linkAccepted | linkRefused";
-    /// `linkAccepted`: the link key, encrypted to the worker's OpenPGP key.
-    LinkAccepted = 0x0404, "linkAccepted", args: "sealedKey: bytes (1..=4096)", returns: "";
+    /// `linkAccepted`: the worker's proof is accepted; the link is sealed from the next frame on
+    /// with the key of the `challenge`.
+    LinkAccepted = 0x0404, "linkAccepted", args: "(none)", returns: "";
     /// `linkRefused`: the master refuses the worker.
     LinkRefused = 0x0405, "linkRefused", args: "reason: u16, message: text (..=1024)",
         returns: "";
@@ -203,7 +205,7 @@ impl Instruction {
     pub const fn arg_count(self) -> Option<u16> {
         use Instruction as I;
         Some(match self {
-            I::GetWorkers | I::RegisterSuccess | I::LogoutSuccess => 0,
+            I::GetWorkers | I::RegisterSuccess | I::LogoutSuccess | I::LinkAccepted => 0,
             I::LoginSession
             | I::Logout
             | I::GetAssetInfo
@@ -212,7 +214,6 @@ impl Instruction {
             | I::SessionId
             | I::StateSwitchSuccess
             | I::HelloProof
-            | I::LinkAccepted
             | I::Heartbeat
             | I::HeartbeatAck => 1,
             I::SwitchState
@@ -232,9 +233,8 @@ impl Instruction {
             | I::LogoutFail
             | I::Error
             | I::LinkRefused
-            | I::Challenge
             | I::RelayReply => 2,
-            I::Login | I::Register => 3,
+            I::Login | I::Register | I::Challenge => 3,
             I::PurchaseAsset | I::SellAsset => 4,
             I::WorkerHello => 4,
             I::Relay => 5,

@@ -52,7 +52,8 @@ pub const WORKER_ADDRESS_BYTES_MAX: usize = 255;
 /// in `docs/WORKER_AUTH.md`.
 pub const SIGNATURE_BYTES_MAX: usize = 4096;
 
-/// Longest encrypted link key (`linkAccepted`), in bytes; as in `docs/WORKER_AUTH.md`.
+/// Longest encrypted link key (the `sealedKey` of `challenge`), in bytes; as in
+/// `docs/WORKER_AUTH.md`.
 pub const SEALED_KEY_BYTES_MAX: usize = 4096;
 
 /// Size of a session id, in bytes.

@@ -114,6 +114,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             frames(&[control(Control::Challenge {
                 nonce: std::array::from_fn(|i| 0xC0 ^ u8::try_from(i).unwrap()),
                 master_proof: vec![0xC2, 0x5E, 0x04, 0x00, 0x16, 0x0A, 0x00, 0x06],
+                sealed_key: vec![0xC1, 0x5E, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
             })]),
         ),
         (

@@ -612,33 +612,71 @@ fn malformed_handshake_messages_give_their_specific_error() {
         })
     );
 
-    let challenge = |proof: Vec<u8>| control(Instruction::Challenge, 2, cat(&[id32(), proof]));
-    assert!(net::Control::decode(&challenge(bytes(&[0xC2; 120]))).is_ok());
-    // A Challenge without the master's proof (the one-way handshake's shape).
+    let challenge = |proof: Vec<u8>, sealed: Vec<u8>| {
+        control(Instruction::Challenge, 3, cat(&[id32(), proof, sealed]))
+    };
+    let proof = || bytes(&[0xC2; 120]);
+    let sealed = || bytes(&[0xC1; 200]);
+    assert!(net::Control::decode(&challenge(proof(), sealed())).is_ok());
+    // A Challenge without the master's proof (the one-way handshake's shape), and one without
+    // the sealed key (the shape before the master's proof covered the link key).
     assert_eq!(
         net::Control::decode(&control(Instruction::Challenge, 1, id32())),
         Err(DecodeError::WrongArgCount {
             instruction: Instruction::Challenge,
-            expected: 2,
+            expected: 3,
             got: 1
         })
     );
     assert_eq!(
-        net::Control::decode(&control(Instruction::Challenge, 2, id32())),
+        net::Control::decode(&control(Instruction::Challenge, 2, cat(&[id32(), proof()]))),
+        Err(DecodeError::WrongArgCount {
+            instruction: Instruction::Challenge,
+            expected: 3,
+            got: 2
+        })
+    );
+    assert_eq!(
+        net::Control::decode(&control(Instruction::Challenge, 3, id32())),
         Err(DecodeError::Truncated { field: 1 })
     );
     assert_eq!(
-        net::Control::decode(&challenge(bytes(&[]))),
+        net::Control::decode(&control(Instruction::Challenge, 3, cat(&[id32(), proof()]))),
+        Err(DecodeError::Truncated { field: 2 })
+    );
+    assert_eq!(
+        net::Control::decode(&challenge(bytes(&[]), sealed())),
         Err(DecodeError::TooShort { field: 1, what: "masterProof", len: 0, min: 1 })
+    );
+    assert_eq!(
+        net::Control::decode(&challenge(proof(), bytes(&[]))),
+        Err(DecodeError::TooShort { field: 2, what: "sealedKey", len: 0, min: 1 })
     );
     // Over the limit: refused from the declared length, before the bytes are read.
     let mut long = vec![Tag::Bytes.code()];
     long.extend_from_slice(&4097_u32.to_be_bytes());
     assert_eq!(
-        net::Control::decode(&challenge(long)),
+        net::Control::decode(&challenge(long.clone(), sealed())),
         Err(DecodeError::TooLong { field: 1, what: "masterProof", len: 4097, max: 4096 })
     );
-    // A proof followed by trailing bytes.
-    let trailing = cat(&[bytes(&[0xC2; 8]), vec![0]]);
-    assert!(net::Control::decode(&challenge(trailing)).is_err());
+    assert_eq!(
+        net::Control::decode(&challenge(proof(), long)),
+        Err(DecodeError::TooLong { field: 2, what: "sealedKey", len: 4097, max: 4096 })
+    );
+    // A sealed key followed by trailing bytes.
+    let trailing = cat(&[bytes(&[0xC1; 8]), vec![0]]);
+    assert!(net::Control::decode(&challenge(proof(), trailing)).is_err());
+    // linkAccepted carries nothing: the key came in the challenge, under the master's proof.
+    assert_eq!(
+        net::Control::decode(&control(Instruction::LinkAccepted, 0, vec![])),
+        Ok(net::Control::LinkAccepted)
+    );
+    assert_eq!(
+        net::Control::decode(&control(Instruction::LinkAccepted, 1, sealed())),
+        Err(DecodeError::WrongArgCount {
+            instruction: Instruction::LinkAccepted,
+            expected: 0,
+            got: 1
+        })
+    );
 }

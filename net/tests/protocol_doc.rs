@@ -274,22 +274,20 @@ fn controls() -> Vec<(String, Control)> {
             }),
         ),
         (
-            "challenge(master nonce, masterProof; 8 bytes here, ~120 in practice)".into(),
+            "challenge(master nonce, masterProof, sealedKey; 8 bytes each here, about 190 and \
+             220 in practice)"
+                .into(),
             Control::Challenge {
                 nonce: std::array::from_fn(|i| 0xC0 ^ u8::try_from(i).unwrap()),
                 master_proof: vec![0xC2, 0x5E, 0x04, 0x00, 0x16, 0x0A, 0x00, 0x06],
+                sealed_key: vec![0xC1, 0x5E, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
             },
         ),
         (
             "helloProof(signature; 8 bytes here, ~120 in practice)".into(),
             Control::HelloProof { signature: vec![0xC2, 0x5E, 0x04, 0x00, 0x16, 0x0A, 0x00, 0x06] },
         ),
-        (
-            "linkAccepted(sealedKey; 8 bytes here)".into(),
-            Control::LinkAccepted {
-                sealed_key: vec![0xC1, 0x5E, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-            },
-        ),
+        ("linkAccepted()".into(), Control::LinkAccepted),
         (
             "linkRefused(forbidden)".into(),
             Control::LinkRefused(failure(Reason::Forbidden, "unknown worker")),

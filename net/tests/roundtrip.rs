@@ -108,21 +108,28 @@ fn encoding_refuses_what_decoding_would_refuse() {
     use net::{EncodeError, Failure, Reason};
     let too_long = Control::HelloProof { signature: vec![0; net::limits::SIGNATURE_BYTES_MAX + 1] };
     assert!(matches!(too_long.encode(), Err(EncodeError::FieldTooLong { what: "signature", .. })));
-    let proof_too_long = Control::Challenge {
+    let challenge = |master_proof: Vec<u8>, sealed_key: Vec<u8>| Control::Challenge {
         nonce: [1; 32],
-        master_proof: vec![0; net::limits::SIGNATURE_BYTES_MAX + 1],
+        master_proof,
+        sealed_key,
     };
+    let proof_too_long = challenge(vec![0; net::limits::SIGNATURE_BYTES_MAX + 1], vec![1; 8]);
     assert!(matches!(
         proof_too_long.encode(),
         Err(EncodeError::FieldTooLong { what: "masterProof", .. })
     ));
-    let no_proof = Control::Challenge { nonce: [1; 32], master_proof: vec![] };
+    let no_proof = challenge(vec![], vec![1; 8]);
     assert!(matches!(
         no_proof.encode(),
         Err(EncodeError::FieldTooShort { what: "masterProof", .. })
     ));
-    let empty = Control::LinkAccepted { sealed_key: vec![] };
-    assert!(matches!(empty.encode(), Err(EncodeError::FieldTooShort { what: "sealedKey", .. })));
+    let no_key = challenge(vec![1; 8], vec![]);
+    assert!(matches!(no_key.encode(), Err(EncodeError::FieldTooShort { what: "sealedKey", .. })));
+    let key_too_long = challenge(vec![1; 8], vec![0; net::limits::SEALED_KEY_BYTES_MAX + 1]);
+    assert!(matches!(
+        key_too_long.encode(),
+        Err(EncodeError::FieldTooLong { what: "sealedKey", .. })
+    ));
     let long_message = Response::Error(Failure {
         reason: Reason::Internal,
         message: "x".repeat(net::limits::FAILURE_MESSAGE_BYTES_MAX + 1),

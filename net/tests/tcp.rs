@@ -399,15 +399,17 @@ async fn a_sealed_link_relays_and_refuses_a_tampered_frame() {
         assert_eq!(hello.worker, worker_id);
         assert_eq!(hello.nonce, [5u8; 32]);
         let nonce = [3u8; 32];
-        // Stand-in for the master's OpenPGP signature over the worker's nonce.
+        // Stand-ins for the master's OpenPGP signature over the worker's nonce and the sealed
+        // key, and for the link key sealed to the worker.
         let master_proof = hello.nonce.to_vec();
-        link.write_control(&Control::Challenge { nonce, master_proof }).await.unwrap();
+        let sealed_key = vec![0xEE; 64];
+        link.write_control(&Control::Challenge { nonce, master_proof, sealed_key }).await.unwrap();
         let Some(Control::HelloProof { signature }) = link.read_control().await.unwrap() else {
             panic!("expected helloProof");
         };
         // Stand-in for the OpenPGP verification done by the master (docs/WORKER_AUTH.md).
         assert_eq!(signature, nonce.to_vec());
-        link.write_control(&Control::LinkAccepted { sealed_key: vec![0xEE; 64] }).await.unwrap();
+        link.write_control(&Control::LinkAccepted).await.unwrap();
         link.seal_link(
             LinkSealer::new(master_key.clone(), Direction::MasterToWorker),
             LinkOpener::new(master_key, Direction::WorkerToMaster),
@@ -437,13 +439,15 @@ async fn a_sealed_link_relays_and_refuses_a_tampered_frame() {
     }))
     .await
     .unwrap();
-    let Some(Control::Challenge { nonce, master_proof }) = link.read_control().await.unwrap()
+    let Some(Control::Challenge { nonce, master_proof, sealed_key }) =
+        link.read_control().await.unwrap()
     else {
         panic!("expected challenge");
     };
     assert_eq!(master_proof, [5u8; 32].to_vec());
+    assert_eq!(sealed_key, vec![0xEE; 64]);
     link.write_control(&Control::HelloProof { signature: nonce.to_vec() }).await.unwrap();
-    assert!(matches!(link.read_control().await.unwrap(), Some(Control::LinkAccepted { .. })));
+    assert_eq!(link.read_control().await.unwrap(), Some(Control::LinkAccepted));
     link.seal_link(
         LinkSealer::new(key.clone(), Direction::WorkerToMaster),
         LinkOpener::new(key.clone(), Direction::MasterToWorker),

@@ -2,9 +2,10 @@
 //! on the master through the TOML snippet `pt-worker keygen` prints (parsed by the master's own
 //! configuration loader), a master key generated in the master's data directory and its
 //! `master.pub.asc` loaded by the worker as the master it trusts, and the whole mutual handshake
-//! (Hello with the worker's nonce, admission, Challenge with the master's nonce and proof, the
-//! worker's check of that proof, the worker's proof, sealed link key) between the two real
-//! implementations.
+//! (Hello with the worker's nonce, admission, Challenge with the master's nonce, the sealed link
+//! key and the master's proof over both, the worker's check of that proof, the worker's proof,
+//! accepted) between the two real implementations; and an attacker on the path between the
+//! real worker link and the real master, who cannot swap the link key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::IpAddr;
@@ -15,9 +16,15 @@ use master::config::{MasterConfig, WorkerConfig};
 use master::worker_auth::{
     self, AuthError, HelloBinding, MasterIdentity, RegisteredWorker, WorkerRegistry,
 };
+use net::{Control, FramedStream, Instruction, ReadError};
 use proptest::prelude::*;
+use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
-use worker::identity::{self, IdentityError, MasterProofError, MasterTrust, WorkerIdentity};
+use worker::config::LinkConfig;
+use worker::identity::{
+    self, IdentityError, MasterChallenge, MasterProofError, MasterTrust, WorkerIdentity,
+};
+use worker::master_link::{LinkParams, LinkState, MasterLink};
 
 const HELLO: HelloBinding<'static> =
     HelloBinding { protocol_version: 1, client_addr: "127.0.0.1:2049" };
@@ -32,6 +39,47 @@ fn worker_hello<'a>(hello: &HelloBinding<'a>) -> identity::HelloBinding<'a> {
 
 fn loopback() -> IpAddr {
     "127.0.0.1".parse().unwrap()
+}
+
+/// Stand-in sealed key for the tests of other fields: the proof covers its hash whatever the
+/// bytes are.
+const SEALED: &[u8] = b"stand-in sealed link key";
+
+/// The worker's view of a Challenge.
+fn challenge<'a>(
+    nonce: &'a [u8; 32],
+    master_proof: &'a [u8],
+    sealed_key: &'a [u8],
+) -> MasterChallenge<'a> {
+    MasterChallenge { nonce, master_proof, sealed_key }
+}
+
+/// What the master sends in the Challenge, and the link key it keeps.
+struct SentChallenge {
+    link_key: [u8; 32],
+    nonce: [u8; 32],
+    master_proof: Vec<u8>,
+    sealed_key: Vec<u8>,
+}
+
+/// Step 2, the master's side, as `master::server` does it: a fresh link key sealed to the
+/// registered worker, a fresh nonce, and the proof over both nonces, the Hello and the sealed key.
+fn master_challenge(
+    master: &MasterIdentity,
+    registered: &RegisteredWorker,
+    worker_nonce: &[u8; 32],
+) -> Result<SentChallenge, AuthError> {
+    let link_key = worker_auth::new_link_key()?;
+    let sealed_key = worker_auth::seal_link_key(registered, &link_key)?;
+    let nonce = worker_auth::new_challenge()?;
+    let master_proof = master.sign_worker_challenge(
+        registered.uuid(),
+        worker_nonce,
+        &nonce,
+        &HELLO,
+        &sealed_key,
+    )?;
+    Ok(SentChallenge { link_key, nonce, master_proof, sealed_key })
 }
 
 /// A worker identity saved in a temp dir, loaded back as the worker daemon would, a master
@@ -118,26 +166,22 @@ fn mutual_handshake(
     // 1: Hello{uuid, version, address, worker nonce}; the master's admission check.
     let worker_nonce = identity::new_nonce()?;
     let registered = registry.check_admission(worker.uuid(), peer)?;
-    // 2: Challenge{master nonce, master proof}.
-    let master_nonce = worker_auth::new_challenge()?;
-    let master_proof =
-        master.sign_worker_challenge(worker.uuid(), &worker_nonce, &master_nonce, &HELLO)?;
-    // 3: the worker checks the master, then proves itself.
+    // 2: Challenge{master nonce, master proof, sealed link key}.
+    let sent = master_challenge(master, registered, &worker_nonce)?;
+    // 3: the worker checks the master and the sealed key, then proves itself.
+    let received = challenge(&sent.nonce, &sent.master_proof, &sent.sealed_key);
     trust.verify_master_proof(
         worker.uuid(),
         &worker_nonce,
-        &master_nonce,
         &hello,
-        &master_proof,
+        &received,
         SystemTime::now(),
     )?;
-    let proof = worker.sign_challenge(&master_nonce, &hello)?;
-    // 4: the master checks the worker; Accepted{sealed link key}.
-    worker_auth::verify_proof(registered, &master_nonce, &HELLO, &proof, SystemTime::now())?;
-    let link_key = worker_auth::new_link_key()?;
-    let sealed = worker_auth::seal_link_key(registered, &link_key)?;
-    let received = worker.decrypt_link_key(&sealed)?;
-    Ok((link_key, received))
+    let proof = worker.sign_challenge(&sent.nonce, &hello)?;
+    // 4: the master checks the worker; Accepted{}; the worker decrypts the Challenge's key.
+    worker_auth::verify_proof(registered, &sent.nonce, &HELLO, &proof, SystemTime::now())?;
+    let key = worker.decrypt_link_key(received.sealed_key)?;
+    Ok((sent.link_key, key))
 }
 
 /// The mutual handshake of `worker` with the setup's master, the worker trusting it.
@@ -186,10 +230,26 @@ fn both_sides_sign_and_verify_the_same_bytes() {
         identity::auth_message(uuid, &nonce, &worker_hello(&HELLO)).unwrap(),
         worker_auth::auth_message(uuid, &nonce, &HELLO).unwrap()
     );
-    assert_eq!(
-        identity::master_auth_message(uuid, &[8; 32], &nonce, &worker_hello(&HELLO)).unwrap(),
-        worker_auth::master_auth_message(uuid, &[8; 32], &nonce, &HELLO).unwrap()
+    for sealed_key in [SEALED, &[0xC1; 300][..], &[]] {
+        assert_eq!(
+            identity::master_auth_message(
+                uuid,
+                &[8; 32],
+                &nonce,
+                &worker_hello(&HELLO),
+                sealed_key
+            )
+            .unwrap(),
+            worker_auth::master_auth_message(uuid, &[8; 32], &nonce, &HELLO, sealed_key).unwrap()
+        );
+    }
+    // The sealed key's hash ends the message: another key, other bytes.
+    assert_ne!(
+        worker_auth::master_auth_message(uuid, &[8; 32], &nonce, &HELLO, SEALED).unwrap(),
+        worker_auth::master_auth_message(uuid, &[8; 32], &nonce, &HELLO, &SEALED[1..]).unwrap()
     );
+    assert_eq!(identity::SEALED_KEY_HASH_BYTES, worker_auth::SEALED_KEY_HASH_BYTES);
+    assert_eq!(identity::LINK_KEY_BYTES, worker_auth::LINK_KEY_BYTES);
     assert_eq!(identity::AUTH_DOMAIN, worker_auth::AUTH_DOMAIN);
     assert_eq!(identity::MASTER_AUTH_DOMAIN, worker_auth::MASTER_AUTH_DOMAIN);
     assert_ne!(identity::AUTH_DOMAIN, identity::MASTER_AUTH_DOMAIN);
@@ -254,6 +314,48 @@ fn worker_trusting_another_master_refuses_this_one() {
     assert_eq!(err, MasterProofError::WrongKey);
 }
 
+/// The attack the binding closes: someone on the path of a live handshake with the real master
+/// lets the genuine Hello and proof through but swaps the sealed key for a key of its own,
+/// sealed to the worker's public certificate (which is no secret). The worker would decrypt it
+/// fine; it refuses it because the master's proof covers the hash of the exact sealed key.
+#[test]
+fn swapped_sealed_key_in_the_challenge_is_refused() {
+    let s = setup();
+    let uuid = s.identity.uuid();
+    let hello = worker_hello(&HELLO);
+    let now = SystemTime::now();
+    let worker_nonce = identity::new_nonce().unwrap();
+    let sent = master_challenge(&s.master, registered_worker(&s), &worker_nonce).unwrap();
+    let genuine = challenge(&sent.nonce, &sent.master_proof, &sent.sealed_key);
+    s.trust.verify_master_proof(uuid, &worker_nonce, &hello, &genuine, now).unwrap();
+    assert_eq!(s.identity.decrypt_link_key(&sent.sealed_key).unwrap(), sent.link_key);
+
+    // The attacker's key, sealed to the worker's public certificate: it decrypts.
+    let public = s.identity.public_cert_armored().unwrap();
+    let as_attacker =
+        RegisteredWorker::from_armored(uuid, "w", &public, vec!["127.0.0.1".parse().unwrap()])
+            .unwrap();
+    let attacker_key = [0xA7; 32];
+    let forged = worker_auth::seal_link_key(&as_attacker, &attacker_key).unwrap();
+    assert_eq!(s.identity.decrypt_link_key(&forged).unwrap(), attacker_key);
+
+    // A sealed key recorded from another genuine handshake of the same worker.
+    let other_nonce = identity::new_nonce().unwrap();
+    let recorded = master_challenge(&s.master, registered_worker(&s), &other_nonce).unwrap();
+
+    // One byte of the genuine sealed key changed, or cut short.
+    let mut flipped = sent.sealed_key.clone();
+    flipped[0] ^= 0x01;
+    let cut = &sent.sealed_key[..sent.sealed_key.len() - 1];
+
+    for swapped in [&forged[..], &recorded.sealed_key, &flipped, cut] {
+        let swapped_challenge = challenge(&sent.nonce, &sent.master_proof, swapped);
+        let err = s.trust.verify_master_proof(uuid, &worker_nonce, &hello, &swapped_challenge, now);
+        let err = err.unwrap_err();
+        assert!(matches!(err, IdentityError::MasterProof(MasterProofError::BadSignature)), "{err}");
+    }
+}
+
 #[test]
 fn master_proof_replayed_against_a_new_worker_nonce_fails() {
     let s = setup();
@@ -262,26 +364,22 @@ fn master_proof_replayed_against_a_new_worker_nonce_fails() {
     let now = SystemTime::now();
     // A recorded Challenge: the master's nonce and proof for the worker's first nonce.
     let first = identity::new_nonce().unwrap();
-    let master_nonce = worker_auth::new_challenge().unwrap();
-    let proof = s.master.sign_worker_challenge(uuid, &first, &master_nonce, &HELLO).unwrap();
-    s.trust.verify_master_proof(uuid, &first, &master_nonce, &hello, &proof, now).unwrap();
+    let sent = master_challenge(&s.master, registered_worker(&s), &first).unwrap();
+    let recorded = challenge(&sent.nonce, &sent.master_proof, &sent.sealed_key);
+    s.trust.verify_master_proof(uuid, &first, &hello, &recorded, now).unwrap();
 
     // Replayed to the worker's next connection, which sent a fresh nonce.
     let second = identity::new_nonce().unwrap();
     assert_ne!(first, second);
-    let err =
-        s.trust.verify_master_proof(uuid, &second, &master_nonce, &hello, &proof, now).unwrap_err();
+    let err = s.trust.verify_master_proof(uuid, &second, &hello, &recorded, now).unwrap_err();
     assert!(matches!(err, IdentityError::MasterProof(MasterProofError::BadSignature)), "{err}");
     // Nor does it pass with another master nonce, or other Hello fields.
     let other_master_nonce = worker_auth::new_challenge().unwrap();
-    let err = s
-        .trust
-        .verify_master_proof(uuid, &first, &other_master_nonce, &hello, &proof, now)
-        .unwrap_err();
+    let renonced = challenge(&other_master_nonce, &sent.master_proof, &sent.sealed_key);
+    let err = s.trust.verify_master_proof(uuid, &first, &hello, &renonced, now).unwrap_err();
     assert!(matches!(err, IdentityError::MasterProof(MasterProofError::BadSignature)), "{err}");
     let moved = identity::HelloBinding { client_addr: "198.51.100.1:2049", ..hello };
-    let err =
-        s.trust.verify_master_proof(uuid, &first, &master_nonce, &moved, &proof, now).unwrap_err();
+    let err = s.trust.verify_master_proof(uuid, &first, &moved, &recorded, now).unwrap_err();
     assert!(matches!(err, IdentityError::MasterProof(MasterProofError::BadSignature)), "{err}");
 }
 
@@ -292,15 +390,16 @@ fn master_proof_for_another_worker_fails() {
     let worker_nonce = identity::new_nonce().unwrap();
     let master_nonce = worker_auth::new_challenge().unwrap();
     let someone_else = Uuid::new_v4();
-    let proof =
-        s.master.sign_worker_challenge(someone_else, &worker_nonce, &master_nonce, &HELLO).unwrap();
-    let now = SystemTime::now();
-    s.trust
-        .verify_master_proof(someone_else, &worker_nonce, &master_nonce, &hello, &proof, now)
+    let proof = s
+        .master
+        .sign_worker_challenge(someone_else, &worker_nonce, &master_nonce, &HELLO, SEALED)
         .unwrap();
+    let now = SystemTime::now();
+    let sent = challenge(&master_nonce, &proof, SEALED);
+    s.trust.verify_master_proof(someone_else, &worker_nonce, &hello, &sent, now).unwrap();
     let err = s
         .trust
-        .verify_master_proof(s.identity.uuid(), &worker_nonce, &master_nonce, &hello, &proof, now)
+        .verify_master_proof(s.identity.uuid(), &worker_nonce, &hello, &sent, now)
         .unwrap_err();
     assert!(matches!(err, IdentityError::MasterProof(MasterProofError::BadSignature)), "{err}");
 }
@@ -311,10 +410,12 @@ fn tampered_master_proof_bytes_are_refused() {
     let uuid = s.identity.uuid();
     let hello = worker_hello(&HELLO);
     let (wn, mn) = (identity::new_nonce().unwrap(), worker_auth::new_challenge().unwrap());
-    let proof = s.master.sign_worker_challenge(uuid, &wn, &mn, &HELLO).unwrap();
+    let proof = s.master.sign_worker_challenge(uuid, &wn, &mn, &HELLO, SEALED).unwrap();
     assert!(proof.len() <= identity::PROOF_SIGNATURE_BYTES_MAX, "{}", proof.len());
     let now = SystemTime::now();
-    let verify = |bytes: &[u8]| s.trust.verify_master_proof(uuid, &wn, &mn, &hello, bytes, now);
+    let verify = |bytes: &[u8]| {
+        s.trust.verify_master_proof(uuid, &wn, &hello, &challenge(&mn, bytes, SEALED), now)
+    };
     let reason = |bytes: &[u8]| match verify(bytes) {
         Err(IdentityError::MasterProof(err)) => err.reason(),
         other => panic!("{other:?}"),
@@ -357,15 +458,15 @@ fn master_proof_far_from_the_worker_clock_is_refused() {
     let uuid = s.identity.uuid();
     let hello = worker_hello(&HELLO);
     let (wn, mn) = ([1; 32], [2; 32]);
-    let proof = s.master.sign_worker_challenge(uuid, &wn, &mn, &HELLO).unwrap();
+    let proof = s.master.sign_worker_challenge(uuid, &wn, &mn, &HELLO, SEALED).unwrap();
+    let sent = challenge(&mn, &proof, SEALED);
     let now = SystemTime::now();
     let hour = Duration::from_secs(3600);
     for worker_clock in [now + hour, now - hour] {
-        let err =
-            s.trust.verify_master_proof(uuid, &wn, &mn, &hello, &proof, worker_clock).unwrap_err();
+        let err = s.trust.verify_master_proof(uuid, &wn, &hello, &sent, worker_clock).unwrap_err();
         assert!(matches!(err, IdentityError::MasterProof(MasterProofError::SignatureTime)));
     }
-    s.trust.verify_master_proof(uuid, &wn, &mn, &hello, &proof, now + hour / 4).unwrap();
+    s.trust.verify_master_proof(uuid, &wn, &hello, &sent, now + hour / 4).unwrap();
 }
 
 #[test]
@@ -394,8 +495,10 @@ fn replayed_proof_fails_against_a_new_nonce() {
     let now = SystemTime::now();
     worker_auth::verify_proof(registered, &first, &HELLO, &proof, now).unwrap();
     // A master proof is no worker proof, even for the same nonce.
-    let master_proof =
-        s.master.sign_worker_challenge(s.identity.uuid(), &[0; 32], &first, &HELLO).unwrap();
+    let master_proof = s
+        .master
+        .sign_worker_challenge(s.identity.uuid(), &[0; 32], &first, &HELLO, SEALED)
+        .unwrap();
     let err =
         worker_auth::verify_proof(registered, &first, &HELLO, &master_proof, now).unwrap_err();
     assert_eq!(err, AuthError::WrongKey);
@@ -543,6 +646,150 @@ fn registry_refuses_a_secret_key_and_duplicates() {
     assert!(debug.contains(&other.fingerprint().to_hex()), "{debug}");
 }
 
+/// The attacker forwards between the real worker link and the real master.
+struct OnPath {
+    /// The worker's connection, as the attacker sees it.
+    worker: FramedStream<TcpStream>,
+    /// The attacker's connection to the real master.
+    master: FramedStream<TcpStream>,
+}
+
+impl OnPath {
+    /// Waits for the worker's next connection attempt and opens one to the master.
+    async fn accept(proxy: &TcpListener, master: std::net::SocketAddr) -> Self {
+        let (worker, _) = proxy.accept().await.unwrap();
+        let master = TcpStream::connect(master).await.unwrap();
+        Self { worker: FramedStream::new(worker), master: FramedStream::new(master) }
+    }
+
+    /// Passes one control message from the worker to the master.
+    async fn worker_to_master(&mut self) -> Control {
+        let control = self.worker.read_control().await.unwrap().expect("a worker message");
+        self.master.write_control(&control).await.unwrap();
+        control
+    }
+
+    /// Reads the master's next control message (not yet passed on).
+    async fn read_master(&mut self) -> Control {
+        self.master.read_control().await.unwrap().expect("a master message")
+    }
+
+    /// What the worker does next: it must close the connection without a word.
+    async fn worker_closes_silently(&mut self) {
+        match self.worker.read_control().await {
+            Ok(None) => {}
+            Err(ReadError::Io(_)) => {}
+            other => panic!("the worker should have closed the connection: {other:?}"),
+        }
+    }
+}
+
+/// End to end over loopback: a real master (`master::server::run`), the real worker link
+/// (`MasterLink`) and an attacker in between. Swapping the sealed key in the Challenge, or
+/// sending a `linkAccepted` that carries a key of its own (the old wire shape), gets the attacker
+/// nothing: the worker closes before proving itself, or before using any key. Passed through
+/// untouched, the same path links the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_path_attacker_cannot_swap_the_link_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_dir = dir.path().join("worker");
+    WorkerIdentity::generate(Uuid::new_v4(), "w").unwrap().save(&key_dir).unwrap();
+    let identity = WorkerIdentity::load(&key_dir).unwrap();
+    let uuid = identity.uuid();
+    let data = dir.path().join("master-data");
+    MasterIdentity::load_or_generate(&data).unwrap();
+    let trust = MasterTrust::load(&MasterIdentity::public_cert_path(&data)).unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let master_addr = listener.local_addr().unwrap();
+    let config = MasterConfig {
+        listen: master_addr,
+        data_dir: data.clone(),
+        update_interval: Duration::from_millis(50),
+        workers: vec![WorkerConfig {
+            id: uuid,
+            name: None,
+            cert: key_dir.join(identity::PUBLIC_CERT_FILE_NAME),
+            allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+        }],
+        ..MasterConfig::default()
+    };
+    let (stop_master, master_stopped) = tokio::sync::oneshot::channel::<()>();
+    let master = tokio::spawn(master::server::run(config, listener, async {
+        let _ = master_stopped.await;
+    }));
+
+    // The attacker knows the worker's public certificate and seals a key of its own to it.
+    let public = identity.public_cert_armored().unwrap();
+    let as_attacker =
+        RegisteredWorker::from_armored(uuid, "w", &public, vec!["127.0.0.1".parse().unwrap()])
+            .unwrap();
+    let forged = worker_auth::seal_link_key(&as_attacker, &[0xA7; 32]).unwrap();
+
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let params = LinkParams {
+        master: proxy.local_addr().unwrap().to_string(),
+        advertise: "127.0.0.1:2049".into(),
+        config: LinkConfig {
+            reconnect_backoff_min: Duration::from_millis(10),
+            ..LinkConfig::default()
+        },
+    };
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let (link, link_task) = MasterLink::start(params, identity, trust, shutdown_rx);
+    let mut states = link.subscribe();
+
+    // 1. The genuine Challenge with the attacker's sealed key in place of the master's.
+    let mut path = OnPath::accept(&proxy, master_addr).await;
+    assert!(matches!(path.worker_to_master().await, Control::WorkerHello(_)));
+    let Control::Challenge { nonce, master_proof, sealed_key } = path.read_master().await else {
+        panic!("expected the master's challenge");
+    };
+    assert_ne!(sealed_key, forged);
+    let swapped = Control::Challenge { nonce, master_proof, sealed_key: forged.clone() };
+    path.worker.write_control(&swapped).await.unwrap();
+    path.worker_closes_silently().await;
+    drop(path);
+
+    // 2. The genuine Challenge, the worker's proof passed on, the master's linkAccepted replaced
+    //    by one carrying the attacker's sealed key (the wire shape before the binding): refused.
+    let mut path = OnPath::accept(&proxy, master_addr).await;
+    assert!(matches!(path.worker_to_master().await, Control::WorkerHello(_)));
+    let challenge = path.read_master().await;
+    assert!(matches!(challenge, Control::Challenge { .. }));
+    path.worker.write_control(&challenge).await.unwrap();
+    assert!(matches!(path.worker_to_master().await, Control::HelloProof { .. }));
+    assert_eq!(path.read_master().await, Control::LinkAccepted);
+    let mut keyed_accept = Control::HelloProof { signature: forged.clone() }.encode().unwrap();
+    keyed_accept.instruction = Instruction::LinkAccepted.code();
+    path.worker.write_message(&keyed_accept).await.unwrap();
+    path.worker_closes_silently().await;
+    drop(path);
+    assert_ne!(*states.borrow_and_update(), LinkState::Up, "no link came up so far");
+
+    // 3. The same path, passed through untouched: the link comes up and carries relays.
+    let (mut worker_stream, _) = proxy.accept().await.unwrap();
+    let mut master_stream = TcpStream::connect(master_addr).await.unwrap();
+    let pipe = tokio::spawn(async move {
+        let _ = tokio::io::copy_bidirectional(&mut worker_stream, &mut master_stream).await;
+    });
+    states.wait_for(|state| *state == LinkState::Up).await.unwrap();
+    let ip = "127.0.0.1".parse().unwrap();
+    let answer = link.relay(ip, engine::Timestamp(0), None, &net::Request::GetWorkers).await;
+    match answer {
+        net::Response::Data(net::DataPayload::WorkerList(list)) => {
+            assert!(list.iter().any(|w| w.id.0 == uuid.as_u128()), "{list:?}");
+        }
+        other => panic!("unexpected relay answer {other:?}"),
+    }
+
+    shutdown.send(true).unwrap();
+    link_task.await.unwrap();
+    stop_master.send(()).unwrap();
+    master.await.unwrap().unwrap();
+    pipe.abort();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -565,9 +812,8 @@ proptest! {
         let result = s.trust.verify_master_proof(
             s.identity.uuid(),
             &[1; 32],
-            &[2; 32],
             &worker_hello(&HELLO),
-            &bytes,
+            &challenge(&[2; 32], &bytes, SEALED),
             SystemTime::now(),
         );
         prop_assert!(matches!(result, Err(IdentityError::MasterProof(_))));

@@ -1,11 +1,13 @@
 //! The worker's OpenPGP identity (its UUID and its secret key) and the master it trusts.
 //!
 //! The handshake is mutual. The worker sends a fresh nonce in its Hello ([`new_nonce`]); the
-//! master answers with its own nonce and a signature over both ([`master_auth_message`]), which
-//! the worker checks against the master certificate it was given ([`MasterTrust`]) before it
-//! proves anything. The worker then proves that it is a registered worker by signing the
-//! master's nonce with its signing subkey ([`WorkerIdentity::sign_challenge`]), and it receives
-//! the link key encrypted to its transport-encryption subkey. The handshake and the exact signed
+//! master answers with its own nonce, the link key encrypted to the worker's
+//! transport-encryption subkey, and a signature over both nonces and that sealed key
+//! ([`master_auth_message`]), which the worker checks against the master certificate it was
+//! given ([`MasterTrust::verify_master_proof`]) before it proves anything. The worker then
+//! proves that it is a registered worker by signing the master's nonce with its signing subkey
+//! ([`WorkerIdentity::sign_challenge`]), and once the master accepts, it decrypts the sealed key
+//! of the Challenge ([`WorkerIdentity::decrypt_link_key`]). The handshake and the exact signed
 //! bytes are described in `docs/WORKER_AUTH.md`; the master's side is `master::worker_auth`.
 //!
 //! On disk an identity is three files in one directory:
@@ -59,6 +61,8 @@ pub const PROOF_SIGNATURE_BYTES_MAX: usize = 4096;
 pub const SIGNATURE_CLOCK_SKEW_MAX: Duration = Duration::from_secs(30 * 60);
 /// Length of the link key the master seals to the worker.
 pub const LINK_KEY_BYTES: usize = 32;
+/// Length of the BLAKE3 hash of the sealed link key that ends the master authentication message.
+pub const SEALED_KEY_HASH_BYTES: usize = blake3::OUT_LEN;
 /// Largest client-facing address (`host:port`) a worker may announce in its Hello.
 pub const CLIENT_ADDR_BYTES_MAX: usize = 255;
 /// Largest sealed link key the worker agrees to decrypt.
@@ -252,8 +256,12 @@ pub enum MasterProofError {
     },
     /// `bad_signature`: the signature does not verify over this handshake's master
     /// authentication message (tampered, replayed from another handshake, made for another
-    /// worker or other Hello fields) or is rejected by policy (weak hash).
-    #[error("master proof does not verify")]
+    /// worker, other Hello fields or another sealed link key) or is rejected by policy (weak
+    /// hash).
+    #[error(
+        "master proof does not verify over this handshake's nonces, Hello fields and sealed \
+         link key (tampered, replayed, or a field swapped on the way)"
+    )]
     BadSignature,
     /// `signature_time`: the signature's creation time is more than
     /// [`SIGNATURE_CLOCK_SKEW_MAX`] away from the worker's clock.
@@ -286,6 +294,19 @@ pub struct HelloBinding<'a> {
     pub client_addr: &'a str,
 }
 
+/// What the master sent in its Challenge, as the worker received it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MasterChallenge<'a> {
+    /// The master's nonce, which the worker signs in its own proof.
+    pub nonce: &'a [u8; NONCE_BYTES],
+    /// The master's proof: a detached signature over [`master_auth_message`].
+    pub master_proof: &'a [u8],
+    /// The link key sealed to this worker; its BLAKE3 hash is in the signed message. Decrypt
+    /// it ([`WorkerIdentity::decrypt_link_key`]) only after the proof verified and the master
+    /// accepted the worker.
+    pub sealed_key: &'a [u8],
+}
+
 /// The exact bytes a worker signs to answer a challenge (see `docs/WORKER_AUTH.md`):
 ///
 /// `AUTH_DOMAIN || uuid (16) || nonce (32) || protocol_version (u16 BE) ||
@@ -297,31 +318,38 @@ pub fn auth_message(
     nonce: &[u8; NONCE_BYTES],
     hello: &HelloBinding<'_>,
 ) -> Result<Vec<u8>, IdentityError> {
-    signed_message(AUTH_DOMAIN, uuid, &[nonce], hello)
+    signed_message(AUTH_DOMAIN, uuid, &[nonce], hello, &[])
 }
 
 /// The exact bytes the master signs to prove itself to the worker (see
 /// `docs/WORKER_AUTH.md`):
 ///
 /// `MASTER_AUTH_DOMAIN || uuid (16) || worker_nonce (32) || master_nonce (32) ||
-///  protocol_version (u16 BE) || client_addr length (u16 BE) || client_addr (UTF-8)`.
+///  protocol_version (u16 BE) || client_addr length (u16 BE) || client_addr (UTF-8) ||
+///  BLAKE3(sealed_key) (32)`.
 ///
-/// The master computes the same bytes in `master::worker_auth::master_auth_message`.
+/// The hash binds the proof to the exact sealed link key of the Challenge, so nobody on the
+/// path can swap in a key of their own. The master computes the same bytes in
+/// `master::worker_auth::master_auth_message`.
 pub fn master_auth_message(
     uuid: Uuid,
     worker_nonce: &[u8; NONCE_BYTES],
     master_nonce: &[u8; NONCE_BYTES],
     hello: &HelloBinding<'_>,
+    sealed_key: &[u8],
 ) -> Result<Vec<u8>, IdentityError> {
-    signed_message(MASTER_AUTH_DOMAIN, uuid, &[worker_nonce, master_nonce], hello)
+    let sealed_key_hash: [u8; SEALED_KEY_HASH_BYTES] = *blake3::hash(sealed_key).as_bytes();
+    signed_message(MASTER_AUTH_DOMAIN, uuid, &[worker_nonce, master_nonce], hello, &sealed_key_hash)
 }
 
-/// `domain || uuid || nonces... || protocol_version || client_addr length || client_addr`.
+/// `domain || uuid || nonces... || protocol_version || client_addr length || client_addr ||
+/// tail`.
 fn signed_message(
     domain: &[u8],
     uuid: Uuid,
     nonces: &[&[u8; NONCE_BYTES]],
     hello: &HelloBinding<'_>,
+    tail: &[u8],
 ) -> Result<Vec<u8>, IdentityError> {
     let addr = hello.client_addr.as_bytes();
     let too_long =
@@ -330,8 +358,9 @@ fn signed_message(
         return Err(too_long());
     }
     let addr_len = u16::try_from(addr.len()).map_err(|_| too_long())?;
-    // Bounded: the domain is a constant, at most two nonces, the address at most 255 bytes.
-    let capacity = domain.len() + 16 + nonces.len() * NONCE_BYTES + 4 + addr.len();
+    // Bounded: the domain is a constant, at most two nonces, the address at most 255 bytes, the
+    // tail empty or one hash.
+    let capacity = domain.len() + 16 + nonces.len() * NONCE_BYTES + 4 + addr.len() + tail.len();
     let mut message = Vec::with_capacity(capacity);
     message.extend_from_slice(domain);
     message.extend_from_slice(uuid.as_bytes());
@@ -341,6 +370,7 @@ fn signed_message(
     message.extend_from_slice(&hello.protocol_version.to_be_bytes());
     message.extend_from_slice(&addr_len.to_be_bytes());
     message.extend_from_slice(addr);
+    message.extend_from_slice(tail);
     debug_assert_eq!(message.len(), capacity);
     Ok(message)
 }
@@ -502,9 +532,11 @@ impl WorkerIdentity {
         Ok(signature)
     }
 
-    /// Decrypts the link key the master sealed to this worker's transport-encryption subkey.
-    /// Any ciphertext that is not an intact OpenPGP message for this key, holding exactly
-    /// [`LINK_KEY_BYTES`] bytes, is an error.
+    /// Decrypts the link key the master sealed to this worker's transport-encryption subkey
+    /// (the `sealed_key` of the Challenge; call it only after
+    /// [`MasterTrust::verify_master_proof`] accepted that Challenge, which vouches for these
+    /// exact bytes, and the master accepted the worker). Any ciphertext that is not an intact
+    /// OpenPGP message for this key, holding exactly [`LINK_KEY_BYTES`] bytes, is an error.
     pub fn decrypt_link_key(
         &self,
         ciphertext: &[u8],
@@ -596,8 +628,8 @@ impl VerificationHelper for LinkKeyHelper<'_> {
     }
 
     fn check(&mut self, _structure: MessageStructure) -> openpgp::Result<()> {
-        // The sealed link key is not signed; its authenticity is not claimed (see
-        // docs/WORKER_AUTH.md, "What this does not do").
+        // The sealed link key carries no signature of its own: the master's proof in the
+        // Challenge covers its BLAKE3 hash (docs/WORKER_AUTH.md), checked before decryption.
         Ok(())
     }
 }
@@ -707,24 +739,31 @@ impl MasterTrust {
         &self.cert
     }
 
-    /// Checks the master's proof from the Challenge: `proof` must be exactly one detached
-    /// OpenPGP signature (at most [`PROOF_SIGNATURE_BYTES_MAX`] bytes), made by a valid
-    /// signing key of the trusted certificate under `StandardPolicy`, within
+    /// Checks the master's proof from the Challenge: `challenge.master_proof` must be exactly
+    /// one detached OpenPGP signature (at most [`PROOF_SIGNATURE_BYTES_MAX`] bytes), made by a
+    /// valid signing key of the trusted certificate under `StandardPolicy`, within
     /// [`SIGNATURE_CLOCK_SKEW_MAX`] of `now` (the worker's clock), over
-    /// [`master_auth_message`]`(worker, worker_nonce, master_nonce, hello)`: this worker's
-    /// UUID, the nonce this worker just sent, the master's nonce from the Challenge, and the
-    /// Hello this worker sent. Never panics on any input.
+    /// [`master_auth_message`]`(worker, worker_nonce, challenge.nonce, hello,
+    /// challenge.sealed_key)`: this worker's UUID, the nonce this worker just sent, the
+    /// master's nonce from the Challenge, the Hello this worker sent and the sealed link key
+    /// from the Challenge. Never panics on any input.
     pub fn verify_master_proof(
         &self,
         worker: Uuid,
         worker_nonce: &[u8; NONCE_BYTES],
-        master_nonce: &[u8; NONCE_BYTES],
         hello: &HelloBinding<'_>,
-        proof: &[u8],
+        challenge: &MasterChallenge<'_>,
         now: SystemTime,
     ) -> Result<(), IdentityError> {
-        let message = master_auth_message(worker, worker_nonce, master_nonce, hello)?;
-        verify_detached(&self.cert, &message, proof, now).map_err(IdentityError::MasterProof)
+        let message = master_auth_message(
+            worker,
+            worker_nonce,
+            challenge.nonce,
+            hello,
+            challenge.sealed_key,
+        )?;
+        verify_detached(&self.cert, &message, challenge.master_proof, now)
+            .map_err(IdentityError::MasterProof)
     }
 }
 
@@ -973,20 +1012,33 @@ mod tests {
         assert_eq!(message, expected);
     }
 
+    /// The sealed key of the layout examples (`docs/WORKER_AUTH.md`): 8 bytes `cc`.
+    const SEALED: &[u8] = &[0xCC; 8];
+
     #[test]
     fn master_auth_message_layout_is_fixed() {
-        let message = master_auth_message(uuid(), &[0xBB; 32], &[0xAA; 32], &HELLO).unwrap();
+        let message =
+            master_auth_message(uuid(), &[0xBB; 32], &[0xAA; 32], &HELLO, SEALED).unwrap();
         let mut expected = b"papertrader-master-auth-v1\0".to_vec();
         expected.extend_from_slice(&0x0123_4567_89ab_cdef_0123_4567_89ab_cdef_u128.to_be_bytes());
         expected.extend_from_slice(&[0xBB; 32]);
         expected.extend_from_slice(&[0xAA; 32]);
         expected.extend_from_slice(&[0x00, 0x01, 0x00, 0x10]);
         expected.extend_from_slice(b"203.0.113.7:2049");
+        expected.extend_from_slice(blake3::hash(SEALED).as_bytes());
         assert_eq!(message, expected);
-        assert_eq!(message.len(), 27 + 16 + 32 + 32 + 4 + 16);
+        assert_eq!(message.len(), 27 + 16 + 32 + 32 + 4 + 16 + 32);
+        // The hash as pinned in docs/WORKER_AUTH.md.
+        assert_eq!(
+            blake3::hash(SEALED).to_hex().as_str(),
+            "1fc7622a3e4fa4a577431863f1c57982df2fcce56daa447f2d65bc51e745e526"
+        );
+        // Another sealed key, another message.
+        let other = master_auth_message(uuid(), &[0xBB; 32], &[0xAA; 32], &HELLO, &[0xCD; 8]);
+        assert_ne!(other.unwrap(), message);
         let long = "a".repeat(CLIENT_ADDR_BYTES_MAX + 1);
         let hello = HelloBinding { protocol_version: 1, client_addr: &long };
-        let err = master_auth_message(uuid(), &[0; 32], &[0; 32], &hello).unwrap_err();
+        let err = master_auth_message(uuid(), &[0; 32], &[0; 32], &hello, SEALED).unwrap_err();
         assert!(matches!(err, IdentityError::ClientAddrTooLong { bytes: 256, bytes_max: 255 }));
     }
 
@@ -1038,44 +1090,63 @@ mod tests {
         let trust = MasterTrust::from_armored(&armored_public(&master)).unwrap();
         assert_eq!(trust.fingerprint(), master.fingerprint());
         let (wn, mn) = ([1; NONCE_BYTES], [2; NONCE_BYTES]);
-        let proof = sign_with(&master, &master_auth_message(uuid(), &wn, &mn, &HELLO).unwrap());
+        let message = master_auth_message(uuid(), &wn, &mn, &HELLO, SEALED).unwrap();
+        let proof = sign_with(&master, &message);
+        let challenge =
+            |nonce, master_proof, sealed_key| MasterChallenge { nonce, master_proof, sealed_key };
         let now = SystemTime::now();
-        trust.verify_master_proof(uuid(), &wn, &mn, &HELLO, &proof, now).unwrap();
+        trust
+            .verify_master_proof(uuid(), &wn, &HELLO, &challenge(&mn, &proof, SEALED), now)
+            .unwrap();
 
         let refused =
-            |worker, wn: &[u8; 32], mn: &[u8; 32], hello: &HelloBinding<'_>, proof: &[u8], now| {
-                match trust.verify_master_proof(worker, wn, mn, hello, proof, now) {
-                    Err(IdentityError::MasterProof(err)) => err.reason(),
-                    other => panic!("{other:?}"),
-                }
+            |worker, wn: &[u8; 32], hello: &HelloBinding<'_>, c: MasterChallenge, now| match trust
+                .verify_master_proof(worker, wn, hello, &c, now)
+            {
+                Err(IdentityError::MasterProof(err)) => err.reason(),
+                other => panic!("{other:?}"),
             };
-        assert_eq!(refused(Uuid::from_u128(9), &wn, &mn, &HELLO, &proof, now), "bad_signature");
-        assert_eq!(refused(uuid(), &[3; 32], &mn, &HELLO, &proof, now), "bad_signature");
-        assert_eq!(refused(uuid(), &wn, &[3; 32], &HELLO, &proof, now), "bad_signature");
+        let good = challenge(&mn, &proof, SEALED);
+        assert_eq!(refused(Uuid::from_u128(9), &wn, &HELLO, good, now), "bad_signature");
+        assert_eq!(refused(uuid(), &[3; 32], &HELLO, good, now), "bad_signature");
+        assert_eq!(
+            refused(uuid(), &wn, &HELLO, challenge(&[3; 32], &proof, SEALED), now),
+            "bad_signature"
+        );
         let moved = HelloBinding { client_addr: "198.51.100.1:2049", ..HELLO };
-        assert_eq!(refused(uuid(), &wn, &mn, &moved, &proof, now), "bad_signature");
+        assert_eq!(refused(uuid(), &wn, &moved, good, now), "bad_signature");
+        // Another sealed key (swapped on the way, or cut short) under the genuine proof.
+        let swapped = challenge(&mn, &proof, &[0xCD; 8]);
+        assert_eq!(refused(uuid(), &wn, &HELLO, swapped, now), "bad_signature");
+        let cut = challenge(&mn, &proof, &SEALED[..7]);
+        assert_eq!(refused(uuid(), &wn, &HELLO, cut, now), "bad_signature");
         // The worker's own kind of message, signed by the master key, is not a master proof.
         let worker_kind = sign_with(&master, &auth_message(uuid(), &mn, &HELLO).unwrap());
-        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, &worker_kind, now), "bad_signature");
+        let c = challenge(&mn, &worker_kind, SEALED);
+        assert_eq!(refused(uuid(), &wn, &HELLO, c, now), "bad_signature");
         // Another key.
-        let stranger =
-            sign_with(&master_key(), &master_auth_message(uuid(), &wn, &mn, &HELLO).unwrap());
-        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, &stranger, now), "wrong_key");
+        let stranger = sign_with(&master_key(), &message);
+        let c = challenge(&mn, &stranger, SEALED);
+        assert_eq!(refused(uuid(), &wn, &HELLO, c, now), "wrong_key");
         // Clock far off.
         let hour = Duration::from_secs(3600);
-        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, &proof, now + hour), "signature_time");
-        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, &proof, now - hour), "signature_time");
+        assert_eq!(refused(uuid(), &wn, &HELLO, good, now + hour), "signature_time");
+        assert_eq!(refused(uuid(), &wn, &HELLO, good, now - hour), "signature_time");
         // Garbage, empty, oversized, doubled.
-        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, b"garbage", now), "malformed_signature");
-        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, &[], now), "malformed_signature");
+        let c = challenge(&mn, b"garbage", SEALED);
+        assert_eq!(refused(uuid(), &wn, &HELLO, c, now), "malformed_signature");
+        let c = challenge(&mn, &[], SEALED);
+        assert_eq!(refused(uuid(), &wn, &HELLO, c, now), "malformed_signature");
         let big = vec![0xC2; PROOF_SIGNATURE_BYTES_MAX + 1];
-        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, &big, now), "malformed_signature");
+        let c = challenge(&mn, &big, SEALED);
+        assert_eq!(refused(uuid(), &wn, &HELLO, c, now), "malformed_signature");
         let doubled = [proof.clone(), proof.clone()].concat();
-        assert_eq!(refused(uuid(), &wn, &mn, &HELLO, &doubled, now), "malformed_signature");
+        let c = challenge(&mn, &doubled, SEALED);
+        assert_eq!(refused(uuid(), &wn, &HELLO, c, now), "malformed_signature");
         // An over-long address is refused before any signature work.
         let long = "x".repeat(CLIENT_ADDR_BYTES_MAX + 1);
         let hello = HelloBinding { client_addr: &long, ..HELLO };
-        let err = trust.verify_master_proof(uuid(), &wn, &mn, &hello, &proof, now).unwrap_err();
+        let err = trust.verify_master_proof(uuid(), &wn, &hello, &good, now).unwrap_err();
         assert!(matches!(err, IdentityError::ClientAddrTooLong { .. }), "{err}");
     }
 

@@ -2,8 +2,9 @@
 //! `docs/WORKER_AUTH.md`).
 //!
 //! One task ([`MasterLink::start`]) owns the connection: it connects, performs the mutual
-//! handshake (the worker checks the master's proof with the configured master certificate, then
-//! proves itself and decrypts the link key), seals the link, and then multiplexes:
+//! handshake (the worker checks the master's proof, which covers the sealed link key of the
+//! Challenge, with the configured master certificate, then proves itself and, once accepted,
+//! decrypts that link key), seals the link, and then multiplexes:
 //! - [`MasterLink::relay`] sends a client's request as a `relay` with a fresh relay id and waits
 //!   for the `relayReply` with that id. Replies may come in any order (an order is answered when
 //!   its interval settles), so many relays are in flight at once; the in-flight map is bounded
@@ -36,7 +37,9 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::LinkConfig;
-use crate::identity::{self, HelloBinding, IdentityError, MasterTrust, WorkerIdentity};
+use crate::identity::{
+    self, HelloBinding, IdentityError, MasterChallenge, MasterTrust, WorkerIdentity,
+};
 
 /// The state of the link, as seen by relays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,8 +354,10 @@ async fn handshake(
             nonce: worker_nonce,
         };
         framed.write_control(&Control::WorkerHello(hello)).await?;
-        let (master_nonce, master_proof) = match framed.read_control().await? {
-            Some(Control::Challenge { nonce, master_proof }) => (nonce, master_proof),
+        let (master_nonce, master_proof, sealed_key) = match framed.read_control().await? {
+            Some(Control::Challenge { nonce, master_proof, sealed_key }) => {
+                (nonce, master_proof, sealed_key)
+            }
             Some(Control::LinkRefused(failure)) => return Err(HandshakeError::Refused(failure)),
             Some(other) => {
                 return Err(HandshakeError::Unexpected {
@@ -362,19 +367,18 @@ async fn handshake(
             }
             None => return Err(HandshakeError::Closed),
         };
-        // Authenticate the master before proving anything to it.
-        trust.verify_master_proof(
-            uuid,
-            &worker_nonce,
-            &master_nonce,
-            &binding,
-            &master_proof,
-            SystemTime::now(),
-        )?;
+        // Authenticate the master, and the sealed link key it sent, before proving anything.
+        let challenge = MasterChallenge {
+            nonce: &master_nonce,
+            master_proof: &master_proof,
+            sealed_key: &sealed_key,
+        };
+        trust.verify_master_proof(uuid, &worker_nonce, &binding, &challenge, SystemTime::now())?;
         let signature = identity.sign_challenge(&master_nonce, &binding)?;
         framed.write_control(&Control::HelloProof { signature }).await?;
-        let sealed_key = match framed.read_control().await? {
-            Some(Control::LinkAccepted { sealed_key }) => sealed_key,
+        // The key is the one the verified Challenge carried: linkAccepted carries none.
+        match framed.read_control().await? {
+            Some(Control::LinkAccepted) => {}
             Some(Control::LinkRefused(failure)) => return Err(HandshakeError::Refused(failure)),
             Some(other) => {
                 return Err(HandshakeError::Unexpected {
@@ -383,7 +387,7 @@ async fn handshake(
                 });
             }
             None => return Err(HandshakeError::Closed),
-        };
+        }
         let key = identity.decrypt_link_key(&sealed_key)?;
         framed.seal_link(
             LinkSealer::new(LinkKey(key), Direction::WorkerToMaster),

@@ -255,10 +255,15 @@ pub fn control() -> impl Strategy<Value = Control> {
                 Control::WorkerHello(WorkerHello { worker: WorkerId(id), version, address, nonce })
             }
         ),
-        (any::<[u8; 32]>(), bytes(600))
-            .prop_map(|(nonce, master_proof)| Control::Challenge { nonce, master_proof }),
+        (any::<[u8; 32]>(), bytes(600), bytes(600)).prop_map(
+            |(nonce, master_proof, sealed_key)| Control::Challenge {
+                nonce,
+                master_proof,
+                sealed_key
+            }
+        ),
         bytes(600).prop_map(|signature| Control::HelloProof { signature }),
-        bytes(600).prop_map(|sealed_key| Control::LinkAccepted { sealed_key }),
+        Just(Control::LinkAccepted),
         failure().prop_map(Control::LinkRefused),
         any::<u64>().prop_map(|seq| Control::Heartbeat { seq }),
         any::<u64>().prop_map(|seq| Control::HeartbeatAck { seq }),

@@ -172,10 +172,15 @@ async fn serve_link(
     let registered = registry.check_admission(uuid, peer.ip()).unwrap();
     let binding =
         HelloBinding { protocol_version: hello.version, client_addr: hello.address.as_str() };
+    // The link key is sealed first: the master's proof covers the sealed key.
+    let key = worker_auth::new_link_key().unwrap();
+    let sealed_key = worker_auth::seal_link_key(registered, &key).unwrap();
     let master_nonce = worker_auth::new_challenge().unwrap();
-    let master_proof =
-        identity.sign_worker_challenge(uuid, &hello.nonce, &master_nonce, &binding).unwrap();
-    framed.write_control(&Control::Challenge { nonce: master_nonce, master_proof }).await.unwrap();
+    let master_proof = identity
+        .sign_worker_challenge(uuid, &hello.nonce, &master_nonce, &binding, &sealed_key)
+        .unwrap();
+    let challenge = Control::Challenge { nonce: master_nonce, master_proof, sealed_key };
+    framed.write_control(&challenge).await.unwrap();
     let signature = match framed.read_control().await {
         Ok(Some(Control::HelloProof { signature })) => signature,
         _ => {
@@ -185,9 +190,7 @@ async fn serve_link(
     };
     worker_auth::verify_proof(registered, &master_nonce, &binding, &signature, SystemTime::now())
         .unwrap();
-    let key = worker_auth::new_link_key().unwrap();
-    let sealed_key = worker_auth::seal_link_key(registered, &key).unwrap();
-    framed.write_control(&Control::LinkAccepted { sealed_key }).await.unwrap();
+    framed.write_control(&Control::LinkAccepted).await.unwrap();
     framed.seal_link(
         LinkSealer::new(LinkKey(key), Direction::MasterToWorker),
         LinkOpener::new(LinkKey(key), Direction::WorkerToMaster),
