@@ -1,12 +1,20 @@
-//! `pt`: the PaperTrader command-line tool.
+//! `pt`: the PaperTrader command-line tool. Exit status: 0 on success, 1 when the server refused
+//! (the reason on stderr) or the command failed, 2 on usage errors.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pt_tools::client::commands::{self, ClientCommand};
 
 /// PaperTrader: paper trading with real prices and fake money.
 #[derive(Debug, Parser)]
-#[command(name = "pt", version, about)]
+#[command(
+    name = "pt",
+    version,
+    after_help = "Start with `pt up` (a local PaperTrader), then `pt register`, `pt login`, \
+                  `pt buy`. Exit status: 0 success, 1 refused by the server (reason on stderr) or \
+                  failed, 2 usage error. See docs/CLIENT.md."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,6 +22,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Client(ClientCommand),
+    /// Start a local PaperTrader (a master and N workers on loopback, in this process) and run
+    /// until Ctrl-C.
+    Up(pt_tools::up::UpArgs),
     /// Settle a recorded order stream against recorded prices with the engine alone (no
     /// servers, no files written) and print the outcome.
     Simulate(pt_tools::simulate::SimulateArgs),
@@ -21,14 +34,42 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Simulate(args) => pt_tools::simulate::run(&args).map(|text| println!("{text}")),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("pt: {err:#}");
-            ExitCode::FAILURE
+    match cli.command {
+        Command::Up(args) => match pt_tools::up::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("pt up: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Simulate(args) => match pt_tools::simulate::run(&args) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("pt: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Client(command) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    eprintln!("pt: cannot start the async runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(commands::run(&command)) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("pt: {err}");
+                    ExitCode::from(err.exit_code())
+                }
+            }
         }
     }
 }

@@ -1,0 +1,560 @@
+//! The client commands of `pt`: their arguments (clap) and what each sends.
+//!
+//! Each `run` returns the text to print on stdout (a table, or JSON with `--json`) or a
+//! [`ClientError`] whose [`exit_code`](ClientError::exit_code) the binary uses.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use engine::{Email, Qty, Symbol, Timestamp, Username};
+use net::{ConnState, DataPayload, Failure, Period, Reason, Request, Response, SessionId};
+
+use super::password::{self, PasswordSource};
+use super::session::{self, SavedSession};
+use super::{
+    Client, ClientError, ConnectConfig, ENV_MASTER, ENV_WORKER, MASTER_DEFAULT, WORKER_DEFAULT,
+    render, unexpected,
+};
+
+/// The client commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ClientCommand {
+    /// List the workers the master knows (asks the master).
+    Workers(WorkersArgs),
+    /// Create an account; the password is prompted for (or read with --password-stdin).
+    Register(RegisterArgs),
+    /// Log in and save the session for the next commands.
+    Login(LoginArgs),
+    /// End the saved session and remove the session file.
+    Logout(CommonArgs),
+    /// Buy an asset; waits for the settlement interval and prints the fill or the reason.
+    Buy(TradeArgs),
+    /// Sell an asset; waits for the settlement interval and prints the fill or the reason.
+    Sell(TradeArgs),
+    /// Cash and holdings, valued at the last prices (yours, or USER's if public).
+    Portfolio(OptionalUserArgs),
+    /// Settled transactions, oldest first (yours, or USER's if public).
+    History(OptionalUserArgs),
+    /// A user's account information.
+    User(UserArgs),
+    /// An asset's latest tick.
+    Info(SymbolArgs),
+    /// An asset's current price, or its prices over a range with a small chart.
+    Price(PriceArgs),
+}
+
+/// Options of every command that talks to a worker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// The worker's address, `host:port`.
+    #[arg(long, env = ENV_WORKER, default_value = WORKER_DEFAULT, value_name = "ADDR")]
+    pub worker: String,
+    /// The session file (default: `$XDG_CONFIG_HOME/papertrader/session` or
+    /// `~/.config/papertrader/session`).
+    #[arg(long, env = session::ENV_SESSION_FILE, value_name = "FILE")]
+    pub session_file: Option<PathBuf>,
+    /// Print JSON instead of tables (money as decimal strings, times in RFC 3339 UTC).
+    #[arg(long)]
+    pub json: bool,
+    /// Longest wait for one answer (a trade waits for its settlement interval).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl CommonArgs {
+    fn connect_config(&self) -> ConnectConfig {
+        ConnectConfig { addr: self.worker.clone(), role: "worker", timeout: self.timeout }
+    }
+
+    fn session_path(&self) -> Result<PathBuf, ClientError> {
+        session::resolve_path(self.session_file.as_deref())
+    }
+}
+
+/// `pt workers`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkersArgs {
+    /// The master's address, `host:port`.
+    #[arg(long, env = ENV_MASTER, default_value = MASTER_DEFAULT, value_name = "ADDR")]
+    pub master: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Longest wait for the answer.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `pt register`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegisterArgs {
+    /// The username: 1 to 24 letters, digits, `.`, `_`, `-` (starting with a letter or digit).
+    #[arg(value_parser = parse_username)]
+    pub username: Username,
+    /// The email address.
+    #[arg(value_parser = parse_email)]
+    pub email: Email,
+    /// Read the password from the first line of stdin instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Connection, session and output options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `pt login`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoginArgs {
+    /// The username.
+    #[arg(value_parser = parse_username)]
+    pub username: Username,
+    /// Keep the session for the master's remembered lifetime (30 days by default) instead of
+    /// ending it after the idle timeout (30 minutes by default).
+    #[arg(long)]
+    pub remember: bool,
+    /// Read the password from the first line of stdin instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Connection, session and output options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `pt buy` and `pt sell`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TradeArgs {
+    /// The asset's symbol (`AAPL`; lower case is accepted and upper-cased).
+    #[arg(value_parser = parse_symbol)]
+    pub symbol: Symbol,
+    /// How much, a decimal with up to eight decimals (`10`, `0.5`).
+    #[arg(value_parser = parse_qty)]
+    pub qty: Qty,
+    /// The order's idempotency key (default: random). Sending the same id again (same account)
+    /// never orders twice: it is answered with the first attempt's outcome.
+    #[arg(long, value_name = "ID")]
+    pub client_order_id: Option<u64>,
+    /// Connection, session and output options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `pt portfolio` and `pt history`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OptionalUserArgs {
+    /// Whose (default: the logged-in user).
+    #[arg(value_parser = parse_username)]
+    pub username: Option<Username>,
+    /// Connection, session and output options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `pt user`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UserArgs {
+    /// Whose.
+    #[arg(value_parser = parse_username)]
+    pub username: Username,
+    /// Connection, session and output options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `pt info`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SymbolArgs {
+    /// The asset's symbol.
+    #[arg(value_parser = parse_symbol)]
+    pub symbol: Symbol,
+    /// Connection, session and output options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// The range of `pt price`: at most one.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[group(multiple = false)]
+pub struct RangeArgs {
+    /// 24 hours from DATE (`2010-06-01`, `2010-06-01T14:00:00Z` or `3days ago`).
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub day: Option<Timestamp>,
+    /// A week from DATE.
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub week: Option<Timestamp>,
+    /// A month from DATE.
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub month: Option<Timestamp>,
+    /// A year from DATE.
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub year: Option<Timestamp>,
+    /// Every price the master has.
+    #[arg(long)]
+    pub all: bool,
+}
+
+impl RangeArgs {
+    /// The request for `symbol`: the current value when no range is given.
+    pub fn request(&self, symbol: Symbol) -> Request {
+        let ranged = [
+            (Period::Day, self.day),
+            (Period::Week, self.week),
+            (Period::Month, self.month),
+            (Period::Year, self.year),
+        ];
+        if let Some((period, Some(date))) = ranged.into_iter().find(|(_, d)| d.is_some()) {
+            return Request::GetAssetValue { symbol, period, date };
+        }
+        if self.all {
+            Request::GetAssetValueAllTime { symbol }
+        } else {
+            Request::GetAssetValueCurrent { symbol }
+        }
+    }
+}
+
+/// The label of a ranged request (`week from 2010-06-01`, `all time`).
+fn range_label(request: &Request) -> String {
+    match request {
+        Request::GetAssetValue { period, date, .. } => {
+            let name = match period {
+                Period::Day => "day",
+                Period::Week => "week",
+                Period::Month => "month",
+                Period::Year => "year",
+            };
+            format!("{name} from {}", render::fmt_time(*date))
+        }
+        _ => "all time".to_owned(),
+    }
+}
+
+/// `pt price`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PriceArgs {
+    /// The asset's symbol.
+    #[arg(value_parser = parse_symbol)]
+    pub symbol: Symbol,
+    /// The range; none: the current price.
+    #[command(flatten)]
+    pub range: RangeArgs,
+    /// Rows of the price table under the chart (the latest bars); 0 shows every bar.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub rows: usize,
+    /// Connection, session and output options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Parses a username argument.
+pub fn parse_username(text: &str) -> Result<Username, String> {
+    Username::new(text).map_err(|e| e.to_string())
+}
+
+/// Parses an email argument.
+pub fn parse_email(text: &str) -> Result<Email, String> {
+    Email::new(text).map_err(|e| e.to_string())
+}
+
+/// Parses a symbol argument; lower-case letters are upper-cased (`aapl` is `AAPL`).
+pub fn parse_symbol(text: &str) -> Result<Symbol, String> {
+    Symbol::new(&text.to_ascii_uppercase()).map_err(|e| e.to_string())
+}
+
+/// Parses a quantity: a positive decimal with at most eight decimals.
+pub fn parse_qty(text: &str) -> Result<Qty, String> {
+    let qty = Qty::parse(text).map_err(|e| format!("{text:?} is not a quantity: {e}"))?;
+    if qty.is_zero() {
+        return Err("the quantity must be more than zero".to_owned());
+    }
+    Ok(qty)
+}
+
+/// Parses a duration (`30s`, `5m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))
+}
+
+/// Parses a date: `2010-06-01` (midnight UTC), or any time `pt-replay` takes
+/// (`2010-06-01T14:00:00Z`, `2010-06-01 14:00:00`, `3days ago`).
+pub fn parse_date(text: &str) -> Result<Timestamp, String> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(date) = time::Date::parse(text.trim(), &format) {
+        return Timestamp::from_offset_date_time(date.midnight().assume_utc())
+            .ok_or_else(|| format!("{text:?} is out of range"));
+    }
+    crate::replay::time::parse_time(text, SystemTime::now()).map_err(|e| format!("{e:#}"))
+}
+
+/// Runs a client command; returns what to print.
+pub async fn run(command: &ClientCommand) -> Result<String, ClientError> {
+    match command {
+        ClientCommand::Workers(args) => workers(args).await,
+        ClientCommand::Register(args) => register(args).await,
+        ClientCommand::Login(args) => login(args).await,
+        ClientCommand::Logout(args) => logout(args).await,
+        ClientCommand::Buy(args) => trade(args, engine::Side::Buy).await,
+        ClientCommand::Sell(args) => trade(args, engine::Side::Sell).await,
+        ClientCommand::Portfolio(args) => portfolio(args).await,
+        ClientCommand::History(args) => history(args).await,
+        ClientCommand::User(args) => user(args).await,
+        ClientCommand::Info(args) => info(args).await,
+        ClientCommand::Price(args) => price(args).await,
+    }
+}
+
+fn password_source(from_stdin: bool) -> PasswordSource {
+    if from_stdin { PasswordSource::Stdin } else { PasswordSource::Prompt }
+}
+
+async fn workers(args: &WorkersArgs) -> Result<String, ClientError> {
+    let config = ConnectConfig { addr: args.master.clone(), role: "master", timeout: args.timeout };
+    let mut client = Client::connect(config).await?;
+    let request = Request::GetWorkers;
+    match client.exchange(&request).await? {
+        Response::Data(DataPayload::WorkerList(list)) => Ok(render::workers(&list, args.json)),
+        other => Err(unexpected(&request, &other)),
+    }
+}
+
+async fn register(args: &RegisterArgs) -> Result<String, ClientError> {
+    let password = password::read_new_password(password_source(args.password_stdin))?;
+    let request = Request::Register {
+        username: args.username.clone(),
+        email: args.email.clone(),
+        password: password::hash_password(&args.username, &password)?,
+    };
+    let mut client = Client::connect(args.common.connect_config()).await?;
+    match client.exchange(&request).await? {
+        Response::RegisterSuccess => {
+            Ok(render::registered(&args.username, args.email.as_str(), args.common.json))
+        }
+        other => Err(unexpected(&request, &other)),
+    }
+}
+
+async fn login(args: &LoginArgs) -> Result<String, ClientError> {
+    let path = args.common.session_path()?;
+    let password = password::read_password(password_source(args.password_stdin))?;
+    // Always a remembered session on the wire: the next `pt` command is another connection, and
+    // a worker ends an expirable session with its connection. Without --remember the client
+    // applies the idle limit itself (see `session`).
+    let request = Request::Login {
+        username: args.username.clone(),
+        password: password::hash_password(&args.username, &password)?,
+        expirable: false,
+    };
+    let mut client = Client::connect(args.common.connect_config()).await?;
+    let session = match client.exchange(&request).await? {
+        Response::SessionId(session) => session,
+        other => return Err(unexpected(&request, &other)),
+    };
+    let saved = SavedSession {
+        username: args.username.clone(),
+        session,
+        remember: args.remember,
+        last_used: session::now_unix_secs(),
+    };
+    saved.save(&path)?;
+    Ok(render::logged_in(
+        &args.username,
+        args.remember,
+        &path.display().to_string(),
+        args.common.json,
+    ))
+}
+
+/// A connection logged in with the saved session.
+struct LoggedIn {
+    client: Client,
+    saved: SavedSession,
+    state: ConnState,
+}
+
+impl LoggedIn {
+    /// Loads the session file, connects and sends `loginSession`. A session saved without
+    /// `--remember` and idle for too long is ended instead, and the file removed.
+    async fn open(common: &CommonArgs) -> Result<Self, ClientError> {
+        let path = common.session_path()?;
+        let mut saved = SavedSession::load(&path)?
+            .ok_or_else(|| ClientError::NotLoggedIn { path: path.display().to_string() })?;
+        let mut client = Client::connect(common.connect_config()).await?;
+        let now = session::now_unix_secs();
+        if saved.idle_expired(now) {
+            // Best effort: the session is over either way.
+            if resume(&mut client, &saved).await.is_ok() {
+                let _ = client.exchange(&Request::Logout { session: saved.session }).await;
+            }
+            remove_session(&path)?;
+            return Err(ClientError::SessionExpired { username: saved.username.to_string() });
+        }
+        if let Err(e) = resume(&mut client, &saved).await {
+            if e.reason() == Some(Reason::BadSession) {
+                // Session ids are never reused: this one is dead for good.
+                remove_session(&path)?;
+            }
+            return Err(e);
+        }
+        if !saved.remember {
+            saved.last_used = now;
+            saved.save(&path)?;
+        }
+        Ok(Self { client, saved, state: ConnState::Command })
+    }
+
+    fn session(&self) -> SessionId {
+        self.saved.session
+    }
+
+    /// Switches the connection to `state` if it is not there yet.
+    async fn switch(&mut self, state: ConnState) -> Result<(), ClientError> {
+        if self.state == state {
+            return Ok(());
+        }
+        let request = Request::SwitchState { session: self.session(), state };
+        match self.client.exchange(&request).await? {
+            Response::StateSwitchSuccess(now) if now == state => {
+                self.state = state;
+                Ok(())
+            }
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// Sends a `get...` (in data transfer state) and returns its payload.
+    async fn get(&mut self, request: Request) -> Result<DataPayload, ClientError> {
+        self.switch(ConnState::DataTransfer).await?;
+        match self.client.exchange(&request).await? {
+            Response::Data(payload) => Ok(payload),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+}
+
+/// Sends `loginSession`; a session the master no longer knows is reported with a hint.
+async fn resume(client: &mut Client, saved: &SavedSession) -> Result<(), ClientError> {
+    let request = Request::LoginSession { session: saved.session };
+    match client.exchange(&request).await {
+        Ok(Response::SessionId(session)) if session == saved.session => Ok(()),
+        Ok(other) => Err(unexpected(&request, &other)),
+        Err(ClientError::Refused { failure, .. }) if failure.reason == Reason::BadSession => {
+            Err(ClientError::Refused {
+                what: "session",
+                failure: Failure::new(
+                    failure.reason,
+                    format!("{}; run `pt login {}` again", failure.message, saved.username),
+                ),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn logout(common: &CommonArgs) -> Result<String, ClientError> {
+    let path = common.session_path()?;
+    let Some(saved) = SavedSession::load(&path)? else {
+        return Err(ClientError::NotLoggedIn { path: path.display().to_string() });
+    };
+    let mut client = Client::connect(common.connect_config()).await?;
+    let ended = match resume(&mut client, &saved).await {
+        Ok(()) => {
+            let request = Request::Logout { session: saved.session };
+            match client.exchange(&request).await? {
+                Response::LogoutSuccess => true,
+                other => return Err(unexpected(&request, &other)),
+            }
+        }
+        // The master no longer knows the session: there is nothing left to end.
+        Err(e) if e.reason() == Some(Reason::BadSession) => false,
+        Err(e) => return Err(e),
+    };
+    remove_session(&path)?;
+    Ok(render::logged_out(&saved.username, ended, common.json))
+}
+
+fn remove_session(path: &Path) -> Result<(), ClientError> {
+    SavedSession::remove(path).map(|_| ())
+}
+
+async fn trade(args: &TradeArgs, side: engine::Side) -> Result<String, ClientError> {
+    let client_order_id = match args.client_order_id {
+        Some(id) => id,
+        None => getrandom::u64().map_err(|e| {
+            ClientError::Local(format!("cannot draw a random client order id: {e}"))
+        })?,
+    };
+    let mut conn = LoggedIn::open(&args.common).await?;
+    let (session, symbol, qty) = (conn.session(), args.symbol, args.qty);
+    let request = match side {
+        engine::Side::Buy => Request::Purchase { session, symbol, qty, client_order_id },
+        engine::Side::Sell => Request::Sell { session, symbol, qty, client_order_id },
+    };
+    let response = conn.client.exchange(&request).await.map_err(|e| match e {
+        // The order may have been placed: say how to ask again without ordering twice.
+        ClientError::Timeout { .. } | ClientError::Connection { .. } => {
+            ClientError::Local(format!(
+                "{e}; the order may still settle: run the same command with \
+             --client-order-id {client_order_id} to get its outcome without ordering twice"
+            ))
+        }
+        other => other,
+    })?;
+    match response {
+        Response::PurchaseSuccess(fill) | Response::SellSuccess(fill) if fill.side == side => {
+            Ok(render::fill(&fill, args.common.json))
+        }
+        other => Err(unexpected(&request, &other)),
+    }
+}
+
+async fn portfolio(args: &OptionalUserArgs) -> Result<String, ClientError> {
+    let mut conn = LoggedIn::open(&args.common).await?;
+    let username = args.username.clone().unwrap_or_else(|| conn.saved.username.clone());
+    let request = Request::GetUserPortfolio { session: conn.session(), username: username.clone() };
+    match conn.get(request.clone()).await? {
+        DataPayload::Portfolio(p) => Ok(render::portfolio(&username, &p, args.common.json)),
+        other => Err(unexpected(&request, &Response::Data(other))),
+    }
+}
+
+async fn history(args: &OptionalUserArgs) -> Result<String, ClientError> {
+    let mut conn = LoggedIn::open(&args.common).await?;
+    let username = args.username.clone().unwrap_or_else(|| conn.saved.username.clone());
+    let request =
+        Request::GetUserTransactionHistory { session: conn.session(), username: username.clone() };
+    match conn.get(request.clone()).await? {
+        DataPayload::TransactionHistory(entries) => {
+            Ok(render::history(&username, &entries, args.common.json))
+        }
+        other => Err(unexpected(&request, &Response::Data(other))),
+    }
+}
+
+async fn user(args: &UserArgs) -> Result<String, ClientError> {
+    let mut conn = LoggedIn::open(&args.common).await?;
+    let request = Request::GetUserInfo { session: conn.session(), username: args.username.clone() };
+    match conn.get(request.clone()).await? {
+        DataPayload::UserInfo(info) => Ok(render::user(&info, args.common.json)),
+        other => Err(unexpected(&request, &Response::Data(other))),
+    }
+}
+
+async fn info(args: &SymbolArgs) -> Result<String, ClientError> {
+    let mut conn = LoggedIn::open(&args.common).await?;
+    let request = Request::GetAssetInfo { symbol: args.symbol };
+    match conn.get(request.clone()).await? {
+        DataPayload::AssetInfo(tick) => Ok(render::tick(&tick, args.common.json)),
+        other => Err(unexpected(&request, &Response::Data(other))),
+    }
+}
+
+async fn price(args: &PriceArgs) -> Result<String, ClientError> {
+    let mut conn = LoggedIn::open(&args.common).await?;
+    let request = args.range.request(args.symbol);
+    match conn.get(request.clone()).await? {
+        DataPayload::AssetInfo(tick) => Ok(render::tick(&tick, args.common.json)),
+        DataPayload::PriceSeries(series) => {
+            Ok(render::series(&series, &range_label(&request), args.rows, args.common.json))
+        }
+        other => Err(unexpected(&request, &Response::Data(other))),
+    }
+}

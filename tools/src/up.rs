@@ -1,0 +1,530 @@
+//! `pt up`: a whole PaperTrader on loopback in one process: the master and N workers as tokio
+//! tasks, through their libraries, with the embedded defaults.
+//!
+//! The data directory (default `./pt-data`) is the master's: the journal
+//! (`papertrader.redb`, so `pt-replay --data DIR` reads it), the master's key (`master.key`,
+//! `master.pub.asc`) and the log (`pt-up.log`). Worker identities are made on the first run in
+//! `DIR/workers/wN/` and kept; each run registers them with the master (in memory, allowed from
+//! `127.0.0.1` and `::1`) and gives each worker the master's certificate. [`Cluster::start`] is
+//! the core (tests call it with port 0); [`run`] adds logging, the banner and Ctrl-C.
+//!
+//! Shutdown stops the workers first (they answer the requests they already read), then the
+//! master, which settles and commits the current interval.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use master::config::{IpNet, MasterConfig, PriceSourceConfig, RecordedSourceConfig};
+use master::worker_auth::MasterIdentity;
+use net::{DataPayload, Request, Response};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+use worker::identity::{MasterTrust, WorkerIdentity};
+
+use crate::client::{Client, ConnectConfig};
+
+/// Most workers `pt up` starts.
+pub const WORKERS_MAX: usize = 16;
+/// Longest wait for every worker to link to the master at start.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause between two checks of the worker list while starting.
+const READY_POLL: Duration = Duration::from_millis(50);
+/// Name of the log file in the data directory.
+pub const LOG_FILE_NAME: &str = "pt-up.log";
+/// Shortest relay timeout given to the workers: a relayed order waits for its interval.
+const RELAY_TIMEOUT_MIN: Duration = Duration::from_secs(30);
+
+/// Arguments of `pt up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// Data directory: journal, keys, worker identities, log.
+    #[arg(long, value_name = "DIR", default_value = "./pt-data")]
+    pub data: PathBuf,
+    /// How many workers to start (1 to 16).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub workers: u16,
+    /// Time between two price updates (settlements), e.g. `1s`, `500ms`.
+    #[arg(long, default_value = "1s", value_name = "DURATION",
+          value_parser = crate::client::commands::parse_duration)]
+    pub interval: Duration,
+    /// A recorded price file (`time,symbol,open,high,low,close,volume`); default: the shipped
+    /// one (daily prices 2000 to 2013 of AAPL, FB, GOOG, IBM, MSFT), replayed one day per
+    /// interval.
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+    /// The master's port on 127.0.0.1 (workers and `pt workers` connect to it).
+    #[arg(long, default_value_t = 2048)]
+    pub master_port: u16,
+    /// The first worker's port on 127.0.0.1; worker N listens on this port + N - 1.
+    #[arg(long, default_value_t = 2049)]
+    pub worker_port: u16,
+}
+
+/// What a cluster is started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The master's data directory.
+    pub data_dir: PathBuf,
+    /// Workers to start, 1 to [`WORKERS_MAX`].
+    pub workers: usize,
+    /// The master's update interval.
+    pub interval: Duration,
+    /// A recorded price file, or `None` for the shipped one.
+    pub prices: Option<PathBuf>,
+    /// The master's port on 127.0.0.1; 0 for any free port.
+    pub master_port: u16,
+    /// The first worker's port on 127.0.0.1 (the next ones follow); 0 for any free ports.
+    pub worker_port: u16,
+}
+
+impl ClusterConfig {
+    /// The configuration of `pt up`'s flags.
+    pub fn from_args(args: &UpArgs) -> Self {
+        Self {
+            data_dir: args.data.clone(),
+            workers: usize::from(args.workers),
+            interval: args.interval,
+            prices: args.prices.clone(),
+            master_port: args.master_port,
+            worker_port: args.worker_port,
+        }
+    }
+}
+
+/// One started worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalWorker {
+    /// Its name (`w1`, `w2`...).
+    pub name: String,
+    /// Its UUID.
+    pub uuid: Uuid,
+    /// Where clients reach it.
+    pub addr: SocketAddr,
+}
+
+type Task<E> = JoinHandle<Result<(), E>>;
+
+/// A running master and its workers; stop it with [`Cluster::shutdown`].
+#[derive(Debug)]
+pub struct Cluster {
+    data_dir: PathBuf,
+    master_addr: SocketAddr,
+    workers: Vec<LocalWorker>,
+    worker_stop: watch::Sender<bool>,
+    master_stop: watch::Sender<bool>,
+    /// `None` once awaited (a finished task must not be awaited twice).
+    worker_tasks: Vec<Option<Task<worker::server::ServerError>>>,
+    master_task: Option<Task<master::server::ServerError>>,
+}
+
+/// Completes when `stop` becomes true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Loads the worker identity saved in `dir`, or makes one named `name` and saves it there.
+fn worker_identity(dir: &Path, name: &str) -> anyhow::Result<WorkerIdentity> {
+    if dir.join(worker::identity::KEY_FILE_NAME).exists() {
+        return WorkerIdentity::load(dir)
+            .with_context(|| format!("cannot load the worker identity in {}", dir.display()));
+    }
+    let identity = WorkerIdentity::generate(Uuid::new_v4(), name)
+        .context("cannot generate a worker identity")?;
+    identity.save(dir).with_context(|| {
+        format!(
+            "cannot save the worker identity in {} (remove the directory to start afresh)",
+            dir.display()
+        )
+    })?;
+    Ok(identity)
+}
+
+async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for the {what} (is another PaperTrader running? pick another port)")
+    })
+}
+
+impl Cluster {
+    /// Starts the master and the workers (see the module docs) and returns once every worker
+    /// is linked to the master, so clients can be served.
+    pub async fn start(config: ClusterConfig) -> anyhow::Result<Self> {
+        if !(1..=WORKERS_MAX).contains(&config.workers) {
+            bail!("--workers must be 1 to {WORKERS_MAX}");
+        }
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let dir = std::path::absolute(dir)
+            .with_context(|| format!("cannot resolve the data directory {}", dir.display()))?;
+        if let Some(prices) = &config.prices
+            && !prices.is_file()
+        {
+            bail!("no price file at {}", prices.display());
+        }
+
+        // The master's key (made on the first run), which the workers trust.
+        let master_identity =
+            MasterIdentity::load_or_generate(&dir).context("cannot set up the master's key")?;
+        let master_cert = MasterIdentity::public_cert_path(&dir);
+        let trust = MasterTrust::load(&master_cert)
+            .with_context(|| format!("cannot read {}", master_cert.display()))?;
+        drop(master_identity);
+
+        // The workers' identities (made on the first run), registered with the master.
+        let mut identities = Vec::with_capacity(config.workers);
+        let mut registrations = Vec::with_capacity(config.workers);
+        let loopback = vec![
+            IpNet::new(Ipv4Addr::LOCALHOST.into(), 32).context("loopback range")?,
+            IpNet::new(Ipv6Addr::LOCALHOST.into(), 128).context("loopback range")?,
+        ];
+        for n in 1..=config.workers {
+            let name = format!("w{n}");
+            let key_dir = dir.join("workers").join(&name);
+            let identity = worker_identity(&key_dir, &name)?;
+            registrations.push(master::config::WorkerConfig {
+                id: identity.uuid(),
+                name: Some(name.clone()),
+                cert: key_dir.join(worker::identity::PUBLIC_CERT_FILE_NAME),
+                allowed_ips: loopback.clone(),
+            });
+            identities.push((name, key_dir, identity));
+        }
+
+        let master_listener = bind(config.master_port, "master").await?;
+        let master_addr = master_listener.local_addr().context("the master's address")?;
+        let mut worker_listeners = Vec::with_capacity(config.workers);
+        for n in 0..config.workers {
+            let port = if config.worker_port == 0 {
+                0
+            } else {
+                u16::try_from(n)
+                    .ok()
+                    .and_then(|n| config.worker_port.checked_add(n))
+                    .context("worker ports run past 65535; pick a lower --worker-port")?
+            };
+            worker_listeners.push(bind(port, "worker").await?);
+        }
+
+        let master_config = MasterConfig {
+            listen: master_addr,
+            data_dir: dir.clone(),
+            update_interval: config.interval,
+            prices: PriceSourceConfig::Recorded(RecordedSourceConfig {
+                file: config.prices.clone(),
+            }),
+            workers: registrations,
+            ..MasterConfig::default()
+        };
+        master_config.validate().context("master configuration")?;
+
+        let (master_stop, master_stop_rx) = watch::channel(false);
+        let (worker_stop, worker_stop_rx) = watch::channel(false);
+        let master_task = tokio::spawn(master::server::run(
+            master_config,
+            master_listener,
+            stopped(master_stop_rx),
+        ));
+        let mut cluster = Self {
+            data_dir: dir.clone(),
+            master_addr,
+            workers: Vec::with_capacity(config.workers),
+            worker_stop,
+            master_stop,
+            worker_tasks: Vec::with_capacity(config.workers),
+            master_task: Some(master_task),
+        };
+
+        for ((name, key_dir, identity), listener) in identities.into_iter().zip(worker_listeners) {
+            let addr = listener.local_addr().context("a worker's address")?;
+            let mut worker_config = worker::WorkerConfig {
+                listen: addr,
+                master: master_addr.to_string(),
+                key_dir: key_dir.clone(),
+                master_cert: Some(master_cert.clone()),
+                ..worker::WorkerConfig::default()
+            };
+            worker_config.log.file = dir.join(LOG_FILE_NAME);
+            // Current prices change once per interval; an order waits for its interval.
+            worker_config.cache.ttl = config.interval;
+            worker_config.link.relay_timeout = config
+                .interval
+                .saturating_mul(2)
+                .saturating_add(Duration::from_secs(10))
+                .max(RELAY_TIMEOUT_MIN);
+            worker_config.validate().context("worker configuration")?;
+            cluster.workers.push(LocalWorker { name, uuid: identity.uuid(), addr });
+            cluster.worker_tasks.push(Some(tokio::spawn(worker::run(
+                worker_config,
+                listener,
+                identity,
+                trust.clone(),
+                stopped(worker_stop_rx.clone()),
+            ))));
+        }
+
+        if let Err(e) = cluster.wait_ready().await {
+            let _ = cluster.stop().await;
+            return Err(e);
+        }
+        Ok(cluster)
+    }
+
+    /// Waits until the master lists every worker (each has linked), or a server stops.
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let wanted: Vec<u128> = self.workers.iter().map(|w| w.uuid.as_u128()).collect();
+        loop {
+            self.check_running().await?;
+            if let Ok(linked) = self.linked_workers().await
+                && wanted.iter().all(|id| linked.contains(id))
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the workers did not link to the master within {} (see {})",
+                    humantime::format_duration(READY_TIMEOUT),
+                    self.log_path().display()
+                );
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+
+    /// The ids of the workers the master lists.
+    async fn linked_workers(&self) -> anyhow::Result<Vec<u128>> {
+        let config = ConnectConfig {
+            addr: self.master_addr.to_string(),
+            role: "master",
+            timeout: Duration::from_secs(5),
+        };
+        let mut client = Client::connect(config).await?;
+        match client.exchange_once(&Request::GetWorkers).await? {
+            Response::Data(DataPayload::WorkerList(list)) => {
+                Ok(list.iter().map(|w| w.id.0).collect())
+            }
+            other => bail!("unexpected answer to getWorkers: {}", other.instruction()),
+        }
+    }
+
+    /// An error if a server has stopped (with its error, if it failed).
+    async fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(task) = self.master_task.as_mut()
+            && task.is_finished()
+        {
+            let result = task.await;
+            self.master_task = None;
+            return match result {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the master stopped")),
+                Ok(Err(e)) => Err(anyhow::Error::new(e).context("the master failed")),
+                Err(e) => Err(anyhow::anyhow!("the master task failed: {e}")),
+            };
+        }
+        for (n, slot) in self.worker_tasks.iter_mut().enumerate() {
+            if let Some(task) = slot.take_if(|t| t.is_finished()) {
+                let result = task.await;
+                let name = self.workers.get(n).map_or("?", |w| w.name.as_str()).to_owned();
+                return match result {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("worker {name} stopped")),
+                    Ok(Err(e)) => {
+                        Err(anyhow::Error::new(e).context(format!("worker {name} failed")))
+                    }
+                    Err(e) => Err(anyhow::anyhow!("worker {name}'s task failed: {e}")),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes when a server stops on its own (a failure), with its error.
+    pub async fn failed(&mut self) -> anyhow::Error {
+        loop {
+            if let Err(e) = self.check_running().await {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The master's address (for workers and `pt workers`).
+    pub fn master_addr(&self) -> SocketAddr {
+        self.master_addr
+    }
+
+    /// The workers, in order.
+    pub fn workers(&self) -> &[LocalWorker] {
+        &self.workers
+    }
+
+    /// The (absolute) data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join(LOG_FILE_NAME)
+    }
+
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        let mut errors = Vec::new();
+        self.worker_stop.send_replace(true);
+        for (n, slot) in self.worker_tasks.iter_mut().enumerate() {
+            let Some(task) = slot.take() else { continue };
+            let name = self.workers.get(n).map_or("?", |w| w.name.as_str());
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(format!("worker {name}: {e}")),
+                Err(e) => errors.push(format!("worker {name}'s task: {e}")),
+            }
+        }
+        self.master_stop.send_replace(true);
+        if let Some(task) = self.master_task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(format!("master: {e}")),
+                Err(e) => errors.push(format!("master task: {e}")),
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { bail!("{}", errors.join("; ")) }
+    }
+
+    /// Stops the workers (each answers what it already read), then the master (it settles and
+    /// commits the current interval), and waits for all of them.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop().await
+    }
+}
+
+/// The text `pt up` prints once the cluster is ready.
+pub fn banner(cluster: &Cluster, config: &ClusterConfig) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let prices = config.prices.as_ref().map_or_else(
+        || "the shipped 2000-2013 daily prices".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let _ = writeln!(
+        out,
+        "PaperTrader is up: one day of {prices} per {}.",
+        humantime::format_duration(config.interval)
+    );
+    let _ = writeln!(out, "  master  {}", cluster.master_addr());
+    for w in cluster.workers() {
+        let _ = writeln!(out, "  worker  {}  {}", w.addr, w.name);
+    }
+    let _ = writeln!(out, "  data    {}", cluster.data_dir().display());
+    let _ = writeln!(out, "  log     {}", cluster.log_path().display());
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Try, in another terminal:");
+    let default_worker: SocketAddr = SocketAddr::from((Ipv4Addr::LOCALHOST, 2049));
+    let default_master: SocketAddr = SocketAddr::from((Ipv4Addr::LOCALHOST, 2048));
+    let first = cluster.workers().first().map(|w| w.addr);
+    if first.is_some_and(|a| a != default_worker) || cluster.master_addr() != default_master {
+        let worker = first.map(|a| a.to_string()).unwrap_or_default();
+        let _ = writeln!(out, "  export PT_WORKER={worker} PT_MASTER={}", cluster.master_addr());
+    }
+    for line in [
+        "pt workers",
+        "pt register alice alice@example.com",
+        "pt login alice",
+        "pt buy AAPL 10",
+        "pt portfolio",
+        "pt history",
+        "pt price AAPL --all",
+        "pt sell AAPL 5",
+    ] {
+        let _ = writeln!(out, "  {line}");
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Press Ctrl-C to stop.");
+    out
+}
+
+/// Sets up logging: every entry at `RUST_LOG` (default `info`) into the logbook and
+/// `DIR/pt-up.log`; warnings and errors also on stderr.
+fn init_logging(dir: &Path) -> anyhow::Result<master::logbook::Logbook> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let logbook = master::logbook::Logbook::new(&master::logbook::LogbookConfig {
+        file: Some(dir.join(LOG_FILE_NAME)),
+        ..master::logbook::LogbookConfig::default()
+    })
+    .with_context(|| format!("cannot open {}", dir.join(LOG_FILE_NAME).display()))?;
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing::level_filters::LevelFilter::INFO.into())
+        .from_env_lossy();
+    tracing_subscriber::registry()
+        .with(logbook.layer().with_filter(filter))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(tracing::level_filters::LevelFilter::WARN),
+        )
+        .try_init()
+        .context("cannot set up logging")?;
+    Ok(logbook)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// `pt up`: starts the cluster, prints the banner, runs until Ctrl-C (or SIGTERM), then shuts
+/// down cleanly.
+pub fn run(args: &UpArgs) -> anyhow::Result<()> {
+    let config = ClusterConfig::from_args(args);
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!("cannot create the data directory {}", config.data_dir.display())
+    })?;
+    let logbook = init_logging(&config.data_dir)?;
+    master::logbook::install_crash_dump(logbook, config.data_dir.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        eprintln!("Starting the master and {} worker(s)...", config.workers);
+        let mut cluster = Cluster::start(config.clone()).await?;
+        println!("{}", banner(&cluster, &config));
+        let failure = tokio::select! {
+            () = shutdown_signal() => None,
+            e = cluster.failed() => Some(e),
+        };
+        eprintln!("Stopping: workers first, then the master (it settles the current interval)...");
+        let stopped = cluster.shutdown().await;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        stopped?;
+        eprintln!("Stopped.");
+        Ok(())
+    })
+}

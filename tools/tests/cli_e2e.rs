@@ -1,0 +1,273 @@
+//! `pt` end to end: a real cluster from `pt up`'s core (a master and a worker in this process,
+//! on loopback ports chosen by the OS, a real journal in a temporary directory) and the real `pt`
+//! binary for every command, checking outputs and exit statuses.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use engine::{Cash, Price, Qty, Side, money};
+use pt_tools::up::{Cluster, ClusterConfig};
+use serde_json::Value;
+
+const PASSWORD: &str = "correct horse battery";
+
+struct Env {
+    worker: String,
+    master: String,
+    session: PathBuf,
+}
+
+impl Env {
+    fn new(cluster: &Cluster, dir: &Path) -> Self {
+        Self {
+            worker: cluster.workers()[0].addr.to_string(),
+            master: cluster.master_addr().to_string(),
+            session: dir.join("config").join("session"),
+        }
+    }
+
+    fn run(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pt"))
+            .args(args)
+            .env("PT_WORKER", &self.worker)
+            .env("PT_MASTER", &self.master)
+            .env("PT_SESSION_FILE", &self.session)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_with(args, "")
+    }
+
+    fn ok_with(&self, args: &[&str], stdin: &str) -> String {
+        let output = self.run(args, stdin);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "pt {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let text = self.ok(&args);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("pt {args:?}: {e}: {text}"))
+    }
+
+    /// Runs a command the server must refuse (exit 1); returns its stderr.
+    fn refused(&self, args: &[&str], stdin: &str) -> String {
+        let output = self.run(args, stdin);
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(1), "pt {args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "pt {args:?}");
+        stderr
+    }
+
+    fn login(&self) {
+        let out = self.ok_with(&["login", "alice", "--password-stdin"], &format!("{PASSWORD}\n"));
+        assert!(out.starts_with("Logged in as alice."), "{out}");
+    }
+}
+
+fn config(dir: &Path) -> ClusterConfig {
+    ClusterConfig {
+        data_dir: dir.join("pt-data"),
+        workers: 1,
+        interval: Duration::from_millis(200),
+        prices: None,
+        master_port: 0,
+        worker_port: 0,
+    }
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
+}
+
+#[test]
+fn a_user_trades_through_a_local_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = runtime.block_on(Cluster::start(config(dir.path()))).unwrap();
+    let env = Env::new(&cluster, dir.path());
+    let worker_id = cluster.workers()[0].uuid;
+
+    // The master lists the worker.
+    let workers = env.json(&["workers"]);
+    assert_eq!(text(&workers["workers"][0]["id"]), worker_id.hyphenated().to_string());
+    assert_eq!(text(&workers["workers"][0]["address"]), env.worker);
+    assert!(env.ok(&["workers"]).contains(&env.worker));
+
+    // Register, twice.
+    let stdin = format!("{PASSWORD}\n");
+    let out = env.ok_with(&["register", "alice", "alice@example.com", "--password-stdin"], &stdin);
+    assert_eq!(out, "Registered alice (alice@example.com). Next: pt login alice\n");
+    let err = env.refused(&["register", "alice", "alice@example.com", "--password-stdin"], &stdin);
+    assert!(err.starts_with("pt: register refused: username_taken (106): "), "{err}");
+
+    // A wrong password, then the right one.
+    let err = env.refused(&["login", "alice", "--password-stdin"], "not the password\n");
+    assert!(err.starts_with("pt: login refused: bad_credentials (105): "), "{err}");
+    assert!(!env.session.exists());
+    env.login();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&env.session).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // Buy: the fill comes back once the interval settles.
+    let fill = env.json(&["buy", "AAPL", "10"]);
+    assert_eq!(text(&fill["side"]), "buy");
+    assert_eq!(text(&fill["symbol"]), "AAPL");
+    assert_eq!(text(&fill["qty"]), "10");
+    let price = Price::parse(text(&fill["price"])).unwrap();
+    let paid = money::notional(price, Qty::parse("10").unwrap(), Side::Buy).unwrap();
+    assert_eq!(text(&fill["amount"]), paid.to_string());
+    let initial = Cash::parse("100000").unwrap();
+    let cash_after = initial.checked_sub(paid).unwrap();
+    assert_eq!(text(&fill["cash_after"]), cash_after.to_string());
+    let order = fill["order"].as_u64().unwrap();
+
+    // The engine's refusals come back with their reason, on stderr, exit 1.
+    let err = env.refused(&["buy", "AAPL", "100000000"], "");
+    assert!(err.starts_with("pt: purchase refused: insufficient_cash (6): "), "{err}");
+    let err = env.refused(&["sell", "IBM", "1"], "");
+    assert!(err.starts_with("pt: sale refused: insufficient_holdings (7): "), "{err}");
+
+    // Portfolio and history agree with the fill.
+    let portfolio = env.json(&["portfolio"]);
+    assert_eq!(text(&portfolio["username"]), "alice");
+    assert_eq!(text(&portfolio["cash"]), cash_after.to_string());
+    let holdings = portfolio["holdings"].as_array().unwrap();
+    assert_eq!(holdings.len(), 1);
+    assert_eq!(text(&holdings[0]["symbol"]), "AAPL");
+    assert_eq!(text(&holdings[0]["qty"]), "10");
+    assert_eq!(text(&holdings[0]["cost_basis"]), paid.to_string());
+    let table = env.ok(&["portfolio"]);
+    assert!(table.starts_with(&format!("Portfolio of alice\nCash: {cash_after}\n")), "{table}");
+    let history = env.json(&["history"]);
+    let transactions = history["transactions"].as_array().unwrap();
+    assert_eq!(transactions.len(), 1);
+    assert_eq!(transactions[0]["order"].as_u64(), Some(order));
+    assert_eq!(text(&transactions[0]["side"]), "buy");
+
+    // Sell half, as a table.
+    let out = env.ok(&["sell", "aapl", "5"]);
+    assert!(out.starts_with("Sold 5 AAPL at "), "{out}");
+    let history = env.json(&["history"]);
+    assert_eq!(history["transactions"].as_array().unwrap().len(), 2);
+    assert_eq!(text(&history["transactions"][1]["side"]), "sell");
+
+    // Prices: the current tick, a month of the shipped file with its chart, all time.
+    let tick = env.json(&["price", "AAPL"]);
+    assert_eq!(text(&tick["symbol"]), "AAPL");
+    assert!(Price::parse(text(&tick["close"])).unwrap() > Price::ZERO);
+    assert_eq!(text(&env.json(&["info", "AAPL"])["symbol"]), "AAPL");
+    let month = env.ok(&["price", "AAPL", "--month", "2000-03-01"]);
+    assert!(month.starts_with("AAPL month from 2000-03-01: "), "{month}");
+    let series = env.json(&["price", "AAPL", "--month", "2000-03-01"]);
+    let bars = series["bars"].as_array().unwrap();
+    assert!(!bars.is_empty());
+    assert!(text(&bars[0]["time"]).starts_with("2000-03-01"), "{series}");
+    if bars.len() > 1 {
+        assert!(month.contains(" │"), "no chart in:\n{month}");
+    }
+    assert_eq!(text(&env.json(&["price", "AAPL", "--all"])["symbol"]), "AAPL");
+    let err = env.refused(&["info", "ZZZZ"], "");
+    assert!(err.contains("not_found (108)"), "{err}");
+
+    // Users: the owner sees the email.
+    let me = env.json(&["user", "alice"]);
+    assert_eq!(text(&me["email"]), "alice@example.com");
+    let err = env.refused(&["user", "nobody"], "");
+    assert!(err.contains("not_found (108)"), "{err}");
+
+    // Log out: the session file goes, and commands say to log in.
+    assert_eq!(env.ok(&["logout"]), "Logged out alice.\n");
+    assert!(!env.session.exists());
+    let err = env.refused(&["portfolio"], "");
+    assert!(err.starts_with("pt: not logged in"), "{err}");
+
+    // A session the server no longer knows is refused and forgotten.
+    env.login();
+    let stale = std::fs::read(&env.session).unwrap();
+    env.ok(&["logout"]);
+    std::fs::write(&env.session, &stale).unwrap();
+    let err = env.refused(&["history"], "");
+    assert!(err.starts_with("pt: session refused: bad_session (101): "), "{err}");
+    assert!(err.contains("pt login alice"), "{err}");
+    assert!(!env.session.exists());
+
+    // Without --remember, the client ends a session idle for more than 30 minutes.
+    env.login();
+    let saved = std::fs::read_to_string(&env.session).unwrap();
+    assert!(saved.contains("remember=false\n"), "{saved}");
+    let idle = saved
+        .lines()
+        .map(|l| if l.starts_with("last_used=") { "last_used=0" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&env.session, &idle).unwrap();
+    let err = env.refused(&["portfolio"], "");
+    assert!(err.contains("ended after 30 minutes without use"), "{err}");
+    assert!(!env.session.exists());
+    // ... and on the master: the same session, freshly dated, is refused.
+    std::fs::write(&env.session, saved).unwrap();
+    let err = env.refused(&["portfolio"], "");
+    assert!(err.contains("bad_session (101)"), "{err}");
+
+    // With --remember there is no client-side limit.
+    let out = env
+        .ok_with(&["login", "alice", "--remember", "--password-stdin"], &format!("{PASSWORD}\n"));
+    assert!(out.contains("30 days"), "{out}");
+    let saved = std::fs::read_to_string(&env.session).unwrap();
+    assert!(saved.contains("remember=true\n"), "{saved}");
+    let idle = saved
+        .lines()
+        .map(|l| if l.starts_with("last_used=") { "last_used=0" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&env.session, idle).unwrap();
+    assert_eq!(text(&env.json(&["portfolio"])["username"]), "alice");
+    env.ok(&["logout"]);
+
+    runtime.block_on(cluster.shutdown()).unwrap();
+
+    // pt-replay reads the data directory of pt up.
+    let audit = Command::new(env!("CARGO_BIN_EXE_pt-replay"))
+        .args(["audit", "--data"])
+        .arg(dir.path().join("pt-data"))
+        .env_remove("CI")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&audit.stdout);
+    assert_eq!(audit.status.code(), Some(0), "{report}");
+    assert!(report.starts_with("clean: "), "{report}");
+    assert!(report.contains(" 1 accounts"), "{report}");
+
+    // A second run keeps the worker's identity and the accounts.
+    let cluster = runtime.block_on(Cluster::start(config(dir.path()))).unwrap();
+    assert_eq!(cluster.workers()[0].uuid, worker_id);
+    let env = Env::new(&cluster, dir.path());
+    env.login();
+    let history = env.json(&["history"]);
+    assert_eq!(history["transactions"].as_array().unwrap().len(), 2);
+    assert_eq!(text(&env.json(&["portfolio"])["holdings"][0]["qty"]), "5");
+    runtime.block_on(cluster.shutdown()).unwrap();
+}

@@ -1,0 +1,149 @@
+//! The `pt` binary without servers: argument checking (exit status 2), and failures that never
+//! reach a server (exit status 1 with a clear message).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// Runs `pt` with `args`, `stdin` as standard input, no PT_* settings from the environment and
+/// the session file in `dir`.
+fn pt(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pt"))
+        .args(args)
+        .env_remove("PT_WORKER")
+        .env_remove("PT_MASTER")
+        .env("PT_SESSION_FILE", dir.join("session"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// An address where nothing listens: a port that was just free.
+fn closed_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr.to_string()
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[&[&str]] = &[
+        &[],
+        &["frobnicate"],
+        &["buy", "AAPL"],
+        &["buy", "AAPL", "0"],
+        &["buy", "AAPL", "-3"],
+        &["buy", "AAPL", "1.123456789"],
+        &["sell", "AA PL", "1"],
+        &["buy", "AAPL", "1", "--client-order-id", "x"],
+        &["register", "bob", "not-an-email"],
+        &["register", "b@d", "bob@example.com"],
+        &["login", "a-name-that-is-far-too-long-for-us"],
+        &["price", "AAPL", "--day", "2010-01-01", "--week", "2010-01-01"],
+        &["price", "AAPL", "--month", "someday"],
+        &["price", "AAPL", "--all", "--year", "2010-01-01"],
+        &["portfolio", "--timeout", "soon"],
+        &["user"],
+        &["up", "--workers", "0"],
+        &["up", "--workers", "17"],
+        &["up", "--interval", "fast"],
+    ];
+    for args in cases {
+        let output = pt(dir.path(), args, "");
+        assert_eq!(output.status.code(), Some(2), "pt {args:?}: {}", stderr(&output));
+        assert!(output.stdout.is_empty(), "pt {args:?}");
+    }
+}
+
+#[test]
+fn bad_new_passwords_are_usage_errors_checked_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = closed_addr();
+    for (stdin, says) in [("short\n", "at least 8"), ("\n", "empty"), ("", "empty")] {
+        let output = pt(
+            dir.path(),
+            &["register", "bob", "bob@example.com", "--password-stdin", "--worker", &worker],
+            stdin,
+        );
+        assert_eq!(output.status.code(), Some(2), "{stdin:?}: {}", stderr(&output));
+        assert!(stderr(&output).contains(says), "{stdin:?}: {}", stderr(&output));
+    }
+}
+
+#[test]
+fn commands_needing_a_session_say_how_to_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["portfolio"][..],
+        &["history"],
+        &["buy", "AAPL", "1"],
+        &["price", "aapl", "--all"],
+        &["logout"],
+    ] {
+        let output = pt(dir.path(), args, "");
+        assert_eq!(output.status.code(), Some(1), "pt {args:?}");
+        let text = stderr(&output);
+        assert!(text.starts_with("pt: not logged in"), "{text}");
+        assert!(text.contains("pt login USER"), "{text}");
+    }
+}
+
+#[test]
+fn unreachable_servers_exit_1_naming_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = closed_addr();
+    let output = pt(
+        dir.path(),
+        &["login", "alice", "--password-stdin", "--worker", &addr],
+        "hunter2hunter2\n",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).starts_with(&format!("pt: cannot reach worker at {addr}: ")));
+
+    let output = pt(dir.path(), &["workers", "--master", &addr], "");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).starts_with(&format!("pt: cannot reach master at {addr}: ")));
+
+    let output = pt(dir.path(), &["workers", "--master", "no-such-host.invalid:2048"], "");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("cannot reach master at no-such-host.invalid:2048"));
+    // Nothing was saved.
+    assert!(!dir.path().join("session").exists());
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = pt(dir.path(), &["--help"], "");
+    assert_eq!(output.status.code(), Some(0));
+    let text = String::from_utf8(output.stdout).unwrap();
+    for command in [
+        "workers",
+        "register",
+        "login",
+        "logout",
+        "buy",
+        "sell",
+        "portfolio",
+        "history",
+        "user",
+        "info",
+        "price",
+        "up",
+        "simulate",
+    ] {
+        assert!(text.contains(&format!("  {command} ")), "{command} missing from:\n{text}");
+    }
+}

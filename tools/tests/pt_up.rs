@@ -1,0 +1,93 @@
+//! The `pt up` command itself: the real binary starts a cluster on free ports, prints the
+//! addresses and the next commands, serves a client, and exits 0 after Ctrl-C (SIGINT).
+
+#![cfg(unix)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::process::{Child, Command, Stdio};
+
+/// Kills `pt up` if the test fails before stopping it.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn pt_up_prints_the_addresses_serves_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = Command::new(env!("CARGO_BIN_EXE_pt"))
+        .args(["up", "--master-port", "0", "--worker-port", "0", "--interval", "200ms", "--data"])
+        .arg(&data)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up = KillOnDrop(up);
+    let mut stderr_pipe = up.0.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr_pipe.read_to_string(&mut text).unwrap();
+        text
+    });
+    // The banner, up to its last line.
+    let mut stdout = BufReader::new(up.0.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("Press Ctrl-C to stop.") {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            let status = up.0.wait().unwrap();
+            let stderr = stderr.join().unwrap();
+            panic!("pt up ended ({status}) before its banner:\n{banner}\n{stderr}");
+        }
+        banner.push_str(&line);
+    }
+    let field = |name: &str| -> String {
+        let line = banner
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{banner}"));
+        line.split_whitespace().nth(1).unwrap().to_owned()
+    };
+    let master = field("master ");
+    let worker = field("worker ");
+    assert!(master.starts_with("127.0.0.1:"), "{banner}");
+    for hint in ["pt register alice alice@example.com", "pt login alice", "pt buy AAPL 10"] {
+        assert!(banner.contains(hint), "{hint} missing from:\n{banner}");
+    }
+    assert!(banner.contains(&format!("export PT_WORKER={worker} PT_MASTER={master}")), "{banner}");
+
+    let workers = Command::new(env!("CARGO_BIN_EXE_pt"))
+        .args(["workers", "--master", &master])
+        .output()
+        .unwrap();
+    assert_eq!(workers.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&workers.stdout).contains(&worker));
+
+    // Ctrl-C: workers, then the master, then exit 0.
+    let kill = Command::new("kill").args(["-INT", &up.0.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let status = up.0.wait().unwrap();
+    let stderr = stderr.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.ends_with("Stopped.\n"), "{stderr}");
+
+    // What it leaves: the master's key, one worker identity, the journal, the log.
+    for file in ["master.key", "master.pub.asc", "papertrader.redb", "pt-up.log"] {
+        assert!(data.join(file).is_file(), "{file}");
+    }
+    assert!(data.join("workers/w1/worker.key").is_file());
+    let log = std::fs::read_to_string(data.join("pt-up.log")).unwrap();
+    assert!(log.lines().count() > 1, "{log}");
+}
