@@ -109,6 +109,20 @@ struct RunArgs {
     /// Log entries kept in memory; overrides `log.memory_entries_max`.
     #[arg(long)]
     log_memory: Option<u32>,
+    /// Assets to trade, comma-separated (e.g. `AAPL,IBM`); overrides `assets`.
+    #[arg(long, value_delimiter = ',')]
+    assets: Option<Vec<String>>,
+    /// Idle time after which an expirable session ends, e.g. `30m`; overrides
+    /// `sessions.idle_timeout`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    session_idle: Option<Duration>,
+    /// Lifetime of a remembered session, e.g. `30d`; overrides `sessions.remembered_lifetime`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    session_lifetime: Option<Duration>,
+    /// Orders one interval may queue before answering busy; overrides
+    /// `limits.orders_per_interval_max`.
+    #[arg(long)]
+    queue_limit: Option<u32>,
 }
 
 fn load_config(cli: &RunArgs) -> anyhow::Result<MasterConfig> {
@@ -131,6 +145,21 @@ fn load_config(cli: &RunArgs) -> anyhow::Result<MasterConfig> {
     }
     if let Some(entries) = cli.log_memory {
         config.log.memory_entries_max = entries;
+    }
+    if let Some(assets) = &cli.assets {
+        config.assets = assets
+            .iter()
+            .map(|a| engine::Symbol::new(a.trim()).with_context(|| format!("--assets: {a:?}")))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    if let Some(idle) = cli.session_idle {
+        config.sessions.idle_timeout = idle;
+    }
+    if let Some(lifetime) = cli.session_lifetime {
+        config.sessions.remembered_lifetime = lifetime;
+    }
+    if let Some(limit) = cli.queue_limit {
+        config.limits.orders_per_interval_max = limit;
     }
     config.validate()?;
     Ok(config)

@@ -35,6 +35,8 @@ const CORE_QUEUE_DEPTH: usize = 65_536;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most ticks one price query reads.
 const PRICE_QUERY_TICKS_MAX: usize = 1_000_000;
+/// How long shutdown waits for connections to write their last answers.
+const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Relays one worker link may have in flight.
 const RELAYS_IN_FLIGHT_MAX: usize = 100_000;
 
@@ -222,6 +224,11 @@ pub async fn run(
     if let Err(e) = interval_task.await {
         error!(cause = %e, "interval loop failed");
     }
+    // Let the links write the last interval's answers before the process goes.
+    let all = config.limits.worker_connections_max;
+    if tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, connections.acquire_many(all)).await.is_err() {
+        warn!("some connections were still busy at shutdown");
+    }
     if let Err(e) = admin_task.await {
         error!(cause = %e, "admin socket task failed");
     }
@@ -336,9 +343,13 @@ async fn handle_connection(
         if framed.write_response(&response).await.is_err() {
             return;
         }
-        next = match tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.read_message()).await {
-            Ok(Ok(Some(message))) => Some(message),
-            _ => None,
+        let mut stop = stop.clone();
+        next = tokio::select! {
+            read = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.read_message()) => match read {
+                Ok(Ok(Some(message))) => Some(message),
+                _ => None,
+            },
+            _ = stop.changed() => None,
         };
     }
 }

@@ -1,0 +1,228 @@
+//! The real worker against the real master over loopback: the worker's asset cache spares the
+//! master a second identical query in the same interval (counted by the worker's relays), and a
+//! master restart while the worker stays up gives clients "master unavailable", then service again
+//! on the same connection. The same queries over every get* instruction are answered from stored
+//! ticks.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use engine::{Email, Qty, Symbol, Timestamp, Username};
+use master::config::{IpNet, MasterConfig, WorkerConfig as Registration};
+use master::worker_auth::MasterIdentity;
+use net::{
+    ConnState, DataPayload, FramedStream, HashedPassword, Period, Reason, Request, Response,
+    SessionId,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use worker::identity::{MasterTrust, WorkerIdentity};
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn master_config(
+    dir: &Path,
+    listen: SocketAddr,
+    worker: &WorkerIdentity,
+    cert: &Path,
+    interval: Duration,
+) -> MasterConfig {
+    MasterConfig {
+        listen,
+        data_dir: dir.to_path_buf(),
+        update_interval: interval,
+        workers: vec![Registration {
+            id: worker.uuid(),
+            name: Some("w1".into()),
+            cert: cert.to_path_buf(),
+            allowed_ips: vec![IpNet::new(Ipv4Addr::LOCALHOST.into(), 32).expect("a valid range")],
+        }],
+        ..MasterConfig::default()
+    }
+}
+
+struct Client(FramedStream<TcpStream>);
+
+impl Client {
+    async fn send(&mut self, request: Request) -> Response {
+        self.0.write_request(&request).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), self.0.read_response())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    }
+}
+
+/// Sends requests until one is answered with something other than `master_unavailable`.
+async fn until_master_is_back(client: &mut Client, request: Request) -> Response {
+    for _ in 0..600 {
+        let response = client.send(request.clone()).await;
+        let unavailable = matches!(&response, Response::Error(f) | Response::LoginFail(f) | Response::DataFail(f) | Response::RegisterFail(f) if f.reason == Reason::MasterUnavailable);
+        if !unavailable {
+            return response;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the master never came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_spares_the_master_and_a_master_restart_is_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let master_dir = dir.path().join("master");
+    std::fs::create_dir_all(&master_dir).unwrap();
+    MasterIdentity::load_or_generate(&master_dir).unwrap();
+    let trust = MasterTrust::load(&MasterIdentity::public_cert_path(&master_dir)).unwrap();
+    let key_dir = dir.path().join("worker");
+    let identity = WorkerIdentity::generate(uuid::Uuid::new_v4(), "w1").unwrap();
+    identity.save(&key_dir).unwrap();
+    let cert = key_dir.join(worker::identity::PUBLIC_CERT_FILE_NAME);
+    // A long interval: the cached "current" answer stays valid for the whole test step.
+    let interval = Duration::from_millis(500);
+
+    let master_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let master_addr = master_listener.local_addr().unwrap();
+    let (master_stop, rx) = watch::channel(false);
+    let master = tokio::spawn(master::server::run(
+        master_config(&master_dir, master_addr, &identity, &cert, interval),
+        master_listener,
+        stopped(rx),
+    ));
+
+    let worker_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let worker_addr = worker_listener.local_addr().unwrap();
+    let mut worker_config = worker::WorkerConfig {
+        listen: worker_addr,
+        master: master_addr.to_string(),
+        key_dir: key_dir.clone(),
+        master_cert: Some(MasterIdentity::public_cert_path(&master_dir)),
+        ..worker::WorkerConfig::default()
+    };
+    worker_config.log.file = dir.path().join("worker.log");
+    worker_config.cache.ttl = Duration::from_secs(30);
+    worker_config.link.reconnect_backoff_min = Duration::from_millis(50);
+    worker_config.link.reconnect_backoff_max = Duration::from_millis(200);
+    let stats = worker::Stats::new();
+    let (worker_stop, rx) = watch::channel(false);
+    let worker_task = tokio::spawn(worker::run_with_stats(
+        worker_config,
+        worker_listener,
+        identity,
+        trust,
+        stopped(rx),
+        stats.clone(),
+    ));
+
+    let mut client = Client(FramedStream::new(TcpStream::connect(worker_addr).await.unwrap()));
+    let register = Request::Register {
+        username: Username::new("carol").unwrap(),
+        email: Email::new("carol@example.com").unwrap(),
+        password: HashedPassword::new(vec![5; 32]).unwrap(),
+    };
+    assert_eq!(until_master_is_back(&mut client, register).await, Response::RegisterSuccess);
+    let Response::SessionId(session) = client
+        .send(Request::Login {
+            username: Username::new("carol").unwrap(),
+            password: HashedPassword::new(vec![5; 32]).unwrap(),
+            expirable: false,
+        })
+        .await
+    else {
+        panic!("login")
+    };
+    // Wait for a first price, then switch to data transfer.
+    let bought = client
+        .send(Request::Purchase {
+            session,
+            symbol: Symbol::new("IBM").unwrap(),
+            qty: Qty::from_units(1).unwrap(),
+            client_order_id: 1,
+        })
+        .await;
+    assert!(matches!(bought, Response::PurchaseSuccess(_)), "{bought:?}");
+    let switched =
+        client.send(Request::SwitchState { session, state: ConnState::DataTransfer }).await;
+    assert!(matches!(switched, Response::StateSwitchSuccess(_)), "{switched:?}");
+
+    // Every get* instruction, answered from the master's stored ticks.
+    let aapl = Symbol::new("AAPL").unwrap();
+    let start = engine::recorded::parse_time("2000-03-01").unwrap();
+    for request in [
+        Request::GetAssetInfo { symbol: aapl },
+        Request::GetAssetValueCurrent { symbol: aapl },
+        Request::GetAssetValue { symbol: aapl, period: Period::Day, date: start },
+        Request::GetAssetValue { symbol: aapl, period: Period::Week, date: start },
+        Request::GetAssetValue { symbol: aapl, period: Period::Month, date: start },
+        Request::GetAssetValue { symbol: aapl, period: Period::Year, date: start },
+        Request::GetAssetValueAllTime { symbol: aapl },
+    ] {
+        let response = client.send(request.clone()).await;
+        match (&request, &response) {
+            (
+                Request::GetAssetInfo { .. } | Request::GetAssetValueCurrent { .. },
+                Response::Data(DataPayload::AssetInfo(t)),
+            ) => {
+                assert_eq!(t.symbol, aapl);
+            }
+            (_, Response::Data(DataPayload::PriceSeries(series))) => {
+                assert_eq!(series.symbol, aapl);
+                assert!(!series.bars.is_empty());
+                assert_eq!(series.bars[0].time, start, "{request:?}");
+            }
+            _ => panic!("{request:?} -> {response:?}"),
+        }
+    }
+    let far_future = Request::GetAssetValue {
+        symbol: aapl,
+        period: Period::Day,
+        date: Timestamp(4_000_000_000_000_000),
+    };
+    assert!(
+        matches!(client.send(far_future).await, Response::DataFail(f) if f.reason == Reason::NotFound)
+    );
+
+    // The same query twice in one interval: the second never reaches the master.
+    let current = Request::GetAssetValueCurrent { symbol: Symbol::new("MSFT").unwrap() };
+    let first = client.send(current.clone()).await;
+    let relays = stats.snapshot().relays;
+    let second = client.send(current.clone()).await;
+    assert_eq!(first, second);
+    assert_eq!(stats.snapshot().relays, relays, "the cached answer was relayed to the master");
+    assert!(stats.snapshot().cache_hits >= 1);
+
+    // The master goes away; the worker keeps the client and says so.
+    master_stop.send(true).unwrap();
+    master.await.unwrap().unwrap();
+    let portfolio =
+        Request::GetUserPortfolio { session, username: Username::new("carol").unwrap() };
+    let down = client.send(portfolio.clone()).await;
+    assert!(
+        matches!(&down, Response::DataFail(f) if f.reason == Reason::MasterUnavailable),
+        "{down:?}"
+    );
+
+    // It comes back on the same port; the same connection works again.
+    let master_listener = TcpListener::bind(master_addr).await.unwrap();
+    let identity_again = WorkerIdentity::load(&key_dir).unwrap();
+    let (master_stop, rx) = watch::channel(false);
+    let master = tokio::spawn(master::server::run(
+        master_config(&master_dir, master_addr, &identity_again, &cert, interval),
+        master_listener,
+        stopped(rx),
+    ));
+    let back = until_master_is_back(&mut client, portfolio).await;
+    let Response::Data(DataPayload::Portfolio(p)) = back else { panic!("{back:?}") };
+    assert_eq!(p.holdings.len(), 1);
+
+    drop(client);
+    worker_stop.send(true).unwrap();
+    worker_task.await.unwrap().unwrap();
+    master_stop.send(true).unwrap();
+    master.await.unwrap().unwrap();
+    let _: SessionId = session;
+}
