@@ -149,3 +149,39 @@ pub fn settle(workload: &mut Workload) -> Result<usize, CommandError> {
     )?;
     Ok(events.len())
 }
+
+/// Queues `count` more orders drawn like [`build`]'s (75% buys, 1 to 100 whole units, any
+/// account and symbol of `shape`), with order ids from `first_id`, for a later interval.
+pub fn queue_more(
+    workload: &mut Workload,
+    shape: WorkloadShape,
+    rng: &mut XorShift,
+    first_id: u64,
+    count: u64,
+) {
+    for i in 0..count {
+        let id = first_id.saturating_add(i);
+        let side = if rng.below(4) == 0 { Side::Sell } else { Side::Buy };
+        workload.queue.push(Order {
+            id: OrderId(id),
+            client_id: ClientOrderId(id),
+            account: AccountId(1 + rng.below(shape.accounts.max(1))),
+            symbol: symbol_of(rng.below(shape.symbols.max(1))),
+            side,
+            qty: Qty::from_units(1 + rng.below(100)).unwrap_or(Qty::ZERO),
+            kind: OrderKind::Market,
+            placed_at: Timestamp(i64::try_from(rng.below(1_000_000)).unwrap_or(0)),
+            worker: WorkerId(u128::from(rng.below(4))),
+        });
+    }
+}
+
+/// Settles the queued orders as interval `interval` at `at` (intervals must increase); returns
+/// the events: `IntervalSettled`, then one outcome per order.
+pub fn settle_as(
+    workload: &mut Workload,
+    interval: IntervalId,
+    at: Timestamp,
+) -> Result<Vec<crate::event::Event>, CommandError> {
+    workload.engine.settle(interval, at, &workload.ticks, &mut workload.queue)
+}

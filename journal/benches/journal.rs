@@ -24,91 +24,15 @@ use journal::{
     AuditConfig, Journal, JournalConfig, ReplayFrom, ReplayOptions, ReplayTo, VerifyOnOpen,
 };
 
-#[path = "../testkit/history.rs"]
-#[allow(dead_code)]
-mod history;
-
-/// The journal's record bytes for `events` (same layout as `journal::record`), for the plain
-/// file baseline.
-fn record_bytes(events: &[Event]) -> Vec<Vec<u8>> {
-    let mut prev = 0u32;
-    let mut scratch = rkyv::util::AlignedVec::<16>::new();
-    events
-        .iter()
-        .enumerate()
-        .map(|(i, event)| {
-            scratch.clear();
-            rkyv::util::with_arena(|arena| {
-                rkyv::api::low::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(
-                    event,
-                    &mut scratch,
-                    arena.acquire(),
-                )
-                .map(|_| ())
-            })
-            .unwrap();
-            let payload = scratch.as_slice();
-            let mut out = Vec::with_capacity(32 + payload.len());
-            out.extend_from_slice(&1u16.to_be_bytes());
-            out.extend_from_slice(&engine::EVENT_FORMAT_VERSION.to_be_bytes());
-            out.extend_from_slice(&(i as u64 + 1).to_be_bytes());
-            out.extend_from_slice(&0i64.to_be_bytes());
-            out.extend_from_slice(&prev.to_be_bytes());
-            out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-            let mut hasher = crc32fast::Hasher::new();
-            hasher.update(&out);
-            hasher.update(payload);
-            prev = hasher.finalize();
-            out.extend_from_slice(&prev.to_be_bytes());
-            out.extend_from_slice(payload);
-            out
-        })
-        .collect()
-}
-
-fn events(count: usize) -> Vec<Event> {
-    let shape =
-        history::Shape { symbols_max: 50, accounts_max: 2_000, orders_per_interval_max: 2_000 };
-    let mut history = history::History::new(State::new(), 2024, shape);
-    let mut out = Vec::with_capacity(count);
-    while out.len() < count {
-        out.extend(history.next_batch());
-    }
-    out.truncate(count);
-    out
-}
-
 fn per_second(events: usize, elapsed: Duration) -> f64 {
     events as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
-/// Appends `events` in batches of `batch` to a fresh journal and, alternately, the same
-/// record bytes to a plain file with `write` + `fdatasync`, so that both see the same disk
-/// moment by moment. Returns (journal, plain) events per second.
+/// Appends in batches of `batch` to a journal and to a plain file, alternately (see
+/// `journal::bench::append_both`). Returns (journal, plain) events per second.
 fn append_both(dir: &Path, events: &[Event], records: &[Vec<u8>], batch: usize) -> (f64, f64) {
-    let path = dir.join(format!("append-{batch}.redb"));
-    let plain_path = dir.join(format!("append-{batch}.plain"));
-    let (journal, _) = Journal::open(&path, JournalConfig::default()).unwrap();
-    let mut file = File::create(&plain_path).unwrap();
-    let mut buffer = Vec::new();
-    let (mut journal_time, mut plain_time) = (Duration::ZERO, Duration::ZERO);
-    for (chunk, raw) in events.chunks(batch).zip(records.chunks(batch)) {
-        let start = Instant::now();
-        journal.append_batch(chunk, Timestamp(0)).unwrap();
-        journal_time += start.elapsed();
-        let start = Instant::now();
-        buffer.clear();
-        for record in raw {
-            buffer.extend_from_slice(record);
-        }
-        file.write_all(&buffer).unwrap();
-        file.sync_data().unwrap();
-        plain_time += start.elapsed();
-    }
-    drop((journal, file));
-    std::fs::remove_file(&path).unwrap();
-    std::fs::remove_file(&plain_path).unwrap();
-    (per_second(events.len(), journal_time), per_second(events.len(), plain_time))
+    let times = journal::bench::append_both(dir, events, records, batch).unwrap();
+    (per_second(times.events, times.journal), per_second(times.events, times.plain))
 }
 
 fn main() {
@@ -118,9 +42,9 @@ fn main() {
     let dir = tempfile::tempdir_in(&base).unwrap();
     println!("journal benchmark in {} (one run, one disk)", dir.path().display());
     let replay_events = 1_000_000;
-    let all = events(replay_events);
+    let all = journal::bench::events(replay_events);
     let start = Instant::now();
-    let records = record_bytes(&all);
+    let records = journal::bench::record_bytes(&all).unwrap();
     let encode_rate = per_second(all.len(), start.elapsed());
     let bytes: usize = records.iter().map(Vec::len).sum();
     println!(

@@ -22,6 +22,8 @@
 
 pub mod audit;
 mod batch;
+#[cfg(feature = "bench")]
+pub mod bench;
 mod config;
 pub mod error;
 mod journal;

@@ -30,6 +30,8 @@ enum Command {
     /// Settle a recorded order stream against recorded prices with the engine alone (no
     /// servers, no files written) and print the outcome.
     Simulate(pt_tools::simulate::SimulateArgs),
+    /// Measure performance beside baselines measured in the same run (docs/PERFORMANCE.md).
+    Bench(pt_tools::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pt up: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench(args) => match pt_tools::bench::run(&args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("pt bench: {err:#}");
                 ExitCode::FAILURE
             }
         },
