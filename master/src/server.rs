@@ -35,6 +35,10 @@ const CORE_QUEUE_DEPTH: usize = 65_536;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most ticks one price query reads.
 const PRICE_QUERY_TICKS_MAX: usize = 1_000_000;
+/// How long a new connection has to send its first frame.
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+/// The least number of connections that may be open before identifying themselves.
+const UNIDENTIFIED_MIN: usize = 256;
 /// How long shutdown waits for connections to write their last answers.
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Relays one worker link may have in flight.
@@ -192,24 +196,30 @@ pub async fn run(
         stop_rx.clone(),
     ));
     info!(addr = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "master listening");
+    // Worker links are limited by `limits.worker_connections_max`; connections that have not
+    // identified themselves yet (and getWorkers clients) by a separate, larger pool, so idle
+    // sockets cannot use up the places of worker links.
     let connections = Arc::new(Semaphore::new(config.limits.worker_connections_max as usize));
+    let unidentified = Arc::new(Semaphore::new(
+        (config.limits.worker_connections_max as usize).saturating_mul(4).max(UNIDENTIFIED_MIN),
+    ));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                        warn!(%peer, "connection limit reached; refusing");
+                    let Ok(permit) = Arc::clone(&unidentified).try_acquire_owned() else {
+                        debug!(%peer, "too many unidentified connections; refusing");
                         drop(stream);
                         continue;
                     };
                     let shared = Arc::clone(&shared);
                     let stop = stop_rx.clone();
+                    let links = Arc::clone(&connections);
                     let span = info_span!("conn", %peer);
                     tokio::spawn(async move {
-                        handle_connection(stream, peer, shared, stop).await;
-                        drop(permit);
+                        handle_connection(stream, peer, shared, stop, links, permit).await;
                     }.instrument(span));
                 }
                 Err(e) => {
@@ -294,10 +304,12 @@ async fn handle_connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
+    links: Arc<Semaphore>,
+    unidentified: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
     let mut framed = FramedStream::new(stream);
-    let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.read_message()).await {
+    let first = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, framed.read_message()).await {
         Ok(Ok(Some(message))) => message,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -316,7 +328,17 @@ async fn handle_connection(
     };
     if first.message_type == MessageType::Control {
         match Control::decode(&first) {
-            Ok(Control::WorkerHello(hello)) => worker_link(framed, peer, hello, shared, stop).await,
+            Ok(Control::WorkerHello(hello)) => {
+                let Ok(link) = links.try_acquire_owned() else {
+                    warn!(worker = %Uuid::from_u128(hello.worker.0), "worker link limit reached; refusing");
+                    let busy = Failure::new(Reason::Busy, "too many worker links");
+                    let _ = framed.write_control(&Control::LinkRefused(busy)).await;
+                    return;
+                };
+                drop(unidentified);
+                worker_link(framed, peer, hello, shared, stop).await;
+                drop(link);
+            }
             Ok(other) => {
                 warn!(message = ?other.instruction(), "a link must start with workerHello")
             }
