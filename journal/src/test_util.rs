@@ -106,3 +106,12 @@ pub fn swap_batches(path: &Path, a: Seq, b: Seq) -> Result<()> {
     txn.commit()?;
     Ok(())
 }
+
+/// Deletes the snapshot stored at `seq`, as an operator cleaning up by hand would.
+pub fn remove_snapshot(path: &Path, seq: Seq) -> Result<()> {
+    let db = Database::open(path)?;
+    let txn = db.begin_write()?;
+    txn.open_table(SNAPSHOTS)?.remove(seq.0)?.ok_or("no such snapshot")?;
+    txn.commit()?;
+    Ok(())
+}

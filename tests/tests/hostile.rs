@@ -1,0 +1,295 @@
+//! Hostile and broken input against a real worker and a real master on loopback: oversized
+//! length fields, truncated frames, random bytes, unknown instructions, data instructions in
+//! command state, valid frames with arguments of the wrong type, 10,000 pipelined requests, a
+//! connection sending one byte per second (a few bytes; `PT_SOAK=1`: a whole request), and 1,000
+//! idle connections to each. Between and during all of it a well-behaved client (logged in
+//! through the worker, and asking the master for the worker list) keeps getting answers; the
+//! process's resident memory grows by less than 512 MiB; no thread panics (a panic hook counts
+//! them, including in tasks); both servers then stop cleanly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Client, Pair, Rng, failure_reason, register_and_login, user};
+use net::{DataPayload, FrameReader, FramedStream, Reason, Request, Response, SessionId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+fn count_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        previous(info);
+    }));
+}
+
+/// A 20-byte header (see `net::frame`).
+fn header(kind: u8, instruction: u16, args: u16, data_len: u32) -> Vec<u8> {
+    let mut h = vec![1, kind];
+    h.extend_from_slice(&instruction.to_be_bytes());
+    h.extend_from_slice(&args.to_be_bytes());
+    h.extend_from_slice(&0u16.to_be_bytes());
+    h.extend_from_slice(&1u32.to_be_bytes());
+    h.extend_from_slice(&1u32.to_be_bytes());
+    h.extend_from_slice(&data_len.to_be_bytes());
+    h
+}
+
+fn bytes_of(request: &Request) -> Vec<u8> {
+    request.encode().unwrap().to_bytes().unwrap()
+}
+
+/// Sends `bytes`, half-closes, and reads whatever comes back until the server closes (or 20 s
+/// pass). Returns the bytes read.
+async fn hit(addr: SocketAddr, bytes: &[u8], half_close: bool) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(bytes).await;
+    if half_close {
+        let _ = stream.shutdown().await;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out)).await;
+    out
+}
+
+/// The first answer in `bytes`, if they hold one.
+async fn first_answer(bytes: &[u8]) -> Option<Response> {
+    FrameReader::new(bytes).read_response().await.ok().flatten()
+}
+
+/// The well-behaved client: through the worker, its portfolio; from the master, the worker list.
+struct Probe {
+    client: Client,
+    session: SessionId,
+    master: SocketAddr,
+    answers: u64,
+}
+
+impl Probe {
+    async fn check(&mut self) {
+        let request = Request::GetUserInfo { session: self.session, username: user("polite") };
+        let switched = self
+            .client
+            .send(Request::SwitchState {
+                session: self.session,
+                state: net::ConnState::DataTransfer,
+            })
+            .await;
+        assert!(matches!(switched, Response::StateSwitchSuccess(_)), "{switched:?}");
+        let info = self.client.send(request).await;
+        assert!(matches!(info, Response::Data(DataPayload::UserInfo(_))), "{info:?}");
+        let back = self
+            .client
+            .send(Request::SwitchState { session: self.session, state: net::ConnState::Command })
+            .await;
+        assert!(matches!(back, Response::StateSwitchSuccess(_)), "{back:?}");
+        let mut direct = Client::connect(self.master).await;
+        let workers = direct.send(Request::GetWorkers).await;
+        assert!(matches!(workers, Response::Data(DataPayload::WorkerList(ref w)) if !w.is_empty()));
+        self.answers += 4;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_refused_and_a_polite_client_is_served_throughout() {
+    count_panics();
+    let seed = common::seed();
+    eprintln!("PT_SEED={seed}");
+    let mut rng = Rng::new(seed);
+    let root = tempfile::tempdir().unwrap();
+    let pair = Pair::start(root.path(), Duration::from_millis(100), |master, worker| {
+        master.limits.worker_connections_max = 4096;
+        worker.clients.connections_max = 4096;
+    })
+    .await;
+    let mut client = Client::connect(pair.worker.addr).await;
+    let session = register_and_login(&mut client, "polite", 3).await;
+    let mut probe = Probe { client, session, master: pair.master.addr, answers: 0 };
+    probe.check().await;
+    let rss_before = common::rss_kib();
+    let targets = [("worker", pair.worker.addr), ("master", pair.master.addr)];
+    let mut inputs = 0u64;
+
+    // A slow client, one byte per second, running alongside everything below.
+    let slow_target = pair.worker.addr;
+    let slow = tokio::spawn(async move {
+        let request = bytes_of(&Request::GetWorkers);
+        let slow_bytes = if common::soak() { request.len() } else { 3 };
+        let mut stream = TcpStream::connect(slow_target).await.unwrap();
+        for byte in &request[..slow_bytes] {
+            stream.write_all(&[*byte]).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        stream.write_all(&request[slow_bytes..]).await.unwrap();
+        let mut framed = FramedStream::new(stream);
+        let answer = framed.read_response().await.unwrap().unwrap();
+        assert!(
+            matches!(answer, Response::Data(DataPayload::WorkerList(_))),
+            "the slow client: {answer:?}"
+        );
+        slow_bytes
+    });
+
+    for (name, addr) in targets {
+        // An oversized length field: refused before buffering, with too_large.
+        for len in [u32::MAX, 64 * 1024 + 1, 16 * 1024 * 1024] {
+            let out = hit(addr, &header(1, 0x0001, 0, len), false).await;
+            let answer = first_answer(&out).await;
+            assert_eq!(
+                answer.as_ref().and_then(failure_reason),
+                Some(Reason::TooLarge),
+                "{name}: length {len}: {answer:?}"
+            );
+            inputs += 1;
+        }
+        // Truncated frames: a part of a header, a header promising more data than comes.
+        let login = bytes_of(&Request::Login {
+            username: user("polite"),
+            password: common::password(3),
+            expirable: false,
+        });
+        for cut in [1, 7, 19, 20, login.len() - 1] {
+            let _ = hit(addr, &login[..cut], true).await;
+            inputs += 1;
+        }
+        // Random bytes.
+        for _ in 0..50 {
+            let len = 1 + rng.index(4096);
+            let _ = hit(addr, &rng.bytes(len), true).await;
+            inputs += 1;
+        }
+        // Random bytes after a valid header.
+        for _ in 0..50 {
+            let len = rng.index(512);
+            let kind = rng.bytes(1)[0] % 4 + 1;
+            let instruction = u16::from(rng.bytes(1)[0] % 64);
+            let mut bytes = header(kind, instruction, 1, u32::try_from(len).unwrap());
+            bytes.extend(rng.bytes(len));
+            let _ = hit(addr, &bytes, true).await;
+            inputs += 1;
+        }
+        // An unknown instruction: an error answer naming it, and the connection goes on.
+        let mut unknown = header(1, 0x7777, 0, 0);
+        unknown.extend(bytes_of(&Request::GetWorkers));
+        let out = hit(addr, &unknown, true).await;
+        assert_eq!(
+            first_answer(&out).await.as_ref().and_then(failure_reason),
+            Some(Reason::UnknownInstruction),
+            "{name}: unknown instruction"
+        );
+        inputs += 1;
+        // A data-transfer instruction in command state.
+        let data = bytes_of(&Request::GetUserInfo { session, username: user("polite") });
+        let out = hit(addr, &data, true).await;
+        let answer = first_answer(&out).await;
+        assert!(
+            answer.as_ref().and_then(failure_reason).is_some(),
+            "{name}: data instruction in command state: {answer:?}"
+        );
+        inputs += 1;
+        // Valid frames whose arguments have the wrong type: each tag replaced by another.
+        for request in [
+            Request::Login {
+                username: user("polite"),
+                password: common::password(3),
+                expirable: false,
+            },
+            Request::GetAssetInfo { symbol: engine::Symbol::new("IBM").unwrap() },
+            Request::Purchase {
+                session,
+                symbol: engine::Symbol::new("IBM").unwrap(),
+                qty: engine::Qty::from_units(1).unwrap(),
+                client_order_id: 1,
+            },
+        ] {
+            let original = bytes_of(&request);
+            for tag in [0x00u8, 0x01, 0x03, 0x05, 0x08, 0x42] {
+                if original[20] == tag {
+                    continue;
+                }
+                let mut bytes = original.clone();
+                bytes[20] = tag;
+                let out = hit(addr, &bytes, true).await;
+                let answer = first_answer(&out).await;
+                assert!(
+                    answer.as_ref().and_then(failure_reason).is_some(),
+                    "{name}: {request:?} with tag {tag}: {answer:?}"
+                );
+                inputs += 1;
+            }
+        }
+        probe.check().await;
+
+        // 10,000 pipelined requests on one connection, written while the answers are read.
+        let pipelined = 10_000;
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut read, mut write) = stream.into_split();
+        // The worker answers a data instruction in command state itself; the master answers
+        // the worker list.
+        let one = if name == "worker" {
+            bytes_of(&Request::GetAssetInfo { symbol: engine::Symbol::new("IBM").unwrap() })
+        } else {
+            bytes_of(&Request::GetWorkers)
+        };
+        let writer = tokio::spawn(async move {
+            let mut all = Vec::with_capacity(one.len() * pipelined);
+            for _ in 0..pipelined {
+                all.extend_from_slice(&one);
+            }
+            write.write_all(&all).await.unwrap();
+            write
+        });
+        let mut framed = FrameReader::new(&mut read);
+        for i in 0..pipelined {
+            let answer = tokio::time::timeout(Duration::from_secs(60), framed.read_response())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name}: closed after {i} pipelined answers"));
+            if name == "master" {
+                assert!(matches!(answer, Response::Data(DataPayload::WorkerList(_))), "{answer:?}");
+            } else {
+                assert!(failure_reason(&answer).is_some(), "{answer:?}");
+            }
+        }
+        drop(writer.await.unwrap());
+        inputs += u64::try_from(pipelined).unwrap();
+        probe.check().await;
+
+        // 1,000 idle connections, held while the polite client is served.
+        let mut idle = Vec::new();
+        for _ in 0..1000 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        inputs += 1000;
+        probe.check().await;
+        drop(idle);
+        probe.check().await;
+    }
+    let slow_bytes = slow.await.unwrap();
+    inputs += u64::try_from(slow_bytes).unwrap();
+    probe.check().await;
+
+    let rss_after = common::rss_kib();
+    let growth_kib = rss_after.saturating_sub(rss_before);
+    assert!(growth_kib < 512 * 1024, "resident memory grew by {growth_kib} KiB");
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    drop(probe);
+    pair.stop().await;
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "something panicked");
+    eprintln!(
+        "hostile inputs tried: {inputs}; RSS before {rss_before} KiB, after {rss_after} KiB; \
+         peak {peak}"
+    );
+}
