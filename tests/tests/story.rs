@@ -294,3 +294,49 @@ async fn register_login_trade_read_and_restart() {
     assert!(report.problem.is_none(), "{report:?}");
     assert_eq!(report.accounts, 2);
 }
+
+/// Orders pipelined on one connection are relayed without waiting for each other: they settle
+/// in the same interval, and their answers come back in request order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_orders_settle_together_and_answer_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut one = config(dir.path());
+    one.workers = 1;
+    one.interval = Duration::from_millis(300);
+    let cluster = Cluster::start(one).await.unwrap();
+    let mut client = Client::connect(cluster.workers()[0].addr).await;
+    let register = Request::Register {
+        username: user("dana"),
+        email: Email::new("dana@example.com").unwrap(),
+        password: password(4),
+    };
+    assert_eq!(client.send(register).await, Response::RegisterSuccess);
+    let session = login(&mut client, "dana", 4).await;
+    let quantities = [1u64, 2, 3, 4, 5];
+    for (i, units) in quantities.iter().enumerate() {
+        let order = Request::Purchase {
+            session,
+            symbol: sym("IBM"),
+            qty: Qty::from_units(*units).unwrap(),
+            client_order_id: 100 + i as u64,
+        };
+        client.0.write_request(&order).await.unwrap();
+    }
+    let mut intervals = Vec::new();
+    for units in quantities {
+        let answer = tokio::time::timeout(Duration::from_secs(30), client.0.read_response())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Response::PurchaseSuccess(fill) = answer else { panic!("{answer:?}") };
+        assert_eq!(fill.qty, Qty::from_units(units).unwrap(), "answers in request order");
+        intervals.push(fill.interval);
+    }
+    intervals.dedup();
+    // Relayed one after another's answer they would take five intervals; relayed at once they
+    // settle together (an interval boundary may fall between them, splitting them in two).
+    assert!(intervals.len() <= 2, "pipelined orders waited for each other: {intervals:?}");
+    drop(client);
+    cluster.shutdown().await.unwrap();
+}

@@ -18,6 +18,7 @@
 //! Shutdown ([`run`]'s `shutdown` future): stop accepting, stop reading requests, answer every
 //! request already read, close the connections, then stop the master link.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -521,15 +522,65 @@ impl Client {
         self.peer.ip()
     }
 
-    /// Answers the queued requests one at a time, in order, until the queue ends or the
-    /// client cannot be written to.
+    /// Answers the queued requests in order until the queue ends or the client cannot be
+    /// written to. Orders (purchase and sell) pass the connection's checks in order and are then
+    /// relayed at once, without waiting for the answers of the orders before them, so a client
+    /// that pipelines orders has them all settled in the same interval; every other request
+    /// first waits for the orders before it, and answers always go out in request order.
     async fn process<W: AsyncWrite + Unpin>(
         &mut self,
         mut queue: mpsc::Receiver<Item>,
         mut writer: FrameWriter<W>,
         activity: &Activity,
     ) {
-        while let Some(item) = queue.recv().await {
+        let depth =
+            usize::try_from(self.shared.config.clients.pipeline_depth_max).unwrap_or(1).max(1);
+        let mut orders: VecDeque<(Request, tokio::task::JoinHandle<Response>)> = VecDeque::new();
+        loop {
+            let room = orders.len() < depth;
+            let item = match orders.front_mut() {
+                Some((_, relay)) => tokio::select! {
+                    done = relay => {
+                        let Some((request, _)) = orders.pop_front() else { continue };
+                        if !self.answer_order(request, done, &mut writer, activity).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    item = queue.recv(), if room => item,
+                },
+                None => queue.recv().await,
+            };
+            let Some(item) = item else { break };
+            if let Item::Request { request, received_at } = &item
+                && matches!(request, Request::Purchase { .. } | Request::Sell { .. })
+            {
+                let (request, received_at) = (request.clone(), *received_at);
+                match self.order_checks(&request, received_at).await {
+                    None => {
+                        let shared = Arc::clone(&self.shared);
+                        let (ip, session) = (self.ip(), self.conn.session());
+                        let relayed = request.clone();
+                        let relay = tokio::spawn(async move {
+                            shared.relay(ip, received_at, session, &relayed).await
+                        });
+                        orders.push_back((request, relay));
+                        continue;
+                    }
+                    Some(answer) => {
+                        if !self.flush_orders(&mut orders, &mut writer, activity).await
+                            || self.send(&mut writer, &answer).await.is_err()
+                        {
+                            return;
+                        }
+                        activity.end();
+                        continue;
+                    }
+                }
+            }
+            if !self.flush_orders(&mut orders, &mut writer, activity).await {
+                return;
+            }
             let (response, close) = match item {
                 Item::Request { request, received_at } => {
                     (self.handle(request, received_at).await, false)
@@ -547,8 +598,81 @@ impl Client {
                 break;
             }
         }
+        if !self.flush_orders(&mut orders, &mut writer, activity).await {
+            return;
+        }
         let timeout = self.shared.config.clients.write_timeout;
         let _ = tokio::time::timeout(timeout, writer.shutdown()).await;
+    }
+
+    /// The connection's checks of an order, in request order: `None` when it may be relayed,
+    /// or the answer that refuses it.
+    async fn order_checks(
+        &mut self,
+        request: &Request,
+        received_at: Timestamp,
+    ) -> Option<Response> {
+        debug!(request = %request.instruction(), "request");
+        if let Some(answer) = self.check_session(request, received_at).await {
+            return Some(answer);
+        }
+        match self.conn.handle(request) {
+            Verdict::Reply(answer) => Some(answer),
+            Verdict::Proceed => None,
+        }
+    }
+
+    /// Writes the answers of all relayed orders, in order. False when the client is gone.
+    async fn flush_orders<W: AsyncWrite + Unpin>(
+        &mut self,
+        orders: &mut VecDeque<(Request, tokio::task::JoinHandle<Response>)>,
+        writer: &mut FrameWriter<W>,
+        activity: &Activity,
+    ) -> bool {
+        while let Some((request, relay)) = orders.pop_front() {
+            let done = relay.await;
+            if !self.answer_order(request, done, writer, activity).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Checks and writes one relayed order's answer. False when the client is gone.
+    async fn answer_order<W: AsyncWrite + Unpin>(
+        &mut self,
+        request: Request,
+        done: Result<Response, tokio::task::JoinError>,
+        writer: &mut FrameWriter<W>,
+        activity: &Activity,
+    ) -> bool {
+        let response = match done {
+            Ok(response) if answers(&request, &response) => {
+                self.learn(&request, &response);
+                response
+            }
+            Ok(response) => {
+                warn!(
+                    request = %request.instruction(),
+                    answer = %response.instruction(),
+                    "the master answered with the wrong instruction"
+                );
+                request.fail(Failure::new(
+                    Reason::Internal,
+                    "the master's answer did not fit the request",
+                ))
+            }
+            Err(e) => {
+                warn!(cause = %e, "an order relay failed");
+                request.fail(Failure::new(Reason::Internal, "the order could not be relayed"))
+            }
+        };
+        if let Err(e) = self.send(writer, &response).await {
+            debug!(cause = %e, "cannot write to the client; closing");
+            return false;
+        }
+        activity.end();
+        true
     }
 
     /// Sends one answer in packets of `clients.packet_data_bytes`.
