@@ -3,7 +3,6 @@
 //! each order's account and symbol in maps and sums the amounts, measured in the same run.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::float_arithmetic)]
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -23,21 +22,9 @@ fn main() {
         best_settle = best_settle.min(start.elapsed().as_secs_f64());
         assert_eq!(events as u64, SHAPE.orders + 1);
 
-        let load = workload::build(SHAPE).unwrap();
-        let accounts: HashMap<u64, u64> =
-            load.engine.state().accounts().iter().map(|a| (a.id.0, a.cash.raw())).collect();
-        let prices: HashMap<_, _> =
-            load.ticks.ticks().iter().map(|t| (t.symbol, t.close.raw())).collect();
-        let mut queue = load.queue;
-        let orders = queue.drain_sorted();
+        let baseline = workload::LookupBaseline::new(workload::build(SHAPE).unwrap());
         let start = Instant::now();
-        let mut sum = 0u128;
-        for order in &orders {
-            let cash = accounts.get(&order.account.0).copied().unwrap_or(0);
-            let price = prices.get(&order.symbol).copied().unwrap_or(0);
-            sum += u128::from(price) * u128::from(order.qty.raw()) + u128::from(cash & 1);
-        }
-        black_box(sum);
+        black_box(baseline.run());
         best_baseline = best_baseline.min(start.elapsed().as_secs_f64());
     }
     let rate = SHAPE.orders as f64 / best_settle;

@@ -185,3 +185,37 @@ pub fn settle_as(
 ) -> Result<Vec<crate::event::Event>, CommandError> {
     workload.engine.settle(interval, at, &workload.ticks, &mut workload.queue)
 }
+
+/// The baseline the settlement benchmarks compare against: per order, only a look-up of its
+/// account and its symbol's price in hash maps, and a sum. Build it from a workload, then time
+/// [`LookupBaseline::run`] (the engine reads no clock; callers do).
+#[derive(Debug, Clone)]
+pub struct LookupBaseline {
+    accounts: std::collections::HashMap<u64, u64>,
+    prices: std::collections::HashMap<Symbol, u64>,
+    orders: Vec<Order>,
+}
+
+impl LookupBaseline {
+    /// The maps and the sorted orders of `workload`.
+    pub fn new(workload: Workload) -> Self {
+        let accounts =
+            workload.engine.state().accounts().iter().map(|a| (a.id.0, a.cash.raw())).collect();
+        let prices = workload.ticks.ticks().iter().map(|t| (t.symbol, t.close.raw())).collect();
+        let mut queue = workload.queue;
+        Self { accounts, prices, orders: queue.drain_sorted() }
+    }
+
+    /// One pass over the orders; returns the sum so the work cannot be optimised away.
+    pub fn run(&self) -> u128 {
+        let mut sum = 0u128;
+        for order in &self.orders {
+            let cash = self.accounts.get(&order.account.0).copied().unwrap_or(0);
+            let price = self.prices.get(&order.symbol).copied().unwrap_or(0);
+            sum = sum
+                .wrapping_add(u128::from(price) * u128::from(order.qty.raw()))
+                .wrapping_add(u128::from(cash & 1));
+        }
+        sum
+    }
+}

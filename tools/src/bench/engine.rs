@@ -3,7 +3,6 @@
 //! beside a baseline loop over the same orders that only looks up each order's account and
 //! symbol in hash maps and sums the amounts. Best of three rounds each.
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -28,22 +27,9 @@ pub const TARGET_RATIO: f64 = 0.2;
 /// The baseline: per order, two hash-map look-ups and a sum.
 fn baseline(shape: WorkloadShape) -> anyhow::Result<Duration> {
     let load = workload::build(shape).context("cannot build the workload")?;
-    let accounts: HashMap<u64, u64> =
-        load.engine.state().accounts().iter().map(|a| (a.id.0, a.cash.raw())).collect();
-    let prices: HashMap<_, _> =
-        load.ticks.ticks().iter().map(|t| (t.symbol, t.close.raw())).collect();
-    let mut queue = load.queue;
-    let orders = queue.drain_sorted();
+    let baseline = workload::LookupBaseline::new(load);
     let start = Instant::now();
-    let mut sum = 0u128;
-    for order in &orders {
-        let cash = accounts.get(&order.account.0).copied().unwrap_or(0);
-        let price = prices.get(&order.symbol).copied().unwrap_or(0);
-        sum = sum
-            .wrapping_add(u128::from(price) * u128::from(order.qty.raw()))
-            .wrapping_add(u128::from(cash & 1));
-    }
-    black_box(sum);
+    black_box(baseline.run());
     Ok(start.elapsed())
 }
 
