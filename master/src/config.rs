@@ -346,13 +346,15 @@ impl Default for SessionsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalConfig {
-    /// Write a state snapshot every this many events. Default 10000.
+    /// Write a state snapshot every this many events. Default 1,000,000: a snapshot encodes the
+    /// whole state (every account's history), a restart replays at most this many events
+    /// (about a second), and one snapshot is written at a time.
     pub snapshot_every_events: u64,
 }
 
 impl Default for JournalConfig {
     fn default() -> Self {
-        Self { snapshot_every_events: 10_000 }
+        Self { snapshot_every_events: 1_000_000 }
     }
 }
 

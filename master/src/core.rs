@@ -176,6 +176,10 @@ pub struct SettleSummary {
     pub rejected: usize,
     /// True when the journal refused the batch (nothing was acknowledged).
     pub failed: bool,
+    /// Microseconds the engine took to settle the queue.
+    pub settle_micros: u64,
+    /// Microseconds the journal took to make the interval durable.
+    pub commit_micros: u64,
 }
 
 /// An order's place in the retry memory.
@@ -195,13 +199,22 @@ pub struct Core {
     sessions: SessionTable,
     queue: OrderQueue,
     queued_per_account: HashMap<AccountId, usize>,
-    /// Order id → (account, client order id), for the orders in the queue.
-    pending: HashMap<OrderId, (AccountId, ClientOrderId)>,
     slots: HashMap<(AccountId, ClientOrderId), OrderSlot>,
     slot_order: VecDeque<(AccountId, ClientOrderId)>,
     next_order_id: u64,
     /// Set when the journal refused a write: the reason; writes are refused until a restart.
     halted: Option<String>,
+    /// The snapshot thread, if one was started: at most one runs at a time, however far
+    /// behind it is, and dropping the core waits for it (it holds the journal open).
+    snapshot: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Core {
+    /// A snapshot being written holds the journal open: finish it, so that the file is free
+    /// (for a restart, `pt-replay`) once the core is gone.
+    fn drop(&mut self) {
+        self.join_snapshot();
+    }
 }
 
 impl std::fmt::Debug for Core {
@@ -268,11 +281,11 @@ impl Core {
             sessions,
             queue: OrderQueue::new(),
             queued_per_account: HashMap::new(),
-            pending: HashMap::new(),
             slots: HashMap::new(),
             slot_order: VecDeque::new(),
             next_order_id,
             halted: None,
+            snapshot: None,
         };
         core.restore_outcomes();
         core
@@ -306,17 +319,28 @@ impl Core {
         }
     }
 
+    /// Remembers a committed outcome for retries, forgetting the oldest past
+    /// `remembered_outcomes_max`.
     fn remember(&mut self, key: (AccountId, ClientOrderId), response: Response) {
         if self.slots.insert(key, OrderSlot::Done(response)).is_none() {
             self.slot_order.push_back(key);
         }
+        self.forget_oldest();
+    }
+
+    /// Drops the oldest remembered outcomes past `remembered_outcomes_max`. `slot_order` holds
+    /// each key once, from its first slot; a key whose slot is gone (a failed interval) is
+    /// skipped, a key still pending stops the walk until it settles.
+    fn forget_oldest(&mut self) {
         while self.slot_order.len() > self.config.remembered_outcomes_max {
-            if let Some(old) = self.slot_order.pop_front() {
-                if matches!(self.slots.get(&old), Some(OrderSlot::Done(_))) {
+            let Some(old) = self.slot_order.pop_front() else { break };
+            match self.slots.get(&old) {
+                Some(OrderSlot::Done(_)) => {
                     self.slots.remove(&old);
-                } else {
-                    // Still pending: keep it and look again later.
-                    self.slot_order.push_back(old);
+                }
+                None => {}
+                Some(OrderSlot::Pending(_)) => {
+                    self.slot_order.push_front(old);
                     break;
                 }
             }
@@ -570,7 +594,6 @@ impl Core {
             worker,
         });
         *self.queued_per_account.entry(account).or_default() += 1;
-        self.pending.insert(id, (account, client_id));
         self.slots.insert((account, client_id), OrderSlot::Pending(vec![reply]));
         self.slot_order.push_back((account, client_id));
     }
@@ -583,6 +606,7 @@ impl Core {
             self.fail_queue("the master cannot write its journal");
             return SettleSummary { failed: true, ..SettleSummary::default() };
         }
+        let started = std::time::Instant::now();
         let events = match self.engine.settle(interval, at, &batch.ticks, &mut self.queue) {
             Ok(events) => events,
             Err(e) => {
@@ -592,19 +616,26 @@ impl Core {
             }
         };
         self.queued_per_account.clear();
+        let settled = std::time::Instant::now();
         let next = self.next_order_id.to_be_bytes();
         if let Err(e) =
             self.journal.append_batch_with_meta(&events, at, &[(NEXT_ORDER_ID_KEY, &next)])
         {
             self.write_failed(&e.to_string());
             for event in &events {
-                if let Some(key) = self.pending_key(event) {
+                if let Some(key) = Self::pending_key(event) {
                     self.answer(key, failure_for_event(event), false);
                 }
             }
             return SettleSummary { interval: Some(interval), failed: true, ..Default::default() };
         }
-        let mut summary = SettleSummary { interval: Some(interval), ..SettleSummary::default() };
+        let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let mut summary = SettleSummary {
+            interval: Some(interval),
+            settle_micros: micros(settled.duration_since(started)),
+            commit_micros: micros(settled.elapsed()),
+            ..SettleSummary::default()
+        };
         for event in &events {
             match event {
                 Event::OrderFilled(_) => summary.filled += 1,
@@ -612,7 +643,7 @@ impl Core {
                 _ => continue,
             }
             if let (Some(key), Some((_, response))) =
-                (self.pending_key(event), outcome_response(event, at))
+                (Self::pending_key(event), outcome_response(event, at))
             {
                 self.answer(key, response, true);
             }
@@ -622,32 +653,41 @@ impl Core {
         summary
     }
 
-    fn pending_key(&mut self, event: &Event) -> Option<(AccountId, ClientOrderId)> {
-        let id = match event {
-            Event::OrderFilled(f) => f.order.id,
-            Event::OrderRejected(r) => r.order.id,
-            _ => return None,
-        };
-        self.pending.remove(&id)
+    /// The retry key of an order outcome event: its account and client order id.
+    fn pending_key(event: &Event) -> Option<(AccountId, ClientOrderId)> {
+        match event {
+            Event::OrderFilled(f) => Some((f.order.account, f.order.client_id)),
+            Event::OrderRejected(r) => Some((r.order.account, r.order.client_id)),
+            _ => None,
+        }
     }
 
-    /// Sends an outcome to everyone waiting for it; remembers it for retries when committed.
+    /// Sends an outcome to everyone waiting for it; when committed, the slot keeps the outcome
+    /// for retries (in place: the key keeps its place in `slot_order`).
     fn answer(&mut self, key: (AccountId, ClientOrderId), response: Response, committed: bool) {
-        if let Some(OrderSlot::Pending(waiters)) = self.slots.remove(&key) {
+        let previous = if committed {
+            let previous = self.slots.insert(key, OrderSlot::Done(response.clone()));
+            if previous.is_none() {
+                self.slot_order.push_back(key);
+            }
+            previous
+        } else {
+            self.slots.remove(&key)
+        };
+        if let Some(OrderSlot::Pending(waiters)) = previous {
             for waiter in waiters {
                 let _ = waiter.send(response.clone());
             }
         }
         if committed {
-            self.remember(key, response);
+            self.forget_oldest();
         }
     }
 
     fn fail_queue(&mut self, why: &str) {
         for order in self.queue.drain_sorted() {
-            if let Some(key) = self.pending.remove(&order.id) {
-                self.answer(key, order_fail(order.side, failure(Reason::Internal, why)), false);
-            }
+            let key = (order.account, order.client_id);
+            self.answer(key, order_fail(order.side, failure(Reason::Internal, why)), false);
         }
         self.queued_per_account.clear();
     }
@@ -678,10 +718,16 @@ impl Core {
 
     /// Writes a snapshot when one is due, encoding and storing it on another thread from a
     /// copy of the state so settlement does not wait for it.
-    fn maybe_snapshot(&self) {
-        if !self.journal.snapshot_due() {
+    ///
+    /// One snapshot at a time: while one is being written the next is not due yet (the
+    /// journal counts from the last *stored* snapshot, so without this guard every interval
+    /// of a long encoding would clone the state and start another).
+    fn maybe_snapshot(&mut self) {
+        let running = self.snapshot.as_ref().is_some_and(|thread| !thread.is_finished());
+        if running || !self.journal.snapshot_due() {
             return;
         }
+        self.join_snapshot();
         let state = self.engine.state().clone();
         let seq = self.journal.last_seq();
         let journal = Arc::clone(&self.journal);
@@ -698,8 +744,18 @@ impl Core {
                 Err(e) => warn!(cause = %e, "snapshot failed; recovery will replay more events"),
             }
         });
-        if let Err(e) = spawned {
-            warn!(cause = %e, "cannot start the snapshot thread");
+        match spawned {
+            Ok(thread) => self.snapshot = Some(thread),
+            Err(e) => warn!(cause = %e, "cannot start the snapshot thread"),
+        }
+    }
+
+    /// Waits for the snapshot thread, if there is one.
+    fn join_snapshot(&mut self) {
+        if let Some(thread) = self.snapshot.take()
+            && thread.join().is_err()
+        {
+            warn!("the snapshot thread panicked; recovery will replay more events");
         }
     }
 

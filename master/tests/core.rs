@@ -18,6 +18,10 @@ use tokio::sync::oneshot;
 const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn open(dir: &std::path::Path) -> Core {
+    open_remembering(dir, 100)
+}
+
+fn open_remembering(dir: &std::path::Path, remembered_outcomes_max: usize) -> Core {
     let (journal, recovered) =
         Journal::open(journal::path_in(dir), JournalConfig::default()).unwrap();
     Core::new(
@@ -28,7 +32,7 @@ fn open(dir: &std::path::Path) -> Core {
             orders_per_interval_max: 3,
             orders_per_account_per_interval_max: 2,
             accounts_max: 10,
-            remembered_outcomes_max: 100,
+            remembered_outcomes_max,
         },
         SessionTable::new(&SessionsConfig::default()),
     )
@@ -229,4 +233,31 @@ fn refusals_at_once_and_backpressure() {
     });
     let Response::Data(DataPayload::UserInfo(i)) = own else { panic!("{own:?}") };
     assert_eq!(i.email.map(|e| e.to_string()), Some("carol@example.com".into()));
+}
+
+/// The retry memory keeps exactly the newest `remembered_outcomes_max` outcomes: a retry of one
+/// of them gets its answer at once, a retry of an older one is a new order.
+#[test]
+fn the_retry_memory_keeps_the_newest_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = open_remembering(dir.path(), 2);
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    register(&mut core, "dave");
+    let dave = login(&mut core, "dave");
+    let mut answers = Vec::new();
+    for client in 1..=3 {
+        let mut rx = order(&mut core, &dave, Side::Buy, "1", client);
+        settle(&mut core, "10");
+        answers.push(rx.try_recv().unwrap());
+    }
+    for (client, first) in [(2, &answers[1]), (3, &answers[2])] {
+        let mut retry = order(&mut core, &dave, Side::Buy, "1", client);
+        assert_eq!(&retry.try_recv().unwrap(), first, "client order {client} is remembered");
+    }
+    let mut forgotten = order(&mut core, &dave, Side::Buy, "1", 1);
+    assert!(forgotten.try_recv().is_err(), "client order 1 was forgotten: queued again");
+    settle(&mut core, "10");
+    let again = forgotten.try_recv().unwrap();
+    assert!(matches!(again, Response::PurchaseSuccess(_)), "{again:?}");
+    assert_ne!(again, answers[0], "a new fill, with its own order id");
 }

@@ -76,11 +76,23 @@ pub enum WriteError {
     Link(#[from] LinkError),
 }
 
+/// The least spare room a reader offers the socket on each read, so that pipelined frames come
+/// in with one system call instead of one each. Small enough for thousands of idle connections.
+pub const READ_CHUNK_BYTES: usize = 4 * 1024;
+
+/// What a master–worker link offers each read: a burst of relays or replies in one call.
+pub const LINK_READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Buffered frames past which [`FrameWriter::feed_message`] writes them out before flushing.
+pub const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Reads frames and whole messages from an `AsyncRead`.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
+    /// The least spare room offered to each read ([`READ_CHUNK_BYTES`] unless set).
+    read_chunk_bytes: usize,
     opener: Option<LinkOpener>,
     reassembler: Reassembler,
 }
@@ -88,7 +100,19 @@ pub struct FrameReader<R> {
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader with the default limits and no link integrity.
     pub fn new(inner: R) -> Self {
-        Self { inner, buf: BytesMut::new(), opener: None, reassembler: Reassembler::default() }
+        Self {
+            inner,
+            buf: BytesMut::new(),
+            read_chunk_bytes: READ_CHUNK_BYTES,
+            opener: None,
+            reassembler: Reassembler::default(),
+        }
+    }
+
+    /// Offers each read at least `bytes` of room: more for a busy link carrying many
+    /// connections' messages (one read then takes in a whole burst), less for many idle peers.
+    pub fn set_read_chunk_bytes(&mut self, bytes: usize) {
+        self.read_chunk_bytes = bytes.max(1);
     }
 
     /// From now on, every frame must be sealed and is opened with `opener` (after the link
@@ -111,7 +135,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Ok(Some(frame));
                 }
                 Err(FrameError::Incomplete { needed_bytes }) => {
-                    self.buf.reserve(needed_bytes);
+                    // Room for what the frame needs, and at least a read chunk: one read then
+                    // takes in as many pipelined frames as the peer has sent.
+                    self.buf.reserve(needed_bytes.max(self.read_chunk_bytes));
                     if self.inner.read_buf(&mut self.buf).await? == 0 {
                         if self.buf.is_empty() {
                             return Ok(None);
@@ -182,6 +208,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// True when a whole frame is already buffered, so the next read returns without waiting
+    /// for the peer. Lets a caller that answers frame by frame flush its answers only when it
+    /// is about to wait.
+    pub fn has_buffered_frame(&self) -> bool {
+        Frame::check(&self.buf).is_ok()
+    }
+
     /// The underlying reader. Bytes already buffered are lost.
     pub fn into_inner(self) -> R {
         self.inner
@@ -189,10 +222,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 }
 
 /// Writes frames and whole messages to an `AsyncWrite`.
+///
+/// The `write_*` methods write and flush at once. The `feed_*` methods only encode into the
+/// writer's buffer (writing it out when it passes [`WRITE_BUFFER_BYTES`]) until
+/// [`FrameWriter::flush`]: a server answering many requests at once sends them with one system
+/// call. Frames are appended whole and in order, so messages never interleave.
 #[derive(Debug)]
 pub struct FrameWriter<W> {
     inner: W,
     sealer: Option<LinkSealer>,
+    /// Encoded frames not written yet.
     buf: Vec<u8>,
 }
 
@@ -207,16 +246,19 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.sealer = Some(sealer);
     }
 
-    /// Writes and flushes one frame (sealing it on a sealed link).
-    pub async fn write_frame(&mut self, mut frame: Frame) -> Result<(), WriteError> {
+    /// Appends one frame to the buffer, sealed on a sealed link.
+    fn push_frame(&mut self, mut frame: Frame) -> Result<(), WriteError> {
         if let Some(sealer) = &mut self.sealer {
             sealer.seal(&mut frame)?;
         }
-        self.buf.clear();
         frame.write_to(&mut self.buf);
-        self.inner.write_all(&self.buf).await?;
-        self.inner.flush().await?;
         Ok(())
+    }
+
+    /// Writes and flushes one frame (sealing it on a sealed link), after anything fed before.
+    pub async fn write_frame(&mut self, frame: Frame) -> Result<(), WriteError> {
+        self.push_frame(frame)?;
+        self.flush().await
     }
 
     /// Writes a whole message as packets of the largest size, back to back, then flushes.
@@ -224,20 +266,62 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.write_message_in_packets(message, crate::limits::FRAME_DATA_BYTES_MAX).await
     }
 
-    /// Writes a whole message as packets of at most `packet_data_bytes` data bytes each. The
-    /// packets of one message are never interleaved with another message's.
+    /// Writes a whole message as packets of at most `packet_data_bytes` data bytes each, then
+    /// flushes. The packets of one message are never interleaved with another message's.
     pub async fn write_message_in_packets(
         &mut self,
         message: &Message,
         packet_data_bytes: usize,
     ) -> Result<(), WriteError> {
-        for mut frame in split_payload(message, packet_data_bytes)? {
-            if let Some(sealer) = &mut self.sealer {
-                sealer.seal(&mut frame)?;
+        self.feed_message_in_packets(message, packet_data_bytes).await?;
+        self.flush().await
+    }
+
+    /// Like [`FrameWriter::write_message_in_packets`] without the flush: the packets wait in
+    /// the buffer (written out only when it passes [`WRITE_BUFFER_BYTES`]) for
+    /// [`FrameWriter::flush`]. A message that breaks a limit adds nothing.
+    pub async fn feed_message_in_packets(
+        &mut self,
+        message: &Message,
+        packet_data_bytes: usize,
+    ) -> Result<(), WriteError> {
+        for frame in split_payload(message, packet_data_bytes)? {
+            self.push_frame(frame)?;
+            if self.buf.len() >= WRITE_BUFFER_BYTES {
+                self.inner.write_all(&self.buf).await?;
+                self.buf.clear();
             }
+        }
+        Ok(())
+    }
+
+    /// Feeds a whole message as packets of the largest size (see
+    /// [`FrameWriter::feed_message_in_packets`]).
+    pub async fn feed_message(&mut self, message: &Message) -> Result<(), WriteError> {
+        self.feed_message_in_packets(message, crate::limits::FRAME_DATA_BYTES_MAX).await
+    }
+
+    /// Encodes and feeds a request (sent at the next [`FrameWriter::flush`]).
+    pub async fn feed_request(&mut self, request: &Request) -> Result<(), WriteError> {
+        self.feed_message(&request.encode()?).await
+    }
+
+    /// Encodes and feeds a control message (sent at the next [`FrameWriter::flush`]).
+    pub async fn feed_control(&mut self, control: &Control) -> Result<(), WriteError> {
+        self.feed_message(&control.encode()?).await
+    }
+
+    /// Bytes fed and not written yet.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes everything fed so far and flushes the stream.
+    pub async fn flush(&mut self) -> Result<(), WriteError> {
+        if !self.buf.is_empty() {
+            let written = self.inner.write_all(&self.buf).await;
             self.buf.clear();
-            frame.write_to(&mut self.buf);
-            self.inner.write_all(&self.buf).await?;
+            written?;
         }
         self.inner.flush().await?;
         Ok(())
@@ -260,6 +344,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Shuts the write side down (TCP FIN) after flushing.
     pub async fn shutdown(&mut self) -> Result<(), WriteError> {
+        self.flush().await?;
         self.inner.shutdown().await?;
         Ok(())
     }
@@ -297,10 +382,13 @@ impl<S: AsyncRead + AsyncWrite> FramedStream<S> {
         &mut self.writer
     }
 
-    /// Seals both directions of a master–worker link after the handshake.
+    /// Seals both directions of a master–worker link after the handshake. A sealed link
+    /// carries many connections' messages, so its reads also take in up to
+    /// [`LINK_READ_CHUNK_BYTES`] at a time.
     pub fn seal_link(&mut self, sealer: LinkSealer, opener: LinkOpener) {
         self.writer.set_sealer(sealer);
         self.reader.set_opener(opener);
+        self.reader.set_read_chunk_bytes(LINK_READ_CHUNK_BYTES);
     }
 
     /// The two sides, for separate tasks.

@@ -37,7 +37,10 @@ pub use control::{Control, Relay, WorkerHello};
 pub use error::{DecodeError, EncodeError, FrameError, LinkError, ReassemblyError};
 pub use frame::{FLAG_SEALED, Frame, MessageType, Seal};
 pub use instruction::Instruction;
-pub use io::{FrameReader, FrameWriter, FramedStream, ReadError, WriteError};
+pub use io::{
+    FrameReader, FrameWriter, FramedStream, LINK_READ_CHUNK_BYTES, READ_CHUNK_BYTES, ReadError,
+    WRITE_BUFFER_BYTES, WriteError,
+};
 pub use link::{Direction, LinkKey, LinkOpener, LinkSealer};
 pub use message::{Message, Progress, Reassembler, split_payload};
 pub use payload::{

@@ -242,6 +242,35 @@ async fn several_requests_written_in_one_go_are_all_answered_in_order() {
     server.await.unwrap();
 }
 
+/// Fed messages stay in the writer until `flush`, then go out as the same bytes `write_*`
+/// would have sent, in order; the reader then has them all buffered after one read.
+#[tokio::test]
+async fn fed_requests_go_out_together_at_flush() {
+    let (client, server) = connect(false).await;
+    let requests = [Request::LoginSession { session: S }, purchase("AAPL", 1), purchase("MSFT", 2)];
+    let (mut reader, mut writer) = FramedStream::new(client).into_split();
+    let mut expected = 0;
+    for request in &requests {
+        writer.feed_request(request).await.unwrap();
+        expected += request.encode().unwrap().to_bytes().unwrap().len();
+    }
+    assert_eq!(writer.buffered_bytes(), expected, "nothing written before the flush");
+    writer.flush().await.unwrap();
+    assert_eq!(writer.buffered_bytes(), 0);
+
+    let first = reader.read_response().await.unwrap().unwrap();
+    assert_eq!(first.instruction(), Instruction::SessionId);
+    let mut kinds = Vec::new();
+    for _ in 1..requests.len() {
+        kinds.push(reader.read_response().await.unwrap().unwrap().instruction());
+    }
+    assert_eq!(kinds, [Instruction::PurchaseSuccess, Instruction::PurchaseSuccess]);
+    assert!(!reader.has_buffered_frame(), "every answer was read");
+    writer.shutdown().await.unwrap();
+    assert!(reader.read_response().await.unwrap().is_none());
+    server.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_request_read_one_byte_at_a_time_works() {
     let (client, server) = connect(true).await;

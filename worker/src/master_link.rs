@@ -239,9 +239,8 @@ impl MasterLink {
             {
                 let mut waiting = up.waiting();
                 let map = waiting.as_mut().ok_or(None)?;
-                if map.len() >= in_flight_max {
-                    map.retain(|_, waiter| !waiter.is_closed());
-                }
+                // Callers that stopped waiting are already gone (WaitGuard), so the count is
+                // exact and refusing costs nothing under overload.
                 if map.len() >= in_flight_max {
                     return Err(Some(request.fail(Failure::new(
                         Reason::Busy,
@@ -422,8 +421,23 @@ async fn carry(
     });
     let (mut reader, mut writer) = framed.into_split();
     let write_loop = async move {
+        // Everything queued meanwhile goes out with the first message, in one write; yielding
+        // first lets the connections that have a relay ready queue it (orders come in bursts,
+        // and each waits for its interval anyway).
         while let Some(message) = out_rx.recv().await {
-            writer.write_message(&message).await?;
+            writer.feed_message(&message).await?;
+            loop {
+                tokio::task::yield_now().await;
+                let mut more = false;
+                while let Ok(message) = out_rx.try_recv() {
+                    writer.feed_message(&message).await?;
+                    more = true;
+                }
+                if !more || writer.buffered_bytes() >= net::WRITE_BUFFER_BYTES {
+                    break;
+                }
+            }
+            writer.flush().await?;
         }
         Ok::<(), net::WriteError>(())
     };

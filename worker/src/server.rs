@@ -545,6 +545,22 @@ impl Client {
                         if !self.answer_order(request, done, &mut writer, activity).await {
                             return;
                         }
+                        // An interval's answers come back together: let the other relays
+                        // finish, then write every answer that is ready (still in request
+                        // order) with a single flush.
+                        if !orders.is_empty() {
+                            tokio::task::yield_now().await;
+                        }
+                        while orders.front().is_some_and(|(_, relay)| relay.is_finished()) {
+                            let Some((request, relay)) = orders.pop_front() else { break };
+                            let done = relay.await;
+                            if !self.answer_order(request, done, &mut writer, activity).await {
+                                return;
+                            }
+                        }
+                        if !self.flush(&mut writer).await {
+                            return;
+                        }
                         continue;
                     }
                     item = queue.recv(), if room => item,
@@ -630,15 +646,19 @@ impl Client {
         activity: &Activity,
     ) -> bool {
         while let Some((request, relay)) = orders.pop_front() {
+            if !relay.is_finished() && !self.flush(writer).await {
+                return false;
+            }
             let done = relay.await;
             if !self.answer_order(request, done, writer, activity).await {
                 return false;
             }
         }
-        true
+        self.flush(writer).await
     }
 
-    /// Checks and writes one relayed order's answer. False when the client is gone.
+    /// Checks one relayed order's answer and feeds it to `writer` (sent at the next flush).
+    /// False when the client is gone.
     async fn answer_order<W: AsyncWrite + Unpin>(
         &mut self,
         request: Request,
@@ -667,7 +687,7 @@ impl Client {
                 request.fail(Failure::new(Reason::Internal, "the order could not be relayed"))
             }
         };
-        if let Err(e) = self.send(writer, &response).await {
+        if let Err(e) = self.feed(writer, &response).await {
             debug!(cause = %e, "cannot write to the client; closing");
             return false;
         }
@@ -675,8 +695,39 @@ impl Client {
         true
     }
 
-    /// Sends one answer in packets of `clients.packet_data_bytes`.
+    /// Writes out everything fed to `writer`. False when the client is gone.
+    async fn flush<W: AsyncWrite + Unpin>(&self, writer: &mut FrameWriter<W>) -> bool {
+        let timeout = self.shared.config.clients.write_timeout;
+        match tokio::time::timeout(timeout, writer.flush()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                debug!(cause = %e, "cannot write to the client; closing");
+                false
+            }
+            Err(_) => {
+                debug!("the client does not read its answers; closing");
+                false
+            }
+        }
+    }
+
+    /// Sends one answer in packets of `clients.packet_data_bytes`, after anything fed before.
     async fn send<W: AsyncWrite + Unpin>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        response: &Response,
+    ) -> Result<(), String> {
+        self.feed(writer, response).await?;
+        let timeout = self.shared.config.clients.write_timeout;
+        match tokio::time::timeout(timeout, writer.flush()).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("the client does not read its answers".to_owned()),
+        }
+    }
+
+    /// Encodes one answer into `writer`'s buffer in packets of `clients.packet_data_bytes`
+    /// (written out at once only past the buffer's size).
+    async fn feed<W: AsyncWrite + Unpin>(
         &self,
         writer: &mut FrameWriter<W>,
         response: &Response,
@@ -692,7 +743,7 @@ impl Client {
             }
         };
         let packet_bytes = usize::try_from(clients.packet_data_bytes).unwrap_or(usize::MAX);
-        let write = writer.write_message_in_packets(&message, packet_bytes);
+        let write = writer.feed_message_in_packets(&message, packet_bytes);
         match tokio::time::timeout(clients.write_timeout, write).await {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(_) => Err("the client does not read its answers".to_owned()),

@@ -396,8 +396,9 @@ impl Trader {
         for _ in 0..window {
             let order = self.next_order()?;
             in_flight.push_back(Instant::now());
-            self.stream.writer().write_request(&order).await?;
+            self.stream.writer().feed_request(&order).await?;
         }
+        self.stream.writer().flush().await?;
         while let Some(sent_at) = in_flight.pop_front() {
             let response =
                 match tokio::time::timeout(ANSWER_TIMEOUT, self.stream.reader().read_response())
@@ -429,7 +430,12 @@ impl Trader {
             if now < until {
                 let order = self.next_order()?;
                 in_flight.push_back(Instant::now());
-                self.stream.writer().write_request(&order).await?;
+                self.stream.writer().feed_request(&order).await?;
+            }
+            // Like any pipelining client: the new orders go out together once the answers
+            // that have arrived are read.
+            if !self.stream.reader().has_buffered_frame() {
+                self.stream.writer().flush().await?;
             }
         }
         Ok(stats)
@@ -476,22 +482,25 @@ pub async fn order_frame_bytes() -> anyhow::Result<usize> {
 
 /// The echo baseline: a tokio server echoing `frame_bytes`-byte frames, and `connections`
 /// clients each keeping `window` frames in flight for `duration`. Returns (frames answered in
-/// time, latency).
+/// time, latency). Both sides do what a good server and client do, as ours do: the server
+/// writes back whatever one read brought in with one write, the client sends the replacements
+/// of all the frames one read brought back with one write.
 pub async fn echo(
     frame_bytes: usize,
     connections: u32,
     window: u32,
     duration: Duration,
 ) -> anyhow::Result<(u64, Histogram)> {
+    let frame_bytes = frame_bytes.max(1);
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let _ = socket.set_nodelay(true);
             tokio::spawn(async move {
-                let mut frame = vec![0u8; frame_bytes];
-                while socket.read_exact(&mut frame).await.is_ok() {
-                    if socket.write_all(&frame).await.is_err() {
+                let mut buf = vec![0u8; net::READ_CHUNK_BYTES];
+                while let Ok(n @ 1..) = socket.read(&mut buf).await {
+                    if socket.write_all(buf.get(..n).unwrap_or_default()).await.is_err() {
                         break;
                     }
                 }
@@ -505,27 +514,43 @@ pub async fn echo(
         sockets.push(socket);
     }
     let until = Instant::now() + duration;
+    let window = usize::try_from(window).unwrap_or(1).max(1);
     let tasks: Vec<_> = sockets
         .into_iter()
         .map(|mut socket| {
             tokio::spawn(async move {
-                let frame = vec![0x5au8; frame_bytes];
-                let mut answer = vec![0u8; frame_bytes];
+                let frames = vec![0x5au8; frame_bytes * window];
+                let mut buf = vec![0u8; net::READ_CHUNK_BYTES.max(frame_bytes * window)];
+                let mut partial = 0usize;
                 let mut histogram = Histogram::new();
                 let mut in_time = 0u64;
-                let mut in_flight = VecDeque::new();
+                let mut in_flight = VecDeque::with_capacity(window);
                 for _ in 0..window {
                     in_flight.push_back(Instant::now());
-                    socket.write_all(&frame).await?;
                 }
-                while let Some(sent_at) = in_flight.pop_front() {
-                    socket.read_exact(&mut answer).await?;
-                    let now = Instant::now();
-                    histogram.record(now.saturating_duration_since(sent_at));
-                    in_time += u64::from(now <= until);
-                    if now < until {
-                        in_flight.push_back(Instant::now());
-                        socket.write_all(&frame).await?;
+                socket.write_all(&frames).await?;
+                while !in_flight.is_empty() {
+                    let n = socket.read(&mut buf).await?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    partial += n;
+                    let mut again = 0;
+                    for _ in 0..partial / frame_bytes {
+                        let Some(sent_at) = in_flight.pop_front() else { break };
+                        let now = Instant::now();
+                        histogram.record(now.saturating_duration_since(sent_at));
+                        in_time += u64::from(now <= until);
+                        if now < until {
+                            in_flight.push_back(now);
+                            again += 1;
+                        }
+                    }
+                    partial %= frame_bytes;
+                    if again > 0 {
+                        socket
+                            .write_all(frames.get(..again * frame_bytes).unwrap_or_default())
+                            .await?;
                     }
                 }
                 Ok::<_, std::io::Error>((in_time, histogram))
