@@ -1,4 +1,4 @@
-//! Keeps the fuzzer's seed corpus (`fuzz/corpus/decode/`) current: every seed is generated from
+//! Keeps the fuzzer's seed corpus (`fuzz/seeds/decode/`) current: every seed is generated from
 //! the table below, and every file in the directory is a stream of whole frames (sealed ones
 //! under the fuzzer's link key `42 42 … 42`, worker to master) whose messages decode.
 //! `PT_BLESS=1 cargo test -p net --test fuzz_corpus` rewrites the seeds after an encoding change.
@@ -14,7 +14,7 @@ use net::{
 };
 
 fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/decode")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/decode")
 }
 
 fn session() -> SessionId {
