@@ -1,15 +1,17 @@
 //! The commands: open an account, list an asset, settle an interval. Each decides its events
-//! from the state and the arguments alone, then applies them through [`State::apply`], so the live
-//! state is always exactly the fold of the events it returned.
+//! from the state and the arguments alone, then applies them, so the live state is always exactly
+//! the fold of the events it returned: through [`State::apply`], except the order outcomes of a
+//! settlement, which are applied account by account with the same effect (see
+//! `Engine::decide_and_apply`; the property tests fold the events and compare).
 
 use crate::event::{
     AccountOpened, AssetListed, Event, Fill, IntervalSettled, RejectReason, Rejection,
 };
 use crate::ids::{AccountId, Email, IntervalId, PasswordHash, Symbol, Timestamp, Username};
-use crate::limits::ORDER_QTY_UNITS_MAX;
+use crate::limits::{ORDER_QTY_UNITS_MAX, TICKS_PER_INTERVAL_MAX};
 use crate::money::{Cash, Qty, Side, notional};
 use crate::order::{Order, OrderKind, OrderQueue};
-use crate::state::{ApplyError, Digest, Holding, State};
+use crate::state::{ApplyError, Digest, Holding, State, Transaction};
 use crate::tick::{Tick, TickSet};
 
 /// Opening an account.
@@ -159,92 +161,268 @@ impl Engine {
             orders: orders.len() as u64,
         });
         self.emit(header, &mut out);
-        // An order's outcome depends only on its own account's earlier orders (cash and
-        // holdings are per account) and on the tick set. So the orders are decided and applied
-        // grouped by account, in queue order within each account, which keeps each account's
-        // data hot in the cache; the events are then returned in queue order. Folding them in
-        // that order gives the same state (property-tested), since accounts never interact.
-        let mut by_account: Vec<(AccountId, usize)> =
-            orders.iter().enumerate().map(|(i, o)| (o.account, i)).collect();
-        by_account.sort_unstable();
-        let mut decided: Vec<Option<Event>> = Vec::new();
-        decided.resize_with(orders.len(), || None);
-        for (_, index) in by_account {
-            let event = self.decide(interval, ticks, orders[index]);
-            let applied = self.state.apply(&event);
-            debug_assert!(
-                applied.is_ok(),
-                "engine emitted an event its state refuses: {applied:?}"
-            );
-            if applied.is_ok() {
-                decided[index] = Some(event);
-            }
+        if out.is_empty() {
+            // The state refused the header (only an interval left incomplete by events applied
+            // by hand can do that): no outcome can follow it, so none is decided or applied.
+            return Ok(out);
         }
-        out.extend(decided.into_iter().flatten());
+        let decided = self.decide_and_apply(interval, at, ticks, &orders);
+        let tick_list = ticks.ticks();
+        out.extend(
+            orders
+                .iter()
+                .zip(&decided)
+                .map(|(order, decided)| decided.event(*order, interval, tick_list)),
+        );
+        self.state.count_outcomes(decided.len() as u64);
         Ok(out)
     }
 
-    /// Decides one order's outcome from the current state; changes nothing.
-    fn decide(&self, interval: IntervalId, ticks: &TickSet, order: Order) -> Event {
-        let tick = ticks.get(&order.symbol);
-        let account = self.state.account(order.account);
-        let cash_seen = account.map(|a| a.cash).unwrap_or_default();
-        let held = account.and_then(|a| a.holdings.get(&order.symbol)).copied().unwrap_or_default();
-        match self.fill_terms(&order, tick, cash_seen, held) {
-            Ok((tick, terms)) => Event::OrderFilled(Fill {
-                order,
-                interval,
-                price: tick.fill_price(),
-                tick_time: tick.time,
-                amount: terms.amount,
-                cash_after: terms.cash_after,
-                holding_after: terms.holding_after,
-            }),
-            Err(reason) => Event::OrderRejected(Rejection {
-                order,
-                interval,
-                reason,
-                price_seen: tick.map(Tick::fill_price),
-                cash_seen,
-                holding_seen: held.qty,
-            }),
+    /// Decides every order's outcome and applies it, returning the outcomes in queue order.
+    ///
+    /// An order's outcome depends only on its own account's earlier orders (cash and holdings
+    /// are per account) and on the tick set. So the orders are grouped by account (a counting
+    /// sort, stable: queue order within each account) and each account's orders are decided and
+    /// applied together, which keeps that account's data hot in the cache and touches each of
+    /// its holdings in the B-tree once. What is applied is exactly what [`State::apply`] does
+    /// for the `OrderFilled` events built from the outcomes (cash, holding, history), so the
+    /// state is the fold of the returned events (property-tested).
+    fn decide_and_apply(
+        &mut self,
+        interval: IntervalId,
+        at: Timestamp,
+        ticks: &TickSet,
+        orders: &[Order],
+    ) -> Vec<Decided> {
+        let tick_list = ticks.ticks();
+        let listed_ticks: Vec<bool> =
+            tick_list.iter().map(|t| self.state.is_listed(&t.symbol)).collect();
+        let accounts = self.state.accounts().len();
+        // Bucket 0 holds the orders of unknown accounts, bucket `n` those of account `n`.
+        let bucket_of = |order: &Order| {
+            usize::try_from(order.account.0).ok().filter(|&n| n <= accounts).unwrap_or(0)
+        };
+        let mut starts = vec![0usize; accounts + 2];
+        for order in orders {
+            starts[bucket_of(order) + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut fill_at = starts.clone();
+        let mut grouped = vec![Grouped { position: 0, tick: TickRef::UNLISTED }; orders.len()];
+        for (position, order) in orders.iter().enumerate() {
+            let tick = match ticks.position(&order.symbol) {
+                Some(index) => TickRef::of_index(index),
+                None if self.state.is_listed(&order.symbol) => TickRef::NONE,
+                None => TickRef::UNLISTED,
+            };
+            let slot = &mut fill_at[bucket_of(order)];
+            grouped[*slot] = Grouped { position, tick };
+            *slot += 1;
+        }
+
+        let unknown = |tick| Decided::Rejected {
+            tick,
+            reason: RejectReason::UnknownAccount,
+            cash_seen: Cash::ZERO,
+            holding_seen: Qty::ZERO,
+        };
+        let mut decided = vec![unknown(TickRef::UNLISTED); orders.len()];
+        for entry in &grouped[starts[0]..starts[1]] {
+            decided[entry.position] = unknown(entry.tick);
+        }
+        // The current account's holdings of the symbols that have ticks, loaded on first use.
+        let mut cache: Vec<Option<CachedHolding>> = vec![None; tick_list.len()];
+        let mut loaded: Vec<usize> = Vec::new();
+        // The current account's orders, copied in one loop of independent loads (the memory
+        // system serves them in parallel) before the decisions, which depend on each other.
+        let mut account_orders: Vec<Order> = Vec::new();
+        for number in 1..=accounts {
+            let group = &grouped[starts[number]..starts[number + 1]];
+            if group.is_empty() {
+                continue;
+            }
+            let Some(account) = self.state.account_mut(AccountId(number as u64)) else {
+                continue;
+            };
+            account.history.reserve(group.len());
+            account_orders.clear();
+            account_orders.extend(group.iter().map(|entry| orders[entry.position]));
+            for (entry, order) in group.iter().zip(&account_orders) {
+                let tick = entry.tick.index().and_then(|i| tick_list.get(i).map(|t| (i, t)));
+                let listed = match tick {
+                    Some((index, _)) => listed_ticks.get(index).copied().unwrap_or(false),
+                    None => entry.tick == TickRef::NONE,
+                };
+                let held = match tick {
+                    Some((index, t)) => {
+                        cache[index]
+                            .get_or_insert_with(|| {
+                                loaded.push(index);
+                                let holding =
+                                    account.holdings.get(&t.symbol).copied().unwrap_or_default();
+                                CachedHolding { holding, changed: false }
+                            })
+                            .holding
+                    }
+                    None => account.holdings.get(&order.symbol).copied().unwrap_or_default(),
+                };
+                let cash = account.cash;
+                decided[entry.position] =
+                    match fill_terms(order, tick.map(|(_, t)| t), listed, cash, held) {
+                        Ok((terms, holding)) => {
+                            let Some((index, t)) = tick else {
+                                unreachable!("an order only fills on a tick")
+                            };
+                            account.cash = terms.cash_after;
+                            cache[index] = Some(CachedHolding { holding, changed: true });
+                            account.history.push(Transaction {
+                                order: *order,
+                                interval,
+                                settled_at: at,
+                                tick_time: t.time,
+                                price: t.fill_price(),
+                                amount: terms.amount,
+                            });
+                            Decided::Filled { tick: entry.tick, terms }
+                        }
+                        Err(reason) => Decided::Rejected {
+                            tick: entry.tick,
+                            reason,
+                            cash_seen: cash,
+                            holding_seen: held.qty,
+                        },
+                    };
+            }
+            for index in loaded.drain(..) {
+                let (Some(cached), Some(t)) = (cache[index].take(), tick_list.get(index)) else {
+                    continue;
+                };
+                if !cached.changed {
+                    continue;
+                }
+                if cached.holding.qty.is_zero() {
+                    account.holdings.remove(&t.symbol);
+                } else {
+                    account.holdings.insert(t.symbol, cached.holding);
+                }
+            }
+        }
+        decided
+    }
+}
+
+/// An order's tick: the index of its symbol's tick in the tick set, or the reason it has none.
+/// Four bytes, since settlement keeps one per order (a tick set has at most
+/// `TICKS_PER_INTERVAL_MAX` ticks, far below the two reserved values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TickRef(u32);
+
+const _: () = assert!(TICKS_PER_INTERVAL_MAX < TickRef::NONE.0 as usize);
+
+impl TickRef {
+    /// The symbol is listed but has no tick this interval.
+    const NONE: TickRef = TickRef(u32::MAX - 1);
+    /// The symbol is not listed and has no tick this interval.
+    const UNLISTED: TickRef = TickRef(u32::MAX);
+
+    fn of_index(index: usize) -> TickRef {
+        match u32::try_from(index) {
+            Ok(index) if index < Self::NONE.0 => TickRef(index),
+            _ => unreachable!("a tick set has at most TICKS_PER_INTERVAL_MAX ticks"),
         }
     }
 
-    /// The terms an order fills on, or why it cannot fill.
-    fn fill_terms<'t>(
-        &self,
-        order: &Order,
-        tick: Option<&'t Tick>,
-        cash: Cash,
-        held: Holding,
-    ) -> Result<(&'t Tick, FillTerms), RejectReason> {
-        use RejectReason as R;
-        if self.state.account(order.account).is_none() {
-            return Err(R::UnknownAccount);
-        }
-        if order.qty.is_zero() {
-            return Err(R::ZeroQuantity);
-        }
-        if Some(order.qty) > Qty::from_units(ORDER_QTY_UNITS_MAX) {
-            return Err(R::QuantityTooLarge);
-        }
-        if !self.state.is_listed(&order.symbol) {
-            return Err(R::UnknownSymbol);
-        }
-        let tick = tick.ok_or(R::NoPrice)?;
-        let OrderKind::Market = order.kind;
-        let amount = notional(tick.fill_price(), order.qty, order.side).ok_or(R::Overflow)?;
-        let (cash_after, holding) = match order.side {
-            Side::Buy => (
-                cash.checked_sub(amount).ok_or(R::InsufficientCash)?,
-                held.add(order.qty, amount).ok_or(R::Overflow)?,
-            ),
-            Side::Sell => {
-                let holding = held.remove(order.qty).ok_or(R::InsufficientHoldings)?;
-                (cash.checked_add(amount).ok_or(R::Overflow)?, holding)
-            }
-        };
-        Ok((tick, FillTerms { amount, cash_after, holding_after: holding.qty }))
+    fn index(self) -> Option<usize> {
+        if self.0 < Self::NONE.0 { usize::try_from(self.0).ok() } else { None }
     }
+}
+
+/// A holding of the account being settled, as settlement has left it so far.
+#[derive(Debug, Clone, Copy)]
+struct CachedHolding {
+    holding: Holding,
+    changed: bool,
+}
+
+/// An order's queue position, grouped by account, with its tick.
+#[derive(Debug, Clone, Copy)]
+struct Grouped {
+    position: usize,
+    tick: TickRef,
+}
+
+/// One order's outcome, compact (32 bytes) until its event is built in queue order.
+#[derive(Debug, Clone, Copy)]
+enum Decided {
+    /// Filled on this tick.
+    Filled { tick: TickRef, terms: FillTerms },
+    /// Rejected, with what the engine saw.
+    Rejected { tick: TickRef, reason: RejectReason, cash_seen: Cash, holding_seen: Qty },
+}
+
+impl Decided {
+    fn event(&self, order: Order, interval: IntervalId, ticks: &[Tick]) -> Event {
+        let tick = |tick: TickRef| tick.index().and_then(|index| ticks.get(index));
+        match *self {
+            Decided::Filled { tick: filled_on, terms } => match tick(filled_on) {
+                Some(tick) => Event::OrderFilled(Fill {
+                    order,
+                    interval,
+                    price: tick.fill_price(),
+                    tick_time: tick.time,
+                    amount: terms.amount,
+                    cash_after: terms.cash_after,
+                    holding_after: terms.holding_after,
+                }),
+                None => unreachable!("a fill's tick is in the tick set"),
+            },
+            Decided::Rejected { tick: seen, reason, cash_seen, holding_seen } => {
+                Event::OrderRejected(Rejection {
+                    order,
+                    interval,
+                    reason,
+                    price_seen: tick(seen).map(Tick::fill_price),
+                    cash_seen,
+                    holding_seen,
+                })
+            }
+        }
+    }
+}
+
+/// The terms an order of an existing account fills on and the holding after it, or why it
+/// cannot fill.
+fn fill_terms(
+    order: &Order,
+    tick: Option<&Tick>,
+    listed: bool,
+    cash: Cash,
+    held: Holding,
+) -> Result<(FillTerms, Holding), RejectReason> {
+    use RejectReason as R;
+    if order.qty.is_zero() {
+        return Err(R::ZeroQuantity);
+    }
+    if Some(order.qty) > Qty::from_units(ORDER_QTY_UNITS_MAX) {
+        return Err(R::QuantityTooLarge);
+    }
+    if !listed {
+        return Err(R::UnknownSymbol);
+    }
+    let tick = tick.ok_or(R::NoPrice)?;
+    let OrderKind::Market = order.kind;
+    let amount = notional(tick.fill_price(), order.qty, order.side).ok_or(R::Overflow)?;
+    let (cash_after, holding) = match order.side {
+        Side::Buy => (
+            cash.checked_sub(amount).ok_or(R::InsufficientCash)?,
+            held.add(order.qty, amount).ok_or(R::Overflow)?,
+        ),
+        Side::Sell => {
+            let holding = held.remove(order.qty).ok_or(R::InsufficientHoldings)?;
+            (cash.checked_add(amount).ok_or(R::Overflow)?, holding)
+        }
+    };
+    Ok((FillTerms { amount, cash_after, holding_after: holding.qty }, holding))
 }

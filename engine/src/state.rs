@@ -1,5 +1,7 @@
 //! The engine state: accounts, holdings, history and the latest prices. It is the fold of the
-//! events, and [`State::apply`] is the only code that changes it.
+//! events, and [`State::apply`] is the only code that changes it, except settlement, which
+//! applies the outcomes it decides account by account with the same effect (property-tested:
+//! folding the returned events gives the same state).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -190,7 +192,9 @@ impl State {
         self.accounts.get(index)
     }
 
-    fn account_mut(&mut self, id: AccountId) -> Option<&mut Account> {
+    /// The account with this id, to change. Only [`State::apply`] and settlement's batched
+    /// application of its own decisions (`Engine::settle`) use it.
+    pub(crate) fn account_mut(&mut self, id: AccountId) -> Option<&mut Account> {
         let index = usize::try_from(id.0.checked_sub(1)?).ok()?;
         self.accounts.get_mut(index)
     }
@@ -303,8 +307,14 @@ impl State {
     }
 
     fn count_outcome(&mut self) {
+        self.count_outcomes(1);
+    }
+
+    /// Counts `count` outcomes of the current interval as applied (settlement applies a whole
+    /// interval's outcomes at once; their effects are applied by `Engine::settle`).
+    pub(crate) fn count_outcomes(&mut self, count: u64) {
         if let Some(last) = self.last_interval.as_mut() {
-            last.outcomes_applied += 1;
+            last.outcomes_applied += count;
         }
     }
 
