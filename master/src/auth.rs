@@ -228,6 +228,13 @@ impl PasswordHasher {
 }
 
 fn run_worker(receiver: &Mutex<Receiver<Job>>, params: &Params) {
+    // Hashing is the one CPU-heavy job besides settlement: at the lowest priority, a login
+    // storm takes only the CPU that orders leave (lowering a priority needs no privilege).
+    if let Err(e) =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+    {
+        tracing::warn!(cause = ?e, "cannot lower the priority of a password-hashing thread");
+    }
     let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
     loop {
         let job = {

@@ -274,6 +274,8 @@ impl Core {
                 1
             }
         };
+        let slots_capacity =
+            config.remembered_outcomes_max.saturating_add(config.orders_per_interval_max);
         let mut core = Self {
             engine,
             journal,
@@ -281,8 +283,10 @@ impl Core {
             sessions,
             queue: OrderQueue::new(),
             queued_per_account: HashMap::new(),
-            slots: HashMap::new(),
-            slot_order: VecDeque::new(),
+            // Sized once for the whole retry memory: growing a table of a million entries
+            // would move them all on the core thread, stalling an interval.
+            slots: HashMap::with_capacity(slots_capacity),
+            slot_order: VecDeque::with_capacity(slots_capacity),
             next_order_id,
             halted: None,
             snapshot: None,
