@@ -69,10 +69,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
     let baseline_rate = argon2_rate(duration.min(Duration::from_secs(2)))?;
     let runtime = e2e::runtime()?;
     runtime.block_on(async {
-        let processes = Processes::start(&base_dir(args), args.interval, DEFAULT_ARGON2).await?;
+        let admitted = connections.saturating_mul(args.window).saturating_add(storm_connections);
+        let processes =
+            Processes::start(&base_dir(args), args.interval, DEFAULT_ARGON2, admitted).await?;
         let run = e2e::run_tag();
         let traders = e2e::traders(processes.worker_addr, &run, connections).await?;
-        let (traders, mut quiet) = e2e::phase(traders, args.window, duration / 2).await?;
+        let (traders, mut quiet) =
+            e2e::phase(traders, args.window, duration / 2, args.interval).await?;
 
         let storm_run = format!("{run}s");
         // The storm users register before the clock starts (their own argon2 work).
@@ -86,7 +89,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
         let storms: Vec<_> = (0..u64::from(storm_connections))
             .map(|i| tokio::spawn(storm_login(processes.worker_addr, storm_run.clone(), i, until)))
             .collect();
-        let (traders, mut stormy) = e2e::phase(traders, args.window, duration).await?;
+        let (traders, mut stormy) =
+            e2e::phase(traders, args.window, duration, args.interval).await?;
         let mut logins = 0u64;
         let mut busy = 0u64;
         for task in storms {
