@@ -305,12 +305,9 @@ pub struct Overrides {
     pub log_file: Option<PathBuf>,
 }
 
-/// Parses a duration written for humans (`1s`, `500ms`, `30m`, `1h 30m`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("{text:?} is not a duration ({e}); write e.g. \"500ms\", \"1s\", \"30m\", \"24h\"")
-    })
-}
+/// Parses a duration written for humans (`1s`, `500ms`, `30m`, `1h 30m`): the master's rule,
+/// so both configurations read durations alike.
+pub use master::config::parse_duration;
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
