@@ -575,7 +575,9 @@ impl MasterConfig {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let mut config = match path {
-            Some(path) => Self::from_toml_str(&read_limited(path)?, &path.display().to_string())?,
+            Some(path) => {
+                Self::from_toml_str(&read_config_file(path)?, &path.display().to_string())?
+            }
             None => Self::default(),
         };
         config.apply_env(env)?;
@@ -698,7 +700,9 @@ impl MasterConfig {
     }
 }
 
-fn read_limited(path: &Path) -> Result<String, ConfigError> {
+/// Reads a configuration file of at most [`CONFIG_FILE_BYTES_MAX`] bytes (the worker reads its
+/// own with this too).
+pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
     let read_error = |source| ConfigError::Read { path: path.to_owned(), source };
     let bytes = std::fs::metadata(path).map_err(read_error)?.len();
     if bytes > CONFIG_FILE_BYTES_MAX {

@@ -16,8 +16,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
-/// Largest configuration file read, in bytes.
-pub const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// Most client connections at once that `clients.connections_max` may allow.
 pub const CONNECTIONS_MAX: u32 = 1_000_000;
 /// Most requests one client may have queued (read but not answered) that
@@ -33,43 +31,9 @@ pub const DURATION_MAX: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// as the Hello's client address (`net::limits::WORKER_ADDRESS_BYTES_MAX`).
 pub const ADDRESS_BYTES_MAX: usize = net::limits::WORKER_ADDRESS_BYTES_MAX;
 
-/// Why the configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The IO error.
-        source: std::io::Error,
-    },
-    /// The file is larger than [`CONFIG_FILE_BYTES_MAX`].
-    #[error("config file {path} is {bytes} bytes, at most {CONFIG_FILE_BYTES_MAX} are allowed")]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-        /// Its size.
-        bytes: u64,
-    },
-    /// Not valid TOML, an unknown key, or a value of the wrong type or format. The message
-    /// names the line, the key and the problem.
-    #[error("config file {origin}: {message}")]
-    Parse {
-        /// The file, or `<text>` for a string.
-        origin: String,
-        /// The parser's message.
-        message: String,
-    },
-    /// A value out of range, missing, or inconsistent with another.
-    #[error("config key `{key}`: {reason}")]
-    Invalid {
-        /// The dotted key, e.g. `cache.bytes_max`.
-        key: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
+/// Why the configuration could not be loaded: the master's reasons, so both binaries report
+/// configuration problems alike (the worker has no environment overrides, so never `Env`).
+pub use master::config::{CONFIG_FILE_BYTES_MAX, ConfigError};
 
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.to_owned(), reason: reason.into() }
@@ -344,7 +308,10 @@ impl WorkerConfig {
     /// validate: apply the flags first, then call [`validate`](Self::validate).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         match path {
-            Some(path) => Self::from_toml_str(&read_limited(path)?, &path.display().to_string()),
+            Some(path) => Self::from_toml_str(
+                &master::config::read_config_file(path)?,
+                &path.display().to_string(),
+            ),
             None => Ok(Self::default()),
         }
     }
@@ -539,15 +506,6 @@ impl LogConfig {
         }
         Ok(())
     }
-}
-
-fn read_limited(path: &Path) -> Result<String, ConfigError> {
-    let read_error = |source| ConfigError::Read { path: path.to_owned(), source };
-    let bytes = std::fs::metadata(path).map_err(read_error)?.len();
-    if bytes > CONFIG_FILE_BYTES_MAX {
-        return Err(ConfigError::TooLarge { path: path.to_owned(), bytes });
-    }
-    std::fs::read_to_string(path).map_err(read_error)
 }
 
 #[cfg(test)]
