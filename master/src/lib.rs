@@ -7,6 +7,7 @@
 //! - [`sessions`]: session bookkeeping and the session record's binary layout.
 //! - [`logbook`]: the log system: a bounded in-memory log plus a log file.
 //! - [`worker_auth`]: the worker registry and the OpenPGP worker handshake checks.
+//! - [`pgp`]: the handshake pieces master and worker share: signed bytes, OpenPGP sign/verify.
 //! - [`admin`]: the stored worker registry, the admin socket and `pt-master worker ...`.
 //! - [`core`]: the one writer: engine, order queue, sessions, journal commits.
 //! - [`server`]: the network side: accept loop, worker links, relayed requests, the interval loop.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod core;
 pub mod history;
 pub mod logbook;
+pub mod pgp;
 pub mod prices;
 pub mod server;
 pub mod sessions;

@@ -32,19 +32,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use openpgp::cert::{CertBuilder, CipherSuite};
-use openpgp::crypto::KeyPair;
 use openpgp::parse::Parse;
-use openpgp::parse::stream::{
-    DetachedVerifierBuilder, MessageLayer, MessageStructure, VerificationError, VerificationHelper,
-};
-use openpgp::policy::StandardPolicy;
 use openpgp::serialize::SerializeInto;
-use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Signer};
-use openpgp::{Cert, Fingerprint, KeyHandle};
+use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
+use openpgp::{Cert, Fingerprint};
 use sequoia_openpgp as openpgp;
 use uuid::Uuid;
 
 use crate::config::{IpNet, WorkerConfig};
+use crate::pgp::{self, ClientAddrTooLong, POLICY, ProofError};
 
 /// Domain separator that starts every worker authentication message (what workers sign).
 pub const AUTH_DOMAIN: &[u8] = b"papertrader-worker-auth-v1\0";
@@ -81,9 +77,6 @@ pub const WORKER_NAME_BYTES_MAX: usize = 64;
 pub const SIGNATURE_CLOCK_SKEW_MAX: Duration = Duration::from_secs(30 * 60);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// The policy every certificate and signature is judged by.
-static POLICY: StandardPolicy<'static> = StandardPolicy::new();
 
 // ---------------------------------------------------------------------------------------------
 // The registry.
@@ -565,18 +558,7 @@ fn parse_cert(uuid: Uuid, bytes: &[u8], origin: &CertOrigin) -> Result<Cert, Reg
 
 /// Why `cert` cannot authenticate a worker now, if it cannot.
 fn usable(cert: &Cert) -> Result<(), &'static str> {
-    let valid = cert
-        .with_policy(&POLICY, None)
-        .map_err(|_| "not valid under the standard policy (no valid self-signature)")?;
-    if valid.alive().is_err() {
-        return Err("the certificate is expired or not yet valid");
-    }
-    if let openpgp::types::RevocationStatus::Revoked(_) = valid.revocation_status() {
-        return Err("the certificate is revoked");
-    }
-    if valid.keys().supported().alive().revoked(false).for_signing().next().is_none() {
-        return Err("no valid signing-capable key");
-    }
+    let valid = pgp::signing_cert_usable(cert)?;
     if valid.keys().supported().alive().revoked(false).for_transport_encryption().next().is_none() {
         return Err("no valid transport-encryption key");
     }
@@ -679,8 +661,27 @@ impl AuthError {
     }
 }
 
+impl From<ClientAddrTooLong> for AuthError {
+    fn from(err: ClientAddrTooLong) -> Self {
+        Self::BadHello { detail: err.to_string() }
+    }
+}
+
+impl From<ProofError> for AuthError {
+    fn from(err: ProofError) -> Self {
+        match err {
+            ProofError::MalformedSignature { detail } => Self::MalformedSignature { detail },
+            ProofError::WrongKey => Self::WrongKey,
+            ProofError::KeyNotValid { detail } => Self::KeyNotValid { detail },
+            ProofError::BadSignature => Self::BadSignature,
+            ProofError::SignatureTime => Self::SignatureTime,
+        }
+    }
+}
+
 /// The fields of the worker's Hello that both proof signatures (the worker's and the master's)
-/// cover.
+/// cover, so that nobody on the path can change them unnoticed before the link is keyed. The
+/// worker uses this type too (`worker::identity::HelloBinding`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HelloBinding<'a> {
     /// The protocol version the worker announced.
@@ -690,28 +691,22 @@ pub struct HelloBinding<'a> {
     pub client_addr: &'a str,
 }
 
-/// The exact bytes the worker signs (see `docs/WORKER_AUTH.md`):
-///
-/// `AUTH_DOMAIN || uuid (16) || nonce (32) || protocol_version (u16 BE) ||
-///  client_addr length (u16 BE) || client_addr (UTF-8)`.
-///
-/// The worker computes the same bytes in `worker::identity::auth_message`.
+/// The exact bytes the worker signs ([`pgp::auth_message`], laid out in
+/// `docs/WORKER_AUTH.md`), with an over-long client address reported as
+/// [`AuthError::BadHello`]. The worker builds its copy with the same function.
 pub fn auth_message(
     uuid: Uuid,
     nonce: &[u8; NONCE_BYTES],
     hello: &HelloBinding<'_>,
 ) -> Result<Vec<u8>, AuthError> {
-    signed_message(AUTH_DOMAIN, uuid, &[nonce], hello, &[])
+    Ok(pgp::auth_message(uuid, nonce, hello)?)
 }
 
-/// The exact bytes the master signs for the worker (see `docs/WORKER_AUTH.md`):
-///
-/// `MASTER_AUTH_DOMAIN || uuid (16) || worker_nonce (32) || master_nonce (32) ||
-///  protocol_version (u16 BE) || client_addr length (u16 BE) || client_addr (UTF-8) ||
-///  BLAKE3(sealed_key) (32)`.
-///
-/// `sealed_key` is the link key sealed to the worker ([`seal_link_key`]) exactly as sent in the
-/// Challenge. The worker computes the same bytes in `worker::identity::master_auth_message`.
+/// The exact bytes the master signs for the worker ([`pgp::master_auth_message`], laid out in
+/// `docs/WORKER_AUTH.md`), with an over-long client address reported as
+/// [`AuthError::BadHello`]. `sealed_key` is the link key sealed to the worker
+/// ([`seal_link_key`]) exactly as sent in the Challenge. The worker checks the master's proof
+/// over the bytes of the same function.
 pub fn master_auth_message(
     uuid: Uuid,
     worker_nonce: &[u8; NONCE_BYTES],
@@ -719,45 +714,7 @@ pub fn master_auth_message(
     hello: &HelloBinding<'_>,
     sealed_key: &[u8],
 ) -> Result<Vec<u8>, AuthError> {
-    let sealed_key_hash: [u8; SEALED_KEY_HASH_BYTES] = *blake3::hash(sealed_key).as_bytes();
-    signed_message(MASTER_AUTH_DOMAIN, uuid, &[worker_nonce, master_nonce], hello, &sealed_key_hash)
-}
-
-/// `domain || uuid || nonces... || protocol_version || client_addr length || client_addr ||
-/// tail`.
-fn signed_message(
-    domain: &[u8],
-    uuid: Uuid,
-    nonces: &[&[u8; NONCE_BYTES]],
-    hello: &HelloBinding<'_>,
-    tail: &[u8],
-) -> Result<Vec<u8>, AuthError> {
-    let addr = hello.client_addr.as_bytes();
-    let too_long = || AuthError::BadHello {
-        detail: format!(
-            "client address is {} bytes; at most {CLIENT_ADDR_BYTES_MAX} allowed",
-            addr.len()
-        ),
-    };
-    if addr.len() > CLIENT_ADDR_BYTES_MAX {
-        return Err(too_long());
-    }
-    let addr_len = u16::try_from(addr.len()).map_err(|_| too_long())?;
-    // Bounded: the domain is a constant, at most two nonces, the address at most 255 bytes, the
-    // tail empty or one hash.
-    let capacity = domain.len() + 16 + nonces.len() * NONCE_BYTES + 4 + addr.len() + tail.len();
-    let mut message = Vec::with_capacity(capacity);
-    message.extend_from_slice(domain);
-    message.extend_from_slice(uuid.as_bytes());
-    for nonce in nonces {
-        message.extend_from_slice(*nonce);
-    }
-    message.extend_from_slice(&hello.protocol_version.to_be_bytes());
-    message.extend_from_slice(&addr_len.to_be_bytes());
-    message.extend_from_slice(addr);
-    message.extend_from_slice(tail);
-    debug_assert_eq!(message.len(), capacity);
-    Ok(message)
+    Ok(pgp::master_auth_message(uuid, worker_nonce, master_nonce, hello, sealed_key)?)
 }
 
 /// A fresh challenge nonce: 32 bytes from the OS random number generator. Use one per
@@ -789,102 +746,7 @@ pub fn verify_proof(
     now: SystemTime,
 ) -> Result<(), AuthError> {
     let message = auth_message(worker.uuid, nonce, hello)?;
-    if signature.len() > PROOF_SIGNATURE_BYTES_MAX {
-        return Err(AuthError::MalformedSignature {
-            detail: format!(
-                "{} bytes; at most {PROOF_SIGNATURE_BYTES_MAX} allowed",
-                signature.len()
-            ),
-        });
-    }
-    if signature.is_empty() {
-        return Err(AuthError::MalformedSignature { detail: "empty".into() });
-    }
-    let helper = ProofHelper { cert: &worker.cert, now, outcome: None };
-    let mut verifier = DetachedVerifierBuilder::from_bytes(signature)
-        .and_then(|builder| builder.with_policy(&POLICY, now, helper))
-        .map_err(|e| AuthError::MalformedSignature { detail: e.to_string() })?;
-    let verified = verifier.verify_bytes(&message);
-    match (verifier.into_helper().outcome, verified) {
-        (Some(Ok(())), Ok(())) => Ok(()),
-        (Some(Err(err)), _) => Err(err),
-        // The parser failed before the signatures could be checked.
-        (None, Err(e)) => Err(AuthError::MalformedSignature { detail: e.to_string() }),
-        (Some(Ok(())), Err(e)) => Err(AuthError::MalformedSignature { detail: e.to_string() }),
-        (None, Ok(())) => {
-            Err(AuthError::MalformedSignature { detail: "no signature was checked".into() })
-        }
-    }
-}
-
-/// Gives the verifier the registered certificate, and judges its results.
-struct ProofHelper<'a> {
-    cert: &'a Cert,
-    now: SystemTime,
-    outcome: Option<Result<(), AuthError>>,
-}
-
-impl VerificationHelper for ProofHelper<'_> {
-    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
-        Ok(vec![self.cert.clone()])
-    }
-
-    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
-        let outcome = judge(structure, self.now);
-        let accepted = outcome.is_ok();
-        self.outcome = Some(outcome);
-        if accepted {
-            Ok(())
-        } else {
-            Err(openpgp::Error::BadSignature("worker proof rejected".into()).into())
-        }
-    }
-}
-
-/// Accepts exactly one signature group holding exactly one good signature made near `now`.
-fn judge(structure: MessageStructure, now: SystemTime) -> Result<(), AuthError> {
-    let malformed = |detail: &str| AuthError::MalformedSignature { detail: detail.to_owned() };
-    let mut layers = structure.into_iter();
-    let results = match (layers.next(), layers.next()) {
-        (Some(MessageLayer::SignatureGroup { results }), None) => results,
-        _ => return Err(malformed("not a single detached signature")),
-    };
-    if results.len() != 1 {
-        return Err(malformed("expected exactly one signature"));
-    }
-    let Some(result) = results.into_iter().next() else {
-        return Err(malformed("expected exactly one signature"));
-    };
-    match result {
-        Ok(good) => {
-            let created = good.sig.signature_creation_time().ok_or(AuthError::SignatureTime)?;
-            let skew = match created.duration_since(now) {
-                Ok(ahead) => ahead,
-                Err(behind) => behind.duration(),
-            };
-            if skew > SIGNATURE_CLOCK_SKEW_MAX {
-                return Err(AuthError::SignatureTime);
-            }
-            Ok(())
-        }
-        Err(VerificationError::MissingKey { .. }) => Err(AuthError::WrongKey),
-        Err(
-            VerificationError::UnboundKey { error, .. } | VerificationError::BadKey { error, .. },
-        ) => Err(AuthError::KeyNotValid { detail: error.to_string() }),
-        Err(VerificationError::BadSignature { error, .. }) => {
-            match error.downcast_ref::<openpgp::Error>() {
-                Some(openpgp::Error::NotYetLive(_) | openpgp::Error::Expired(_)) => {
-                    Err(AuthError::SignatureTime)
-                }
-                _ => Err(AuthError::BadSignature),
-            }
-        }
-        Err(
-            VerificationError::MalformedSignature { .. }
-            | VerificationError::UnknownSignature { .. },
-        ) => Err(malformed("unparsable or incomplete signature packet")),
-        Err(_) => Err(malformed("unrecognised verification result")),
-    }
+    Ok(pgp::verify_detached(&worker.cert, &message, signature, now)?)
 }
 
 /// Step 2 of the handshake, before signing: encrypts `link_key` to every valid
@@ -1094,12 +956,7 @@ impl MasterIdentity {
 
     /// The public certificate, ASCII-armored: the contents of `master.pub.asc`.
     pub fn public_cert_armored(&self) -> Result<String, MasterKeyError> {
-        let bytes = self
-            .public_cert()
-            .armored()
-            .to_vec()
-            .map_err(|e| MasterKeyError::Serialize { source: e.into() })?;
-        String::from_utf8(bytes).map_err(|e| MasterKeyError::Serialize { source: e.into() })
+        pgp::armored_public_cert(&self.tsk).map_err(|source| MasterKeyError::Serialize { source })
     }
 
     /// Step 2 of the handshake: the master's proof for the worker `worker`, a detached OpenPGP
@@ -1117,32 +974,10 @@ impl MasterIdentity {
         sealed_key: &[u8],
     ) -> Result<Vec<u8>, AuthError> {
         let message = master_auth_message(worker, worker_nonce, master_nonce, hello, sealed_key)?;
-        let sign_err = |detail: String| AuthError::SignFailed { detail };
-        let keypair = self.keypair_for_signing().map_err(|detail| sign_err(detail.to_owned()))?;
-        let mut signature = Vec::new();
-        let sink = Message::new(&mut signature);
-        let mut signer = Signer::new(sink, keypair)
-            .and_then(|signer| signer.detached().build())
-            .map_err(|e| sign_err(e.to_string()))?;
-        signer.write_all(&message).map_err(|e| sign_err(e.to_string()))?;
-        signer.finalize().map_err(|e| sign_err(e.to_string()))?;
+        let signature = pgp::sign_detached(&self.tsk, &message)
+            .map_err(|e| AuthError::SignFailed { detail: e.to_string() })?;
         debug_assert!(signature.len() <= PROOF_SIGNATURE_BYTES_MAX);
         Ok(signature)
-    }
-
-    fn keypair_for_signing(&self) -> Result<KeyPair, &'static str> {
-        let key = self
-            .tsk
-            .keys()
-            .with_policy(&POLICY, None)
-            .supported()
-            .alive()
-            .revoked(false)
-            .for_signing()
-            .unencrypted_secret()
-            .next()
-            .ok_or("no valid, unencrypted signing subkey")?;
-        key.key().clone().into_keypair().map_err(|_| "the signing key cannot be used")
     }
 
     /// Reads and checks `master.key`.
@@ -1187,22 +1022,10 @@ impl MasterIdentity {
 
 /// Why `tsk` cannot serve as the master key, if it cannot.
 fn master_key_usable(tsk: &Cert) -> Result<(), &'static str> {
-    let valid = tsk
-        .with_policy(&POLICY, None)
-        .map_err(|_| "the certificate is not valid under the standard policy")?;
-    if valid.alive().is_err() {
-        return Err("the certificate is expired or not yet valid");
-    }
-    if let openpgp::types::RevocationStatus::Revoked(_) = valid.revocation_status() {
-        return Err("the certificate is revoked");
-    }
-    let signing = || valid.keys().supported().alive().revoked(false).for_signing().secret();
-    if signing().next().is_none() {
-        return Err("no valid signing subkey with secret key material");
-    }
-    if signing().unencrypted_secret().next().is_none() {
-        return Err("the signing key is password-protected; the master key must not be");
-    }
+    pgp::signing_key_usable(
+        tsk,
+        "the signing key is password-protected; the master key must not be",
+    )?;
     Ok(())
 }
 

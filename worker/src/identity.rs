@@ -8,7 +8,9 @@
 //! proves that it is a registered worker by signing the master's nonce with its signing subkey
 //! ([`WorkerIdentity::sign_challenge`]), and once the master accepts, it decrypts the sealed key
 //! of the Challenge ([`WorkerIdentity::decrypt_link_key`]). The handshake and the exact signed
-//! bytes are described in `docs/WORKER_AUTH.md`; the master's side is `master::worker_auth`.
+//! bytes are described in `docs/WORKER_AUTH.md`; the master's side is `master::worker_auth`,
+//! and the pieces both sides run (the signed bytes, detached signing and verification, the
+//! key and certificate checks) are in `master::pgp`.
 //!
 //! On disk an identity is three files in one directory:
 //! - `worker.key`: the armored transferable secret key (mode 0600, refused when group- or
@@ -25,22 +27,23 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use master::pgp::{self, ClientAddrTooLong, POLICY, ProofError, SignError};
+use master::worker_auth;
 use openpgp::Cert;
 use openpgp::Fingerprint;
 use openpgp::cert::{CertBuilder, CipherSuite};
-use openpgp::crypto::{KeyPair, SessionKey};
+use openpgp::crypto::SessionKey;
 use openpgp::packet::{PKESK, SKESK};
 use openpgp::parse::Parse;
 use openpgp::parse::stream::{
-    DecryptionHelper, DecryptorBuilder, DetachedVerifierBuilder, MessageLayer, MessageStructure,
-    VerificationError, VerificationHelper,
+    DecryptionHelper, DecryptorBuilder, MessageStructure, VerificationHelper,
 };
-use openpgp::policy::StandardPolicy;
 use openpgp::serialize::SerializeInto;
-use openpgp::serialize::stream::{Message, Signer};
 use openpgp::types::SymmetricAlgorithm;
 use sequoia_openpgp as openpgp;
 use uuid::Uuid;
+
+pub use master::worker_auth::HelloBinding;
 
 /// File name of the armored secret key inside an identity directory.
 pub const KEY_FILE_NAME: &str = "worker.key";
@@ -50,21 +53,21 @@ pub const PUBLIC_CERT_FILE_NAME: &str = "worker.pub.asc";
 pub const UUID_FILE_NAME: &str = "worker.uuid";
 
 /// Domain separator that starts every worker authentication message (what the worker signs).
-pub const AUTH_DOMAIN: &[u8] = b"papertrader-worker-auth-v1\0";
+pub const AUTH_DOMAIN: &[u8] = worker_auth::AUTH_DOMAIN;
 /// Domain separator that starts every master authentication message (what the master signs).
-pub const MASTER_AUTH_DOMAIN: &[u8] = b"papertrader-master-auth-v1\0";
+pub const MASTER_AUTH_DOMAIN: &[u8] = worker_auth::MASTER_AUTH_DOMAIN;
 /// Length of a handshake nonce (the worker's in the Hello, the master's in the Challenge).
-pub const NONCE_BYTES: usize = 32;
+pub const NONCE_BYTES: usize = worker_auth::NONCE_BYTES;
 /// Largest master proof signature the worker agrees to parse.
-pub const PROOF_SIGNATURE_BYTES_MAX: usize = 4096;
+pub const PROOF_SIGNATURE_BYTES_MAX: usize = worker_auth::PROOF_SIGNATURE_BYTES_MAX;
 /// How far the master proof's creation time may be from the worker's clock, either way.
-pub const SIGNATURE_CLOCK_SKEW_MAX: Duration = Duration::from_secs(30 * 60);
+pub const SIGNATURE_CLOCK_SKEW_MAX: Duration = worker_auth::SIGNATURE_CLOCK_SKEW_MAX;
 /// Length of the link key the master seals to the worker.
-pub const LINK_KEY_BYTES: usize = 32;
+pub const LINK_KEY_BYTES: usize = worker_auth::LINK_KEY_BYTES;
 /// Length of the BLAKE3 hash of the sealed link key that ends the master authentication message.
-pub const SEALED_KEY_HASH_BYTES: usize = blake3::OUT_LEN;
+pub const SEALED_KEY_HASH_BYTES: usize = worker_auth::SEALED_KEY_HASH_BYTES;
 /// Largest client-facing address (`host:port`) a worker may announce in its Hello.
-pub const CLIENT_ADDR_BYTES_MAX: usize = 255;
+pub const CLIENT_ADDR_BYTES_MAX: usize = worker_auth::CLIENT_ADDR_BYTES_MAX;
 /// Largest sealed link key the worker agrees to decrypt.
 pub const LINK_KEY_CIPHERTEXT_BYTES_MAX: usize = 4096;
 /// Largest key or certificate file read from disk.
@@ -72,7 +75,7 @@ pub const KEY_FILE_BYTES_MAX: u64 = 64 * 1024;
 /// Largest `worker.uuid` file read from disk.
 pub const UUID_FILE_BYTES_MAX: u64 = 128;
 /// Longest human-readable worker name (UTF-8 bytes), as the master's `workers[].name` allows.
-pub const WORKER_NAME_BYTES_MAX: usize = 64;
+pub const WORKER_NAME_BYTES_MAX: usize = worker_auth::WORKER_NAME_BYTES_MAX;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -283,15 +286,34 @@ impl MasterProofError {
     }
 }
 
-/// The fields of the worker's Hello that both proof signatures (the worker's and the master's)
-/// cover, so that nobody on the path can change them unnoticed before the link is keyed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HelloBinding<'a> {
-    /// The protocol version the worker announced.
-    pub protocol_version: u16,
-    /// The client-facing address (`host:port`) the worker announced; at most
-    /// [`CLIENT_ADDR_BYTES_MAX`] bytes.
-    pub client_addr: &'a str,
+impl From<ProofError> for MasterProofError {
+    fn from(err: ProofError) -> Self {
+        match err {
+            ProofError::MalformedSignature { detail } => Self::MalformedSignature { detail },
+            ProofError::WrongKey => Self::WrongKey,
+            ProofError::KeyNotValid { detail } => Self::KeyNotValid { detail },
+            ProofError::BadSignature => Self::BadSignature,
+            ProofError::SignatureTime => Self::SignatureTime,
+        }
+    }
+}
+
+impl From<ClientAddrTooLong> for IdentityError {
+    fn from(ClientAddrTooLong { bytes, bytes_max }: ClientAddrTooLong) -> Self {
+        Self::ClientAddrTooLong { bytes, bytes_max }
+    }
+}
+
+impl From<SignError> for IdentityError {
+    fn from(err: SignError) -> Self {
+        match err {
+            SignError::NoSigningKey => Self::UnusableKey {
+                path: PathBuf::from(KEY_FILE_NAME),
+                reason: "no valid, unencrypted signing subkey",
+            },
+            SignError::KeyUnusable { source } | SignError::Sign { source } => Self::Sign { source },
+        }
+    }
 }
 
 /// What the master sent in its Challenge, as the worker received it.
@@ -307,30 +329,23 @@ pub struct MasterChallenge<'a> {
     pub sealed_key: &'a [u8],
 }
 
-/// The exact bytes a worker signs to answer a challenge (see `docs/WORKER_AUTH.md`):
-///
-/// `AUTH_DOMAIN || uuid (16) || nonce (32) || protocol_version (u16 BE) ||
-///  client_addr length (u16 BE) || client_addr (UTF-8)`.
-///
-/// The master computes the same bytes in `master::worker_auth::auth_message`.
+/// The exact bytes a worker signs to answer a challenge: [`master::pgp::auth_message`] (laid
+/// out in `docs/WORKER_AUTH.md`), the function the master checks worker proofs with, with an
+/// over-long client address reported as [`IdentityError::ClientAddrTooLong`].
 pub fn auth_message(
     uuid: Uuid,
     nonce: &[u8; NONCE_BYTES],
     hello: &HelloBinding<'_>,
 ) -> Result<Vec<u8>, IdentityError> {
-    signed_message(AUTH_DOMAIN, uuid, &[nonce], hello, &[])
+    Ok(pgp::auth_message(uuid, nonce, hello)?)
 }
 
-/// The exact bytes the master signs to prove itself to the worker (see
-/// `docs/WORKER_AUTH.md`):
-///
-/// `MASTER_AUTH_DOMAIN || uuid (16) || worker_nonce (32) || master_nonce (32) ||
-///  protocol_version (u16 BE) || client_addr length (u16 BE) || client_addr (UTF-8) ||
-///  BLAKE3(sealed_key) (32)`.
-///
-/// The hash binds the proof to the exact sealed link key of the Challenge, so nobody on the
-/// path can swap in a key of their own. The master computes the same bytes in
-/// `master::worker_auth::master_auth_message`.
+/// The exact bytes the master signs to prove itself to the worker:
+/// [`master::pgp::master_auth_message`] (laid out in `docs/WORKER_AUTH.md`), the function the
+/// master signs with, with an over-long client address reported as
+/// [`IdentityError::ClientAddrTooLong`]. The BLAKE3 hash of `sealed_key` at its end binds the
+/// proof to the exact sealed link key of the Challenge, so nobody on the path can swap in a
+/// key of their own.
 pub fn master_auth_message(
     uuid: Uuid,
     worker_nonce: &[u8; NONCE_BYTES],
@@ -338,41 +353,7 @@ pub fn master_auth_message(
     hello: &HelloBinding<'_>,
     sealed_key: &[u8],
 ) -> Result<Vec<u8>, IdentityError> {
-    let sealed_key_hash: [u8; SEALED_KEY_HASH_BYTES] = *blake3::hash(sealed_key).as_bytes();
-    signed_message(MASTER_AUTH_DOMAIN, uuid, &[worker_nonce, master_nonce], hello, &sealed_key_hash)
-}
-
-/// `domain || uuid || nonces... || protocol_version || client_addr length || client_addr ||
-/// tail`.
-fn signed_message(
-    domain: &[u8],
-    uuid: Uuid,
-    nonces: &[&[u8; NONCE_BYTES]],
-    hello: &HelloBinding<'_>,
-    tail: &[u8],
-) -> Result<Vec<u8>, IdentityError> {
-    let addr = hello.client_addr.as_bytes();
-    let too_long =
-        || IdentityError::ClientAddrTooLong { bytes: addr.len(), bytes_max: CLIENT_ADDR_BYTES_MAX };
-    if addr.len() > CLIENT_ADDR_BYTES_MAX {
-        return Err(too_long());
-    }
-    let addr_len = u16::try_from(addr.len()).map_err(|_| too_long())?;
-    // Bounded: the domain is a constant, at most two nonces, the address at most 255 bytes, the
-    // tail empty or one hash.
-    let capacity = domain.len() + 16 + nonces.len() * NONCE_BYTES + 4 + addr.len() + tail.len();
-    let mut message = Vec::with_capacity(capacity);
-    message.extend_from_slice(domain);
-    message.extend_from_slice(uuid.as_bytes());
-    for nonce in nonces {
-        message.extend_from_slice(*nonce);
-    }
-    message.extend_from_slice(&hello.protocol_version.to_be_bytes());
-    message.extend_from_slice(&addr_len.to_be_bytes());
-    message.extend_from_slice(addr);
-    message.extend_from_slice(tail);
-    debug_assert_eq!(message.len(), capacity);
-    Ok(message)
+    Ok(pgp::master_auth_message(uuid, worker_nonce, master_nonce, hello, sealed_key)?)
 }
 
 /// A fresh handshake nonce for the worker's Hello: 32 bytes from the OS random number
@@ -383,9 +364,6 @@ pub fn new_nonce() -> Result<[u8; NONCE_BYTES], IdentityError> {
         .map_err(|e| IdentityError::RandomUnavailable { detail: e.to_string() })?;
     Ok(nonce)
 }
-
-/// The policy every key and signature is judged by.
-static POLICY: StandardPolicy<'static> = StandardPolicy::new();
 
 /// A worker's identity: its UUID and its OpenPGP secret key (a TSK with a certification-only
 /// primary key, an Ed25519 signing subkey and a Cv25519 transport-encryption subkey).
@@ -505,12 +483,7 @@ impl WorkerIdentity {
 
     /// The public certificate, ASCII-armored: the contents of `worker.pub.asc`.
     pub fn public_cert_armored(&self) -> Result<String, IdentityError> {
-        let bytes = self
-            .public_cert()
-            .armored()
-            .to_vec()
-            .map_err(|e| IdentityError::Serialize { source: e.into() })?;
-        String::from_utf8(bytes).map_err(|e| IdentityError::Serialize { source: e.into() })
+        pgp::armored_public_cert(&self.tsk).map_err(|source| IdentityError::Serialize { source })
     }
 
     /// Answers the master's challenge: a detached OpenPGP signature, made with the signing
@@ -521,15 +494,7 @@ impl WorkerIdentity {
         hello: &HelloBinding<'_>,
     ) -> Result<Vec<u8>, IdentityError> {
         let message = auth_message(self.uuid, nonce, hello)?;
-        let keypair = self.keypair_for_signing()?;
-        let mut signature = Vec::new();
-        let sink = Message::new(&mut signature);
-        let mut signer = Signer::new(sink, keypair)
-            .and_then(|signer| signer.detached().build())
-            .map_err(|e| IdentityError::Sign { source: e.into() })?;
-        signer.write_all(&message).map_err(|e| IdentityError::Sign { source: e.into() })?;
-        signer.finalize().map_err(|e| IdentityError::Sign { source: e.into() })?;
-        Ok(signature)
+        Ok(pgp::sign_detached(&self.tsk, &message)?)
     }
 
     /// Decrypts the link key the master sealed to this worker's transport-encryption subkey
@@ -596,24 +561,6 @@ impl WorkerIdentity {
             workers: [Entry { id: self.uuid.hyphenated().to_string(), name, cert, allowed_ips }],
         };
         toml::to_string(&snippet).map_err(|e| IdentityError::Registration { reason: e.to_string() })
-    }
-
-    fn keypair_for_signing(&self) -> Result<KeyPair, IdentityError> {
-        let key = self
-            .tsk
-            .keys()
-            .with_policy(&POLICY, None)
-            .supported()
-            .alive()
-            .revoked(false)
-            .for_signing()
-            .unencrypted_secret()
-            .next()
-            .ok_or(IdentityError::UnusableKey {
-                path: PathBuf::from(KEY_FILE_NAME),
-                reason: "no valid, unencrypted signing subkey",
-            })?;
-        key.key().clone().into_keypair().map_err(|e| IdentityError::Sign { source: e.into() })
     }
 }
 
@@ -723,7 +670,7 @@ impl MasterTrust {
                          never master.key",
             });
         }
-        if let Err(reason) = master_cert_usable(&cert) {
+        if let Err(reason) = pgp::signing_cert_usable(&cert) {
             return Err(IdentityError::UnusableMasterCert { origin, reason });
         }
         Ok(Self { cert })
@@ -762,151 +709,17 @@ impl MasterTrust {
             hello,
             challenge.sealed_key,
         )?;
-        verify_detached(&self.cert, &message, challenge.master_proof, now)
-            .map_err(IdentityError::MasterProof)
-    }
-}
-
-/// Why `cert` cannot be trusted as the master's certificate, if it cannot.
-fn master_cert_usable(cert: &Cert) -> Result<(), &'static str> {
-    let valid = cert
-        .with_policy(&POLICY, None)
-        .map_err(|_| "not valid under the standard policy (no valid self-signature)")?;
-    if valid.alive().is_err() {
-        return Err("the certificate is expired or not yet valid");
-    }
-    if let openpgp::types::RevocationStatus::Revoked(_) = valid.revocation_status() {
-        return Err("the certificate is revoked");
-    }
-    if valid.keys().supported().alive().revoked(false).for_signing().next().is_none() {
-        return Err("no valid signing-capable key");
-    }
-    Ok(())
-}
-
-/// Checks that `signature` is one detached signature by a valid signing key of `cert`, made
-/// near `now`, over `message`.
-fn verify_detached(
-    cert: &Cert,
-    message: &[u8],
-    signature: &[u8],
-    now: SystemTime,
-) -> Result<(), MasterProofError> {
-    let malformed = |detail: String| MasterProofError::MalformedSignature { detail };
-    if signature.len() > PROOF_SIGNATURE_BYTES_MAX {
-        return Err(malformed(format!(
-            "{} bytes; at most {PROOF_SIGNATURE_BYTES_MAX} allowed",
-            signature.len()
-        )));
-    }
-    if signature.is_empty() {
-        return Err(malformed("empty".into()));
-    }
-    let helper = ProofHelper { cert, now, outcome: None };
-    let mut verifier = DetachedVerifierBuilder::from_bytes(signature)
-        .and_then(|builder| builder.with_policy(&POLICY, now, helper))
-        .map_err(|e| malformed(e.to_string()))?;
-    let verified = verifier.verify_bytes(message);
-    match (verifier.into_helper().outcome, verified) {
-        (Some(Ok(())), Ok(())) => Ok(()),
-        (Some(Err(err)), _) => Err(err),
-        // The parser failed before the signatures could be checked.
-        (None, Err(e)) | (Some(Ok(())), Err(e)) => Err(malformed(e.to_string())),
-        (None, Ok(())) => Err(malformed("no signature was checked".into())),
-    }
-}
-
-/// Gives the verifier the trusted certificate, and judges its results.
-struct ProofHelper<'a> {
-    cert: &'a Cert,
-    now: SystemTime,
-    outcome: Option<Result<(), MasterProofError>>,
-}
-
-impl VerificationHelper for ProofHelper<'_> {
-    fn get_certs(&mut self, _ids: &[openpgp::KeyHandle]) -> openpgp::Result<Vec<Cert>> {
-        Ok(vec![self.cert.clone()])
-    }
-
-    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
-        let outcome = judge(structure, self.now);
-        let accepted = outcome.is_ok();
-        self.outcome = Some(outcome);
-        if accepted {
-            Ok(())
-        } else {
-            Err(openpgp::Error::BadSignature("master proof rejected".into()).into())
-        }
-    }
-}
-
-/// Accepts exactly one signature group holding exactly one good signature made near `now`
-/// (the same rules as the master's `judge` for worker proofs).
-fn judge(structure: MessageStructure, now: SystemTime) -> Result<(), MasterProofError> {
-    let malformed =
-        |detail: &str| MasterProofError::MalformedSignature { detail: detail.to_owned() };
-    let mut layers = structure.into_iter();
-    let results = match (layers.next(), layers.next()) {
-        (Some(MessageLayer::SignatureGroup { results }), None) => results,
-        _ => return Err(malformed("not a single detached signature")),
-    };
-    if results.len() != 1 {
-        return Err(malformed("expected exactly one signature"));
-    }
-    let Some(result) = results.into_iter().next() else {
-        return Err(malformed("expected exactly one signature"));
-    };
-    match result {
-        Ok(good) => {
-            let created =
-                good.sig.signature_creation_time().ok_or(MasterProofError::SignatureTime)?;
-            let skew = match created.duration_since(now) {
-                Ok(ahead) => ahead,
-                Err(behind) => behind.duration(),
-            };
-            if skew > SIGNATURE_CLOCK_SKEW_MAX {
-                return Err(MasterProofError::SignatureTime);
-            }
-            Ok(())
-        }
-        Err(VerificationError::MissingKey { .. }) => Err(MasterProofError::WrongKey),
-        Err(
-            VerificationError::UnboundKey { error, .. } | VerificationError::BadKey { error, .. },
-        ) => Err(MasterProofError::KeyNotValid { detail: error.to_string() }),
-        Err(VerificationError::BadSignature { error, .. }) => {
-            match error.downcast_ref::<openpgp::Error>() {
-                Some(openpgp::Error::NotYetLive(_) | openpgp::Error::Expired(_)) => {
-                    Err(MasterProofError::SignatureTime)
-                }
-                _ => Err(MasterProofError::BadSignature),
-            }
-        }
-        Err(
-            VerificationError::MalformedSignature { .. }
-            | VerificationError::UnknownSignature { .. },
-        ) => Err(malformed("unparsable or incomplete signature packet")),
-        Err(_) => Err(malformed("unrecognised verification result")),
+        pgp::verify_detached(&self.cert, &message, challenge.master_proof, now)
+            .map_err(|err| IdentityError::MasterProof(err.into()))
     }
 }
 
 /// Why `tsk` cannot serve as a worker key, if it cannot.
 fn usable(tsk: &Cert) -> Result<(), &'static str> {
-    let valid = tsk
-        .with_policy(&POLICY, None)
-        .map_err(|_| "the certificate is not valid under the standard policy")?;
-    if valid.alive().is_err() {
-        return Err("the certificate is expired or not yet valid");
-    }
-    if let openpgp::types::RevocationStatus::Revoked(_) = valid.revocation_status() {
-        return Err("the certificate is revoked");
-    }
-    let signing = || valid.keys().supported().alive().revoked(false).for_signing().secret();
-    if signing().next().is_none() {
-        return Err("no valid signing subkey with secret key material");
-    }
-    if signing().unencrypted_secret().next().is_none() {
-        return Err("the signing key is password-protected; worker keys must not be");
-    }
+    let valid = pgp::signing_key_usable(
+        tsk,
+        "the signing key is password-protected; worker keys must not be",
+    )?;
     let encryption =
         || valid.keys().supported().alive().revoked(false).for_transport_encryption().secret();
     if encryption().next().is_none() {
@@ -991,6 +804,8 @@ fn check_private_mode(path: &Path) -> Result<(), IdentityError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
+    use openpgp::serialize::stream::{Message, Signer};
+
     use super::*;
 
     fn uuid() -> Uuid {
