@@ -585,7 +585,7 @@ impl Client {
                     }
                     Some(answer) => {
                         if !self.flush_orders(&mut orders, &mut writer, activity).await
-                            || self.send(&mut writer, &answer).await.is_err()
+                            || !self.send(&mut writer, &answer).await
                         {
                             return;
                         }
@@ -605,8 +605,7 @@ impl Client {
                 Item::Close(Some(answer)) => (answer, true),
                 Item::Close(None) => break,
             };
-            if let Err(e) = self.send(&mut writer, &response).await {
-                debug!(cause = %e, "cannot write to the client; closing");
+            if !self.send(&mut writer, &response).await {
                 return;
             }
             activity.end();
@@ -712,17 +711,17 @@ impl Client {
     }
 
     /// Sends one answer in packets of `clients.packet_data_bytes`, after anything fed before.
+    /// False when the client is gone.
     async fn send<W: AsyncWrite + Unpin>(
         &self,
         writer: &mut FrameWriter<W>,
         response: &Response,
-    ) -> Result<(), String> {
-        self.feed(writer, response).await?;
-        let timeout = self.shared.config.clients.write_timeout;
-        match tokio::time::timeout(timeout, writer.flush()).await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err("the client does not read its answers".to_owned()),
+    ) -> bool {
+        if let Err(e) = self.feed(writer, response).await {
+            debug!(cause = %e, "cannot write to the client; closing");
+            return false;
         }
+        self.flush(writer).await
     }
 
     /// Encodes one answer into `writer`'s buffer in packets of `clients.packet_data_bytes`
