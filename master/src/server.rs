@@ -467,25 +467,9 @@ async fn worker_link(
     let (mut reader, mut writer) = framed.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<Control>(1024);
     let writer_task = tokio::spawn(async move {
-        // Replies queued meanwhile (an interval's answers come all at once) go out together;
-        // yielding first lets the relay tasks that have their answer queue it.
+        // Replies queued meanwhile (an interval's answers come all at once) go out together.
         while let Some(control) = out_rx.recv().await {
-            let mut written = writer.feed_control(&control).await;
-            let mut more = true;
-            while written.is_ok() && more && writer.buffered_bytes() < net::WRITE_BUFFER_BYTES {
-                tokio::task::yield_now().await;
-                more = false;
-                while written.is_ok()
-                    && let Ok(control) = out_rx.try_recv()
-                {
-                    written = writer.feed_control(&control).await;
-                    more = true;
-                }
-            }
-            if written.is_ok() {
-                written = writer.flush().await;
-            }
-            if let Err(e) = written {
+            if let Err(e) = writer.write_gathered(control, &mut out_rx, |c| c.encode()).await {
                 debug!(cause = %e, "link write failed");
                 break;
             }

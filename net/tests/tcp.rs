@@ -271,6 +271,39 @@ async fn fed_requests_go_out_together_at_flush() {
     server.await.unwrap();
 }
 
+/// A burst queued behind the first request goes out with it: every request is answered, in
+/// queue order, and nothing stays buffered.
+#[tokio::test]
+async fn a_gathered_burst_is_written_whole_and_in_order() {
+    let (client, server) = connect(false).await;
+    let (mut reader, mut writer) = FramedStream::new(client).into_split();
+    let (queue, mut queued) = tokio::sync::mpsc::channel(8);
+    for units in [1, 2, 3] {
+        queue.send(purchase("AAPL", units)).await.unwrap();
+    }
+    writer
+        .write_gathered(Request::LoginSession { session: S }, &mut queued, |r| r.encode())
+        .await
+        .unwrap();
+    assert_eq!(writer.buffered_bytes(), 0);
+    assert!(queued.try_recv().is_err(), "the whole queue went out");
+    assert_eq!(
+        reader.read_response().await.unwrap().unwrap().instruction(),
+        Instruction::SessionId
+    );
+    for units in [1, 2, 3] {
+        match reader.read_response().await.unwrap().unwrap() {
+            Response::PurchaseSuccess(fill) => {
+                assert_eq!(fill.qty, Qty::from_units(units).unwrap())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    writer.shutdown().await.unwrap();
+    assert!(reader.read_response().await.unwrap().is_none());
+    server.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_request_read_one_byte_at_a_time_works() {
     let (client, server) = connect(true).await;

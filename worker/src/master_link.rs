@@ -421,23 +421,10 @@ async fn carry(
     });
     let (mut reader, mut writer) = framed.into_split();
     let write_loop = async move {
-        // Everything queued meanwhile goes out with the first message, in one write; yielding
-        // first lets the connections that have a relay ready queue it (orders come in bursts,
-        // and each waits for its interval anyway).
+        // Orders come in bursts, and each waits for its interval anyway: what is queued
+        // behind the first message goes out with it, in one write.
         while let Some(message) = out_rx.recv().await {
-            writer.feed_message(&message).await?;
-            loop {
-                tokio::task::yield_now().await;
-                let mut more = false;
-                while let Ok(message) = out_rx.try_recv() {
-                    writer.feed_message(&message).await?;
-                    more = true;
-                }
-                if !more || writer.buffered_bytes() >= net::WRITE_BUFFER_BYTES {
-                    break;
-                }
-            }
-            writer.flush().await?;
+            writer.write_gathered(message, &mut out_rx, Ok).await?;
         }
         Ok::<(), net::WriteError>(())
     };
