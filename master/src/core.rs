@@ -323,13 +323,20 @@ impl Core {
         }
     }
 
-    /// Remembers a committed outcome for retries, forgetting the oldest past
-    /// `remembered_outcomes_max`.
-    fn remember(&mut self, key: (AccountId, ClientOrderId), response: Response) {
-        if self.slots.insert(key, OrderSlot::Done(response)).is_none() {
+    /// Remembers a committed outcome for retries (in place: a key already in `slot_order`
+    /// keeps its place), forgetting the oldest past `remembered_outcomes_max`. Returns the
+    /// slot it replaced.
+    fn remember(
+        &mut self,
+        key: (AccountId, ClientOrderId),
+        response: Response,
+    ) -> Option<OrderSlot> {
+        let previous = self.slots.insert(key, OrderSlot::Done(response));
+        if previous.is_none() {
             self.slot_order.push_back(key);
         }
         self.forget_oldest();
+        previous
     }
 
     /// Drops the oldest remembered outcomes past `remembered_outcomes_max`. `slot_order` holds
@@ -667,24 +674,14 @@ impl Core {
     }
 
     /// Sends an outcome to everyone waiting for it; when committed, the slot keeps the outcome
-    /// for retries (in place: the key keeps its place in `slot_order`).
+    /// for retries.
     fn answer(&mut self, key: (AccountId, ClientOrderId), response: Response, committed: bool) {
-        let previous = if committed {
-            let previous = self.slots.insert(key, OrderSlot::Done(response.clone()));
-            if previous.is_none() {
-                self.slot_order.push_back(key);
-            }
-            previous
-        } else {
-            self.slots.remove(&key)
-        };
+        let previous =
+            if committed { self.remember(key, response.clone()) } else { self.slots.remove(&key) };
         if let Some(OrderSlot::Pending(waiters)) = previous {
             for waiter in waiters {
                 let _ = waiter.send(response.clone());
             }
-        }
-        if committed {
-            self.forget_oldest();
         }
     }
 
