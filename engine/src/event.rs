@@ -10,7 +10,8 @@ use crate::money::{Cash, Price, Qty};
 use crate::order::Order;
 use crate::tick::Tick;
 
-/// Version of the event encoding; the journal writes it in every record header.
+/// Version of the rkyv archive layout of the events (and of the state that holds them): snapshot
+/// headers carry it, and the journal reads records of its `event_format` 1 with it.
 pub const EVENT_FORMAT_VERSION: u16 = 1;
 
 /// One thing that happened, in the order it happened.

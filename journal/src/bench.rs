@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use engine::{Event, State, Timestamp};
 
-use crate::{Journal, JournalConfig};
+use crate::{Journal, JournalConfig, Seq};
 
 #[path = "../testkit/history.rs"]
 #[allow(dead_code)]
@@ -60,35 +60,12 @@ pub fn events(count: usize) -> Vec<Event> {
 /// The journal's record bytes for `events` (the layout of [`crate::record`], sequence numbers
 /// from 1, chained crcs), one `Vec` per record, for the plain-file baselines.
 pub fn record_bytes(events: &[Event]) -> Result<Vec<Vec<u8>>, BenchError> {
-    let mut prev = 0u32;
-    let mut scratch = rkyv::util::AlignedVec::<16>::new();
+    let mut prev = crate::record::GENESIS_LINK;
     let mut out = Vec::with_capacity(events.len());
     for (seq, event) in (1u64..).zip(events) {
-        scratch.clear();
-        rkyv::util::with_arena(|arena| {
-            rkyv::api::low::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(
-                event,
-                &mut scratch,
-                arena.acquire(),
-            )
-            .map(|_| ())
-        })
-        .map_err(|e| BenchError::Encode(e.to_string()))?;
-        let payload = scratch.as_slice();
-        let len = u32::try_from(payload.len()).map_err(|e| BenchError::Encode(e.to_string()))?;
-        let mut record = Vec::with_capacity(32 + payload.len());
-        record.extend_from_slice(&crate::record::RECORD_FORMAT_VERSION.to_be_bytes());
-        record.extend_from_slice(&engine::EVENT_FORMAT_VERSION.to_be_bytes());
-        record.extend_from_slice(&seq.to_be_bytes());
-        record.extend_from_slice(&0i64.to_be_bytes());
-        record.extend_from_slice(&prev.to_be_bytes());
-        record.extend_from_slice(&len.to_be_bytes());
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&record);
-        hasher.update(payload);
-        prev = hasher.finalize();
-        record.extend_from_slice(&prev.to_be_bytes());
-        record.extend_from_slice(payload);
+        let mut record = Vec::new();
+        prev = crate::record::append_record(&mut record, Seq(seq), Timestamp(0), prev, event)
+            .map_err(|bytes| BenchError::Encode(format!("event of {bytes} bytes")))?;
         out.push(record);
     }
     Ok(out)

@@ -9,7 +9,6 @@ use redb::{
     Database, DatabaseError, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable,
     TableDefinition, WriteTransaction,
 };
-use rkyv::util::AlignedVec;
 
 use crate::batch::{self, FindError};
 use crate::config::JournalConfig;
@@ -84,7 +83,6 @@ pub(crate) struct Writer {
     pub last_snapshot: Seq,
     /// Set by the first storage fault (or a damaged head); every later write is refused.
     pub halted: Option<String>,
-    scratch: AlignedVec,
     records: Vec<u8>,
 }
 
@@ -199,7 +197,6 @@ impl Journal {
                 last_crc: GENESIS_LINK,
                 last_snapshot: Seq(0),
                 halted: None,
-                scratch: AlignedVec::new(),
                 records: Vec::new(),
             }),
         };
@@ -380,10 +377,8 @@ impl Journal {
         let encoded = (|| {
             for (index, event) in events.iter().enumerate() {
                 seq = seq.next().ok_or(AppendError::BatchTooLarge(events.len()))?;
-                let payload = record::encode_event(event, &mut writer.scratch)
-                    .map_err(|detail| AppendError::Encode { index, detail })?;
-                crc = record::write_record(&mut records, seq, recorded_at, crc, payload)
-                    .ok_or(AppendError::EventTooLarge { index, bytes: payload.len() })?;
+                crc = record::append_record(&mut records, seq, recorded_at, crc, event)
+                    .map_err(|bytes| AppendError::EventTooLarge { index, bytes })?;
             }
             Ok::<(), AppendError>(())
         })();

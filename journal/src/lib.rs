@@ -2,9 +2,9 @@
 //!
 //! One redb file (`DIR/papertrader.redb`, see [`path_in`]) holds, in separate tables:
 //! - `events`: one record per event, keyed by sequence number. Each record carries its sequence
-//!   number, format versions, the wall-clock time of its batch, the rkyv-encoded event, a crc32
-//!   and the crc32 of the record before it, so a gap, a reordering or a changed byte is detected
-//!   on read ([`record`] has the layout);
+//!   number, format versions, the wall-clock time of its batch, the event in a compact encoding
+//!   ([`payload`]), a crc32 and the crc32 of the record before it, so a gap, a reordering or a
+//!   changed byte is detected on read ([`record`] has the layout);
 //! - `snapshots`: rkyv-encoded engine states, validated with bytecheck, a digest and the
 //!   invariants before use ([`snapshot`] has the layout);
 //! - `sessions`, `ticks` (indexed from `IntervalSettled` in the same transaction as the batch),
@@ -28,6 +28,7 @@ mod config;
 pub mod error;
 mod journal;
 pub mod limits;
+pub mod payload;
 mod read;
 pub mod record;
 mod replay;

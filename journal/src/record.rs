@@ -5,13 +5,14 @@
 //! ```text
 //! offset size field
 //!      0    2 record_format   RECORD_FORMAT_VERSION
-//!      2    2 event_format    engine::EVENT_FORMAT_VERSION
+//!      2    2 event_format    how the payload encodes the event: RKYV_EVENT_FORMAT (1, read
+//!                             only) or payload::COMPACT_EVENT_FORMAT (2, written)
 //!      4    8 seq             u64, 1 for the first record
 //!     12    8 recorded_at     i64 microseconds since the epoch (the master's wall clock)
 //!     20    4 prev_crc        the crc of record seq - 1 (0 for record 1): the chain link
 //!     24    4 payload_len     u32
 //!     28    4 crc             crc32 of bytes 0..28 followed by the payload
-//!     32    n payload         the rkyv encoding of the engine::Event
+//!     32    n payload         the encoded engine::Event
 //! ```
 
 use std::fmt;
@@ -21,9 +22,18 @@ use rkyv::util::AlignedVec;
 
 use crate::error::Corruption;
 use crate::limits::EVENT_BYTES_MAX;
+use crate::payload::{self, COMPACT_EVENT_FORMAT};
 
 /// Version of the record layout above; in every record.
 pub const RECORD_FORMAT_VERSION: u16 = 1;
+/// The `event_format` of records written before the compact encoding: the payload is the rkyv
+/// archive of `engine::Event` at `engine::EVENT_FORMAT_VERSION` 1. Still read, never written.
+pub const RKYV_EVENT_FORMAT: u16 = 1;
+/// The `event_format` this build writes.
+pub const WRITTEN_EVENT_FORMAT: u16 = COMPACT_EVENT_FORMAT;
+// The format-1 reader decodes with today's rkyv layout of `engine::Event`: a new layout must
+// keep a reader for the old one before it changes this.
+const _: () = assert!(engine::EVENT_FORMAT_VERSION == RKYV_EVENT_FORMAT);
 /// Size of the record header, in bytes.
 pub const RECORD_HEADER_BYTES: usize = 32;
 /// The link stored in record 1: there is no record 0.
@@ -101,13 +111,14 @@ pub(crate) fn record_crc(record: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// Encodes `event` with rkyv into `scratch` (reused between calls).
-pub(crate) fn encode_event<'s>(
+/// Encodes `event` with rkyv (the format-1 payload) into `scratch`: only to write old-format
+/// records in tests.
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) fn encode_event_rkyv<'s>(
     event: &Event,
     scratch: &'s mut AlignedVec,
 ) -> Result<&'s [u8], String> {
     scratch.clear();
-    // The low-level serializer: events share no pointers, so no sharing map is needed.
     rkyv::util::with_arena(|arena| {
         rkyv::api::low::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(
             event,
@@ -120,10 +131,62 @@ pub(crate) fn encode_event<'s>(
     Ok(scratch.as_slice())
 }
 
-/// Appends one record to `out` and returns its checksum, or `None` (writing nothing) when the
-/// payload is over `EVENT_BYTES_MAX`.
+/// Fills in the header of the record that starts at `start` in `out` (its payload already
+/// written after the 32 header bytes) and returns its checksum, or `None` when the payload is
+/// over `EVENT_BYTES_MAX`.
+fn seal_record(
+    out: &mut [u8],
+    start: usize,
+    event_format: u16,
+    seq: Seq,
+    recorded_at: Timestamp,
+    prev_crc: u32,
+) -> Option<u32> {
+    let payload_len = out.len().checked_sub(start + RECORD_HEADER_BYTES)?;
+    if payload_len > EVENT_BYTES_MAX {
+        return None;
+    }
+    let payload_len = u32::try_from(payload_len).ok()?;
+    let header = &mut out[start..start + RECORD_HEADER_BYTES];
+    header[0..2].copy_from_slice(&RECORD_FORMAT_VERSION.to_be_bytes());
+    header[2..4].copy_from_slice(&event_format.to_be_bytes());
+    header[4..12].copy_from_slice(&seq.0.to_be_bytes());
+    header[12..20].copy_from_slice(&recorded_at.0.to_be_bytes());
+    header[20..24].copy_from_slice(&prev_crc.to_be_bytes());
+    header[24..28].copy_from_slice(&payload_len.to_be_bytes());
+    let crc = record_crc(&out[start..]);
+    out[start + 28..start + 32].copy_from_slice(&crc.to_be_bytes());
+    Some(crc)
+}
+
+/// Appends the record of `event` (compact payload) to `out` and returns its checksum, or
+/// `Err(payload bytes)` (leaving `out` as it was) when the payload is over `EVENT_BYTES_MAX`.
+pub(crate) fn append_record(
+    out: &mut Vec<u8>,
+    seq: Seq,
+    recorded_at: Timestamp,
+    prev_crc: u32,
+    event: &Event,
+) -> Result<u32, usize> {
+    let start = out.len();
+    out.resize(start + RECORD_HEADER_BYTES, 0);
+    payload::encode(event, out);
+    match seal_record(out, start, WRITTEN_EVENT_FORMAT, seq, recorded_at, prev_crc) {
+        Some(crc) => Ok(crc),
+        None => {
+            let bytes = out.len() - start - RECORD_HEADER_BYTES;
+            out.truncate(start);
+            Err(bytes)
+        }
+    }
+}
+
+/// Appends one record with the given payload and `event_format` to `out` and returns its
+/// checksum, or `None` (writing nothing) when the payload is over `EVENT_BYTES_MAX`.
+#[cfg(any(test, feature = "test-util"))]
 pub(crate) fn write_record(
     out: &mut Vec<u8>,
+    event_format: u16,
     seq: Seq,
     recorded_at: Timestamp,
     prev_crc: u32,
@@ -132,19 +195,10 @@ pub(crate) fn write_record(
     if payload.len() > EVENT_BYTES_MAX {
         return None;
     }
-    let payload_len = u32::try_from(payload.len()).ok()?;
     let start = out.len();
-    out.extend_from_slice(&RECORD_FORMAT_VERSION.to_be_bytes());
-    out.extend_from_slice(&engine::EVENT_FORMAT_VERSION.to_be_bytes());
-    out.extend_from_slice(&seq.0.to_be_bytes());
-    out.extend_from_slice(&recorded_at.0.to_be_bytes());
-    out.extend_from_slice(&prev_crc.to_be_bytes());
-    out.extend_from_slice(&payload_len.to_be_bytes());
-    out.extend_from_slice(&[0; 4]);
+    out.resize(start + RECORD_HEADER_BYTES, 0);
     out.extend_from_slice(payload);
-    let crc = record_crc(&out[start..]);
-    out[start + 28..start + 32].copy_from_slice(&crc.to_be_bytes());
-    Some(crc)
+    seal_record(out, start, event_format, seq, recorded_at, prev_crc)
 }
 
 /// The length of the record at the start of `rest` (header and payload), from its header,
@@ -198,20 +252,30 @@ pub(crate) fn verify(key: u64, bytes: &[u8], prev_crc: Option<u32>) -> Result<He
         return Err(Corruption::BrokenLink { expected, found: link });
     }
     let event_format = be_u16(bytes, 2);
-    if event_format != engine::EVENT_FORMAT_VERSION {
+    if event_format != COMPACT_EVENT_FORMAT && event_format != RKYV_EVENT_FORMAT {
         return Err(Corruption::EventFormat(event_format));
     }
     let recorded_at = Timestamp(be_i64(bytes, 12));
     Ok(Header { seq, recorded_at, prev_crc: link, crc: stored })
 }
 
-/// Decodes a verified record's event: copies the payload into `aligned` (rkyv needs aligned
-/// bytes) and validates it with bytecheck before deserializing.
+/// Decodes a verified record's event. A compact payload is decoded in place; a format-1 (rkyv)
+/// payload is copied into `aligned` (rkyv needs aligned bytes) and validated with bytecheck
+/// before it is deserialized.
 pub(crate) fn decode_event(bytes: &[u8], aligned: &mut AlignedVec) -> Result<Event, Corruption> {
-    aligned.clear();
-    aligned.extend_from_slice(&bytes[RECORD_HEADER_BYTES..]);
-    rkyv::from_bytes::<Event, rkyv::rancor::Error>(aligned)
-        .map_err(|e| Corruption::Payload(e.to_string()))
+    let payload = &bytes[RECORD_HEADER_BYTES..];
+    match be_u16(bytes, 2) {
+        COMPACT_EVENT_FORMAT => {
+            payload::decode(payload).map_err(|e| Corruption::Payload(e.to_string()))
+        }
+        RKYV_EVENT_FORMAT => {
+            aligned.clear();
+            aligned.extend_from_slice(payload);
+            rkyv::from_bytes::<Event, rkyv::rancor::Error>(aligned)
+                .map_err(|e| Corruption::Payload(e.to_string()))
+        }
+        other => Err(Corruption::EventFormat(other)),
+    }
 }
 
 #[cfg(test)]
@@ -220,15 +284,16 @@ mod tests {
     use super::*;
     use engine::{AssetListed, Symbol};
 
-    fn sample() -> (Vec<u8>, u32) {
-        let event = Event::AssetListed(AssetListed {
+    fn listed() -> Event {
+        Event::AssetListed(AssetListed {
             symbol: Symbol::new("AAPL").unwrap(),
             at: Timestamp(1_700_000_000_000_000),
-        });
-        let mut scratch = AlignedVec::new();
-        let payload = encode_event(&event, &mut scratch).unwrap().to_vec();
+        })
+    }
+
+    fn sample() -> (Vec<u8>, u32) {
         let mut out = Vec::new();
-        let crc = write_record(&mut out, Seq(7), Timestamp(42), 0xdead_beef, &payload).unwrap();
+        let crc = append_record(&mut out, Seq(7), Timestamp(42), 0xdead_beef, &listed()).unwrap();
         (out, crc)
     }
 
@@ -241,26 +306,42 @@ mod tests {
             Header { seq: Seq(7), recorded_at: Timestamp(42), prev_crc: 0xdead_beef, crc }
         );
         let mut aligned = AlignedVec::new();
-        assert!(matches!(decode_event(&bytes, &mut aligned).unwrap(), Event::AssetListed(_)));
+        assert_eq!(decode_event(&bytes, &mut aligned).unwrap(), listed());
     }
 
     #[test]
-    fn the_documented_example_header() {
+    fn the_documented_example() {
         // docs/JOURNAL.md: record 1, an AssetListed, appended at 1,700,000,000 s.
-        let event = Event::AssetListed(AssetListed {
-            symbol: Symbol::new("AAPL").unwrap(),
-            at: Timestamp(1_700_000_000_000_000),
-        });
-        let mut scratch = AlignedVec::new();
-        let payload = encode_event(&event, &mut scratch).unwrap().to_vec();
         let mut out = Vec::new();
-        write_record(&mut out, Seq(1), Timestamp(1_700_000_000_000_000), GENESIS_LINK, &payload)
+        append_record(&mut out, Seq(1), Timestamp(1_700_000_000_000_000), GENESIS_LINK, &listed())
             .unwrap();
-        let hex: String = out[..28].iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "00010001000000000000000100060a24181e400000000000000000a0");
-        // rkyv gives every variant the size of the largest: a change here changes every stored
-        // record, which needs a new engine::EVENT_FORMAT_VERSION.
+        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(&hex[..56], "00010002000000000000000100060a24181e4000000000000000000e");
+        assert_eq!(&hex[64..], "01044141504c8080f28183898506");
+    }
+
+    #[test]
+    fn format_1_records_are_still_read() {
+        // rkyv gives every variant the size of the largest: a change here changes every
+        // format-1 record, which this build could then no longer read.
+        let mut scratch = AlignedVec::new();
+        let payload = encode_event_rkyv(&listed(), &mut scratch).unwrap().to_vec();
         assert_eq!(payload.len(), 160, "the archived layout of engine::Event changed");
+        let mut out = Vec::new();
+        let crc =
+            write_record(&mut out, RKYV_EVENT_FORMAT, Seq(3), Timestamp(9), 5, &payload).unwrap();
+        assert_eq!(verify(3, &out, Some(5)).unwrap().crc, crc);
+        let mut aligned = AlignedVec::new();
+        assert_eq!(decode_event(&out, &mut aligned).unwrap(), listed());
+    }
+
+    #[test]
+    fn an_unknown_event_format_is_refused() {
+        let (mut bytes, _) = sample();
+        bytes[2..4].copy_from_slice(&3u16.to_be_bytes());
+        let crc = record_crc(&bytes);
+        bytes[28..32].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(verify(7, &bytes, None), Err(Corruption::EventFormat(3)));
     }
 
     #[test]

@@ -115,3 +115,57 @@ pub fn remove_snapshot(path: &Path, seq: Seq) -> Result<()> {
     txn.commit()?;
     Ok(())
 }
+
+/// Rewrites every record of the journal with a format-1 payload (the rkyv archive of the event),
+/// as builds before the compact encoding wrote them, keeping sequence numbers and times and
+/// re-chaining the checksums. Snapshots are left as they are (their record checksums no longer
+/// match, so they will be ignored). Returns how many records were rewritten.
+pub fn rewrite_as_format_1(path: &Path) -> Result<u64> {
+    use redb::ReadableDatabase;
+    let db = Database::open(path)?;
+    let batches: Vec<(u64, Vec<u8>)> = {
+        let read = db.begin_read()?;
+        let table = read.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            out.push((key.value(), value.value().to_vec()));
+        }
+        out
+    };
+    let mut prev = crate::record::GENESIS_LINK;
+    let mut aligned = rkyv::util::AlignedVec::new();
+    let mut scratch = rkyv::util::AlignedVec::new();
+    let mut count = 0u64;
+    let txn = db.begin_write()?;
+    {
+        let mut table = txn.open_table(EVENTS)?;
+        for (key, bytes) in batches {
+            let mut rewritten = Vec::with_capacity(bytes.len() * 2);
+            let (mut offset, mut seq) = (0, key);
+            while offset < bytes.len() {
+                let len = crate::record::record_len(&bytes[offset..]).map_err(|e| e.to_string())?;
+                let record = &bytes[offset..offset + len];
+                let header = crate::record::verify(seq, record, None).map_err(|e| e.to_string())?;
+                let event =
+                    crate::record::decode_event(record, &mut aligned).map_err(|e| e.to_string())?;
+                let payload = crate::record::encode_event_rkyv(&event, &mut scratch)?;
+                prev = crate::record::write_record(
+                    &mut rewritten,
+                    crate::record::RKYV_EVENT_FORMAT,
+                    header.seq,
+                    header.recorded_at,
+                    prev,
+                    payload,
+                )
+                .ok_or("payload too large")?;
+                offset += len;
+                seq += 1;
+                count += 1;
+            }
+            table.insert(key, rewritten.as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(count)
+}
