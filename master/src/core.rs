@@ -5,7 +5,7 @@
 //! **Architecture invariant:** no order, registration or session is answered with success before
 //! the journal commit that holds it has returned.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::prices::PriceBatch;
+use crate::retry::{Known, OrderKey, RetryMemory};
 use crate::sessions::{SessionId, SessionRecord, SessionTable};
 
 /// The journal meta key holding the next order id.
@@ -182,15 +183,6 @@ pub struct SettleSummary {
     pub commit_micros: u64,
 }
 
-/// An order's place in the retry memory.
-#[derive(Debug)]
-enum OrderSlot {
-    /// Queued; these callers wait for the outcome.
-    Pending(Vec<oneshot::Sender<Response>>),
-    /// Settled and committed: the answer to give a retry.
-    Done(Response),
-}
-
 /// The core's state. Build with [`Core::new`], run with [`Core::run`] on a thread of its own.
 pub struct Core {
     engine: Engine,
@@ -199,8 +191,7 @@ pub struct Core {
     sessions: SessionTable,
     queue: OrderQueue,
     queued_per_account: HashMap<AccountId, usize>,
-    slots: HashMap<(AccountId, ClientOrderId), OrderSlot>,
-    slot_order: VecDeque<(AccountId, ClientOrderId)>,
+    retry: RetryMemory,
     next_order_id: u64,
     /// Set when the journal refused a write: the reason; writes are refused until a restart.
     halted: Option<String>,
@@ -274,8 +265,8 @@ impl Core {
                 1
             }
         };
-        let slots_capacity =
-            config.remembered_outcomes_max.saturating_add(config.orders_per_interval_max);
+        let retry =
+            RetryMemory::new(config.remembered_outcomes_max, config.orders_per_interval_max);
         let mut core = Self {
             engine,
             journal,
@@ -283,10 +274,7 @@ impl Core {
             sessions,
             queue: OrderQueue::new(),
             queued_per_account: HashMap::new(),
-            // Sized once for the whole retry memory: growing a table of a million entries
-            // would move them all on the core thread, stalling an interval.
-            slots: HashMap::with_capacity(slots_capacity),
-            slot_order: VecDeque::with_capacity(slots_capacity),
+            retry,
             next_order_id,
             halted: None,
             snapshot: None,
@@ -315,45 +303,10 @@ impl Core {
                 Event::OrderFilled(_) | Event::OrderRejected(_) => {
                     if let Some((key, response)) = outcome_response(&record.event, settled_at) {
                         self.next_order_id = self.next_order_id.max(order_id_of(&record.event) + 1);
-                        self.remember(key, response);
+                        self.retry.remember(key, response);
                     }
                 }
                 _ => {}
-            }
-        }
-    }
-
-    /// Remembers a committed outcome for retries (in place: a key already in `slot_order`
-    /// keeps its place), forgetting the oldest past `remembered_outcomes_max`. Returns the
-    /// slot it replaced.
-    fn remember(
-        &mut self,
-        key: (AccountId, ClientOrderId),
-        response: Response,
-    ) -> Option<OrderSlot> {
-        let previous = self.slots.insert(key, OrderSlot::Done(response));
-        if previous.is_none() {
-            self.slot_order.push_back(key);
-        }
-        self.forget_oldest();
-        previous
-    }
-
-    /// Drops the oldest remembered outcomes past `remembered_outcomes_max`. `slot_order` holds
-    /// each key once, from its first slot; a key whose slot is gone (a failed interval) is
-    /// skipped, a key still pending stops the walk until it settles.
-    fn forget_oldest(&mut self) {
-        while self.slot_order.len() > self.config.remembered_outcomes_max {
-            let Some(old) = self.slot_order.pop_front() else { break };
-            match self.slots.get(&old) {
-                Some(OrderSlot::Done(_)) => {
-                    self.slots.remove(&old);
-                }
-                None => {}
-                Some(OrderSlot::Pending(_)) => {
-                    self.slot_order.push_front(old);
-                    break;
-                }
             }
         }
     }
@@ -553,12 +506,12 @@ impl Core {
             return;
         }
         // A retried order (same account and client order id) gets the first one's outcome.
-        match self.slots.get_mut(&(account, client_id)) {
-            Some(OrderSlot::Pending(waiters)) => {
+        match self.retry.get(&(account, client_id)) {
+            Some(Known::Pending(waiters)) => {
                 waiters.push(reply);
                 return;
             }
-            Some(OrderSlot::Done(response)) => {
+            Some(Known::Done(response)) => {
                 let _ = reply.send(response.clone());
                 return;
             }
@@ -605,8 +558,7 @@ impl Core {
             worker,
         });
         *self.queued_per_account.entry(account).or_default() += 1;
-        self.slots.insert((account, client_id), OrderSlot::Pending(vec![reply]));
-        self.slot_order.push_back((account, client_id));
+        self.retry.queue((account, client_id), reply);
     }
 
     /// Settles the queue at the batch's prices, commits, and only then answers every order.
@@ -665,7 +617,7 @@ impl Core {
     }
 
     /// The retry key of an order outcome event: its account and client order id.
-    fn pending_key(event: &Event) -> Option<(AccountId, ClientOrderId)> {
+    fn pending_key(event: &Event) -> Option<OrderKey> {
         match event {
             Event::OrderFilled(f) => Some((f.order.account, f.order.client_id)),
             Event::OrderRejected(r) => Some((r.order.account, r.order.client_id)),
@@ -673,15 +625,14 @@ impl Core {
         }
     }
 
-    /// Sends an outcome to everyone waiting for it; when committed, the slot keeps the outcome
-    /// for retries.
-    fn answer(&mut self, key: (AccountId, ClientOrderId), response: Response, committed: bool) {
-        let previous =
-            if committed { self.remember(key, response.clone()) } else { self.slots.remove(&key) };
-        if let Some(OrderSlot::Pending(waiters)) = previous {
-            for waiter in waiters {
-                let _ = waiter.send(response.clone());
-            }
+    /// Sends an outcome to everyone waiting for it; when committed, the retry memory keeps the
+    /// outcome for retries.
+    fn answer(&mut self, key: OrderKey, response: Response, committed: bool) {
+        for waiter in self.retry.take_waiters(&key) {
+            let _ = waiter.send(response.clone());
+        }
+        if committed {
+            self.retry.remember(key, response);
         }
     }
 
@@ -813,10 +764,7 @@ fn order_id_of(event: &Event) -> u64 {
 }
 
 /// The answer an order outcome event gives, keyed by (account, client order id).
-fn outcome_response(
-    event: &Event,
-    settled_at: Timestamp,
-) -> Option<((AccountId, ClientOrderId), Response)> {
+fn outcome_response(event: &Event, settled_at: Timestamp) -> Option<(OrderKey, Response)> {
     match event {
         Event::OrderFilled(fill) => {
             let report = FillReport::from_fill(fill, settled_at);

@@ -21,6 +21,7 @@ pub mod history;
 pub mod logbook;
 pub mod pgp;
 pub mod prices;
+pub mod retry;
 pub mod server;
 pub mod sessions;
 pub mod worker_auth;

@@ -1,0 +1,187 @@
+//! The retry memory: what the core knows about orders by `(account, client order id)`, so that
+//! a retried order is never filled twice. A queued order has callers waiting for its outcome; a
+//! committed one keeps its answer, the newest `capacity` of them, for any later retry.
+//!
+//! It is laid out for the core thread's hot path. The million remembered outcomes live in a ring
+//! in commit order, and the table that finds them maps a key to a position only (24 bytes an
+//! entry), so that the random accesses every order makes land in a table about a fifth of the
+//! size it would be holding the answers themselves (a profile of the master under load showed
+//! those accesses as its largest cost: cache and TLB misses). Queued orders, at most one
+//! interval's worth, have a small table of their own.
+
+use std::collections::{HashMap, VecDeque};
+
+use engine::{AccountId, ClientOrderId};
+use net::Response;
+use tokio::sync::oneshot;
+
+/// How the retry memory knows an order.
+pub type OrderKey = (AccountId, ClientOrderId);
+
+/// What the memory holds for a key.
+#[derive(Debug)]
+pub enum Known<'a> {
+    /// Queued: the callers waiting for its outcome (a retry joins them).
+    Pending(&'a mut Vec<oneshot::Sender<Response>>),
+    /// Committed: its answer.
+    Done(&'a Response),
+}
+
+/// Queued orders' callers and the newest `capacity` committed outcomes.
+#[derive(Debug)]
+pub struct RetryMemory {
+    pending: HashMap<OrderKey, Vec<oneshot::Sender<Response>>>,
+    /// Key to its outcome's position (`first` is the position of `outcomes.front()`).
+    done: HashMap<OrderKey, u64>,
+    outcomes: VecDeque<(OrderKey, Response)>,
+    first: u64,
+    capacity: usize,
+}
+
+impl RetryMemory {
+    /// An empty memory keeping the newest `capacity` outcomes, its tables sized once for that
+    /// and for `pending_max` queued orders: growing a table of a million entries would move them
+    /// all on the core thread and stall an interval.
+    pub fn new(capacity: usize, pending_max: usize) -> Self {
+        Self {
+            pending: HashMap::with_capacity(pending_max),
+            done: HashMap::with_capacity(capacity.saturating_add(1)),
+            outcomes: VecDeque::with_capacity(capacity.saturating_add(1)),
+            first: 0,
+            capacity,
+        }
+    }
+
+    /// What is known about `key`, if anything.
+    pub fn get(&mut self, key: &OrderKey) -> Option<Known<'_>> {
+        if let Some(waiters) = self.pending.get_mut(key) {
+            return Some(Known::Pending(waiters));
+        }
+        let position = *self.done.get(key)?;
+        let index = usize::try_from(position.checked_sub(self.first)?).ok()?;
+        self.outcomes.get(index).map(|(_, response)| Known::Done(response))
+    }
+
+    /// Records a newly queued order and its caller.
+    pub fn queue(&mut self, key: OrderKey, caller: oneshot::Sender<Response>) {
+        self.pending.insert(key, vec![caller]);
+    }
+
+    /// Takes the callers waiting for `key` (the order settled or failed).
+    pub fn take_waiters(&mut self, key: &OrderKey) -> Vec<oneshot::Sender<Response>> {
+        self.pending.remove(key).unwrap_or_default()
+    }
+
+    /// Remembers a committed outcome. A key already remembered keeps its place and gets the
+    /// new answer; past `capacity`, the oldest outcome is forgotten.
+    pub fn remember(&mut self, key: OrderKey, response: Response) {
+        if let Some(&position) = self.done.get(&key) {
+            let index = position.checked_sub(self.first).and_then(|i| usize::try_from(i).ok());
+            if let Some((_, slot)) = index.and_then(|i| self.outcomes.get_mut(i)) {
+                *slot = response;
+                return;
+            }
+        }
+        let position = self.first + self.outcomes.len() as u64;
+        self.outcomes.push_back((key, response));
+        self.done.insert(key, position);
+        while self.outcomes.len() > self.capacity {
+            let Some((old, _)) = self.outcomes.pop_front() else { break };
+            // Each key is in the ring once (a repeat keeps its place), so this is its entry.
+            debug_assert_eq!(self.done.get(&old), Some(&self.first));
+            self.done.remove(&old);
+            self.first += 1;
+        }
+        debug_assert_eq!(self.done.len(), self.outcomes.len());
+    }
+
+    /// How many committed outcomes are remembered.
+    pub fn remembered(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    /// How many orders have callers waiting.
+    pub fn queued(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use net::{Failure, Reason};
+
+    fn key(n: u64) -> OrderKey {
+        (AccountId(n % 7), ClientOrderId(n))
+    }
+
+    fn answer(n: u64) -> Response {
+        Response::PurchaseFail(Failure::new(Reason::Busy, format!("answer {n}")))
+    }
+
+    fn done(memory: &mut RetryMemory, n: u64) -> Option<Response> {
+        match memory.get(&key(n)) {
+            Some(Known::Done(r)) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn keeps_exactly_the_newest_outcomes() {
+        let mut memory = RetryMemory::new(3, 4);
+        for n in 1..=10 {
+            memory.remember(key(n), answer(n));
+            assert_eq!(memory.remembered(), n.min(3) as usize);
+        }
+        for n in 1..=7 {
+            assert_eq!(done(&mut memory, n), None, "{n} was forgotten");
+        }
+        for n in 8..=10 {
+            assert_eq!(done(&mut memory, n), Some(answer(n)));
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_place_and_takes_the_new_answer() {
+        let mut memory = RetryMemory::new(3, 4);
+        for n in 1..=3 {
+            memory.remember(key(n), answer(n));
+        }
+        memory.remember(key(1), answer(100));
+        assert_eq!(done(&mut memory, 1), Some(answer(100)));
+        memory.remember(key(4), answer(4));
+        assert_eq!(done(&mut memory, 1), None, "key 1 kept its (oldest) place");
+        assert_eq!(done(&mut memory, 2), Some(answer(2)));
+        assert_eq!(memory.remembered(), 3);
+    }
+
+    #[test]
+    fn queued_orders_gather_their_callers_until_taken() {
+        let mut memory = RetryMemory::new(2, 4);
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        memory.queue(key(5), tx1);
+        match memory.get(&key(5)) {
+            Some(Known::Pending(waiters)) => waiters.push(tx2),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(memory.queued(), 1);
+        for waiter in memory.take_waiters(&key(5)) {
+            waiter.send(answer(5)).unwrap();
+        }
+        assert_eq!((rx1.try_recv().unwrap(), rx2.try_recv().unwrap()), (answer(5), answer(5)));
+        assert!(memory.get(&key(5)).is_none(), "not remembered until committed");
+        assert!(memory.take_waiters(&key(5)).is_empty());
+        memory.remember(key(5), answer(5));
+        assert_eq!(done(&mut memory, 5), Some(answer(5)));
+    }
+
+    #[test]
+    fn a_capacity_of_zero_remembers_nothing() {
+        let mut memory = RetryMemory::new(0, 1);
+        memory.remember(key(1), answer(1));
+        assert_eq!(memory.remembered(), 0);
+        assert_eq!(done(&mut memory, 1), None);
+    }
+}
