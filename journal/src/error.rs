@@ -28,8 +28,9 @@ pub enum Corruption {
     RecordFormat(u16),
     /// An event encoding this build cannot read.
     #[error(
-        "event format version {0} is not supported (this build reads {current})",
-        current = engine::EVENT_FORMAT_VERSION
+        "event format version {0} is not supported (this build reads {rkyv} and {compact})",
+        rkyv = crate::record::RKYV_EVENT_FORMAT,
+        compact = crate::payload::COMPACT_EVENT_FORMAT
     )]
     EventFormat(u16),
     /// Fewer bytes than a record header.

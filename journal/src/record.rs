@@ -342,6 +342,10 @@ mod tests {
         let crc = record_crc(&bytes);
         bytes[28..32].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(verify(7, &bytes, None), Err(Corruption::EventFormat(3)));
+        assert_eq!(
+            Corruption::EventFormat(3).to_string(),
+            "event format version 3 is not supported (this build reads 1 and 2)"
+        );
     }
 
     #[test]
