@@ -4,6 +4,8 @@
 //! settlement, which are applied account by account with the same effect (see
 //! `Engine::decide_and_apply`; the property tests fold the events and compare).
 
+use std::collections::BTreeMap;
+
 use crate::event::{
     AccountOpened, AssetListed, Event, Fill, IntervalSettled, RejectReason, Rejection,
 };
@@ -140,6 +142,10 @@ impl Engine {
     /// is not zero and at most `ORDER_QTY_UNITS_MAX` units; the symbol is listed; it has a tick
     /// this interval; the notional fits; a buy's cost is at most the cash, a sell's quantity at
     /// most the holding; the new balances fit.
+    ///
+    /// A caller that settles every interval should keep one vector and call
+    /// [`Engine::settle_into`] instead: same events, without allocating and first touching a
+    /// vector of one event per order each time.
     pub fn settle(
         &mut self,
         interval: IntervalId,
@@ -147,35 +153,55 @@ impl Engine {
         ticks: &TickSet,
         queue: &mut OrderQueue,
     ) -> Result<Vec<Event>, CommandError> {
+        let mut events = Vec::new();
+        self.settle_into(interval, at, ticks, queue, &mut events)?;
+        Ok(events)
+    }
+
+    /// [`Engine::settle`], writing the events into `events` instead of a new vector: on success
+    /// `events` holds exactly what `settle` would have returned, its previous contents replaced
+    /// (overwritten in place, so the memory of the last interval's events is reused and its old
+    /// events are dropped as they are overwritten). On error, `events` and the queue are left as
+    /// they were.
+    pub fn settle_into(
+        &mut self,
+        interval: IntervalId,
+        at: Timestamp,
+        ticks: &TickSet,
+        queue: &mut OrderQueue,
+        events: &mut Vec<Event>,
+    ) -> Result<(), CommandError> {
         if let Some(last) = self.state.last_interval()
             && interval <= last.id
         {
             return Err(CommandError::IntervalNotAfterLast { last: last.id, got: interval });
         }
-        let orders = queue.drain_sorted();
-        let mut out = Vec::with_capacity(orders.len() + 1);
+        // Sorted where they are, and cleared at the end: the queue keeps its memory.
+        let orders = queue.sort_in_place();
         let header = Event::IntervalSettled(IntervalSettled {
             interval,
             at,
             ticks: ticks.ticks().to_vec(),
             orders: orders.len() as u64,
         });
-        self.emit(header, &mut out);
-        if out.is_empty() {
+        let applied = self.state.apply(&header);
+        // Every event is decided from the state it is applied to: refusal is an engine bug.
+        debug_assert!(applied.is_ok(), "engine emitted an event its state refuses: {applied:?}");
+        if applied.is_err() {
             // The state refused the header (only an interval left incomplete by events applied
             // by hand can do that): no outcome can follow it, so none is decided or applied.
-            return Ok(out);
+            events.clear();
+            queue.clear_kept();
+            return Ok(());
         }
-        let decided = self.decide_and_apply(interval, at, ticks, &orders);
+        let decided = self.decide_and_apply(interval, at, ticks, orders);
         let tick_list = ticks.ticks();
-        out.extend(
-            orders
-                .iter()
-                .zip(&decided)
-                .map(|(order, decided)| decided.event(*order, interval, tick_list)),
-        );
+        let outcomes =
+            orders.iter().zip(&decided).map(|(order, d)| d.event(*order, interval, tick_list));
+        overwrite(events, header, outcomes, orders.len());
         self.state.count_outcomes(decided.len() as u64);
-        Ok(out)
+        queue.clear_kept();
+        Ok(())
     }
 
     /// Decides every order's outcome and applies it, returning the outcomes in queue order.
@@ -184,9 +210,10 @@ impl Engine {
     /// are per account) and on the tick set. So the orders are grouped by account (a counting
     /// sort, stable: queue order within each account) and each account's orders are decided and
     /// applied together, which keeps that account's data hot in the cache and touches each of
-    /// its holdings in the B-tree once. What is applied is exactly what [`State::apply`] does
-    /// for the `OrderFilled` events built from the outcomes (cash, holding, history), so the
-    /// state is the fold of the returned events (property-tested).
+    /// its holdings in the B-tree once: read on first use, written back at the end of the
+    /// account, all changes together ([`write_back`]). What is applied is exactly what
+    /// [`State::apply`] does for the `OrderFilled` events built from the outcomes (cash,
+    /// holding, history), so the state is the fold of the returned events (property-tested).
     fn decide_and_apply(
         &mut self,
         interval: IntervalId,
@@ -197,6 +224,7 @@ impl Engine {
         let tick_list = ticks.ticks();
         let listed_ticks: Vec<bool> =
             tick_list.iter().map(|t| self.state.is_listed(&t.symbol)).collect();
+        let tick_keys: Vec<(u128, u8)> = tick_list.iter().map(|t| t.symbol.order_key()).collect();
         let accounts = self.state.accounts().len();
         // Bucket 0 holds the orders of unknown accounts, bucket `n` those of account `n`.
         let bucket_of = |order: &Order| {
@@ -212,7 +240,7 @@ impl Engine {
         let mut fill_at = starts.clone();
         let mut grouped = vec![Grouped { position: 0, tick: TickRef::UNLISTED }; orders.len()];
         for (position, order) in orders.iter().enumerate() {
-            let tick = match ticks.position(&order.symbol) {
+            let tick = match tick_position(&tick_keys, &order.symbol) {
                 Some(index) => TickRef::of_index(index),
                 None if self.state.is_listed(&order.symbol) => TickRef::NONE,
                 None => TickRef::UNLISTED,
@@ -222,19 +250,14 @@ impl Engine {
             *slot += 1;
         }
 
-        let unknown = |tick| Decided::Rejected {
-            tick,
-            reason: RejectReason::UnknownAccount,
-            cash_seen: Cash::ZERO,
-            holding_seen: Qty::ZERO,
-        };
-        let mut decided = vec![unknown(TickRef::UNLISTED); orders.len()];
+        let mut decided = vec![Decided::unknown(TickRef::UNLISTED); orders.len()];
         for entry in &grouped[starts[0]..starts[1]] {
-            decided[entry.position] = unknown(entry.tick);
+            decided[entry.position] = Decided::unknown(entry.tick);
         }
         // The current account's holdings of the symbols that have ticks, loaded on first use.
         let mut cache: Vec<Option<CachedHolding>> = vec![None; tick_list.len()];
         let mut loaded: Vec<usize> = Vec::new();
+        let mut changes: Vec<(Symbol, Holding)> = Vec::new();
         // The current account's orders, copied in one loop of independent loads (the memory
         // system serves them in parallel) before the decisions, which depend on each other.
         let mut account_orders: Vec<Order> = Vec::new();
@@ -295,22 +318,84 @@ impl Engine {
                         },
                     };
             }
+            // Tick order is symbol order: the changes come out sorted by symbol.
+            loaded.sort_unstable();
+            changes.clear();
             for index in loaded.drain(..) {
-                let (Some(cached), Some(t)) = (cache[index].take(), tick_list.get(index)) else {
-                    continue;
-                };
-                if !cached.changed {
-                    continue;
-                }
-                if cached.holding.qty.is_zero() {
-                    account.holdings.remove(&t.symbol);
-                } else {
-                    account.holdings.insert(t.symbol, cached.holding);
+                if let (Some(cached), Some(t)) = (cache[index].take(), tick_list.get(index))
+                    && cached.changed
+                {
+                    changes.push((t.symbol, cached.holding));
                 }
             }
+            write_back(&mut account.holdings, &changes);
         }
         decided
     }
+}
+
+/// Fewest changed holdings for which [`write_back`] rebuilds an account's B-tree instead of
+/// updating it entry by entry.
+const REBUILD_CHANGES_MIN: usize = 8;
+
+/// Sets an account's changed holdings (sorted by symbol, each symbol once), removing those sold
+/// to zero: the map ends up exactly as inserting and removing them one by one would leave it.
+/// When the changes are many next to the map, the map is rebuilt from one merged, sorted pass
+/// (a bulk build, far cheaper than as many searches and inserts).
+fn write_back(holdings: &mut BTreeMap<Symbol, Holding>, changes: &[(Symbol, Holding)]) {
+    if changes.len() < REBUILD_CHANGES_MIN || changes.len().saturating_mul(4) < holdings.len() {
+        for (symbol, holding) in changes {
+            if holding.qty.is_zero() {
+                holdings.remove(symbol);
+            } else {
+                holdings.insert(*symbol, *holding);
+            }
+        }
+        return;
+    }
+    let mut old = std::mem::take(holdings).into_iter().peekable();
+    let mut merged = Vec::with_capacity(old.len() + changes.len());
+    for &(symbol, holding) in changes {
+        while let Some(kept) = old.next_if(|(held, _)| *held < symbol) {
+            merged.push(kept);
+        }
+        // The old value of a changed symbol is replaced (or removed, when sold to zero).
+        let _replaced = old.next_if(|(held, _)| *held == symbol);
+        if !holding.qty.is_zero() {
+            merged.push((symbol, holding));
+        }
+    }
+    merged.extend(old);
+    *holdings = BTreeMap::from_iter(merged);
+}
+
+/// The index of `symbol`'s tick in a tick set, given its ticks' `Symbol::order_key`s (sorted,
+/// since a tick set is sorted by symbol): a binary search that compares two integers a step.
+fn tick_position(tick_keys: &[(u128, u8)], symbol: &Symbol) -> Option<usize> {
+    tick_keys.binary_search(&symbol.order_key()).ok()
+}
+
+/// Makes `events` hold exactly `header` followed by the `count` events of `outcomes`, reusing
+/// its memory: slots that still hold an old event are assigned (the old event is dropped there,
+/// while its memory is written anyway), the rest pushed, and old events beyond them dropped.
+fn overwrite(
+    events: &mut Vec<Event>,
+    header: Event,
+    outcomes: impl Iterator<Item = Event>,
+    count: usize,
+) {
+    events.truncate(count + 1);
+    events.reserve(count + 1 - events.len());
+    match events.first_mut() {
+        Some(slot) => *slot = header,
+        None => events.push(header),
+    }
+    let mut outcomes = outcomes;
+    for (slot, event) in events.iter_mut().skip(1).zip(outcomes.by_ref()) {
+        *slot = event;
+    }
+    events.extend(outcomes);
+    debug_assert_eq!(events.len(), count + 1, "settlement writes one event per slot");
 }
 
 /// An order's tick: the index of its symbol's tick in the tick set, or the reason it has none.
@@ -363,6 +448,16 @@ enum Decided {
 }
 
 impl Decided {
+    /// The outcome of an order whose account does not exist.
+    fn unknown(tick: TickRef) -> Decided {
+        Decided::Rejected {
+            tick,
+            reason: RejectReason::UnknownAccount,
+            cash_seen: Cash::ZERO,
+            holding_seen: Qty::ZERO,
+        }
+    }
+
     fn event(&self, order: Order, interval: IntervalId, ticks: &[Tick]) -> Event {
         let tick = |tick: TickRef| tick.index().and_then(|index| ticks.get(index));
         match *self {
@@ -425,4 +520,63 @@ fn fill_terms(
         }
     };
     Ok((FillTerms { amount, cash_after, holding_after: holding.qty }, holding))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: [&str; 24] = [
+        "A", "AA", "AB", "B", "BA", "C", "D", "E", "F", "G", "H", "I", "J", "K", "L", "M", "N",
+        "O", "P", "Q", "R", "S", "T", "U",
+    ];
+
+    fn holding(qty: u64) -> Holding {
+        Holding { qty: Qty::from_raw(qty), cost_basis: Cash::from_raw(qty.saturating_mul(3)) }
+    }
+
+    proptest! {
+        /// Whichever way `write_back` takes (entry by entry or a rebuild), the map ends up as
+        /// inserting and removing the changes one by one leaves it.
+        #[test]
+        fn write_back_is_insert_and_remove(
+            old in proptest::collection::btree_map(0..NAMES.len(), 1..5u64, 0..NAMES.len()),
+            changed in proptest::collection::btree_map(0..NAMES.len(), 0..5u64, 0..NAMES.len()),
+        ) {
+            let symbol = |i: usize| Symbol::new(NAMES[i]).unwrap();
+            let mut holdings: BTreeMap<Symbol, Holding> =
+                old.iter().map(|(i, q)| (symbol(*i), holding(*q))).collect();
+            let mut changes: Vec<(Symbol, Holding)> =
+                changed.iter().map(|(i, q)| (symbol(*i), holding(*q))).collect();
+            changes.sort_unstable_by_key(|(s, _)| *s);
+            let mut expected = holdings.clone();
+            for (s, h) in &changes {
+                if h.qty.is_zero() {
+                    expected.remove(s);
+                } else {
+                    expected.insert(*s, *h);
+                }
+            }
+            write_back(&mut holdings, &changes);
+            prop_assert_eq!(holdings, expected);
+        }
+
+        /// The integer key orders symbols exactly as `Symbol`'s `Ord` does.
+        #[test]
+        fn tick_position_matches_the_tick_set(
+            present in proptest::collection::btree_set(0..NAMES.len(), 0..NAMES.len()),
+            wanted in 0..NAMES.len(),
+        ) {
+            let symbol = |i: usize| Symbol::new(NAMES[i]).unwrap();
+            let mut symbols: Vec<Symbol> = present.iter().map(|i| symbol(*i)).collect();
+            symbols.sort_unstable();
+            let keys: Vec<(u128, u8)> = symbols.iter().map(Symbol::order_key).collect();
+            prop_assert_eq!(
+                tick_position(&keys, &symbol(wanted)),
+                symbols.binary_search(&symbol(wanted)).ok()
+            );
+        }
+    }
 }

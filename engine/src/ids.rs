@@ -296,6 +296,12 @@ impl Symbol {
         Ok(Self { bytes, len })
     }
 
+    /// A key that orders symbols exactly as their `Ord` does (bytes, then length), compared as
+    /// two integers instead of a byte array: settlement binary-searches the tick set with it.
+    pub(crate) fn order_key(&self) -> (u128, u8) {
+        (u128::from_be_bytes(self.bytes), self.len)
+    }
+
     /// The symbol as text.
     pub fn as_str(&self) -> &str {
         let len = usize::from(self.len).min(SYMBOL_CHARS_MAX);

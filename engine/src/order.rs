@@ -81,4 +81,17 @@ impl OrderQueue {
         orders.sort_unstable_by_key(Order::queue_key);
         orders
     }
+
+    /// Sorts the waiting orders into settlement order where they are and returns them; they
+    /// stay queued until [`OrderQueue::clear_kept`]. Settlement uses this and then empties the
+    /// queue, so the queue keeps its memory for the next interval's orders.
+    pub(crate) fn sort_in_place(&mut self) -> &[Order] {
+        self.orders.sort_unstable_by_key(Order::queue_key);
+        &self.orders
+    }
+
+    /// Empties the queue, keeping its memory.
+    pub(crate) fn clear_kept(&mut self) {
+        self.orders.clear();
+    }
 }

@@ -88,11 +88,6 @@ impl TickSet {
         self.ticks.binary_search_by_key(symbol, |t| t.symbol).ok().map(|i| &self.ticks[i])
     }
 
-    /// The index in [`TickSet::ticks`] of `symbol`'s tick, if the interval has one.
-    pub(crate) fn position(&self, symbol: &Symbol) -> Option<usize> {
-        self.ticks.binary_search_by_key(symbol, |t| t.symbol).ok()
-    }
-
     /// All ticks, sorted by symbol.
     pub fn ticks(&self) -> &[Tick] {
         &self.ticks

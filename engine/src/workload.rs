@@ -150,6 +150,23 @@ pub fn settle(workload: &mut Workload) -> Result<usize, CommandError> {
     Ok(events.len())
 }
 
+/// Settles a built workload as interval 1 into `events` (replacing its contents and reusing its
+/// memory, as a master settling every interval does with [`Engine::settle_into`]); returns the
+/// number of events.
+pub fn settle_into(
+    workload: &mut Workload,
+    events: &mut Vec<crate::event::Event>,
+) -> Result<usize, CommandError> {
+    workload.engine.settle_into(
+        IntervalId(1),
+        Timestamp(1),
+        &workload.ticks,
+        &mut workload.queue,
+        events,
+    )?;
+    Ok(events.len())
+}
+
 /// Queues `count` more orders drawn like [`build`]'s (75% buys, 1 to 100 whole units, any
 /// account and symbol of `shape`), with order ids from `first_id`, for a later interval.
 pub fn queue_more(

@@ -311,3 +311,48 @@ fn workload_settlements_fold_to_the_live_state() {
         load.engine.state().check_invariants().unwrap();
     }
 }
+
+/// `settle_into` gives exactly `settle`'s events and state, over several intervals, whatever
+/// the vector held before (more events, fewer, none), and leaves both untouched on a refusal.
+#[test]
+fn settle_into_gives_settle_events_over_any_old_contents() {
+    use engine::workload::{self, WorkloadShape, XorShift};
+    let shape = WorkloadShape { accounts: 40, symbols: 7, orders: 2_000, seed: 11 };
+    let mut by_settle = workload::build(shape).unwrap();
+    let mut by_into = by_settle.clone();
+    let mut rng_settle = XorShift::new(5);
+    let mut rng_into = XorShift::new(5);
+    let mut buffer: Vec<Event> = Vec::new();
+    let mut next_id = shape.orders + 1;
+    // Interval sizes: the same, then more orders than the buffer holds, then fewer.
+    for (interval, count) in [(1u64, 0u64), (2, 2_000), (3, 3_500), (4, 300), (5, 0)] {
+        if count > 0 {
+            workload::queue_more(&mut by_settle, shape, &mut rng_settle, next_id, count);
+            workload::queue_more(&mut by_into, shape, &mut rng_into, next_id, count);
+            next_id += count;
+        }
+        let at = Timestamp(i64::try_from(interval).unwrap());
+        let expected = workload::settle_as(&mut by_settle, IntervalId(interval), at).unwrap();
+        by_into
+            .engine
+            .settle_into(IntervalId(interval), at, &by_into.ticks, &mut by_into.queue, &mut buffer)
+            .unwrap();
+        assert_eq!(buffer, expected, "interval {interval}");
+        assert_eq!(encode_all(&buffer), encode_all(&expected), "interval {interval}");
+        assert!(by_into.queue.is_empty());
+        assert_eq!(by_into.engine.digest(), by_settle.engine.digest(), "interval {interval}");
+    }
+    // A refused interval changes neither the vector nor the queue.
+    let before = buffer.clone();
+    workload::queue_more(&mut by_into, shape, &mut rng_into, next_id, 10);
+    let refused = by_into.engine.settle_into(
+        IntervalId(5),
+        Timestamp(9),
+        &by_into.ticks,
+        &mut by_into.queue,
+        &mut buffer,
+    );
+    assert!(refused.is_err());
+    assert_eq!(buffer, before);
+    assert_eq!(by_into.queue.len(), 10);
+}
