@@ -192,6 +192,8 @@ pub struct Core {
     queue: OrderQueue,
     queued_per_account: HashMap<AccountId, usize>,
     retry: RetryMemory,
+    /// The last interval's events; its memory is reused by the next settlement.
+    settled_events: Vec<Event>,
     next_order_id: u64,
     /// Set when the journal refused a write: the reason; writes are refused until a restart.
     halted: Option<String>,
@@ -275,6 +277,7 @@ impl Core {
             queue: OrderQueue::new(),
             queued_per_account: HashMap::new(),
             retry,
+            settled_events: Vec::new(),
             next_order_id,
             halted: None,
             snapshot: None,
@@ -570,22 +573,37 @@ impl Core {
             return SettleSummary { failed: true, ..SettleSummary::default() };
         }
         let started = std::time::Instant::now();
-        let events = match self.engine.settle(interval, at, &batch.ticks, &mut self.queue) {
-            Ok(events) => events,
-            Err(e) => {
-                error!(cause = %e, "settlement refused");
-                self.fail_queue("settlement failed");
-                return SettleSummary { failed: true, ..SettleSummary::default() };
-            }
-        };
+        // One vector for every interval's events: settling overwrites the last interval's in
+        // place instead of allocating and first touching a new one.
+        let mut events = std::mem::take(&mut self.settled_events);
+        let summary = self.settle_into(interval, at, &batch, &mut events, started);
+        self.settled_events = events;
+        summary
+    }
+
+    /// [`Core::settle`] with its events vector taken out of `self` (answering borrows `self`).
+    fn settle_into(
+        &mut self,
+        interval: IntervalId,
+        at: Timestamp,
+        batch: &PriceBatch,
+        events: &mut Vec<Event>,
+        started: std::time::Instant,
+    ) -> SettleSummary {
+        if let Err(e) = self.engine.settle_into(interval, at, &batch.ticks, &mut self.queue, events)
+        {
+            error!(cause = %e, "settlement refused");
+            self.fail_queue("settlement failed");
+            return SettleSummary { failed: true, ..SettleSummary::default() };
+        }
         self.queued_per_account.clear();
         let settled = std::time::Instant::now();
         let next = self.next_order_id.to_be_bytes();
         if let Err(e) =
-            self.journal.append_batch_with_meta(&events, at, &[(NEXT_ORDER_ID_KEY, &next)])
+            self.journal.append_batch_with_meta(events, at, &[(NEXT_ORDER_ID_KEY, &next)])
         {
             self.write_failed(&e.to_string());
-            for event in &events {
+            for event in events.iter() {
                 if let Some(key) = Self::pending_key(event) {
                     self.answer(key, failure_for_event(event), false);
                 }
@@ -599,7 +617,7 @@ impl Core {
             commit_micros: micros(settled.elapsed()),
             ..SettleSummary::default()
         };
-        for event in &events {
+        for event in events.iter() {
             match event {
                 Event::OrderFilled(_) => summary.filled += 1,
                 Event::OrderRejected(_) => summary.rejected += 1,
