@@ -17,10 +17,10 @@ use engine::{
 };
 use journal::Journal;
 use net::{
-    DataPayload, Failure, FillReport, HistoryEntry, Portfolio, PortfolioHolding, Reason, Response,
-    UserInfo,
+    Control, DataPayload, Failure, FillReport, HistoryEntry, Portfolio, PortfolioHolding, Reason,
+    Response, UserInfo,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::prices::PriceBatch;
@@ -132,7 +132,7 @@ pub enum CoreRequest {
         /// Which worker relayed it.
         worker: WorkerId,
         /// Where the answer goes, after the interval's commit.
-        reply: oneshot::Sender<Response>,
+        reply: Reply,
     },
     /// getUserInfo / getUserPortfolio / getUserTransactionHistory.
     User {
@@ -181,6 +181,58 @@ pub struct SettleSummary {
     pub settle_micros: u64,
     /// Microseconds the journal took to make the interval durable.
     pub commit_micros: u64,
+}
+
+/// Where the core sends the answer to an order.
+#[derive(Debug)]
+pub enum Reply {
+    /// To a task waiting on a oneshot.
+    Once(oneshot::Sender<Response>),
+    /// Straight to a worker link's writer as the reply to a relay, with no task in between:
+    /// an interval's answers then wake the writer once, not a task per order.
+    Link(LinkReply),
+}
+
+/// The reply to one relayed order, routed to its link's writer.
+#[derive(Debug)]
+pub struct LinkReply {
+    /// The worker's relay id, echoed in the reply.
+    pub relay_id: u64,
+    /// The link writer's queue.
+    pub out: mpsc::UnboundedSender<LinkOut>,
+    /// The relay's place in the link's in-flight bound: it travels with the reply and is
+    /// released when the writer has taken it, so the queue never holds more than the bound.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// A message for a worker link's writer and the permit that bounds the writer's queue.
+#[derive(Debug)]
+pub struct LinkOut {
+    /// The message.
+    pub control: Control,
+    /// Released when the writer takes the message.
+    pub permit: OwnedSemaphorePermit,
+}
+
+impl Reply {
+    /// Sends the answer; a caller or link that is gone is not an error (it cannot be told).
+    pub fn send(self, response: Response) {
+        match self {
+            Reply::Once(tx) => {
+                let _ = tx.send(response);
+            }
+            Reply::Link(LinkReply { relay_id, out, permit }) => {
+                let control = Control::RelayReply { relay_id, response };
+                let _ = out.send(LinkOut { control, permit });
+            }
+        }
+    }
+}
+
+impl From<oneshot::Sender<Response>> for Reply {
+    fn from(tx: oneshot::Sender<Response>) -> Self {
+        Reply::Once(tx)
+    }
 }
 
 /// The core's state. Build with [`Core::new`], run with [`Core::run`] on a thread of its own.
@@ -495,17 +547,17 @@ impl Core {
         client_id: ClientOrderId,
         placed_at: Timestamp,
         worker: WorkerId,
-        reply: oneshot::Sender<Response>,
+        reply: Reply,
     ) {
         let account = match self.session_account(&session) {
             Ok(account) => account,
             Err(f) => {
-                let _ = reply.send(order_fail(side, f));
+                reply.send(order_fail(side, f));
                 return;
             }
         };
         if let Some(f) = self.halted_failure() {
-            let _ = reply.send(order_fail(side, f));
+            reply.send(order_fail(side, f));
             return;
         }
         // A retried order (same account and client order id) gets the first one's outcome.
@@ -515,7 +567,7 @@ impl Core {
                 return;
             }
             Some(Known::Done(response)) => {
-                let _ = reply.send(response.clone());
+                reply.send(response.clone());
                 return;
             }
             None => {}
@@ -531,7 +583,7 @@ impl Core {
             None
         };
         if let Some(reason) = immediate {
-            let _ = reply.send(order_fail(
+            reply.send(order_fail(
                 side,
                 failure(Reason::Rejected(reason), format!("order refused: {reason}")),
             ));
@@ -541,7 +593,7 @@ impl Core {
         if self.queue.len() >= self.config.orders_per_interval_max
             || queued >= self.config.orders_per_account_per_interval_max
         {
-            let _ = reply.send(order_fail(
+            reply.send(order_fail(
                 side,
                 failure(Reason::Busy, "too many orders this interval; retry in the next one"),
             ));
@@ -647,7 +699,7 @@ impl Core {
     /// outcome for retries.
     fn answer(&mut self, key: OrderKey, response: Response, committed: bool) {
         for waiter in self.retry.take_waiters(&key) {
-            let _ = waiter.send(response.clone());
+            waiter.send(response.clone());
         }
         if committed {
             self.retry.remember(key, response);

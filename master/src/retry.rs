@@ -13,7 +13,8 @@ use std::collections::{HashMap, VecDeque};
 
 use engine::{AccountId, ClientOrderId};
 use net::Response;
-use tokio::sync::oneshot;
+
+use crate::core::Reply;
 
 /// How the retry memory knows an order.
 pub type OrderKey = (AccountId, ClientOrderId);
@@ -22,7 +23,7 @@ pub type OrderKey = (AccountId, ClientOrderId);
 #[derive(Debug)]
 pub enum Known<'a> {
     /// Queued: the callers waiting for its outcome (a retry joins them).
-    Pending(&'a mut Vec<oneshot::Sender<Response>>),
+    Pending(&'a mut Vec<Reply>),
     /// Committed: its answer.
     Done(&'a Response),
 }
@@ -30,7 +31,7 @@ pub enum Known<'a> {
 /// Queued orders' callers and the newest `capacity` committed outcomes.
 #[derive(Debug)]
 pub struct RetryMemory {
-    pending: HashMap<OrderKey, Vec<oneshot::Sender<Response>>>,
+    pending: HashMap<OrderKey, Vec<Reply>>,
     /// Key to its outcome's position (`first` is the position of `outcomes.front()`).
     done: HashMap<OrderKey, u64>,
     outcomes: VecDeque<(OrderKey, Response)>,
@@ -63,12 +64,12 @@ impl RetryMemory {
     }
 
     /// Records a newly queued order and its caller.
-    pub fn queue(&mut self, key: OrderKey, caller: oneshot::Sender<Response>) {
+    pub fn queue(&mut self, key: OrderKey, caller: Reply) {
         self.pending.insert(key, vec![caller]);
     }
 
     /// Takes the callers waiting for `key` (the order settled or failed).
-    pub fn take_waiters(&mut self, key: &OrderKey) -> Vec<oneshot::Sender<Response>> {
+    pub fn take_waiters(&mut self, key: &OrderKey) -> Vec<Reply> {
         self.pending.remove(key).unwrap_or_default()
     }
 
@@ -111,6 +112,7 @@ impl RetryMemory {
 mod tests {
     use super::*;
     use net::{Failure, Reason};
+    use tokio::sync::oneshot;
 
     fn key(n: u64) -> OrderKey {
         (AccountId(n % 7), ClientOrderId(n))
@@ -161,14 +163,14 @@ mod tests {
         let mut memory = RetryMemory::new(2, 4);
         let (tx1, mut rx1) = oneshot::channel();
         let (tx2, mut rx2) = oneshot::channel();
-        memory.queue(key(5), tx1);
+        memory.queue(key(5), tx1.into());
         match memory.get(&key(5)) {
-            Some(Known::Pending(waiters)) => waiters.push(tx2),
+            Some(Known::Pending(waiters)) => waiters.push(tx2.into()),
             other => panic!("{other:?}"),
         }
         assert_eq!(memory.queued(), 1);
         for waiter in memory.take_waiters(&key(5)) {
-            waiter.send(answer(5)).unwrap();
+            waiter.send(answer(5));
         }
         assert_eq!((rx1.try_recv().unwrap(), rx2.try_recv().unwrap()), (answer(5), answer(5)));
         assert!(memory.get(&key(5)).is_none(), "not remembered until committed");

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::admin::{AdminSocket, AdminState, ConnectedWorkers, LiveRegistry};
 use crate::auth::{AuthError, ClientPassword, LoginLimiter, PasswordHasher};
 use crate::config::MasterConfig;
-use crate::core::{Core, CoreConfig, CoreRequest, UserQuery, now};
+use crate::core::{Core, CoreConfig, CoreRequest, LinkOut, LinkReply, Reply, UserQuery, now};
 use crate::history;
 use crate::prices::{self, PriceSource};
 use crate::sessions::{SessionId, SessionTable};
@@ -43,6 +43,9 @@ const UNIDENTIFIED_MIN: usize = 256;
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Relays one worker link may have in flight.
 const RELAYS_IN_FLIGHT_MAX: usize = 100_000;
+/// Messages of a link's reader itself (heartbeat answers, `busy` refusals) its writer may have
+/// queued; past it the reader waits.
+const LINK_OWN_MESSAGES_MAX: usize = 1_024;
 
 /// Why the master could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -465,17 +468,33 @@ async fn worker_link(
     }
 
     let (mut reader, mut writer) = framed.into_split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Control>(1024);
+    // Every queued message holds a permit (a relay's, or one of the reader's own), released
+    // when the writer takes it: the queue is bounded by the permits, and the core can queue an
+    // order's reply without ever waiting.
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<LinkOut>();
     let writer_task = tokio::spawn(async move {
         // Replies queued meanwhile (an interval's answers come all at once) go out together.
-        while let Some(control) = out_rx.recv().await {
-            if let Err(e) = writer.write_gathered(control, &mut out_rx, |c| c.encode()).await {
+        while let Some(first) = out_rx.recv().await {
+            let written = writer
+                .write_gathered(first, || out_rx.try_recv().ok(), |out| out.control.encode())
+                .await;
+            if let Err(e) = written {
                 debug!(cause = %e, "link write failed");
                 break;
             }
         }
     });
     let in_flight = Arc::new(Semaphore::new(RELAYS_IN_FLIGHT_MAX));
+    let own_messages = Arc::new(Semaphore::new(LINK_OWN_MESSAGES_MAX));
+    // Queues one of the reader's own messages, waiting for room (backpressure on the reader).
+    let send_own = |control: Control| {
+        let (own_messages, out_tx) = (Arc::clone(&own_messages), out_tx.clone());
+        async move {
+            if let Ok(permit) = own_messages.acquire_owned().await {
+                let _ = out_tx.send(LinkOut { control, permit });
+            }
+        }
+    };
     let fingerprint = worker.fingerprint();
     let mut removed = false;
     loop {
@@ -503,19 +522,28 @@ async fn worker_link(
                 let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
                     let busy =
                         Response::Error(Failure::new(Reason::Busy, "too many requests in flight"));
-                    let _ = out_tx.send(Control::RelayReply { relay_id, response: busy }).await;
+                    send_own(Control::RelayReply { relay_id, response: busy }).await;
                     continue;
                 };
+                if let Some(order) = RelayedOrder::of(hello.worker, &relay) {
+                    // An order goes straight to the core, and its reply from the core straight
+                    // to the writer: no task, no oneshot per order.
+                    let reply = Reply::Link(LinkReply { relay_id, out: out_tx.clone(), permit });
+                    queue_order(&shared, order.request(reply));
+                    continue;
+                }
                 let shared = Arc::clone(&shared);
                 let out = out_tx.clone();
                 tokio::spawn(async move {
                     let response = handle_relay(&shared, hello.worker, *relay).await;
-                    let _ = out.send(Control::RelayReply { relay_id, response }).await;
-                    drop(permit);
+                    let _ = out.send(LinkOut {
+                        control: Control::RelayReply { relay_id, response },
+                        permit,
+                    });
                 });
             }
             Ok(Some(Control::Heartbeat { seq })) => {
-                let _ = out_tx.send(Control::HeartbeatAck { seq }).await;
+                send_own(Control::HeartbeatAck { seq }).await;
             }
             Ok(Some(other)) => {
                 warn!(%uuid, instruction = ?other.instruction(), "unexpected message on the link");
@@ -556,32 +584,10 @@ async fn handle_relay(shared: &Shared, worker: WorkerId, relay: Relay) -> Respon
         Request::Register { username, email, password } => {
             register(shared, username, email, password).await
         }
-        Request::Purchase { session, symbol, qty, client_order_id } => {
-            order(
-                shared,
-                worker,
-                relay.received_at,
-                session,
-                Side::Buy,
-                symbol,
-                qty,
-                client_order_id,
-            )
-            .await
-        }
-        Request::Sell { session, symbol, qty, client_order_id } => {
-            order(
-                shared,
-                worker,
-                relay.received_at,
-                session,
-                Side::Sell,
-                symbol,
-                qty,
-                client_order_id,
-            )
-            .await
-        }
+        Request::Purchase { .. } | Request::Sell { .. } => match RelayedOrder::of(worker, &relay) {
+            Some(placed) => order(shared, placed).await,
+            None => Response::Error(Failure::new(Reason::Internal, "not an order")),
+        },
         Request::SwitchState { session, state } => {
             let session = SessionId::from_bytes(*session.as_bytes());
             let (tx, rx) = oneshot::channel();
@@ -763,36 +769,95 @@ async fn register(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn order(
-    shared: &Shared,
+/// A relayed purchase or sale, as the core takes it.
+#[derive(Debug)]
+struct RelayedOrder {
     worker: WorkerId,
     placed_at: Timestamp,
-    session: net::SessionId,
+    session: SessionId,
     side: Side,
     symbol: Symbol,
     qty: engine::Qty,
-    client_order_id: u64,
-) -> Response {
-    let session = SessionId::from_bytes(*session.as_bytes());
-    let fail = match side {
-        Side::Buy => Response::PurchaseFail,
-        Side::Sell => Response::SellFail,
-    };
-    ask(
-        shared,
-        |reply| CoreRequest::Order {
-            session,
-            side,
-            symbol,
-            qty,
-            client_id: ClientOrderId(client_order_id),
-            placed_at,
+    client_id: ClientOrderId,
+}
+
+impl RelayedOrder {
+    /// The order in `relay`, if it carries a purchase or a sale.
+    fn of(worker: WorkerId, relay: &Relay) -> Option<Self> {
+        let (side, session, symbol, qty, client_order_id) = match &relay.request {
+            Request::Purchase { session, symbol, qty, client_order_id } => {
+                (Side::Buy, session, symbol, qty, client_order_id)
+            }
+            Request::Sell { session, symbol, qty, client_order_id } => {
+                (Side::Sell, session, symbol, qty, client_order_id)
+            }
+            _ => return None,
+        };
+        Some(Self {
             worker,
+            placed_at: relay.received_at,
+            session: SessionId::from_bytes(*session.as_bytes()),
+            side,
+            symbol: *symbol,
+            qty: *qty,
+            client_id: ClientOrderId(*client_order_id),
+        })
+    }
+
+    /// The core request placing it, answered through `reply`.
+    fn request(self, reply: Reply) -> CoreRequest {
+        CoreRequest::Order {
+            session: self.session,
+            side: self.side,
+            symbol: self.symbol,
+            qty: self.qty,
+            client_id: self.client_id,
+            placed_at: self.placed_at,
+            worker: self.worker,
             reply,
-        },
-        fail,
-    )
-    .await
+        }
+    }
+}
+
+/// The failure answer to an order of `side`.
+fn order_fail(side: Side, failure: Failure) -> Response {
+    match side {
+        Side::Buy => Response::PurchaseFail(failure),
+        Side::Sell => Response::SellFail(failure),
+    }
+}
+
+/// Queues an order for the core without waiting for room: when the core's queue is full a task
+/// waits for it, so the link reader never stops reading.
+fn queue_order(shared: &Shared, request: CoreRequest) {
+    let request = match shared.core.try_send(request) {
+        Ok(()) => return,
+        Err(mpsc::error::TrySendError::Full(request)) => request,
+        Err(mpsc::error::TrySendError::Closed(request)) => return fail_unsent(request),
+    };
+    let core = shared.core.clone();
+    tokio::spawn(async move {
+        if let Err(mpsc::error::SendError(request)) = core.send(request).await {
+            fail_unsent(request);
+        }
+    });
+}
+
+/// Answers an order the core will never see (it stopped).
+fn fail_unsent(request: CoreRequest) {
+    if let CoreRequest::Order { side, reply, .. } = request {
+        reply.send(order_fail(side, unavailable()));
+    }
+}
+
+/// Places an order through the core and waits for its answer.
+async fn order(shared: &Shared, order: RelayedOrder) -> Response {
+    let side = order.side;
+    let (tx, rx) = oneshot::channel();
+    if shared.core.send(order.request(Reply::Once(tx))).await.is_err() {
+        return order_fail(side, unavailable());
+    }
+    rx.await.unwrap_or_else(|_| order_fail(side, unavailable()))
 }
 
 async fn user(

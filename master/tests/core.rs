@@ -98,7 +98,7 @@ fn order(
         client_id: ClientOrderId(client),
         placed_at: Timestamp(5),
         worker: WorkerId(1),
-        reply: tx,
+        reply: tx.into(),
     });
     rx
 }
@@ -198,7 +198,7 @@ fn refusals_at_once_and_backpressure() {
         client_id: ClientOrderId(2),
         placed_at: Timestamp(0),
         worker: WorkerId(0),
-        reply: tx,
+        reply: tx.into(),
     });
     assert_eq!(reason(&mut rx), Reason::Rejected(engine::RejectReason::UnknownSymbol));
     // A bad session.

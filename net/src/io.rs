@@ -306,23 +306,23 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.feed_message(&request.encode()?).await
     }
 
-    /// Writes `first` and whatever is queued behind it in `queue`, with one flush: after each
-    /// round of taking what is queued it yields once, so producers that are ready can add
-    /// theirs, and it stops gathering when a round adds nothing or the buffer passes
-    /// [`WRITE_BUFFER_BYTES`]. `encode` turns a queued item into its message. A writer task
-    /// that carries bursts (a link with an interval's answers) then makes one system call per
-    /// burst instead of one per message.
+    /// Writes `first` and whatever is queued behind it, with one flush: `next_queued` takes the
+    /// next queued item without waiting (a channel's `try_recv().ok()`). After each round of
+    /// taking what is queued it yields once, so producers that are ready can add theirs, and it
+    /// stops gathering when a round adds nothing or the buffer passes [`WRITE_BUFFER_BYTES`].
+    /// `encode` turns an item into its message. A writer task that carries bursts (a link with
+    /// an interval's answers) then makes one system call per burst instead of one per message.
     pub async fn write_gathered<T>(
         &mut self,
         first: T,
-        queue: &mut tokio::sync::mpsc::Receiver<T>,
+        mut next_queued: impl FnMut() -> Option<T>,
         encode: impl Fn(T) -> Result<Message, EncodeError>,
     ) -> Result<(), WriteError> {
         self.feed_message(&encode(first)?).await?;
         loop {
             tokio::task::yield_now().await;
             let mut more = false;
-            while let Ok(item) = queue.try_recv() {
+            while let Some(item) = next_queued() {
                 self.feed_message(&encode(item)?).await?;
                 more = true;
             }

@@ -282,7 +282,11 @@ async fn a_gathered_burst_is_written_whole_and_in_order() {
         queue.send(purchase("AAPL", units)).await.unwrap();
     }
     writer
-        .write_gathered(Request::LoginSession { session: S }, &mut queued, |r| r.encode())
+        .write_gathered(
+            Request::LoginSession { session: S },
+            || queued.try_recv().ok(),
+            |r| r.encode(),
+        )
         .await
         .unwrap();
     assert_eq!(writer.buffered_bytes(), 0);

@@ -424,7 +424,7 @@ async fn carry(
         // Orders come in bursts, and each waits for its interval anyway: what is queued
         // behind the first message goes out with it, in one write.
         while let Some(message) = out_rx.recv().await {
-            writer.write_gathered(message, &mut out_rx, Ok).await?;
+            writer.write_gathered(message, || out_rx.try_recv().ok(), Ok).await?;
         }
         Ok::<(), net::WriteError>(())
     };
