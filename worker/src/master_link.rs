@@ -96,8 +96,19 @@ pub enum HandshakeError {
     Identity(#[from] IdentityError),
 }
 
-/// A request waiting for the master's answer.
-type Waiter = oneshot::Sender<Response>;
+/// Why a relay ended without the master's answer (a dropped channel means the link went down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    /// No answer within `link.relay_timeout` (the link task's sweep).
+    TimedOut,
+}
+
+/// A request waiting for the master's answer: where the answer goes, and until when.
+#[derive(Debug)]
+struct Waiter {
+    answer: oneshot::Sender<Result<Response, Lost>>,
+    deadline: Instant,
+}
 
 /// One sealed link's shared part: the writer's queue and the relays waiting for an answer.
 #[derive(Debug)]
@@ -111,6 +122,24 @@ struct Up {
 impl Up {
     fn waiting(&self) -> MutexGuard<'_, Option<HashMap<u64, Waiter>>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Answers every relay past its deadline with [`Lost::TimedOut`], and forgets those whose
+    /// caller stopped waiting.
+    fn sweep(&self, now: Instant) {
+        if let Some(map) = self.waiting().as_mut() {
+            map.retain(|_, waiter| {
+                if waiter.answer.is_closed() {
+                    return false;
+                }
+                if waiter.deadline > now {
+                    return true;
+                }
+                let (answer, _) = oneshot::channel();
+                let _ = std::mem::replace(&mut waiter.answer, answer).send(Err(Lost::TimedOut));
+                false
+            });
+        }
     }
 
     /// Closes the link for relays: every waiting relay sees its answer channel dropped.
@@ -158,19 +187,116 @@ pub struct MasterLink {
 }
 
 /// Removes a relay from the waiting map when its caller stops waiting (answer, timeout, or the
-/// client's task ending).
-struct WaitGuard<'a> {
-    up: &'a Up,
-    relay_id: Option<u64>,
+/// client's task ending), so the in-flight count stays exact.
+#[derive(Debug)]
+struct WaitGuard {
+    up: Arc<Up>,
+    relay_id: u64,
 }
 
-impl Drop for WaitGuard<'_> {
+impl Drop for WaitGuard {
     fn drop(&mut self) {
-        if let Some(relay_id) = self.relay_id
-            && let Some(map) = self.up.waiting().as_mut()
-        {
-            map.remove(&relay_id);
+        if let Some(map) = self.up.waiting().as_mut() {
+            map.remove(&self.relay_id);
         }
+    }
+}
+
+/// A relay handed to the link: a future of the master's answer (or of the request's failure
+/// return, when the link drops or the master does not answer within `link.relay_timeout`). It
+/// needs no task and no timer of its own: the link task answers it, and sweeps the late ones.
+/// Dropping it forgets the relay.
+#[derive(Debug)]
+pub struct PendingRelay {
+    state: Pending,
+}
+
+#[derive(Debug)]
+enum Pending {
+    /// Answered before it was sent (no link, busy, cannot encode), or already taken.
+    Ready(Option<Response>),
+    /// Sent; waiting for the link task.
+    Waiting {
+        answer: oneshot::Receiver<Result<Response, Lost>>,
+        request: Request,
+        timeout: std::time::Duration,
+        _guard: WaitGuard,
+    },
+}
+
+impl PendingRelay {
+    fn ready(response: Response) -> Self {
+        Self { state: Pending::Ready(Some(response)) }
+    }
+
+    /// The answer if it has come, without waiting.
+    pub fn try_take(&mut self) -> Option<Response> {
+        match &mut self.state {
+            Pending::Ready(response) => response.take(),
+            Pending::Waiting { answer, request, timeout, .. } => {
+                let outcome = match answer.try_recv() {
+                    Err(oneshot::error::TryRecvError::Empty) => return None,
+                    Ok(outcome) => Some(outcome),
+                    Err(oneshot::error::TryRecvError::Closed) => None,
+                };
+                let response = outcome_response(outcome, request, *timeout);
+                self.state = Pending::Ready(None);
+                Some(response)
+            }
+        }
+    }
+}
+
+/// The caller's answer from what the link task sent: the master's answer, or the request's
+/// failure return (`None`: the link went down).
+fn outcome_response(
+    outcome: Option<Result<Response, Lost>>,
+    request: &Request,
+    timeout: std::time::Duration,
+) -> Response {
+    match outcome {
+        Some(Ok(response)) => response,
+        Some(Err(Lost::TimedOut)) => unavailable(
+            request,
+            format!(
+                "the master did not answer within {}; an order may still have been executed",
+                humantime::format_duration(timeout)
+            ),
+        ),
+        None => {
+            unavailable(request, "the link to the master went down before it answered; retry later")
+        }
+    }
+}
+
+impl std::future::Future for PendingRelay {
+    type Output = Response;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Response> {
+        let this = &mut *self;
+        let outcome = match &mut this.state {
+            Pending::Ready(response) => {
+                let response = response.take().unwrap_or_else(|| {
+                    Response::Error(Failure::new(Reason::Internal, "relay answer taken twice"))
+                });
+                return std::task::Poll::Ready(response);
+            }
+            Pending::Waiting { answer, .. } => match std::pin::Pin::new(answer).poll(cx) {
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+                std::task::Poll::Ready(outcome) => outcome.ok(),
+            },
+        };
+        let response = match &this.state {
+            Pending::Waiting { request, timeout, .. } => {
+                outcome_response(outcome, request, *timeout)
+            }
+            Pending::Ready(_) => Response::Error(Failure::new(Reason::Internal, "relay state")),
+        };
+        this.state = Pending::Ready(None);
+        std::task::Poll::Ready(response)
     }
 }
 
@@ -210,7 +336,8 @@ impl MasterLink {
     /// connection's session, and returns the master's answer. When the link is down, drops
     /// before the answer, or the answer takes longer than `link.relay_timeout`, the answer is the
     /// request's failure return with `master_unavailable`; when too many relays wait already,
-    /// with `busy`. Never hangs past the relay timeout.
+    /// with `busy`. Never hangs past the relay timeout (plus the link task's sweep period, a
+    /// tenth of it, at most a second).
     pub async fn relay(
         &self,
         client_ip: IpAddr,
@@ -218,55 +345,95 @@ impl MasterLink {
         session: Option<SessionId>,
         request: &Request,
     ) -> Response {
+        self.send_relay(client_ip, received_at, session, request).await.await
+    }
+
+    /// Sends `request` as [`MasterLink::relay`] does and returns as soon as it is queued for
+    /// the wire: the answer is the returned [`PendingRelay`]. Callers that pipeline (a client's
+    /// orders) keep many pending without a task each.
+    pub async fn send_relay(
+        &self,
+        client_ip: IpAddr,
+        received_at: Timestamp,
+        session: Option<SessionId>,
+        request: &Request,
+    ) -> PendingRelay {
         let Some(up) = self.shared.current() else {
-            return unavailable(request, "the worker is not connected to the master; retry later");
+            return PendingRelay::ready(unavailable(
+                request,
+                "the worker is not connected to the master; retry later",
+            ));
         };
         let timeout = self.shared.config.relay_timeout;
         let in_flight_max =
             usize::try_from(self.shared.config.relays_in_flight_max).unwrap_or(usize::MAX);
-        let mut guard = WaitGuard { up: &up, relay_id: None };
-        let exchange = async {
-            // A place in the writer's queue first, so relay ids grow in wire order.
-            let permit = up.out.reserve().await.map_err(|_| None)?;
-            let relay_id = up.next_relay_id.fetch_add(1, Ordering::Relaxed);
-            let relay =
-                Relay { relay_id, client_ip, received_at, session, request: request.clone() };
-            let message = Control::Relay(Box::new(relay)).encode().map_err(|e| {
-                warn!(relay_id, cause = %e, "cannot encode a relay");
-                Some(request.fail(Failure::new(Reason::Internal, "the request cannot be relayed")))
-            })?;
-            let (tx, rx) = oneshot::channel();
-            {
-                let mut waiting = up.waiting();
-                let map = waiting.as_mut().ok_or(None)?;
-                // Callers that stopped waiting are already gone (WaitGuard), so the count is
-                // exact and refusing costs nothing under overload.
-                if map.len() >= in_flight_max {
-                    return Err(Some(request.fail(Failure::new(
-                        Reason::Busy,
-                        "too many requests are waiting for the master; retry later",
-                    ))));
-                }
-                map.insert(relay_id, tx);
+        // A place in the writer's queue first, so relay ids grow in wire order. Waiting for one
+        // is the only wait here, and it counts against the relay timeout too.
+        let permit = match up.out.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Closed(())) => {
+                return PendingRelay::ready(unavailable(
+                    request,
+                    "the link to the master went down before it answered; retry later",
+                ));
             }
-            guard.relay_id = Some(relay_id);
-            permit.send(message);
-            rx.await.map_err(|_| None)
+            Err(mpsc::error::TrySendError::Full(())) => {
+                match tokio::time::timeout(timeout, up.out.reserve()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => {
+                        return PendingRelay::ready(unavailable(
+                            request,
+                            "the link to the master went down before it answered; retry later",
+                        ));
+                    }
+                    Err(_) => {
+                        return PendingRelay::ready(outcome_response(
+                            Some(Err(Lost::TimedOut)),
+                            request,
+                            timeout,
+                        ));
+                    }
+                }
+            }
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(Some(response))) => response,
-            Ok(Err(None)) => unavailable(
-                request,
-                "the link to the master went down before it answered; retry later",
-            ),
-            Err(_) => unavailable(
-                request,
-                format!(
-                    "the master did not answer within {}; an order may still have been executed",
-                    humantime::format_duration(timeout)
-                ),
-            ),
+        let relay_id = up.next_relay_id.fetch_add(1, Ordering::Relaxed);
+        let relay = Relay { relay_id, client_ip, received_at, session, request: request.clone() };
+        let message = match Control::Relay(Box::new(relay)).encode() {
+            Ok(message) => message,
+            Err(e) => {
+                warn!(relay_id, cause = %e, "cannot encode a relay");
+                return PendingRelay::ready(
+                    request.fail(Failure::new(Reason::Internal, "the request cannot be relayed")),
+                );
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiting = up.waiting();
+            let Some(map) = waiting.as_mut() else {
+                return PendingRelay::ready(unavailable(
+                    request,
+                    "the link to the master went down before it answered; retry later",
+                ));
+            };
+            // Callers that stopped waiting are already gone (WaitGuard), so the count is exact
+            // and refusing costs nothing under overload.
+            if map.len() >= in_flight_max {
+                return PendingRelay::ready(request.fail(Failure::new(
+                    Reason::Busy,
+                    "too many requests are waiting for the master; retry later",
+                )));
+            }
+            map.insert(relay_id, Waiter { answer: tx, deadline: Instant::now() + timeout });
+        }
+        permit.send(message);
+        PendingRelay {
+            state: Pending::Waiting {
+                answer: rx,
+                request: request.clone(),
+                timeout,
+                _guard: WaitGuard { up, relay_id },
+            },
         }
     }
 }
@@ -436,6 +603,13 @@ async fn carry(
     let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeat_seq: u64 = 0;
+    // Relays past `link.relay_timeout` are answered by this sweep, a tenth of the timeout
+    // apart (at most a second): a relay is answered at most that long after its deadline.
+    let mut sweep = tokio::time::interval(
+        (config.relay_timeout / 10)
+            .clamp(std::time::Duration::from_millis(1), std::time::Duration::from_secs(1)),
+    );
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let down = loop {
         tokio::select! {
@@ -454,7 +628,7 @@ async fn carry(
                         match waiter {
                             Some(waiter) => {
                                 // The caller may have given up in the meantime; nothing to do.
-                                let _ = waiter.send(response);
+                                let _ = waiter.answer.send(Ok(response));
                             }
                             None => debug!(relay_id, "reply to a relay nobody waits for any more"),
                         }
@@ -484,10 +658,8 @@ async fn carry(
                     Ok(message) => { let _ = out.try_send(message); }
                     Err(e) => warn!(cause = %e, "cannot encode a heartbeat"),
                 }
-                if let Some(map) = up.waiting().as_mut() {
-                    map.retain(|_, waiter| !waiter.is_closed());
-                }
             }
+            _ = sweep.tick() => up.sweep(Instant::now()),
         }
     };
     shared.set_current(None);

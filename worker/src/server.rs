@@ -39,7 +39,7 @@ use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 use crate::cache::{AssetCache, CacheKey};
 use crate::config::{ConfigError, WorkerConfig};
 use crate::identity::{MasterTrust, WorkerIdentity};
-use crate::master_link::{LinkParams, MasterLink};
+use crate::master_link::{LinkParams, MasterLink, PendingRelay};
 use crate::sessions::{SessionCache, SessionStatus};
 
 /// Connections being refused (`busy`) at once; more are dropped without an answer.
@@ -183,10 +183,27 @@ impl Shared {
     ) -> Response {
         Stats::bump(&self.stats.0.relays);
         let response = self.link.relay(client_ip, received_at, session, request).await;
+        self.count_unavailable(&response);
+        response
+    }
+
+    /// Sends a relay without waiting for its answer (a client's pipelined orders).
+    async fn send_relay(
+        &self,
+        client_ip: IpAddr,
+        received_at: Timestamp,
+        session: Option<SessionId>,
+        request: &Request,
+    ) -> PendingRelay {
+        Stats::bump(&self.stats.0.relays);
+        self.link.send_relay(client_ip, received_at, session, request).await
+    }
+
+    /// Counts an answer that says the master was unavailable.
+    fn count_unavailable(&self, response: &Response) {
         if response.failure().is_some_and(|f| f.reason == Reason::MasterUnavailable) {
             Stats::bump(&self.stats.0.master_unavailable);
         }
-        response
     }
 }
 
@@ -535,7 +552,7 @@ impl Client {
     ) {
         let depth =
             usize::try_from(self.shared.config.clients.pipeline_depth_max).unwrap_or(1).max(1);
-        let mut orders: VecDeque<(Request, tokio::task::JoinHandle<Response>)> = VecDeque::new();
+        let mut orders: VecDeque<(Request, PendingRelay)> = VecDeque::new();
         loop {
             let room = orders.len() < depth;
             let item = match orders.front_mut() {
@@ -545,15 +562,16 @@ impl Client {
                         if !self.answer_order(request, done, &mut writer, activity).await {
                             return;
                         }
-                        // An interval's answers come back together: let the other relays
-                        // finish, then write every answer that is ready (still in request
+                        // An interval's answers come back together: let the link task deliver
+                        // the others, then write every answer that is ready (still in request
                         // order) with a single flush.
                         if !orders.is_empty() {
                             tokio::task::yield_now().await;
                         }
-                        while orders.front().is_some_and(|(_, relay)| relay.is_finished()) {
-                            let Some((request, relay)) = orders.pop_front() else { break };
-                            let done = relay.await;
+                        while let Some(done) =
+                            orders.front_mut().and_then(|(_, relay)| relay.try_take())
+                        {
+                            let Some((request, _)) = orders.pop_front() else { break };
                             if !self.answer_order(request, done, &mut writer, activity).await {
                                 return;
                             }
@@ -574,12 +592,9 @@ impl Client {
                 let (request, received_at) = (request.clone(), *received_at);
                 match self.order_checks(&request, received_at).await {
                     None => {
-                        let shared = Arc::clone(&self.shared);
                         let (ip, session) = (self.ip(), self.conn.session());
-                        let relayed = request.clone();
-                        let relay = tokio::spawn(async move {
-                            shared.relay(ip, received_at, session, &relayed).await
-                        });
+                        let relay =
+                            self.shared.send_relay(ip, received_at, session, &request).await;
                         orders.push_back((request, relay));
                         continue;
                     }
@@ -640,15 +655,20 @@ impl Client {
     /// Writes the answers of all relayed orders, in order. False when the client is gone.
     async fn flush_orders<W: AsyncWrite + Unpin>(
         &mut self,
-        orders: &mut VecDeque<(Request, tokio::task::JoinHandle<Response>)>,
+        orders: &mut VecDeque<(Request, PendingRelay)>,
         writer: &mut FrameWriter<W>,
         activity: &Activity,
     ) -> bool {
-        while let Some((request, relay)) = orders.pop_front() {
-            if !relay.is_finished() && !self.flush(writer).await {
-                return false;
-            }
-            let done = relay.await;
+        while let Some((request, mut relay)) = orders.pop_front() {
+            let done = match relay.try_take() {
+                Some(done) => done,
+                None => {
+                    if !self.flush(writer).await {
+                        return false;
+                    }
+                    relay.await
+                }
+            };
             if !self.answer_order(request, done, writer, activity).await {
                 return false;
             }
@@ -661,16 +681,17 @@ impl Client {
     async fn answer_order<W: AsyncWrite + Unpin>(
         &mut self,
         request: Request,
-        done: Result<Response, tokio::task::JoinError>,
+        done: Response,
         writer: &mut FrameWriter<W>,
         activity: &Activity,
     ) -> bool {
+        self.shared.count_unavailable(&done);
         let response = match done {
-            Ok(response) if answers(&request, &response) => {
+            response if answers(&request, &response) => {
                 self.learn(&request, &response);
                 response
             }
-            Ok(response) => {
+            response => {
                 warn!(
                     request = %request.instruction(),
                     answer = %response.instruction(),
@@ -680,10 +701,6 @@ impl Client {
                     Reason::Internal,
                     "the master's answer did not fit the request",
                 ))
-            }
-            Err(e) => {
-                warn!(cause = %e, "an order relay failed");
-                request.fail(Failure::new(Reason::Internal, "the order could not be relayed"))
             }
         };
         if let Err(e) = self.feed(writer, &response).await {

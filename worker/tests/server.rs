@@ -205,6 +205,39 @@ async fn an_order_waiting_for_its_interval_does_not_hold_up_other_clients() {
     assert!(matches!(alice.receive().await, Response::PurchaseSuccess(_)));
 }
 
+/// An order the master does not answer within `link.relay_timeout` is answered
+/// `master_unavailable` by the link task's sweep (a relay has no timer of its own), and the
+/// master's late answer is dropped: the client gets one answer, and its connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_the_master_does_not_answer_in_time_gets_master_unavailable() {
+    let (handler, held) = hold_purchases();
+    let (_keys, mut master, worker) =
+        cluster(handler, |c| c.link.relay_timeout = std::time::Duration::from_millis(200)).await;
+    let mut alice = worker.client().await;
+    let session = alice.login(false).await;
+    alice.send(&purchase(session, "AAPL", 1)).await;
+    let answer = alice.receive().await;
+    assert!(matches!(answer, Response::PurchaseFail(_)), "{answer:?}");
+    assert_eq!(reason(&answer), Reason::MasterUnavailable);
+    let message = &answer.failure().unwrap().message;
+    assert!(message.contains("did not answer within 200ms"), "{message}");
+    // The next order, answered in time, gets its own answer (not the late one).
+    alice.send(&purchase(session, "AAPL", 2)).await;
+    let second = loop {
+        let relay = master.next_relay().await;
+        if let Request::Purchase { client_order_id: 2, .. } = relay.request {
+            break relay.relay_id;
+        }
+    };
+    held.lock().unwrap().drain(..).for_each(|release| {
+        let _ = release.send(());
+    });
+    let next = alice.receive().await;
+    let Response::PurchaseSuccess(fill) = &next else { panic!("{next:?}") };
+    assert_eq!(fill.order, engine::OrderId(second), "the second order's own answer");
+    assert_eq!(worker.stats.snapshot().master_unavailable, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_restart_clients_get_master_unavailable_then_work_again() {
     let (handler, _held) = hold_purchases();
