@@ -43,6 +43,8 @@ const UNIDENTIFIED_MIN: usize = 256;
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Relays one worker link may have in flight.
 const RELAYS_IN_FLIGHT_MAX: usize = 100_000;
+/// How long a closing link waits for the worker to close its side (see `worker_link`).
+const LINK_CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Messages of a link's reader itself (heartbeat answers, `busy` refusals) its writer may have
 /// queued; past it the reader waits.
 const LINK_OWN_MESSAGES_MAX: usize = 1_024;
@@ -566,6 +568,16 @@ async fn worker_link(
         writer_task.abort();
     }
     let _ = writer_task.await;
+    // The writer is gone, and with it our side of the link (the worker sees the end after the
+    // last answers). Closing the socket while the worker's newer relays sit unread would make
+    // the kernel answer with a reset, and a reset can discard those last answers before the
+    // worker reads them: so read and drop what it still sends until it closes too.
+    let drained = tokio::time::timeout(LINK_CLOSE_LINGER, async {
+        while let Ok(Some(_)) = reader.read_control().await {}
+    });
+    if drained.await.is_err() {
+        debug!(%uuid, "the worker did not close its side of the link in time");
+    }
     info!(%uuid, "worker unlinked");
 }
 
