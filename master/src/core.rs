@@ -27,6 +27,9 @@ use crate::prices::PriceBatch;
 use crate::retry::{Known, OrderKey, RetryMemory};
 use crate::sessions::{SessionId, SessionRecord, SessionTable};
 
+/// What an order hears when the master stops before its interval settles.
+const SHUTTING_DOWN: &str = "the master is shutting down; retry in a moment";
+
 /// The journal meta key holding the next order id.
 pub const NEXT_ORDER_ID_KEY: &str = "next_order_id";
 
@@ -145,6 +148,13 @@ pub enum CoreRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Response>,
     },
+    /// The master is stopping and the last interval has settled: answer the orders queued
+    /// since, and every later one, with a failure, so that no caller waits for an interval
+    /// that will not come.
+    Stop {
+        /// Answered once done.
+        reply: oneshot::Sender<()>,
+    },
     /// Settle the interval with these prices.
     Settle {
         /// The interval's prices.
@@ -246,6 +256,8 @@ pub struct Core {
     retry: RetryMemory,
     /// The last interval's events; its memory is reused by the next settlement.
     settled_events: Vec<Event>,
+    /// Set by [`CoreRequest::Stop`]: orders are refused.
+    stopped: bool,
     next_order_id: u64,
     /// Set when the journal refused a write: the reason; writes are refused until a restart.
     halted: Option<String>,
@@ -330,6 +342,7 @@ impl Core {
             queued_per_account: HashMap::new(),
             retry,
             settled_events: Vec::new(),
+            stopped: false,
             next_order_id,
             halted: None,
             snapshot: None,
@@ -424,6 +437,11 @@ impl Core {
                 reply,
             } => {
                 self.place_order(session, side, symbol, qty, client_id, placed_at, worker, reply);
+            }
+            CoreRequest::Stop { reply } => {
+                self.stopped = true;
+                self.fail_queue(Reason::MasterUnavailable, SHUTTING_DOWN);
+                let _ = reply.send(());
             }
             CoreRequest::User { session, username, query, reply } => {
                 let _ = reply.send(self.user_query(&session, &username, query));
@@ -572,6 +590,10 @@ impl Core {
             }
             None => {}
         }
+        if self.stopped {
+            reply.send(order_fail(side, failure(Reason::MasterUnavailable, SHUTTING_DOWN)));
+            return;
+        }
         // Validated at once: what can be known before the interval's prices.
         let immediate = if qty.is_zero() {
             Some(RejectReason::ZeroQuantity)
@@ -621,7 +643,7 @@ impl Core {
         let at = now();
         let interval = IntervalId(self.engine.state().last_interval().map_or(1, |l| l.id.0 + 1));
         if self.halted.is_some() {
-            self.fail_queue("the master cannot write its journal");
+            self.fail_queue(Reason::Internal, "the master cannot write its journal");
             return SettleSummary { failed: true, ..SettleSummary::default() };
         }
         let started = std::time::Instant::now();
@@ -645,7 +667,7 @@ impl Core {
         if let Err(e) = self.engine.settle_into(interval, at, &batch.ticks, &mut self.queue, events)
         {
             error!(cause = %e, "settlement refused");
-            self.fail_queue("settlement failed");
+            self.fail_queue(Reason::Internal, "settlement failed");
             return SettleSummary { failed: true, ..SettleSummary::default() };
         }
         self.queued_per_account.clear();
@@ -706,10 +728,10 @@ impl Core {
         }
     }
 
-    fn fail_queue(&mut self, why: &str) {
+    fn fail_queue(&mut self, reason: Reason, why: &str) {
         for order in self.queue.drain_sorted() {
             let key = (order.account, order.client_id);
-            self.answer(key, order_fail(order.side, failure(Reason::Internal, why)), false);
+            self.answer(key, order_fail(order.side, failure(reason, why)), false);
         }
         self.queued_per_account.clear();
     }

@@ -307,6 +307,12 @@ async fn interval_loop(
             break;
         }
     }
+    // Orders that reached the core after the last settlement would wait for an interval that
+    // will not come (and hold their links open): the core answers them now.
+    let (tx, rx) = oneshot::channel();
+    if core.send(CoreRequest::Stop { reply: tx }).await.is_ok() {
+        let _ = rx.await;
+    }
 }
 
 /// One accepted connection: a worker's link (it starts with `workerHello`) or a client that may

@@ -261,3 +261,43 @@ fn the_retry_memory_keeps_the_newest_outcomes() {
     assert!(matches!(again, Response::PurchaseSuccess(_)), "{again:?}");
     assert_ne!(again, answers[0], "a new fill, with its own order id");
 }
+
+/// Once the master stops (after its last settlement), orders queued since and every new one
+/// are answered `master_unavailable` at once (nothing waits for an interval that will not
+/// come), nothing of them is journaled, and a retry of a committed order still gets its outcome.
+#[test]
+fn a_stopped_core_answers_late_orders_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = open(dir.path());
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    register(&mut core, "erin");
+    let erin = login(&mut core, "erin");
+    let mut first = order(&mut core, &erin, Side::Buy, "1", 1);
+    settle(&mut core, "10");
+    let committed = first.try_recv().unwrap();
+    assert!(matches!(committed, Response::PurchaseSuccess(_)), "{committed:?}");
+
+    let mut late = order(&mut core, &erin, Side::Buy, "1", 2);
+    assert!(late.try_recv().is_err(), "queued for the next interval");
+    call(&mut core, |reply| CoreRequest::Stop { reply });
+    let unavailable = |response: Response| match response {
+        Response::PurchaseFail(f) => assert_eq!(f.reason, Reason::MasterUnavailable),
+        other => panic!("{other:?}"),
+    };
+    unavailable(late.try_recv().unwrap());
+    unavailable(order(&mut core, &erin, Side::Buy, "1", 3).try_recv().unwrap());
+    assert_eq!(order(&mut core, &erin, Side::Buy, "1", 1).try_recv().unwrap(), committed);
+    drop(core);
+
+    // Only the first order reached the journal.
+    let core = open(dir.path());
+    drop(core);
+    let (journal, _) =
+        journal::Journal::open(journal::path_in(dir.path()), Default::default()).unwrap();
+    let fills = journal
+        .read_records(journal::Seq(1))
+        .unwrap()
+        .filter(|r| matches!(r.as_ref().unwrap().event, engine::Event::OrderFilled(_)))
+        .count();
+    assert_eq!(fills, 1);
+}
