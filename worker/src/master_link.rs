@@ -128,17 +128,12 @@ impl Up {
     /// caller stopped waiting.
     fn sweep(&self, now: Instant) {
         if let Some(map) = self.waiting().as_mut() {
-            map.retain(|_, waiter| {
-                if waiter.answer.is_closed() {
-                    return false;
-                }
-                if waiter.deadline > now {
-                    return true;
-                }
-                let (answer, _) = oneshot::channel();
-                let _ = std::mem::replace(&mut waiter.answer, answer).send(Err(Lost::TimedOut));
-                false
-            });
+            let done =
+                map.extract_if(|_, waiter| waiter.answer.is_closed() || waiter.deadline <= now);
+            for (_, waiter) in done {
+                // A caller that stopped waiting is not told (the send fails, harmlessly).
+                let _ = waiter.answer.send(Err(Lost::TimedOut));
+            }
         }
     }
 
