@@ -105,7 +105,7 @@ pub struct Rejection {
 }
 
 /// Why an order was refused. The numeric codes are stable forever: they are on the wire and in
-/// journals. Checks run in the order listed by [`crate::settle`].
+/// journals. Checks run in the order listed by [`crate::Engine::settle`].
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
