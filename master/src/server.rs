@@ -602,10 +602,18 @@ async fn handle_relay(shared: &Shared, worker: WorkerId, relay: Relay) -> Respon
         Request::Register { username, email, password } => {
             register(shared, username, email, password).await
         }
-        Request::Purchase { .. } | Request::Sell { .. } => match RelayedOrder::of(worker, &relay) {
-            Some(placed) => order(shared, placed).await,
-            None => Response::Error(Failure::new(Reason::Internal, "not an order")),
-        },
+        Request::Purchase { session, symbol, qty, client_order_id } => {
+            let at = relay.received_at;
+            let placed =
+                RelayedOrder::new(worker, at, Side::Buy, &session, symbol, qty, client_order_id);
+            order(shared, placed).await
+        }
+        Request::Sell { session, symbol, qty, client_order_id } => {
+            let at = relay.received_at;
+            let placed =
+                RelayedOrder::new(worker, at, Side::Sell, &session, symbol, qty, client_order_id);
+            order(shared, placed).await
+        }
         Request::SwitchState { session, state } => {
             let session = SessionId::from_bytes(*session.as_bytes());
             let (tx, rx) = oneshot::channel();
@@ -802,24 +810,37 @@ struct RelayedOrder {
 impl RelayedOrder {
     /// The order in `relay`, if it carries a purchase or a sale.
     fn of(worker: WorkerId, relay: &Relay) -> Option<Self> {
-        let (side, session, symbol, qty, client_order_id) = match &relay.request {
+        let at = relay.received_at;
+        match &relay.request {
             Request::Purchase { session, symbol, qty, client_order_id } => {
-                (Side::Buy, session, symbol, qty, client_order_id)
+                Some(Self::new(worker, at, Side::Buy, session, *symbol, *qty, *client_order_id))
             }
             Request::Sell { session, symbol, qty, client_order_id } => {
-                (Side::Sell, session, symbol, qty, client_order_id)
+                Some(Self::new(worker, at, Side::Sell, session, *symbol, *qty, *client_order_id))
             }
-            _ => return None,
-        };
-        Some(Self {
+            _ => None,
+        }
+    }
+
+    /// An order relayed by `worker`, received (by the worker) at `placed_at`.
+    fn new(
+        worker: WorkerId,
+        placed_at: Timestamp,
+        side: Side,
+        session: &net::SessionId,
+        symbol: Symbol,
+        qty: engine::Qty,
+        client_order_id: u64,
+    ) -> Self {
+        Self {
             worker,
-            placed_at: relay.received_at,
+            placed_at,
             session: SessionId::from_bytes(*session.as_bytes()),
             side,
-            symbol: *symbol,
-            qty: *qty,
-            client_id: ClientOrderId(*client_order_id),
-        })
+            symbol,
+            qty,
+            client_id: ClientOrderId(client_order_id),
+        }
     }
 
     /// The core request placing it, answered through `reply`.
