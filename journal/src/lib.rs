@@ -22,6 +22,7 @@
 
 pub mod audit;
 mod batch;
+mod be;
 #[cfg(feature = "bench")]
 pub mod bench;
 mod config;

@@ -20,6 +20,7 @@ use std::fmt;
 use engine::{Event, Timestamp};
 use rkyv::util::AlignedVec;
 
+use crate::be;
 use crate::error::Corruption;
 use crate::limits::EVENT_BYTES_MAX;
 use crate::payload::{self, COMPACT_EVENT_FORMAT};
@@ -77,30 +78,6 @@ pub(crate) struct Header {
     pub recorded_at: Timestamp,
     pub prev_crc: u32,
     pub crc: u32,
-}
-
-fn be_u16(bytes: &[u8], at: usize) -> u16 {
-    let mut b = [0u8; 2];
-    b.copy_from_slice(&bytes[at..at + 2]);
-    u16::from_be_bytes(b)
-}
-
-fn be_u32(bytes: &[u8], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_be_bytes(b)
-}
-
-fn be_u64(bytes: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_be_bytes(b)
-}
-
-fn be_i64(bytes: &[u8], at: usize) -> i64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[at..at + 8]);
-    i64::from_be_bytes(b)
 }
 
 /// The checksum of a record: its header without the crc field, then its payload.
@@ -207,11 +184,11 @@ pub(crate) fn record_len(rest: &[u8]) -> Result<usize, Corruption> {
     if rest.len() < RECORD_HEADER_BYTES {
         return Err(Corruption::Truncated(rest.len()));
     }
-    let record_format = be_u16(rest, 0);
+    let record_format = be::u16_at(rest, 0);
     if record_format != RECORD_FORMAT_VERSION {
         return Err(Corruption::RecordFormat(record_format));
     }
-    let declared = u64::from(be_u32(rest, 24));
+    let declared = u64::from(be::u32_at(rest, 24));
     let actual = (rest.len() - RECORD_HEADER_BYTES) as u64;
     if declared > actual {
         return Err(Corruption::Length { declared, actual });
@@ -227,35 +204,35 @@ pub(crate) fn verify(key: u64, bytes: &[u8], prev_crc: Option<u32>) -> Result<He
     if bytes.len() < RECORD_HEADER_BYTES {
         return Err(Corruption::Truncated(bytes.len()));
     }
-    let record_format = be_u16(bytes, 0);
+    let record_format = be::u16_at(bytes, 0);
     if record_format != RECORD_FORMAT_VERSION {
         return Err(Corruption::RecordFormat(record_format));
     }
-    let stored = be_u32(bytes, 28);
+    let stored = be::u32_at(bytes, 28);
     let computed = record_crc(bytes);
     if stored != computed {
         return Err(Corruption::Checksum { stored, computed });
     }
-    let declared = u64::from(be_u32(bytes, 24));
+    let declared = u64::from(be::u32_at(bytes, 24));
     let actual = (bytes.len() - RECORD_HEADER_BYTES) as u64;
     if declared != actual {
         return Err(Corruption::Length { declared, actual });
     }
-    let seq = Seq(be_u64(bytes, 4));
+    let seq = Seq(be::u64_at(bytes, 4));
     if seq.0 != key {
         return Err(Corruption::SeqMismatch(seq));
     }
-    let link = be_u32(bytes, 20);
+    let link = be::u32_at(bytes, 20);
     if let Some(expected) = prev_crc
         && link != expected
     {
         return Err(Corruption::BrokenLink { expected, found: link });
     }
-    let event_format = be_u16(bytes, 2);
+    let event_format = be::u16_at(bytes, 2);
     if event_format != COMPACT_EVENT_FORMAT && event_format != RKYV_EVENT_FORMAT {
         return Err(Corruption::EventFormat(event_format));
     }
-    let recorded_at = Timestamp(be_i64(bytes, 12));
+    let recorded_at = Timestamp(be::i64_at(bytes, 12));
     Ok(Header { seq, recorded_at, prev_crc: link, crc: stored })
 }
 
@@ -264,7 +241,7 @@ pub(crate) fn verify(key: u64, bytes: &[u8], prev_crc: Option<u32>) -> Result<He
 /// before it is deserialized.
 pub(crate) fn decode_event(bytes: &[u8], aligned: &mut AlignedVec) -> Result<Event, Corruption> {
     let payload = &bytes[RECORD_HEADER_BYTES..];
-    match be_u16(bytes, 2) {
+    match be::u16_at(bytes, 2) {
         COMPACT_EVENT_FORMAT => {
             payload::decode(payload).map_err(|e| Corruption::Payload(e.to_string()))
         }

@@ -21,6 +21,7 @@
 use engine::{Digest, State};
 use rkyv::util::AlignedVec;
 
+use crate::be;
 use crate::error::{SnapshotError, SnapshotInvalid};
 use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::record::Seq;
@@ -131,46 +132,28 @@ pub fn encode_snapshot(state: &State, last_seq: Seq) -> Result<SnapshotBytes, Sn
     Ok(SnapshotBytes { bytes, last_seq, digest })
 }
 
-fn be_u16(bytes: &[u8], at: usize) -> u16 {
-    let mut b = [0u8; 2];
-    b.copy_from_slice(&bytes[at..at + 2]);
-    u16::from_be_bytes(b)
-}
-
-fn be_u32(bytes: &[u8], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_be_bytes(b)
-}
-
-fn be_u64(bytes: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_be_bytes(b)
-}
-
 /// Verifies a stored snapshot's header (version, checksum, key, length); does not read the
 /// state bytes.
 pub(crate) fn parse_header(key: u64, bytes: &[u8]) -> Result<SnapshotInfo, SnapshotInvalid> {
     if bytes.len() < SNAPSHOT_HEADER_BYTES {
         return Err(SnapshotInvalid::Truncated(bytes.len()));
     }
-    let format = be_u16(bytes, 0);
+    let format = be::u16_at(bytes, 0);
     if format != SNAPSHOT_FORMAT_VERSION {
         return Err(SnapshotInvalid::Format(format));
     }
-    if be_u32(bytes, 4) != header_crc(bytes) {
+    if be::u32_at(bytes, 4) != header_crc(bytes) {
         return Err(SnapshotInvalid::HeaderChecksum);
     }
-    let event_format = be_u16(bytes, 2);
+    let event_format = be::u16_at(bytes, 2);
     if event_format != engine::EVENT_FORMAT_VERSION {
         return Err(SnapshotInvalid::EventFormat(event_format));
     }
-    let last_seq = Seq(be_u64(bytes, 8));
+    let last_seq = Seq(be::u64_at(bytes, 8));
     if last_seq.0 != key {
         return Err(SnapshotInvalid::KeyMismatch(last_seq));
     }
-    let declared = be_u64(bytes, 24);
+    let declared = be::u64_at(bytes, 24);
     let actual = (bytes.len() - SNAPSHOT_HEADER_BYTES) as u64;
     if declared != actual {
         return Err(SnapshotInvalid::Length { declared, actual });
@@ -179,7 +162,7 @@ pub(crate) fn parse_header(key: u64, bytes: &[u8]) -> Result<SnapshotInfo, Snaps
     digest.copy_from_slice(&bytes[32..64]);
     Ok(SnapshotInfo {
         last_seq,
-        record_crc: be_u32(bytes, 16),
+        record_crc: be::u32_at(bytes, 16),
         digest: Digest(digest),
         payload_bytes: declared,
     })
@@ -189,7 +172,7 @@ pub(crate) fn parse_header(key: u64, bytes: &[u8]) -> Result<SnapshotInfo, Snaps
 /// checksum, bytecheck validation, digest and invariants. Never trusts the bytes.
 pub(crate) fn decode_state(bytes: &[u8], info: &SnapshotInfo) -> Result<State, SnapshotInvalid> {
     let payload = &bytes[SNAPSHOT_HEADER_BYTES..];
-    if crc32fast::hash(payload) != be_u32(bytes, 20) {
+    if crc32fast::hash(payload) != be::u32_at(bytes, 20) {
         return Err(SnapshotInvalid::PayloadChecksum);
     }
     let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
