@@ -289,7 +289,8 @@ fn failure(reason: Reason, message: impl Into<String>) -> Failure {
     Failure::new(reason, message)
 }
 
-fn order_fail(side: Side, failure: Failure) -> Response {
+/// The failure answer to an order of `side`.
+pub(crate) fn order_fail(side: Side, failure: Failure) -> Response {
     match side {
         Side::Buy => Response::PurchaseFail(failure),
         Side::Sell => Response::SellFail(failure),

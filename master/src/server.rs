@@ -23,7 +23,9 @@ use uuid::Uuid;
 use crate::admin::{AdminSocket, AdminState, ConnectedWorkers, LiveRegistry};
 use crate::auth::{AuthError, ClientPassword, LoginLimiter, PasswordHasher};
 use crate::config::MasterConfig;
-use crate::core::{Core, CoreConfig, CoreRequest, LinkOut, LinkReply, Reply, UserQuery, now};
+use crate::core::{
+    Core, CoreConfig, CoreRequest, LinkOut, LinkReply, Reply, UserQuery, now, order_fail,
+};
 use crate::history;
 use crate::prices::{self, PriceSource};
 use crate::sessions::{SessionId, SessionTable};
@@ -855,14 +857,6 @@ impl RelayedOrder {
             worker: self.worker,
             reply,
         }
-    }
-}
-
-/// The failure answer to an order of `side`.
-fn order_fail(side: Side, failure: Failure) -> Response {
-    match side {
-        Side::Buy => Response::PurchaseFail(failure),
-        Side::Sell => Response::SellFail(failure),
     }
 }
 
