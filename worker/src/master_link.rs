@@ -226,20 +226,32 @@ impl PendingRelay {
 
     /// The answer if it has come, without waiting.
     pub fn try_take(&mut self) -> Option<Response> {
-        match &mut self.state {
-            Pending::Ready(response) => response.take(),
-            Pending::Waiting { answer, request, timeout, .. } => {
-                let outcome = match answer.try_recv() {
-                    Err(oneshot::error::TryRecvError::Empty) => return None,
-                    Ok(outcome) => Some(outcome),
-                    Err(oneshot::error::TryRecvError::Closed) => None,
-                };
-                let response = outcome_response(outcome, request, *timeout);
-                self.state = Pending::Ready(None);
-                Some(response)
+        let outcome = match &mut self.state {
+            Pending::Ready(response) => return response.take(),
+            Pending::Waiting { answer, .. } => match answer.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => return None,
+                Ok(outcome) => Some(outcome),
+                Err(oneshot::error::TryRecvError::Closed) => None,
+            },
+        };
+        Some(self.finish(outcome))
+    }
+
+    /// The answer, once the link task has sent `outcome` (`None`: the channel dropped); the
+    /// relay is done (and leaves the waiting map) from here on.
+    fn finish(&mut self, outcome: Option<Result<Response, Lost>>) -> Response {
+        match std::mem::replace(&mut self.state, Pending::Ready(None)) {
+            Pending::Waiting { request, timeout, .. } => {
+                outcome_response(outcome, &request, timeout)
             }
+            Pending::Ready(response) => response.unwrap_or_else(taken_twice),
         }
     }
+}
+
+/// What a relay polled again after its answer was taken gives (a caller bug, not a panic).
+fn taken_twice() -> Response {
+    Response::Error(Failure::new(Reason::Internal, "relay answer taken twice"))
 }
 
 /// The caller's answer from what the link task sent: the master's answer, or the request's
@@ -258,9 +270,7 @@ fn outcome_response(
                 humantime::format_duration(timeout)
             ),
         ),
-        None => {
-            unavailable(request, "the link to the master went down before it answered; retry later")
-        }
+        None => link_down(request),
     }
 }
 
@@ -271,32 +281,26 @@ impl std::future::Future for PendingRelay {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Response> {
-        let this = &mut *self;
-        let outcome = match &mut this.state {
+        let outcome = match &mut self.state {
             Pending::Ready(response) => {
-                let response = response.take().unwrap_or_else(|| {
-                    Response::Error(Failure::new(Reason::Internal, "relay answer taken twice"))
-                });
-                return std::task::Poll::Ready(response);
+                return std::task::Poll::Ready(response.take().unwrap_or_else(taken_twice));
             }
             Pending::Waiting { answer, .. } => match std::pin::Pin::new(answer).poll(cx) {
                 std::task::Poll::Pending => return std::task::Poll::Pending,
                 std::task::Poll::Ready(outcome) => outcome.ok(),
             },
         };
-        let response = match &this.state {
-            Pending::Waiting { request, timeout, .. } => {
-                outcome_response(outcome, request, *timeout)
-            }
-            Pending::Ready(_) => Response::Error(Failure::new(Reason::Internal, "relay state")),
-        };
-        this.state = Pending::Ready(None);
-        std::task::Poll::Ready(response)
+        std::task::Poll::Ready(self.finish(outcome))
     }
 }
 
 fn unavailable(request: &Request, message: impl Into<String>) -> Response {
     request.fail(Failure::new(Reason::MasterUnavailable, message))
+}
+
+/// The answer of a relay whose link went down before the master answered it.
+fn link_down(request: &Request) -> Response {
+    unavailable(request, "the link to the master went down before it answered; retry later")
 }
 
 impl MasterLink {
@@ -367,19 +371,13 @@ impl MasterLink {
         let permit = match up.out.try_reserve() {
             Ok(permit) => permit,
             Err(mpsc::error::TrySendError::Closed(())) => {
-                return PendingRelay::ready(unavailable(
-                    request,
-                    "the link to the master went down before it answered; retry later",
-                ));
+                return PendingRelay::ready(link_down(request));
             }
             Err(mpsc::error::TrySendError::Full(())) => {
                 match tokio::time::timeout(timeout, up.out.reserve()).await {
                     Ok(Ok(permit)) => permit,
                     Ok(Err(_)) => {
-                        return PendingRelay::ready(unavailable(
-                            request,
-                            "the link to the master went down before it answered; retry later",
-                        ));
+                        return PendingRelay::ready(link_down(request));
                     }
                     Err(_) => {
                         return PendingRelay::ready(outcome_response(
@@ -406,10 +404,7 @@ impl MasterLink {
         {
             let mut waiting = up.waiting();
             let Some(map) = waiting.as_mut() else {
-                return PendingRelay::ready(unavailable(
-                    request,
-                    "the link to the master went down before it answered; retry later",
-                ));
+                return PendingRelay::ready(link_down(request));
             };
             // Callers that stopped waiting are already gone (WaitGuard), so the count is exact
             // and refusing costs nothing under overload.

@@ -181,8 +181,7 @@ impl Shared {
         session: Option<SessionId>,
         request: &Request,
     ) -> Response {
-        Stats::bump(&self.stats.0.relays);
-        let response = self.link.relay(client_ip, received_at, session, request).await;
+        let response = self.send_relay(client_ip, received_at, session, request).await.await;
         self.count_unavailable(&response);
         response
     }
