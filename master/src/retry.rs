@@ -58,8 +58,7 @@ impl RetryMemory {
         if let Some(waiters) = self.pending.get_mut(key) {
             return Some(Known::Pending(waiters));
         }
-        let position = *self.done.get(key)?;
-        let index = usize::try_from(position.checked_sub(self.first)?).ok()?;
+        let index = ring_index(&self.done, self.first, key)?;
         self.outcomes.get(index).map(|(_, response)| Known::Done(response))
     }
 
@@ -76,12 +75,11 @@ impl RetryMemory {
     /// Remembers a committed outcome. A key already remembered keeps its place and gets the
     /// new answer; past `capacity`, the oldest outcome is forgotten.
     pub fn remember(&mut self, key: OrderKey, response: Response) {
-        if let Some(&position) = self.done.get(&key) {
-            let index = position.checked_sub(self.first).and_then(|i| usize::try_from(i).ok());
-            if let Some((_, slot)) = index.and_then(|i| self.outcomes.get_mut(i)) {
-                *slot = response;
-                return;
-            }
+        if let Some(index) = ring_index(&self.done, self.first, &key)
+            && let Some((_, slot)) = self.outcomes.get_mut(index)
+        {
+            *slot = response;
+            return;
         }
         let position = self.first + self.outcomes.len() as u64;
         self.outcomes.push_back((key, response));
@@ -105,6 +103,14 @@ impl RetryMemory {
     pub fn queued(&self) -> usize {
         self.pending.len()
     }
+}
+
+/// Where `key`'s outcome is in the ring (`first` is the position of its front), if it is
+/// remembered. A free function over the two fields, so that it can be called while the
+/// pending table is borrowed.
+fn ring_index(done: &HashMap<OrderKey, u64>, first: u64, key: &OrderKey) -> Option<usize> {
+    let position = *done.get(key)?;
+    usize::try_from(position.checked_sub(first)?).ok()
 }
 
 #[cfg(test)]
