@@ -608,13 +608,13 @@ async fn handle_relay(shared: &Shared, worker: WorkerId, relay: Relay) -> Respon
             let at = relay.received_at;
             let placed =
                 RelayedOrder::new(worker, at, Side::Buy, &session, symbol, qty, client_order_id);
-            order(shared, placed).await
+            ask(shared, |reply| placed.request(reply.into()), Response::PurchaseFail).await
         }
         Request::Sell { session, symbol, qty, client_order_id } => {
             let at = relay.received_at;
             let placed =
                 RelayedOrder::new(worker, at, Side::Sell, &session, symbol, qty, client_order_id);
-            order(shared, placed).await
+            ask(shared, |reply| placed.request(reply.into()), Response::SellFail).await
         }
         Request::SwitchState { session, state } => {
             let session = SessionId::from_bytes(*session.as_bytes());
@@ -881,16 +881,6 @@ fn fail_unsent(request: CoreRequest) {
     if let CoreRequest::Order { side, reply, .. } = request {
         reply.send(order_fail(side, unavailable()));
     }
-}
-
-/// Places an order through the core and waits for its answer.
-async fn order(shared: &Shared, order: RelayedOrder) -> Response {
-    let side = order.side;
-    let (tx, rx) = oneshot::channel();
-    if shared.core.send(order.request(Reply::Once(tx))).await.is_err() {
-        return order_fail(side, unavailable());
-    }
-    rx.await.unwrap_or_else(|_| order_fail(side, unavailable()))
 }
 
 async fn user(
