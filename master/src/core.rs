@@ -647,11 +647,10 @@ impl Core {
             self.fail_queue(Reason::Internal, "the master cannot write its journal");
             return SettleSummary { failed: true, ..SettleSummary::default() };
         }
-        let started = std::time::Instant::now();
         // One vector for every interval's events: settling overwrites the last interval's in
         // place instead of allocating and first touching a new one.
         let mut events = std::mem::take(&mut self.settled_events);
-        let summary = self.settle_into(interval, at, &batch, &mut events, started);
+        let summary = self.settle_into(interval, at, &batch, &mut events);
         self.settled_events = events;
         summary
     }
@@ -663,8 +662,8 @@ impl Core {
         at: Timestamp,
         batch: &PriceBatch,
         events: &mut Vec<Event>,
-        started: std::time::Instant,
     ) -> SettleSummary {
+        let started = std::time::Instant::now();
         if let Err(e) = self.engine.settle_into(interval, at, &batch.ticks, &mut self.queue, events)
         {
             error!(cause = %e, "settlement refused");
