@@ -421,9 +421,18 @@ impl Journal {
             for event in events {
                 if let Event::IntervalSettled(settled) = event {
                     for tick in &settled.ticks {
-                        ticks
-                            .insert((tick.symbol.as_str(), tick.time.0), encode_tick(tick))
-                            .map_err(|e| self.fault(writer, OP, e))?;
+                        // A price source that has no newer price restates the last tick every
+                        // interval: a row that already holds it is left alone, so the commit
+                        // does not rewrite the index's pages for nothing (docs/JOURNAL.md).
+                        let key = (tick.symbol.as_str(), tick.time.0);
+                        let row = encode_tick(tick);
+                        let stored = ticks
+                            .get(key)
+                            .map_err(|e| self.fault(writer, OP, e))?
+                            .map(|value| value.value());
+                        if stored != Some(row) {
+                            ticks.insert(key, row).map_err(|e| self.fault(writer, OP, e))?;
+                        }
                     }
                 }
             }

@@ -460,6 +460,48 @@ fn settled_ticks_are_indexed_by_symbol_and_time() {
     assert_eq!(journal.latest_tick(Symbol::new("NONE").unwrap()).unwrap(), None);
 }
 
+#[test]
+fn a_restated_tick_keeps_its_row_and_a_revised_one_replaces_it() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let symbol = Symbol::new("S0").unwrap();
+    let tick = |close: u64| engine::Tick {
+        symbol,
+        open: engine::Price::from_raw(close),
+        high: engine::Price::from_raw(close),
+        low: engine::Price::from_raw(close),
+        close: engine::Price::from_raw(close),
+        volume: engine::Qty::from_raw(7),
+        time: Timestamp(1_000),
+    };
+    let settle = |interval: u64, close: u64| {
+        vec![Event::IntervalSettled(engine::IntervalSettled {
+            interval: engine::IntervalId(interval),
+            at: Timestamp(i64::try_from(interval).unwrap() * 50_000),
+            ticks: vec![tick(close)],
+            orders: 0,
+        })]
+    };
+    let everything = |journal: &Journal| {
+        journal.ticks(symbol, Timestamp(i64::MIN), Timestamp(i64::MAX), 100).unwrap()
+    };
+    // The same tick three intervals running (a source with no newer price), then a revision
+    // of it (same time, new price), then the revision restated.
+    for interval in 1..=3 {
+        journal.append_batch(&settle(interval, 10), Timestamp(0)).unwrap();
+        assert_eq!(everything(&journal), vec![tick(10)]);
+    }
+    journal.append_batch(&settle(4, 11), Timestamp(0)).unwrap();
+    assert_eq!(everything(&journal), vec![tick(11)]);
+    journal.append_batch(&settle(5, 11), Timestamp(0)).unwrap();
+    drop(journal);
+    let (journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(recovered.last_seq, Seq(5));
+    assert_eq!(everything(&journal), vec![tick(11)]);
+    assert_eq!(journal.latest_tick(symbol).unwrap(), Some(tick(11)));
+    clean_audit(&journal);
+}
+
 #[cfg(unix)]
 #[test]
 fn a_full_disk_is_a_clear_error_and_loses_nothing_acknowledged() {
