@@ -32,7 +32,7 @@ impl Default for JournalConfig {
             snapshot_every_events: 100_000,
             snapshots_kept: 2,
             verify_on_open: VerifyOnOpen::FullChain,
-            cache_bytes: 256 * 1024 * 1024,
+            cache_bytes: 16 * 1024 * 1024,
         }
     }
 }

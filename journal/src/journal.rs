@@ -1,6 +1,7 @@
 //! The journal: one redb file holding the event log, snapshots, sessions, the tick index and a
 //! small meta table. Only this module opens transactions.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -43,7 +44,7 @@ pub(crate) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("
 /// The master's sessions, by the BLAKE3 hash of the session id.
 const SESSIONS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("sessions");
 /// Ticks by (symbol, tick time): open, high, low, close, volume as big-endian u64s.
-const TICKS: TableDefinition<(&str, i64), [u8; 40]> = TableDefinition::new("ticks");
+const TICKS: TableDefinition<(&str, i64), TickRow> = TableDefinition::new("ticks");
 /// The master's small values.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The journal's own values: `format` and `head` (the last sequence number).
@@ -84,7 +85,16 @@ pub(crate) struct Writer {
     /// Set by the first storage fault (or a damaged head); every later write is refused.
     pub halted: Option<String>,
     records: Vec<u8>,
+    /// Per symbol, the last tick row this writer stored or found stored (its time and
+    /// encoding), so that a tick restated interval after interval is recognised without a
+    /// read of the index. Only committed rows go in; only `append_batch` writes ticks.
+    known_ticks: HashMap<Symbol, (i64, TickRow)>,
+    /// This batch's tick rows, moved into `known_ticks` once the batch is committed.
+    batch_ticks: Vec<(Symbol, i64, TickRow)>,
 }
+
+/// A tick as the `ticks` table stores it: open, high, low, close, volume, big-endian.
+type TickRow = [u8; 40];
 
 /// The journal. Writes are serialised by an internal lock, so it may be shared between
 /// threads (`Arc<Journal>`); every write is one durable redb transaction.
@@ -96,7 +106,7 @@ pub struct Journal {
     writer: Mutex<Writer>,
 }
 
-fn encode_tick(tick: &Tick) -> [u8; 40] {
+fn encode_tick(tick: &Tick) -> TickRow {
     let mut out = [0u8; 40];
     for (i, v) in [tick.open.raw(), tick.high.raw(), tick.low.raw(), tick.close.raw()]
         .into_iter()
@@ -108,7 +118,7 @@ fn encode_tick(tick: &Tick) -> [u8; 40] {
     out
 }
 
-fn decode_tick(symbol: Symbol, time: i64, bytes: &[u8; 40]) -> Tick {
+fn decode_tick(symbol: Symbol, time: i64, bytes: &TickRow) -> Tick {
     let field = |i: usize| {
         let mut b = [0u8; 8];
         b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
@@ -198,6 +208,8 @@ impl Journal {
                 last_snapshot: Seq(0),
                 halted: None,
                 records: Vec::new(),
+                known_ticks: HashMap::new(),
+                batch_ticks: Vec::new(),
             }),
         };
         journal.load_head()?;
@@ -410,6 +422,7 @@ impl Journal {
         meta: &[(&str, &[u8])],
     ) -> Result<(), AppendError> {
         const OP: &str = "appending a batch";
+        writer.batch_ticks.clear();
         let txn = self.begin_write(writer, OP)?;
         {
             let mut table = txn.open_table(EVENTS).map_err(|e| self.fault(writer, OP, e))?;
@@ -426,6 +439,10 @@ impl Journal {
                         // does not rewrite the index's pages for nothing (docs/JOURNAL.md).
                         let key = (tick.symbol.as_str(), tick.time.0);
                         let row = encode_tick(tick);
+                        if writer.known_ticks.get(&tick.symbol) == Some(&(tick.time.0, row)) {
+                            continue;
+                        }
+                        writer.batch_ticks.push((tick.symbol, tick.time.0, row));
                         let stored = ticks
                             .get(key)
                             .map_err(|e| self.fault(writer, OP, e))?
@@ -446,6 +463,9 @@ impl Journal {
             }
         }
         txn.commit().map_err(|e| self.fault(writer, OP, e))?;
+        for (symbol, time, row) in writer.batch_ticks.drain(..) {
+            writer.known_ticks.insert(symbol, (time, row));
+        }
         Ok(())
     }
 

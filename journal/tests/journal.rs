@@ -465,20 +465,20 @@ fn a_restated_tick_keeps_its_row_and_a_revised_one_replaces_it() {
     let (_dir, path) = new_journal();
     let (journal, _) = Journal::open(&path, config()).unwrap();
     let symbol = Symbol::new("S0").unwrap();
-    let tick = |close: u64| engine::Tick {
+    let tick = |time: i64, close: u64| engine::Tick {
         symbol,
         open: engine::Price::from_raw(close),
         high: engine::Price::from_raw(close),
         low: engine::Price::from_raw(close),
         close: engine::Price::from_raw(close),
         volume: engine::Qty::from_raw(7),
-        time: Timestamp(1_000),
+        time: Timestamp(time),
     };
-    let settle = |interval: u64, close: u64| {
+    let settle = |interval: u64, ticks: Vec<engine::Tick>| {
         vec![Event::IntervalSettled(engine::IntervalSettled {
             interval: engine::IntervalId(interval),
             at: Timestamp(i64::try_from(interval).unwrap() * 50_000),
-            ticks: vec![tick(close)],
+            ticks,
             orders: 0,
         })]
     };
@@ -488,17 +488,31 @@ fn a_restated_tick_keeps_its_row_and_a_revised_one_replaces_it() {
     // The same tick three intervals running (a source with no newer price), then a revision
     // of it (same time, new price), then the revision restated.
     for interval in 1..=3 {
-        journal.append_batch(&settle(interval, 10), Timestamp(0)).unwrap();
-        assert_eq!(everything(&journal), vec![tick(10)]);
+        journal.append_batch(&settle(interval, vec![tick(1_000, 10)]), Timestamp(0)).unwrap();
+        assert_eq!(everything(&journal), vec![tick(1_000, 10)]);
     }
-    journal.append_batch(&settle(4, 11), Timestamp(0)).unwrap();
-    assert_eq!(everything(&journal), vec![tick(11)]);
-    journal.append_batch(&settle(5, 11), Timestamp(0)).unwrap();
+    journal.append_batch(&settle(4, vec![tick(1_000, 11)]), Timestamp(0)).unwrap();
+    assert_eq!(everything(&journal), vec![tick(1_000, 11)]);
+    journal.append_batch(&settle(5, vec![tick(1_000, 11)]), Timestamp(0)).unwrap();
     drop(journal);
     let (journal, recovered) = Journal::open(&path, config()).unwrap();
     assert_eq!(recovered.last_seq, Seq(5));
-    assert_eq!(everything(&journal), vec![tick(11)]);
-    assert_eq!(journal.latest_tick(symbol).unwrap(), Some(tick(11)));
+    assert_eq!(everything(&journal), vec![tick(1_000, 11)]);
+    // After reopening: restated again, then a newer tick, then the older one revised while the
+    // newer one is the latest, and both in one batch.
+    journal.append_batch(&settle(6, vec![tick(1_000, 11)]), Timestamp(0)).unwrap();
+    journal.append_batch(&settle(7, vec![tick(2_000, 12)]), Timestamp(0)).unwrap();
+    journal.append_batch(&settle(8, vec![tick(1_000, 13)]), Timestamp(0)).unwrap();
+    assert_eq!(everything(&journal), vec![tick(1_000, 13), tick(2_000, 12)]);
+    let mut both = settle(9, vec![tick(2_000, 14)]);
+    both.extend(settle(10, vec![tick(2_000, 12)]));
+    journal.append_batch(&both, Timestamp(0)).unwrap();
+    journal.append_batch(&settle(11, vec![tick(2_000, 12)]), Timestamp(0)).unwrap();
+    assert_eq!(everything(&journal), vec![tick(1_000, 13), tick(2_000, 12)]);
+    // A newer tick with the same prices as the last one is a new row.
+    journal.append_batch(&settle(12, vec![tick(3_000, 12)]), Timestamp(0)).unwrap();
+    assert_eq!(everything(&journal), vec![tick(1_000, 13), tick(2_000, 12), tick(3_000, 12)]);
+    assert_eq!(journal.latest_tick(symbol).unwrap(), Some(tick(3_000, 12)));
     clean_audit(&journal);
 }
 
