@@ -171,7 +171,12 @@ impl Journal {
         if config.snapshot_every_events == 0 {
             return Err(OpenError::Config("snapshot_every_events must be at least 1"));
         }
-        let db = match Database::builder().set_cache_size(config.cache_bytes).create(&path) {
+        // redb trusts a file it closed cleanly and may panic on damage done to it since; with
+        // the integrity check it verifies every page's checksum first and reports damage as an
+        // error (about 0.3 s per GB, beside the record checks of `verify_on_open`).
+        let mut builder = Database::builder();
+        builder.set_cache_size(config.cache_bytes).set_check_integrity_on_open(true);
+        let db = match builder.create(&path) {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => return Err(OpenError::Busy { path }),
             Err(e) => return Err(StorageFault::new(&path, "opening the file", e).into()),

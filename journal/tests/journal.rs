@@ -187,6 +187,66 @@ fn a_flipped_byte_stops_the_open_and_the_audit_at_its_sequence_number() {
     }
 }
 
+/// What opening (and, when it opens, auditing) a damaged file gave.
+#[derive(Debug, PartialEq, Eq)]
+enum Opened {
+    Refused,
+    Clean,
+    Unclean,
+}
+
+#[test]
+fn damage_to_the_file_itself_is_an_error_never_a_panic() {
+    // Damage below the journal's records (redb's own pages: headers, B-tree nodes, the
+    // allocator) is written straight into a copy of the file, page by page: a zeroed page, a
+    // page of garbage, one flipped bit. redb trusts a cleanly closed file and may panic on such
+    // damage, so the journal has redb check the file's page checksums when it opens.
+    let (dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let state = fill(&journal, 9, 40);
+    snapshot_now(&journal, &state);
+    drop(journal);
+    let pristine = std::fs::read(&path).unwrap();
+    let damaged_path = dir.path().join("damaged.redb");
+    let open = |bytes: &[u8]| {
+        std::fs::write(&damaged_path, bytes).unwrap();
+        std::panic::catch_unwind(|| match Journal::open(&damaged_path, config()) {
+            Err(_) => Opened::Refused,
+            Ok((journal, _)) => match audit(&journal, AuditConfig::default(), &mut |_| {}) {
+                Ok(report) if report.is_clean() => Opened::Clean,
+                _ => Opened::Unclean,
+            },
+        })
+    };
+    assert_eq!(open(&pristine).unwrap(), Opened::Clean);
+    const PAGE: usize = 4096;
+    let mut outcomes = Vec::new();
+    let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+    for start in (0..pristine.len()).step_by(PAGE) {
+        let end = (start + PAGE).min(pristine.len());
+        let mut zeroed = pristine.clone();
+        zeroed[start..end].fill(0);
+        let mut garbage = pristine.clone();
+        for byte in &mut garbage[start..end] {
+            noise ^= noise << 13;
+            noise ^= noise >> 7;
+            noise ^= noise << 17;
+            *byte = noise as u8;
+        }
+        let mut flipped = pristine.clone();
+        flipped[start + (noise as usize) % (end - start)] ^= 0x10;
+        for (what, bytes) in [("zeroed", zeroed), ("garbage", garbage), ("flipped", flipped)] {
+            match open(&bytes) {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(_) => panic!("a {what} page at offset {start} made the journal panic"),
+            }
+        }
+    }
+    // Most pages are in use: damage to them is found, by redb or by the record checksums.
+    let refused = outcomes.iter().filter(|o| **o != Opened::Clean).count();
+    assert!(refused * 2 > outcomes.len(), "{refused} of {} damages found", outcomes.len());
+}
+
 #[test]
 fn tail_only_verification_trusts_the_records_a_valid_snapshot_covers() {
     let (_dir, path) = new_journal();
