@@ -535,21 +535,16 @@ async fn worker_link(
                     send_own(Control::RelayReply { relay_id, response: busy }).await;
                     continue;
                 };
+                let reply = Reply::Link(LinkReply { relay_id, out: out_tx.clone(), permit });
                 if let Some(order) = RelayedOrder::of(hello.worker, &relay) {
                     // An order goes straight to the core, and its reply from the core straight
                     // to the writer: no task, no oneshot per order.
-                    let reply = Reply::Link(LinkReply { relay_id, out: out_tx.clone(), permit });
                     queue_order(&shared, order.request(reply));
                     continue;
                 }
                 let shared = Arc::clone(&shared);
-                let out = out_tx.clone();
                 tokio::spawn(async move {
-                    let response = handle_relay(&shared, hello.worker, *relay).await;
-                    let _ = out.send(LinkOut {
-                        control: Control::RelayReply { relay_id, response },
-                        permit,
-                    });
+                    reply.send(handle_relay(&shared, hello.worker, *relay).await);
                 });
             }
             Ok(Some(Control::Heartbeat { seq })) => {
