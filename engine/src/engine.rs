@@ -95,11 +95,16 @@ impl Engine {
         self.state.apply(event)
     }
 
-    fn emit(&mut self, event: Event, out: &mut Vec<Event>) {
-        let applied = self.state.apply(&event);
-        // Every event is decided from the state it is applied to: refusal is an engine bug.
+    /// Applies an event this engine decided; false if the state refused it. Every event is
+    /// decided from the state it is applied to, so a refusal is an engine bug.
+    fn apply_decided(&mut self, event: &Event) -> bool {
+        let applied = self.state.apply(event);
         debug_assert!(applied.is_ok(), "engine emitted an event its state refuses: {applied:?}");
-        if applied.is_ok() {
+        applied.is_ok()
+    }
+
+    fn emit(&mut self, event: Event, out: &mut Vec<Event>) {
+        if self.apply_decided(&event) {
             out.push(event);
         }
     }
@@ -184,10 +189,7 @@ impl Engine {
             ticks: ticks.ticks().to_vec(),
             orders: orders.len() as u64,
         });
-        let applied = self.state.apply(&header);
-        // Every event is decided from the state it is applied to: refusal is an engine bug.
-        debug_assert!(applied.is_ok(), "engine emitted an event its state refuses: {applied:?}");
-        if applied.is_err() {
+        if !self.apply_decided(&header) {
             // The state refused the header (only an interval left incomplete by events applied
             // by hand can do that): no outcome can follow it, so none is decided or applied.
             events.clear();

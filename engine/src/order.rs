@@ -77,9 +77,8 @@ impl OrderQueue {
     /// Empties the queue, returning its orders in settlement order. Order ids are unique, so the
     /// key is a total order and an unstable sort gives the same result on every machine.
     pub fn drain_sorted(&mut self) -> Vec<Order> {
-        let mut orders = std::mem::take(&mut self.orders);
-        orders.sort_unstable_by_key(Order::queue_key);
-        orders
+        self.sort_in_place();
+        std::mem::take(&mut self.orders)
     }
 
     /// Sorts the waiting orders into settlement order where they are and returns them; they
