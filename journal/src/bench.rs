@@ -144,9 +144,7 @@ pub fn plain_read_crc(path: &Path) -> Result<usize, BenchError> {
     let mut count = 0usize;
     let mut check = 0u32;
     while file.read_exact(&mut header).is_ok() {
-        let mut len_bytes = [0u8; 4];
-        len_bytes.copy_from_slice(&header[24..28]);
-        let len = usize::try_from(u32::from_be_bytes(len_bytes))
+        let len = usize::try_from(crate::be::u32_at(&header, 24))
             .map_err(|e| BenchError::Encode(e.to_string()))?;
         payload.resize(len, 0);
         file.read_exact(&mut payload)?;

@@ -12,6 +12,7 @@ use redb::{
 };
 
 use crate::batch::{self, FindError};
+use crate::be;
 use crate::config::JournalConfig;
 use crate::error::Corruption;
 use crate::error::{
@@ -119,11 +120,7 @@ fn encode_tick(tick: &Tick) -> TickRow {
 }
 
 fn decode_tick(symbol: Symbol, time: i64, bytes: &TickRow) -> Tick {
-    let field = |i: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-        u64::from_be_bytes(b)
-    };
+    let field = |i: usize| be::u64_at(bytes, i * 8);
     Tick {
         symbol,
         open: engine::Price::from_raw(field(0)),
