@@ -282,9 +282,8 @@ impl std::future::Future for PendingRelay {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Response> {
         let outcome = match &mut self.state {
-            Pending::Ready(response) => {
-                return std::task::Poll::Ready(response.take().unwrap_or_else(taken_twice));
-            }
+            // `finish` gives the ready answer (or `taken_twice`).
+            Pending::Ready(_) => None,
             Pending::Waiting { answer, .. } => match std::pin::Pin::new(answer).poll(cx) {
                 std::task::Poll::Pending => return std::task::Poll::Pending,
                 std::task::Poll::Ready(outcome) => outcome.ok(),
