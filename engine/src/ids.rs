@@ -128,6 +128,13 @@ pub enum NameError {
     /// An email address that is not `local@domain.tld`.
     #[error("email address is malformed: {0}")]
     BadEmail(&'static str),
+    /// A stored value (from an archive) that its constructor would not have built byte for byte:
+    /// bytes that are not text, or bytes kept after a symbol's end.
+    #[error("stored {what} is not in its canonical form")]
+    NotCanonical {
+        /// Which kind of value.
+        what: &'static str,
+    },
 }
 
 fn check_length(what: &'static str, text: &str, max: usize) -> Result<(), NameError> {
@@ -155,18 +162,7 @@ fn check_chars(
 /// A username: 1 to 24 characters, ASCII letters and digits, plus `.`, `_` and `-` after the first
 /// character, which must be a letter or digit. Compared exactly, byte for byte and case-sensitive:
 /// no pattern of any kind (`%`, `*`, `_` have no special meaning, and `%` and `*` are refused).
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, rkyv::Archive, rkyv::Serialize)]
 #[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord))]
 pub struct Username(String);
 
@@ -196,18 +192,7 @@ impl fmt::Display for Username {
 /// part of 1 to 64 characters from RFC 5322's `atext` and dots (no leading, trailing or double dot),
 /// and a domain of at least two dot-separated labels of letters, digits and inner hyphens.
 /// Stored as given; never shown to anyone but its owner.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, rkyv::Archive, rkyv::Serialize)]
 #[rkyv(derive(Debug))]
 pub struct Email(String);
 
@@ -260,18 +245,7 @@ impl fmt::Display for Email {
 
 /// An asset symbol: 1 to 16 characters of `A-Z`, `0-9` and `.` `-` `/` `^` `=` (so `AAPL`,
 /// `BRK.B`, `EUR/USD`, `BTC-USD`, `^GSPC` and `ES=F` all fit). Stored inline, so it is `Copy`.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, rkyv::Archive, rkyv::Serialize)]
 #[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord))]
 pub struct Symbol {
     bytes: [u8; SYMBOL_CHARS_MAX],
@@ -324,7 +298,7 @@ impl fmt::Display for Symbol {
 
 /// The stored password hash: an opaque string (the master stores an argon2id PHC string) of 1 to
 /// 512 printable ASCII bytes. The engine never looks inside it; its `Debug` never prints it.
-#[derive(Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize)]
 pub struct PasswordHash(String);
 
 impl PasswordHash {
@@ -353,6 +327,70 @@ impl PasswordHash {
 impl fmt::Debug for PasswordHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PasswordHash(<redacted>)")
+    }
+}
+
+// Names come back from rkyv archives (snapshots, format-1 journal records) through their own
+// constructors, never field by field: an archive that passed its checksums but holds a name the
+// constructor refuses, or a symbol with bytes after its length, fails to deserialize with the
+// constructor's error instead of building a value the type forbids (found by `fuzz/`'s
+// `journal` target).
+
+/// The constructor's verdict as the deserializer's error.
+fn rebuilt<T, E: rkyv::rancor::Source>(made: Result<T, NameError>) -> Result<T, E> {
+    made.map_err(E::new)
+}
+
+impl<D> rkyv::Deserialize<Username, D> for ArchivedUsername
+where
+    D: rkyv::rancor::Fallible + ?Sized,
+    D::Error: rkyv::rancor::Source,
+{
+    fn deserialize(&self, _: &mut D) -> Result<Username, D::Error> {
+        rebuilt(Username::new(self.0.as_str()))
+    }
+}
+
+impl<D> rkyv::Deserialize<Email, D> for ArchivedEmail
+where
+    D: rkyv::rancor::Fallible + ?Sized,
+    D::Error: rkyv::rancor::Source,
+{
+    fn deserialize(&self, _: &mut D) -> Result<Email, D::Error> {
+        rebuilt(Email::new(self.0.as_str()))
+    }
+}
+
+impl<D> rkyv::Deserialize<PasswordHash, D> for ArchivedPasswordHash
+where
+    D: rkyv::rancor::Fallible + ?Sized,
+    D::Error: rkyv::rancor::Source,
+{
+    fn deserialize(&self, _: &mut D) -> Result<PasswordHash, D::Error> {
+        rebuilt(PasswordHash::new(self.0.as_str()))
+    }
+}
+
+impl<D> rkyv::Deserialize<Symbol, D> for ArchivedSymbol
+where
+    D: rkyv::rancor::Fallible + ?Sized,
+    D::Error: rkyv::rancor::Source,
+{
+    fn deserialize(&self, _: &mut D) -> Result<Symbol, D::Error> {
+        let text = self.bytes.get(..usize::from(self.len)).unwrap_or(&self.bytes);
+        let symbol = match std::str::from_utf8(text) {
+            Ok(text) => Symbol::new(text),
+            Err(_) => Err(NameError::NotCanonical { what: "symbol" }),
+        };
+        // `new` zeroes the bytes after the symbol: so must the archive, or two equal-looking
+        // symbols would compare, hash and sort differently.
+        rebuilt(symbol.and_then(|symbol| {
+            if symbol.bytes == self.bytes {
+                Ok(symbol)
+            } else {
+                Err(NameError::NotCanonical { what: "symbol" })
+            }
+        }))
     }
 }
 

@@ -223,4 +223,24 @@ mod tests {
         }
         assert_eq!(parse_header(2, &bytes), Err(SnapshotInvalid::KeyMismatch(Seq(1))));
     }
+
+    /// A snapshot rewritten with valid checksums whose symbol keeps a byte after its end (what
+    /// only a crafted file holds) passes bytecheck, but the symbol is rebuilt through
+    /// `Symbol::new` while decoding: the snapshot is refused, not used.
+    #[test]
+    fn a_non_canonical_name_is_refused_even_with_valid_checksums() {
+        let mut bytes = encode_snapshot(&state(), Seq(1)).unwrap().seal(7);
+        let payload = SNAPSHOT_HEADER_BYTES;
+        let at = bytes[payload..].windows(4).position(|w| w == b"AAPL").unwrap() + payload;
+        bytes[at + 6] = b'X';
+        let payload_crc = crc32fast::hash(&bytes[payload..]);
+        bytes[20..24].copy_from_slice(&payload_crc.to_be_bytes());
+        let crc = header_crc(&bytes);
+        bytes[4..8].copy_from_slice(&crc.to_be_bytes());
+        let info = parse_header(1, &bytes).unwrap();
+        match decode_state(&bytes, &info) {
+            Err(SnapshotInvalid::Decode(why)) => assert!(why.contains("canonical"), "{why}"),
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+    }
 }
