@@ -236,12 +236,21 @@ pub(crate) fn verify(key: u64, bytes: &[u8], prev_crc: Option<u32>) -> Result<He
     Ok(Header { seq, recorded_at, prev_crc: link, crc: stored })
 }
 
-/// Decodes a verified record's event. A compact payload is decoded in place; a format-1 (rkyv)
-/// payload is copied into `aligned` (rkyv needs aligned bytes) and validated with bytecheck
-/// before it is deserialized.
+/// Decodes a verified record's event (its event format is in the header, its payload after it).
 pub(crate) fn decode_event(bytes: &[u8], aligned: &mut AlignedVec) -> Result<Event, Corruption> {
-    let payload = &bytes[RECORD_HEADER_BYTES..];
-    match be::u16_at(bytes, 2) {
+    decode_payload(be::u16_at(bytes, 2), &bytes[RECORD_HEADER_BYTES..], aligned)
+}
+
+/// Decodes an event payload of event format `format`. A compact payload is decoded in place; a
+/// format-1 (rkyv) payload is copied into `aligned` (rkyv needs aligned bytes) and validated
+/// with bytecheck before it is deserialized. Public for the fuzz target (`fuzz/`), which feeds
+/// it arbitrary bytes: any input gives an event or an error, never a panic.
+pub fn decode_payload(
+    format: u16,
+    payload: &[u8],
+    aligned: &mut AlignedVec,
+) -> Result<Event, Corruption> {
+    match format {
         COMPACT_EVENT_FORMAT => {
             payload::decode(payload).map_err(|e| Corruption::Payload(e.to_string()))
         }

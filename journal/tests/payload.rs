@@ -163,3 +163,25 @@ proptest! {
         }
     }
 }
+
+/// A format-1 (rkyv) payload whose symbol keeps a byte after its end passes bytecheck, but its
+/// name is rebuilt through `Symbol::new` on the way in: a `Payload` corruption, not an event.
+#[test]
+fn an_rkyv_payload_with_a_non_canonical_symbol_is_corrupt() {
+    use journal::Corruption;
+    use journal::record::{RKYV_EVENT_FORMAT, decode_payload};
+    let event = Event::AssetListed(engine::AssetListed {
+        symbol: Symbol::new("MSFT").unwrap(),
+        at: Timestamp(5),
+    });
+    let archived = rkyv::to_bytes::<rkyv::rancor::Error>(&event).unwrap().to_vec();
+    let mut aligned = rkyv::util::AlignedVec::new();
+    assert_eq!(decode_payload(RKYV_EVENT_FORMAT, &archived, &mut aligned).unwrap(), event);
+    let at = archived.windows(4).position(|w| w == b"MSFT").unwrap();
+    let mut damaged = archived.clone();
+    damaged[at + 6] = b'X';
+    match decode_payload(RKYV_EVENT_FORMAT, &damaged, &mut aligned) {
+        Err(Corruption::Payload(why)) => assert!(why.contains("canonical"), "{why}"),
+        other => panic!("expected a payload corruption, got {other:?}"),
+    }
+}
