@@ -46,6 +46,7 @@ pub struct IntervalSettled {
     /// When it settled (master clock): the time every one of its transactions went through.
     pub at: Timestamp,
     /// The tick set used, sorted by symbol.
+    #[rkyv(with = crate::archive::FreeOnError)]
     pub ticks: Vec<Tick>,
     /// How many orders settle in it (fills plus rejections that follow).
     pub orders: u64,

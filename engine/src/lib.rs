@@ -4,6 +4,7 @@
 //! events. No IO, no clock, no randomness, no floats: the same input gives the same bytes on
 //! every machine. See `docs/ENGINE.md` for the money rules and the canonical state encoding.
 
+mod archive;
 mod engine;
 pub mod event;
 pub mod ids;

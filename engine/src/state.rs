@@ -81,6 +81,7 @@ pub struct Account {
     /// Positions, by symbol; a position sold to zero is removed.
     pub holdings: BTreeMap<Symbol, Holding>,
     /// Fills, oldest first.
+    #[rkyv(with = crate::archive::FreeOnError)]
     pub history: Vec<Transaction>,
 }
 
@@ -103,6 +104,7 @@ pub struct SettledInterval {
 )]
 pub struct State {
     /// Accounts; account `n` is at index `n - 1`.
+    #[rkyv(with = crate::archive::FreeOnError)]
     accounts: Vec<Account>,
     /// Account ids by exact username.
     by_username: BTreeMap<Username, AccountId>,
