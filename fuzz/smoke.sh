@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 seconds="${SECONDS_PER_TARGET:-30}"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-for target in decode typed recorded journal; do
+for target in decode typed recorded journal snapshot; do
     echo "== $target ($seconds s)"
     mkdir -p "$scratch/$target"
     RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$scratch/$target" "corpus/$target" "seeds/$target" -- \

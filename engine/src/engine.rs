@@ -48,6 +48,14 @@ pub enum CommandError {
         /// The requested one.
         got: IntervalId,
     },
+    /// Settlement after an interval whose outcomes are not all in the state (a state replayed
+    /// to a point inside an interval, or restored from a damaged snapshot): no interval can
+    /// follow it.
+    #[error("interval {0} is missing outcomes, so no interval can follow it")]
+    IntervalIncomplete(IntervalId),
+    /// The state refused the command's event for another reason.
+    #[error("the state refuses the command: {0}")]
+    StateRefused(ApplyError),
 }
 
 /// The engine: a [`State`] and the commands that change it.
@@ -176,26 +184,26 @@ impl Engine {
         queue: &mut OrderQueue,
         events: &mut Vec<Event>,
     ) -> Result<(), CommandError> {
-        if let Some(last) = self.state.last_interval()
-            && interval <= last.id
-        {
-            return Err(CommandError::IntervalNotAfterLast { last: last.id, got: interval });
-        }
-        // Sorted where they are, and cleared at the end: the queue keeps its memory.
-        let orders = queue.sort_in_place();
         let header = Event::IntervalSettled(IntervalSettled {
             interval,
             at,
             ticks: ticks.ticks().to_vec(),
-            orders: orders.len() as u64,
+            orders: queue.len() as u64,
         });
-        if !self.apply_decided(&header) {
-            // The state refused the header (only an interval left incomplete by events applied
-            // by hand can do that): no outcome can follow it, so none is decided or applied.
-            events.clear();
-            queue.clear_kept();
-            return Ok(());
+        // The state checks the header before changing anything: refused, nothing has moved and
+        // every order is still queued for the caller to answer.
+        match self.state.apply(&header) {
+            Ok(()) => {}
+            Err(ApplyError::IntervalOutOfOrder { last, got }) => {
+                return Err(CommandError::IntervalNotAfterLast { last, got });
+            }
+            Err(ApplyError::IntervalIncomplete(last)) => {
+                return Err(CommandError::IntervalIncomplete(last));
+            }
+            Err(other) => return Err(CommandError::StateRefused(other)),
         }
+        // Sorted where they are, and cleared at the end: the queue keeps its memory.
+        let orders = queue.sort_in_place();
         let decided = self.decide_and_apply(interval, at, ticks, orders);
         let tick_list = ticks.ticks();
         let outcomes =

@@ -180,6 +180,9 @@ pub enum InvariantError {
     /// An account holds a symbol that is not listed.
     #[error("account {0} holds unlisted symbol {1}")]
     UnlistedHolding(AccountId, Symbol),
+    /// The last interval counts more applied outcomes than it announced orders.
+    #[error("interval {0} has more outcomes than orders")]
+    OutcomesBeyondOrders(IntervalId),
 }
 
 impl State {
@@ -373,6 +376,11 @@ impl State {
     /// quantity equals its bought minus sold quantity, with no zero-quantity positions kept;
     /// every held symbol is listed.
     pub fn check_invariants(&self) -> Result<(), InvariantError> {
+        if let Some(last) = self.last_interval
+            && last.outcomes_applied > last.orders
+        {
+            return Err(InvariantError::OutcomesBeyondOrders(last.id));
+        }
         if self.by_username.len() != self.accounts.len() {
             return Err(InvariantError::UsernameIndex);
         }

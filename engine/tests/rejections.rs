@@ -217,6 +217,37 @@ fn intervals_must_increase_and_usernames_are_unique() {
     ));
 }
 
+/// A state left inside an interval (replayed to a point between its outcomes, or restored from
+/// a damaged snapshot) cannot settle another: an error, with every order still queued for the
+/// caller to answer, and nothing changed. Found by the `snapshot` fuzz target: settlement used
+/// to drop the queue without an outcome.
+#[test]
+fn no_interval_follows_an_incomplete_one() {
+    let mut e = engine_with(&["AAPL"], 1, "1000");
+    e.apply(&Event::IntervalSettled(engine::IntervalSettled {
+        interval: IntervalId(3),
+        at: Timestamp(0),
+        ticks: vec![],
+        orders: 2,
+    }))
+    .unwrap();
+    let digest = e.digest();
+    let mut queue = OrderQueue::new();
+    queue.push(order(1, 1, Side::Buy, "AAPL", "1", 0));
+    let mut events = vec![];
+    let err = e.settle_into(
+        IntervalId(4),
+        Timestamp(1),
+        &ticks(&[("AAPL", "1")]),
+        &mut queue,
+        &mut events,
+    );
+    assert_eq!(err, Err(CommandError::IntervalIncomplete(IntervalId(3))));
+    assert_eq!(queue.len(), 1);
+    assert!(events.is_empty());
+    assert_eq!(e.digest(), digest);
+}
+
 #[test]
 fn fills_record_history_and_cost_basis() {
     let mut e = engine_with(&["AAPL"], 1, "1000");
