@@ -49,3 +49,63 @@ where
         Ok(out)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rkyv::rancor::Source;
+
+    use super::*;
+
+    /// Drops of `Counted` values, to see which elements a failed deserialization frees.
+    static DROPPED: AtomicUsize = AtomicUsize::new(0);
+
+    /// An element that counts its drops and refuses to deserialize from zero.
+    #[derive(Debug, rkyv::Archive, rkyv::Serialize)]
+    struct Counted(u32);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            DROPPED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("zero is refused")]
+    struct Zero;
+
+    impl<D> Deserialize<Counted, D> for ArchivedCounted
+    where
+        D: Fallible + ?Sized,
+        D::Error: Source,
+    {
+        fn deserialize(&self, _: &mut D) -> Result<Counted, D::Error> {
+            match self.0.to_native() {
+                0 => Err(D::Error::new(Zero)),
+                n => Ok(Counted(n)),
+            }
+        }
+    }
+
+    #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    struct Holder {
+        #[rkyv(with = FreeOnError)]
+        items: Vec<Counted>,
+    }
+
+    /// When the third element is refused, the two built before it are dropped (rkyv's own `Vec`
+    /// deserializer leaks them), and the adapter archives exactly as a plain `Vec` does.
+    #[test]
+    fn a_refused_element_drops_the_ones_built_before_it() {
+        let holder = Holder { items: vec![Counted(1), Counted(2), Counted(0), Counted(4)] };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&holder).unwrap();
+        let plain = rkyv::to_bytes::<rkyv::rancor::Error>(&holder.items).unwrap();
+        assert_eq!(bytes[..], plain[..], "archived exactly as the plain vector");
+        let before = DROPPED.load(Ordering::SeqCst);
+        let refused = rkyv::from_bytes::<Holder, rkyv::rancor::Error>(&bytes);
+        assert_eq!(refused.unwrap_err().to_string(), "zero is refused");
+        assert_eq!(DROPPED.load(Ordering::SeqCst) - before, 2);
+    }
+}

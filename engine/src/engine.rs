@@ -53,7 +53,9 @@ pub enum CommandError {
     /// follow it.
     #[error("interval {0} is missing outcomes, so no interval can follow it")]
     IntervalIncomplete(IntervalId),
-    /// The state refused the command's event for another reason.
+    /// The state refused the command's event for a reason the command does not check itself.
+    /// No check of today's `State::apply` gets here; the variant keeps a check added there later
+    /// an error (the queue left as it was) rather than a panic or lost orders.
     #[error("the state refuses the command: {0}")]
     StateRefused(ApplyError),
 }

@@ -377,10 +377,11 @@ where
     D::Error: rkyv::rancor::Source,
 {
     fn deserialize(&self, _: &mut D) -> Result<Symbol, D::Error> {
-        let text = self.bytes.get(..usize::from(self.len)).unwrap_or(&self.bytes);
-        let symbol = match std::str::from_utf8(text) {
-            Ok(text) => Symbol::new(text),
-            Err(_) => Err(NameError::NotCanonical { what: "symbol" }),
+        // A length beyond the 16 bytes, or bytes that are not text, are not a symbol.
+        let text = self.bytes.get(..usize::from(self.len)).map(std::str::from_utf8);
+        let symbol = match text {
+            Some(Ok(text)) => Symbol::new(text),
+            _ => Err(NameError::NotCanonical { what: "symbol" }),
         };
         // `new` zeroes the bytes after the symbol: so must the archive, or two equal-looking
         // symbols would compare, hash and sort differently.

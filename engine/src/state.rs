@@ -543,3 +543,28 @@ impl fmt::Debug for Digest {
         write!(f, "Digest({self})")
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A last interval with more outcomes than orders (only a damaged snapshot can hold one; no
+    /// event sequence builds it) breaks an invariant; as many as its orders do not.
+    #[test]
+    fn more_outcomes_than_orders_break_an_invariant() {
+        let mut state = State::new();
+        let interval = |orders, outcomes_applied| {
+            Some(SettledInterval { id: IntervalId(4), at: Timestamp(1), orders, outcomes_applied })
+        };
+        state.last_interval = interval(2, 2);
+        assert_eq!(state.check_invariants(), Ok(()));
+        state.last_interval = interval(2, 1);
+        assert_eq!(state.check_invariants(), Ok(()));
+        state.last_interval = interval(2, 3);
+        assert_eq!(
+            state.check_invariants(),
+            Err(InvariantError::OutcomesBeyondOrders(IntervalId(4)))
+        );
+    }
+}

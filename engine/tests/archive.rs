@@ -109,3 +109,15 @@ fn a_refused_name_inside_a_vector_is_refused() {
     let error = restore(&edited(&good, b"MSFT", b"MS%T")).unwrap_err();
     assert!(error.contains("symbol has a character not allowed at position 2"), "{error}");
 }
+
+/// A stored length beyond the 16 bytes is refused, not cut to them.
+#[test]
+fn a_symbol_length_beyond_its_bytes_is_refused() {
+    let good = archive(&listed("ABCDEFGHIJKLMNOP"));
+    let mut stored = b"ABCDEFGHIJKLMNOP".to_vec();
+    stored.push(16);
+    let mut too_long = stored.clone();
+    too_long[16] = 200;
+    let error = restore(&edited(&good, &stored, &too_long)).unwrap_err();
+    assert!(error.contains("symbol is not in its canonical form"), "{error}");
+}

@@ -3,6 +3,10 @@
 //! may panic. A state that passes its invariants is then used as a recovered one is: an interval
 //! of orders drawn from the input is settled over it; the state must still pass its invariants,
 //! and replaying the events on a copy of the decoded state must give the live state's digest.
+//!
+//! Input: one byte `n`, then `n` bytes (at most [`ORDERS_MAX`]) that each draw one order, then
+//! the archive. The orders have their own bytes: rkyv puts the archive's root, and so the last
+//! interval's numbers, at its end, which would tie the orders to the state.
 #![no_main]
 
 use engine::{
@@ -12,12 +16,14 @@ use engine::{
 use libfuzzer_sys::fuzz_target;
 use rkyv::util::AlignedVec;
 
-/// Orders drawn from the input's last bytes, at most.
-const ORDERS_MAX: usize = 32;
+/// Orders drawn from the input, at most.
+const ORDERS_MAX: usize = 64;
 
 fuzz_target!(|data: &[u8]| {
+    let Some((&count, rest)) = data.split_first() else { return };
+    let (order_bytes, archive) = rest.split_at(usize::from(count).min(ORDERS_MAX).min(rest.len()));
     let mut aligned = AlignedVec::<16>::new();
-    aligned.extend_from_slice(data);
+    aligned.extend_from_slice(archive);
     let Ok(state) = rkyv::from_bytes::<State, rkyv::rancor::Error>(&aligned) else { return };
     let _ = state.digest();
     if state.check_invariants().is_err() {
@@ -44,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
     let accounts = state.accounts().len() as u64;
     let interval = state.last_interval().map_or(1, |last| last.id.0.saturating_add(1));
     let mut queue = OrderQueue::new();
-    for (n, byte) in (1u64..).zip(data.iter().rev().take(ORDERS_MAX)) {
+    for (n, byte) in (1u64..).zip(order_bytes) {
         let pick = u64::from(*byte);
         let symbol = match symbols.len() {
             0 => Symbol::new("NONE").expect("a valid symbol"),
