@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 use engine::{ClientOrderId, Side, Symbol, Timestamp, WorkerId};
 use journal::{Journal, JournalConfig};
 use net::{
-    Control, DataPayload, Direction, Failure, FramedStream, LinkKey, LinkOpener, LinkSealer,
-    MessageType, PriceSeries, Reason, Relay, Request, Response, WorkerInfo,
+    Control, DataPayload, Direction, Failure, FramedStream, LinkOpener, LinkSealer, MessageType,
+    PriceSeries, Reason, Relay, Request, Response, WorkerInfo,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -466,8 +466,8 @@ async fn worker_link(
         return;
     }
     framed.seal_link(
-        LinkSealer::new(LinkKey(key), Direction::MasterToWorker),
-        LinkOpener::new(LinkKey(key), Direction::WorkerToMaster),
+        LinkSealer::new(key.clone(), Direction::MasterToWorker),
+        LinkOpener::new(key, Direction::WorkerToMaster),
     );
     let name = worker.name().to_owned();
     let link_id = NEXT_LINK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -31,6 +31,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use net::LinkKey;
 use openpgp::cert::{CertBuilder, CipherSuite};
 use openpgp::parse::Parse;
 use openpgp::serialize::SerializeInto;
@@ -724,8 +725,8 @@ pub fn new_challenge() -> Result<[u8; NONCE_BYTES], AuthError> {
 }
 
 /// A fresh link key: 32 bytes from the OS random number generator.
-pub fn new_link_key() -> Result<[u8; LINK_KEY_BYTES], AuthError> {
-    random_bytes()
+pub fn new_link_key() -> Result<LinkKey, AuthError> {
+    random_bytes().map(LinkKey)
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], AuthError> {
@@ -754,10 +755,7 @@ pub fn verify_proof(
 /// one literal data packet. The result goes into the Challenge and into the master's proof
 /// ([`MasterIdentity::sign_worker_challenge`]); use the key only once [`verify_proof`] accepted
 /// the worker.
-pub fn seal_link_key(
-    worker: &RegisteredWorker,
-    link_key: &[u8; LINK_KEY_BYTES],
-) -> Result<Vec<u8>, AuthError> {
+pub fn seal_link_key(worker: &RegisteredWorker, link_key: &LinkKey) -> Result<Vec<u8>, AuthError> {
     let seal_err = |detail: String| AuthError::SealFailed { detail };
     let recipients: Vec<_> = worker
         .cert
@@ -777,7 +775,7 @@ pub fn seal_link_key(
         .build()
         .and_then(|encryptor| LiteralWriter::new(encryptor).build())
         .map_err(|e| seal_err(e.to_string()))?;
-    writer.write_all(link_key).map_err(|e| seal_err(e.to_string()))?;
+    writer.write_all(&link_key.0).map_err(|e| seal_err(e.to_string()))?;
     writer.finalize().map_err(|e| seal_err(e.to_string()))?;
     Ok(sealed)
 }

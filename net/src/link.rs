@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+use zeroize::Zeroize as _;
+
 use crate::error::LinkError;
 use crate::frame::{Frame, Seal};
 use crate::limits::LINK_KEY_BYTES;
@@ -19,9 +21,17 @@ use crate::limits::LINK_KEY_BYTES;
 /// Domain separation of the link MAC.
 const MAC_CONTEXT: &[u8] = b"PaperTrader link MAC v1\0";
 
-/// The shared secret of a link. Its `Debug` never prints it.
+/// The shared secret of a link. Its `Debug` never prints it, and its bytes are zeroed when it
+/// is dropped, so no copy outlives the link in freed memory (the master makes it with
+/// `new_link_key`, the worker gets it from `decrypt_link_key`; both hand it over as a `LinkKey`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct LinkKey(pub [u8; LINK_KEY_BYTES]);
+
+impl Drop for LinkKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl fmt::Debug for LinkKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -16,7 +16,7 @@ use master::config::{MasterConfig, WorkerConfig};
 use master::worker_auth::{
     self, AuthError, HelloBinding, MasterIdentity, RegisteredWorker, WorkerRegistry,
 };
-use net::{Control, FramedStream, Instruction, ReadError};
+use net::{Control, FramedStream, Instruction, LinkKey, ReadError};
 use proptest::prelude::*;
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
@@ -56,7 +56,7 @@ fn challenge<'a>(
 
 /// What the master sends in the Challenge, and the link key it keeps.
 struct SentChallenge {
-    link_key: [u8; 32],
+    link_key: LinkKey,
     nonce: [u8; 32],
     master_proof: Vec<u8>,
     sealed_key: Vec<u8>,
@@ -161,7 +161,7 @@ fn mutual_handshake(
     master: &MasterIdentity,
     registry: &WorkerRegistry,
     peer: IpAddr,
-) -> Result<([u8; 32], [u8; 32]), Refused> {
+) -> Result<(LinkKey, LinkKey), Refused> {
     let hello = worker_hello(&HELLO);
     // 1: Hello{uuid, version, address, worker nonce}; the master's admission check.
     let worker_nonce = identity::new_nonce()?;
@@ -185,7 +185,7 @@ fn mutual_handshake(
 }
 
 /// The mutual handshake of `worker` with the setup's master, the worker trusting it.
-fn handshake(s: &Setup, worker: &WorkerIdentity, peer: IpAddr) -> Result<[u8; 32], Refused> {
+fn handshake(s: &Setup, worker: &WorkerIdentity, peer: IpAddr) -> Result<LinkKey, Refused> {
     let (sent, received) = mutual_handshake(worker, &s.trust, &s.master, &s.registry, peer)?;
     assert_eq!(sent, received);
     Ok(received)
@@ -199,7 +199,7 @@ fn registered_worker(setup: &Setup) -> &RegisteredWorker {
 fn mutual_handshake_succeeds_and_link_key_round_trips() {
     let s = setup();
     let key = handshake(&s, &s.identity, loopback()).unwrap();
-    assert_ne!(key, [0; 32]);
+    assert_ne!(key, LinkKey([0; 32]));
     let registered = registered_worker(&s);
     assert_eq!(registered.fingerprint(), s.identity.fingerprint());
     assert_eq!(registered.name(), "test-worker");
@@ -335,7 +335,7 @@ fn swapped_sealed_key_in_the_challenge_is_refused() {
     let as_attacker =
         RegisteredWorker::from_armored(uuid, "w", &public, vec!["127.0.0.1".parse().unwrap()])
             .unwrap();
-    let attacker_key = [0xA7; 32];
+    let attacker_key = LinkKey([0xA7; 32]);
     let forged = worker_auth::seal_link_key(&as_attacker, &attacker_key).unwrap();
     assert_eq!(s.identity.decrypt_link_key(&forged).unwrap(), attacker_key);
 
@@ -591,8 +591,8 @@ fn signature_far_from_the_master_clock_is_refused() {
 fn garbage_link_key_ciphertext_is_refused() {
     let s = setup();
     let registered = registered_worker(&s);
-    let sealed = worker_auth::seal_link_key(registered, &[9; 32]).unwrap();
-    assert_eq!(s.identity.decrypt_link_key(&sealed).unwrap(), [9; 32]);
+    let sealed = worker_auth::seal_link_key(registered, &LinkKey([9; 32])).unwrap();
+    assert_eq!(s.identity.decrypt_link_key(&sealed).unwrap(), LinkKey([9; 32]));
 
     for garbage in [&b""[..], b"\x00", b"not an openpgp message at all", &[0xC1; 200]] {
         let err = s.identity.decrypt_link_key(garbage).unwrap_err();
@@ -607,7 +607,8 @@ fn garbage_link_key_ciphertext_is_refused() {
     assert!(s.identity.decrypt_link_key(&sealed[..sealed.len() - 10]).is_err());
     // Sealed to another worker.
     let other = setup();
-    let sealed_for_other = worker_auth::seal_link_key(registered_worker(&other), &[9; 32]).unwrap();
+    let sealed_for_other =
+        worker_auth::seal_link_key(registered_worker(&other), &LinkKey([9; 32])).unwrap();
     let err = s.identity.decrypt_link_key(&sealed_for_other);
     assert!(matches!(err, Err(IdentityError::LinkKeyDecrypt { .. })), "{err:?}");
 }
@@ -724,7 +725,7 @@ async fn an_on_path_attacker_cannot_swap_the_link_key() {
     let as_attacker =
         RegisteredWorker::from_armored(uuid, "w", &public, vec!["127.0.0.1".parse().unwrap()])
             .unwrap();
-    let forged = worker_auth::seal_link_key(&as_attacker, &[0xA7; 32]).unwrap();
+    let forged = worker_auth::seal_link_key(&as_attacker, &LinkKey([0xA7; 32])).unwrap();
 
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let params = LinkParams {

@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use master::pgp::{self, ClientAddrTooLong, POLICY, ProofError, SignError};
 use master::worker_auth;
+use net::LinkKey;
 use openpgp::Cert;
 use openpgp::Fingerprint;
 use openpgp::cert::{CertBuilder, CipherSuite};
@@ -502,10 +503,7 @@ impl WorkerIdentity {
     /// [`MasterTrust::verify_master_proof`] accepted that Challenge, which vouches for these
     /// exact bytes, and the master accepted the worker). Any ciphertext that is not an intact
     /// OpenPGP message for this key, holding exactly [`LINK_KEY_BYTES`] bytes, is an error.
-    pub fn decrypt_link_key(
-        &self,
-        ciphertext: &[u8],
-    ) -> Result<[u8; LINK_KEY_BYTES], IdentityError> {
+    pub fn decrypt_link_key(&self, ciphertext: &[u8]) -> Result<LinkKey, IdentityError> {
         if ciphertext.len() > LINK_KEY_CIPHERTEXT_BYTES_MAX {
             return Err(IdentityError::LinkKeyTooLarge {
                 bytes: ciphertext.len(),
@@ -524,7 +522,8 @@ impl WorkerIdentity {
             .read_to_end(&mut plaintext)
             .map_err(|e| IdentityError::LinkKeyDecrypt { source: e.into() })?;
         let complete = decryptor.message_processed();
-        let key = <[u8; LINK_KEY_BYTES]>::try_from(plaintext.as_slice());
+        // Wrapped at once: a key refused below is zeroed when dropped.
+        let key = <[u8; LINK_KEY_BYTES]>::try_from(plaintext.as_slice()).map(LinkKey);
         plaintext.fill(0);
         match key {
             Ok(key) if complete => Ok(key),

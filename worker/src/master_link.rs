@@ -28,8 +28,8 @@ use std::time::{Instant, SystemTime};
 
 use engine::{Timestamp, WorkerId};
 use net::{
-    Control, Direction, Failure, FramedStream, LinkKey, LinkOpener, LinkSealer, Message, Reason,
-    Relay, Request, Response, SessionId, WorkerHello,
+    Control, Direction, Failure, FramedStream, LinkOpener, LinkSealer, Message, Reason, Relay,
+    Request, Response, SessionId, WorkerHello,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -545,8 +545,8 @@ async fn handshake(
         }
         let key = identity.decrypt_link_key(&sealed_key)?;
         framed.seal_link(
-            LinkSealer::new(LinkKey(key), Direction::WorkerToMaster),
-            LinkOpener::new(LinkKey(key), Direction::MasterToWorker),
+            LinkSealer::new(key.clone(), Direction::WorkerToMaster),
+            LinkOpener::new(key, Direction::MasterToWorker),
         );
         Ok(framed)
     };

@@ -15,8 +15,8 @@ use master::config::WorkerConfig as RegisteredWorkerConfig;
 use master::worker_auth::{self, HelloBinding, MasterIdentity, WorkerRegistry};
 use net::{
     Bar, ConnState, Control, DataPayload, Direction, Failure, FillReport, FramedStream,
-    HashedPassword, LinkKey, LinkOpener, LinkSealer, Portfolio, PriceSeries, Reason, Relay,
-    Request, Response, SessionId,
+    HashedPassword, LinkOpener, LinkSealer, Portfolio, PriceSeries, Reason, Relay, Request,
+    Response, SessionId,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -192,8 +192,8 @@ async fn serve_link(
         .unwrap();
     framed.write_control(&Control::LinkAccepted).await.unwrap();
     framed.seal_link(
-        LinkSealer::new(LinkKey(key), Direction::MasterToWorker),
-        LinkOpener::new(LinkKey(key), Direction::WorkerToMaster),
+        LinkSealer::new(key.clone(), Direction::MasterToWorker),
+        LinkOpener::new(key, Direction::WorkerToMaster),
     );
 
     // The link: heartbeats and relays, answered as the handler decides, in any order.
