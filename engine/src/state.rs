@@ -229,6 +229,13 @@ impl State {
         &self.assets
     }
 
+    /// The last interval, if some of its announced outcomes are not applied yet: a state
+    /// replayed to a point inside an interval. A whole journal never ends in one (an interval's
+    /// header and outcomes are one batch), so recovery and the audit refuse it there.
+    pub fn interval_in_progress(&self) -> Option<SettledInterval> {
+        self.last_interval.filter(|last| last.outcomes_applied < last.orders)
+    }
+
     /// The interval settled last, if any.
     pub fn last_interval(&self) -> Option<SettledInterval> {
         self.last_interval

@@ -210,6 +210,16 @@ impl Auditor<'_> {
         }
         progress(self.last_seq);
         self.invariants()?;
+        if let Some(open) = self.state.interval_in_progress() {
+            return Err(Stop::Problem(AuditProblem {
+                seq: self.last_seq,
+                kind: ProblemKind::Apply,
+                message: format!(
+                    "the journal ends inside interval {}: {} of its {} outcomes are recorded",
+                    open.id, open.outcomes_applied, open.orders
+                ),
+            }));
+        }
         if let Some((&seq, _)) = snapshots.range(Seq(head.0.saturating_add(1))..).next() {
             return Err(Stop::Problem(AuditProblem {
                 seq,

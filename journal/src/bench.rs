@@ -41,7 +41,8 @@ fn journal_error(e: impl std::fmt::Display) -> BenchError {
 pub const BENCH_SHAPE: Shape =
     Shape { symbols_max: 50, accounts_max: 2_000, orders_per_interval_max: 2_000 };
 
-/// `count` valid events from a seeded history of `shape` (same seed, same events).
+/// `count` valid events from a seeded history of `shape` (same seed, same events), ending
+/// between intervals as a journal does.
 pub fn events_with(count: usize, seed: u64, shape: Shape) -> Vec<Event> {
     let mut history = History::new(State::new(), seed, shape);
     let mut out = Vec::with_capacity(count);
@@ -49,6 +50,17 @@ pub fn events_with(count: usize, seed: u64, shape: Shape) -> Vec<Event> {
         out.extend(history.next_batch());
     }
     out.truncate(count);
+    // Cut at `count`, the history may stop inside an interval, which no whole journal does (the
+    // open and the audit refuse one): the last header then announces the outcomes kept.
+    if let Some(at) = out.iter().rposition(|e| matches!(e, Event::IntervalSettled(_))) {
+        let kept = out[at + 1..]
+            .iter()
+            .filter(|e| matches!(e, Event::OrderFilled(_) | Event::OrderRejected(_)))
+            .count() as u64;
+        if let Some(Event::IntervalSettled(header)) = out.get_mut(at) {
+            header.orders = kept;
+        }
+    }
     out
 }
 

@@ -217,6 +217,26 @@ pub enum OpenError {
         /// The broken invariant.
         source: InvariantError,
     },
+    /// The journal ends inside an interval: its header announced more outcomes than follow it.
+    /// The master writes an interval's header and outcomes in one batch, so only a damaged or
+    /// forged file ends like this; settling on from it would be refused interval after interval.
+    #[error(
+        "journal {}: it ends inside interval {interval} (record {seq}): {outcomes} of its \
+         {orders} outcomes are recorded; the file is damaged (`pt-replay audit` tells more)",
+        path.display()
+    )]
+    EndsInsideInterval {
+        /// The journal file.
+        path: PathBuf,
+        /// The last record.
+        seq: Seq,
+        /// The interval.
+        interval: engine::IntervalId,
+        /// Orders its header announced.
+        orders: u64,
+        /// Outcomes recorded after it.
+        outcomes: u64,
+    },
     /// The configuration is out of range.
     #[error("invalid journal config: {0}")]
     Config(&'static str),
@@ -230,7 +250,9 @@ impl OpenError {
     pub fn seq(&self) -> Option<Seq> {
         match self {
             Self::Read(e) => e.seq(),
-            Self::Apply { seq, .. } | Self::Invariant { seq, .. } => Some(*seq),
+            Self::Apply { seq, .. }
+            | Self::Invariant { seq, .. }
+            | Self::EndsInsideInterval { seq, .. } => Some(*seq),
             _ => None,
         }
     }

@@ -236,6 +236,15 @@ pub(crate) fn recover(journal: &Journal) -> Result<Recovered, OpenError> {
         verify: journal.config().verify_on_open,
     };
     let replayed = replay(journal, options, &mut |_| {})?;
+    if let Some(open) = replayed.state.interval_in_progress() {
+        return Err(OpenError::EndsInsideInterval {
+            path: journal.path().to_path_buf(),
+            seq: replayed.last_seq,
+            interval: open.id,
+            orders: open.orders,
+            outcomes: open.outcomes_applied,
+        });
+    }
     let mut warnings = replayed.warnings;
     let ignored: Vec<Seq> = warnings
         .iter()

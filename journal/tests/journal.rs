@@ -612,3 +612,37 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing_acknowledged() {
     clean_audit(&journal);
     assert!(Path::new(&path).exists());
 }
+
+/// A journal that ends inside an interval (its header announces more outcomes than follow it;
+/// the master writes an interval in one batch, so only a damaged or forged file holds one) does
+/// not open, and the audit names the interval, instead of a master that would then refuse to
+/// settle interval after interval.
+#[test]
+fn a_journal_ending_inside_an_interval_does_not_open() {
+    let (_dir, path) = new_journal();
+    {
+        let (journal, _) = Journal::open(&path, config()).unwrap();
+        fill(&journal, 7, 5);
+        let header = Event::IntervalSettled(engine::IntervalSettled {
+            interval: engine::IntervalId(1_000),
+            at: Timestamp(5),
+            ticks: vec![],
+            orders: 3,
+        });
+        journal.append_batch(&[header], Timestamp(2_000)).unwrap();
+        let report = audit(&journal, AuditConfig::default(), &mut |_| {}).unwrap();
+        let problem = report.problem.expect("the audit finds the unfinished interval");
+        assert_eq!(problem.kind, ProblemKind::Apply);
+        assert!(
+            problem.message.contains("ends inside interval 1000: 0 of its 3 outcomes"),
+            "{}",
+            problem.message
+        );
+    }
+    match Journal::open(&path, config()) {
+        Err(e @ OpenError::EndsInsideInterval { orders: 3, outcomes: 0, .. }) => {
+            assert!(e.to_string().contains("ends inside interval 1000"), "{e}");
+        }
+        other => panic!("expected EndsInsideInterval, got {:?}", other.map(|_| ())),
+    }
+}
