@@ -336,40 +336,27 @@ impl fmt::Debug for PasswordHash {
 // constructor's error instead of building a value the type forbids (found by `fuzz/`'s
 // `journal` target).
 
-/// The constructor's verdict as the deserializer's error.
-fn rebuilt<T, E: rkyv::rancor::Source>(made: Result<T, NameError>) -> Result<T, E> {
-    made.map_err(E::new)
+/// `Deserialize` for a name stored as text: through its `new`, whose error becomes the
+/// deserializer's.
+macro_rules! deserialize_text_name {
+    ($($name:ident from $archived:ident),+) => {$(
+        impl<D> rkyv::Deserialize<$name, D> for $archived
+        where
+            D: rkyv::rancor::Fallible + ?Sized,
+            D::Error: rkyv::rancor::Source,
+        {
+            fn deserialize(&self, _: &mut D) -> Result<$name, D::Error> {
+                $name::new(self.0.as_str()).map_err(rkyv::rancor::Source::new)
+            }
+        }
+    )+};
 }
 
-impl<D> rkyv::Deserialize<Username, D> for ArchivedUsername
-where
-    D: rkyv::rancor::Fallible + ?Sized,
-    D::Error: rkyv::rancor::Source,
-{
-    fn deserialize(&self, _: &mut D) -> Result<Username, D::Error> {
-        rebuilt(Username::new(self.0.as_str()))
-    }
-}
-
-impl<D> rkyv::Deserialize<Email, D> for ArchivedEmail
-where
-    D: rkyv::rancor::Fallible + ?Sized,
-    D::Error: rkyv::rancor::Source,
-{
-    fn deserialize(&self, _: &mut D) -> Result<Email, D::Error> {
-        rebuilt(Email::new(self.0.as_str()))
-    }
-}
-
-impl<D> rkyv::Deserialize<PasswordHash, D> for ArchivedPasswordHash
-where
-    D: rkyv::rancor::Fallible + ?Sized,
-    D::Error: rkyv::rancor::Source,
-{
-    fn deserialize(&self, _: &mut D) -> Result<PasswordHash, D::Error> {
-        rebuilt(PasswordHash::new(self.0.as_str()))
-    }
-}
+deserialize_text_name!(
+    Username from ArchivedUsername,
+    Email from ArchivedEmail,
+    PasswordHash from ArchivedPasswordHash
+);
 
 impl<D> rkyv::Deserialize<Symbol, D> for ArchivedSymbol
 where
@@ -377,21 +364,18 @@ where
     D::Error: rkyv::rancor::Source,
 {
     fn deserialize(&self, _: &mut D) -> Result<Symbol, D::Error> {
+        use rkyv::rancor::Source as _;
+        let not_canonical = || D::Error::new(NameError::NotCanonical { what: "symbol" });
         // A length beyond the 16 bytes, or bytes that are not text, are not a symbol.
-        let text = self.bytes.get(..usize::from(self.len)).map(std::str::from_utf8);
-        let symbol = match text {
-            Some(Ok(text)) => Symbol::new(text),
-            _ => Err(NameError::NotCanonical { what: "symbol" }),
-        };
+        let text =
+            self.bytes.get(..usize::from(self.len)).and_then(|b| std::str::from_utf8(b).ok());
+        let symbol = Symbol::new(text.ok_or_else(not_canonical)?).map_err(D::Error::new)?;
         // `new` zeroes the bytes after the symbol: so must the archive, or two equal-looking
         // symbols would compare, hash and sort differently.
-        rebuilt(symbol.and_then(|symbol| {
-            if symbol.bytes == self.bytes {
-                Ok(symbol)
-            } else {
-                Err(NameError::NotCanonical { what: "symbol" })
-            }
-        }))
+        if symbol.bytes != self.bytes {
+            return Err(not_canonical());
+        }
+        Ok(symbol)
     }
 }
 
