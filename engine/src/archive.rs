@@ -104,7 +104,7 @@ mod tests {
         let plain = rkyv::to_bytes::<rkyv::rancor::Error>(&holder.items).unwrap();
         assert_eq!(bytes[..], plain[..], "archived exactly as the plain vector");
         let before = DROPPED.load(Ordering::SeqCst);
-        let refused = rkyv::from_bytes::<Holder, rkyv::rancor::Error>(&bytes);
+        let refused = rkyv::from_bytes::<Holder, rkyv::rancor::BoxedError>(&bytes);
         assert_eq!(refused.unwrap_err().to_string(), "zero is refused");
         assert_eq!(DROPPED.load(Ordering::SeqCst) - before, 2);
     }

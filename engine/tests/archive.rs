@@ -16,7 +16,7 @@ fn archive(event: &Event) -> Vec<u8> {
 fn restore(bytes: &[u8]) -> Result<Event, String> {
     let mut aligned = rkyv::util::AlignedVec::<16>::new();
     aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<Event, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
+    rkyv::from_bytes::<Event, rkyv::rancor::BoxedError>(&aligned).map_err(|e| e.to_string())
 }
 
 /// The archive with the only occurrence of `from` replaced by `to` (same length).

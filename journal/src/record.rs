@@ -257,7 +257,7 @@ pub fn decode_payload(
         RKYV_EVENT_FORMAT => {
             aligned.clear();
             aligned.extend_from_slice(payload);
-            rkyv::from_bytes::<Event, rkyv::rancor::Error>(aligned)
+            rkyv::from_bytes::<Event, rkyv::rancor::BoxedError>(aligned)
                 .map_err(|e| Corruption::Payload(e.to_string()))
         }
         other => Err(Corruption::EventFormat(other)),

@@ -110,7 +110,7 @@ pub fn encode_snapshot(state: &State, last_seq: Seq) -> Result<SnapshotBytes, Sn
     let mut bytes = vec![0u8; SNAPSHOT_HEADER_BYTES];
     // The low-level serializer: the state shares no pointers, so no sharing map is needed.
     bytes = rkyv::util::with_arena(|arena| {
-        rkyv::api::low::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(
+        rkyv::api::low::to_bytes_in_with_alloc::<_, _, rkyv::rancor::BoxedError>(
             state,
             bytes,
             arena.acquire(),
@@ -177,7 +177,7 @@ pub(crate) fn decode_state(bytes: &[u8], info: &SnapshotInfo) -> Result<State, S
     }
     let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);
-    let state = rkyv::from_bytes::<State, rkyv::rancor::Error>(&aligned)
+    let state = rkyv::from_bytes::<State, rkyv::rancor::BoxedError>(&aligned)
         .map_err(|e| SnapshotInvalid::Decode(e.to_string()))?;
     drop(aligned);
     let computed = state.digest();

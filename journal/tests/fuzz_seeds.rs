@@ -103,7 +103,7 @@ fn snapshot_seeds_are_current_and_decode() {
         let count = usize::from(bytes[0]);
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes[1 + count..]);
-        let state = rkyv::from_bytes::<State, rkyv::rancor::Error>(&aligned)
+        let state = rkyv::from_bytes::<State, rkyv::rancor::BoxedError>(&aligned)
             .unwrap_or_else(|e| panic!("seed {name}: {e}"));
         state.check_invariants().unwrap_or_else(|e| panic!("seed {name}: {e}"));
     }
