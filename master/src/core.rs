@@ -289,6 +289,30 @@ fn failure(reason: Reason, message: impl Into<String>) -> Failure {
     Failure::new(reason, message)
 }
 
+/// What a rejected order's answer says, in words, with what the engine saw: the client shows it
+/// after the reason's name and code. `cash_seen` and `holding_seen` are read only for the reasons
+/// they explain.
+fn rejection_message(
+    reason: RejectReason,
+    symbol: &Symbol,
+    cash_seen: Cash,
+    holding_seen: Qty,
+) -> String {
+    match reason {
+        RejectReason::UnknownAccount => "the account does not exist".to_owned(),
+        RejectReason::ZeroQuantity => "the quantity must be more than zero".to_owned(),
+        RejectReason::QuantityTooLarge => format!(
+            "the quantity is over the limit of {} units per order",
+            engine::limits::ORDER_QTY_UNITS_MAX
+        ),
+        RejectReason::UnknownSymbol => format!("{symbol} is not a listed asset"),
+        RejectReason::NoPrice => format!("no price for {symbol} this interval"),
+        RejectReason::InsufficientCash => format!("not enough cash: have {cash_seen}"),
+        RejectReason::InsufficientHoldings => format!("not enough {symbol}: hold {holding_seen}"),
+        RejectReason::Overflow => "the amount is too large to settle".to_owned(),
+    }
+}
+
 /// The failure answer to an order of `side`.
 pub(crate) fn order_fail(side: Side, failure: Failure) -> Response {
     match side {
@@ -608,7 +632,10 @@ impl Core {
         if let Some(reason) = immediate {
             reply.send(order_fail(
                 side,
-                failure(Reason::Rejected(reason), format!("order refused: {reason}")),
+                failure(
+                    Reason::Rejected(reason),
+                    rejection_message(reason, &symbol, Cash::ZERO, Qty::ZERO),
+                ),
             ));
             return;
         }
@@ -867,14 +894,7 @@ fn outcome_response(event: &Event, settled_at: Timestamp) -> Option<(OrderKey, R
             Some(((fill.order.account, fill.order.client_id), response))
         }
         Event::OrderRejected(r) => {
-            let message = match r.reason {
-                RejectReason::InsufficientCash => format!("not enough cash: have {}", r.cash_seen),
-                RejectReason::InsufficientHoldings => {
-                    format!("not enough {}: hold {}", r.order.symbol, r.holding_seen)
-                }
-                RejectReason::NoPrice => format!("no price for {} this interval", r.order.symbol),
-                other => format!("order refused: {other}"),
-            };
+            let message = rejection_message(r.reason, &r.order.symbol, r.cash_seen, r.holding_seen);
             let f = failure(Reason::Rejected(r.reason), message);
             Some(((r.order.account, r.order.client_id), order_fail(r.order.side, f)))
         }

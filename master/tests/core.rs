@@ -200,7 +200,14 @@ fn refusals_at_once_and_backpressure() {
         worker: WorkerId(0),
         reply: tx.into(),
     });
-    assert_eq!(reason(&mut rx), Reason::Rejected(engine::RejectReason::UnknownSymbol));
+    match rx.try_recv().unwrap() {
+        Response::PurchaseFail(f) => {
+            assert_eq!(f.reason, Reason::Rejected(engine::RejectReason::UnknownSymbol));
+            // The message says what was wrong in words, naming the symbol.
+            assert_eq!(f.message, "TSLA is not a listed asset");
+        }
+        other => panic!("{other:?}"),
+    }
     // A bad session.
     let forged = SessionId::from_bytes([7; 32]);
     assert_eq!(reason(&mut order(&mut core, &forged, Side::Buy, "1", 3)), Reason::BadSession);
