@@ -396,6 +396,24 @@ async fn handle_connection(
     }
 }
 
+/// Encodes a message for a worker link. A relayed answer too large for one message is replaced
+/// by a `tooLarge` failure of the same request: the client gets an answer, and the link and the
+/// answers queued behind it carry on (an error here would end the link's writer).
+fn encode_for_link(control: &Control) -> Result<net::Message, net::EncodeError> {
+    control.encode().or_else(|cause| match control {
+        Control::RelayReply { relay_id, response } => {
+            warn!(relay_id, %cause, "an answer is too large to send; answering tooLarge instead");
+            let failure = Failure::new(
+                Reason::TooLarge,
+                "the answer is over the 16 MiB message limit".to_owned(),
+            );
+            Control::RelayReply { relay_id: *relay_id, response: response.failed_as(failure) }
+                .encode()
+        }
+        _ => Err(cause),
+    })
+}
+
 fn worker_list(shared: &Shared) -> Vec<WorkerInfo> {
     shared
         .workers
@@ -486,7 +504,11 @@ async fn worker_link(
         // Replies queued meanwhile (an interval's answers come all at once) go out together.
         while let Some(first) = out_rx.recv().await {
             let written = writer
-                .write_gathered(first, || out_rx.try_recv().ok(), |out| out.control.encode())
+                .write_gathered(
+                    first,
+                    || out_rx.try_recv().ok(),
+                    |out| encode_for_link(&out.control),
+                )
                 .await;
             if let Err(e) = written {
                 debug!(cause = %e, "link write failed");
@@ -927,5 +949,38 @@ async fn price_series(
             Response::DataFail(Failure::new(Reason::Internal, "prices cannot be read"))
         }
         Err(_) => Response::DataFail(unavailable()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use engine::{Price, Qty};
+    use net::{Bar, Instruction};
+
+    /// An answer over the message limit goes out as a `tooLarge` failure of the same request,
+    /// for the same relay; other messages are encoded as they are.
+    #[test]
+    fn an_oversized_answer_becomes_a_too_large_failure() {
+        let p = Price::from_raw(1);
+        let bar = Bar { open: p, high: p, low: p, close: p, volume: Qty::ZERO, time: Timestamp(0) };
+        // 54 bytes a bar: 400,000 bars are over 16 MiB.
+        let series = PriceSeries { symbol: Symbol::new("AAPL").unwrap(), bars: vec![bar; 400_000] };
+        let huge = Control::RelayReply {
+            relay_id: 7,
+            response: Response::Data(DataPayload::PriceSeries(series)),
+        };
+        assert!(huge.encode().is_err(), "the answer is over the limit");
+        let sent = encode_for_link(&huge).unwrap();
+        assert_eq!(sent.instruction, Instruction::RelayReply.code());
+        match Control::decode(&sent).unwrap() {
+            Control::RelayReply { relay_id: 7, response: Response::DataFail(failure) } => {
+                assert_eq!(failure.reason, Reason::TooLarge);
+            }
+            other => panic!("{other:?}"),
+        }
+        let small = Control::RelayReply { relay_id: 8, response: Response::LogoutSuccess };
+        assert_eq!(encode_for_link(&small).unwrap(), small.encode().unwrap());
     }
 }

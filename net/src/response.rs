@@ -85,6 +85,25 @@ impl Response {
         }
     }
 
+    /// The failure return of the same request as this return: `dataFail` for `data`,
+    /// `purchaseFail` for `purchaseSuccess`, and so on (`error` stays `error`). A server whose
+    /// answer cannot be sent (too large for one message) sends this instead, so the client still
+    /// gets an answer of the kind it waits for.
+    pub fn failed_as(&self, failure: Failure) -> Response {
+        match self {
+            Self::LoginFail(_) | Self::SessionId(_) => Self::LoginFail(failure),
+            Self::RegisterSuccess | Self::RegisterFail(_) => Self::RegisterFail(failure),
+            Self::PurchaseSuccess(_) | Self::PurchaseFail(_) => Self::PurchaseFail(failure),
+            Self::SellSuccess(_) | Self::SellFail(_) => Self::SellFail(failure),
+            Self::StateSwitchSuccess(_) | Self::StateSwitchFail(_) => {
+                Self::StateSwitchFail(failure)
+            }
+            Self::Data(_) | Self::DataFail(_) => Self::DataFail(failure),
+            Self::LogoutSuccess | Self::LogoutFail(_) => Self::LogoutFail(failure),
+            Self::Error(_) => Self::Error(failure),
+        }
+    }
+
     /// The failure return matching a request instruction number: `loginFail` for either login,
     /// `registerFail`, `purchaseFail`, `sellFail`, `stateSwitchFail`, `logoutFail`, `dataFail`
     /// for `getWorkers` and every `get...`; `error` for anything else (unknown numbers, returns,
