@@ -866,9 +866,15 @@ impl Core {
                     })
                     .collect(),
             }),
-            UserQuery::History => DataPayload::TransactionHistory(
-                account.history.iter().map(HistoryEntry::from_transaction).collect(),
-            ),
+            UserQuery::History => {
+                // The newest entries only, so the answer always fits one message.
+                let first = account.history.len().saturating_sub(net::limits::HISTORY_ENTRIES_MAX);
+                let shown = account.history.get(first..).unwrap_or_default();
+                DataPayload::TransactionHistory {
+                    entries: shown.iter().map(HistoryEntry::from_transaction).collect(),
+                    older: first as u64,
+                }
+            }
         };
         Response::Data(payload)
     }

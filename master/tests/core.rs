@@ -167,7 +167,9 @@ fn orders_are_answered_only_after_the_interval_commits_and_survive_a_restart() {
         query: UserQuery::History,
         reply,
     });
-    let Response::Data(DataPayload::TransactionHistory(h)) = history else { panic!("{history:?}") };
+    let Response::Data(DataPayload::TransactionHistory { entries: h, older: 0 }) = history else {
+        panic!("{history:?}")
+    };
     assert_eq!(h.len(), 1);
 }
 
@@ -307,4 +309,52 @@ fn a_stopped_core_answers_late_orders_at_once() {
         .filter(|r| matches!(r.as_ref().unwrap().event, engine::Event::OrderFilled(_)))
         .count();
     assert_eq!(fills, 1);
+}
+
+/// A history longer than one answer carries comes back as its newest
+/// `HISTORY_ENTRIES_MAX` entries and the count of the older ones, so the answer always fits one
+/// message.
+#[test]
+fn a_long_history_answers_its_newest_entries_and_counts_the_rest() {
+    let cap = net::limits::HISTORY_ENTRIES_MAX;
+    let orders = cap + 3;
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, recovered) =
+        Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
+    let mut core = Core::new(
+        Engine::from_state(recovered.state),
+        Arc::new(journal),
+        CoreConfig {
+            initial_cash: Cash::parse("1000000").unwrap(),
+            orders_per_interval_max: orders,
+            orders_per_account_per_interval_max: orders,
+            accounts_max: 10,
+            remembered_outcomes_max: 100,
+        },
+        SessionTable::new(&SessionsConfig::default()),
+    );
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    register(&mut core, "alice");
+    let alice = login(&mut core, "alice");
+    let answers: Vec<_> = (1..=orders as u64)
+        .map(|client| order(&mut core, &alice, Side::Buy, "0.00000001", client))
+        .collect();
+    settle(&mut core, "1");
+    drop(answers);
+    let history = call(&mut core, |reply| CoreRequest::User {
+        session: alice.clone(),
+        username: Username::new("alice").unwrap(),
+        query: UserQuery::History,
+        reply,
+    });
+    let Response::Data(DataPayload::TransactionHistory { entries, older }) = history else {
+        panic!("{history:?}")
+    };
+    assert_eq!((entries.len(), older), (cap, 3));
+    // The newest: order ids are given in arrival order, from 1.
+    assert_eq!(entries.first().map(|e| e.order.0), Some(4));
+    assert_eq!(entries.last().map(|e| e.order.0), Some(orders as u64));
+    // And it fits one message.
+    let reply = Response::Data(DataPayload::TransactionHistory { entries, older });
+    assert!(reply.encode().is_ok());
 }

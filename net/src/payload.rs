@@ -12,6 +12,8 @@ use crate::args::{ArgReader, ArgWriter};
 use crate::control::{read_address, write_address};
 use crate::error::DecodeError;
 use crate::instruction::Instruction;
+#[cfg(doc)]
+use crate::limits::HISTORY_ENTRIES_MAX;
 use crate::limits::WORKER_NAME_BYTES_MAX;
 use crate::types::{side_code, side_from_code};
 
@@ -167,8 +169,15 @@ pub enum DataPayload {
     UserInfo(UserInfo),
     /// Kind 4: a portfolio, for `getUserPortfolio`.
     Portfolio(Portfolio),
-    /// Kind 5: settled transactions, oldest first, for `getUserTransactionHistory`.
-    TransactionHistory(Vec<HistoryEntry>),
+    /// Kind 5: settled transactions, oldest first, for `getUserTransactionHistory`: the newest
+    /// [`HISTORY_ENTRIES_MAX`] at most, and how many older ones were left out.
+    TransactionHistory {
+        /// The transactions, oldest first.
+        entries: Vec<HistoryEntry>,
+        /// How many transactions older than the first entry the history holds and the payload
+        /// leaves out (0 when it carries the whole history).
+        older: u64,
+    },
     /// Kind 6: the registered workers, for `getWorkers`.
     WorkerList(Vec<WorkerInfo>),
 }
@@ -197,7 +206,7 @@ impl DataPayload {
             Self::PriceSeries(_) => 2,
             Self::UserInfo(_) => 3,
             Self::Portfolio(_) => 4,
-            Self::TransactionHistory(_) => 5,
+            Self::TransactionHistory { .. } => 5,
             Self::WorkerList(_) => 6,
         }
     }
@@ -206,9 +215,9 @@ impl DataPayload {
     pub(crate) fn arg_count_of(kind: u16) -> Option<u16> {
         match kind {
             1 => Some(8),
-            2 | 4 => Some(3),
+            2 | 4 | 5 => Some(3),
             3 => Some(5),
-            5 | 6 => Some(2),
+            6 => Some(2),
             _ => None,
         }
     }
@@ -257,7 +266,8 @@ impl DataPayload {
                     }
                 });
             }
-            Self::TransactionHistory(entries) => {
+            Self::TransactionHistory { entries, older } => {
+                w.u64(*older);
                 w.list("transactions", HISTORY_FIELDS, entries, |w, entry| {
                     w.u64(entry.order.0);
                     w.u16(side_code(entry.side));
@@ -346,6 +356,7 @@ impl DataPayload {
                 Self::Portfolio(Portfolio { cash, holdings })
             }
             5 => {
+                let older = r.u64("older")?;
                 let items = r.list("transactions", HISTORY_FIELDS)?;
                 let mut entries = Vec::with_capacity(items);
                 for _ in 0..items {
@@ -361,7 +372,7 @@ impl DataPayload {
                         tick_time: Timestamp(r.i64("tickTime")?),
                     });
                 }
-                Self::TransactionHistory(entries)
+                Self::TransactionHistory { entries, older }
             }
             6 => {
                 let items = r.list("workers", WORKER_FIELDS)?;

@@ -189,17 +189,20 @@ fn payloads() -> Vec<(String, DataPayload)> {
         ),
         (
             "data(transactionHistory: one buy)".into(),
-            DataPayload::TransactionHistory(vec![HistoryEntry {
-                order: OrderId(42),
-                side: Side::Buy,
-                symbol: aapl(),
-                qty: Qty::from_raw(units(5)),
-                price: Price::parse("318.25").unwrap(),
-                amount: Cash::parse("1591.25").unwrap(),
-                interval: IntervalId(7),
-                settled_at: Timestamp(DATE + 60_000_000),
-                tick_time: Timestamp(DATE),
-            }]),
+            DataPayload::TransactionHistory {
+                older: 0,
+                entries: vec![HistoryEntry {
+                    order: OrderId(42),
+                    side: Side::Buy,
+                    symbol: aapl(),
+                    qty: Qty::from_raw(units(5)),
+                    price: Price::parse("318.25").unwrap(),
+                    amount: Cash::parse("1591.25").unwrap(),
+                    interval: IntervalId(7),
+                    settled_at: Timestamp(DATE + 60_000_000),
+                    tick_time: Timestamp(DATE),
+                }],
+            },
         ),
         (
             "data(workerList: one worker)".into(),

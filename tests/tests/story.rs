@@ -184,7 +184,7 @@ async fn register_login_trade_read_and_restart() {
     assert_eq!(portfolio.cash, expected_cash);
     assert_eq!(portfolio.holdings.len(), 1);
     assert_eq!(portfolio.holdings[0].qty, Qty::from_units(6).unwrap());
-    let DataPayload::TransactionHistory(history) = alice
+    let DataPayload::TransactionHistory { entries: history, older: 0 } = alice
         .data(session, Request::GetUserTransactionHistory { session, username: user("alice") })
         .await
     else {

@@ -309,7 +309,7 @@ fn history_table_and_json() {
         settled_at: MARCH_1_AFTERNOON,
         tick_time: MARCH_1,
     }];
-    let text = render::history(&user("alice"), &entries, false);
+    let text = render::history(&user("alice"), &entries, 0, false);
     let expected = "\
 Transactions of alice, oldest first
 
@@ -317,10 +317,16 @@ settled              order  side  symbol  qty   price   amount  price of
 2013-03-01 14:30:05      1  buy   AAPL     10  116.25  1162.50  2013-03-01
 ";
     assert_eq!(text, expected);
-    let v = json(&render::history(&user("alice"), &entries, true));
+    let v = json(&render::history(&user("alice"), &entries, 0, true));
     assert_eq!(v["transactions"][0]["price"], "116.25");
     assert_eq!(v["transactions"][0]["tick_time"], "2013-03-01T00:00:00Z");
-    assert_eq!(render::history(&user("bob"), &[], false), "No transactions for bob.\n");
+    assert_eq!(v["older_not_shown"], 0);
+    assert_eq!(render::history(&user("bob"), &[], 0, false), "No transactions for bob.\n");
+    // A history longer than one answer carries: the master sent the newest, and says so.
+    let text = render::history(&user("alice"), &entries, 250_000, false);
+    assert!(text.ends_with("\n250000 older transactions not shown (the newest are).\n"), "{text}");
+    let v = json(&render::history(&user("alice"), &entries, 250_000, true));
+    assert_eq!(v["older_not_shown"], 250_000);
 }
 
 #[test]

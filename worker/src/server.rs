@@ -527,7 +527,10 @@ fn answers(request: &Request, response: &Response) -> bool {
                 )
                 | (Request::GetUserInfo { .. }, DataPayload::UserInfo(_))
                 | (Request::GetUserPortfolio { .. }, DataPayload::Portfolio(_))
-                | (Request::GetUserTransactionHistory { .. }, DataPayload::TransactionHistory(_))
+                | (
+                    Request::GetUserTransactionHistory { .. },
+                    DataPayload::TransactionHistory { .. }
+                )
         ),
         _ => false,
     }

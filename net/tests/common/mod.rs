@@ -222,7 +222,8 @@ pub fn payload() -> impl Strategy<Value = DataPayload> {
         ),
         (raw(Cash::from_raw), proptest::collection::vec(holding, 0..10))
             .prop_map(|(cash, holdings)| DataPayload::Portfolio(Portfolio { cash, holdings })),
-        proptest::collection::vec(entry, 0..10).prop_map(DataPayload::TransactionHistory),
+        (proptest::collection::vec(entry, 0..10), any::<u64>())
+            .prop_map(|(entries, older)| DataPayload::TransactionHistory { entries, older }),
         proptest::collection::vec(worker, 0..5).prop_map(DataPayload::WorkerList),
     ]
 }

@@ -522,8 +522,8 @@ async fn history(args: &OptionalUserArgs) -> Result<String, ClientError> {
     let request =
         Request::GetUserTransactionHistory { session: conn.session(), username: username.clone() };
     match conn.get(request.clone()).await? {
-        DataPayload::TransactionHistory(entries) => {
-            Ok(render::history(&username, &entries, args.common.json))
+        DataPayload::TransactionHistory { entries, older } => {
+            Ok(render::history(&username, &entries, older, args.common.json))
         }
         other => Err(unexpected(&request, &Response::Data(other))),
     }

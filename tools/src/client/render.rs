@@ -278,8 +278,8 @@ pub fn portfolio(username: &Username, p: &Portfolio, as_json: bool) -> String {
     out
 }
 
-/// `pt history`.
-pub fn history(username: &Username, entries: &[HistoryEntry], as_json: bool) -> String {
+/// `pt history`: the entries the master sent, and how many older ones it left out.
+pub fn history(username: &Username, entries: &[HistoryEntry], older: u64, as_json: bool) -> String {
     if as_json {
         let items: Vec<Value> = entries
             .iter()
@@ -297,7 +297,11 @@ pub fn history(username: &Username, entries: &[HistoryEntry], as_json: bool) -> 
                 })
             })
             .collect();
-        return pretty(&json!({ "username": username.as_str(), "transactions": items }));
+        return pretty(&json!({
+            "username": username.as_str(),
+            "older_not_shown": older,
+            "transactions": items,
+        }));
     }
     if entries.is_empty() {
         return format!("No transactions for {username}.\n");
@@ -324,7 +328,11 @@ pub fn history(username: &Username, entries: &[HistoryEntry], as_json: bool) -> 
             fmt_time(e.tick_time),
         ]);
     }
-    format!("Transactions of {username}, oldest first\n\n{}", table.render())
+    let mut out = format!("Transactions of {username}, oldest first\n\n{}", table.render());
+    if older > 0 {
+        let _ = writeln!(out, "\n{older} older transactions not shown (the newest are).");
+    }
+    out
 }
 
 /// `pt user`.
