@@ -463,6 +463,12 @@ impl LiveRegistry {
         self.read().check_admission(uuid, peer).is_ok_and(|w| w.fingerprint() == *fingerprint)
     }
 
+    /// Whether some registered worker may link from `peer`: its connections wait for their
+    /// first message in a pool of their own, which other addresses cannot fill.
+    pub fn allows_any(&self, peer: IpAddr) -> bool {
+        self.read().iter().any(|worker| worker.allows(peer))
+    }
+
     /// A receiver that sees every change of the registry. Subscribe before checking
     /// admission, so that no change between the check and the subscription is missed.
     pub fn subscribe(&self) -> watch::Receiver<u64> {

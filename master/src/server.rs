@@ -41,6 +41,9 @@ const PRICE_QUERY_TICKS_MAX: usize = 1_000_000;
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// The least number of connections that may be open before identifying themselves.
 const UNIDENTIFIED_MIN: usize = 256;
+/// Most requests a client connection of the master gets answered (it only ever needs the
+/// worker list once) before the master closes it, so a client cannot keep its place forever.
+const CLIENT_REQUESTS_MAX: u32 = 16;
 /// How long shutdown waits for connections to write their last answers.
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Relays one worker link may have in flight.
@@ -204,19 +207,27 @@ pub async fn run(
     ));
     info!(addr = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "master listening");
     // Worker links are limited by `limits.worker_connections_max`; connections that have not
-    // identified themselves yet (and getWorkers clients) by a separate, larger pool, so idle
-    // sockets cannot use up the places of worker links.
+    // identified themselves yet (and getWorkers clients) by separate, larger pools, so idle
+    // sockets cannot use up the places of worker links. Connections from an address some
+    // registered worker may link from wait in a pool of their own: clients elsewhere, however
+    // many, cannot keep a worker from linking again.
     let connections = Arc::new(Semaphore::new(config.limits.worker_connections_max as usize));
-    let unidentified = Arc::new(Semaphore::new(
-        (config.limits.worker_connections_max as usize).saturating_mul(4).max(UNIDENTIFIED_MIN),
-    ));
+    let unidentified_places =
+        (config.limits.worker_connections_max as usize).saturating_mul(4).max(UNIDENTIFIED_MIN);
+    let unidentified = Arc::new(Semaphore::new(unidentified_places));
+    let from_worker_addresses = Arc::new(Semaphore::new(unidentified_places));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let Ok(permit) = Arc::clone(&unidentified).try_acquire_owned() else {
+                    let pool = if shared.registry.allows_any(peer.ip()) {
+                        &from_worker_addresses
+                    } else {
+                        &unidentified
+                    };
+                    let Ok(permit) = Arc::clone(pool).try_acquire_owned() else {
                         debug!(%peer, "too many unidentified connections; refusing");
                         drop(stream);
                         continue;
@@ -366,8 +377,10 @@ async fn handle_connection(
         }
         return;
     }
-    // A client: it may ask for the worker list, and nothing else.
+    // A client: it may ask for the worker list, and nothing else, a few times at most, and must
+    // read its answers: the conversation holds a place of the unidentified pool.
     let mut next = Some(first);
+    let mut answered = 0;
     while let Some(message) = next.take() {
         let response = match Request::decode(&message) {
             Ok(Request::GetWorkers) => {
@@ -382,7 +395,17 @@ async fn handle_connection(
             }
             Err(e) => Response::for_decode_error(&message, &e),
         };
-        if framed.write_response(&response).await.is_err() {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.write_response(&response)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                debug!("client does not read its answers; closing");
+                return;
+            }
+        }
+        answered += 1;
+        if answered >= CLIENT_REQUESTS_MAX {
+            debug!("client asked {answered} times; closing");
             return;
         }
         let mut stop = stop.clone();

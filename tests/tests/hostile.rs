@@ -5,7 +5,8 @@
 //! idle connections to each. Between and during all of it a well-behaved client (logged in
 //! through the worker, and asking the master for the worker list) keeps getting answers; the
 //! process's resident memory grows by less than 512 MiB; no thread panics (a panic hook counts
-//! them, including in tasks); both servers then stop cleanly.
+//! them, including in tasks); both servers then stop cleanly. Clients elsewhere taking every
+//! place the master keeps for unidentified connections do not keep a worker from linking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -226,8 +227,10 @@ async fn hostile_input_is_refused_and_a_polite_client_is_served_throughout() {
         }
         probe.check().await;
 
-        // 10,000 pipelined requests on one connection, written while the answers are read.
+        // 10,000 pipelined requests on one connection, written while the answers are read. The
+        // master answers a client 16 times, then closes the connection.
         let pipelined = 10_000;
+        let answered = if name == "worker" { pipelined } else { 16 };
         let stream = TcpStream::connect(addr).await.unwrap();
         let (mut read, mut write) = stream.into_split();
         // The worker answers a data instruction in command state itself; the master answers
@@ -242,11 +245,12 @@ async fn hostile_input_is_refused_and_a_polite_client_is_served_throughout() {
             for _ in 0..pipelined {
                 all.extend_from_slice(&one);
             }
-            write.write_all(&all).await.unwrap();
+            // The master closes the connection before reading them all.
+            let _ = write.write_all(&all).await;
             write
         });
         let mut framed = FrameReader::new(&mut read);
-        for i in 0..pipelined {
+        for i in 0..answered {
             let answer = tokio::time::timeout(Duration::from_secs(60), framed.read_response())
                 .await
                 .unwrap()
@@ -257,6 +261,10 @@ async fn hostile_input_is_refused_and_a_polite_client_is_served_throughout() {
             } else {
                 assert!(failure_reason(&answer).is_some(), "{answer:?}");
             }
+        }
+        if answered < pipelined {
+            let after = tokio::time::timeout(Duration::from_secs(60), framed.read_response()).await;
+            assert!(matches!(after, Ok(Ok(None) | Err(_))), "{name}: more answers: {after:?}");
         }
         drop(writer.await.unwrap());
         inputs += u64::try_from(pipelined).unwrap();
@@ -292,4 +300,108 @@ async fn hostile_input_is_refused_and_a_polite_client_is_served_throughout() {
         "hostile inputs tried: {inputs}; RSS before {rss_before} KiB, after {rss_after} KiB; \
          peak {peak}"
     );
+}
+
+/// A connection to the master from `source` (a loopback address other than 127.0.0.1 stands for
+/// a client elsewhere: every worker of these tests may link from 127.0.0.1 only).
+async fn connect_from(source: [u8; 4], master: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    socket.connect(master).await.unwrap()
+}
+
+/// Whether the master answers a `getWorkers` on a new connection from `source`.
+async fn master_answers_from(source: [u8; 4], master: SocketAddr) -> bool {
+    let mut framed = FramedStream::new(connect_from(source, master).await);
+    if framed.write_request(&Request::GetWorkers).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), framed.read_response()).await,
+        Ok(Ok(Some(Response::Data(DataPayload::WorkerList(_)))))
+    )
+}
+
+/// Clients elsewhere holding every place the master keeps for connections that have not said
+/// who they are do not keep a worker from linking again: connections from an address a
+/// registered worker may link from wait in a pool of their own. And one client connection gets
+/// 16 answers at most, so no client keeps its place forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_flood_from_elsewhere_does_not_keep_a_worker_from_linking() {
+    const ELSEWHERE: [u8; 4] = [127, 0, 0, 2];
+    let root = tempfile::tempdir().unwrap();
+    // One worker link: 256 places for unidentified connections (the least the master keeps).
+    let Pair { master, worker, master_dir, key_dir } =
+        Pair::start(root.path(), Duration::from_millis(100), |master, _| {
+            master.limits.worker_connections_max = 1;
+        })
+        .await;
+    let mut client = Client::connect(worker.addr).await;
+    register_and_login(&mut client, "polite", 3).await;
+
+    // 16 answers on one connection, then the master closes it.
+    let mut asker = FramedStream::new(connect_from(ELSEWHERE, master.addr).await);
+    for _ in 0..16 {
+        asker.write_request(&Request::GetWorkers).await.unwrap();
+        let answer = asker.read_response().await.unwrap();
+        assert!(matches!(answer, Some(Response::Data(DataPayload::WorkerList(_)))), "{answer:?}");
+    }
+    let _ = asker.write_request(&Request::GetWorkers).await;
+    let after = tokio::time::timeout(Duration::from_secs(10), asker.read_response()).await;
+    assert!(matches!(after, Ok(Ok(None) | Err(_))), "a 17th answer: {after:?}");
+
+    // 256 clients from elsewhere hold every place, asking again every two seconds.
+    let (stop_flood, flood_stopped) = tokio::sync::watch::channel(false);
+    let mut flood = Vec::new();
+    for _ in 0..256 {
+        let mut framed = FramedStream::new(connect_from(ELSEWHERE, master.addr).await);
+        framed.write_request(&Request::GetWorkers).await.unwrap();
+        assert!(framed.read_response().await.unwrap().is_some(), "a flood client is answered");
+        let mut stop = flood_stopped.clone();
+        flood.push(tokio::spawn(async move {
+            for _ in 1..15 {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.changed() => return,
+                }
+                if framed.write_request(&Request::GetWorkers).await.is_err()
+                    || !matches!(framed.read_response().await, Ok(Some(_)))
+                {
+                    return;
+                }
+            }
+        }));
+    }
+    assert!(!master_answers_from(ELSEWHERE, master.addr).await, "every place is taken");
+
+    // The worker goes and comes back: it links again while the flood holds the places.
+    worker.abort();
+    let (_, trust) = common::master_dir(root.path());
+    let identity = worker::identity::WorkerIdentity::load(&key_dir).unwrap();
+    let config = common::worker_config(
+        &key_dir,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        master.addr,
+        &master_dir,
+    );
+    let worker = common::WorkerTask::start(config, identity, trust).await;
+    let mut client = Client::connect(worker.addr).await;
+    let login = Request::Login {
+        username: user("polite"),
+        password: common::password(3),
+        expirable: false,
+    };
+    // Well before the flood's connections end (after 28 s).
+    let relinked = tokio::time::timeout(Duration::from_secs(15), client.send_when_linked(login))
+        .await
+        .expect("the worker links again while the flood holds every other place");
+    assert!(matches!(relinked, Response::SessionId(_)), "{relinked:?}");
+    assert!(!master_answers_from(ELSEWHERE, master.addr).await, "the flood still holds them");
+
+    let _ = stop_flood.send(true);
+    for task in flood {
+        task.await.unwrap();
+    }
+    worker.stop().await.unwrap();
+    master.stop().await.unwrap();
 }
