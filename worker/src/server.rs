@@ -435,6 +435,17 @@ async fn serve(
     debug!("client disconnected");
 }
 
+/// When the reader next checks whether the connection is idle: one idle period after the last
+/// activity, or, when that is past (a request has been pending longer than the idle timeout, so
+/// the connection is not idle), one idle period from now. Always after `now`, so the reader
+/// never spins on a deadline already past while an answer takes its time.
+fn next_idle_check(last: Instant, now: Instant, idle: Duration) -> Instant {
+    last.checked_add(idle)
+        .filter(|deadline| *deadline > now)
+        .or_else(|| now.checked_add(idle.max(Duration::from_millis(1))))
+        .unwrap_or(now)
+}
+
 /// Reads and stamps requests into `queue` until EOF, a broken stream, the idle timeout or the
 /// shutdown.
 async fn read_requests<R: AsyncRead + Unpin>(
@@ -446,7 +457,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
 ) {
     let idle = shared.config.clients.idle_timeout;
     loop {
-        let deadline = activity.last().checked_add(idle).unwrap_or_else(Instant::now);
+        let deadline = next_idle_check(activity.last(), Instant::now(), idle);
         let read = tokio::select! {
             biased;
             _ = stop.wait_for(|stop| *stop) => {
@@ -945,6 +956,20 @@ impl Client {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// The reader's next idle check is always ahead of now: one idle period after the last
+    /// activity while that is ahead, else one idle period from now (a request pending longer
+    /// than the idle timeout left the reader spinning on a deadline in the past).
+    #[test]
+    fn the_next_idle_check_is_never_in_the_past() {
+        let idle = Duration::from_secs(20);
+        let start = Instant::now();
+        let soon = start + Duration::from_secs(5);
+        assert_eq!(next_idle_check(start, soon, idle), start + idle);
+        let late = start + Duration::from_secs(30);
+        assert_eq!(next_idle_check(start, late, idle), late + idle);
+        assert_eq!(next_idle_check(start, start + idle, idle), start + idle + idle);
+    }
 
     #[test]
     fn stamps_strictly_increase() {
