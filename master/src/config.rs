@@ -847,6 +847,12 @@ impl LogConfig {
     }
 }
 
+/// The largest `limits.orders_per_interval_max`: an interval's header and outcomes are one
+/// journal batch of at most `journal::limits::BATCH_EVENTS_MAX` events.
+const ORDERS_PER_INTERVAL_MAX: u64 = journal::limits::BATCH_EVENTS_MAX as u64 - 1;
+/// The largest `limits.worker_connections_max` (the unidentified pools are four times as large).
+const WORKER_CONNECTIONS_MAX: u32 = 65_536;
+
 impl LimitsConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
@@ -860,6 +866,21 @@ impl LimitsConfig {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(invalid(key, "must be at least 1"));
+        }
+        // An interval's outcomes and its header are one journal batch, and the retry memory's
+        // tables are sized for the whole queue at start: a larger value could never be settled
+        // and would ask for memory the machine does not have.
+        if u64::from(self.orders_per_interval_max) > ORDERS_PER_INTERVAL_MAX {
+            return Err(invalid(
+                "limits.orders_per_interval_max",
+                format!("must be at most {ORDERS_PER_INTERVAL_MAX} (one journal batch)"),
+            ));
+        }
+        if self.worker_connections_max > WORKER_CONNECTIONS_MAX {
+            return Err(invalid(
+                "limits.worker_connections_max",
+                format!("must be at most {WORKER_CONNECTIONS_MAX}"),
+            ));
         }
         Ok(())
     }
@@ -970,6 +991,9 @@ mod tests {
             ("[journal]\nsnapshot_every_events = 0", "journal.snapshot_every_events"),
             ("[log]\nmemory_entries_max = 0", "log.memory_entries_max"),
             ("[limits]\nworker_connections_max = 0", "limits.worker_connections_max"),
+            ("[limits]\nworker_connections_max = 65537", "limits.worker_connections_max"),
+            ("[limits]\norders_per_interval_max = 1000000", "limits.orders_per_interval_max"),
+            ("[limits]\norders_per_interval_max = 4000000000", "limits.orders_per_interval_max"),
             ("[prices]\nsource = \"http\"\napi_key = \"k\"", "assets"),
             ("assets = [\"IBM\"]\n[prices]\nsource = \"http\"", "prices.api_key"),
             (
