@@ -424,8 +424,8 @@ impl<'a> ArgReader<'a> {
     }
 
     /// A list header: checks the item shape and that the declared items can fit in the bytes
-    /// left (every field is at least one byte), so no count can make the decoder allocate more
-    /// than the body's size. Returns the item count; the caller then reads the items' fields.
+    /// left (every field is at least one byte). Returns the item count; the caller then reads
+    /// the items' fields into a vector from [`ArgReader::vec_for`].
     pub(crate) fn list(&mut self, what: &'static str, fields: u16) -> Result<usize, DecodeError> {
         let field = self.tag(what, Tag::List)?;
         let items = self.length(field)?;
@@ -438,6 +438,15 @@ impl<'a> ArgReader<'a> {
             return Err(DecodeError::Truncated { field });
         }
         Ok(items)
+    }
+
+    /// A vector for the `items` a list header declared, with room reserved up front only for as
+    /// many values of `T` as the bytes left could hold: an item takes more memory than its
+    /// smallest encoding (a 64-byte worker entry can be 3 bytes on the wire), so reserving the
+    /// declared count could make a forged count allocate many times the body's size. Items
+    /// beyond that room are real (each was decoded from its own bytes) and grow the vector.
+    pub(crate) fn vec_for<T>(&self, items: usize) -> Vec<T> {
+        Vec::with_capacity(items.min(self.remaining() / std::mem::size_of::<T>().max(1)))
     }
 
     /// A nested message header: its type, instruction number and argument count.
@@ -463,5 +472,21 @@ impl<'a> ArgReader<'a> {
             0 => Ok(()),
             extra_bytes => Err(DecodeError::TrailingBytes { extra_bytes }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A declared count reserves no more memory than the bytes left could hold.
+    #[test]
+    fn a_forged_count_reserves_at_most_the_bytes_left() {
+        let body = [0u8; 300];
+        let reader = ArgReader::new(&body);
+        let items: Vec<[u8; 64]> = reader.vec_for(5_600_000);
+        assert!(items.capacity() * 64 <= body.len(), "{}", items.capacity());
+        let small: Vec<[u8; 64]> = reader.vec_for(2);
+        assert!(small.capacity() >= 2);
     }
 }

@@ -317,7 +317,7 @@ impl DataPayload {
             2 => {
                 let symbol = symbol(r)?;
                 let items = r.list("bars", BAR_FIELDS)?;
-                let mut bars = Vec::with_capacity(items);
+                let mut bars = r.vec_for(items);
                 for _ in 0..items {
                     bars.push(Bar {
                         open: Price::from_raw(r.u64("open")?),
@@ -344,7 +344,7 @@ impl DataPayload {
             4 => {
                 let cash = Cash::from_raw(r.u64("cash")?);
                 let items = r.list("holdings", HOLDING_FIELDS)?;
-                let mut holdings = Vec::with_capacity(items);
+                let mut holdings = r.vec_for(items);
                 for _ in 0..items {
                     holdings.push(PortfolioHolding {
                         symbol: symbol(r)?,
@@ -358,7 +358,7 @@ impl DataPayload {
             5 => {
                 let older = r.u64("older")?;
                 let items = r.list("transactions", HISTORY_FIELDS)?;
-                let mut entries = Vec::with_capacity(items);
+                let mut entries = r.vec_for(items);
                 for _ in 0..items {
                     entries.push(HistoryEntry {
                         order: OrderId(r.u64("orderId")?),
@@ -376,7 +376,7 @@ impl DataPayload {
             }
             6 => {
                 let items = r.list("workers", WORKER_FIELDS)?;
-                let mut workers = Vec::with_capacity(items);
+                let mut workers = r.vec_for(items);
                 for _ in 0..items {
                     let id = WorkerId(u128::from_be_bytes(r.id16("workerId")?));
                     let name = r.text("worker name", WORKER_NAME_BYTES_MAX)?.to_owned();
