@@ -53,9 +53,9 @@ fn month_start(t: Timestamp) -> Timestamp {
         .unwrap_or(t)
 }
 
-/// Groups time-ordered ticks into bars by `bucket(tick time)`.
-fn aggregate(ticks: &[Tick], bucket: impl Fn(Timestamp) -> Timestamp) -> Vec<Bar> {
-    let mut bars: Vec<Bar> = Vec::new();
+/// Groups time-ordered ticks into bars by `bucket(tick time)`, after the bars already in `bars`
+/// (built from earlier ticks): the last of them continues if the first tick falls in its bucket.
+fn aggregate(bars: &mut Vec<Bar>, ticks: &[Tick], bucket: impl Fn(Timestamp) -> Timestamp) {
     for tick in ticks {
         let start = bucket(tick.time);
         match bars.last_mut() {
@@ -75,21 +75,42 @@ fn aggregate(ticks: &[Tick], bucket: impl Fn(Timestamp) -> Timestamp) -> Vec<Bar
             }),
         }
     }
-    bars
+}
+
+/// How a price query turns its ticks into bars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Series {
+    /// A period query over its [`range`].
+    Period(Period),
+    /// The all-time query: one bar per calendar month.
+    AllTime,
+}
+
+impl Series {
+    /// Adds the bars of `ticks` (in time order, each after every tick already added) to
+    /// `bars`, so that a query can read its ticks in chunks: the result is the same as from all
+    /// the ticks at once.
+    pub fn extend(self, bars: &mut Vec<Bar>, ticks: &[Tick]) {
+        match self {
+            Series::Period(Period::Day) => bars.extend(ticks.iter().map(Bar::from_tick)),
+            Series::Period(Period::Week | Period::Month) => aggregate(bars, ticks, day_start),
+            Series::Period(Period::Year) | Series::AllTime => aggregate(bars, ticks, month_start),
+        }
+    }
 }
 
 /// The bars a period query answers with, from the ticks of its [`range`] in time order.
 pub fn bars_for(period: Period, ticks: &[Tick]) -> Vec<Bar> {
-    match period {
-        Period::Day => ticks.iter().map(Bar::from_tick).collect(),
-        Period::Week | Period::Month => aggregate(ticks, day_start),
-        Period::Year => aggregate(ticks, month_start),
-    }
+    let mut bars = Vec::new();
+    Series::Period(period).extend(&mut bars, ticks);
+    bars
 }
 
 /// The bars of an all-time query: one per calendar month.
 pub fn all_time_bars(ticks: &[Tick]) -> Vec<Bar> {
-    aggregate(ticks, month_start)
+    let mut bars = Vec::new();
+    Series::AllTime.extend(&mut bars, ticks);
+    bars
 }
 
 #[cfg(test)]
@@ -138,5 +159,31 @@ mod tests {
         assert_eq!(bars_for(Period::Week, &ticks).len(), 3);
         assert_eq!(all_time_bars(&ticks), bars);
         assert_eq!(bars_for(Period::Day, &ticks[..1])[0].close, Price::parse("11").unwrap());
+    }
+
+    /// Ticks read in chunks, cut anywhere, give the bars of all the ticks at once.
+    #[test]
+    fn chunks_give_the_bars_of_the_whole() {
+        let ticks = [
+            tick("2013-01-02", "10", "12", "9", "11", 5),
+            tick("2013-01-02T12:00:00Z", "11", "13", "10", "12", 2),
+            tick("2013-01-03", "11", "15", "10", "14", 7),
+            tick("2013-02-01", "14", "14", "8", "9", 1),
+            tick("2013-02-02", "9", "10", "7", "8", 3),
+        ];
+        let all = [Period::Day, Period::Week, Period::Month, Period::Year]
+            .map(Series::Period)
+            .into_iter()
+            .chain([Series::AllTime]);
+        for series in all {
+            let mut whole = Vec::new();
+            series.extend(&mut whole, &ticks);
+            for cut in 0..=ticks.len() {
+                let mut chunked = Vec::new();
+                series.extend(&mut chunked, &ticks[..cut]);
+                series.extend(&mut chunked, &ticks[cut..]);
+                assert_eq!(chunked, whole, "{series:?} cut at {cut}");
+            }
+        }
     }
 }

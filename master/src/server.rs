@@ -35,8 +35,9 @@ use crate::worker_auth::{self, HelloBinding, MasterIdentity};
 const CORE_QUEUE_DEPTH: usize = 65_536;
 /// How long a peer has for each handshake step.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most ticks one price query reads.
-const PRICE_QUERY_TICKS_MAX: usize = 1_000_000;
+/// Most ticks one price query reads (in chunks of `journal::limits::TICKS_QUERY_MAX`): ten
+/// million take a few seconds on a blocking thread; a range holding more is refused as too large.
+const PRICE_QUERY_TICKS_MAX: usize = 10_000_000;
 /// How long a new connection has to send its first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// The least number of connections that may be open before identifying themselves.
@@ -678,19 +679,13 @@ async fn handle_relay(shared: &Shared, worker: WorkerId, relay: Relay) -> Respon
         }
         Request::GetAssetValue { symbol, period, date } => match history::range(period, date) {
             Some((from, to)) => {
-                price_series(shared, symbol, from, to, move |t| history::bars_for(period, t)).await
+                price_series(shared, symbol, from, to, history::Series::Period(period)).await
             }
             None => Response::DataFail(Failure::new(Reason::InvalidArgument, "date out of range")),
         },
         Request::GetAssetValueAllTime { symbol } => {
-            price_series(
-                shared,
-                symbol,
-                Timestamp(i64::MIN),
-                Timestamp(i64::MAX),
-                history::all_time_bars,
-            )
-            .await
+            let (from, to) = (Timestamp(i64::MIN), Timestamp(i64::MAX));
+            price_series(shared, symbol, from, to, history::Series::AllTime).await
         }
         Request::GetUserInfo { session, username } => {
             user(shared, session, username, UserQuery::Info).await
@@ -949,24 +944,65 @@ async fn latest_tick(shared: &Shared, symbol: Symbol) -> Response {
     }
 }
 
+/// The bars of `series` from every stored tick of `symbol` with `from <= time < to`, read in
+/// chunks of the journal's largest tick read, or `None` when the range holds more than
+/// `ticks_max` ticks (the query would take too long; the caller asks for less).
+fn read_series(
+    journal: &Journal,
+    (symbol, from, to): (Symbol, Timestamp, Timestamp),
+    series: history::Series,
+    ticks_max: usize,
+) -> Result<Option<Vec<net::Bar>>, journal::StorageFault> {
+    let mut bars = Vec::new();
+    let (mut next, mut read) = (from, 0usize);
+    loop {
+        let ticks = journal.ticks(symbol, next, to, journal::limits::TICKS_QUERY_MAX)?;
+        read = read.saturating_add(ticks.len());
+        if read > ticks_max {
+            return Ok(None);
+        }
+        series.extend(&mut bars, &ticks);
+        // A short read is the end of the range; tick times of one symbol are unique, so the
+        // next chunk starts just after the last tick read.
+        match ticks.last() {
+            Some(last) if ticks.len() == journal::limits::TICKS_QUERY_MAX => {
+                match last.time.0.checked_add(1) {
+                    Some(after) => next = Timestamp(after),
+                    None => return Ok(Some(bars)),
+                }
+            }
+            _ => return Ok(Some(bars)),
+        }
+    }
+}
+
 async fn price_series(
     shared: &Shared,
     symbol: Symbol,
     from: Timestamp,
     to: Timestamp,
-    bars: impl FnOnce(&[engine::Tick]) -> Vec<net::Bar> + Send + 'static,
+    series: history::Series,
 ) -> Response {
     let journal = Arc::clone(&shared.journal);
     let read = tokio::task::spawn_blocking(move || {
-        journal.ticks(symbol, from, to, PRICE_QUERY_TICKS_MAX).map(|ticks| bars(&ticks))
+        read_series(&journal, (symbol, from, to), series, PRICE_QUERY_TICKS_MAX)
     })
     .await;
     match read {
-        Ok(Ok(bars)) if bars.is_empty() => Response::DataFail(Failure::new(
+        Ok(Ok(None)) => Response::DataFail(Failure::new(
+            Reason::TooLarge,
+            format!(
+                "more than {PRICE_QUERY_TICKS_MAX} prices of {symbol} in that range; ask for a \
+                 shorter period"
+            ),
+        )),
+        Ok(Ok(Some(bars))) if bars.is_empty() => Response::DataFail(Failure::new(
             Reason::NotFound,
             format!("no prices for {symbol} in that range"),
         )),
-        Ok(Ok(bars)) => Response::Data(DataPayload::PriceSeries(PriceSeries { symbol, bars })),
+        Ok(Ok(Some(bars))) => {
+            Response::Data(DataPayload::PriceSeries(PriceSeries { symbol, bars }))
+        }
         Ok(Err(e)) => {
             warn!(cause = %e, "tick read failed");
             Response::DataFail(Failure::new(Reason::Internal, "prices cannot be read"))
@@ -1005,5 +1041,60 @@ mod tests {
         }
         let small = Control::RelayReply { relay_id: 8, response: Response::LogoutSuccess };
         assert_eq!(encode_for_link(&small).unwrap(), small.encode().unwrap());
+    }
+
+    /// A series over more ticks than one journal read returns covers every one of them (an
+    /// all-time chart used to stop at the 100,000th tick), and a range over the query's cap is
+    /// refused rather than cut.
+    #[test]
+    fn a_series_reads_every_tick_of_its_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) =
+            Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
+        let aapl = Symbol::new("AAPL").unwrap();
+        let hour = 3_600_000_000;
+        let start = engine::recorded::parse_time("2000-01-01").unwrap().0;
+        let count = journal::limits::TICKS_QUERY_MAX + 2_000;
+        let ticks: Vec<engine::Tick> = (0..count)
+            .map(|i| {
+                let p = Price::from_raw(1 + i as u64);
+                let time = Timestamp(start + i as i64 * hour);
+                engine::Tick {
+                    symbol: aapl,
+                    open: p,
+                    high: p,
+                    low: p,
+                    close: p,
+                    volume: Qty::ZERO,
+                    time,
+                }
+            })
+            .collect();
+        let events: Vec<engine::Event> = ticks
+            .iter()
+            .enumerate()
+            .map(|(i, tick)| {
+                engine::Event::IntervalSettled(engine::IntervalSettled {
+                    interval: engine::IntervalId(i as u64 + 1),
+                    at: tick.time,
+                    ticks: vec![*tick],
+                    orders: 0,
+                })
+            })
+            .collect();
+        journal.append_batch(&events, Timestamp(0)).unwrap();
+        let all = (aapl, Timestamp(i64::MIN), Timestamp(i64::MAX));
+        let bars =
+            read_series(&journal, all, history::Series::AllTime, PRICE_QUERY_TICKS_MAX).unwrap();
+        let bars = bars.unwrap();
+        assert_eq!(bars, history::all_time_bars(&ticks));
+        assert_eq!(bars.last().map(|b| b.close), ticks.last().map(|t| t.close));
+        // One day, in the middle: its 24 hourly ticks.
+        let day = (aapl, ticks[50_000].time, Timestamp(ticks[50_000].time.0 + 24 * hour));
+        let hours = read_series(&journal, day, history::Series::Period(net::Period::Day), 100);
+        assert_eq!(hours.unwrap().map(|b| b.len()), Some(24));
+        // Over the cap: refused, not cut.
+        let capped = read_series(&journal, all, history::Series::AllTime, count - 1).unwrap();
+        assert_eq!(capped, None);
     }
 }
