@@ -53,7 +53,7 @@ fn main() {
         bytes as f64 / all.len() as f64
     );
 
-    println!("encoding alone (rkyv + crc32): {encode_rate:.0} events/s");
+    println!("encoding alone (compact records + crc32): {encode_rate:.0} events/s");
 
     println!();
     println!("durable append (events/s)   journal      plain write+fdatasync   journal/plain");
