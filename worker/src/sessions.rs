@@ -72,8 +72,13 @@ impl SessionCache {
         }
     }
 
-    /// The master confirmed `session` at `now`.
+    /// The master confirmed `session` at `now`. A session known to have ended stays ended: a
+    /// success the master answered before the session ended (another connection's request with
+    /// it, answered after its logout) does not bring it back.
     pub fn confirm(&mut self, session: SessionId, now: Instant) {
+        if matches!(self.entries.get_mut(&session), Some(Known::Invalid)) {
+            return;
+        }
         self.put(session, Known::ValidSince(now));
     }
 
@@ -129,6 +134,9 @@ mod tests {
         cache.confirm(s, t0);
         cache.end(s);
         assert_eq!(cache.status(&s, t0 + Duration::from_secs(3600)), SessionStatus::Invalid);
+        // An answer the master gave before the logout, arriving after it, does not revive it.
+        cache.confirm(s, t0 + Duration::from_secs(3601));
+        assert_eq!(cache.status(&s, t0 + Duration::from_secs(3602)), SessionStatus::Invalid);
     }
 
     #[test]
