@@ -440,13 +440,20 @@ impl Core {
                 let _ = reply.send(self.session_account(&session));
             }
             CoreRequest::Logout { session, reply } => {
+                // The session ends in memory at once either way; success is answered only once
+                // it is gone from the journal too, so it cannot come back after a restart.
                 let response = match self.sessions.remove(&session) {
-                    Some(record) => {
-                        if let Err(e) = self.journal.remove_session(record.key.0) {
+                    Some(record) => match self.journal.remove_session(record.key.0) {
+                        Ok(_) => Response::LogoutSuccess,
+                        Err(e) => {
                             warn!(cause = %e, "cannot remove a session from the journal");
+                            Response::LogoutFail(failure(
+                                Reason::Internal,
+                                "the session ended, but storage failed: it may be valid again \
+                                 after the master restarts; log out again then",
+                            ))
                         }
-                        Response::LogoutSuccess
-                    }
+                    },
                     None => Response::LogoutFail(failure(Reason::BadSession, "no such session")),
                 };
                 let _ = reply.send(response);
@@ -916,6 +923,10 @@ fn failure_for_event(event: &Event) -> Response {
     };
     order_fail(
         side,
-        failure(Reason::Internal, "the order could not be stored; it was not executed"),
+        failure(
+            Reason::Internal,
+            "storing the interval failed, so whether this order was executed is unknown: retry \
+             it with the same client order id once the master is back to learn its outcome",
+        ),
     )
 }

@@ -242,6 +242,14 @@ async fn a_full_disk_refuses_writes_clearly_and_loses_nothing_acknowledged() {
     let read = alice.send(Request::GetUserPortfolio { session, username: user("alice") }).await;
     let Response::Data(DataPayload::Portfolio(p)) = read else { panic!("{read:?}") };
     assert_eq!(p.holdings[0].qty, Qty::from_units(acknowledged).unwrap());
+    // A logout the journal cannot record is not answered as done: the session ends at once,
+    // but the answer says it may be valid again after a restart.
+    let back = alice.send(Request::SwitchState { session, state: net::ConnState::Command }).await;
+    assert!(matches!(back, Response::StateSwitchSuccess(_)), "{back:?}");
+    let logout = alice.send(Request::Logout { session }).await;
+    let Response::LogoutFail(ended) = &logout else { panic!("{logout:?}") };
+    assert_eq!(ended.reason, Reason::Internal);
+    assert!(ended.message.contains("log out again"), "{}", ended.message);
     drop(alice);
 
     // The documented recovery: free space, restart. Nothing acknowledged is lost.
