@@ -582,7 +582,16 @@ impl Core {
     /// The account a session belongs to, recording its use.
     fn session_account(&mut self, session: &SessionId) -> Result<AccountId, Failure> {
         match self.sessions.touch(session, now()) {
-            Ok(info) => Ok(info.record.account),
+            Ok(info) => {
+                // Not stored is not fatal: after a restart the session would end a little early.
+                if info.store_again
+                    && let Err(e) =
+                        self.journal.put_session(info.record.key.0, &info.record.encode())
+                {
+                    warn!(cause = %e, "cannot store a session's last use");
+                }
+                Ok(info.record.account)
+            }
             Err(e) => Err(failure(Reason::BadSession, e.to_string())),
         }
     }

@@ -131,6 +131,10 @@ pub struct SessionInfo {
     pub record: SessionRecord,
     /// When it ends unless used (expirable) or however used (remembered).
     pub expires_at: Timestamp,
+    /// Set by [`SessionTable::touch`] when this use should be stored: the last use of an
+    /// expirable session is stored again each time it enters a new quarter of the idle timeout,
+    /// so after a restart the session ends at most a quarter of the idle timeout early.
+    pub store_again: bool,
 }
 
 /// Why a session id is refused.
@@ -319,7 +323,7 @@ impl SessionTable {
     }
 
     fn info(&self, record: &SessionRecord) -> SessionInfo {
-        SessionInfo { record: *record, expires_at: self.expires_at(record) }
+        SessionInfo { record: *record, expires_at: self.expires_at(record), store_again: false }
     }
 
     /// Creates a session for `account`, logged in from `client_ip`. Ends the account's least
@@ -401,9 +405,14 @@ impl SessionTable {
             Err(e) => return Err(e),
         }
         let record = self.sessions.get_mut(&key).ok_or(SessionError::Unknown)?;
-        record.last_seen_at = record.last_seen_at.max(now);
+        let before = record.last_seen_at;
+        record.last_seen_at = before.max(now);
         let record = *record;
-        Ok(self.info(&record))
+        let step = (self.idle_micros / 4).max(1);
+        let mut info = self.info(&record);
+        info.store_again =
+            !record.remember && before.0.div_euclid(step) != record.last_seen_at.0.div_euclid(step);
+        Ok(info)
     }
 
     /// Ends the session of `id` (logout).
@@ -504,6 +513,24 @@ mod tests {
         assert_eq!(sessions.validate(&id, t50), Err(SessionError::Expired));
         assert_eq!(sessions.touch(&id, t50), Err(SessionError::Expired));
         assert_eq!(sessions.validate(&id, t50), Err(SessionError::Unknown));
+    }
+
+    /// An expirable session's use is due for storing once per quarter of the idle timeout
+    /// (7.5 minutes here); a remembered session's never (its lifetime does not move).
+    #[test]
+    fn uses_are_stored_once_a_quarter_of_the_idle_timeout() {
+        let mut sessions = table(10, 4);
+        // The start of a quarter (quarters are counted from the epoch).
+        let t0 = Timestamp(134 * 15 * MINUTE / 2);
+        let id = sessions.create(AccountId(1), ip(), false, t0).unwrap().id;
+        let at = |minutes: i64| Timestamp(t0.0 + minutes * MINUTE);
+        assert!(!sessions.touch(&id, at(1)).unwrap().store_again, "the same quarter");
+        assert!(!sessions.touch(&id, at(7)).unwrap().store_again, "the same quarter");
+        assert!(sessions.touch(&id, at(8)).unwrap().store_again, "a new quarter");
+        assert!(!sessions.touch(&id, at(9)).unwrap().store_again);
+        assert!(sessions.touch(&id, at(29)).unwrap().store_again, "two quarters later");
+        let kept = sessions.create(AccountId(1), ip(), true, t0).unwrap().id;
+        assert!(!sessions.touch(&kept, at(60)).unwrap().store_again);
     }
 
     #[test]
