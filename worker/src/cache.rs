@@ -11,8 +11,10 @@
 //! - `getAssetInfo`, `getAssetValueCurrent` and `getAssetValueAllTime` live for `ttl` (one
 //!   update interval): the next interval brings a new price.
 //! - A `getAssetValueDay/Week/Month/Year` whose whole period ends before the latest price time
-//!   seen for the asset (from any current value that went through the cache) is *closed*: no
-//!   later tick can fall in it, so it lives for `closed_ttl`. An open period lives for `ttl`.
+//!   seen for the asset (from any current value that went through the cache) *when the request
+//!   was relayed* is *closed*: the master had stored that later price before it read the
+//!   period's, so no later tick can fall in it, and it lives for `closed_ttl`. An open period
+//!   lives for `ttl`.
 //!   The period's end is over-estimated (a month as 31 days, a year as 366), so a period is
 //!   never taken as closed too early.
 //! - Bounded by entries **and** bytes (the encoded answer plus [`ENTRY_OVERHEAD_BYTES`]); the
@@ -98,6 +100,14 @@ pub fn period_end_max(period: Period, date: Timestamp) -> Timestamp {
     Timestamp(date.0.saturating_add(days * DAY_MICROS))
 }
 
+/// A request about to be relayed, with the latest price time the cache knew of its asset then
+/// (from [`AssetCache::asked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asked {
+    key: CacheKey,
+    latest: Option<Timestamp>,
+}
+
 /// Counters of a cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
@@ -165,11 +175,30 @@ impl AssetCache {
         found
     }
 
-    /// Stores `response` as the answer for `key` if it is a successful answer to it (see
+    /// Notes what the cache knows, before a request for `key` is relayed, of its asset's latest
+    /// price time: [`AssetCache::insert_answer`] judges the answer closed by that, not by a later
+    /// price learned (from another connection's answer) while the request was on its way, which
+    /// the answer may not include.
+    pub fn asked(&self, key: CacheKey) -> Asked {
+        let latest = match key {
+            CacheKey::Series(symbol, ..) => self.latest.get(&symbol).copied(),
+            _ => None,
+        };
+        Asked { key, latest }
+    }
+
+    /// [`AssetCache::insert_answer`] for an answer to a request relayed just now.
+    pub fn insert(&mut self, key: CacheKey, response: &Response, now: Instant) -> bool {
+        let asked = self.asked(key);
+        self.insert_answer(asked, response, now)
+    }
+
+    /// Stores `response` as the answer for the key asked if it is a successful answer to it (see
     /// [`CacheKey::answered_by`]) and fits; returns whether it was stored. A successful answer
     /// that does not fit still removes the key's older answer. Current values also
     /// teach the cache the asset's latest price time.
-    pub fn insert(&mut self, key: CacheKey, response: &Response, now: Instant) -> bool {
+    pub fn insert_answer(&mut self, asked: Asked, response: &Response, now: Instant) -> bool {
+        let Asked { key, latest } = asked;
         if !key.answered_by(response) {
             return false;
         }
@@ -191,11 +220,8 @@ impl AssetCache {
             return false;
         }
         let ttl = match key {
-            CacheKey::Series(symbol, period, date)
-                if self
-                    .latest
-                    .get(&symbol)
-                    .is_some_and(|latest| period_end_max(period, date) <= *latest) =>
+            CacheKey::Series(_, period, date)
+                if latest.is_some_and(|latest| period_end_max(period, date) <= latest) =>
             {
                 self.closed_ttl
             }
@@ -216,6 +242,8 @@ impl AssetCache {
     }
 
     fn learn_latest(&mut self, symbol: Symbol, time: Timestamp) {
+        // (The latest times only grow, so an answer judged by the time noted when it was asked
+        // is never taken as closed too early.)
         if let Some(latest) = self.latest.get_mut(&symbol) {
             *latest = (*latest).max(time);
             return;
@@ -328,6 +356,12 @@ mod tests {
         // Nothing known about AAPL's latest price: everything is open.
         assert!(cache.insert(closed, &series("AAPL", 7), t0));
         assert_eq!(cache.get(&closed, t0 + Duration::from_secs(2)), None);
+        // Asked while nothing was known; a later price learned from another answer meanwhile
+        // does not make this answer closed (it may lack the period's last ticks).
+        let asked = cache.asked(closed);
+        assert!(cache.insert(CacheKey::Info(sym("AAPL")), &tick("AAPL", 30 * DAY_MICROS), t0));
+        assert!(cache.insert_answer(asked, &series("AAPL", 6), t0));
+        assert_eq!(cache.get(&closed, t0 + Duration::from_secs(2)), None, "open: short-lived");
         // The current price is 20 days after the date: the week is over, the month is not.
         assert!(cache.insert(CacheKey::Info(sym("AAPL")), &tick("AAPL", 30 * DAY_MICROS), t0));
         assert!(cache.insert(closed, &series("AAPL", 7), t0));

@@ -799,8 +799,10 @@ impl Client {
             ));
         }
         let key = CacheKey::for_request(&request);
-        if let Some(key) = &key {
-            let cached = self.shared.cache().get(key, Instant::now());
+        let mut asked = None;
+        if let Some(key) = key {
+            let mut cache = self.shared.cache();
+            let cached = cache.get(&key, Instant::now());
             match cached {
                 Some(answer) => {
                     Stats::bump(&self.shared.stats.0.cache_hits);
@@ -808,6 +810,7 @@ impl Client {
                 }
                 None => Stats::bump(&self.shared.stats.0.cache_misses),
             }
+            asked = Some(cache.asked(key));
         }
         let session = self.conn.session();
         let response = self.shared.relay(self.ip(), received_at, session, &request).await;
@@ -822,8 +825,8 @@ impl Client {
                 "the master's answer did not fit the request",
             ));
         }
-        if let Some(key) = key {
-            self.shared.cache().insert(key, &response, Instant::now());
+        if let Some(asked) = asked {
+            self.shared.cache().insert_answer(asked, &response, Instant::now());
         }
         self.learn(&request, &response);
         response
