@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::prices::PriceBatch;
-use crate::retry::{Known, OrderKey, RetryMemory};
+use crate::retry::{FillIndex, Known, OrderKey, RetryMemory};
 use crate::sessions::{SessionId, SessionRecord, SessionTable};
 
 /// What an order hears when the master stops before its interval settles.
@@ -254,6 +254,8 @@ pub struct Core {
     queue: OrderQueue,
     queued_per_account: HashMap<AccountId, usize>,
     retry: RetryMemory,
+    /// Every fill ever settled, for retries the retry memory has forgotten.
+    fills: FillIndex,
     /// The last interval's events; its memory is reused by the next settlement.
     settled_events: Vec<Event>,
     /// Set by [`CoreRequest::Stop`]: orders are refused.
@@ -366,12 +368,14 @@ impl Core {
             queue: OrderQueue::new(),
             queued_per_account: HashMap::new(),
             retry,
+            fills: FillIndex::default(),
             settled_events: Vec::new(),
             stopped: false,
             next_order_id,
             halted: None,
             snapshot: None,
         };
+        core.fills = FillIndex::of_state(core.engine.state());
         core.restore_outcomes();
         core
     }
@@ -631,6 +635,11 @@ impl Core {
             }
             None => {}
         }
+        // A retry of a fill the retry memory has forgotten: rebuilt from the account's history.
+        if let Some(response) = self.fills.answer(self.engine.state(), &(account, client_id)) {
+            reply.send(response);
+            return;
+        }
         if self.stopped {
             reply.send(order_fail(side, failure(Reason::MasterUnavailable, SHUTTING_DOWN)));
             return;
@@ -727,6 +736,7 @@ impl Core {
             }
             return SettleSummary { interval: Some(interval), failed: true, ..Default::default() };
         }
+        self.fills.add_committed(self.engine.state(), events);
         let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let mut summary = SettleSummary {
             interval: Some(interval),

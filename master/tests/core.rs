@@ -245,30 +245,44 @@ fn refusals_at_once_and_backpressure() {
 }
 
 /// The retry memory keeps exactly the newest `remembered_outcomes_max` outcomes: a retry of one
-/// of them gets its answer at once, a retry of an older one is a new order.
+/// of them gets its answer at once. A retry of an older fill gets its first answer too, rebuilt
+/// from the account's history (cash after included), before and after a restart: an order is
+/// never filled twice however late it is retried. A retry of an older rejection is decided
+/// again (it was never executed).
 #[test]
-fn the_retry_memory_keeps_the_newest_outcomes() {
+fn a_retry_is_never_filled_twice_however_late() {
     let dir = tempfile::tempdir().unwrap();
     let mut core = open_remembering(dir.path(), 2);
     call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
     register(&mut core, "dave");
     let dave = login(&mut core, "dave");
     let mut answers = Vec::new();
-    for client in 1..=3 {
-        let mut rx = order(&mut core, &dave, Side::Buy, "1", client);
+    for (client, qty) in [(1, "1"), (2, "1000"), (3, "2"), (4, "3")] {
+        let mut rx = order(&mut core, &dave, Side::Buy, qty, client);
         settle(&mut core, "10");
         answers.push(rx.try_recv().unwrap());
     }
-    for (client, first) in [(2, &answers[1]), (3, &answers[2])] {
+    assert!(matches!(answers[0], Response::PurchaseSuccess(_)), "{:?}", answers[0]);
+    assert!(matches!(answers[1], Response::PurchaseFail(_)), "not enough cash: {:?}", answers[1]);
+    for (client, first) in [(3, &answers[2]), (4, &answers[3])] {
         let mut retry = order(&mut core, &dave, Side::Buy, "1", client);
         assert_eq!(&retry.try_recv().unwrap(), first, "client order {client} is remembered");
     }
-    let mut forgotten = order(&mut core, &dave, Side::Buy, "1", 1);
-    assert!(forgotten.try_recv().is_err(), "client order 1 was forgotten: queued again");
+    // Forgotten by the retry memory, but a fill: the same answer at once, nothing queued.
+    let mut late = order(&mut core, &dave, Side::Buy, "1", 1);
+    assert_eq!(late.try_recv().unwrap(), answers[0], "the first fill's answer, rebuilt");
+    // Forgotten and rejected: decided again (and rejected again: still not enough cash).
+    let mut rejected_again = order(&mut core, &dave, Side::Buy, "1000", 2);
+    assert!(rejected_again.try_recv().is_err(), "queued again");
     settle(&mut core, "10");
-    let again = forgotten.try_recv().unwrap();
-    assert!(matches!(again, Response::PurchaseSuccess(_)), "{again:?}");
-    assert_ne!(again, answers[0], "a new fill, with its own order id");
+    assert!(matches!(rejected_again.try_recv().unwrap(), Response::PurchaseFail(_)));
+    drop(core);
+    // After a restart too.
+    let mut core = open_remembering(dir.path(), 2);
+    for (client, first) in [(1, &answers[0]), (3, &answers[2]), (4, &answers[3])] {
+        let mut retry = order(&mut core, &dave, Side::Buy, "1", client);
+        assert_eq!(&retry.try_recv().unwrap(), first, "client order {client} after a restart");
+    }
 }
 
 /// Once the master stops (after its last settlement), orders queued since and every new one
