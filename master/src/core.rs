@@ -388,16 +388,18 @@ impl Core {
         let records = match self.journal.read_records(from) {
             Ok(records) => records,
             Err(e) => {
-                warn!(cause = %e, "cannot read the journal tail; retried orders are not recognised");
+                warn!(cause = %e, "cannot read the journal tail; retries of recent rejections are decided again (fills are still recognised)");
                 return;
             }
         };
-        let mut settled_at = Timestamp::default();
+        // The outcomes before the first interval header read have no known settlement time:
+        // they are left out (a fill among them is still answered from the fill index).
+        let mut settled_at = None;
         for record in records {
             let Ok(record) = record else { break };
-            match &record.event {
-                Event::IntervalSettled(s) => settled_at = s.at,
-                Event::OrderFilled(_) | Event::OrderRejected(_) => {
+            match (&record.event, settled_at) {
+                (Event::IntervalSettled(s), _) => settled_at = Some(s.at),
+                (Event::OrderFilled(_) | Event::OrderRejected(_), Some(settled_at)) => {
                     if let Some((key, response)) = outcome_response(&record.event, settled_at) {
                         self.next_order_id = self.next_order_id.max(order_id_of(&record.event) + 1);
                         self.retry.remember(key, response);
