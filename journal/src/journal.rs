@@ -26,7 +26,7 @@ use crate::limits::{
 use crate::read::Records;
 use crate::record::{self, GENESIS_LINK, Seq};
 use crate::replay::{self, Recovered};
-use crate::snapshot::{self, SnapshotBytes, SnapshotInfo};
+use crate::snapshot::{self, SNAPSHOT_HEADER_BYTES, SnapshotBytes, SnapshotInfo};
 
 /// The journal file's name inside the master's data directory.
 pub const FILE_NAME: &str = "papertrader.redb";
@@ -42,6 +42,12 @@ pub fn path_in(dir: &Path) -> PathBuf {
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Snapshots by the last sequence number they cover.
 pub(crate) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+/// The state bytes of snapshots stored in parts, by (snapshot key, part number from 0); the
+/// `SNAPSHOTS` row of such a snapshot is its header alone.
+pub(crate) const SNAPSHOT_PARTS: TableDefinition<(u64, u32), &[u8]> =
+    TableDefinition::new("snapshot_parts");
+/// Most state bytes in one snapshot part: storing a part holds the writer for one short commit.
+pub const SNAPSHOT_PART_BYTES: usize = 4 * 1024 * 1024;
 /// The master's sessions, by the BLAKE3 hash of the session id.
 const SESSIONS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("sessions");
 /// Ticks by (symbol, tick time): open, high, low, close, volume as big-endian u64s.
@@ -105,6 +111,12 @@ pub struct Journal {
     path: PathBuf,
     config: JournalConfig,
     writer: Mutex<Writer>,
+    /// Held while a snapshot is stored (in several commits): one at a time.
+    storing_snapshot: Mutex<()>,
+    /// Appends and other small writes waiting for the writer: a snapshot being stored lets
+    /// them go first between its parts (a mutex does not hand itself to the longest waiter, so
+    /// the snapshot thread could take it back part after part while an interval waits).
+    writes_waiting: std::sync::atomic::AtomicUsize,
 }
 
 fn encode_tick(tick: &Tick) -> TickRow {
@@ -204,6 +216,8 @@ impl Journal {
             db,
             path,
             config,
+            storing_snapshot: Mutex::new(()),
+            writes_waiting: std::sync::atomic::AtomicUsize::new(0),
             writer: Mutex::new(Writer {
                 last_seq: Seq(0),
                 last_crc: GENESIS_LINK,
@@ -222,6 +236,7 @@ impl Journal {
     fn init_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
         txn.open_table(EVENTS)?;
         txn.open_table(SNAPSHOTS)?;
+        txn.open_table(SNAPSHOT_PARTS)?;
         txn.open_table(SESSIONS)?;
         txn.open_table(TICKS)?;
         txn.open_table(META)?;
@@ -270,6 +285,16 @@ impl Journal {
         writer.last_snapshot =
             snapshots.last().or_fault(fault)?.map(|(k, _)| Seq(k.value())).unwrap_or_default();
         Ok(())
+    }
+
+    /// [`Journal::lock`] for a write that must not wait behind a snapshot's parts: counted as
+    /// waiting until it holds the writer.
+    fn lock_ahead_of_snapshots(&self) -> MutexGuard<'_, Writer> {
+        use std::sync::atomic::Ordering;
+        self.writes_waiting.fetch_add(1, Ordering::AcqRel);
+        let guard = self.lock();
+        self.writes_waiting.fetch_sub(1, Ordering::AcqRel);
+        guard
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Writer> {
@@ -377,7 +402,7 @@ impl Journal {
             check_size("meta key", key.len(), META_KEY_BYTES_MAX)?;
             check_size("meta value", value.len(), META_VALUE_BYTES_MAX)?;
         }
-        let mut guard = self.lock();
+        let mut guard = self.lock_ahead_of_snapshots();
         let writer = &mut *guard;
         if let Some(cause) = &writer.halted {
             return Err(self.halted_error(cause).into());
@@ -478,7 +503,14 @@ impl Journal {
         self.store_snapshot_replacing(snapshot, &[])
     }
 
-    /// Stores a snapshot and deletes the snapshots at `remove` in the same transaction.
+    /// Stores a snapshot and deletes the snapshots at `remove` when it is published.
+    ///
+    /// The state bytes go in parts of [`SNAPSHOT_PART_BYTES`], each its own durable commit,
+    /// then one last commit publishes the snapshot (its header row) and deletes what it
+    /// replaces. The writer is held for one part at a time, so a master's interval commits
+    /// wait for a part at most while a snapshot of any size is stored (storing a 55 MB state in
+    /// one commit held them for 200 ms to over a second). A crash before the last commit leaves
+    /// parts no snapshot points to: the next snapshot deletes them.
     pub(crate) fn store_snapshot_replacing(
         &self,
         snapshot: SnapshotBytes,
@@ -486,44 +518,55 @@ impl Journal {
     ) -> Result<Seq, SnapshotError> {
         const OP: &str = "storing a snapshot";
         let seq = snapshot.last_seq();
+        // One snapshot is stored at a time: publishing deletes every part it does not own.
+        let _storing = self.storing_snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        {
+            let writer = self.lock();
+            if seq > writer.last_seq {
+                return Err(SnapshotError::BeyondEnd {
+                    path: self.path.clone(),
+                    seq,
+                    last: writer.last_seq,
+                });
+            }
+        }
+        let record_crc = match self.record_crc(seq)? {
+            Some(crc) => crc,
+            None => {
+                let head = self.lock().last_seq;
+                let what = Corruption::Missing { head };
+                return Err(ReadError::Corrupt { path: self.path.clone(), seq, what }.into());
+            }
+        };
+        let sealed = snapshot.seal(record_crc);
+        let (header, state) = sealed.split_at(SNAPSHOT_HEADER_BYTES);
+        for (part, bytes) in state.chunks(SNAPSHOT_PART_BYTES).enumerate() {
+            let part = u32::try_from(part).map_err(|_| SnapshotError::TooLarge {
+                bytes: sealed.len(),
+                max: crate::limits::SNAPSHOT_BYTES_MAX,
+            })?;
+            while self.writes_waiting.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            let mut guard = self.lock();
+            let writer = &mut *guard;
+            let txn = self.begin_write(writer, OP)?;
+            let inserted =
+                txn.open_table(SNAPSHOT_PARTS).map_err(redb::Error::from).and_then(|mut parts| {
+                    parts.insert((seq.0, part), bytes).map(|_| ()).map_err(Into::into)
+                });
+            inserted.map_err(|e| self.fault(writer, OP, e))?;
+            txn.commit().map_err(|e| self.fault(writer, OP, e))?;
+        }
         let mut guard = self.lock();
         let writer = &mut *guard;
-        if seq > writer.last_seq {
-            return Err(SnapshotError::BeyondEnd {
-                path: self.path.clone(),
-                seq,
-                last: writer.last_seq,
-            });
-        }
         let txn = self.begin_write(writer, OP)?;
         {
-            let events = txn.open_table(EVENTS).map_err(|e| self.fault(writer, OP, e))?;
-            let record_crc = if seq == Seq(0) {
-                GENESIS_LINK
-            } else {
-                match batch::header_of(&events, seq) {
-                    Ok(Some(header)) => header.crc,
-                    Ok(None) => {
-                        let what = Corruption::Missing { head: writer.last_seq };
-                        return Err(
-                            ReadError::Corrupt { path: self.path.clone(), seq, what }.into()
-                        );
-                    }
-                    Err(FindError::Corrupt(seq, what)) => {
-                        return Err(
-                            ReadError::Corrupt { path: self.path.clone(), seq, what }.into()
-                        );
-                    }
-                    Err(FindError::Storage(e)) => return Err(self.fault(writer, OP, e).into()),
-                }
-            };
             let mut table = txn.open_table(SNAPSHOTS).map_err(|e| self.fault(writer, OP, e))?;
             for old in remove {
                 table.remove(old.0).map_err(|e| self.fault(writer, OP, e))?;
             }
-            table
-                .insert(seq.0, snapshot.seal(record_crc).as_slice())
-                .map_err(|e| self.fault(writer, OP, e))?;
+            table.insert(seq.0, header).map_err(|e| self.fault(writer, OP, e))?;
             let mut keys = Vec::new();
             for entry in table.iter().map_err(|e| self.fault(writer, OP, e))? {
                 let (key, _) = entry.map_err(|e| self.fault(writer, OP, e))?;
@@ -533,10 +576,70 @@ impl Journal {
             for key in &keys[..excess] {
                 table.remove(*key).map_err(|e| self.fault(writer, OP, e))?;
             }
+            // Parts of snapshots deleted now, or of a snapshot never published.
+            let kept: std::collections::BTreeSet<u64> = keys[excess..].iter().copied().collect();
+            let mut parts =
+                txn.open_table(SNAPSHOT_PARTS).map_err(|e| self.fault(writer, OP, e))?;
+            let mut orphans = Vec::new();
+            for entry in parts.iter().map_err(|e| self.fault(writer, OP, e))? {
+                let (key, _) = entry.map_err(|e| self.fault(writer, OP, e))?;
+                if !kept.contains(&key.value().0) {
+                    orphans.push(key.value());
+                }
+            }
+            for key in orphans {
+                parts.remove(key).map_err(|e| self.fault(writer, OP, e))?;
+            }
         }
         txn.commit().map_err(|e| self.fault(writer, OP, e))?;
         writer.last_snapshot = writer.last_snapshot.max(seq);
         Ok(seq)
+    }
+
+    /// The stored bytes of the snapshot whose row in `SNAPSHOTS` is `row`, read in `read`: the
+    /// row itself for a snapshot stored whole (before parts existed), else its header followed
+    /// by its parts in order (part numbers from 0 without a gap; a missing part leaves the
+    /// bytes short, which the header's length check reports).
+    fn snapshot_bytes<'r>(
+        &self,
+        read: &redb::ReadTransaction,
+        seq: u64,
+        row: &'r [u8],
+    ) -> Result<std::borrow::Cow<'r, [u8]>, ReadError> {
+        if row.len() != SNAPSHOT_HEADER_BYTES {
+            return Ok(std::borrow::Cow::Borrowed(row));
+        }
+        let mut bytes = row.to_vec();
+        self.for_each_part(read, seq, |part| {
+            bytes.extend_from_slice(part);
+            bytes.len() <= crate::limits::SNAPSHOT_BYTES_MAX
+        })?;
+        Ok(std::borrow::Cow::Owned(bytes))
+    }
+
+    /// Calls `each` with the parts of the snapshot at `seq` in order, while it returns true.
+    fn for_each_part(
+        &self,
+        read: &redb::ReadTransaction,
+        seq: u64,
+        mut each: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), ReadError> {
+        let fault = Fault(&self.path, "reading a snapshot");
+        let parts = match read.open_table(SNAPSHOT_PARTS) {
+            Ok(parts) => parts,
+            // A journal written before parts existed.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(StorageFault::new(&self.path, "reading a snapshot", e).into()),
+        };
+        let mut expected = 0u32;
+        for entry in parts.range((seq, 0u32)..=(seq, u32::MAX)).or_fault(fault)? {
+            let (key, value) = entry.or_fault(fault)?;
+            if key.value().1 != expected || !each(value.value()) {
+                break;
+            }
+            expected = expected.saturating_add(1);
+        }
+        Ok(())
     }
 
     pub(crate) fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -564,16 +667,24 @@ impl Journal {
     /// The stored snapshots, oldest first, with their verified headers.
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>, ReadError> {
         let fault = Fault(&self.path, "reading snapshots");
-        let table = self.read_table(SNAPSHOTS)?;
+        let read = self.db.begin_read().or_fault(fault)?;
+        let table = read.open_table(SNAPSHOTS).or_fault(fault)?;
         let mut out = Vec::new();
         for entry in table.range::<u64>(..).or_fault(fault)? {
             let (key, value) = entry.or_fault(fault)?;
-            let bytes = value.value();
-            out.push(SnapshotEntry {
-                seq: Seq(key.value()),
-                bytes: bytes.len() as u64,
-                header: snapshot::parse_header(key.value(), bytes),
-            });
+            let row = value.value();
+            let (bytes, header) = if row.len() == SNAPSHOT_HEADER_BYTES {
+                let mut state_bytes = 0u64;
+                self.for_each_part(&read, key.value(), |part| {
+                    state_bytes = state_bytes.saturating_add(part.len() as u64);
+                    true
+                })?;
+                let header = snapshot::parse_header_of(key.value(), row, state_bytes);
+                (row.len() as u64 + state_bytes, header)
+            } else {
+                (row.len() as u64, snapshot::parse_header(key.value(), row))
+            };
+            out.push(SnapshotEntry { seq: Seq(key.value()), bytes, header });
         }
         Ok(out)
     }
@@ -582,12 +693,14 @@ impl Journal {
     /// checksums, the link to the record it covers, bytecheck, digest and invariants.
     pub fn load_snapshot(&self, seq: Seq) -> Result<(engine::State, SnapshotInfo), SnapshotError> {
         let fault = Fault(&self.path, "reading a snapshot");
-        let table = self.read_table(SNAPSHOTS).map_err(ReadError::from)?;
+        let read = self.db.begin_read().or_fault(fault).map_err(ReadError::from)?;
+        let table = read.open_table(SNAPSHOTS).or_fault(fault).map_err(ReadError::from)?;
         let value = table.get(seq.0).or_fault(fault).map_err(ReadError::from)?;
         let Some(value) = value else {
             return Err(SnapshotError::NotFound { path: self.path.clone(), seq });
         };
-        let bytes = value.value();
+        let bytes = self.snapshot_bytes(&read, seq.0, value.value())?;
+        let bytes = bytes.as_ref();
         let invalid = |why| SnapshotError::Invalid { path: self.path.clone(), seq, why };
         let info = snapshot::parse_header(seq.0, bytes).map_err(invalid)?;
         let actual = self.record_crc(seq)?;
@@ -742,7 +855,7 @@ impl Journal {
         body: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
         op: &'static str,
     ) -> Result<(), WriteError> {
-        let mut guard = self.lock();
+        let mut guard = self.lock_ahead_of_snapshots();
         let writer = &mut *guard;
         let txn = self.begin_write(writer, op)?;
         body(&txn).map_err(|e| self.fault(writer, op, e))?;

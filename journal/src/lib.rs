@@ -44,7 +44,8 @@ pub use error::{
     WriteError,
 };
 pub use journal::{
-    BatchReceipt, FILE_FORMAT_VERSION, FILE_NAME, Journal, SessionEntry, SnapshotEntry, path_in,
+    BatchReceipt, FILE_FORMAT_VERSION, FILE_NAME, Journal, SNAPSHOT_PART_BYTES, SessionEntry,
+    SnapshotEntry, path_in,
 };
 pub use read::Records;
 pub use record::{Record, Seq};

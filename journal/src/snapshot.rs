@@ -135,6 +135,17 @@ pub fn encode_snapshot(state: &State, last_seq: Seq) -> Result<SnapshotBytes, Sn
 /// Verifies a stored snapshot's header (version, checksum, key, length); does not read the
 /// state bytes.
 pub(crate) fn parse_header(key: u64, bytes: &[u8]) -> Result<SnapshotInfo, SnapshotInvalid> {
+    let payload_bytes = bytes.len().saturating_sub(SNAPSHOT_HEADER_BYTES) as u64;
+    parse_header_of(key, bytes, payload_bytes)
+}
+
+/// [`parse_header`] for a header whose state bytes are stored apart from it (in parts): there
+/// are `payload_bytes` of them.
+pub(crate) fn parse_header_of(
+    key: u64,
+    bytes: &[u8],
+    payload_bytes: u64,
+) -> Result<SnapshotInfo, SnapshotInvalid> {
     if bytes.len() < SNAPSHOT_HEADER_BYTES {
         return Err(SnapshotInvalid::Truncated(bytes.len()));
     }
@@ -154,7 +165,7 @@ pub(crate) fn parse_header(key: u64, bytes: &[u8]) -> Result<SnapshotInfo, Snaps
         return Err(SnapshotInvalid::KeyMismatch(last_seq));
     }
     let declared = be::u64_at(bytes, 24);
-    let actual = (bytes.len() - SNAPSHOT_HEADER_BYTES) as u64;
+    let actual = payload_bytes;
     if declared != actual {
         return Err(SnapshotInvalid::Length { declared, actual });
     }

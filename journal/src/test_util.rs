@@ -7,7 +7,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableTable};
 
-use crate::journal::{EVENTS, SNAPSHOTS};
+use crate::journal::{EVENTS, SNAPSHOT_PARTS, SNAPSHOTS};
 use crate::record::{RECORD_HEADER_BYTES, Seq};
 use crate::snapshot::SNAPSHOT_HEADER_BYTES;
 
@@ -68,12 +68,63 @@ pub fn flip_record_payload_byte(path: &Path, seq: Seq, offset: usize) -> Result<
     located
 }
 
-/// Flips every bit of one byte of the snapshot at `seq`'s state bytes.
+/// Flips every bit of one byte of the snapshot at `seq`'s state bytes (`offset` modulo their
+/// length), whether they are stored with its header or in parts.
 pub fn flip_snapshot_byte(path: &Path, seq: Seq, offset: usize) -> Result<()> {
-    rewrite(path, SNAPSHOTS, seq, |bytes| {
-        let len = bytes.len() - SNAPSHOT_HEADER_BYTES;
-        bytes[SNAPSHOT_HEADER_BYTES + offset % len] ^= 0xff;
-    })
+    let db = Database::open(path)?;
+    let txn = db.begin_write()?;
+    {
+        let table = txn.open_table(SNAPSHOTS)?;
+        let row = table.get(seq.0)?.ok_or("no such snapshot")?.value().to_vec();
+        drop(table);
+        if row.len() > SNAPSHOT_HEADER_BYTES {
+            let mut bytes = row;
+            let len = bytes.len() - SNAPSHOT_HEADER_BYTES;
+            bytes[SNAPSHOT_HEADER_BYTES + offset % len] ^= 0xff;
+            txn.open_table(SNAPSHOTS)?.insert(seq.0, bytes.as_slice())?;
+        } else {
+            let mut parts = txn.open_table(SNAPSHOT_PARTS)?;
+            let mut stored = Vec::new();
+            for entry in parts.range((seq.0, 0u32)..=(seq.0, u32::MAX))? {
+                let (key, value) = entry?;
+                stored.push((key.value(), value.value().to_vec()));
+            }
+            let total: usize = stored.iter().map(|(_, bytes)| bytes.len()).sum();
+            let mut at = offset % total.max(1);
+            for (key, mut bytes) in stored {
+                if at < bytes.len() {
+                    bytes[at] ^= 0xff;
+                    parts.insert(key, bytes.as_slice())?;
+                    break;
+                }
+                at -= bytes.len();
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// How many parts the snapshot at `seq` is stored in (0 for a snapshot stored whole).
+pub fn snapshot_parts(path: &Path, seq: Seq) -> Result<usize> {
+    use redb::ReadableDatabase;
+    let db = Database::open(path)?;
+    let read = db.begin_read()?;
+    let parts = read.open_table(SNAPSHOT_PARTS)?;
+    Ok(parts.range((seq.0, 0u32)..=(seq.0, u32::MAX))?.count())
+}
+
+/// Every stored snapshot part's key, in order: what no snapshot owns should not be there.
+pub fn snapshot_part_keys(path: &Path) -> Result<Vec<(u64, u32)>> {
+    use redb::ReadableDatabase;
+    let db = Database::open(path)?;
+    let read = db.begin_read()?;
+    let parts = read.open_table(SNAPSHOT_PARTS)?;
+    let mut keys = Vec::new();
+    for entry in parts.iter()? {
+        keys.push(entry?.0.value());
+    }
+    Ok(keys)
 }
 
 /// Overwrites the format version of the snapshot at `seq`, as a future build would write it.

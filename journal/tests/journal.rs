@@ -646,3 +646,55 @@ fn a_journal_ending_inside_an_interval_does_not_open() {
         other => panic!("expected EndsInsideInterval, got {:?}", other.map(|_| ())),
     }
 }
+
+/// A state larger than one part is stored in parts (each its own commit, so a master's
+/// interval commits never wait for the whole state), read back whole, used by recovery and
+/// checked by the audit; damage in a later part is found; parts no snapshot owns (a crash
+/// before publishing, or a snapshot row deleted by hand) are deleted by the next snapshot.
+#[test]
+fn a_large_snapshot_is_stored_in_parts() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    for batch in journal::bench::events(240_000).chunks(20_000) {
+        journal.append_batch(batch, Timestamp(1)).unwrap();
+    }
+    let state = journal.replay_end();
+    let at = snapshot_now(&journal, &state);
+    let entry = journal.snapshots().unwrap().into_iter().find(|s| s.seq == at).unwrap();
+    let info = entry.header.unwrap();
+    assert_eq!(entry.bytes, 64 + info.payload_bytes);
+    assert_eq!(clean_audit(&journal).snapshots_verified, 1);
+    drop(journal);
+    let parts = test_util::snapshot_parts(&path, at).unwrap();
+    let part = journal::SNAPSHOT_PART_BYTES as u64;
+    assert_eq!(parts as u64, info.payload_bytes.div_ceil(part));
+    assert!(parts >= 3, "{} bytes in {parts} parts", info.payload_bytes);
+    let (journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(recovered.snapshot_used, Some(at));
+    assert_eq!(recovered.state, state);
+
+    // The row deleted by hand: its parts belong to no snapshot, and the next one deletes them.
+    drop(journal);
+    test_util::remove_snapshot(&path, at).unwrap();
+    let (journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(recovered.snapshot_used, None);
+    let again = match journal.snapshots().unwrap().last() {
+        Some(rewritten) => rewritten.seq,
+        None => snapshot_now(&journal, &state),
+    };
+    drop(journal);
+    let keys = test_util::snapshot_part_keys(&path).unwrap();
+    assert_eq!(keys.len(), parts, "only the parts of the snapshot at {again}: {keys:?}");
+    assert!(keys.iter().all(|(seq, _)| *seq == again.0));
+
+    // Damage in the last part: the payload checksum fails, recovery replays the events.
+    test_util::flip_snapshot_byte(&path, again, usize::try_from(info.payload_bytes).unwrap() - 5)
+        .unwrap();
+    let (_journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(recovered.snapshot_used, None);
+    assert_eq!(recovered.state, state);
+    assert!(matches!(
+        &recovered.warnings[0],
+        RecoveryWarning::SnapshotIgnored { why: SnapshotInvalid::PayloadChecksum, .. }
+    ));
+}

@@ -827,16 +827,25 @@ impl Core {
             return;
         }
         self.join_snapshot();
+        let cloning = std::time::Instant::now();
         let state = self.engine.state().clone();
+        let clone_ms = u64::try_from(cloning.elapsed().as_millis()).unwrap_or(u64::MAX);
         let seq = self.journal.last_seq();
         let journal = Arc::clone(&self.journal);
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+            // Encoding and storing take the CPU that orders leave, like password hashing.
+            if let Err(e) =
+                thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+            {
+                warn!(cause = ?e, "cannot lower the priority of the snapshot thread");
+            }
             let started = std::time::Instant::now();
             match journal::encode_snapshot(&state, seq)
                 .and_then(|bytes| journal.store_snapshot(bytes))
             {
                 Ok(seq) => info!(
                     seq = seq.0,
+                    clone_ms,
                     took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     "snapshot written"
                 ),
