@@ -47,7 +47,7 @@ pub(crate) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("
 pub(crate) const SNAPSHOT_PARTS: TableDefinition<(u64, u32), &[u8]> =
     TableDefinition::new("snapshot_parts");
 /// Most state bytes in one snapshot part: storing a part holds the writer for one short commit.
-pub const SNAPSHOT_PART_BYTES: usize = 4 * 1024 * 1024;
+pub const SNAPSHOT_PART_BYTES: usize = 1024 * 1024;
 /// The master's sessions, by the BLAKE3 hash of the session id.
 const SESSIONS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("sessions");
 /// Ticks by (symbol, tick time): open, high, low, close, volume as big-endian u64s.
@@ -113,9 +113,10 @@ pub struct Journal {
     writer: Mutex<Writer>,
     /// Held while a snapshot is stored (in several commits): one at a time.
     storing_snapshot: Mutex<()>,
-    /// Appends and other small writes waiting for the writer: a snapshot being stored lets
-    /// them go first between its parts (a mutex does not hand itself to the longest waiter, so
-    /// the snapshot thread could take it back part after part while an interval waits).
+    /// Callers waiting for the writer (appends, session writes, `last_seq`...): a snapshot
+    /// being stored lets them go first between its parts (a mutex does not hand itself to the
+    /// longest waiter, so the snapshot thread could take it back part after part while an
+    /// interval waits).
     writes_waiting: std::sync::atomic::AtomicUsize,
 }
 
@@ -287,17 +288,25 @@ impl Journal {
         Ok(())
     }
 
-    /// [`Journal::lock`] for a write that must not wait behind a snapshot's parts: counted as
-    /// waiting until it holds the writer.
-    fn lock_ahead_of_snapshots(&self) -> MutexGuard<'_, Writer> {
+    /// The writer. Every caller is counted while it waits, so that a snapshot being stored
+    /// lets it go first between its parts ([`Journal::lock_between_snapshot_parts`]).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Writer> {
         use std::sync::atomic::Ordering;
         self.writes_waiting.fetch_add(1, Ordering::AcqRel);
-        let guard = self.lock();
+        let guard = self.lock_uncounted();
         self.writes_waiting.fetch_sub(1, Ordering::AcqRel);
         guard
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Writer> {
+    /// The writer for a snapshot's next part: after every other caller waiting for it.
+    fn lock_between_snapshot_parts(&self) -> MutexGuard<'_, Writer> {
+        while self.writes_waiting.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        self.lock_uncounted()
+    }
+
+    fn lock_uncounted(&self) -> MutexGuard<'_, Writer> {
         // The writer changes only after a commit returned, in plain assignments: a panic
         // elsewhere cannot leave it half-updated.
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
@@ -402,7 +411,7 @@ impl Journal {
             check_size("meta key", key.len(), META_KEY_BYTES_MAX)?;
             check_size("meta value", value.len(), META_VALUE_BYTES_MAX)?;
         }
-        let mut guard = self.lock_ahead_of_snapshots();
+        let mut guard = self.lock();
         let writer = &mut *guard;
         if let Some(cause) = &writer.halted {
             return Err(self.halted_error(cause).into());
@@ -545,10 +554,7 @@ impl Journal {
                 bytes: sealed.len(),
                 max: crate::limits::SNAPSHOT_BYTES_MAX,
             })?;
-            while self.writes_waiting.load(std::sync::atomic::Ordering::Acquire) > 0 {
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-            let mut guard = self.lock();
+            let mut guard = self.lock_between_snapshot_parts();
             let writer = &mut *guard;
             let txn = self.begin_write(writer, OP)?;
             let inserted =
@@ -855,7 +861,7 @@ impl Journal {
         body: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
         op: &'static str,
     ) -> Result<(), WriteError> {
-        let mut guard = self.lock_ahead_of_snapshots();
+        let mut guard = self.lock();
         let writer = &mut *guard;
         let txn = self.begin_write(writer, op)?;
         body(&txn).map_err(|e| self.fault(writer, op, e))?;

@@ -655,7 +655,7 @@ fn a_journal_ending_inside_an_interval_does_not_open() {
 fn a_large_snapshot_is_stored_in_parts() {
     let (_dir, path) = new_journal();
     let (journal, _) = Journal::open(&path, config()).unwrap();
-    for batch in journal::bench::events(240_000).chunks(20_000) {
+    for batch in journal::bench::events(80_000).chunks(20_000) {
         journal.append_batch(batch, Timestamp(1)).unwrap();
     }
     let state = journal.replay_end();

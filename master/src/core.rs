@@ -26,6 +26,7 @@ use tracing::{error, info, warn};
 use crate::prices::PriceBatch;
 use crate::retry::{FillIndex, Known, OrderKey, RetryMemory};
 use crate::sessions::{SessionId, SessionRecord, SessionTable};
+use crate::snapshots::Snapshotter;
 
 /// What an order hears when the master stops before its interval settles.
 const SHUTTING_DOWN: &str = "the master is shutting down; retry in a moment";
@@ -263,17 +264,11 @@ pub struct Core {
     next_order_id: u64,
     /// Set when the journal refused a write: the reason; writes are refused until a restart.
     halted: Option<String>,
-    /// The snapshot thread, if one was started: at most one runs at a time, however far
-    /// behind it is, and dropping the core waits for it (it holds the journal open).
-    snapshot: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Core {
-    /// A snapshot being written holds the journal open: finish it, so that the file is free
-    /// (for a restart, `pt-replay`) once the core is gone.
-    fn drop(&mut self) {
-        self.join_snapshot();
-    }
+    /// The snapshot thread (none if it could not start: recovery then replays more events).
+    /// Dropping the core drops it, which waits for the snapshot being written: it holds the
+    /// journal open, and the file must be free (for a restart, `pt-replay`) once the core is
+    /// gone.
+    snapshotter: Option<Snapshotter>,
 }
 
 impl std::fmt::Debug for Core {
@@ -373,9 +368,15 @@ impl Core {
             stopped: false,
             next_order_id,
             halted: None,
-            snapshot: None,
+            snapshotter: None,
         };
         core.fills = FillIndex::of_state(core.engine.state());
+        // The snapshot thread's own copy of the state: made once, here, before serving.
+        let copy = core.engine.state().clone();
+        match Snapshotter::start(copy, core.journal.last_seq(), Arc::clone(&core.journal)) {
+            Ok(snapshotter) => core.snapshotter = Some(snapshotter),
+            Err(e) => warn!(cause = %e, "cannot start the snapshot thread; no snapshots"),
+        }
         core.restore_outcomes();
         core
     }
@@ -815,55 +816,16 @@ impl Core {
         }
     }
 
-    /// Writes a snapshot when one is due, encoding and storing it on another thread from a
-    /// copy of the state so settlement does not wait for it.
-    ///
-    /// One snapshot at a time: while one is being written the next is not due yet (the
-    /// journal counts from the last *stored* snapshot, so without this guard every interval
-    /// of a long encoding would clone the state and start another).
+    /// Asks the snapshot thread for a snapshot when one is due. It keeps its own copy of the
+    /// state and catches up from the journal (`master::snapshots`), so settlement neither
+    /// clones the state nor waits. One at a time: while one is being made the request is not
+    /// taken (the journal counts from the last *stored* snapshot, so it stays due until then).
     fn maybe_snapshot(&mut self) {
-        let running = self.snapshot.as_ref().is_some_and(|thread| !thread.is_finished());
-        if running || !self.journal.snapshot_due() {
-            return;
-        }
-        self.join_snapshot();
-        let cloning = std::time::Instant::now();
-        let state = self.engine.state().clone();
-        let clone_ms = u64::try_from(cloning.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let seq = self.journal.last_seq();
-        let journal = Arc::clone(&self.journal);
-        let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
-            // Encoding and storing take the CPU that orders leave, like password hashing.
-            if let Err(e) =
-                thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
-            {
-                warn!(cause = ?e, "cannot lower the priority of the snapshot thread");
-            }
-            let started = std::time::Instant::now();
-            match journal::encode_snapshot(&state, seq)
-                .and_then(|bytes| journal.store_snapshot(bytes))
-            {
-                Ok(seq) => info!(
-                    seq = seq.0,
-                    clone_ms,
-                    took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    "snapshot written"
-                ),
-                Err(e) => warn!(cause = %e, "snapshot failed; recovery will replay more events"),
-            }
-        });
-        match spawned {
-            Ok(thread) => self.snapshot = Some(thread),
-            Err(e) => warn!(cause = %e, "cannot start the snapshot thread"),
-        }
-    }
-
-    /// Waits for the snapshot thread, if there is one.
-    fn join_snapshot(&mut self) {
-        if let Some(thread) = self.snapshot.take()
-            && thread.join().is_err()
+        if let Some(snapshotter) = &self.snapshotter
+            && !snapshotter.is_busy()
+            && self.journal.snapshot_due()
         {
-            warn!("the snapshot thread panicked; recovery will replay more events");
+            snapshotter.request(self.journal.last_seq());
         }
     }
 

@@ -24,4 +24,5 @@ pub mod prices;
 pub mod retry;
 pub mod server;
 pub mod sessions;
+pub mod snapshots;
 pub mod worker_auth;
