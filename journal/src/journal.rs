@@ -757,6 +757,24 @@ impl Journal {
         )
     }
 
+    /// Stores several sessions in one durable commit, each replacing any value under its key
+    /// (see [`Journal::put_session`]).
+    pub fn put_sessions(&self, sessions: &[([u8; 32], Vec<u8>)]) -> Result<(), WriteError> {
+        for (_, value) in sessions {
+            check_size("session value", value.len(), SESSION_BYTES_MAX)?;
+        }
+        self.write(
+            |txn| {
+                let mut table = txn.open_table(SESSIONS)?;
+                for (key, value) in sessions {
+                    table.insert(*key, value.as_slice())?;
+                }
+                Ok(())
+            },
+            "storing sessions",
+        )
+    }
+
     /// Deletes a session (durably); returns whether it existed.
     pub fn remove_session(&self, key: [u8; 32]) -> Result<bool, WriteError> {
         let mut existed = false;

@@ -475,11 +475,19 @@ fn sessions_and_meta_are_durable() {
     journal.put_meta("fingerprint", b"abc").unwrap();
     let too_big = vec![0u8; journal::limits::SESSION_BYTES_MAX + 1];
     assert!(matches!(journal.put_session([4; 32], &too_big), Err(WriteError::TooLarge { .. })));
+    // Several in one commit; one too large refuses them all.
+    journal.put_sessions(&[([5; 32], b"carol".to_vec()), ([6; 32], b"dave".to_vec())]).unwrap();
+    let refused = journal.put_sessions(&[([7; 32], b"erin".to_vec()), ([8; 32], too_big)]);
+    assert!(matches!(refused, Err(WriteError::TooLarge { .. })));
+    assert!(journal.remove_session([6; 32]).unwrap());
     let events = History::new(State::new(), 1, Shape::default()).next_batch();
     journal.append_batch_with_meta(&events, Timestamp(0), &[("cursor", b"x")]).unwrap();
     drop(journal);
     let (journal, _) = Journal::open(&path, config()).unwrap();
-    assert_eq!(journal.sessions().unwrap(), vec![([1; 32], b"alice again".to_vec())]);
+    assert_eq!(
+        journal.sessions().unwrap(),
+        vec![([1; 32], b"alice again".to_vec()), ([5; 32], b"carol".to_vec())]
+    );
     assert_eq!(journal.session([1; 32]).unwrap(), Some(b"alice again".to_vec()));
     assert_eq!(journal.meta_u64("next_order_id").unwrap(), Some(42));
     assert_eq!(journal.meta("fingerprint").unwrap(), Some(b"abc".to_vec()));

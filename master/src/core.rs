@@ -257,6 +257,8 @@ pub struct Core {
     retry: RetryMemory,
     /// Every fill ever settled, for retries the retry memory has forgotten.
     fills: FillIndex,
+    /// Sessions whose last use is due for storing ([`crate::sessions::SessionInfo::store_again`]).
+    sessions_due: Vec<crate::sessions::SessionKey>,
     /// The last interval's events; its memory is reused by the next settlement.
     settled_events: Vec<Event>,
     /// Set by [`CoreRequest::Stop`]: orders are refused.
@@ -364,6 +366,7 @@ impl Core {
             queued_per_account: HashMap::new(),
             retry,
             fills: FillIndex::default(),
+            sessions_due: Vec::new(),
             settled_events: Vec::new(),
             stopped: false,
             next_order_id,
@@ -590,12 +593,9 @@ impl Core {
     fn session_account(&mut self, session: &SessionId) -> Result<AccountId, Failure> {
         match self.sessions.touch(session, now()) {
             Ok(info) => {
-                // Not stored is not fatal: after a restart the session would end a little early.
-                if info.store_again
-                    && let Err(e) =
-                        self.journal.put_session(info.record.key.0, &info.record.encode())
-                {
-                    warn!(cause = %e, "cannot store a session's last use");
+                // Stored with the others due, in one commit after the interval's.
+                if info.store_again {
+                    self.sessions_due.push(info.record.key);
                 }
                 Ok(info.record.account)
             }
@@ -760,6 +760,7 @@ impl Core {
             }
         }
         self.expire_sessions(at);
+        self.store_sessions_due();
         self.maybe_snapshot();
         summary
     }
@@ -806,6 +807,29 @@ impl Core {
             Ok(replayed) => self.engine = Engine::from_state(replayed.state),
             Err(e) => error!(cause = %e, "cannot reload the state from the journal"),
         }
+    }
+
+    /// Stores the last use of the sessions that came due since the last interval, in one
+    /// commit: however many sessions come due together, settlement waits for one write. Only
+    /// sessions still live are stored (one ended meanwhile must not come back after a
+    /// restart). Not stored is not fatal: after a restart a session would end a little early.
+    fn store_sessions_due(&mut self) {
+        if self.sessions_due.is_empty() {
+            return;
+        }
+        let mut keys = std::mem::take(&mut self.sessions_due);
+        keys.sort_unstable();
+        keys.dedup();
+        let records: Vec<([u8; 32], Vec<u8>)> = keys
+            .iter()
+            .filter_map(|key| self.sessions.record(key))
+            .map(|record| (record.key.0, record.encode()))
+            .collect();
+        if let Err(e) = self.journal.put_sessions(&records) {
+            warn!(cause = %e, sessions = records.len(), "cannot store the sessions' last use");
+        }
+        keys.clear();
+        self.sessions_due = keys;
     }
 
     fn expire_sessions(&mut self, now: Timestamp) {

@@ -132,8 +132,9 @@ pub struct SessionInfo {
     /// When it ends unless used (expirable) or however used (remembered).
     pub expires_at: Timestamp,
     /// Set by [`SessionTable::touch`] when this use should be stored: the last use of an
-    /// expirable session is stored again each time it enters a new quarter of the idle timeout,
-    /// so after a restart the session ends at most a quarter of the idle timeout early.
+    /// expirable session is stored again each time it enters a new quarter of the idle timeout
+    /// (counted from its creation), so after a restart the session ends at most a quarter of the
+    /// idle timeout early.
     pub store_again: bool,
 }
 
@@ -408,11 +409,18 @@ impl SessionTable {
         let before = record.last_seen_at;
         record.last_seen_at = before.max(now);
         let record = *record;
+        // Quarters counted from the session's creation, so that sessions do not all come due
+        // at the same moment.
         let step = (self.idle_micros / 4).max(1);
+        let quarter = |t: Timestamp| t.0.saturating_sub(record.created_at.0).div_euclid(step);
         let mut info = self.info(&record);
-        info.store_again =
-            !record.remember && before.0.div_euclid(step) != record.last_seen_at.0.div_euclid(step);
+        info.store_again = !record.remember && quarter(before) != quarter(record.last_seen_at);
         Ok(info)
+    }
+
+    /// The live session stored under `key`, if there is one.
+    pub fn record(&self, key: &SessionKey) -> Option<SessionRecord> {
+        self.sessions.get(key).copied()
     }
 
     /// Ends the session of `id` (logout).
@@ -520,8 +528,8 @@ mod tests {
     #[test]
     fn uses_are_stored_once_a_quarter_of_the_idle_timeout() {
         let mut sessions = table(10, 4);
-        // The start of a quarter (quarters are counted from the epoch).
-        let t0 = Timestamp(134 * 15 * MINUTE / 2);
+        // Quarters are counted from the session's creation.
+        let t0 = Timestamp(1_001 * MINUTE);
         let id = sessions.create(AccountId(1), ip(), false, t0).unwrap().id;
         let at = |minutes: i64| Timestamp(t0.0 + minutes * MINUTE);
         assert!(!sessions.touch(&id, at(1)).unwrap().store_again, "the same quarter");
