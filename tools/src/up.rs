@@ -118,6 +118,8 @@ pub struct Cluster {
     master_stop: watch::Sender<bool>,
     /// `None` once awaited (a finished task must not be awaited twice).
     worker_tasks: Vec<Option<Task<worker::server::ServerError>>>,
+    /// Each worker's counters, which also say whether its link to the master is up.
+    worker_stats: Vec<worker::Stats>,
     master_task: Option<Task<master::server::ServerError>>,
 }
 
@@ -237,6 +239,7 @@ impl Cluster {
             worker_stop,
             master_stop,
             worker_tasks: Vec::with_capacity(config.workers),
+            worker_stats: Vec::with_capacity(config.workers),
             master_task: Some(master_task),
         };
 
@@ -258,13 +261,16 @@ impl Cluster {
                 .saturating_add(Duration::from_secs(10))
                 .max(RELAY_TIMEOUT_MIN);
             worker_config.validate().context("worker configuration")?;
+            let stats = worker::Stats::new();
             cluster.workers.push(LocalWorker { name, uuid: identity.uuid(), addr });
-            cluster.worker_tasks.push(Some(tokio::spawn(worker::run(
+            cluster.worker_stats.push(stats.clone());
+            cluster.worker_tasks.push(Some(tokio::spawn(worker::run_with_stats(
                 worker_config,
                 listener,
                 identity,
                 trust.clone(),
                 stopped(worker_stop_rx.clone()),
+                stats,
             ))));
         }
 
@@ -275,7 +281,8 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Waits until the master lists every worker (each has linked), or a server stops.
+    /// Waits until the master lists every worker and every worker has its link up (both sides
+    /// of each link ready: a client's first request is relayed), or a server stops.
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let wanted: Vec<u128> = self.workers.iter().map(|w| w.uuid.as_u128()).collect();
@@ -283,6 +290,7 @@ impl Cluster {
             self.check_running().await?;
             if let Ok(linked) = self.linked_workers().await
                 && wanted.iter().all(|id| linked.contains(id))
+                && self.worker_stats.iter().all(|stats| stats.snapshot().master_linked)
             {
                 return Ok(());
             }

@@ -76,6 +76,7 @@ struct StatsInner {
     relays: AtomicU64,
     master_unavailable: AtomicU64,
     sessions_refused_locally: AtomicU64,
+    master_linked: std::sync::atomic::AtomicBool,
 }
 
 /// The counters at one moment.
@@ -99,6 +100,8 @@ pub struct StatsSnapshot {
     pub master_unavailable: u64,
     /// Requests refused by the worker because their session is known to be dead.
     pub sessions_refused_locally: u64,
+    /// Whether the link to the master is up now (requests for the master can be relayed).
+    pub master_linked: bool,
 }
 
 impl Stats {
@@ -121,6 +124,7 @@ impl Stats {
             relays: get(&s.relays),
             master_unavailable: get(&s.master_unavailable),
             sessions_refused_locally: get(&s.sessions_refused_locally),
+            master_linked: s.master_linked.load(Ordering::Acquire),
         }
     }
 
@@ -238,6 +242,18 @@ pub async fn run_with_stats(
         config: config.link,
     };
     let (link, link_task) = MasterLink::start(params, identity, master_trust, link_stop_rx);
+    // The link's state, kept in the counters for whoever waits for the worker to be ready.
+    let mut link_states = link.subscribe();
+    let linked = stats.clone();
+    tokio::spawn(async move {
+        loop {
+            let up = *link_states.borrow_and_update() == crate::LinkState::Up;
+            linked.0.master_linked.store(up, Ordering::Release);
+            if link_states.changed().await.is_err() {
+                break;
+            }
+        }
+    });
     info!(listen = %bound, %advertise, master = %config.master, "worker serving clients");
     if config.advertise.is_none() && bound.ip().is_unspecified() {
         info!(%advertise, "announcing a loopback address; set `advertise` for remote clients");
