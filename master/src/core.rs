@@ -915,11 +915,7 @@ fn order_id_of(event: &Event) -> u64 {
 fn outcome_response(event: &Event, settled_at: Timestamp) -> Option<(OrderKey, Response)> {
     match event {
         Event::OrderFilled(fill) => {
-            let report = FillReport::from_fill(fill, settled_at);
-            let response = match fill.order.side {
-                Side::Buy => Response::PurchaseSuccess(report),
-                Side::Sell => Response::SellSuccess(report),
-            };
+            let response = Response::filled(FillReport::from_fill(fill, settled_at));
             Some(((fill.order.account, fill.order.client_id), response))
         }
         Event::OrderRejected(r) => {

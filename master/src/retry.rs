@@ -190,21 +190,8 @@ impl FillIndex {
         let position = self.position(key)?;
         let account = state.account(key.0)?;
         let fill = account.history.get(position)?;
-        let report = FillReport {
-            order: fill.order.id,
-            symbol: fill.order.symbol,
-            side: fill.order.side,
-            qty: fill.order.qty,
-            price: fill.price,
-            amount: fill.amount,
-            interval: fill.interval,
-            settled_at: fill.settled_at,
-            cash_after: cash_after(account, position)?,
-        };
-        Some(match fill.order.side {
-            Side::Buy => Response::PurchaseSuccess(report),
-            Side::Sell => Response::SellSuccess(report),
-        })
+        let report = FillReport::from_transaction(fill, cash_after(account, position)?);
+        Some(Response::filled(report))
     }
 
     /// How many fills are indexed.
@@ -329,11 +316,7 @@ mod tests {
             index.add_committed(load.engine.state(), &events);
             for event in &events {
                 if let Event::OrderFilled(fill) = event {
-                    let report = FillReport::from_fill(fill, at);
-                    let response = match fill.order.side {
-                        Side::Buy => Response::PurchaseSuccess(report),
-                        Side::Sell => Response::SellSuccess(report),
-                    };
+                    let response = Response::filled(FillReport::from_fill(fill, at));
                     answered.push(((fill.order.account, fill.order.client_id), response));
                 }
             }

@@ -85,6 +85,14 @@ impl Response {
         }
     }
 
+    /// The success return of a fill: `purchaseSuccess` for a buy, `sellSuccess` for a sell.
+    pub fn filled(report: FillReport) -> Response {
+        match report.side {
+            Side::Buy => Self::PurchaseSuccess(report),
+            Side::Sell => Self::SellSuccess(report),
+        }
+    }
+
     /// The failure return of the same request as this return: `dataFail` for `data`,
     /// `purchaseFail` for `purchaseSuccess`, and so on (`error` stays `error`). A server whose
     /// answer cannot be sent (too large for one message) sends this instead, so the client still

@@ -3,7 +3,9 @@
 use std::fmt;
 
 use engine::RejectReason;
-use engine::{Cash, Fill, IntervalId, OrderId, Price, Qty, Side, Symbol, Timestamp};
+use engine::{
+    Cash, Fill, IntervalId, Order, OrderId, Price, Qty, Side, Symbol, Timestamp, Transaction,
+};
 
 use crate::limits::{
     FAILURE_MESSAGE_BYTES_MAX, HASHED_PASSWORD_BYTES_MAX, HASHED_PASSWORD_BYTES_MIN,
@@ -334,16 +336,33 @@ pub struct FillReport {
 impl FillReport {
     /// The report of an engine fill settled at `settled_at`.
     pub fn from_fill(fill: &Fill, settled_at: Timestamp) -> Self {
+        Self::of(&fill.order, fill.interval, fill.price, fill.amount, settled_at, fill.cash_after)
+    }
+
+    /// The report of a fill as the account's history keeps it, with the cash after it (which
+    /// the history does not keep: the caller sums the fills up to it).
+    pub fn from_transaction(fill: &Transaction, cash_after: Cash) -> Self {
+        Self::of(&fill.order, fill.interval, fill.price, fill.amount, fill.settled_at, cash_after)
+    }
+
+    fn of(
+        order: &Order,
+        interval: IntervalId,
+        price: Price,
+        amount: Cash,
+        settled_at: Timestamp,
+        cash_after: Cash,
+    ) -> Self {
         Self {
-            order: fill.order.id,
-            symbol: fill.order.symbol,
-            side: fill.order.side,
-            qty: fill.order.qty,
-            price: fill.price,
-            amount: fill.amount,
-            interval: fill.interval,
+            order: order.id,
+            symbol: order.symbol,
+            side: order.side,
+            qty: order.qty,
+            price,
+            amount,
+            interval,
             settled_at,
-            cash_after: fill.cash_after,
+            cash_after,
         }
     }
 }
