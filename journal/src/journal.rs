@@ -46,6 +46,10 @@ pub(crate) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("
 /// `SNAPSHOTS` row of such a snapshot is its header alone.
 pub(crate) const SNAPSHOT_PARTS: TableDefinition<(u64, u32), &[u8]> =
     TableDefinition::new("snapshot_parts");
+/// The keys whose parts no published snapshot owns, to delete (see
+/// `Journal::store_snapshot_replacing`).
+pub(crate) const UNOWNED_PARTS: TableDefinition<u64, ()> =
+    TableDefinition::new("snapshot_parts_unowned");
 /// Most state bytes in one snapshot part: storing a part holds the writer for one short commit.
 pub const SNAPSHOT_PART_BYTES: usize = 1024 * 1024;
 /// The master's sessions, by the BLAKE3 hash of the session id.
@@ -238,6 +242,7 @@ impl Journal {
         txn.open_table(EVENTS)?;
         txn.open_table(SNAPSHOTS)?;
         txn.open_table(SNAPSHOT_PARTS)?;
+        txn.open_table(UNOWNED_PARTS)?;
         txn.open_table(SESSIONS)?;
         txn.open_table(TICKS)?;
         txn.open_table(META)?;
@@ -515,11 +520,16 @@ impl Journal {
     /// Stores a snapshot and deletes the snapshots at `remove` when it is published.
     ///
     /// The state bytes go in parts of [`SNAPSHOT_PART_BYTES`], each its own durable commit,
-    /// then one last commit publishes the snapshot (its header row) and deletes what it
+    /// then one last commit publishes the snapshot (its header row) and deletes the rows it
     /// replaces. The writer is held for one part at a time, so a master's interval commits
     /// wait for a part at most while a snapshot of any size is stored (storing a 55 MB state in
-    /// one commit held them for 200 ms to over a second). A crash before the last commit leaves
-    /// parts no snapshot points to: the next snapshot deletes them.
+    /// one commit held them for 200 ms to over a second).
+    ///
+    /// Parts no published snapshot owns are listed in `snapshot_parts_unowned` in the same
+    /// commit that makes them so (the first part of a snapshot being stored, the rows a publish
+    /// deletes), and deleted one part a commit before and after each store: a crash at any
+    /// point leaves no part that is never deleted, and nothing ever scans the parts (reading a
+    /// 1 MiB part to learn its key is a megabyte read while holding the writer).
     pub(crate) fn store_snapshot_replacing(
         &self,
         snapshot: SnapshotBytes,
@@ -527,7 +537,7 @@ impl Journal {
     ) -> Result<Seq, SnapshotError> {
         const OP: &str = "storing a snapshot";
         let seq = snapshot.last_seq();
-        // One snapshot is stored at a time: publishing deletes every part it does not own.
+        // One snapshot is stored at a time.
         let _storing = self.storing_snapshot.lock().unwrap_or_else(PoisonError::into_inner);
         {
             let writer = self.lock();
@@ -547,59 +557,124 @@ impl Journal {
                 return Err(ReadError::Corrupt { path: self.path.clone(), seq, what }.into());
             }
         };
+        // Parts a crash left behind, or that a snapshot at this key had.
+        self.delete_unowned_parts()?;
         let sealed = snapshot.seal(record_crc);
         let (header, state) = sealed.split_at(SNAPSHOT_HEADER_BYTES);
+        let too_large = || SnapshotError::TooLarge {
+            bytes: sealed.len(),
+            max: crate::limits::SNAPSHOT_BYTES_MAX,
+        };
+        let mut written = 0u32;
         for (part, bytes) in state.chunks(SNAPSHOT_PART_BYTES).enumerate() {
-            let part = u32::try_from(part).map_err(|_| SnapshotError::TooLarge {
-                bytes: sealed.len(),
-                max: crate::limits::SNAPSHOT_BYTES_MAX,
-            })?;
+            let part = u32::try_from(part).map_err(|_| too_large())?;
             let mut guard = self.lock_between_snapshot_parts();
             let writer = &mut *guard;
             let txn = self.begin_write(writer, OP)?;
-            let inserted =
-                txn.open_table(SNAPSHOT_PARTS).map_err(redb::Error::from).and_then(|mut parts| {
-                    parts.insert((seq.0, part), bytes).map(|_| ()).map_err(Into::into)
-                });
-            inserted.map_err(|e| self.fault(writer, OP, e))?;
+            let stored = (|| -> Result<(), redb::Error> {
+                if part == 0 {
+                    // Until it is published, this key's parts are unowned (and a snapshot
+                    // published at this key before is no longer: its parts are replaced).
+                    txn.open_table(SNAPSHOTS)?.remove(seq.0)?;
+                    txn.open_table(UNOWNED_PARTS)?.insert(seq.0, ())?;
+                }
+                txn.open_table(SNAPSHOT_PARTS)?.insert((seq.0, part), bytes)?;
+                Ok(())
+            })();
+            stored.map_err(|e| self.fault(writer, OP, e))?;
             txn.commit().map_err(|e| self.fault(writer, OP, e))?;
+            written = part.saturating_add(1);
         }
         let mut guard = self.lock();
         let writer = &mut *guard;
         let txn = self.begin_write(writer, OP)?;
-        {
-            let mut table = txn.open_table(SNAPSHOTS).map_err(|e| self.fault(writer, OP, e))?;
-            for old in remove {
-                table.remove(old.0).map_err(|e| self.fault(writer, OP, e))?;
+        let published = (|| -> Result<(), redb::Error> {
+            let mut parts = txn.open_table(SNAPSHOT_PARTS)?;
+            // Parts beyond the last one written (left by a longer snapshot at this key).
+            let mut stale = written;
+            while parts.remove((seq.0, stale))?.is_some() {
+                stale = stale.saturating_add(1);
             }
-            table.insert(seq.0, header).map_err(|e| self.fault(writer, OP, e))?;
+            let mut table = txn.open_table(SNAPSHOTS)?;
+            let mut unowned = txn.open_table(UNOWNED_PARTS)?;
+            for old in remove {
+                if table.remove(old.0)?.is_some() {
+                    unowned.insert(old.0, ())?;
+                }
+            }
+            table.insert(seq.0, header)?;
+            unowned.remove(seq.0)?;
             let mut keys = Vec::new();
-            for entry in table.iter().map_err(|e| self.fault(writer, OP, e))? {
-                let (key, _) = entry.map_err(|e| self.fault(writer, OP, e))?;
-                keys.push(key.value());
+            for entry in table.iter()? {
+                keys.push(entry?.0.value());
             }
             let excess = keys.len().saturating_sub(self.config.snapshots_kept);
             for key in &keys[..excess] {
-                table.remove(*key).map_err(|e| self.fault(writer, OP, e))?;
+                table.remove(*key)?;
+                unowned.insert(*key, ())?;
             }
-            // Parts of snapshots deleted now, or of a snapshot never published.
-            let kept: std::collections::BTreeSet<u64> = keys[excess..].iter().copied().collect();
-            let mut parts =
-                txn.open_table(SNAPSHOT_PARTS).map_err(|e| self.fault(writer, OP, e))?;
-            let mut orphans = Vec::new();
-            for entry in parts.iter().map_err(|e| self.fault(writer, OP, e))? {
-                let (key, _) = entry.map_err(|e| self.fault(writer, OP, e))?;
-                if !kept.contains(&key.value().0) {
-                    orphans.push(key.value());
-                }
-            }
-            for key in orphans {
-                parts.remove(key).map_err(|e| self.fault(writer, OP, e))?;
-            }
-        }
+            Ok(())
+        })();
+        published.map_err(|e| self.fault(writer, OP, e))?;
         txn.commit().map_err(|e| self.fault(writer, OP, e))?;
         writer.last_snapshot = writer.last_snapshot.max(seq);
+        drop(guard);
+        // The replaced snapshots' parts; a failure here leaves them listed for the next store.
+        if let Err(e) = self.delete_unowned_parts() {
+            tracing::warn!(cause = %e, "cannot delete the parts of replaced snapshots yet");
+        }
         Ok(seq)
+    }
+
+    /// Deletes the parts listed as unowned, one part a commit (waiting callers first), and
+    /// unlists each key once its parts are gone.
+    fn delete_unowned_parts(&self) -> Result<(), WriteError> {
+        const OP: &str = "deleting unowned snapshot parts";
+        let keys: Vec<u64> = {
+            let fault = Fault(&self.path, OP);
+            let read = self.db.begin_read().or_fault(fault)?;
+            match read.open_table(UNOWNED_PARTS) {
+                Ok(table) => {
+                    let mut keys = Vec::new();
+                    for entry in table.iter().or_fault(fault)? {
+                        keys.push(entry.or_fault(fault)?.0.value());
+                    }
+                    keys
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
+                Err(e) => return Err(StorageFault::new(&self.path, OP, e).into()),
+            }
+        };
+        for key in keys {
+            let mut part = 0u32;
+            loop {
+                let mut guard = self.lock_between_snapshot_parts();
+                let writer = &mut *guard;
+                let txn = self.begin_write(writer, OP)?;
+                let removed = txn
+                    .open_table(SNAPSHOT_PARTS)
+                    .map_err(redb::Error::from)
+                    .and_then(|mut parts| {
+                        Ok(parts.remove((key, part)).map_err(redb::Error::from)?.is_some())
+                    })
+                    .map_err(|e| self.fault(writer, OP, e))?;
+                if !removed {
+                    let unlisted = txn
+                        .open_table(UNOWNED_PARTS)
+                        .map_err(redb::Error::from)
+                        .and_then(|mut unowned| {
+                            unowned.remove(key).map(|_| ()).map_err(redb::Error::from)
+                        });
+                    unlisted.map_err(|e| self.fault(writer, OP, e))?;
+                }
+                txn.commit().map_err(|e| self.fault(writer, OP, e))?;
+                if !removed {
+                    break;
+                }
+                part = part.saturating_add(1);
+            }
+        }
+        Ok(())
     }
 
     /// The stored bytes of the snapshot whose row in `SNAPSHOTS` is `row`, read in `read`: the
@@ -615,7 +690,12 @@ impl Journal {
         if row.len() != SNAPSHOT_HEADER_BYTES {
             return Ok(std::borrow::Cow::Borrowed(row));
         }
-        let mut bytes = row.to_vec();
+        // Room for the length the header declares (checked against the parts read later),
+        // never more than a snapshot may be.
+        let declared = usize::try_from(be::u64_at(row, 24)).unwrap_or(usize::MAX);
+        let mut bytes =
+            Vec::with_capacity(row.len() + declared.min(crate::limits::SNAPSHOT_BYTES_MAX));
+        bytes.extend_from_slice(row);
         self.for_each_part(read, seq, |part| {
             bytes.extend_from_slice(part);
             bytes.len() <= crate::limits::SNAPSHOT_BYTES_MAX
@@ -640,7 +720,12 @@ impl Journal {
         let mut expected = 0u32;
         for entry in parts.range((seq, 0u32)..=(seq, u32::MAX)).or_fault(fault)? {
             let (key, value) = entry.or_fault(fault)?;
-            if key.value().1 != expected || !each(value.value()) {
+            // A gap or a part larger than parts are written ends the bytes: short or long,
+            // they fail the header's length check.
+            if key.value().1 != expected
+                || value.value().len() > SNAPSHOT_PART_BYTES
+                || !each(value.value())
+            {
                 break;
             }
             expected = expected.saturating_add(1);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableTable};
 
-use crate::journal::{EVENTS, SNAPSHOT_PARTS, SNAPSHOTS};
+use crate::journal::{EVENTS, SNAPSHOT_PARTS, SNAPSHOTS, UNOWNED_PARTS};
 use crate::record::{RECORD_HEADER_BYTES, Seq};
 use crate::snapshot::SNAPSHOT_HEADER_BYTES;
 
@@ -158,11 +158,24 @@ pub fn swap_batches(path: &Path, a: Seq, b: Seq) -> Result<()> {
     Ok(())
 }
 
-/// Deletes the snapshot stored at `seq`, as an operator cleaning up by hand would.
+/// Deletes the snapshot stored at `seq`, as an operator cleaning up by hand would: its row,
+/// its parts listed as unowned (the next stored snapshot deletes them).
 pub fn remove_snapshot(path: &Path, seq: Seq) -> Result<()> {
     let db = Database::open(path)?;
     let txn = db.begin_write()?;
     txn.open_table(SNAPSHOTS)?.remove(seq.0)?.ok_or("no such snapshot")?;
+    txn.open_table(UNOWNED_PARTS)?.insert(seq.0, ())?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Leaves the journal as a crash right after the first part of a snapshot at `seq` would: one
+/// part stored, listed as unowned, no header row.
+pub fn cut_a_snapshot_store_short(path: &Path, seq: Seq) -> Result<()> {
+    let db = Database::open(path)?;
+    let txn = db.begin_write()?;
+    txn.open_table(UNOWNED_PARTS)?.insert(seq.0, ())?;
+    txn.open_table(SNAPSHOT_PARTS)?.insert((seq.0, 0), &[7u8; 100][..])?;
     txn.commit()?;
     Ok(())
 }

@@ -681,8 +681,10 @@ fn a_large_snapshot_is_stored_in_parts() {
     assert_eq!(recovered.snapshot_used, Some(at));
     assert_eq!(recovered.state, state);
 
-    // The row deleted by hand: its parts belong to no snapshot, and the next one deletes them.
+    // A store cut short by a crash, and a row deleted by hand: their parts belong to no
+    // snapshot, and the next store deletes them.
     drop(journal);
+    test_util::cut_a_snapshot_store_short(&path, Seq(3)).unwrap();
     test_util::remove_snapshot(&path, at).unwrap();
     let (journal, recovered) = Journal::open(&path, config()).unwrap();
     assert_eq!(recovered.snapshot_used, None);

@@ -593,8 +593,9 @@ impl Core {
     fn session_account(&mut self, session: &SessionId) -> Result<AccountId, Failure> {
         match self.sessions.touch(session, now()) {
             Ok(info) => {
-                // Stored with the others due, in one commit after the interval's.
-                if info.store_again {
+                // Stored with the others due, in one commit after the interval's (not while
+                // the journal refuses writes: nothing would drain them).
+                if info.store_again && self.halted.is_none() {
                     self.sessions_due.push(info.record.key);
                 }
                 Ok(info.record.account)

@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use engine::{Account, AccountId, Cash, ClientOrderId, Event, Side, State};
+use engine::{AccountId, Cash, ClientOrderId, Event, Side, State};
 use net::{FillReport, Response};
 
 use crate::core::Reply;
@@ -110,33 +110,51 @@ impl RetryMemory {
 }
 
 /// Every fill in the state, by `(account, client order id)`: where in its account's history the
-/// first fill with that key is. Built from the state's histories at start, extended with each
-/// committed interval's fills; about 40 bytes a fill, beside the 128 of its history entry.
+/// first fill with that key is, and the account's cash right after it (the history does not keep
+/// it, and summing the fills before it on each late retry would take time proportional to the
+/// history, on the core thread). Built from the state's histories at start, extended with each
+/// committed interval's fills; about 50 bytes a fill, beside the 128 of its history entry.
 ///
 /// One small table per account (accounts are numbered from 1, so a vector finds it): a
 /// trader's table stays warm in the cache while it trades, and a table that grows rehashes only
 /// that account's fills, never every fill at once on the core thread.
 #[derive(Debug, Default)]
 pub struct FillIndex {
-    accounts: Vec<HashMap<ClientOrderId, usize>>,
+    accounts: Vec<HashMap<ClientOrderId, IndexedFill>>,
     fills: usize,
 }
 
+/// Where a fill is, and the cash after it.
+#[derive(Debug, Clone, Copy)]
+struct IndexedFill {
+    position: usize,
+    cash_after: Cash,
+}
+
 impl FillIndex {
-    /// The index of every fill in `state`.
+    /// The index of every fill in `state`. The cash after each fill is the account's initial
+    /// cash plus the signed amounts of its fills up to it (cash moves only by fills: a state
+    /// invariant, `State::check_invariants`).
     pub fn of_state(state: &State) -> Self {
         let mut index = FillIndex::default();
         for account in state.accounts() {
+            let mut cash = Some(account.initial_cash);
             for (position, fill) in account.history.iter().enumerate() {
-                index.insert((account.id, fill.order.client_id), position);
+                cash = cash.and_then(|cash| match fill.order.side {
+                    Side::Buy => cash.checked_sub(fill.amount),
+                    Side::Sell => cash.checked_add(fill.amount),
+                });
+                let Some(cash_after) = cash else { break };
+                let key = (account.id, fill.order.client_id);
+                index.insert(key, IndexedFill { position, cash_after });
             }
         }
         index
     }
 
-    /// Indexes the fill of `key` at `position`, unless `key` already has one (the first fill of
-    /// a key is its answer).
-    fn insert(&mut self, (account, client_id): OrderKey, position: usize) {
+    /// Indexes the fill of `key`, unless `key` already has one (the first fill of a key is its
+    /// answer).
+    fn insert(&mut self, (account, client_id): OrderKey, fill: IndexedFill) {
         let Some(slot) = account.0.checked_sub(1).and_then(|n| usize::try_from(n).ok()) else {
             return;
         };
@@ -146,12 +164,12 @@ impl FillIndex {
         if let Some(table) = self.accounts.get_mut(slot)
             && let std::collections::hash_map::Entry::Vacant(entry) = table.entry(client_id)
         {
-            entry.insert(position);
+            entry.insert(fill);
             self.fills += 1;
         }
     }
 
-    fn position(&self, (account, client_id): &OrderKey) -> Option<usize> {
+    fn get(&self, (account, client_id): &OrderKey) -> Option<IndexedFill> {
         let slot = usize::try_from(account.0.checked_sub(1)?).ok()?;
         self.accounts.get(slot)?.get(client_id).copied()
     }
@@ -176,22 +194,19 @@ impl FillIndex {
             if let Event::OrderFilled(fill) = event
                 && let Some(position) = next.get_mut(&fill.order.account)
             {
-                let at = *position;
+                let indexed = IndexedFill { position: *position, cash_after: fill.cash_after };
                 *position += 1;
-                self.insert((fill.order.account, fill.order.client_id), at);
+                self.insert((fill.order.account, fill.order.client_id), indexed);
             }
         }
     }
 
     /// The answer the fill of `key` was given, rebuilt from its account's history, if `key`
-    /// ever filled. The cash after it is the account's initial cash plus the signed amounts of
-    /// its fills up to it (cash moves only by fills: a state invariant).
+    /// ever filled.
     pub fn answer(&self, state: &State, key: &OrderKey) -> Option<Response> {
-        let position = self.position(key)?;
-        let account = state.account(key.0)?;
-        let fill = account.history.get(position)?;
-        let report = FillReport::from_transaction(fill, cash_after(account, position)?);
-        Some(Response::filled(report))
+        let indexed = self.get(key)?;
+        let fill = state.account(key.0)?.history.get(indexed.position)?;
+        Some(Response::filled(FillReport::from_transaction(fill, indexed.cash_after)))
     }
 
     /// How many fills are indexed.
@@ -203,17 +218,6 @@ impl FillIndex {
     pub fn is_empty(&self) -> bool {
         self.fills == 0
     }
-}
-
-/// The account's cash right after its fill at `position` in its history.
-fn cash_after(account: &Account, position: usize) -> Option<Cash> {
-    account.history.get(..=position)?.iter().try_fold(account.initial_cash, |cash, fill| match fill
-        .order
-        .side
-    {
-        Side::Buy => cash.checked_sub(fill.amount),
-        Side::Sell => cash.checked_add(fill.amount),
-    })
 }
 
 /// Where `key`'s outcome is in the ring (`first` is the position of its front), if it is

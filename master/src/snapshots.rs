@@ -24,6 +24,8 @@ pub struct Snapshotter {
     /// Set from a request until its snapshot is stored (or failed): one at a time.
     busy: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Whether the thread's end (a panic, or a copy that could not follow) was logged.
+    ended_logged: AtomicBool,
 }
 
 impl Snapshotter {
@@ -35,17 +37,32 @@ impl Snapshotter {
         let thread = std::thread::Builder::new()
             .name("snapshot".into())
             .spawn(move || run(state, at, &journal, &received, &thread_busy))?;
-        Ok(Self { requests: Some(requests), busy, thread: Some(thread) })
+        Ok(Self {
+            requests: Some(requests),
+            busy,
+            thread: Some(thread),
+            ended_logged: AtomicBool::new(false),
+        })
     }
 
     /// Whether a snapshot is being made.
     pub fn is_busy(&self) -> bool {
-        self.busy.load(Ordering::Acquire)
+        self.busy.load(Ordering::Acquire) && self.is_running()
+    }
+
+    fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|thread| !thread.is_finished())
     }
 
     /// Asks for a snapshot of the state as of record `seq`, unless one is being made; returns
     /// whether it was asked.
     pub fn request(&self, seq: Seq) -> bool {
+        if !self.is_running() {
+            if !self.ended_logged.swap(true, Ordering::AcqRel) {
+                error!("the snapshot thread has ended; no more snapshots until a restart");
+            }
+            return false;
+        }
         if self.busy.swap(true, Ordering::AcqRel) {
             return false;
         }
