@@ -344,3 +344,36 @@ async fn retries_count_against_the_cap() {
     );
     assert_eq!(server.requests().len(), 2);
 }
+
+/// After an interval cut short (the rate-limit note, the call cap), the next one starts with the
+/// first asset it skipped: every asset gets its turn, instead of the first ones taking every
+/// request the quota allows and the others never getting a price.
+#[tokio::test]
+async fn the_next_interval_starts_where_the_last_one_stopped() {
+    let note = r#"{"Note": "Our standard API call frequency is 5 calls per minute."}"#;
+    let server = Server::start(vec![
+        quote("AAPL", "1", "2", "1", "2", "10"),
+        Reply::Json(note.to_owned()),
+        quote("IBM", "1", "2", "1", "2", "10"),
+        quote("MSFT", "1", "2", "1", "2", "10"),
+        quote("AAPL", "1", "2", "1", "2", "10"),
+    ])
+    .await;
+    let mut source = HttpSource::new(&config(&server), Duration::from_secs(60)).unwrap();
+    let assets = symbols(&["AAPL", "IBM", "MSFT"]);
+    let first = source.fetch(&assets).await;
+    assert_eq!(first.ticks.len(), 1, "AAPL only: IBM got the note, MSFT was skipped");
+    let second = source.fetch(&assets).await;
+    assert_eq!(second.ticks.len(), 3);
+    let asked: Vec<String> = server.requests();
+    let order: Vec<&str> = asked
+        .iter()
+        .map(|url| {
+            ["AAPL", "IBM", "MSFT"]
+                .into_iter()
+                .find(|s| url.contains(&format!("symbol={s}&")))
+                .unwrap_or("?")
+        })
+        .collect();
+    assert_eq!(order, vec!["AAPL", "IBM", "IBM", "MSFT", "AAPL"], "{asked:?}");
+}

@@ -42,6 +42,9 @@ pub struct HttpSource {
     calls: CallBucket,
     /// When the last "source down" warning was logged, while down.
     down_since_warning: Option<Instant>,
+    /// Where in the sorted asset list the next interval starts: the first asset the call cap
+    /// or the deadline made this one skip, so that every asset gets its turn.
+    next_start: usize,
 }
 
 impl std::fmt::Debug for HttpSource {
@@ -81,6 +84,7 @@ impl HttpSource {
             budget,
             calls: CallBucket::new(config.calls_per_minute_max, Instant::now()),
             down_since_warning: None,
+            next_start: 0,
         })
     }
 
@@ -200,25 +204,36 @@ impl HttpSource {
 
 impl PriceSource for HttpSource {
     async fn fetch(&mut self, symbols: &[Symbol]) -> PriceBatch {
-        let symbols = super::unique(symbols);
+        let mut symbols = super::unique(symbols);
+        // Round robin: start where the last interval had to stop, or the call cap would give
+        // every request to the first assets and leave the others without a price for good.
+        let start = if symbols.is_empty() { 0 } else { self.next_start % symbols.len() };
+        symbols.rotate_left(start);
         let deadline = Instant::now() + self.budget;
         let mut ticks = Vec::with_capacity(symbols.len());
         let mut failures = Vec::new();
         // Set once the rest of this interval's symbols must be skipped.
         let mut stop: Option<FailureReason> = None;
-        for &symbol in &symbols {
+        let mut first_skipped = None;
+        for (index, &symbol) in symbols.iter().enumerate() {
             if let Some(reason) = &stop {
+                first_skipped.get_or_insert(index);
                 failures.push(SymbolFailure { symbol, reason: reason.clone() });
                 continue;
             }
             match self.fetch_one(symbol, deadline).await {
                 Ok(tick) => ticks.push(tick),
                 Err((reason, rest)) => {
+                    if rest.is_some() {
+                        // This one was not asked for (or its retry was not): its turn is next.
+                        first_skipped.get_or_insert(index);
+                    }
                     stop = rest;
                     failures.push(SymbolFailure { symbol, reason });
                 }
             }
         }
+        self.next_start = first_skipped.map_or(start, |index| start + index);
         self.report(symbols.len(), &failures);
         super::batch(None, ticks, failures)
     }
