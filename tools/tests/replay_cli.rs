@@ -126,6 +126,12 @@ fn audit_of_a_missing_journal_cannot_run() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no journal at"));
     assert!(!journal::path_in(dir.path()).exists(), "the audit must not create a journal");
+    // An empty file is not a journal either, and stays empty.
+    std::fs::write(journal::path_in(dir.path()), b"").unwrap();
+    let output = pt_replay(&["audit"], dir.path());
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is empty: not a journal"));
+    assert_eq!(std::fs::metadata(journal::path_in(dir.path())).unwrap().len(), 0);
 }
 
 #[test]

@@ -41,11 +41,19 @@ impl Outcome {
 }
 
 /// Opens the journal of a data directory for reading, without recovery (the commands verify
-/// what they read themselves). Refuses a missing file rather than creating one.
+/// what they read themselves). Refuses a missing or empty file rather than making a new journal
+/// of it (which an audit would then call clean).
 pub fn open_journal(data: &Path) -> anyhow::Result<Journal> {
     let path = journal::path_in(data);
     if !path.is_file() {
         bail!("no journal at {} (is --data the master's data directory?)", path.display());
+    }
+    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if len == 0 {
+        bail!(
+            "{} is empty: not a journal (a master that never started, or a truncated copy)",
+            path.display()
+        );
     }
     Journal::open_unrecovered(&path, JournalConfig::default())
         .with_context(|| format!("cannot open {}", path.display()))
