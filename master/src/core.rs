@@ -288,6 +288,34 @@ fn failure(reason: Reason, message: impl Into<String>) -> Failure {
     Failure::new(reason, message)
 }
 
+/// The answer to an order whose client order id already has an outcome: that outcome, when the
+/// order is the same (a retry); when the id was used for another order (another side, symbol
+/// or quantity), a refusal of this one that says so, in the return this request expects.
+fn retry_answer(
+    known: &Response,
+    side: Side,
+    symbol: Symbol,
+    qty: Qty,
+    client_id: ClientOrderId,
+) -> Response {
+    match known {
+        Response::PurchaseSuccess(fill) | Response::SellSuccess(fill)
+            if (fill.side, fill.symbol, fill.qty) != (side, symbol, qty) =>
+        {
+            let message = format!(
+                "client order id {} was already used for order {} ({} {} {}); this order was not \
+                 placed: use another id",
+                client_id.0, fill.order, fill.side, fill.qty, fill.symbol
+            );
+            order_fail(side, failure(Reason::InvalidArgument, message))
+        }
+        // A refusal of the first order, in this request's return (a retry with the other side
+        // must not get an answer its worker cannot match to it).
+        Response::PurchaseFail(f) | Response::SellFail(f) => order_fail(side, f.clone()),
+        same => same.clone(),
+    }
+}
+
 /// What a rejected order's answer says, in words, with what the engine saw: the client shows it
 /// after the reason's name and code. `cash_seen` and `holding_seen` are read only for the reasons
 /// they explain.
@@ -634,14 +662,14 @@ impl Core {
                 return;
             }
             Some(Known::Done(response)) => {
-                reply.send(response.clone());
+                reply.send(retry_answer(response, side, symbol, qty, client_id));
                 return;
             }
             None => {}
         }
         // A retry of a fill the retry memory has forgotten: rebuilt from the account's history.
         if let Some(response) = self.fills.answer(self.engine.state(), &(account, client_id)) {
-            reply.send(response);
+            reply.send(retry_answer(&response, side, symbol, qty, client_id));
             return;
         }
         if self.stopped {

@@ -264,9 +264,18 @@ fn a_retry_is_never_filled_twice_however_late() {
     }
     assert!(matches!(answers[0], Response::PurchaseSuccess(_)), "{:?}", answers[0]);
     assert!(matches!(answers[1], Response::PurchaseFail(_)), "not enough cash: {:?}", answers[1]);
-    for (client, first) in [(3, &answers[2]), (4, &answers[3])] {
-        let mut retry = order(&mut core, &dave, Side::Buy, "1", client);
+    for (client, qty, first) in [(3, "2", &answers[2]), (4, "3", &answers[3])] {
+        let mut retry = order(&mut core, &dave, Side::Buy, qty, client);
         assert_eq!(&retry.try_recv().unwrap(), first, "client order {client} is remembered");
+    }
+    // The same id for another order: refused, saying so, not answered with the first fill.
+    let mut other = order(&mut core, &dave, Side::Buy, "7", 3);
+    match other.try_recv().unwrap() {
+        Response::PurchaseFail(f) => {
+            assert_eq!(f.reason, Reason::InvalidArgument);
+            assert!(f.message.contains("client order id 3 was already used"), "{}", f.message);
+        }
+        answer => panic!("{answer:?}"),
     }
     // Forgotten by the retry memory, but a fill: the same answer at once, nothing queued.
     let mut late = order(&mut core, &dave, Side::Buy, "1", 1);
@@ -279,8 +288,10 @@ fn a_retry_is_never_filled_twice_however_late() {
     drop(core);
     // After a restart too.
     let mut core = open_remembering(dir.path(), 2);
-    for (client, first) in [(1, &answers[0]), (3, &answers[2]), (4, &answers[3])] {
-        let mut retry = order(&mut core, &dave, Side::Buy, "1", client);
+    for (client, qty, first) in
+        [(1, "1", &answers[0]), (3, "2", &answers[2]), (4, "3", &answers[3])]
+    {
+        let mut retry = order(&mut core, &dave, Side::Buy, qty, client);
         assert_eq!(&retry.try_recv().unwrap(), first, "client order {client} after a restart");
     }
 }

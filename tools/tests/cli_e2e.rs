@@ -198,6 +198,16 @@ fn a_user_trades_through_a_local_cluster() {
     let err = env.refused(&["user", "nobody"], "");
     assert!(err.contains("not_found (108)"), "{err}");
 
+    // A client order id: the same order again gets the first fill, not a second one; another
+    // order with the same id is refused, saying so.
+    let first = env.json(&["buy", "IBM", "1", "--client-order-id", "4242"]);
+    let again = env.json(&["buy", "IBM", "1", "--client-order-id", "4242"]);
+    assert_eq!(first["order"], again["order"]);
+    let err = env.refused(&["buy", "MSFT", "2", "--client-order-id", "4242"], "");
+    assert!(err.contains("client order id 4242 was already used for order"), "{err}");
+    let err = env.refused(&["sell", "IBM", "1", "--client-order-id", "4242"], "");
+    assert!(err.contains("this order was not placed"), "{err}");
+
     // Log out: the session file goes, and commands say to log in.
     assert_eq!(env.ok(&["logout"]), "Logged out alice.\n");
     assert!(!env.session.exists());
@@ -267,7 +277,7 @@ fn a_user_trades_through_a_local_cluster() {
     let env = Env::new(&cluster, dir.path());
     env.login();
     let history = env.json(&["history"]);
-    assert_eq!(history["transactions"].as_array().unwrap().len(), 2);
+    assert_eq!(history["transactions"].as_array().unwrap().len(), 3, "AAPL buy and sell, IBM");
     assert_eq!(text(&env.json(&["portfolio"])["holdings"][0]["qty"]), "5");
     runtime.block_on(cluster.shutdown()).unwrap();
 }

@@ -489,8 +489,15 @@ async fn trade(args: &TradeArgs, side: engine::Side) -> Result<String, ClientErr
         engine::Side::Sell => Request::Sell { session, symbol, qty, client_order_id },
     };
     let response = conn.client.exchange(&request).await.map_err(|e| match e {
-        // The order may have been placed: say how to ask again without ordering twice.
+        // The order may have been placed (the worker may have lost the master's answer): say
+        // how to ask again without ordering twice.
         ClientError::Timeout { .. } | ClientError::Connection { .. } => {
+            ClientError::Local(format!(
+                "{e}; the order may still settle: run the same command with \
+             --client-order-id {client_order_id} to get its outcome without ordering twice"
+            ))
+        }
+        ClientError::Refused { ref failure, .. } if failure.reason == Reason::MasterUnavailable => {
             ClientError::Local(format!(
                 "{e}; the order may still settle: run the same command with \
              --client-order-id {client_order_id} to get its outcome without ordering twice"
@@ -499,8 +506,19 @@ async fn trade(args: &TradeArgs, side: engine::Side) -> Result<String, ClientErr
         other => other,
     })?;
     match response {
-        Response::PurchaseSuccess(fill) | Response::SellSuccess(fill) if fill.side == side => {
+        Response::PurchaseSuccess(fill) | Response::SellSuccess(fill)
+            if fill.side == side && fill.symbol == symbol && fill.qty == qty =>
+        {
             Ok(render::fill(&fill, args.common.json))
+        }
+        // The id was used before for another order and a master of an earlier version sent
+        // that order's fill (today's master refuses with invalid_argument, saying so).
+        Response::PurchaseSuccess(fill) | Response::SellSuccess(fill) => {
+            Err(ClientError::Local(format!(
+                "client order id {client_order_id} was already used for order {} ({} {} {}); \
+                 this order was not placed: use another id",
+                fill.order, fill.side, fill.qty, fill.symbol
+            )))
         }
         other => Err(unexpected(&request, &other)),
     }
