@@ -202,6 +202,9 @@ fn explain_shows_what_a_fill_and_a_rejection_saw() {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let explained = json(&output);
     assert_eq!(explained["outcome"]["status"], "filled");
+    // The worker as its UUID, the way `pt-master worker list` shows it.
+    let worker = uuid::Uuid::from_u128(fill.order.worker.0).to_string();
+    assert_eq!(explained["order"]["worker"], worker);
     assert_eq!(explained["outcome"]["price"], fill.price.to_string());
     assert_eq!(explained["outcome"]["cash_after"], fill.cash_after.to_string());
     assert_eq!(explained["interval"]["tick"]["close"], fill.price.to_string());

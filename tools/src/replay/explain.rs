@@ -108,7 +108,8 @@ fn order_text(order: &Order, username: Option<&Username>) -> String {
         order.symbol,
         order.account,
         order.placed_at,
-        order.worker,
+        // As `pt-master worker list` and the worker's own files show it.
+        uuid::Uuid::from_u128(order.worker.0),
         order.client_id,
     )
 }
@@ -266,7 +267,7 @@ fn explain_json(found: &Found) -> Value {
             "symbol": order.symbol.as_str(),
             "qty": order.qty.to_string(),
             "placed_at": order.placed_at.to_string(),
-            "worker": order.worker.0.to_string(),
+            "worker": uuid::Uuid::from_u128(order.worker.0).to_string(),
         },
         "outcome": outcome,
         "interval": interval,
