@@ -124,6 +124,8 @@ fn rows<'a>(
     header: &'static str,
     field_count: usize,
 ) -> Result<impl Iterator<Item = Result<(usize, Vec<&'a str>), RecordedError>>, RecordedError> {
+    // A UTF-8 byte order mark (spreadsheet exports write one) is not part of the header.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines =
         text.lines().enumerate().map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
     match lines.next() {
@@ -376,6 +378,8 @@ mod tests {
         assert_eq!(intervals.len(), 2);
         assert_eq!(intervals[0].ticks.len(), 2);
         assert_eq!(intervals[1].ticks.ticks()[0].close, Price::parse("3").unwrap());
+        // The same file with a byte order mark, as spreadsheets export it.
+        assert_eq!(parse_prices(&format!("\u{feff}{text}")).unwrap(), intervals);
     }
 
     #[test]
