@@ -158,6 +158,10 @@ fn session_file_text_and_garbage() {
     assert!(err.to_string().contains("not a session file"), "{err}");
     std::fs::write(&path, vec![b'#'; 5000]).unwrap();
     assert!(SavedSession::load(&path).is_err());
+    // Binary garbage gets the same advice.
+    std::fs::write(&path, [0xff, 0xfe, 0x00, 0x80]).unwrap();
+    let err = SavedSession::load(&path).unwrap_err();
+    assert!(err.to_string().contains("remove it and run `pt login USER`"), "{err}");
 }
 
 #[test]

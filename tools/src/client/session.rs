@@ -154,22 +154,25 @@ impl SavedSession {
                 return Err(ClientError::Local(format!("cannot read {}: {e}", path.display())));
             }
         };
-        let mut text = String::new();
+        let not_a_session = || {
+            ClientError::Local(format!(
+                "{} is not a session file; remove it and run `pt login USER`",
+                path.display()
+            ))
+        };
+        let mut bytes = Vec::new();
         file.take(SESSION_FILE_BYTES_MAX + 1)
-            .read_to_string(&mut text)
+            .read_to_end(&mut bytes)
             .map_err(|e| ClientError::Local(format!("cannot read {}: {e}", path.display())))?;
+        // Bytes that are not UTF-8 are not a session file either: the same advice.
+        let text = String::from_utf8(bytes).map_err(|_| not_a_session())?;
         if text.len() as u64 > SESSION_FILE_BYTES_MAX {
             return Err(ClientError::Local(format!(
                 "{} is not a session file (over {SESSION_FILE_BYTES_MAX} bytes)",
                 path.display()
             )));
         }
-        Self::from_text(&text).map(Some).ok_or_else(|| {
-            ClientError::Local(format!(
-                "{} is not a session file; remove it and run `pt login USER`",
-                path.display()
-            ))
-        })
+        Self::from_text(&text).map(Some).ok_or_else(not_a_session)
     }
 
     /// Writes the session file at `path` with mode 0600 (creating its directory with mode
