@@ -676,7 +676,8 @@ impl AdminSocket {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(socket_err("inspect", e)),
         }
-        let tmp = dir.join(format!(".{SOCKET_FILE_NAME}.tmp"));
+        // No longer than the final name: a path short enough for the socket is for this too.
+        let tmp = dir.join(".admin.new");
         match std::fs::remove_file(&tmp) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -942,8 +943,16 @@ pub fn ask_master(
         |action, source| AdminError::Socket { path: socket.to_path_buf(), action, source };
     let stream = match std::os::unix::net::UnixStream::connect(socket) {
         Ok(stream) => stream,
+        // No socket, a stale one, or a path too long to be one (a master there runs without
+        // it, docs/MASTER.md): no master answers, and the offline edit finds the journal in use
+        // if one is running.
         Err(e)
-            if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) =>
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound
+                    | io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::InvalidInput
+            ) =>
         {
             return Ok(None);
         }

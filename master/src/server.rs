@@ -193,12 +193,24 @@ pub async fn run(
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let admin_socket = AdminSocket::bind(&dir)?;
+    // A data directory whose path is too long for a Unix socket (about 100 bytes) still runs:
+    // without the socket, `pt-master worker ...` edits the registry with the master stopped.
+    let admin_socket = match AdminSocket::bind(&dir) {
+        Ok(socket) => Some(socket),
+        Err(crate::admin::AdminError::Socket { path, source, .. })
+            if source.kind() == std::io::ErrorKind::InvalidInput =>
+        {
+            warn!(path = %path.display(), cause = %source, "no admin socket: its path is too long for a Unix socket; `pt-master worker add/remove` work only while the master is stopped");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     let admin_state = AdminState {
         registry: Arc::clone(&shared.registry),
         connected: Arc::clone(&shared.workers),
     };
-    let admin_task = tokio::spawn(admin_socket.serve(admin_state, stop_rx.clone()));
+    let admin_task =
+        admin_socket.map(|socket| tokio::spawn(socket.serve(admin_state, stop_rx.clone())));
     let interval_task = tokio::spawn(interval_loop(
         source,
         assets,
@@ -258,7 +270,9 @@ pub async fn run(
     if tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, connections.acquire_many(all)).await.is_err() {
         warn!("some connections were still busy at shutdown");
     }
-    if let Err(e) = admin_task.await {
+    if let Some(task) = admin_task
+        && let Err(e) = task.await
+    {
         error!(cause = %e, "admin socket task failed");
     }
     drop(shared);
