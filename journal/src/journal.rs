@@ -651,22 +651,15 @@ impl Journal {
                 let mut guard = self.lock_between_snapshot_parts();
                 let writer = &mut *guard;
                 let txn = self.begin_write(writer, OP)?;
-                let removed = txn
-                    .open_table(SNAPSHOT_PARTS)
-                    .map_err(redb::Error::from)
-                    .and_then(|mut parts| {
-                        Ok(parts.remove((key, part)).map_err(redb::Error::from)?.is_some())
-                    })
-                    .map_err(|e| self.fault(writer, OP, e))?;
-                if !removed {
-                    let unlisted = txn
-                        .open_table(UNOWNED_PARTS)
-                        .map_err(redb::Error::from)
-                        .and_then(|mut unowned| {
-                            unowned.remove(key).map(|_| ()).map_err(redb::Error::from)
-                        });
-                    unlisted.map_err(|e| self.fault(writer, OP, e))?;
-                }
+                // The next part, or, when none is left, the key off the list.
+                let removed = (|| -> Result<bool, redb::Error> {
+                    let removed = txn.open_table(SNAPSHOT_PARTS)?.remove((key, part))?.is_some();
+                    if !removed {
+                        txn.open_table(UNOWNED_PARTS)?.remove(key)?;
+                    }
+                    Ok(removed)
+                })()
+                .map_err(|e| self.fault(writer, OP, e))?;
                 txn.commit().map_err(|e| self.fault(writer, OP, e))?;
                 if !removed {
                     break;

@@ -385,6 +385,12 @@ impl Core {
         };
         let retry =
             RetryMemory::new(config.remembered_outcomes_max, config.orders_per_interval_max);
+        let fills = FillIndex::of_state(engine.state());
+        // The snapshot thread's own copy of the state: made once, here, before serving.
+        let copy = engine.state().clone();
+        let snapshotter = Snapshotter::start(copy, journal.last_seq(), Arc::clone(&journal))
+            .map_err(|e| warn!(cause = %e, "cannot start the snapshot thread; no snapshots"))
+            .ok();
         let mut core = Self {
             engine,
             journal,
@@ -393,21 +399,14 @@ impl Core {
             queue: OrderQueue::new(),
             queued_per_account: HashMap::new(),
             retry,
-            fills: FillIndex::default(),
+            fills,
             sessions_due: Vec::new(),
             settled_events: Vec::new(),
             stopped: false,
             next_order_id,
             halted: None,
-            snapshotter: None,
+            snapshotter,
         };
-        core.fills = FillIndex::of_state(core.engine.state());
-        // The snapshot thread's own copy of the state: made once, here, before serving.
-        let copy = core.engine.state().clone();
-        match Snapshotter::start(copy, core.journal.last_seq(), Arc::clone(&core.journal)) {
-            Ok(snapshotter) => core.snapshotter = Some(snapshotter),
-            Err(e) => warn!(cause = %e, "cannot start the snapshot thread; no snapshots"),
-        }
         core.restore_outcomes();
         core
     }
@@ -846,19 +845,17 @@ impl Core {
         if self.sessions_due.is_empty() {
             return;
         }
-        let mut keys = std::mem::take(&mut self.sessions_due);
-        keys.sort_unstable();
-        keys.dedup();
-        let records: Vec<([u8; 32], Vec<u8>)> = keys
-            .iter()
-            .filter_map(|key| self.sessions.record(key))
+        self.sessions_due.sort_unstable();
+        self.sessions_due.dedup();
+        let records: Vec<([u8; 32], Vec<u8>)> = self
+            .sessions_due
+            .drain(..)
+            .filter_map(|key| self.sessions.record(&key))
             .map(|record| (record.key.0, record.encode()))
             .collect();
         if let Err(e) = self.journal.put_sessions(&records) {
             warn!(cause = %e, sessions = records.len(), "cannot store the sessions' last use");
         }
-        keys.clear();
-        self.sessions_due = keys;
     }
 
     fn expire_sessions(&mut self, now: Timestamp) {

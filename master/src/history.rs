@@ -97,20 +97,13 @@ impl Series {
             Series::Period(Period::Year) | Series::AllTime => aggregate(bars, ticks, month_start),
         }
     }
-}
 
-/// The bars a period query answers with, from the ticks of its [`range`] in time order.
-pub fn bars_for(period: Period, ticks: &[Tick]) -> Vec<Bar> {
-    let mut bars = Vec::new();
-    Series::Period(period).extend(&mut bars, ticks);
-    bars
-}
-
-/// The bars of an all-time query: one per calendar month.
-pub fn all_time_bars(ticks: &[Tick]) -> Vec<Bar> {
-    let mut bars = Vec::new();
-    Series::AllTime.extend(&mut bars, ticks);
-    bars
+    /// The bars of `ticks` (in time order) read at once.
+    pub fn bars(self, ticks: &[Tick]) -> Vec<Bar> {
+        let mut bars = Vec::new();
+        self.extend(&mut bars, ticks);
+        bars
+    }
 }
 
 #[cfg(test)]
@@ -147,7 +140,7 @@ mod tests {
             tick("2013-01-03", "11", "15", "10", "14", 7),
             tick("2013-02-01", "14", "14", "8", "9", 1),
         ];
-        let bars = bars_for(Period::Year, &ticks);
+        let bars = Series::Period(Period::Year).bars(&ticks);
         assert_eq!(bars.len(), 2);
         assert_eq!(bars[0].open, Price::parse("10").unwrap());
         assert_eq!(bars[0].high, Price::parse("15").unwrap());
@@ -156,9 +149,12 @@ mod tests {
         assert_eq!(bars[0].volume, Qty::from_units(12).unwrap());
         assert_eq!(bars[0].time, engine::recorded::parse_time("2013-01-01").unwrap());
         assert_eq!(bars[1].time, engine::recorded::parse_time("2013-02-01").unwrap());
-        assert_eq!(bars_for(Period::Week, &ticks).len(), 3);
-        assert_eq!(all_time_bars(&ticks), bars);
-        assert_eq!(bars_for(Period::Day, &ticks[..1])[0].close, Price::parse("11").unwrap());
+        assert_eq!(Series::Period(Period::Week).bars(&ticks).len(), 3);
+        assert_eq!(Series::AllTime.bars(&ticks), bars);
+        assert_eq!(
+            Series::Period(Period::Day).bars(&ticks[..1])[0].close,
+            Price::parse("11").unwrap()
+        );
     }
 
     /// Ticks read in chunks, cut anywhere, give the bars of all the ticks at once.
@@ -176,8 +172,7 @@ mod tests {
             .into_iter()
             .chain([Series::AllTime]);
         for series in all {
-            let mut whole = Vec::new();
-            series.extend(&mut whole, &ticks);
+            let whole = series.bars(&ticks);
             for cut in 0..=ticks.len() {
                 let mut chunked = Vec::new();
                 series.extend(&mut chunked, &ticks[..cut]);

@@ -1101,7 +1101,7 @@ mod tests {
         let bars =
             read_series(&journal, all, history::Series::AllTime, PRICE_QUERY_TICKS_MAX).unwrap();
         let bars = bars.unwrap();
-        assert_eq!(bars, history::all_time_bars(&ticks));
+        assert_eq!(bars, history::Series::AllTime.bars(&ticks));
         assert_eq!(bars.last().map(|b| b.close), ticks.last().map(|t| t.close));
         // One day, in the middle: its 24 hourly ticks.
         let day = (aapl, ticks[50_000].time, Timestamp(ticks[50_000].time.0 + 24 * hour));

@@ -101,24 +101,22 @@ fn run(
     }
     while let Ok(seq) = requests.recv() {
         let started = Instant::now();
-        let caught_up = catch_up(&mut state, &mut at, seq, journal);
-        let stored = caught_up.as_ref().map_err(Clone::clone).and_then(|applied| {
-            let bytes = journal::encode_snapshot(&state, seq).map_err(|e| e.to_string())?;
-            let seq = journal.store_snapshot(bytes).map_err(|e| e.to_string())?;
-            Ok((seq, *applied))
-        });
-        busy.store(false, Ordering::Release);
-        let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        match (caught_up, stored) {
-            (_, Ok((seq, applied))) => info!(seq = seq.0, applied, took_ms, "snapshot written"),
-            (Err(why), _) => {
+        let applied = match catch_up(&mut state, &mut at, seq, journal) {
+            Ok(applied) => applied,
+            Err(why) => {
+                busy.store(false, Ordering::Release);
                 // The copy no longer follows the journal: no more snapshots from it.
                 error!(cause = %why, "the snapshot thread cannot follow the journal; no more snapshots until a restart (recovery replays more events)");
                 return;
             }
-            (Ok(_), Err(why)) => {
-                warn!(cause = %why, "snapshot failed; recovery will replay more events");
-            }
+        };
+        let stored =
+            journal::encode_snapshot(&state, seq).and_then(|bytes| journal.store_snapshot(bytes));
+        busy.store(false, Ordering::Release);
+        let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match stored {
+            Ok(seq) => info!(seq = seq.0, applied, took_ms, "snapshot written"),
+            Err(why) => warn!(cause = %why, "snapshot failed; recovery will replay more events"),
         }
     }
 }
