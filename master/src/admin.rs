@@ -394,7 +394,11 @@ fn store_new(
     new: &StoredWorker,
 ) -> Result<RegisteredWorker, AdminError> {
     let worker = new.to_registered()?;
-    registry.check_add(&worker)?;
+    registry.check_add(&worker).map_err(|e| match e {
+        // At start-up this pair means "in both"; here the new one is not stored yet.
+        RegistryError::InConfigAndRegistry { uuid } => RegistryError::AlreadyInConfig { uuid },
+        other => other,
+    })?;
     let bytes = new.encode()?;
     journal.put_meta(&registry_key(new.uuid), &bytes)?;
     Ok(worker)

@@ -113,9 +113,22 @@ pub enum RegistryError {
         /// The UUID.
         uuid: Uuid,
     },
-    /// An operator tried to remove a worker that the configuration file lists: config entries
-    /// are read-only.
-    #[error("worker {uuid} is listed in the configuration file; remove it there and restart")]
+    /// An operator tried to register a worker that the master's configuration already lists.
+    #[error(
+        "worker {uuid} is already in the master's configuration ([[workers]] of its file, or a \
+         worker `pt up` started): it is registered and needs no `worker add`"
+    )]
+    AlreadyInConfig {
+        /// The UUID.
+        uuid: Uuid,
+    },
+    /// An operator tried to remove a worker that the master's configuration lists: config
+    /// entries are read-only.
+    #[error(
+        "worker {uuid} is in the master's configuration ([[workers]] of its file, or a worker \
+         `pt up` started), which `worker remove` cannot change: remove it from the file and \
+         restart the master"
+    )]
     ConfigEntry {
         /// The UUID.
         uuid: Uuid,
