@@ -152,7 +152,7 @@ impl Default for MasterConfig {
 
 /// The price source (spec 3.1.6), chosen by the `source` key of the `[prices]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "source", rename_all = "lowercase")]
+#[serde(try_from = "PricesTable")]
 pub enum PriceSourceConfig {
     /// Recorded prices from a CSV file, replayed one period per interval, looping forever.
     Recorded(RecordedSourceConfig),
@@ -166,9 +166,95 @@ impl Default for PriceSourceConfig {
     }
 }
 
+/// Which price source a `[prices]` table configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SourceKind {
+    Recorded,
+    Http,
+}
+
+/// The `[prices]` table as written: one flat table whose `source` picks the source. It is read
+/// key by key, not as serde's internally tagged enum, which buffers the whole table first and
+/// then reports a bad value at the `[prices]` line instead of at its key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PricesTable {
+    source: SourceKind,
+    file: Option<PathBuf>,
+    base_url: Option<String>,
+    api_key: Option<ApiKey>,
+    api_key_env: Option<String>,
+    calls_per_minute_max: Option<u32>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    timeout: Option<Duration>,
+    retries_max: Option<u32>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    retry_backoff: Option<Duration>,
+    response_bytes_max: Option<u32>,
+}
+
+impl TryFrom<PricesTable> for PriceSourceConfig {
+    type Error = String;
+
+    fn try_from(table: PricesTable) -> Result<Self, String> {
+        let PricesTable {
+            source,
+            file,
+            base_url,
+            api_key,
+            api_key_env,
+            calls_per_minute_max,
+            timeout,
+            retries_max,
+            retry_backoff,
+            response_bytes_max,
+        } = table;
+        match source {
+            SourceKind::Recorded => {
+                let http_keys = [
+                    ("base_url", base_url.is_some()),
+                    ("api_key", api_key.is_some()),
+                    ("api_key_env", api_key_env.is_some()),
+                    ("calls_per_minute_max", calls_per_minute_max.is_some()),
+                    ("timeout", timeout.is_some()),
+                    ("retries_max", retries_max.is_some()),
+                    ("retry_backoff", retry_backoff.is_some()),
+                    ("response_bytes_max", response_bytes_max.is_some()),
+                ];
+                match http_keys.iter().find(|(_, given)| *given) {
+                    Some((key, _)) => Err(format!(
+                        "prices.{key} is a setting of source = \"http\", not of \"recorded\" \
+                         (whose only other key is `file`)"
+                    )),
+                    None => Ok(Self::Recorded(RecordedSourceConfig { file })),
+                }
+            }
+            SourceKind::Http => {
+                if file.is_some() {
+                    return Err("prices.file is a setting of source = \"recorded\", not of \
+                                \"http\""
+                        .to_owned());
+                }
+                let default = HttpSourceConfig::default();
+                Ok(Self::Http(HttpSourceConfig {
+                    base_url: base_url.unwrap_or(default.base_url),
+                    api_key,
+                    api_key_env: api_key_env.unwrap_or(default.api_key_env),
+                    calls_per_minute_max: calls_per_minute_max
+                        .unwrap_or(default.calls_per_minute_max),
+                    timeout: timeout.unwrap_or(default.timeout),
+                    retries_max: retries_max.unwrap_or(default.retries_max),
+                    retry_backoff: retry_backoff.unwrap_or(default.retry_backoff),
+                    response_bytes_max: response_bytes_max.unwrap_or(default.response_bytes_max),
+                }))
+            }
+        }
+    }
+}
+
 /// Settings of the recorded price source.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordedSourceConfig {
     /// A price file in the recorded format; `None` uses the shipped file
     /// (`data/stocks-2000-2013.csv`, embedded in the binary).
@@ -205,8 +291,7 @@ impl fmt::Display for ApiKey {
 }
 
 /// Settings of the HTTP price source.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSourceConfig {
     /// Base URL; requests go to `{base_url}/query`. Default `https://www.alphavantage.co`.
     pub base_url: String,
@@ -218,12 +303,10 @@ pub struct HttpSourceConfig {
     /// Most requests per minute (the provider's quota). Default 5.
     pub calls_per_minute_max: u32,
     /// Timeout of one request. Default `10s`.
-    #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
     /// Retries of a failed request (server error, timeout, connection error). Default 2.
     pub retries_max: u32,
     /// Wait before the first retry; doubled before each next one. Default `500ms`.
-    #[serde(deserialize_with = "duration")]
     pub retry_backoff: Duration,
     /// Largest response body accepted, in bytes. Default 65536.
     pub response_bytes_max: u32,
@@ -517,6 +600,19 @@ impl<'de> Deserialize<'de> for IpNet {
     }
 }
 
+/// Makes every argument of `command` (and of its subcommands) that reads an environment
+/// variable treat that variable as unset when it is set but empty, so that `PT_MASTER= pt ...`
+/// means the default, as in most command-line tools, and not an empty address. clap itself takes
+/// an empty value as given.
+pub fn empty_env_as_unset(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let empty = arg.get_env().and_then(std::env::var_os).is_some_and(|v| v.is_empty());
+            if empty { arg.env(None::<&'static str>) } else { arg }
+        })
+        .mut_subcommands(empty_env_as_unset)
+}
+
 /// Parses a duration written for humans (`1s`, `500ms`, `30m`, `30d`, `1h 30m`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| {
@@ -527,6 +623,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse_duration(&text).map_err(de::Error::custom)
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn cash<'de, D: Deserializer<'de>>(d: D) -> Result<Cash, D::Error> {
@@ -574,6 +674,23 @@ impl MasterConfig {
         path: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        let config = Self::load_unchecked_with_env(path, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// [`load`](Self::load) without [`validate`](Self::validate): for a caller that changes
+    /// the configuration further (command-line flags) and validates the result once, or that
+    /// needs only part of it (`pt-master worker ...` needs `data_dir` and `[[workers]]`, not a
+    /// price source's API key).
+    pub fn load_unchecked(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_unchecked_with_env(path, |name| std::env::var(name).ok())
+    }
+
+    fn load_unchecked_with_env(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut config = match path {
             Some(path) => {
                 Self::from_toml_str(&read_config_file(path)?, &path.display().to_string())?
@@ -581,7 +698,6 @@ impl MasterConfig {
             None => Self::default(),
         };
         config.apply_env(env)?;
-        config.validate()?;
         Ok(config)
     }
 
@@ -591,8 +707,9 @@ impl MasterConfig {
             .map_err(|e| ConfigError::Parse { origin: origin.to_owned(), message: e.to_string() })
     }
 
-    /// Applies the environment overrides.
+    /// Applies the environment overrides. A variable set but empty counts as unset.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let env = |name: &str| env(name).filter(|value| !value.is_empty());
         let env_error =
             |var: &str, reason: String| ConfigError::Env { var: var.to_owned(), reason };
         if let Some(text) = env(ENV_LISTEN) {
@@ -601,9 +718,6 @@ impl MasterConfig {
             })?;
         }
         if let Some(text) = env(ENV_DATA_DIR) {
-            if text.is_empty() {
-                return Err(env_error(ENV_DATA_DIR, "is empty".to_owned()));
-            }
             self.data_dir = PathBuf::from(text);
         }
         if let Some(text) = env(ENV_UPDATE_INTERVAL) {
@@ -660,6 +774,19 @@ impl MasterConfig {
         }
         self.log.validate()?;
         self.limits.validate()?;
+        self.validate_workers()
+    }
+
+    /// The checks `pt-master worker ...` needs: `data_dir` and the `[[workers]]` entries, not
+    /// the settings only the server uses (a price source's API key, say).
+    pub fn validate_for_admin(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "is empty"));
+        }
+        self.validate_workers()
+    }
+
+    fn validate_workers(&self) -> Result<(), ConfigError> {
         let mut ids = BTreeSet::new();
         for (i, worker) in self.workers.iter().enumerate() {
             if worker.id.is_nil() {
@@ -966,6 +1093,9 @@ mod tests {
             ("assets = [\"aapl\"]", "assets"),
             ("[prices]\nsource = \"carrier-pigeon\"", "carrier-pigeon"),
             ("[prices]\nsource = \"recorded\"\nbase_url = \"x\"", "base_url"),
+            ("[prices]\nsource = \"http\"\nfile = \"x.csv\"", "prices.file"),
+            ("[prices]\nfile = \"x.csv\"", "source"),
+            ("[prices]\nsource = \"http\"\ntimeot = \"1s\"", "timeot"),
             ("[[workers]]\nid = \"x\"\ncert = \"a\"\nallowed_ips = []", "id"),
             (
                 "[[workers]]\nid = \"67e55044-10b1-426f-9247-bb680e5fe0c8\"\ncert = \"a\"\nallowed_ips = [\"10.0.0.0/33\"]",
@@ -1015,6 +1145,36 @@ mod tests {
             assert_eq!(key_of(err), key, "{text}");
             assert!(message.contains(key), "{message}");
         }
+    }
+
+    #[test]
+    fn a_bad_value_in_prices_is_reported_at_its_key() {
+        // serde's internally tagged enums point every error of the table at its first line.
+        for (text, line) in [
+            ("[prices]\nsource = \"http\"\ntimeout = \"abc\"", "3 | timeout = \"abc\""),
+            ("[prices]\nsource = \"http\"\nretries_max = -1", "3 | retries_max = -1"),
+            ("[prices]\nsource = \"recorded\"\nfile = 7", "3 | file = 7"),
+        ] {
+            match parse(text) {
+                Err(ConfigError::Parse { message, .. }) => {
+                    assert!(message.contains(line), "{text}: {message}");
+                }
+                other => panic!("{text}: expected a parse error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_variable_counts_as_unset() {
+        let env = |name: &str| {
+            [ENV_LISTEN, ENV_DATA_DIR, ENV_UPDATE_INTERVAL].contains(&name).then(String::new)
+        };
+        let config = MasterConfig::load_with_env(None, env).unwrap();
+        let default = MasterConfig::default();
+        assert_eq!(
+            (config.listen, &config.data_dir, config.update_interval),
+            (default.listen, &default.data_dir, default.update_interval)
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use master::admin::{self, AdminTarget, NewWorker, Via};
 use master::config::{IpNet, MasterConfig, PriceSourceConfig, RecordedSourceConfig};
 use tracing::{error, info};
@@ -126,7 +126,9 @@ struct RunArgs {
 }
 
 fn load_config(cli: &RunArgs) -> anyhow::Result<MasterConfig> {
-    let mut config = MasterConfig::load(cli.config.as_deref())?;
+    // Flags override the file and the environment, then the result is validated once: a
+    // `--prices` file replaces an HTTP source whose API key is not set, say.
+    let mut config = MasterConfig::load_unchecked(cli.config.as_deref())?;
     if let Some(dir) = &cli.data {
         config.data_dir.clone_from(dir);
     }
@@ -193,7 +195,9 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // An environment variable set but empty counts as unset (`PT_MASTER= pt workers`).
+    let matches = master::config::empty_env_as_unset(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         None => run(&cli.run),
         Some(Command::Run(args)) => run(&args),
@@ -210,9 +214,13 @@ fn main() -> ExitCode {
 /// `pt-master worker ...`: prints its result on stdout.
 fn worker_command(command: WorkerCommand) -> anyhow::Result<()> {
     let target = |args: &TargetArgs| -> anyhow::Result<AdminTarget> {
-        let config = MasterConfig::load(args.config.as_deref())?;
+        let mut config = MasterConfig::load_unchecked(args.config.as_deref())?;
+        if let Some(dir) = &args.data {
+            config.data_dir.clone_from(dir);
+        }
+        config.validate_for_admin()?;
         Ok(AdminTarget {
-            data_dir: args.data.clone().unwrap_or(config.data_dir),
+            data_dir: config.data_dir,
             config_workers: if args.config.is_some() { config.workers } else { Vec::new() },
         })
     };

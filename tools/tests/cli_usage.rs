@@ -124,6 +124,35 @@ fn unreachable_servers_exit_1_naming_the_address() {
 }
 
 #[test]
+fn an_empty_environment_variable_counts_as_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    // `PT_MASTER=` means the default master, not an address "".
+    let output = Command::new(env!("CARGO_BIN_EXE_pt"))
+        .args(["workers", "--timeout", "2s"])
+        .env("PT_MASTER", "")
+        .env("PT_SESSION_FILE", "")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    // Whether or not a master answers on the default address, the empty value was not used.
+    assert!(
+        output.status.success() || text.contains("cannot reach master at 127.0.0.1:2048"),
+        "{text}"
+    );
+    // `PT_SESSION_FILE=` means the default session file under HOME.
+    let output = Command::new(env!("CARGO_BIN_EXE_pt"))
+        .args(["portfolio", "--worker", &closed_addr()])
+        .env("PT_SESSION_FILE", "")
+        .env("HOME", dir.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("pt login"), "{}", stderr(&output));
+}
+
+#[test]
 fn help_lists_the_commands() {
     let dir = tempfile::tempdir().unwrap();
     let output = pt(dir.path(), &["--help"], "");

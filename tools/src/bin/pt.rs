@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use pt_tools::client::commands::{self, ClientCommand};
 
 /// PaperTrader: paper trading with real prices and fake money.
@@ -35,7 +35,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // An environment variable set but empty counts as unset (`PT_MASTER= pt workers`).
+    let matches = master::config::empty_env_as_unset(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Up(args) => match pt_tools::up::run(&args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,80 @@
+//! The `pt-master` binary's configuration handling, without running a server for long: what
+//! each command validates, and errors that name the offending key.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pt_master(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pt-master"));
+    command.args(args).env_remove("PT_MASTER_CONFIG").env_remove("PT_PRICES_API_KEY");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// An HTTP price source without its API key is a server setting: `pt-master worker list`
+/// reads the same file for `data_dir` and `[[workers]]` and must not need the key.
+#[test]
+fn worker_commands_do_not_need_the_server_only_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let config = write(
+        dir.path(),
+        "master.toml",
+        "assets = [\"IBM\"]\n[prices]\nsource = \"http\"\napi_key_env = \"PT_TEST_NO_SUCH_KEY\"\n",
+    );
+    let data = data.display().to_string();
+    let output = pt_master(&["worker", "list", "--config", &config, "--data", &data], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("FINGERPRINT"));
+
+    // The server itself still refuses the file, naming the key.
+    let output = pt_master(&["--config", &config, "--data", &data], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("prices.api_key"), "{}", stderr(&output));
+
+    // Flags apply before the one validation: `--prices FILE` replaces the HTTP source, so its
+    // missing key no longer matters, and the first error left is the bad flag's.
+    let prices = write(dir.path(), "prices.csv", "");
+    let args = ["--config", &config, "--data", &data, "--prices", &prices, "--queue-limit", "0"];
+    let output = pt_master(&args, &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("orders_per_interval_max") && !text.contains("api_key"), "{text}");
+}
+
+/// `PT_MASTER_CONFIG=` set but empty means no configuration file, not a file named "".
+#[test]
+fn an_empty_config_variable_counts_as_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let output = pt_master(&["worker", "list", "--data", &data], &[("PT_MASTER_CONFIG", "")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+/// A bad value inside `[prices]` is shown at its own line, with the key.
+#[test]
+fn a_bad_price_setting_is_reported_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        write(dir.path(), "master.toml", "[prices]\nsource = \"http\"\ntimeout = \"abc\"\n");
+    let data = dir.path().display().to_string();
+    let output = pt_master(&["--config", &config, "--data", &data], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("3 | timeout = \"abc\"") && text.contains("not a duration"), "{text}");
+}
