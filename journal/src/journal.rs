@@ -81,9 +81,11 @@ pub struct BatchReceipt {
 pub struct SnapshotEntry {
     /// The key: the last sequence number it claims to cover.
     pub seq: Seq,
-    /// Its stored size, in bytes.
+    /// Its size in bytes: the header row plus the state bytes it declares. For a snapshot
+    /// stored in parts this is the header's claim; the parts are read and checked against it
+    /// by [`Journal::load_snapshot`] only.
     pub bytes: u64,
-    /// The verified header, or what is wrong with it.
+    /// The verified header (checksum, format, key), or what is wrong with it.
     pub header: Result<SnapshotInfo, SnapshotInvalid>,
 }
 
@@ -748,7 +750,9 @@ impl Journal {
         Ok(Seq(head.map(|v| v.value()).unwrap_or(0)))
     }
 
-    /// The stored snapshots, oldest first, with their verified headers.
+    /// The stored snapshots, oldest first, with their verified headers. Reads the header rows
+    /// only, not the state parts (a megabyte each): recovery and the audit load the ones they
+    /// use with [`Journal::load_snapshot`], which checks the parts.
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>, ReadError> {
         let fault = Fault(&self.path, "reading snapshots");
         let read = self.db.begin_read().or_fault(fault)?;
@@ -758,13 +762,9 @@ impl Journal {
             let (key, value) = entry.or_fault(fault)?;
             let row = value.value();
             let (bytes, header) = if row.len() == SNAPSHOT_HEADER_BYTES {
-                let mut state_bytes = 0u64;
-                self.for_each_part(&read, key.value(), |part| {
-                    state_bytes = state_bytes.saturating_add(part.len() as u64);
-                    true
-                })?;
-                let header = snapshot::parse_header_of(key.value(), row, state_bytes);
-                (row.len() as u64 + state_bytes, header)
+                let declared = snapshot::declared_state_bytes(row);
+                let header = snapshot::parse_header_of(key.value(), row, declared);
+                (row.len() as u64 + declared, header)
             } else {
                 (row.len() as u64, snapshot::parse_header(key.value(), row))
             };

@@ -139,6 +139,12 @@ pub(crate) fn parse_header(key: u64, bytes: &[u8]) -> Result<SnapshotInfo, Snaps
     parse_header_of(key, bytes, payload_bytes)
 }
 
+/// The state length a header row declares (0 when the row is too short to hold one; parsing
+/// it then fails anyway).
+pub(crate) fn declared_state_bytes(header: &[u8]) -> u64 {
+    if header.len() < SNAPSHOT_HEADER_BYTES { 0 } else { be::u64_at(header, 24) }
+}
+
 /// [`parse_header`] for a header whose state bytes are stored apart from it (in parts): there
 /// are `payload_bytes` of them.
 pub(crate) fn parse_header_of(
