@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::prices::PriceBatch;
-use crate::retry::{FillIndex, Known, OrderKey, RetryMemory};
+use crate::retry::{FillIndex, Known, OrderKey, OrderTerms, RetryMemory};
 use crate::sessions::{SessionId, SessionRecord, SessionTable};
 use crate::snapshots::Snapshotter;
 
@@ -288,32 +288,36 @@ fn failure(reason: Reason, message: impl Into<String>) -> Failure {
     Failure::new(reason, message)
 }
 
-/// The answer to an order whose client order id already has an outcome: that outcome, when the
-/// order is the same (a retry); when the id was used for another order (another side, symbol
-/// or quantity), a refusal of this one that says so, in the return this request expects.
+/// The answer to an order whose client order id already has an outcome (`first` asked for
+/// `first_terms`): that outcome, when the order is the same (a retry); when the id was used for
+/// another order (another side, symbol or quantity), filled or refused, a refusal of this one
+/// that says so, in the return this request expects.
 fn retry_answer(
-    known: &Response,
-    side: Side,
-    symbol: Symbol,
-    qty: Qty,
+    first_terms: OrderTerms,
+    first: &Response,
+    terms: OrderTerms,
     client_id: ClientOrderId,
 ) -> Response {
-    match known {
-        Response::PurchaseSuccess(fill) | Response::SellSuccess(fill)
-            if (fill.side, fill.symbol, fill.qty) != (side, symbol, qty) =>
-        {
-            let message = format!(
-                "client order id {} was already used for order {} ({} {} {}); this order was not \
-                 placed: use another id",
-                client_id.0, fill.order, fill.side, fill.qty, fill.symbol
-            );
-            order_fail(side, failure(Reason::InvalidArgument, message))
-        }
-        // A refusal of the first order, in this request's return (a retry with the other side
-        // must not get an answer its worker cannot match to it).
-        Response::PurchaseFail(f) | Response::SellFail(f) => order_fail(side, f.clone()),
-        same => same.clone(),
+    if first_terms == terms {
+        return first.clone();
     }
+    let order = match first {
+        Response::PurchaseSuccess(fill) | Response::SellSuccess(fill) => {
+            format!("order {} ({first_terms}, filled)", fill.order)
+        }
+        _ => format!("another order ({first_terms}, refused)"),
+    };
+    id_used_for_another_order(client_id, &order, terms.side)
+}
+
+/// The refusal of an order whose client order id names `order`, another order.
+fn id_used_for_another_order(client_id: ClientOrderId, order: &str, side: Side) -> Response {
+    let message = format!(
+        "client order id {} was already used for {order}; this order was not placed: use \
+         another id",
+        client_id.0
+    );
+    order_fail(side, failure(Reason::InvalidArgument, message))
 }
 
 /// What a rejected order's answer says, in words, with what the engine saw: the client shows it
@@ -431,9 +435,11 @@ impl Core {
             match (&record.event, settled_at) {
                 (Event::IntervalSettled(s), _) => settled_at = Some(s.at),
                 (Event::OrderFilled(_) | Event::OrderRejected(_), Some(settled_at)) => {
-                    if let Some((key, response)) = outcome_response(&record.event, settled_at) {
+                    if let Some((key, terms, response)) =
+                        outcome_response(&record.event, settled_at)
+                    {
                         self.next_order_id = self.next_order_id.max(order_id_of(&record.event) + 1);
-                        self.retry.remember(key, response);
+                        self.retry.remember(key, terms, response);
                     }
                 }
                 _ => {}
@@ -654,21 +660,30 @@ impl Core {
             reply.send(order_fail(side, f));
             return;
         }
-        // A retried order (same account and client order id) gets the first one's outcome.
+        // A retried order (same account, client order id and terms) gets the first one's
+        // outcome; the same id for another order is refused.
+        let terms = OrderTerms { side, symbol, qty };
         match self.retry.get(&(account, client_id)) {
-            Some(Known::Pending(waiters)) => {
-                waiters.push(reply);
+            Some(Known::Pending { terms: queued, waiters }) => {
+                if queued == terms {
+                    waiters.push(reply);
+                } else {
+                    let order = format!("an order queued for this interval ({queued})");
+                    reply.send(id_used_for_another_order(client_id, &order, side));
+                }
                 return;
             }
-            Some(Known::Done(response)) => {
-                reply.send(retry_answer(response, side, symbol, qty, client_id));
+            Some(Known::Done { terms: first_terms, response }) => {
+                reply.send(retry_answer(first_terms, response, terms, client_id));
                 return;
             }
             None => {}
         }
         // A retry of a fill the retry memory has forgotten: rebuilt from the account's history.
-        if let Some(response) = self.fills.answer(self.engine.state(), &(account, client_id)) {
-            reply.send(retry_answer(&response, side, symbol, qty, client_id));
+        if let Some((first_terms, response)) =
+            self.fills.answer(self.engine.state(), &(account, client_id))
+        {
+            reply.send(retry_answer(first_terms, &response, terms, client_id));
             return;
         }
         if self.stopped {
@@ -719,7 +734,7 @@ impl Core {
             worker,
         });
         *self.queued_per_account.entry(account).or_default() += 1;
-        self.retry.queue((account, client_id), reply);
+        self.retry.queue((account, client_id), terms, reply);
     }
 
     /// Settles the queue at the batch's prices, commits, and only then answers every order.
@@ -762,7 +777,7 @@ impl Core {
             self.write_failed(&e.to_string());
             for event in events.iter() {
                 if let Some(key) = Self::pending_key(event) {
-                    self.answer(key, failure_for_event(event), false);
+                    self.answer(key, failure_for_event(event), None);
                 }
             }
             return SettleSummary { interval: Some(interval), failed: true, ..Default::default() };
@@ -781,10 +796,8 @@ impl Core {
                 Event::OrderRejected(_) => summary.rejected += 1,
                 _ => continue,
             }
-            if let (Some(key), Some((_, response))) =
-                (Self::pending_key(event), outcome_response(event, at))
-            {
-                self.answer(key, response, true);
+            if let Some((key, terms, response)) = outcome_response(event, at) {
+                self.answer(key, response, Some(terms));
             }
         }
         self.expire_sessions(at);
@@ -802,21 +815,21 @@ impl Core {
         }
     }
 
-    /// Sends an outcome to everyone waiting for it; when committed, the retry memory keeps the
-    /// outcome for retries.
-    fn answer(&mut self, key: OrderKey, response: Response, committed: bool) {
+    /// Sends an outcome to everyone waiting for it; a committed outcome (`Some` terms of its
+    /// order) is kept by the retry memory for retries.
+    fn answer(&mut self, key: OrderKey, response: Response, committed: Option<OrderTerms>) {
         for waiter in self.retry.take_waiters(&key) {
             waiter.send(response.clone());
         }
-        if committed {
-            self.retry.remember(key, response);
+        if let Some(terms) = committed {
+            self.retry.remember(key, terms, response);
         }
     }
 
     fn fail_queue(&mut self, reason: Reason, why: &str) {
         for order in self.queue.drain_sorted() {
             let key = (order.account, order.client_id);
-            self.answer(key, order_fail(order.side, failure(reason, why)), false);
+            self.answer(key, order_fail(order.side, failure(reason, why)), None);
         }
         self.queued_per_account.clear();
     }
@@ -938,16 +951,25 @@ fn order_id_of(event: &Event) -> u64 {
 }
 
 /// The answer an order outcome event gives, keyed by (account, client order id).
-fn outcome_response(event: &Event, settled_at: Timestamp) -> Option<(OrderKey, Response)> {
+fn outcome_response(
+    event: &Event,
+    settled_at: Timestamp,
+) -> Option<(OrderKey, OrderTerms, Response)> {
     match event {
         Event::OrderFilled(fill) => {
             let response = Response::filled(FillReport::from_fill(fill, settled_at));
-            Some(((fill.order.account, fill.order.client_id), response))
+            let order = &fill.order;
+            Some(((order.account, order.client_id), OrderTerms::of(order), response))
         }
         Event::OrderRejected(r) => {
             let message = rejection_message(r.reason, &r.order.symbol, r.cash_seen, r.holding_seen);
             let f = failure(Reason::Rejected(r.reason), message);
-            Some(((r.order.account, r.order.client_id), order_fail(r.order.side, f)))
+            let order = &r.order;
+            Some((
+                (order.account, order.client_id),
+                OrderTerms::of(order),
+                order_fail(order.side, f),
+            ))
         }
         _ => None,
     }

@@ -14,8 +14,9 @@
 //! interval's worth, have a small table of their own.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 
-use engine::{AccountId, Cash, ClientOrderId, Event, Side, State};
+use engine::{AccountId, Cash, ClientOrderId, Event, Order, Qty, Side, State, Symbol};
 use net::{FillReport, Response};
 
 use crate::core::Reply;
@@ -23,22 +24,65 @@ use crate::core::Reply;
 /// How the retry memory knows an order.
 pub type OrderKey = (AccountId, ClientOrderId);
 
+/// What an order asks for. A client order id names one order for good: a request under a known
+/// id is a retry only if it asks for the same thing; otherwise it is refused, not answered with
+/// the first order's outcome (which would tell a client its 100 shares were 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderTerms {
+    /// Buy or sell.
+    pub side: Side,
+    /// The asset.
+    pub symbol: Symbol,
+    /// How much.
+    pub qty: Qty,
+}
+
+impl OrderTerms {
+    /// The terms of a queued or settled order.
+    pub fn of(order: &Order) -> Self {
+        Self { side: order.side, symbol: order.symbol, qty: order.qty }
+    }
+}
+
+impl fmt::Display for OrderTerms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.side, self.qty, self.symbol)
+    }
+}
+
 /// What the memory holds for a key.
 #[derive(Debug)]
 pub enum Known<'a> {
-    /// Queued: the callers waiting for its outcome (a retry joins them).
-    Pending(&'a mut Vec<Reply>),
-    /// Committed: its answer.
-    Done(&'a Response),
+    /// Queued: what it asks for, and the callers waiting for its outcome (a retry joins them).
+    Pending {
+        /// The queued order's terms.
+        terms: OrderTerms,
+        /// Its callers.
+        waiters: &'a mut Vec<Reply>,
+    },
+    /// Committed: what it asked for, and its answer.
+    Done {
+        /// The order's terms.
+        terms: OrderTerms,
+        /// Its answer.
+        response: &'a Response,
+    },
+}
+
+/// A queued order's terms and callers.
+#[derive(Debug)]
+struct Queued {
+    terms: OrderTerms,
+    waiters: Vec<Reply>,
 }
 
 /// Queued orders' callers and the newest `capacity` committed outcomes.
 #[derive(Debug)]
 pub struct RetryMemory {
-    pending: HashMap<OrderKey, Vec<Reply>>,
+    pending: HashMap<OrderKey, Queued>,
     /// Key to its outcome's position (`first` is the position of `outcomes.front()`).
     done: HashMap<OrderKey, u64>,
-    outcomes: VecDeque<(OrderKey, Response)>,
+    outcomes: VecDeque<(OrderKey, OrderTerms, Response)>,
     first: u64,
     capacity: usize,
 }
@@ -59,37 +103,37 @@ impl RetryMemory {
 
     /// What is known about `key`, if anything.
     pub fn get(&mut self, key: &OrderKey) -> Option<Known<'_>> {
-        if let Some(waiters) = self.pending.get_mut(key) {
-            return Some(Known::Pending(waiters));
+        if let Some(queued) = self.pending.get_mut(key) {
+            return Some(Known::Pending { terms: queued.terms, waiters: &mut queued.waiters });
         }
         let index = ring_index(&self.done, self.first, key)?;
-        self.outcomes.get(index).map(|(_, response)| Known::Done(response))
+        self.outcomes.get(index).map(|(_, terms, response)| Known::Done { terms: *terms, response })
     }
 
-    /// Records a newly queued order and its caller.
-    pub fn queue(&mut self, key: OrderKey, caller: Reply) {
-        self.pending.insert(key, vec![caller]);
+    /// Records a newly queued order, what it asks for and its caller.
+    pub fn queue(&mut self, key: OrderKey, terms: OrderTerms, caller: Reply) {
+        self.pending.insert(key, Queued { terms, waiters: vec![caller] });
     }
 
     /// Takes the callers waiting for `key` (the order settled or failed).
     pub fn take_waiters(&mut self, key: &OrderKey) -> Vec<Reply> {
-        self.pending.remove(key).unwrap_or_default()
+        self.pending.remove(key).map(|queued| queued.waiters).unwrap_or_default()
     }
 
     /// Remembers a committed outcome. A key already remembered keeps its place and gets the
     /// new answer; past `capacity`, the oldest outcome is forgotten.
-    pub fn remember(&mut self, key: OrderKey, response: Response) {
+    pub fn remember(&mut self, key: OrderKey, terms: OrderTerms, response: Response) {
         if let Some(index) = ring_index(&self.done, self.first, &key)
-            && let Some((_, slot)) = self.outcomes.get_mut(index)
+            && let Some((_, slot_terms, slot)) = self.outcomes.get_mut(index)
         {
-            *slot = response;
+            (*slot_terms, *slot) = (terms, response);
             return;
         }
         let position = self.first + self.outcomes.len() as u64;
-        self.outcomes.push_back((key, response));
+        self.outcomes.push_back((key, terms, response));
         self.done.insert(key, position);
         while self.outcomes.len() > self.capacity {
-            let Some((old, _)) = self.outcomes.pop_front() else { break };
+            let Some((old, _, _)) = self.outcomes.pop_front() else { break };
             // Each key is in the ring once (a repeat keeps its place), so this is its entry.
             debug_assert_eq!(self.done.get(&old), Some(&self.first));
             self.done.remove(&old);
@@ -201,12 +245,13 @@ impl FillIndex {
         }
     }
 
-    /// The answer the fill of `key` was given, rebuilt from its account's history, if `key`
-    /// ever filled.
-    pub fn answer(&self, state: &State, key: &OrderKey) -> Option<Response> {
+    /// What the first fill of `key` asked for and the answer it was given, rebuilt from its
+    /// account's history, if `key` ever filled.
+    pub fn answer(&self, state: &State, key: &OrderKey) -> Option<(OrderTerms, Response)> {
         let indexed = self.get(key)?;
         let fill = state.account(key.0)?.history.get(indexed.position)?;
-        Some(Response::filled(FillReport::from_transaction(fill, indexed.cash_after)))
+        let response = Response::filled(FillReport::from_transaction(fill, indexed.cash_after));
+        Some((OrderTerms::of(&fill.order), response))
     }
 
     /// How many fills are indexed.
@@ -239,13 +284,17 @@ mod tests {
         (AccountId(n % 7), ClientOrderId(n))
     }
 
+    fn terms() -> OrderTerms {
+        OrderTerms { side: Side::Buy, symbol: Symbol::new("AAPL").unwrap(), qty: Qty::ZERO }
+    }
+
     fn answer(n: u64) -> Response {
         Response::PurchaseFail(Failure::new(Reason::Busy, format!("answer {n}")))
     }
 
     fn done(memory: &mut RetryMemory, n: u64) -> Option<Response> {
         match memory.get(&key(n)) {
-            Some(Known::Done(r)) => Some(r.clone()),
+            Some(Known::Done { response, .. }) => Some(response.clone()),
             _ => None,
         }
     }
@@ -254,7 +303,7 @@ mod tests {
     fn keeps_exactly_the_newest_outcomes() {
         let mut memory = RetryMemory::new(3, 4);
         for n in 1..=10 {
-            memory.remember(key(n), answer(n));
+            memory.remember(key(n), terms(), answer(n));
             assert_eq!(memory.remembered(), n.min(3) as usize);
         }
         for n in 1..=7 {
@@ -269,11 +318,11 @@ mod tests {
     fn a_repeated_key_keeps_its_place_and_takes_the_new_answer() {
         let mut memory = RetryMemory::new(3, 4);
         for n in 1..=3 {
-            memory.remember(key(n), answer(n));
+            memory.remember(key(n), terms(), answer(n));
         }
-        memory.remember(key(1), answer(100));
+        memory.remember(key(1), terms(), answer(100));
         assert_eq!(done(&mut memory, 1), Some(answer(100)));
-        memory.remember(key(4), answer(4));
+        memory.remember(key(4), terms(), answer(4));
         assert_eq!(done(&mut memory, 1), None, "key 1 kept its (oldest) place");
         assert_eq!(done(&mut memory, 2), Some(answer(2)));
         assert_eq!(memory.remembered(), 3);
@@ -284,9 +333,9 @@ mod tests {
         let mut memory = RetryMemory::new(2, 4);
         let (tx1, mut rx1) = oneshot::channel();
         let (tx2, mut rx2) = oneshot::channel();
-        memory.queue(key(5), tx1.into());
+        memory.queue(key(5), terms(), tx1.into());
         match memory.get(&key(5)) {
-            Some(Known::Pending(waiters)) => waiters.push(tx2.into()),
+            Some(Known::Pending { waiters, .. }) => waiters.push(tx2.into()),
             other => panic!("{other:?}"),
         }
         assert_eq!(memory.queued(), 1);
@@ -296,7 +345,7 @@ mod tests {
         assert_eq!((rx1.try_recv().unwrap(), rx2.try_recv().unwrap()), (answer(5), answer(5)));
         assert!(memory.get(&key(5)).is_none(), "not remembered until committed");
         assert!(memory.take_waiters(&key(5)).is_empty());
-        memory.remember(key(5), answer(5));
+        memory.remember(key(5), terms(), answer(5));
         assert_eq!(done(&mut memory, 5), Some(answer(5)));
     }
 
@@ -321,7 +370,8 @@ mod tests {
             for event in &events {
                 if let Event::OrderFilled(fill) = event {
                     let response = Response::filled(FillReport::from_fill(fill, at));
-                    answered.push(((fill.order.account, fill.order.client_id), response));
+                    let first = (OrderTerms::of(&fill.order), response);
+                    answered.push(((fill.order.account, fill.order.client_id), first));
                 }
             }
         }
@@ -339,7 +389,7 @@ mod tests {
     #[test]
     fn a_capacity_of_zero_remembers_nothing() {
         let mut memory = RetryMemory::new(0, 1);
-        memory.remember(key(1), answer(1));
+        memory.remember(key(1), terms(), answer(1));
         assert_eq!(memory.remembered(), 0);
         assert_eq!(done(&mut memory, 1), None);
     }

@@ -296,6 +296,59 @@ fn a_retry_is_never_filled_twice_however_late() {
     }
 }
 
+/// A client order id names one order: the same id for another order (other side or quantity)
+/// is refused at once with `invalid_argument`, whether the first is still queued or was refused,
+/// and is never answered with the first order's outcome. The same order again is a retry.
+#[test]
+fn a_client_order_id_names_one_order_queued_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = open(dir.path());
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    register(&mut core, "erin");
+    let erin = login(&mut core, "erin");
+    let refused_for_reuse = |answer: Response, word: &str| {
+        let f = match answer {
+            Response::PurchaseFail(f) | Response::SellFail(f) => f,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(f.reason, Reason::InvalidArgument, "{}", f.message);
+        assert!(f.message.contains("was already used for") && f.message.contains(word), "{f:?}");
+    };
+
+    // Queued: another quantity, or the other side, is refused in its own return; the same
+    // order joins the first.
+    let mut first = order(&mut core, &erin, Side::Buy, "10", 7);
+    let mut more = order(&mut core, &erin, Side::Buy, "100", 7);
+    let more = more.try_recv().unwrap();
+    assert!(matches!(more, Response::PurchaseFail(_)), "{more:?}");
+    refused_for_reuse(more, "queued for this interval (buy 10 AAPL)");
+    let mut sell = order(&mut core, &erin, Side::Sell, "10", 7);
+    let sell = sell.try_recv().unwrap();
+    assert!(matches!(sell, Response::SellFail(_)), "{sell:?}");
+    refused_for_reuse(sell, "queued");
+    let mut again = order(&mut core, &erin, Side::Buy, "10", 7);
+    settle(&mut core, "10");
+    let filled = first.try_recv().unwrap();
+    assert!(matches!(&filled, Response::PurchaseSuccess(f) if f.qty == Qty::parse("10").unwrap()));
+    assert_eq!(again.try_recv().unwrap(), filled);
+
+    // Refused (not enough cash): a smaller order under the same id is not told "not enough
+    // cash", it is refused as a reuse; the same order again gets the first refusal.
+    let mut big = order(&mut core, &erin, Side::Buy, "1000000", 8);
+    settle(&mut core, "10");
+    let rejected = big.try_recv().unwrap();
+    match &rejected {
+        Response::PurchaseFail(f) => {
+            assert_eq!(f.reason, Reason::Rejected(engine::RejectReason::InsufficientCash));
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut small = order(&mut core, &erin, Side::Buy, "1", 8);
+    refused_for_reuse(small.try_recv().unwrap(), "buy 1000000 AAPL, refused");
+    let mut retry = order(&mut core, &erin, Side::Buy, "1000000", 8);
+    assert_eq!(retry.try_recv().unwrap(), rejected);
+}
+
 /// Once the master stops (after its last settlement), orders queued since and every new one
 /// are answered `master_unavailable` at once (nothing waits for an interval that will not
 /// come), nothing of them is journaled, and a retry of a committed order still gets its outcome.
