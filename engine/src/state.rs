@@ -8,9 +8,10 @@ use std::fmt;
 
 use crate::event::{AccountOpened, Event, Fill, IntervalSettled};
 use crate::ids::{AccountId, Email, IntervalId, PasswordHash, Symbol, Timestamp, Username};
-use crate::money::{Cash, Price, Qty, Side, pro_rata};
+use crate::limits::{ORDER_QTY_UNITS_MAX, TICKS_PER_INTERVAL_MAX};
+use crate::money::{Cash, Price, Qty, Side, notional, pro_rata};
 use crate::order::{Order, OrderKind};
-use crate::tick::Tick;
+use crate::tick::{Tick, TickError};
 
 /// An asset position: how much is held and what it cost.
 #[derive(
@@ -155,7 +156,18 @@ pub enum ApplyError {
         /// The order.
         order: u64,
     },
-    /// A fill whose balances do not follow from the state.
+    /// An interval header whose ticks no tick set could hold: a bad price, or symbols not
+    /// sorted and unique.
+    #[error("interval {interval} has an unusable tick set: {why}")]
+    BadTicks {
+        /// The interval.
+        interval: IntervalId,
+        /// What is wrong.
+        why: TickError,
+    },
+    /// A fill that does not follow from the state and its interval: its price is not the
+    /// symbol's tick, its amount not price times quantity (rounded as `money::notional`
+    /// rounds), its quantity out of range, or its balances do not add up.
     #[error("order {order} fill does not add up: {what}")]
     FillMismatch {
         /// The order.
@@ -183,6 +195,9 @@ pub enum InvariantError {
     /// The last interval counts more applied outcomes than it announced orders.
     #[error("interval {0} has more outcomes than orders")]
     OutcomesBeyondOrders(IntervalId),
+    /// A fill in an account's history whose amount is not its price times its quantity.
+    #[error("account {0}: a fill's amount is not its price times its quantity")]
+    AmountMismatch(AccountId),
 }
 
 impl State {
@@ -263,6 +278,8 @@ impl State {
                         return Err(ApplyError::IntervalIncomplete(last.id));
                     }
                 }
+                check_tick_list(ticks)
+                    .map_err(|why| ApplyError::BadTicks { interval: *interval, why })?;
                 for tick in ticks {
                     if let Some(slot) = self.assets.get_mut(&tick.symbol) {
                         *slot = Some(*tick);
@@ -336,8 +353,19 @@ impl State {
         let id = order.id.0;
         let mismatch = |what| ApplyError::FillMismatch { order: id, what };
         let settled_at = self.last_interval.map(|l| l.at).unwrap_or_default();
-        if !self.assets.contains_key(&order.symbol) {
+        let Some(tick) = self.assets.get(&order.symbol) else {
             return Err(ApplyError::UnknownReference { order: id });
+        };
+        // What settlement decided, decided again from the event's own terms: a fill with a
+        // made-up price or amount whose balances are consistent still fails here.
+        if order.qty.is_zero() || Some(order.qty) > Qty::from_units(ORDER_QTY_UNITS_MAX) {
+            return Err(mismatch("quantity out of range"));
+        }
+        if tick.is_none_or(|t| (t.fill_price(), t.time) != (fill.price, fill.tick_time)) {
+            return Err(mismatch("price is not the symbol's tick"));
+        }
+        if notional(fill.price, order.qty, order.side) != Some(fill.amount) {
+            return Err(mismatch("amount is not price times quantity"));
         }
         let OrderKind::Market = order.kind;
         let account =
@@ -399,6 +427,9 @@ impl State {
             let mut cash = i128::from(account.initial_cash.raw());
             let mut qty: BTreeMap<Symbol, i128> = BTreeMap::new();
             for t in &account.history {
+                if notional(t.price, t.order.qty, t.order.side) != Some(t.amount) {
+                    return Err(InvariantError::AmountMismatch(id));
+                }
                 let (cash_sign, qty_sign) = match t.order.side {
                     Side::Buy => (-1, 1),
                     Side::Sell => (1, -1),
@@ -548,6 +579,22 @@ impl fmt::Display for Digest {
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Digest({self})")
+    }
+}
+
+/// Checks an interval header's ticks as [`crate::TickSet::new`] checks its input, and that
+/// they are in its order (sorted by symbol, each symbol once): what settlement wrote.
+fn check_tick_list(ticks: &[Tick]) -> Result<(), TickError> {
+    if ticks.len() > TICKS_PER_INTERVAL_MAX {
+        return Err(TickError::TooMany(ticks.len()));
+    }
+    for tick in ticks {
+        tick.validate()?;
+    }
+    match ticks.windows(2).find(|w| w[0].symbol >= w[1].symbol) {
+        Some(w) if w[0].symbol == w[1].symbol => Err(TickError::DuplicateSymbol(w[0].symbol)),
+        Some(w) => Err(TickError::Unsorted(w[1].symbol)),
+        None => Ok(()),
     }
 }
 

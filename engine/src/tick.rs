@@ -37,6 +37,10 @@ pub enum TickError {
     /// The same symbol twice in one interval.
     #[error("tick set has {0} twice")]
     DuplicateSymbol(Symbol),
+    /// A stored tick list not sorted by symbol (a tick set always is): this symbol comes after
+    /// a greater one.
+    #[error("tick list is not sorted by symbol at {0}")]
+    Unsorted(Symbol),
     /// More ticks than one interval may hold.
     #[error("tick set has {0} ticks, at most {TICKS_PER_INTERVAL_MAX} are allowed")]
     TooMany(usize),

@@ -292,3 +292,63 @@ fn replay_refuses_inconsistent_events() {
     let mut fresh = engine_with(&["AAPL"], 1, "1000");
     assert!(fresh.apply(&all[1]).is_err());
 }
+
+/// Replay decides a fill again from its own terms: a fill whose balances agree with each other
+/// but whose amount is not price times quantity, or whose price is not the interval's tick, is
+/// refused; so is a header with a tick no tick set could hold. (The audit is this replay.)
+#[test]
+fn replay_refuses_a_fill_with_a_made_up_price_or_amount() {
+    let mut e = engine_with(&["AAPL", "IBM"], 1, "1000");
+    let mut queue = OrderQueue::new();
+    queue.push(order(1, 1, Side::Buy, "AAPL", "3", 0));
+    let set = ticks(&[("AAPL", "10"), ("IBM", "20")]);
+    let events = e.settle(IntervalId(1), Timestamp(0), &set, &mut queue).unwrap();
+    let refused = |tamper: &dyn Fn(&mut Vec<Event>)| {
+        let mut tampered = events.clone();
+        tamper(&mut tampered);
+        let mut fresh = engine_with(&["AAPL", "IBM"], 1, "1000");
+        fresh.apply(&tampered[0]).and_then(|()| fresh.apply(&tampered[1])).unwrap_err()
+    };
+    let fill_mismatch = |err: engine::ApplyError, what: &str| {
+        assert!(
+            matches!(&err, engine::ApplyError::FillMismatch { what: w, .. } if w.contains(what)),
+            "{err}"
+        );
+    };
+    // 3 AAPL at 10 for 0.01, cash after and holding consistent with that amount.
+    let cheap = |events: &mut Vec<Event>| {
+        if let Event::OrderFilled(f) = &mut events[1] {
+            f.amount = cash("0.01");
+            f.cash_after = cash("999.99");
+        }
+    };
+    fill_mismatch(refused(&cheap), "price times quantity");
+    // The price and amount of another symbol's tick.
+    let other_price = |events: &mut Vec<Event>| {
+        if let Event::OrderFilled(f) = &mut events[1] {
+            f.price = set.get(&sym("IBM")).unwrap().close;
+            f.amount = cash("60");
+            f.cash_after = cash("940");
+        }
+    };
+    fill_mismatch(refused(&other_price), "tick");
+    // A header tick with a zero price, and one out of order.
+    let zero = |events: &mut Vec<Event>| {
+        if let Event::IntervalSettled(h) = &mut events[0] {
+            h.ticks[1].low = engine::Price::ZERO;
+        }
+    };
+    assert!(matches!(refused(&zero), engine::ApplyError::BadTicks { .. }));
+    let unsorted = |events: &mut Vec<Event>| {
+        if let Event::IntervalSettled(h) = &mut events[0] {
+            h.ticks.swap(0, 1);
+        }
+    };
+    assert!(matches!(refused(&unsorted), engine::ApplyError::BadTicks { .. }));
+    // The events as settled apply.
+    let mut fresh = engine_with(&["AAPL", "IBM"], 1, "1000");
+    for event in &events {
+        fresh.apply(event).unwrap();
+    }
+    assert_eq!(fresh.digest(), e.digest());
+}
