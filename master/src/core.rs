@@ -175,6 +175,11 @@ pub enum CoreRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Option<Timestamp>>,
     },
+    /// Every listed symbol, sorted (once listed at start-up, the set does not change).
+    ListedAssets {
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<Symbol>>,
+    },
 }
 
 /// What one settlement did.
@@ -320,27 +325,41 @@ fn id_used_for_another_order(client_id: ClientOrderId, order: &str, side: Side) 
     order_fail(side, failure(Reason::InvalidArgument, message))
 }
 
-/// What a rejected order's answer says, in words, with what the engine saw: the client shows it
-/// after the reason's name and code. `cash_seen` and `holding_seen` are read only for the reasons
-/// they explain.
+/// What a rejected order's answer says, in words: the client shows it after the reason's name
+/// and code. `seen` is the engine's rejection, with what it saw (the price, the cash, the
+/// holding), for an order refused at settlement; `None` for one refused on arrival.
 fn rejection_message(
     reason: RejectReason,
     symbol: &Symbol,
-    cash_seen: Cash,
-    holding_seen: Qty,
+    seen: Option<&engine::Rejection>,
 ) -> String {
-    match reason {
-        RejectReason::UnknownAccount => "the account does not exist".to_owned(),
-        RejectReason::ZeroQuantity => "the quantity must be more than zero".to_owned(),
-        RejectReason::QuantityTooLarge => format!(
+    match (reason, seen) {
+        (RejectReason::UnknownAccount, _) => "the account does not exist".to_owned(),
+        (RejectReason::ZeroQuantity, _) => "the quantity must be more than zero".to_owned(),
+        (RejectReason::QuantityTooLarge, _) => format!(
             "the quantity is over the limit of {} units per order",
             engine::limits::ORDER_QTY_UNITS_MAX
         ),
-        RejectReason::UnknownSymbol => format!("{symbol} is not a listed asset"),
-        RejectReason::NoPrice => format!("no price for {symbol} this interval"),
-        RejectReason::InsufficientCash => format!("not enough cash: have {cash_seen}"),
-        RejectReason::InsufficientHoldings => format!("not enough {symbol}: hold {holding_seen}"),
-        RejectReason::Overflow => "the amount is too large to settle".to_owned(),
+        (RejectReason::UnknownSymbol, _) => format!("{symbol} is not a listed asset"),
+        (RejectReason::NoPrice, _) => format!("no price for {symbol} this interval"),
+        (RejectReason::InsufficientCash, Some(r)) => {
+            // What the buy would have cost at this interval's price (rounded up, as a buy is).
+            let qty = r.order.qty;
+            match r.price_seen.and_then(|p| Some((p, engine::money::notional(p, qty, Side::Buy)?)))
+            {
+                Some((price, cost)) => format!(
+                    "not enough cash: {qty} {symbol} at {price} cost {cost}, have {}",
+                    r.cash_seen
+                ),
+                None => format!("not enough cash: have {}", r.cash_seen),
+            }
+        }
+        (RejectReason::InsufficientHoldings, Some(r)) => {
+            format!("not enough {symbol}: selling {}, hold {}", r.order.qty, r.holding_seen)
+        }
+        (RejectReason::InsufficientCash, None) => "not enough cash".to_owned(),
+        (RejectReason::InsufficientHoldings, None) => format!("not enough {symbol}"),
+        (RejectReason::Overflow, _) => "the amount is too large to settle".to_owned(),
     }
 }
 
@@ -531,6 +550,9 @@ impl Core {
                 let latest = self.engine.state().assets().values().flatten().map(|t| t.time).max();
                 let _ = reply.send(latest);
             }
+            CoreRequest::ListedAssets { reply } => {
+                let _ = reply.send(self.engine.state().assets().keys().copied().collect());
+            }
         }
     }
 
@@ -703,10 +725,7 @@ impl Core {
         if let Some(reason) = immediate {
             reply.send(order_fail(
                 side,
-                failure(
-                    Reason::Rejected(reason),
-                    rejection_message(reason, &symbol, Cash::ZERO, Qty::ZERO),
-                ),
+                failure(Reason::Rejected(reason), rejection_message(reason, &symbol, None)),
             ));
             return;
         }
@@ -962,7 +981,7 @@ fn outcome_response(
             Some(((order.account, order.client_id), OrderTerms::of(order), response))
         }
         Event::OrderRejected(r) => {
-            let message = rejection_message(r.reason, &r.order.symbol, r.cash_seen, r.holding_seen);
+            let message = rejection_message(r.reason, &r.order.symbol, Some(r));
             let f = failure(Reason::Rejected(r.reason), message);
             let order = &r.order;
             Some((

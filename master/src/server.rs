@@ -106,6 +106,9 @@ struct Shared {
     registry: Arc<LiveRegistry>,
     identity: MasterIdentity,
     workers: ConnectedWorkers,
+    /// Every listed symbol, sorted: a price query for another symbol is told it is not listed,
+    /// not that its price is not known yet.
+    listed: Vec<Symbol>,
 }
 
 /// Runs the master on `listener` until `shutdown` completes: recovers from the journal, starts
@@ -181,6 +184,9 @@ pub async fn run(
         recorded.seek_after(latest);
     }
     info!(assets = assets.len(), newly_listed = listed, source = source.name(), "prices ready");
+    let (tx, rx) = oneshot::channel();
+    send_core(&core_tx, CoreRequest::ListedAssets { reply: tx }).await?;
+    let listed = rx.await.map_err(|e| ServerError::Core(e.to_string()))?;
 
     let shared = Arc::new(Shared {
         core: core_tx.clone(),
@@ -190,6 +196,7 @@ pub async fn run(
         registry,
         identity,
         workers: Arc::new(Mutex::new(BTreeMap::new())),
+        listed,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -948,7 +955,7 @@ async fn latest_tick(shared: &Shared, symbol: Symbol) -> Response {
     match tokio::task::spawn_blocking(move || journal.latest_tick(symbol)).await {
         Ok(Ok(Some(tick))) => Response::Data(DataPayload::AssetInfo(tick)),
         Ok(Ok(None)) => {
-            Response::DataFail(Failure::new(Reason::NotFound, format!("no price for {symbol} yet")))
+            Response::DataFail(no_prices(shared, symbol, format!("no price for {symbol} yet")))
         }
         Ok(Err(e)) => {
             warn!(cause = %e, "tick read failed");
@@ -990,6 +997,23 @@ fn read_series(
     }
 }
 
+/// The `not_found` answer to a price query that found no price: `listed_but` for a listed
+/// symbol, else that the symbol is not listed, naming some that are.
+fn no_prices(shared: &Shared, symbol: Symbol, listed_but: String) -> Failure {
+    const NAMED_MAX: usize = 20;
+    let message = if shared.listed.binary_search(&symbol).is_ok() {
+        listed_but
+    } else {
+        let mut names: Vec<&str> =
+            shared.listed.iter().take(NAMED_MAX).map(|s| s.as_str()).collect();
+        if shared.listed.len() > NAMED_MAX {
+            names.push("...");
+        }
+        format!("{symbol} is not a listed asset (listed: {})", names.join(", "))
+    };
+    Failure::new(Reason::NotFound, message)
+}
+
 async fn price_series(
     shared: &Shared,
     symbol: Symbol,
@@ -1010,8 +1034,9 @@ async fn price_series(
                  shorter period"
             ),
         )),
-        Ok(Ok(Some(bars))) if bars.is_empty() => Response::DataFail(Failure::new(
-            Reason::NotFound,
+        Ok(Ok(Some(bars))) if bars.is_empty() => Response::DataFail(no_prices(
+            shared,
+            symbol,
             format!("no prices for {symbol} in that range"),
         )),
         Ok(Ok(Some(bars))) => {

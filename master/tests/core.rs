@@ -340,6 +340,10 @@ fn a_client_order_id_names_one_order_queued_or_refused() {
     match &rejected {
         Response::PurchaseFail(f) => {
             assert_eq!(f.reason, Reason::Rejected(engine::RejectReason::InsufficientCash));
+            // What it would have cost, beside the cash there was.
+            let m = &f.message;
+            assert!(m.starts_with("not enough cash: 1000000 AAPL at 10"), "{m}");
+            assert!(m.contains(" cost 10000000") && m.contains(", have "), "{m}");
         }
         other => panic!("{other:?}"),
     }

@@ -182,9 +182,12 @@ async fn cache_spares_the_master_and_a_master_restart_is_survived() {
         period: Period::Day,
         date: Timestamp(4_000_000_000_000_000),
     };
-    assert!(
-        matches!(client.send(far_future).await, Response::DataFail(f) if f.reason == Reason::NotFound)
-    );
+    match client.send(far_future).await {
+        Response::DataFail(f) if f.reason == Reason::NotFound => {
+            assert_eq!(f.message, "no prices for AAPL in that range");
+        }
+        other => panic!("{other:?}"),
+    }
 
     // The same query twice in one interval: the second never reaches the master.
     let current = Request::GetAssetValueCurrent { symbol: Symbol::new("MSFT").unwrap() };

@@ -191,6 +191,10 @@ fn a_user_trades_through_a_local_cluster() {
     assert_eq!(text(&env.json(&["price", "AAPL", "--all"])["symbol"]), "AAPL");
     let err = env.refused(&["info", "ZZZZ"], "");
     assert!(err.contains("not_found (108)"), "{err}");
+    // A mistyped symbol is told so (not "no price yet"), with the symbols that are listed.
+    assert!(err.contains("ZZZZ is not a listed asset (listed: AAPL"), "{err}");
+    let err = env.refused(&["price", "ZZZZ", "--all"], "");
+    assert!(err.contains("ZZZZ is not a listed asset"), "{err}");
 
     // Users: the owner sees the email.
     let me = env.json(&["user", "alice"]);
@@ -222,6 +226,8 @@ fn a_user_trades_through_a_local_cluster() {
     let err = env.refused(&["history"], "");
     assert!(err.starts_with("pt: session refused: bad_session (101): "), "{err}");
     assert!(err.contains("pt login alice"), "{err}");
+    // Said once: the worker's message already says to log in.
+    assert_eq!(err.matches("log in").count() + err.matches("login").count(), 2, "{err}");
     assert!(!env.session.exists());
 
     // Without --remember, the client ends a session idle for more than 30 minutes.

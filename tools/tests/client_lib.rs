@@ -287,7 +287,7 @@ fn fills() {
     assert_eq!(
         render::fill(&fill_report(Side::Buy), false),
         "Bought 10 AAPL at 116.25 (paid 1162.50).\n\
-         Order 7 settled in interval 11 at 2013-03-01 14:30:05. Cash now 98837.50.\n"
+         Order 7 settled in interval 11 at 2013-03-01 14:30:05. Cash after this fill: 98837.50.\n"
     );
     assert!(
         render::fill(&fill_report(Side::Sell), false)

@@ -441,7 +441,12 @@ async fn resume(client: &mut Client, saved: &SavedSession) -> Result<(), ClientE
                 what: "session",
                 failure: Failure::new(
                     failure.reason,
-                    format!("{}; run `pt login {}` again", failure.message, saved.username),
+                    // The worker's message already says to log in: name the command only.
+                    if failure.message.contains("log in") {
+                        format!("{} (`pt login {}`)", failure.message, saved.username)
+                    } else {
+                        format!("{}; run `pt login {}` again", failure.message, saved.username)
+                    },
                 ),
             })
         }

@@ -182,6 +182,17 @@ impl Client {
             for addr in addrs {
                 match TcpStream::connect(addr).await {
                     Ok(stream) => return Ok(stream),
+                    // Nothing listens there: usually no `pt up` running, or one on other ports.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        let (flag, var) = match config.role {
+                            "master" => ("--master", ENV_MASTER),
+                            _ => ("--worker", ENV_WORKER),
+                        };
+                        last = format!(
+                            "{e}; is a PaperTrader running there (`pt up` starts one and prints \
+                             its addresses)? Otherwise pass {flag} ADDR or set {var}"
+                        );
+                    }
                     Err(e) => last = e.to_string(),
                 }
             }

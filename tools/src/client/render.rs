@@ -189,7 +189,8 @@ pub fn fill(report: &FillReport, as_json: bool) -> String {
         Side::Sell => ("Sold", "received"),
     };
     format!(
-        "{verb} {} {} at {} ({paid} {}).\nOrder {} settled in interval {} at {}. Cash now {}.\n",
+        "{verb} {} {} at {} ({paid} {}).\nOrder {} settled in interval {} at {}. Cash after \
+         this fill: {}.\n",
         report.qty,
         report.symbol,
         report.price,
