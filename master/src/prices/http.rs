@@ -333,8 +333,11 @@ fn parse_answer(body: &[u8], symbol: Symbol, api_key: &str) -> Result<Tick, Fail
         // Alpha Vantage answers an unknown symbol with an empty quote.
         return Err(FailureReason::NoData);
     }
-    if quote.symbol.as_deref().is_some_and(|s| s != symbol.as_str()) {
-        return Err(FailureReason::Malformed("quote for another symbol".to_owned()));
+    // A quote must say whose it is: one without a symbol is not taken for the one asked.
+    match quote.symbol.as_deref() {
+        Some(s) if s == symbol.as_str() => {}
+        Some(_) => return Err(FailureReason::Malformed("quote for another symbol".to_owned())),
+        None => return Err(FailureReason::Malformed("no \"01. symbol\"".to_owned())),
     }
     let field = |name: &'static str, value: &Option<String>| -> Result<String, FailureReason> {
         value.clone().ok_or_else(|| FailureReason::Malformed(format!("no {name:?}")))
@@ -461,5 +464,11 @@ mod tests {
         let other = br#"{"Global Quote": {"01. symbol": "MSFT", "02. open": "1", "03. high": "2",
             "04. low": "1", "05. price": "1", "06. volume": "1", "07. latest trading day": "2024-05-10"}}"#;
         assert!(matches!(parse_answer(other, ibm(), "k"), Err(FailureReason::Malformed(_))));
+        let nameless = br#"{"Global Quote": {"02. open": "1", "03. high": "2", "04. low": "1",
+            "05. price": "2", "06. volume": "1", "07. latest trading day": "2019-01-02"}}"#;
+        match parse_answer(nameless, ibm(), "k") {
+            Err(FailureReason::Malformed(why)) => assert!(why.contains("01. symbol"), "{why}"),
+            other => panic!("a quote without a symbol was taken: {other:?}"),
+        }
     }
 }
