@@ -109,13 +109,18 @@ pub struct RecordedOrder {
     pub qty: Qty,
 }
 
-/// Parses a `YYYY-MM-DD` date (00:00 UTC) or an RFC 3339 timestamp.
+/// Parses a `YYYY-MM-DD` date (00:00 UTC) or an RFC 3339 timestamp with at most six
+/// fractional digits: times are kept in microseconds, and a finer time is refused rather than
+/// cut (two rows a tenth of a microsecond apart would otherwise become one time).
 pub fn parse_time(text: &str) -> Option<Timestamp> {
     let date_format = format_description!("[year]-[month]-[day]");
     if let Ok(date) = time::Date::parse(text, &date_format) {
         return Timestamp::from_offset_date_time(date.midnight().assume_utc());
     }
-    time::OffsetDateTime::parse(text, &Rfc3339).ok().and_then(Timestamp::from_offset_date_time)
+    time::OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .filter(|at| at.nanosecond() % 1_000 == 0)
+        .and_then(Timestamp::from_offset_date_time)
 }
 
 /// Rows of a CSV text after its header: (1-based line number, fields).
@@ -366,6 +371,9 @@ mod tests {
         assert_eq!(parse_time("1970-01-02"), Some(Timestamp(86_400_000_000)));
         assert_eq!(parse_time("1970-01-01T00:00:01.5Z"), Some(Timestamp(1_500_000)));
         assert_eq!(parse_time("1970-01-01T01:00:00+01:00"), Some(Timestamp(0)));
+        assert_eq!(parse_time("1970-01-01T00:00:01.000001Z"), Some(Timestamp(1_000_001)));
+        // Finer than a microsecond: refused, not cut.
+        assert_eq!(parse_time("1970-01-01T00:00:01.0000001Z"), None);
         assert_eq!(parse_time("yesterday"), None);
         assert_eq!(parse_time("2013-02-30"), None);
     }
