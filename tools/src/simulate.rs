@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use engine::recorded::{self, Simulation, SimulationConfig};
-use engine::{Cash, Price, RejectReason, money};
+use engine::{Cash, RejectReason, money};
 
 /// The shipped recorded prices (see `data/README.md`).
 pub const SHIPPED_PRICES: &str = include_str!("../../data/stocks-2000-2013.csv");
@@ -58,29 +58,28 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<String> {
     }
 }
 
-/// One account's valuation at the latest prices.
+/// One account's valuation at the latest prices; `None` where a sum does not fit in 64 bits of
+/// 10^-8 units (shown as "too large", never as a smaller number).
 struct Valuation {
-    holdings_value: Cash,
-    total: Cash,
+    holdings_value: Option<Cash>,
+    total: Option<Cash>,
 }
 
 fn value(sim: &Simulation, account: &engine::Account) -> Valuation {
-    let mut holdings_value = Cash::ZERO;
-    for (symbol, h) in &account.holdings {
-        let price = sim
-            .engine
-            .state()
-            .assets()
-            .get(symbol)
-            .copied()
-            .flatten()
-            .map_or(Price::ZERO, |t| t.close);
-        // Valued as a sale would be: rounded down.
-        let v = money::notional(price, h.qty, engine::Side::Sell).unwrap_or(Cash::ZERO);
-        holdings_value = holdings_value.checked_add(v).unwrap_or(holdings_value);
-    }
-    let total = account.cash.checked_add(holdings_value).unwrap_or(account.cash);
+    let assets = sim.engine.state().assets();
+    let holdings_value = account.holdings.iter().try_fold(Cash::ZERO, |sum, (symbol, h)| {
+        // A holding came from a fill, so its symbol has a tick. Valued as a sale would be:
+        // rounded down.
+        let price = assets.get(symbol).copied().flatten()?.close;
+        sum.checked_add(money::notional(price, h.qty, engine::Side::Sell)?)
+    });
+    let total = holdings_value.and_then(|v| account.cash.checked_add(v));
     Valuation { holdings_value, total }
+}
+
+/// An amount, or "too large" when it did not fit.
+fn amount_text(amount: Option<Cash>) -> String {
+    amount.map_or_else(|| "too large".to_owned(), |a| a.to_string())
 }
 
 fn signed_change(from: Cash, to: Cash) -> String {
@@ -122,9 +121,9 @@ fn render_table(sim: &Simulation, price_intervals: usize, order_rows: usize) -> 
             "{:<10} {:>16} {:>16} {:>16} {:>16}  {}",
             a.username.as_str(),
             a.cash.to_string(),
-            v.holdings_value.to_string(),
-            v.total.to_string(),
-            signed_change(a.initial_cash, v.total),
+            amount_text(v.holdings_value),
+            amount_text(v.total),
+            v.total.map_or_else(|| "-".to_owned(), |t| signed_change(a.initial_cash, t)),
             holdings.join(", ")
         );
     }
@@ -144,8 +143,8 @@ fn render_json(sim: &Simulation) -> anyhow::Result<String> {
             serde_json::json!({
                 "username": a.username.as_str(),
                 "cash": a.cash.to_string(),
-                "holdings_value": v.holdings_value.to_string(),
-                "total": v.total.to_string(),
+                "holdings_value": v.holdings_value.map(|c| c.to_string()),
+                "total": v.total.map(|c| c.to_string()),
                 "holdings": a.holdings.iter().map(|(s, h)| serde_json::json!({
                     "symbol": s.as_str(), "qty": h.qty.to_string(), "cost_basis": h.cost_basis.to_string()
                 })).collect::<Vec<_>>(),

@@ -263,7 +263,15 @@ fn portfolio_json_has_decimal_strings_and_no_floats() {
     assert_eq!(v["holdings"][0]["value"], Value::Null);
     assert_eq!(v["total"], Value::Null);
     let text = render::portfolio(&user("alice"), &p, false);
-    assert!(text.contains("Total: unknown"), "{text}");
+    assert!(text.contains("Total: unknown (a holding has no price)"), "{text}");
+    // Every holding priced, but worth more than 64 bits of 10^-8 units: said so, not "no
+    // price", and never a smaller number.
+    let mut p = portfolio();
+    p.holdings[0].qty = engine::Qty::from_units(1_000_000_000).unwrap();
+    p.holdings[0].last_price = Some(engine::Price::from_units(1_000_000).unwrap());
+    let text = render::portfolio(&user("alice"), &p, false);
+    assert!(text.contains("too large") && text.contains("Total: too large to add up"), "{text}");
+    assert!(!text.contains("no price"), "{text}");
     let empty = Portfolio { cash: cash("5"), holdings: vec![] };
     assert!(render::portfolio(&user("bob"), &empty, false).contains("No holdings."));
 }

@@ -255,12 +255,14 @@ pub fn portfolio(username: &Username, p: &Portfolio, as_json: bool) -> String {
         ]);
         for (h, value) in &rows {
             let dash = || "-".to_owned();
+            // No value with a price: the value does not fit in 64 bits of 10^-8 units.
+            let unknown = || if h.last_price.is_some() { "too large" } else { "-" }.to_owned();
             table.row(vec![
                 h.symbol.to_string(),
                 h.qty.to_string(),
                 h.cost_basis.to_string(),
                 h.last_price.map_or_else(dash, |p| p.to_string()),
-                value.map_or_else(dash, |v| v.to_string()),
+                value.map_or_else(unknown, |v| v.to_string()),
                 value.map_or_else(dash, |v| signed_change(h.cost_basis, v)),
             ]);
         }
@@ -272,8 +274,11 @@ pub fn portfolio(username: &Username, p: &Portfolio, as_json: bool) -> String {
         Some(total) => {
             let _ = writeln!(out, "Total: {total} (holdings valued at their last price)");
         }
-        None => {
+        None if p.holdings.iter().any(|h| h.last_price.is_none()) => {
             let _ = writeln!(out, "Total: unknown (a holding has no price)");
+        }
+        None => {
+            let _ = writeln!(out, "Total: too large to add up (over 64 bits of 10^-8 units)");
         }
     }
     out

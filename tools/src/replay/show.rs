@@ -111,7 +111,12 @@ fn account_text(account: &Account, state: &State) -> String {
         let _ =
             writeln!(out, "  {:<16} {:>20} {:>20} {:>20}", "symbol", "qty", "cost basis", "value");
         for (symbol, holding) in &account.holdings {
-            let value = market_value(state, account, symbol).map_or("-".into(), |v| v.to_string());
+            let priced = state.assets().get(symbol).is_some_and(Option::is_some);
+            let value = match market_value(state, account, symbol) {
+                Some(v) => v.to_string(),
+                None if priced => "too large".into(),
+                None => "-".into(),
+            };
             let _ = writeln!(
                 out,
                 "  {:<16} {:>20} {:>20} {:>20}",
