@@ -9,6 +9,12 @@
 //! **Orders**: a header line `time,username,side,symbol,qty`, then one row per order, ordered by
 //! time. An order settles in the first price interval whose time is at or after its own.
 //!
+//! **Splits**: a header line `time,symbol,ratio`, then one row per stock split, `ratio` written
+//! `new:old` (`2:1`: each share became two from `time` on). [`adjust_for_splits`] divides the
+//! prices before each split by its ratio, so that a price file of unadjusted closes does not
+//! show a holder losing half its value overnight at a 2:1 split (the engine has no split event:
+//! holdings never change by themselves).
+//!
 //! Blank lines are skipped and a trailing `\r` is ignored. Any other problem is an error naming
 //! the 1-based line number.
 
@@ -32,6 +38,10 @@ use crate::tick::{Tick, TickError, TickSet};
 pub const PRICES_HEADER: &str = "time,symbol,open,high,low,close,volume";
 /// The header of a recorded order stream.
 pub const ORDERS_HEADER: &str = "time,username,side,symbol,qty";
+/// The header of a recorded split list.
+pub const SPLITS_HEADER: &str = "time,symbol,ratio";
+/// The largest term of a split ratio.
+pub const SPLIT_RATIO_TERM_MAX: u64 = 1_000_000;
 
 /// A problem in a recorded file, at a 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +93,21 @@ pub enum RecordedErrorKind {
     /// A tick that contradicts itself, or a symbol twice in one period.
     #[error(transparent)]
     BadTick(#[from] TickError),
+    /// A split ratio that is not `new:old` with two different whole numbers from 1 to
+    /// [`SPLIT_RATIO_TERM_MAX`].
+    #[error(
+        "ratio {0:?} is not new:old with two different whole numbers from 1 to \
+         {SPLIT_RATIO_TERM_MAX} (2:1 for two shares for one)"
+    )]
+    BadRatio(String),
+    /// A split that would make a price before it zero (or a volume too large).
+    #[error(
+        "adjusting {symbol}'s prices before this split leaves a price of zero or a volume too large"
+    )]
+    SplitUnrepresentable {
+        /// The symbol.
+        symbol: Symbol,
+    },
 }
 
 /// One interval of a recorded price file: its time and its ticks.
@@ -235,6 +260,95 @@ pub fn parse_orders(text: &str) -> Result<Vec<RecordedOrder>, RecordedError> {
     Ok(orders)
 }
 
+/// A stock split: from `time` on, every `old` shares of `symbol` are `new` shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedSplit {
+    /// When the split takes effect (its first trading period).
+    pub time: Timestamp,
+    /// The stock.
+    pub symbol: Symbol,
+    /// Shares after, per `old` shares before.
+    pub new: u64,
+    /// Shares before.
+    pub old: u64,
+    /// Its 1-based line in its file, for errors.
+    pub line: usize,
+}
+
+/// Parses a split list (`time,symbol,ratio`), in any order.
+pub fn parse_splits(text: &str) -> Result<Vec<RecordedSplit>, RecordedError> {
+    let mut splits = Vec::new();
+    for row in rows(text, SPLITS_HEADER, 3)? {
+        let (line, f) = row?;
+        let at = |kind: RecordedErrorKind| RecordedError { line, kind };
+        let term =
+            |t: &str| t.parse::<u64>().ok().filter(|n| (1..=SPLIT_RATIO_TERM_MAX).contains(n));
+        let (new, old) = f[2]
+            .split_once(':')
+            .and_then(|(new, old)| Some((term(new)?, term(old)?)))
+            .filter(|(new, old)| new != old)
+            .ok_or_else(|| at(RecordedErrorKind::BadRatio(f[2].to_owned())))?;
+        splits.push(RecordedSplit {
+            time: time_of(f[0]).map_err(at)?,
+            symbol: Symbol::new(f[1]).map_err(|e| at(e.into()))?,
+            new,
+            old,
+            line,
+        });
+    }
+    Ok(splits)
+}
+
+/// Split-adjusts a price file: every tick of a split's symbol dated before the split has its
+/// prices multiplied by `old / new` and its volume by `new / old`, each rounded down to the
+/// 10^-8 unit (exact for the usual 2:1, 3:1 and 4:1 splits of prices with at most eight
+/// decimals divisible as they are; rounding down keeps `low <= open, close <= high`). A tick
+/// before several splits is adjusted by each. Prices from the split on are as recorded, so the
+/// series has no jump at the split and a holding keeps its value across it.
+pub fn adjust_for_splits(
+    intervals: Vec<RecordedInterval>,
+    splits: &[RecordedSplit],
+) -> Result<Vec<RecordedInterval>, RecordedError> {
+    if splits.is_empty() {
+        return Ok(intervals);
+    }
+    let scale = |raw: u64, times: u64, by: u64| {
+        u64::try_from(u128::from(raw) * u128::from(times) / u128::from(by)).ok()
+    };
+    intervals
+        .into_iter()
+        .map(|interval| {
+            let mut ticks = interval.ticks.ticks().to_vec();
+            for split in splits.iter().filter(|s| interval.time < s.time) {
+                let unrepresentable = || RecordedError {
+                    line: split.line,
+                    kind: RecordedErrorKind::SplitUnrepresentable { symbol: split.symbol },
+                };
+                for tick in ticks.iter_mut().filter(|t| t.symbol == split.symbol) {
+                    let price = |p: Price| {
+                        scale(p.raw(), split.old, split.new)
+                            .filter(|raw| *raw > 0)
+                            .map(Price::from_raw)
+                            .ok_or_else(unrepresentable)
+                    };
+                    tick.open = price(tick.open)?;
+                    tick.high = price(tick.high)?;
+                    tick.low = price(tick.low)?;
+                    tick.close = price(tick.close)?;
+                    tick.volume = scale(tick.volume.raw(), split.new, split.old)
+                        .map(Qty::from_raw)
+                        .ok_or_else(unrepresentable)?;
+                }
+            }
+            let ticks = TickSet::new(ticks).map_err(|e| RecordedError {
+                line: splits.first().map_or(0, |s| s.line),
+                kind: e.into(),
+            })?;
+            Ok(RecordedInterval { time: interval.time, ticks })
+        })
+        .collect()
+}
+
 /// Settings of a simulation.
 #[derive(Debug, Clone)]
 pub struct SimulationConfig {
@@ -376,6 +490,53 @@ mod tests {
         assert_eq!(parse_time("1970-01-01T00:00:01.0000001Z"), None);
         assert_eq!(parse_time("yesterday"), None);
         assert_eq!(parse_time("2013-02-30"), None);
+    }
+
+    #[test]
+    fn splits_divide_the_prices_before_them() {
+        let prices = parse_prices(
+            "time,symbol,open,high,low,close,volume\n\
+             2000-06-19,AAPL,100,102.5,99,101.25,10\n2000-06-19,IBM,10,11,9,10,5\n\
+             2000-06-20,AAPL,99.99999999,101,98,99.99999999,3\n\
+             2000-06-21,AAPL,50.5,51,50,50.75,20\n",
+        )
+        .unwrap();
+        let splits = parse_splits("time,symbol,ratio\n2000-06-21,AAPL,2:1\n").unwrap();
+        assert_eq!((splits[0].new, splits[0].old, splits[0].line), (2, 1, 2));
+        let adjusted = adjust_for_splits(prices.clone(), &splits).unwrap();
+        let tick =
+            |i: usize, symbol: &str| *adjusted[i].ticks.get(&Symbol::new(symbol).unwrap()).unwrap();
+        let p = |text: &str| Price::parse(text).unwrap();
+        // Before the split: halved (exact), volume doubled; other symbols untouched.
+        let day1 = tick(0, "AAPL");
+        assert_eq!(
+            (day1.open, day1.high, day1.low, day1.close),
+            (p("50"), p("51.25"), p("49.5"), p("50.625"))
+        );
+        assert_eq!(day1.volume, Qty::parse("20").unwrap());
+        assert_eq!(tick(0, "IBM"), *prices[0].ticks.get(&Symbol::new("IBM").unwrap()).unwrap());
+        // An odd last unit is rounded down.
+        assert_eq!(tick(1, "AAPL").close, p("49.99999999"));
+        // From the split on: as recorded.
+        assert_eq!(adjusted[2], prices[2]);
+        // Two splits compound.
+        let both = parse_splits("time,symbol,ratio\n2000-06-20,AAPL,2:1\n2000-06-21,AAPL,3:1\n");
+        let adjusted = adjust_for_splits(prices.clone(), &both.unwrap()).unwrap();
+        assert_eq!(adjusted[0].ticks.ticks()[0].open, Price::parse("16.66666666").unwrap());
+        // A reverse split (1:10) multiplies.
+        let reverse = parse_splits("time,symbol,ratio\n2000-06-21,IBM,1:10\n").unwrap();
+        let adjusted = adjust_for_splits(prices, &reverse).unwrap();
+        assert_eq!(adjusted[0].ticks.ticks()[1].close, p("100"));
+        for bad in ["2", "1:1", "0:1", "2:x", "2:1:1", "1000001:1", "-2:1"] {
+            let err = parse_splits(&format!("time,symbol,ratio\n2000-06-21,AAPL,{bad}\n"));
+            assert!(matches!(err.unwrap_err().kind, RecordedErrorKind::BadRatio(_)), "{bad}");
+        }
+        // A price that would become zero names the split's line.
+        let tiny = parse_prices("time,symbol,open,high,low,close,volume\n2000-01-01,X,0.00000001,0.00000001,0.00000001,0.00000001,1\n").unwrap();
+        let split = parse_splits("time,symbol,ratio\n\n2000-06-21,X,2:1\n").unwrap();
+        let err = adjust_for_splits(tiny, &split).unwrap_err();
+        assert_eq!(err.line, 3);
+        assert!(matches!(err.kind, RecordedErrorKind::SplitUnrepresentable { .. }));
     }
 
     #[test]

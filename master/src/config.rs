@@ -182,6 +182,7 @@ enum SourceKind {
 struct PricesTable {
     source: SourceKind,
     file: Option<PathBuf>,
+    splits: Option<PathBuf>,
     base_url: Option<String>,
     api_key: Option<ApiKey>,
     api_key_env: Option<String>,
@@ -201,6 +202,7 @@ impl TryFrom<PricesTable> for PriceSourceConfig {
         let PricesTable {
             source,
             file,
+            splits,
             base_url,
             api_key,
             api_key_env,
@@ -225,16 +227,19 @@ impl TryFrom<PricesTable> for PriceSourceConfig {
                 match http_keys.iter().find(|(_, given)| *given) {
                     Some((key, _)) => Err(format!(
                         "prices.{key} is a setting of source = \"http\", not of \"recorded\" \
-                         (whose only other key is `file`)"
+                         (whose other keys are `file` and `splits`)"
                     )),
-                    None => Ok(Self::Recorded(RecordedSourceConfig { file })),
+                    None => Ok(Self::Recorded(RecordedSourceConfig { file, splits })),
                 }
             }
             SourceKind::Http => {
-                if file.is_some() {
-                    return Err("prices.file is a setting of source = \"recorded\", not of \
-                                \"http\""
-                        .to_owned());
+                if let Some(key) = [("file", file.is_some()), ("splits", splits.is_some())]
+                    .iter()
+                    .find_map(|(key, given)| given.then_some(key))
+                {
+                    return Err(format!(
+                        "prices.{key} is a setting of source = \"recorded\", not of \"http\""
+                    ));
                 }
                 let default = HttpSourceConfig::default();
                 Ok(Self::Http(HttpSourceConfig {
@@ -259,6 +264,9 @@ pub struct RecordedSourceConfig {
     /// A price file in the recorded format; `None` uses the shipped file
     /// (`data/stocks-2000-2013.csv`, embedded in the binary).
     pub file: Option<PathBuf>,
+    /// A split list (`time,symbol,ratio`) the prices are adjusted for; `None` uses the shipped
+    /// list (`data/splits-2000-2013.csv`) with the shipped file, and no list with another file.
+    pub splits: Option<PathBuf>,
 }
 
 /// An API key. Its `Debug` and `Display` never show it.
@@ -759,6 +767,9 @@ impl MasterConfig {
                 if recorded.file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
                     return Err(invalid("prices.file", "is empty"));
                 }
+                if recorded.splits.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+                    return Err(invalid("prices.splits", "is empty"));
+                }
             }
             PriceSourceConfig::Http(http) => {
                 http.validate()?;
@@ -1038,7 +1049,8 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./pt-data"));
         assert_eq!(config.update_interval, Duration::from_secs(1));
         assert_eq!(config.initial_cash, Cash::parse("100000").unwrap());
-        assert_eq!(config.prices, PriceSourceConfig::Recorded(RecordedSourceConfig { file: None }));
+        let shipped = RecordedSourceConfig { file: None, splits: None };
+        assert_eq!(config.prices, PriceSourceConfig::Recorded(shipped));
         assert_eq!(config.auth.argon2, Argon2Config { m_cost_kib: 19456, t_cost: 2, p_cost: 1 });
         assert_eq!(config.sessions.idle_timeout, Duration::from_secs(1800));
         assert_eq!(config.sessions.remembered_lifetime, Duration::from_secs(30 * 86_400));

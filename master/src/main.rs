@@ -103,6 +103,9 @@ struct RunArgs {
     /// A recorded price file to replay instead of the configured price source.
     #[arg(long)]
     prices: Option<PathBuf>,
+    /// A split list (`time,symbol,ratio`) the `--prices` file is adjusted for.
+    #[arg(long, requires = "prices")]
+    splits: Option<PathBuf>,
     /// Cash new accounts start with, a decimal such as `100000`; overrides `initial_cash`.
     #[arg(long)]
     initial_cash: Option<String>,
@@ -139,8 +142,10 @@ fn load_config(cli: &RunArgs) -> anyhow::Result<MasterConfig> {
         config.update_interval = interval;
     }
     if let Some(file) = &cli.prices {
-        config.prices =
-            PriceSourceConfig::Recorded(RecordedSourceConfig { file: Some(file.clone()) });
+        config.prices = PriceSourceConfig::Recorded(RecordedSourceConfig {
+            file: Some(file.clone()),
+            splits: cli.splits.clone(),
+        });
     }
     if let Some(cash) = &cli.initial_cash {
         config.initial_cash = engine::Cash::parse(cash).context("--initial-cash")?;

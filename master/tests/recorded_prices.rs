@@ -50,7 +50,8 @@ async fn a_configured_file_is_used_and_a_bad_one_names_its_line() {
         "time,symbol,open,high,low,close,volume\n2020-01-02T14:30:00Z,BTC-USD,1.5,2,1,1.75,3\n",
     )
     .unwrap();
-    let config = PriceSourceConfig::Recorded(RecordedSourceConfig { file: Some(good) });
+    let config =
+        PriceSourceConfig::Recorded(RecordedSourceConfig { file: Some(good), splits: None });
     let mut source = open_source(&config, Duration::from_secs(1)).unwrap();
     let btc = Symbol::new("BTC-USD").unwrap();
     let batch = source.fetch(&[btc]).await;
@@ -62,15 +63,66 @@ async fn a_configured_file_is_used_and_a_bad_one_names_its_line() {
         "time,symbol,open,high,low,close,volume\n2020-01-02,IBM,1,2,1,2,3\n2020-01-03,IBM,1,2,1,2.5x,3\n",
     )
     .unwrap();
-    let config = PriceSourceConfig::Recorded(RecordedSourceConfig { file: Some(bad) });
+    let config =
+        PriceSourceConfig::Recorded(RecordedSourceConfig { file: Some(bad), splits: None });
     let err = open_source(&config, Duration::from_secs(1)).unwrap_err();
     assert!(matches!(&err, PriceSourceError::Recorded { source, .. } if source.line == 3), "{err}");
     assert!(err.to_string().contains("bad.csv: line 3"), "{err}");
 
     let missing = dir.path().join("missing.csv");
-    let config = PriceSourceConfig::Recorded(RecordedSourceConfig { file: Some(missing) });
+    let config =
+        PriceSourceConfig::Recorded(RecordedSourceConfig { file: Some(missing), splits: None });
     assert!(matches!(
         open_source(&config, Duration::from_secs(1)),
         Err(PriceSourceError::Read { .. })
     ));
+}
+
+/// The shipped prices are adjusted for the shipped splits: a holder of AAPL does not lose half
+/// its value overnight on 2000-06-21 (2:1), and the prices from the split on are as recorded.
+#[tokio::test]
+async fn the_shipped_prices_are_split_adjusted() {
+    let mut source = open_source(&PriceSourceConfig::default(), Duration::from_secs(1)).unwrap();
+    let aapl = Symbol::new("AAPL").unwrap();
+    let mut closes = Vec::new();
+    loop {
+        let batch = source.fetch(&[aapl]).await;
+        let day = batch.time.unwrap().to_string();
+        if let Some(tick) = batch.ticks.get(&aapl) {
+            closes.push((day[..10].to_owned(), tick.open.to_string(), tick.close.to_string()));
+        }
+        if day.starts_with("2000-06-21") {
+            break;
+        }
+    }
+    let [.., before, split_day] = closes.as_slice() else { panic!("{closes:?}") };
+    // Recorded: closed 101.25 on 06-20, opened 50.5 on 06-21: no jump once adjusted. Both
+    // days are before the 2005 split too, so each is also halved for that one.
+    assert_eq!((before.0.as_str(), before.2.as_str()), ("2000-06-20", "25.3125"));
+    assert_eq!((split_day.0.as_str(), split_day.1.as_str()), ("2000-06-21", "25.25"));
+    assert_eq!((closes[0].0.as_str(), closes[0].2.as_str()), ("2000-03-01", "32.5775"));
+
+    // A file of one's own is as recorded, unless given a split list, whose errors name a line.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prices.csv");
+    std::fs::write(
+        &file,
+        "time,symbol,open,high,low,close,volume\n2020-01-02,IBM,10,12,9,11,3\n2020-01-03,IBM,5,6,5,6,3\n",
+    )
+    .unwrap();
+    let splits = dir.path().join("splits.csv");
+    std::fs::write(&splits, "time,symbol,ratio\n2020-01-03,IBM,2:1\n").unwrap();
+    let ibm = Symbol::new("IBM").unwrap();
+    for (with_splits, close) in [(None, "11"), (Some(splits), "5.5")] {
+        let recorded = RecordedSourceConfig { file: Some(file.clone()), splits: with_splits };
+        let mut source =
+            open_source(&PriceSourceConfig::Recorded(recorded), Duration::from_secs(1)).unwrap();
+        assert_eq!(source.fetch(&[ibm]).await.ticks.get(&ibm).unwrap().close.to_string(), close);
+    }
+    let bad = dir.path().join("bad-splits.csv");
+    std::fs::write(&bad, "time,symbol,ratio\n2020-01-03,IBM,2:1\n2020-01-04,IBM,two\n").unwrap();
+    let recorded = RecordedSourceConfig { file: Some(file), splits: Some(bad) };
+    let err = open_source(&PriceSourceConfig::Recorded(recorded), Duration::from_secs(1));
+    let err = err.unwrap_err().to_string();
+    assert!(err.contains("bad-splits.csv: line 3") && err.contains("ratio"), "{err}");
 }

@@ -10,6 +10,8 @@ use engine::{Cash, RejectReason, money};
 
 /// The shipped recorded prices (see `data/README.md`).
 pub const SHIPPED_PRICES: &str = include_str!("../../data/stocks-2000-2013.csv");
+/// The splits the shipped prices are adjusted for (see `data/README.md`).
+pub const SHIPPED_SPLITS: &str = include_str!("../../data/splits-2000-2013.csv");
 /// The shipped recorded order stream (see `data/README.md`).
 pub const SHIPPED_ORDERS: &str = include_str!("../../data/orders-2000-2013.csv");
 
@@ -22,6 +24,10 @@ pub struct SimulateArgs {
     /// Recorded order stream (`time,username,side,symbol,qty`); default: the shipped one.
     #[arg(long)]
     pub orders: Option<PathBuf>,
+    /// Split list (`time,symbol,ratio`) to adjust the prices for; default: the shipped list
+    /// with the shipped prices, none with `--prices`.
+    #[arg(long)]
+    pub splits: Option<PathBuf>,
     /// Cash each account starts with, as a decimal.
     #[arg(long, default_value = "100000")]
     pub initial_cash: String,
@@ -45,7 +51,19 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<String> {
         args.prices.as_ref().map_or("shipped prices".into(), |p| p.display().to_string());
     let orders_name =
         args.orders.as_ref().map_or("shipped orders".into(), |p| p.display().to_string());
+    let splits = match (&args.splits, &args.prices) {
+        (None, Some(_)) => Vec::new(),
+        (splits, _) => {
+            recorded::parse_splits(&read_or(splits, SHIPPED_SPLITS)?).with_context(|| {
+                format!(
+                    "in {}",
+                    splits.as_ref().map_or("shipped splits".into(), |p| p.display().to_string())
+                )
+            })?
+        }
+    };
     let prices = recorded::parse_prices(&read_or(&args.prices, SHIPPED_PRICES)?)
+        .and_then(|prices| recorded::adjust_for_splits(prices, &splits))
         .with_context(|| format!("in {prices_name}"))?;
     let orders = recorded::parse_orders(&read_or(&args.orders, SHIPPED_ORDERS)?)
         .with_context(|| format!("in {orders_name}"))?;

@@ -219,6 +219,7 @@ impl Cluster {
             update_interval: config.interval,
             prices: PriceSourceConfig::Recorded(RecordedSourceConfig {
                 file: config.prices.clone(),
+                splits: None,
             }),
             workers: registrations,
             ..MasterConfig::default()

@@ -172,15 +172,28 @@ pub fn open_source(
     update_interval: Duration,
 ) -> Result<AnyPriceSource, PriceSourceError> {
     match config {
-        PriceSourceConfig::Recorded(recorded) => match &recorded.file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| PriceSourceError::Read { path: path.clone(), source })?;
-                let origin = path.display().to_string();
-                Ok(AnyPriceSource::Recorded(RecordedSource::from_csv(&text, &origin)?))
-            }
-            None => Ok(AnyPriceSource::Recorded(RecordedSource::shipped()?)),
-        },
+        PriceSourceConfig::Recorded(recorded) => {
+            let read = |path: &std::path::Path| {
+                std::fs::read_to_string(path)
+                    .map_err(|source| PriceSourceError::Read { path: path.to_owned(), source })
+            };
+            // The shipped split list goes with the shipped file only.
+            let splits = match (&recorded.splits, &recorded.file) {
+                (Some(path), _) => {
+                    engine::recorded::parse_splits(&read(path)?).map_err(|source| {
+                        PriceSourceError::Recorded { origin: path.display().to_string(), source }
+                    })?
+                }
+                (None, None) => recorded::shipped_splits()?,
+                (None, Some(_)) => Vec::new(),
+            };
+            let (text, origin) = match &recorded.file {
+                Some(path) => (read(path)?, path.display().to_string()),
+                None => (recorded::SHIPPED_PRICES.to_owned(), "shipped".to_owned()),
+            };
+            let source = RecordedSource::from_csv_split_adjusted(&text, &origin, &splits)?;
+            Ok(AnyPriceSource::Recorded(source))
+        }
         PriceSourceConfig::Http(http) => {
             Ok(AnyPriceSource::Http(Box::new(HttpSource::new(http, update_interval)?)))
         }

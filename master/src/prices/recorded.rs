@@ -8,7 +8,9 @@
 
 use std::collections::BTreeSet;
 
-use engine::recorded::{RecordedInterval, parse_prices};
+use engine::recorded::{
+    RecordedInterval, RecordedSplit, adjust_for_splits, parse_prices, parse_splits,
+};
 use engine::{Symbol, Tick, Timestamp};
 
 use super::{FailureReason, PriceBatch, PriceSource, PriceSourceError, SymbolFailure};
@@ -16,6 +18,17 @@ use super::{FailureReason, PriceBatch, PriceSource, PriceSourceError, SymbolFail
 /// The shipped price file: daily prices of AAPL, FB, GOOG, IBM and MSFT, 2000-03-01 to
 /// 2013-03-01 (origin in `data/README.md`).
 pub const SHIPPED_PRICES: &str = include_str!("../../../data/stocks-2000-2013.csv");
+/// The stock splits inside the shipped file's span (`data/README.md`): its prices are adjusted
+/// for them, so that a holding keeps its value across a split.
+pub const SHIPPED_SPLITS: &str = include_str!("../../../data/splits-2000-2013.csv");
+
+/// The shipped split list, parsed.
+pub fn shipped_splits() -> Result<Vec<RecordedSplit>, PriceSourceError> {
+    parse_splits(SHIPPED_SPLITS).map_err(|source| PriceSourceError::Recorded {
+        origin: "shipped splits".to_owned(),
+        source,
+    })
+}
 
 /// Microseconds in a day: the step of a file with a single period.
 const DAY_MICROS: i64 = 86_400_000_000;
@@ -36,14 +49,25 @@ pub struct RecordedSource {
 impl RecordedSource {
     /// Parses a price file. `origin` names it in errors (a bad row's error names its line).
     pub fn from_csv(text: &str, origin: &str) -> Result<Self, PriceSourceError> {
-        let intervals = parse_prices(text)
-            .map_err(|source| PriceSourceError::Recorded { origin: origin.to_owned(), source })?;
+        Self::from_csv_split_adjusted(text, origin, &[])
+    }
+
+    /// Parses a price file and adjusts it for `splits` (see
+    /// [`engine::recorded::adjust_for_splits`]).
+    pub fn from_csv_split_adjusted(
+        text: &str,
+        origin: &str,
+        splits: &[RecordedSplit],
+    ) -> Result<Self, PriceSourceError> {
+        let recorded = |source| PriceSourceError::Recorded { origin: origin.to_owned(), source };
+        let intervals = parse_prices(text).map_err(recorded)?;
+        let intervals = adjust_for_splits(intervals, splits).map_err(recorded)?;
         Self::from_intervals(intervals).ok_or_else(|| PriceSourceError::Empty(origin.to_owned()))
     }
 
-    /// The shipped price file.
+    /// The shipped price file, adjusted for the shipped splits.
     pub fn shipped() -> Result<Self, PriceSourceError> {
-        Self::from_csv(SHIPPED_PRICES, "shipped")
+        Self::from_csv_split_adjusted(SHIPPED_PRICES, "shipped", &shipped_splits()?)
     }
 
     /// A source over parsed periods (in time order, as the parser gives them); `None` when
