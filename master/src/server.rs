@@ -985,16 +985,19 @@ fn read_series(
         series.extend(&mut bars, &ticks);
         // A short read is the end of the range; tick times of one symbol are unique, so the
         // next chunk starts just after the last tick read.
-        match ticks.last() {
-            Some(last) if ticks.len() == journal::limits::TICKS_QUERY_MAX => {
-                match last.time.0.checked_add(1) {
-                    Some(after) => next = Timestamp(after),
-                    None => return Ok(Some(bars)),
-                }
+        match ticks.last().and_then(|last| last.time.0.checked_add(1)) {
+            Some(after) if ticks.len() == journal::limits::TICKS_QUERY_MAX => {
+                next = Timestamp(after);
             }
-            _ => return Ok(Some(bars)),
+            _ => break,
         }
     }
+    // The first bar's period may start before the range (a year from 2000-03-15 has a March
+    // bar): its time is the range's start, where its ticks begin.
+    if let Some(first) = bars.first_mut() {
+        first.time = first.time.max(from);
+    }
+    Ok(Some(bars))
 }
 
 /// The `not_found` answer to a price query that found no price: `listed_but` for a listed
@@ -1135,5 +1138,14 @@ mod tests {
         // Over the cap: refused, not cut.
         let capped = read_series(&journal, all, history::Series::AllTime, count - 1).unwrap();
         assert_eq!(capped, None);
+        // A year from the middle of a month: the first (monthly) bar is dated where the range
+        // and its ticks begin, not at its month's start; the next bars at their months' starts.
+        let from = engine::recorded::parse_time("2000-03-15").unwrap();
+        let year = (aapl, from, engine::recorded::parse_time("2001-03-15").unwrap());
+        let bars = read_series(&journal, year, history::Series::Period(net::Period::Year), count)
+            .unwrap()
+            .unwrap();
+        assert_eq!(bars[0].time, from);
+        assert_eq!(bars[1].time, engine::recorded::parse_time("2000-04-01").unwrap());
     }
 }

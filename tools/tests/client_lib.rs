@@ -410,6 +410,12 @@ fn chart_scales_closes_into_eighth_blocks() {
     let first_row = text.lines().next().unwrap();
     assert!(first_row.starts_with("199 │"), "{text}");
     assert_eq!(text.lines().nth(4).unwrap(), "    └──────────", "{text}");
+    assert!(text.lines().nth(3).unwrap().starts_with("100 │"), "the lowest of all: {text}");
+    // An extreme inside a slice is still the label (the highest and lowest close of all bars).
+    let mut spike = many.clone();
+    spike[55] = bar(55, "500");
+    let text = render::chart(&spike, 10, 4);
+    assert!(text.starts_with("500 │"), "{text}");
     // Flat prices draw a middle line; no bars draw nothing.
     let flat = render::chart(&[bar(0, "5"), bar(1, "5")], 10, 2);
     assert!(flat.starts_with("5 │\n5 │██\n"), "{flat}");

@@ -481,8 +481,11 @@ pub fn chart(bars: &[Bar], width: usize, height: usize) -> String {
             bars[end.saturating_sub(1)].close.raw()
         })
         .collect();
-    let min = closes.iter().copied().min().unwrap_or(0);
-    let max = closes.iter().copied().max().unwrap_or(0);
+    // The scale (and the labels) run from the lowest to the highest close of all the bars, not
+    // only of the closes the columns show: with more bars than columns, an extreme inside a
+    // slice is still the label.
+    let min = bars.iter().map(|b| b.close.raw()).min().unwrap_or(0);
+    let max = bars.iter().map(|b| b.close.raw()).max().unwrap_or(0);
     let levels_max = height * 8;
     let level = |v: u64| -> usize {
         if max == min {
