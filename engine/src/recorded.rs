@@ -100,6 +100,14 @@ pub enum RecordedErrorKind {
          {SPLIT_RATIO_TERM_MAX} (2:1 for two shares for one)"
     )]
     BadRatio(String),
+    /// The same symbol split twice on one day: a copied row, which would compound.
+    #[error("{symbol} already splits at this time (line {first})")]
+    DuplicateSplit {
+        /// The symbol.
+        symbol: Symbol,
+        /// The line of the first row.
+        first: usize,
+    },
     /// A split that would make a price before it zero (or a volume too large).
     #[error(
         "adjusting {symbol}'s prices before this split leaves a price of zero or a volume too large"
@@ -288,13 +296,14 @@ pub fn parse_splits(text: &str) -> Result<Vec<RecordedSplit>, RecordedError> {
             .and_then(|(new, old)| Some((term(new)?, term(old)?)))
             .filter(|(new, old)| new != old)
             .ok_or_else(|| at(RecordedErrorKind::BadRatio(f[2].to_owned())))?;
-        splits.push(RecordedSplit {
-            time: time_of(f[0]).map_err(at)?,
-            symbol: Symbol::new(f[1]).map_err(|e| at(e.into()))?,
-            new,
-            old,
-            line,
-        });
+        let time = time_of(f[0]).map_err(at)?;
+        let symbol = Symbol::new(f[1]).map_err(|e| at(e.into()))?;
+        if let Some(first) =
+            splits.iter().find(|s: &&RecordedSplit| (s.time, s.symbol) == (time, symbol))
+        {
+            return Err(at(RecordedErrorKind::DuplicateSplit { symbol, first: first.line }));
+        }
+        splits.push(RecordedSplit { time, symbol, new, old, line });
     }
     Ok(splits)
 }
@@ -527,6 +536,10 @@ mod tests {
         let reverse = parse_splits("time,symbol,ratio\n2000-06-21,IBM,1:10\n").unwrap();
         let adjusted = adjust_for_splits(prices, &reverse).unwrap();
         assert_eq!(adjusted[0].ticks.ticks()[1].close, p("100"));
+        let twice = parse_splits("time,symbol,ratio\n2000-06-21,AAPL,2:1\n2000-06-21,AAPL,2:1\n");
+        let err = twice.unwrap_err();
+        assert_eq!(err.line, 3);
+        assert!(matches!(err.kind, RecordedErrorKind::DuplicateSplit { first: 2, .. }));
         for bad in ["2", "1:1", "0:1", "2:x", "2:1:1", "1000001:1", "-2:1"] {
             let err = parse_splits(&format!("time,symbol,ratio\n2000-06-21,AAPL,{bad}\n"));
             assert!(matches!(err.unwrap_err().kind, RecordedErrorKind::BadRatio(_)), "{bad}");

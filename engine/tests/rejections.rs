@@ -294,8 +294,9 @@ fn replay_refuses_inconsistent_events() {
 }
 
 /// Replay decides a fill again from its own terms: a fill whose balances agree with each other
-/// but whose amount is not price times quantity, or whose price is not the interval's tick, is
-/// refused; so is a header with a tick no tick set could hold. (The audit is this replay.)
+/// but whose amount is not price times quantity, or whose price is not the symbol's latest
+/// tick, is refused; so is a header with a tick no tick set could hold. (The audit is this
+/// replay.)
 #[test]
 fn replay_refuses_a_fill_with_a_made_up_price_or_amount() {
     let mut e = engine_with(&["AAPL", "IBM"], 1, "1000");

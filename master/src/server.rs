@@ -179,9 +179,12 @@ pub async fn run(
         rx.await.map_err(|e| ServerError::Core(e.to_string()))?.map_err(ServerError::Core)?;
     let (tx, rx) = oneshot::channel();
     send_core(&core_tx, CoreRequest::LatestTickTime { reply: tx }).await?;
-    if let (Ok(Some(latest)), prices::AnyPriceSource::Recorded(recorded)) = (rx.await, &mut source)
-    {
-        recorded.seek_after(latest);
+    let latest = rx.await.ok().flatten();
+    if let prices::AnyPriceSource::Recorded(recorded) = &mut source {
+        if let Some(latest) = latest {
+            recorded.seek_after(latest);
+        }
+        let _warned = note_price_adjustment(&journal, recorded.adjustment(), latest.is_some());
     }
     info!(assets = assets.len(), newly_listed = listed, source = source.name(), "prices ready");
     let (tx, rx) = oneshot::channel();
@@ -1000,6 +1003,44 @@ fn read_series(
     Ok(Some(bars))
 }
 
+/// The journal meta key of the split adjustment the recorded prices carry.
+const PRICE_ADJUSTMENT_KEY: &str = "prices/adjustment";
+
+/// Keeps which split adjustment the recorded prices carry in the journal, and warns when a
+/// data directory that already has prices goes on with another one (a data directory of an
+/// earlier build, whose prices were not split-adjusted, or a changed `prices.splits`): the
+/// prices then jump at this restart, and the stored history mixes both scales. Returns whether
+/// it warned.
+fn note_price_adjustment(journal: &Journal, adjustment: &str, has_prices: bool) -> bool {
+    let stored = match journal.meta(PRICE_ADJUSTMENT_KEY) {
+        Ok(stored) => stored,
+        Err(e) => {
+            warn!(cause = %e, "cannot read the prices' split adjustment");
+            return false;
+        }
+    };
+    if stored.as_deref() == Some(adjustment.as_bytes()) {
+        return false;
+    }
+    let warned = has_prices;
+    if has_prices {
+        let before = stored.map_or_else(
+            || "unknown (an earlier build: no split adjustment)".to_owned(),
+            |bytes| String::from_utf8_lossy(&bytes).into_owned(),
+        );
+        warn!(
+            before = %before,
+            now = %adjustment,
+            "this data directory's prices were recorded with another split adjustment: prices \
+             may jump at this restart (start with a new data directory to avoid it)"
+        );
+    }
+    if let Err(e) = journal.put_meta(PRICE_ADJUSTMENT_KEY, adjustment.as_bytes()) {
+        warn!(cause = %e, "cannot store the prices' split adjustment");
+    }
+    warned
+}
+
 /// The `not_found` answer to a price query that found no price: `listed_but` for a listed
 /// symbol, else that the symbol is not listed, naming some that are.
 fn no_prices(shared: &Shared, symbol: Symbol, listed_but: String) -> Failure {
@@ -1059,6 +1100,29 @@ mod tests {
     use super::*;
     use engine::{Price, Qty};
     use net::{Bar, Instruction};
+
+    /// A data directory whose prices carry another split adjustment than the source's (one of
+    /// an earlier build, or a changed split list) is warned about once; a new one, or the same
+    /// adjustment again, is not.
+    #[test]
+    fn a_change_of_split_adjustment_is_warned_about_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) =
+            Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
+        let shipped = prices::RecordedSource::shipped().unwrap();
+        let adjusted = shipped.adjustment();
+        assert!(adjusted.starts_with("splits 3 "), "{adjusted}");
+        // An earlier build's data directory: prices, and no adjustment stored.
+        assert!(note_price_adjustment(&journal, adjusted, true));
+        assert!(!note_price_adjustment(&journal, adjusted, true), "stored: warned once");
+        assert!(note_price_adjustment(&journal, "none", true), "a changed list");
+        // A new data directory: nothing to warn about.
+        let fresh = tempfile::tempdir().unwrap();
+        let (journal, _) =
+            Journal::open(journal::path_in(fresh.path()), JournalConfig::default()).unwrap();
+        assert!(!note_price_adjustment(&journal, adjusted, false));
+        assert!(!note_price_adjustment(&journal, adjusted, true));
+    }
 
     /// An answer over the message limit goes out as a `tooLarge` failure of the same request,
     /// for the same relay; other messages are encoded as they are.

@@ -124,5 +124,16 @@ async fn the_shipped_prices_are_split_adjusted() {
     let recorded = RecordedSourceConfig { file: Some(file), splits: Some(bad) };
     let err = open_source(&PriceSourceConfig::Recorded(recorded), Duration::from_secs(1));
     let err = err.unwrap_err().to_string();
-    assert!(err.contains("bad-splits.csv: line 3") && err.contains("ratio"), "{err}");
+    assert!(err.starts_with("split list ") && err.contains("bad-splits.csv: line 3"), "{err}");
+    assert!(err.contains("ratio"), "{err}");
+    // A split that cannot be applied (a price would become zero) names the split list's line,
+    // not the price file's.
+    let tiny = dir.path().join("tiny.csv");
+    std::fs::write(&tiny, "time,symbol,open,high,low,close,volume\n2020-01-02,X,0.00000001,0.00000001,0.00000001,0.00000001,1\n").unwrap();
+    let x_splits = dir.path().join("x-splits.csv");
+    std::fs::write(&x_splits, "time,symbol,ratio\n2020-01-03,X,2:1\n").unwrap();
+    let recorded = RecordedSourceConfig { file: Some(tiny), splits: Some(x_splits) };
+    let err = open_source(&PriceSourceConfig::Recorded(recorded), Duration::from_secs(1));
+    let err = err.unwrap_err().to_string();
+    assert!(err.starts_with("split list ") && err.contains("x-splits.csv: line 2"), "{err}");
 }

@@ -51,20 +51,19 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<String> {
         args.prices.as_ref().map_or("shipped prices".into(), |p| p.display().to_string());
     let orders_name =
         args.orders.as_ref().map_or("shipped orders".into(), |p| p.display().to_string());
-    let splits = match (&args.splits, &args.prices) {
-        (None, Some(_)) => Vec::new(),
+    let prices = recorded::parse_prices(&read_or(&args.prices, SHIPPED_PRICES)?)
+        .with_context(|| format!("in {prices_name}"))?;
+    // The shipped split list goes with the shipped prices only; its errors name its own line.
+    let prices = match (&args.splits, &args.prices) {
+        (None, Some(_)) => prices,
         (splits, _) => {
-            recorded::parse_splits(&read_or(splits, SHIPPED_SPLITS)?).with_context(|| {
-                format!(
-                    "in {}",
-                    splits.as_ref().map_or("shipped splits".into(), |p| p.display().to_string())
-                )
-            })?
+            let splits_name =
+                splits.as_ref().map_or("shipped splits".into(), |p| p.display().to_string());
+            recorded::parse_splits(&read_or(splits, SHIPPED_SPLITS)?)
+                .and_then(|list| recorded::adjust_for_splits(prices, &list))
+                .with_context(|| format!("in {splits_name}"))?
         }
     };
-    let prices = recorded::parse_prices(&read_or(&args.prices, SHIPPED_PRICES)?)
-        .and_then(|prices| recorded::adjust_for_splits(prices, &splits))
-        .with_context(|| format!("in {prices_name}"))?;
     let orders = recorded::parse_orders(&read_or(&args.orders, SHIPPED_ORDERS)?)
         .with_context(|| format!("in {orders_name}"))?;
     let initial_cash = Cash::parse(&args.initial_cash).context("--initial-cash")?;

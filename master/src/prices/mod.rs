@@ -122,6 +122,15 @@ pub enum PriceSourceError {
         /// The parser's error, naming the line.
         source: engine::recorded::RecordedError,
     },
+    /// The split list is malformed, or a split cannot be applied to the prices (the error
+    /// names the split list's line).
+    #[error("split list {origin}: {source}")]
+    Splits {
+        /// The file, or `shipped`.
+        origin: String,
+        /// The parser's or the adjustment's error, naming the split's line.
+        source: engine::recorded::RecordedError,
+    },
     /// The recorded price file has no rows.
     #[error("price file {0} has no prices")]
     Empty(String),
@@ -180,18 +189,21 @@ pub fn open_source(
             // The shipped split list goes with the shipped file only.
             let splits = match (&recorded.splits, &recorded.file) {
                 (Some(path), _) => {
-                    engine::recorded::parse_splits(&read(path)?).map_err(|source| {
-                        PriceSourceError::Recorded { origin: path.display().to_string(), source }
-                    })?
+                    let origin = path.display().to_string();
+                    let list = engine::recorded::parse_splits(&read(path)?).map_err(|source| {
+                        PriceSourceError::Splits { origin: origin.clone(), source }
+                    })?;
+                    Some((list, origin))
                 }
-                (None, None) => recorded::shipped_splits()?,
-                (None, Some(_)) => Vec::new(),
+                (None, None) => Some((recorded::shipped_splits()?, "shipped".to_owned())),
+                (None, Some(_)) => None,
             };
             let (text, origin) = match &recorded.file {
                 Some(path) => (read(path)?, path.display().to_string()),
                 None => (recorded::SHIPPED_PRICES.to_owned(), "shipped".to_owned()),
             };
-            let source = RecordedSource::from_csv_split_adjusted(&text, &origin, &splits)?;
+            let splits = splits.as_ref().map(|(list, origin)| (list.as_slice(), origin.as_str()));
+            let source = RecordedSource::from_csv_split_adjusted(&text, &origin, splits)?;
             Ok(AnyPriceSource::Recorded(source))
         }
         PriceSourceConfig::Http(http) => {

@@ -24,10 +24,21 @@ pub const SHIPPED_SPLITS: &str = include_str!("../../../data/splits-2000-2013.cs
 
 /// The shipped split list, parsed.
 pub fn shipped_splits() -> Result<Vec<RecordedSplit>, PriceSourceError> {
-    parse_splits(SHIPPED_SPLITS).map_err(|source| PriceSourceError::Recorded {
-        origin: "shipped splits".to_owned(),
-        source,
-    })
+    parse_splits(SHIPPED_SPLITS)
+        .map_err(|source| PriceSourceError::Splits { origin: "shipped".to_owned(), source })
+}
+
+/// See [`RecordedSource::adjustment`].
+fn adjustment_of(splits: &[RecordedSplit]) -> String {
+    if splits.is_empty() {
+        return "none".to_owned();
+    }
+    let mut hasher = blake3::Hasher::new();
+    for split in splits {
+        let line = format!("{} {} {}:{}\n", split.time.0, split.symbol, split.new, split.old);
+        hasher.update(line.as_bytes());
+    }
+    format!("splits {} {}", splits.len(), hasher.finalize().to_hex())
 }
 
 /// Microseconds in a day: the step of a file with a single period.
@@ -44,30 +55,50 @@ pub struct RecordedSource {
     next: usize,
     /// Completed loops.
     cycle: u64,
+    /// Which split list the prices are adjusted for (see [`RecordedSource::adjustment`]).
+    adjustment: String,
 }
 
 impl RecordedSource {
     /// Parses a price file. `origin` names it in errors (a bad row's error names its line).
     pub fn from_csv(text: &str, origin: &str) -> Result<Self, PriceSourceError> {
-        Self::from_csv_split_adjusted(text, origin, &[])
+        Self::from_csv_split_adjusted(text, origin, None)
     }
 
-    /// Parses a price file and adjusts it for `splits` (see
-    /// [`engine::recorded::adjust_for_splits`]).
+    /// Parses a price file and adjusts it for a split list and its origin, if given (see
+    /// [`engine::recorded::adjust_for_splits`]); a split that cannot be applied is an error of
+    /// the split list, at its line.
     pub fn from_csv_split_adjusted(
         text: &str,
         origin: &str,
-        splits: &[RecordedSplit],
+        splits: Option<(&[RecordedSplit], &str)>,
     ) -> Result<Self, PriceSourceError> {
-        let recorded = |source| PriceSourceError::Recorded { origin: origin.to_owned(), source };
-        let intervals = parse_prices(text).map_err(recorded)?;
-        let intervals = adjust_for_splits(intervals, splits).map_err(recorded)?;
-        Self::from_intervals(intervals).ok_or_else(|| PriceSourceError::Empty(origin.to_owned()))
+        let intervals = parse_prices(text)
+            .map_err(|source| PriceSourceError::Recorded { origin: origin.to_owned(), source })?;
+        let intervals = match splits {
+            Some((list, list_origin)) => adjust_for_splits(intervals, list).map_err(|source| {
+                PriceSourceError::Splits { origin: list_origin.to_owned(), source }
+            })?,
+            None => intervals,
+        };
+        let mut source = Self::from_intervals(intervals)
+            .ok_or_else(|| PriceSourceError::Empty(origin.to_owned()))?;
+        source.adjustment = adjustment_of(splits.map_or(&[], |(list, _)| list));
+        Ok(source)
+    }
+
+    /// Which split adjustment its prices carry: `none`, or `splits N HASH` for a list of N
+    /// splits (HASH: BLAKE3 of their `time symbol new:old` lines, in order). The master keeps it
+    /// in the journal to warn when a restart would continue a data directory's prices on
+    /// another scale (a jump at the restart).
+    pub fn adjustment(&self) -> &str {
+        &self.adjustment
     }
 
     /// The shipped price file, adjusted for the shipped splits.
     pub fn shipped() -> Result<Self, PriceSourceError> {
-        Self::from_csv_split_adjusted(SHIPPED_PRICES, "shipped", &shipped_splits()?)
+        let splits = shipped_splits()?;
+        Self::from_csv_split_adjusted(SHIPPED_PRICES, "shipped", Some((&splits, "shipped")))
     }
 
     /// A source over parsed periods (in time order, as the parser gives them); `None` when
@@ -90,6 +121,7 @@ impl RecordedSource {
             period_micros,
             next: 0,
             cycle: 0,
+            adjustment: adjustment_of(&[]),
         })
     }
 
