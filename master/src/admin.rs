@@ -1070,15 +1070,21 @@ pub fn remove_worker(target: &AdminTarget, uuid: Uuid) -> Result<(Option<bool>, 
     if let Some(answer) = ask_master(&socket, &AdminRequest::Remove { id: uuid })? {
         return Ok((answer.was_connected, Via::Master));
     }
+    let in_config = target.config_workers.iter().any(|w| w.id == uuid);
     let Some(journal) = open_offline(target, false)? else {
-        return Err(AdminError::UnknownWorker { uuid });
+        return Err(if in_config {
+            RegistryError::ConfigEntry { uuid }.into()
+        } else {
+            AdminError::UnknownWorker { uuid }
+        });
     };
-    // The registry is not built here, so that a damaged or refused entry can still be removed.
-    if target.config_workers.iter().any(|w| w.id == uuid) {
-        return Err(RegistryError::ConfigEntry { uuid }.into());
-    }
+    // The registry is not built here, so that a damaged or refused entry can still be removed,
+    // and so can the registry copy of a worker the configuration lists too (the state that
+    // stops the master at start-up, whose message says to remove it).
     if journal.remove_meta(&registry_key(uuid))? {
         Ok((None, Via::Journal))
+    } else if in_config {
+        Err(RegistryError::ConfigEntry { uuid }.into())
     } else {
         Err(AdminError::UnknownWorker { uuid })
     }

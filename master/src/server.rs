@@ -93,8 +93,9 @@ pub enum ServerError {
 /// newer link's entry.
 static NEXT_LINK_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// A linked worker that sends nothing (not even a heartbeat) for this long is dropped.
-const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A linked worker that sends nothing (not even a heartbeat) for this long is dropped. Workers
+/// refuse a `link.heartbeat_interval` over a third of it.
+pub const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What every connection task shares.
 struct Shared {

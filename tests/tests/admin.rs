@@ -446,11 +446,23 @@ async fn config_entries_are_read_only_and_a_uuid_in_both_stops_the_start_up() {
     })
     .await
     .unwrap();
-    let (_, _, task) = Master::spawn(&s.data, vec![entry]).await;
+    let (_, _, task) = Master::spawn(&s.data, vec![entry.clone()]).await;
     let err = task.await.unwrap().unwrap_err();
     let text = err.to_string();
     assert!(text.contains(&uuid.to_string()) && text.contains("both"), "{text}");
-    // The operator's way out: remove the registry entry offline.
-    let (_, via) = blocking(move || admin::remove_worker(&target, uuid)).await.unwrap();
+    // The operator's way out: remove the registry entry offline, even naming the configuration
+    // (as PT_MASTER_CONFIG does): the registry copy goes, the configuration's stays.
+    let with_config = AdminTarget { config_workers: vec![entry.clone()], ..target.clone() };
+    let (_, via) = blocking({
+        let with_config = with_config.clone();
+        move || admin::remove_worker(&with_config, uuid)
+    })
+    .await
+    .unwrap();
     assert_eq!(via, Via::Journal);
+    // Then only the configuration's entry is left, which cannot be removed this way.
+    let err = blocking(move || admin::remove_worker(&with_config, uuid)).await.unwrap_err();
+    assert!(err.to_string().contains("in the master's configuration"), "{err}");
+    // And the master starts again.
+    Master::start(&s.data, vec![entry]).await.stop().await;
 }

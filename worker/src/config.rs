@@ -389,6 +389,27 @@ impl WorkerConfig {
         SocketAddr::new(ip, bound.port()).to_string()
     }
 
+    /// Why the address handed to clients is probably wrong, if it is: no `advertise`, a
+    /// listener on every interface (so the default is the loopback address) and a master that
+    /// is not on this machine, so clients elsewhere would be told to connect to themselves.
+    pub fn advertise_warning(&self) -> Option<String> {
+        if self.advertise.is_some() || !self.listen.ip().is_unspecified() {
+            return None;
+        }
+        let host = self.master.rsplit_once(':').map_or(self.master.as_str(), |(host, _)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let local = host.eq_ignore_ascii_case("localhost")
+            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        (!local).then(|| {
+            format!(
+                "no `advertise` set: clients will be handed {} by the master's worker list, \
+                 which only works on this machine; set advertise (or --advertise) to the \
+                 host:port clients reach this worker at",
+                self.advertise_address(self.listen)
+            )
+        })
+    }
+
     /// The logbook's settings (for `master::logbook::init_tracing`).
     pub fn logbook_config(&self) -> master::logbook::LogbookConfig {
         master::logbook::LogbookConfig {
@@ -437,6 +458,18 @@ impl LinkConfig {
             ));
         }
         check_duration("link.heartbeat_interval", self.heartbeat_interval, ms(10))?;
+        // The master drops a link silent for LINK_IDLE_TIMEOUT: a heartbeat must come well
+        // within it, even when one is late.
+        let heartbeat_max = master::server::LINK_IDLE_TIMEOUT / 3;
+        if self.heartbeat_interval > heartbeat_max {
+            return Err(invalid(
+                "link.heartbeat_interval",
+                format!(
+                    "must be at most {heartbeat_max:?}: the master closes a link silent for {:?}",
+                    master::server::LINK_IDLE_TIMEOUT
+                ),
+            ));
+        }
         check_duration("link.heartbeat_timeout", self.heartbeat_timeout, ms(10))?;
         if self.heartbeat_timeout <= self.heartbeat_interval {
             return Err(invalid(
@@ -577,6 +610,25 @@ mod tests {
         let config =
             WorkerConfig { advertise: Some("w1.example:2049".into()), ..WorkerConfig::default() };
         assert_eq!(config.advertise_address(bound), "w1.example:2049");
+    }
+
+    #[test]
+    fn a_remote_master_without_advertise_is_warned_about() {
+        let with = |listen: &str, master: &str, advertise: Option<&str>| WorkerConfig {
+            listen: listen.parse().unwrap(),
+            master: master.into(),
+            advertise: advertise.map(Into::into),
+            ..WorkerConfig::default()
+        };
+        let warning = with("0.0.0.0:2049", "master.example:2048", None).advertise_warning();
+        assert!(warning.unwrap().contains("127.0.0.1:2049"));
+        assert!(with("0.0.0.0:2049", "10.0.0.1:2048", None).advertise_warning().is_some());
+        for local in ["127.0.0.1:2048", "localhost:2048", "[::1]:2048"] {
+            assert_eq!(with("0.0.0.0:2049", local, None).advertise_warning(), None, "{local}");
+        }
+        let advertised = with("0.0.0.0:2049", "master.example:2048", Some("w1.example:2049"));
+        assert_eq!(advertised.advertise_warning(), None);
+        assert_eq!(with("10.0.0.7:2049", "master.example:2048", None).advertise_warning(), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use worker::config::{Overrides, WorkerConfig};
 use worker::identity::{self, MasterTrust, WorkerIdentity};
 
@@ -133,7 +133,16 @@ fn run(args: RunArgs) -> ExitCode {
         .filter(|dir| !dir.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     master::logbook::install_crash_dump(guard.logbook().clone(), crash_dir);
-    info!(worker = %identity.uuid(), fingerprint = %identity.fingerprint(), "pt-worker starting");
+    info!(
+        worker = %identity.uuid(),
+        fingerprint = %identity.fingerprint(),
+        master_fingerprint = %trust.fingerprint(),
+        "pt-worker starting (master_fingerprint: the master certificate trusted, to compare with \
+         the fingerprint the master logs as 'master identity loaded')"
+    );
+    if let Some(warning) = config.advertise_warning() {
+        warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -226,7 +235,17 @@ fn write_identity(
     println!("  fingerprint: {}", identity.fingerprint().to_hex());
     println!("  certificate: {}", cert_path.display());
     println!();
-    println!("Copy the certificate to the master and add this to the master's config:");
+    println!("Copy the certificate to the master's host and register the worker there, either");
+    println!("with the registry (takes effect at once, no restart):");
+    println!();
+    let allow: String = allow_ips.iter().map(|ip| format!(" --allow-ip {ip}")).collect();
+    println!(
+        "  pt-master worker add --data MASTER-DATA-DIR --id {} --name {name} --cert {}{allow}",
+        identity.uuid(),
+        cert_path.display()
+    );
+    println!();
+    println!("or in the master's configuration file (then restart it), not both:");
     println!();
     print!("{snippet}");
     println!();
