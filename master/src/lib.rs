@@ -12,6 +12,7 @@
 //! - [`core`]: the one writer: engine, order queue, sessions, journal commits.
 //! - [`server`]: the network side: accept loop, worker links, relayed requests, the interval loop.
 //! - [`history`]: price history aggregation for the get* queries.
+//! - [`shutdown`]: the SIGINT/SIGTERM future both daemons stop on.
 
 pub mod admin;
 pub mod auth;
@@ -24,5 +25,6 @@ pub mod prices;
 pub mod retry;
 pub mod server;
 pub mod sessions;
+pub mod shutdown;
 pub mod snapshots;
 pub mod worker_auth;

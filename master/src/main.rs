@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use master::admin::{self, AdminTarget, NewWorker, Via};
 use master::config::{IpNet, MasterConfig, PriceSourceConfig, RecordedSourceConfig};
-use tracing::{error, info};
+use tracing::error;
 use uuid::Uuid;
 
 /// The PaperTrader master server: accounts, prices, the order queue and the journal.
@@ -172,33 +172,6 @@ fn load_config(cli: &RunArgs) -> anyhow::Result<MasterConfig> {
     Ok(config)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            error!(cause = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                error!(cause = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => info!("Ctrl-C received"),
-        () = terminate => info!("SIGTERM received"),
-    }
-}
-
 fn main() -> ExitCode {
     // An environment variable set but empty counts as unset (`PT_MASTER= pt workers`).
     let matches = master::config::empty_env_as_unset(Cli::command()).get_matches();
@@ -300,10 +273,13 @@ fn run(args: &RunArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // Installed first: a signal during start-up stops the master cleanly once it serves.
+        let shutdown =
+            master::shutdown::shutdown_signal().context("cannot handle SIGINT and SIGTERM")?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        master::server::run(config, listener, shutdown_signal()).await?;
+        master::server::run(config, listener, shutdown).await?;
         anyhow::Ok(())
     });
     match result {

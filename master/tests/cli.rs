@@ -78,3 +78,32 @@ fn a_bad_price_setting_is_reported_at_its_line() {
     let text = stderr(&output);
     assert!(text.contains("3 | timeout = \"abc\"") && text.contains("not a duration"), "{text}");
 }
+
+/// A SIGTERM that arrives while the master is still starting (here: as soon as it has made its
+/// key, before recovery and serving) stops it cleanly, exit status 0, instead of killing it.
+#[cfg(unix)]
+#[test]
+fn a_signal_during_start_up_stops_the_master_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pt-master"))
+        .args(["--data", &data_arg, "--listen", "127.0.0.1:0", "--interval", "1h"])
+        .env_remove("PT_MASTER_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !data.join("master.key").exists() {
+        assert!(std::time::Instant::now() < deadline, "the master never made its key");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(err.contains("SIGTERM: shutting down") && err.contains("master stopped"), "{err}");
+}

@@ -151,7 +151,8 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let shutdown = shutdown_signal()?;
+        let shutdown =
+            master::shutdown::shutdown_signal().context("cannot handle SIGINT and SIGTERM")?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -165,33 +166,6 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Installs the SIGINT and SIGTERM handlers now (so that a signal arriving while the server
-/// starts is not lost) and returns a future that completes on the first of them.
-#[cfg(unix)]
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => info!("SIGINT: shutting down"),
-            _ = terminate.recv() => info!("SIGTERM: shutting down"),
-        }
-    })
-}
-
-/// Completes on Ctrl-C.
-#[cfg(not(unix))]
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    Ok(async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(cause = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-        info!("Ctrl-C: shutting down");
-    })
 }
 
 fn keygen(args: KeygenArgs) -> ExitCode {
