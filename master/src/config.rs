@@ -838,6 +838,17 @@ impl MasterConfig {
     }
 }
 
+/// Creates a data directory (and its missing parents) readable by its owner only (mode 0700 on
+/// Unix): it holds the journal, whose accounts carry every user's email and password hash, and
+/// logs. A directory that exists already is left as it is.
+pub fn create_data_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// Reads a configuration file of at most [`CONFIG_FILE_BYTES_MAX`] bytes (the worker reads its
 /// own with this too).
 pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {

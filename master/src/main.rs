@@ -251,7 +251,7 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+    if let Err(e) = master::config::create_data_dir(&config.data_dir) {
         eprintln!("pt-master: cannot create data directory {}: {e}", config.data_dir.display());
         return ExitCode::FAILURE;
     }

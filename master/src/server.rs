@@ -121,7 +121,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let dir = config.data_dir.clone();
-    std::fs::create_dir_all(&dir)
+    crate::config::create_data_dir(&dir)
         .map_err(|source| ServerError::DataDir { path: dir.clone(), source })?;
     let identity = MasterIdentity::load_or_generate(&dir)
         .map_err(|e| ServerError::WorkerAuth(e.to_string()))?;

@@ -106,4 +106,8 @@ fn a_signal_during_start_up_stops_the_master_cleanly() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{status:?}: {err}");
     assert!(err.contains("SIGTERM: shutting down") && err.contains("master stopped"), "{err}");
+    // The data directory it made (the journal holds emails and password hashes) is private.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
 }

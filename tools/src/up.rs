@@ -160,7 +160,7 @@ impl Cluster {
             bail!("--workers must be 1 to {WORKERS_MAX}");
         }
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir)
+        master::config::create_data_dir(dir)
             .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         let dir = std::path::absolute(dir)
             .with_context(|| format!("cannot resolve the data directory {}", dir.display()))?;
@@ -510,7 +510,7 @@ async fn shutdown_signal() {
 /// down cleanly.
 pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     let config = ClusterConfig::from_args(args);
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+    master::config::create_data_dir(&config.data_dir).with_context(|| {
         format!("cannot create the data directory {}", config.data_dir.display())
     })?;
     let logbook = init_logging(&config.data_dir)?;
