@@ -680,27 +680,35 @@ impl AdminSocket {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(socket_err("inspect", e)),
         }
-        // No longer than the final name: a path short enough for the socket is for this too.
-        let tmp = dir.join(".admin.new");
-        match std::fs::remove_file(&tmp) {
+        // Bound inside a directory only the owner can enter, restricted, then renamed into
+        // place: a socket is listening from `bind` on, before its mode can be set, and Linux
+        // checks the mode at `connect`, so a connection queued in that moment under a loose
+        // umask would be served. Through a 0700 directory nobody else can reach it at all.
+        // `.admin.d/s` is no longer than `admin.sock`: a path short enough for one fits both.
+        let tmp_dir = dir.join(".admin.d");
+        let tmp = tmp_dir.join("s");
+        match std::fs::remove_dir_all(&tmp_dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(socket_err("remove the temporary socket", e)),
+            Err(e) => return Err(socket_err("remove the temporary directory", e)),
         }
-        let listener = UnixListener::bind(&tmp).map_err(|e| socket_err("bind", e))?;
-        let placed = {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| socket_err("restrict to mode 0600", e))
-                .and_then(|()| {
-                    std::fs::rename(&tmp, &path).map_err(|e| socket_err("rename into place", e))
-                })
-        };
-        if let Err(e) = placed {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+        {
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&tmp_dir)
+                .map_err(|e| socket_err("create the temporary directory", e))?;
         }
-        Ok(Self { listener, path })
+        let placed =
+            UnixListener::bind(&tmp).map_err(|e| socket_err("bind", e)).and_then(|listener| {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| socket_err("restrict to mode 0600", e))?;
+                std::fs::rename(&tmp, &path).map_err(|e| socket_err("rename into place", e))?;
+                Ok(listener)
+            });
+        let _ = std::fs::remove_dir_all(&tmp_dir);
+        Ok(Self { listener: placed?, path })
     }
 
     /// The socket's path.

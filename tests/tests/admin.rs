@@ -223,6 +223,8 @@ async fn add_through_the_socket_then_remove_disconnects_the_linked_worker() {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(admin::socket_path(&s.data)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        // The private directory it was bound in is gone.
+        assert!(!s.data.join(".admin.d").exists());
     }
 
     let new = new_worker(&identity, &dir, identity::PUBLIC_CERT_FILE_NAME);
