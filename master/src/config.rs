@@ -788,6 +788,30 @@ impl MasterConfig {
         self.validate_workers()
     }
 
+    /// Checks that the files the configuration names exist (`workers[i].cert`, `prices.file`,
+    /// `prices.splits`), so that a wrong path is a configuration error naming its key before
+    /// anything starts, not a failure after the data directory and the journal were set up.
+    /// Kept apart from [`validate`](Self::validate), which reads no file.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let missing = |key: &str, path: &Path| {
+            (!path.is_file()).then(|| invalid(key, format!("no file at {}", path.display())))
+        };
+        if let PriceSourceConfig::Recorded(recorded) = &self.prices {
+            let files = [("prices.file", &recorded.file), ("prices.splits", &recorded.splits)];
+            for (key, path) in files {
+                if let Some(err) = path.as_deref().and_then(|path| missing(key, path)) {
+                    return Err(err);
+                }
+            }
+        }
+        for (i, worker) in self.workers.iter().enumerate() {
+            if let Some(err) = missing(&format!("workers[{i}].cert"), &worker.cert) {
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
     /// The checks `pt-master worker ...` needs: `data_dir` and the `[[workers]]` entries, not
     /// the settings only the server uses (a price source's API key, say).
     pub fn validate_for_admin(&self) -> Result<(), ConfigError> {

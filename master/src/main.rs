@@ -169,6 +169,7 @@ fn load_config(cli: &RunArgs) -> anyhow::Result<MasterConfig> {
         config.limits.orders_per_interval_max = limit;
     }
     config.validate()?;
+    config.check_files()?;
     Ok(config)
 }
 

@@ -111,3 +111,24 @@ fn a_signal_during_start_up_stops_the_master_cleanly() {
     let mode = std::fs::metadata(&data).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700, "{mode:o}");
 }
+
+/// A file the configuration names that is not there is a configuration error naming its key
+/// (exit 2), found before the data directory is made.
+#[test]
+fn a_missing_file_is_a_configuration_error_naming_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.display().to_string();
+    let config = write(
+        dir.path(),
+        "master.toml",
+        "[[workers]]\nid = \"67e55044-10b1-426f-9247-bb680e5fe0c8\"\ncert = \"missing.pub.asc\"\nallowed_ips = [\"127.0.0.1\"]\n",
+    );
+    let output = pt_master(&["--config", &config, "--data", &data_arg], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("workers[0].cert"), "{}", stderr(&output));
+    let output = pt_master(&["--data", &data_arg, "--prices", "nope.csv"], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("`prices.file`: no file at nope.csv"), "{}", stderr(&output));
+    assert!(!data.exists(), "nothing was set up");
+}
