@@ -66,12 +66,12 @@ pub struct Engine {
     state: State,
 }
 
-/// What a fill moves: decided by settlement, checked again by [`State::apply`].
+/// What a fill moves: decided by settlement, decided again by [`State::apply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FillTerms {
-    amount: Cash,
-    cash_after: Cash,
-    holding_after: Qty,
+pub(crate) struct FillTerms {
+    pub(crate) amount: Cash,
+    pub(crate) cash_after: Cash,
+    pub(crate) holding_after: Qty,
 }
 
 impl Engine {
@@ -500,8 +500,8 @@ impl Decided {
 }
 
 /// The terms an order of an existing account fills on and the holding after it, or why it
-/// cannot fill.
-fn fill_terms(
+/// cannot fill: settlement's decision, also made again by replay (`State::apply`).
+pub(crate) fn fill_terms(
     order: &Order,
     tick: Option<&Tick>,
     listed: bool,

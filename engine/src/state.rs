@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::event::{AccountOpened, Event, Fill, IntervalSettled};
+use crate::engine::fill_terms;
+use crate::event::{AccountOpened, Event, Fill, IntervalSettled, RejectReason, Rejection};
 use crate::ids::{AccountId, Email, IntervalId, PasswordHash, Symbol, Timestamp, Username};
-use crate::limits::{ORDER_QTY_UNITS_MAX, TICKS_PER_INTERVAL_MAX};
+use crate::limits::TICKS_PER_INTERVAL_MAX;
 use crate::money::{Cash, Price, Qty, Side, notional, pro_rata};
 use crate::order::{Order, OrderKind};
 use crate::tick::{Tick, TickError};
@@ -100,9 +101,7 @@ pub struct SettledInterval {
 }
 
 /// Everything the engine knows. Equal states have equal [`State::digest`]s on every machine.
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct State {
     /// Accounts; account `n` is at index `n - 1`.
     #[rkyv(with = crate::archive::FreeOnError)]
@@ -113,7 +112,26 @@ pub struct State {
     assets: BTreeMap<Symbol, Option<Tick>>,
     /// The interval settled last.
     last_interval: Option<SettledInterval>,
+    /// The ticks of the interval being applied, as its header listed them (sorted by symbol):
+    /// what replay decides each of its outcomes against. Scratch for [`State::apply`], not part
+    /// of the state: not archived (an empty unit in the archive, so snapshots keep their bytes;
+    /// a snapshot is taken between intervals and the next header sets it), not compared, not
+    /// in the digest.
+    #[rkyv(with = rkyv::with::Skip)]
+    interval_ticks: Vec<Tick>,
 }
+
+impl PartialEq for State {
+    /// The state proper: accounts, names, assets and the last interval (not the scratch ticks).
+    fn eq(&self, other: &Self) -> bool {
+        self.accounts == other.accounts
+            && self.by_username == other.by_username
+            && self.assets == other.assets
+            && self.last_interval == other.last_interval
+    }
+}
+
+impl Eq for State {}
 
 /// Why an event cannot be applied to the state: the event stream is inconsistent (a bug or a
 /// corrupted journal). Live settlement never produces one.
@@ -155,6 +173,18 @@ pub enum ApplyError {
     UnknownReference {
         /// The order.
         order: u64,
+    },
+    /// An order outcome settlement would not have given: a fill of an order it would have
+    /// refused, a refusal of one it would have filled, or a refusal for another reason or with
+    /// other values seen.
+    #[error("order {order}: settlement would have given {decided}, the event records {recorded}")]
+    OutcomeMismatch {
+        /// The order.
+        order: u64,
+        /// What deciding the order again gives.
+        decided: String,
+        /// What the event says.
+        recorded: String,
     },
     /// An interval header whose ticks no tick set could hold: a bad price, or symbols not
     /// sorted and unique.
@@ -285,6 +315,8 @@ impl State {
                         *slot = Some(*tick);
                     }
                 }
+                self.interval_ticks.clear();
+                self.interval_ticks.extend_from_slice(ticks);
                 self.last_interval = Some(SettledInterval {
                     id: *interval,
                     at: *at,
@@ -299,6 +331,7 @@ impl State {
             }
             Event::OrderRejected(rejection) => {
                 self.check_outcome(rejection.order.id.0, rejection.interval)?;
+                self.check_rejection(rejection)?;
                 self.count_outcome();
             }
         }
@@ -347,47 +380,49 @@ impl State {
         }
     }
 
-    /// Applies a fill after checking that it follows from the state.
+    /// The current interval's tick of `symbol`, if its header had one.
+    fn interval_tick(&self, symbol: &Symbol) -> Option<Tick> {
+        let index = self.interval_ticks.binary_search_by_key(symbol, |t| t.symbol).ok()?;
+        self.interval_ticks.get(index).copied()
+    }
+
+    /// Applies a fill after deciding its order again, as settlement does
+    /// ([`crate::engine::fill_terms`]) from the account as the events before it left it and the
+    /// interval's tick: the order must fill, at that tick's price and time, for that amount,
+    /// leaving that cash and holding.
     fn apply_fill(&mut self, fill: &Fill) -> Result<(), ApplyError> {
         let order = &fill.order;
         let id = order.id.0;
         let mismatch = |what| ApplyError::FillMismatch { order: id, what };
         let settled_at = self.last_interval.map(|l| l.at).unwrap_or_default();
-        let Some(tick) = self.assets.get(&order.symbol) else {
+        if !self.assets.contains_key(&order.symbol) {
             return Err(ApplyError::UnknownReference { order: id });
-        };
-        // What settlement decided, decided again from the event's own terms: a fill with a
-        // made-up price or amount whose balances are consistent still fails here.
-        if order.qty.is_zero() || Some(order.qty) > Qty::from_units(ORDER_QTY_UNITS_MAX) {
-            return Err(mismatch("quantity out of range"));
         }
+        let tick = self.interval_tick(&order.symbol);
         if tick.is_none_or(|t| (t.fill_price(), t.time) != (fill.price, fill.tick_time)) {
-            return Err(mismatch("price is not the symbol's tick"));
+            return Err(mismatch("price is not the symbol's tick in this interval"));
         }
-        if notional(fill.price, order.qty, order.side) != Some(fill.amount) {
-            return Err(mismatch("amount is not price times quantity"));
-        }
-        let OrderKind::Market = order.kind;
         let account =
             self.account_mut(order.account).ok_or(ApplyError::UnknownReference { order: id })?;
         let held = account.holdings.get(&order.symbol).copied().unwrap_or_default();
-        let (cash, holding) = match order.side {
-            Side::Buy => (
-                account.cash.checked_sub(fill.amount).ok_or(mismatch("cash below zero"))?,
-                held.add(order.qty, fill.amount).ok_or(mismatch("holding overflows"))?,
-            ),
-            Side::Sell => (
-                account.cash.checked_add(fill.amount).ok_or(mismatch("cash overflows"))?,
-                held.remove(order.qty).ok_or(mismatch("holding below zero"))?,
-            ),
-        };
-        if cash != fill.cash_after {
+        let (terms, holding) =
+            fill_terms(order, tick.as_ref(), true, account.cash, held).map_err(|reason| {
+                ApplyError::OutcomeMismatch {
+                    order: id,
+                    decided: format!("a refusal ({reason})"),
+                    recorded: "a fill".to_owned(),
+                }
+            })?;
+        if terms.amount != fill.amount {
+            return Err(mismatch("amount is not price times quantity"));
+        }
+        if terms.cash_after != fill.cash_after {
             return Err(mismatch("cash after"));
         }
-        if holding.qty != fill.holding_after {
+        if terms.holding_after != fill.holding_after {
             return Err(mismatch("holding after"));
         }
-        account.cash = cash;
+        account.cash = terms.cash_after;
         if holding.qty.is_zero() {
             account.holdings.remove(&order.symbol);
         } else {
@@ -402,6 +437,43 @@ impl State {
             amount: fill.amount,
         });
         Ok(())
+    }
+
+    /// Checks a refusal by deciding its order again, as settlement does: the same reason, and
+    /// the same price, cash and holding seen.
+    fn check_rejection(&self, rejection: &Rejection) -> Result<(), ApplyError> {
+        let order = &rejection.order;
+        let tick = self.interval_tick(&order.symbol);
+        let price_seen = tick.map(|t| t.fill_price());
+        let decided = match self.account(order.account) {
+            None => Err((RejectReason::UnknownAccount, price_seen, Cash::ZERO, Qty::ZERO)),
+            Some(account) => {
+                let held = account.holdings.get(&order.symbol).copied().unwrap_or_default();
+                let listed = self.assets.contains_key(&order.symbol);
+                fill_terms(order, tick.as_ref(), listed, account.cash, held)
+                    .map(|_| ())
+                    .map_err(|reason| (reason, price_seen, account.cash, held.qty))
+            }
+        };
+        let recorded =
+            (rejection.reason, rejection.price_seen, rejection.cash_seen, rejection.holding_seen);
+        let seen = |(reason, price, cash, holding): (RejectReason, Option<Price>, Cash, Qty)| {
+            let price = price.map_or_else(|| "none".to_owned(), |p| p.to_string());
+            format!("a refusal ({reason}, price {price}, cash {cash}, holding {holding})")
+        };
+        match decided {
+            Err(expected) if expected == recorded => Ok(()),
+            Err(expected) => Err(ApplyError::OutcomeMismatch {
+                order: order.id.0,
+                decided: seen(expected),
+                recorded: seen(recorded),
+            }),
+            Ok(()) => Err(ApplyError::OutcomeMismatch {
+                order: order.id.0,
+                decided: "a fill".to_owned(),
+                recorded: seen(recorded),
+            }),
+        }
     }
 
     /// Checks the invariants that hold between events, over the whole state (linear in the size of

@@ -353,3 +353,82 @@ fn replay_refuses_a_fill_with_a_made_up_price_or_amount() {
     }
     assert_eq!(fresh.digest(), e.digest());
 }
+
+/// Replay decides every outcome again against the interval's own ticks: a fill at a symbol's
+/// earlier tick in an interval whose header left the symbol out (settlement would have refused
+/// it, `no_price`), a refusal given another reason, and a fill recorded as a refusal are all
+/// refused, with what settlement would have decided.
+#[test]
+fn replay_decides_every_outcome_again() {
+    let mut e = engine_with(&["AAPL", "IBM"], 2, "1000");
+    // Header included, unlike `settle`.
+    let mut settle_all = |interval: u64, set: &engine::TickSet, orders: Vec<engine::Order>| {
+        let mut queue = OrderQueue::new();
+        orders.into_iter().for_each(|o| queue.push(o));
+        e.settle(IntervalId(interval), Timestamp(interval as i64), set, &mut queue).unwrap()
+    };
+    let first = settle_all(
+        1,
+        &ticks(&[("AAPL", "10"), ("IBM", "20")]),
+        vec![order(1, 1, Side::Buy, "AAPL", "3", 0)],
+    );
+    let second = settle_all(
+        2,
+        &ticks(&[("IBM", "21")]),
+        vec![order(2, 1, Side::Buy, "AAPL", "1", 0), order(3, 2, Side::Buy, "IBM", "1000", 0)],
+    );
+    assert_eq!(reason_of(&second[1]), Some(RejectReason::NoPrice));
+    assert_eq!(reason_of(&second[2]), Some(RejectReason::InsufficientCash));
+    let replay = |second: &[Event]| {
+        let mut fresh = engine_with(&["AAPL", "IBM"], 2, "1000");
+        first.iter().chain(second).try_for_each(|event| fresh.apply(event)).map(|()| fresh)
+    };
+    // As settled: replays to the same state.
+    assert_eq!(replay(&second).unwrap().digest(), e.digest());
+
+    let outcome_mismatch = |err: engine::ApplyError, decided: &str| match &err {
+        engine::ApplyError::OutcomeMismatch { decided: d, .. } => {
+            assert!(d.contains(decided), "{err}");
+        }
+        other => panic!("{other}"),
+    };
+    // The no_price refusal made a fill at AAPL's tick of interval 1, balances consistent.
+    let Event::OrderRejected(refused) = &second[1] else { panic!() };
+    let Event::OrderFilled(earlier) = &first[1] else { panic!() };
+    let mut forged = second.clone();
+    forged[1] = Event::OrderFilled(engine::Fill {
+        order: refused.order,
+        interval: refused.interval,
+        price: earlier.price,
+        tick_time: earlier.tick_time,
+        amount: cash("10"),
+        cash_after: cash("960"),
+        holding_after: qty("4"),
+    });
+    let err = replay(&forged).unwrap_err();
+    assert!(matches!(err, engine::ApplyError::FillMismatch { .. }), "{err}");
+    // A refusal given another reason, or other values seen.
+    let mut forged = second.clone();
+    if let Event::OrderRejected(r) = &mut forged[2] {
+        r.reason = RejectReason::NoPrice;
+    }
+    outcome_mismatch(replay(&forged).unwrap_err(), "insufficient_cash");
+    let mut forged = second.clone();
+    if let Event::OrderRejected(r) = &mut forged[2] {
+        r.cash_seen = cash("5000");
+    }
+    outcome_mismatch(replay(&forged).unwrap_err(), "cash 1000");
+    // The fill of interval 1 recorded as a refusal.
+    let Event::OrderFilled(filled) = &first[1] else { panic!() };
+    let as_refusal = Event::OrderRejected(engine::Rejection {
+        order: filled.order,
+        interval: filled.interval,
+        reason: RejectReason::InsufficientCash,
+        price_seen: Some(filled.price),
+        cash_seen: cash("1000"),
+        holding_seen: qty("0"),
+    });
+    let mut fresh = engine_with(&["AAPL", "IBM"], 2, "1000");
+    fresh.apply(&first[0]).unwrap();
+    outcome_mismatch(fresh.apply(&as_refusal).unwrap_err(), "a fill");
+}
