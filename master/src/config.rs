@@ -193,6 +193,8 @@ struct PricesTable {
     #[serde(default, deserialize_with = "optional_duration")]
     retry_backoff: Option<Duration>,
     response_bytes_max: Option<u32>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    quote_age_max: Option<Duration>,
 }
 
 impl TryFrom<PricesTable> for PriceSourceConfig {
@@ -211,6 +213,7 @@ impl TryFrom<PricesTable> for PriceSourceConfig {
             retries_max,
             retry_backoff,
             response_bytes_max,
+            quote_age_max,
         } = table;
         match source {
             SourceKind::Recorded => {
@@ -223,6 +226,7 @@ impl TryFrom<PricesTable> for PriceSourceConfig {
                     ("retries_max", retries_max.is_some()),
                     ("retry_backoff", retry_backoff.is_some()),
                     ("response_bytes_max", response_bytes_max.is_some()),
+                    ("quote_age_max", quote_age_max.is_some()),
                 ];
                 match http_keys.iter().find(|(_, given)| *given) {
                     Some((key, _)) => Err(format!(
@@ -252,6 +256,7 @@ impl TryFrom<PricesTable> for PriceSourceConfig {
                     retries_max: retries_max.unwrap_or(default.retries_max),
                     retry_backoff: retry_backoff.unwrap_or(default.retry_backoff),
                     response_bytes_max: response_bytes_max.unwrap_or(default.response_bytes_max),
+                    quote_age_max: quote_age_max.unwrap_or(default.quote_age_max),
                 }))
             }
         }
@@ -318,6 +323,10 @@ pub struct HttpSourceConfig {
     pub retry_backoff: Duration,
     /// Largest response body accepted, in bytes. Default 65536.
     pub response_bytes_max: u32,
+    /// Oldest quote used: one whose latest trading day started longer ago than this is not
+    /// traded on (a delisted or suspended symbol's last close). Default `7d` (a long weekend
+    /// and a holiday fit).
+    pub quote_age_max: Duration,
 }
 
 impl Default for HttpSourceConfig {
@@ -331,6 +340,7 @@ impl Default for HttpSourceConfig {
             retries_max: 2,
             retry_backoff: Duration::from_millis(500),
             response_bytes_max: 64 * 1024,
+            quote_age_max: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -919,6 +929,10 @@ impl HttpSourceConfig {
         }
         if self.retries_max > HTTP_RETRIES_MAX {
             return Err(invalid("prices.retries_max", format!("at most {HTTP_RETRIES_MAX}")));
+        }
+        if self.quote_age_max < Duration::from_secs(86_400) {
+            // A quote's time is its trading day at 00:00 UTC: a day old by its evening.
+            return Err(invalid("prices.quote_age_max", "must be at least 1 day"));
         }
         if !(1024..=HTTP_RESPONSE_BYTES_MAX).contains(&self.response_bytes_max) {
             return Err(invalid(

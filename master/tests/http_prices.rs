@@ -115,6 +115,8 @@ fn config(server: &Server) -> HttpSourceConfig {
         timeout: Duration::from_secs(10),
         retries_max: 2,
         retry_backoff: Duration::from_millis(1),
+        // The fixture's quotes are of 2024-05-10: old enough for the default limit.
+        quote_age_max: Duration::from_secs(100 * 365 * 86_400),
         ..HttpSourceConfig::default()
     }
 }
@@ -171,6 +173,24 @@ async fn quotes_are_parsed_exactly() {
     assert_eq!(requests[0], format!("/query?function=GLOBAL_QUOTE&symbol=IBM&apikey={KEY}"));
     assert_eq!(requests[1], format!("/query?function=GLOBAL_QUOTE&symbol=AAPL&apikey={KEY}"));
     assert_key_never_logged(&logbook);
+}
+
+/// With the default `quote_age_max` (7 days), a quote whose latest trading day is long past
+/// (the fixture's 2024-05-10: a delisted symbol's last close) gives no price.
+#[tokio::test]
+async fn a_quote_older_than_the_limit_gives_no_price() {
+    let server = Server::start(vec![quote("IBM", "1", "2", "1", "2", "1")]).await;
+    let config = HttpSourceConfig {
+        quote_age_max: HttpSourceConfig::default().quote_age_max,
+        ..config(&server)
+    };
+    let mut source = HttpSource::new(&config, Duration::from_secs(60)).unwrap();
+    let batch = source.fetch(&symbols(&["IBM"])).await;
+    assert!(batch.ticks.is_empty());
+    assert_eq!(
+        reasons(&batch),
+        vec![("IBM".to_owned(), FailureReason::Stale("2024-05-10T00:00:00Z".to_owned()))]
+    );
 }
 
 #[tokio::test]

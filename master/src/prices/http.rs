@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use engine::{Price, Qty, Symbol, Tick};
+use engine::{Price, Qty, Symbol, Tick, Timestamp};
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -169,7 +169,9 @@ impl HttpSource {
             }
             body.extend_from_slice(&chunk);
         }
-        parse_answer(&body, symbol, self.api_key.expose()).map_err(Attempt::Final)
+        let tick = parse_answer(&body, symbol, self.api_key.expose()).map_err(Attempt::Final)?;
+        check_age(&tick, crate::core::now(), self.config.quote_age_max).map_err(Attempt::Final)?;
+        Ok(tick)
     }
 
     /// Logs the outcome of one fetch: a warning when symbols got no price (at most one a
@@ -315,6 +317,17 @@ fn provider_text(message: &str, api_key: &str) -> String {
     clean[..end].to_owned()
 }
 
+/// Refuses a quote whose period (its latest trading day, 00:00 UTC) started more than
+/// `age_max` before `now`: the last close of a delisted or suspended symbol is not a price to
+/// trade on.
+fn check_age(tick: &Tick, now: Timestamp, age_max: Duration) -> Result<(), FailureReason> {
+    let age_max = i64::try_from(age_max.as_micros()).unwrap_or(i64::MAX);
+    if now.0.saturating_sub(tick.time.0) > age_max {
+        return Err(FailureReason::Stale(tick.time.to_string()));
+    }
+    Ok(())
+}
+
 /// Parses one `GLOBAL_QUOTE` answer into a valid tick for `symbol`.
 fn parse_answer(body: &[u8], symbol: Symbol, api_key: &str) -> Result<Tick, FailureReason> {
     let answer: Answer = serde_json::from_slice(body).map_err(|e| {
@@ -419,6 +432,23 @@ mod tests {
         let later = start + Duration::from_secs(3600);
         assert!((0..3).all(|_| bucket.try_take(later)));
         assert!(!bucket.try_take(later));
+    }
+
+    #[test]
+    fn a_quote_older_than_the_limit_is_not_used() {
+        let body = br#"{"Global Quote": {"01. symbol": "IBM", "02. open": "1", "03. high": "2",
+            "04. low": "1", "05. price": "2", "06. volume": "1", "07. latest trading day": "2024-05-10"}}"#;
+        let tick = parse_answer(body, ibm(), "k").unwrap();
+        let day = 86_400_000_000;
+        let week = Duration::from_secs(7 * 86_400);
+        // Friday's quote on Monday, and a week later to the microsecond: used.
+        assert_eq!(check_age(&tick, Timestamp(tick.time.0 + 3 * day), week), Ok(()));
+        assert_eq!(check_age(&tick, Timestamp(tick.time.0 + 7 * day), week), Ok(()));
+        // Older: refused, naming the day.
+        match check_age(&tick, Timestamp(tick.time.0 + 7 * day + 1), week) {
+            Err(FailureReason::Stale(day)) => assert!(day.starts_with("2024-05-10"), "{day}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

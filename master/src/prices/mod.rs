@@ -80,6 +80,10 @@ pub enum FailureReason {
     /// Prices that contradict each other or are zero.
     #[error("unusable tick: {0}")]
     BadTick(String),
+    /// A quote older than `prices.quote_age_max` (a delisted or suspended symbol's last close):
+    /// not traded on.
+    #[error("quote too old: latest trading day {0}")]
+    Stale(String),
     /// The recorded source's shifted time no longer fits in a timestamp.
     #[error("recorded time overflowed")]
     TimeOverflow,
