@@ -9,7 +9,6 @@ use std::fmt;
 use crate::engine::fill_terms;
 use crate::event::{AccountOpened, Event, Fill, IntervalSettled, RejectReason, Rejection};
 use crate::ids::{AccountId, Email, IntervalId, PasswordHash, Symbol, Timestamp, Username};
-use crate::limits::TICKS_PER_INTERVAL_MAX;
 use crate::money::{Cash, Price, Qty, Side, notional, pro_rata};
 use crate::order::{Order, OrderKind};
 use crate::tick::{Tick, TickError};
@@ -196,8 +195,9 @@ pub enum ApplyError {
         why: TickError,
     },
     /// A fill that does not follow from the state and its interval: its price is not the
-    /// symbol's tick, its amount not price times quantity (rounded as `money::notional`
-    /// rounds), its quantity out of range, or its balances do not add up.
+    /// symbol's tick in this interval, its amount not price times quantity (rounded as
+    /// `money::notional` rounds), or its balances do not add up. (A fill of an order
+    /// settlement would have refused is an [`ApplyError::OutcomeMismatch`].)
     #[error("order {order} fill does not add up: {what}")]
     FillMismatch {
         /// The order.
@@ -308,7 +308,7 @@ impl State {
                         return Err(ApplyError::IntervalIncomplete(last.id));
                     }
                 }
-                check_tick_list(ticks)
+                crate::tick::check_list(ticks)
                     .map_err(|why| ApplyError::BadTicks { interval: *interval, why })?;
                 for tick in ticks {
                     if let Some(slot) = self.assets.get_mut(&tick.symbol) {
@@ -651,22 +651,6 @@ impl fmt::Display for Digest {
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Digest({self})")
-    }
-}
-
-/// Checks an interval header's ticks as [`crate::TickSet::new`] checks its input, and that
-/// they are in its order (sorted by symbol, each symbol once): what settlement wrote.
-fn check_tick_list(ticks: &[Tick]) -> Result<(), TickError> {
-    if ticks.len() > TICKS_PER_INTERVAL_MAX {
-        return Err(TickError::TooMany(ticks.len()));
-    }
-    for tick in ticks {
-        tick.validate()?;
-    }
-    match ticks.windows(2).find(|w| w[0].symbol >= w[1].symbol) {
-        Some(w) if w[0].symbol == w[1].symbol => Err(TickError::DuplicateSymbol(w[0].symbol)),
-        Some(w) => Err(TickError::Unsorted(w[1].symbol)),
-        None => Ok(()),
     }
 }
 

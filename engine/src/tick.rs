@@ -65,6 +65,23 @@ impl Tick {
     }
 }
 
+/// Checks a list of ticks as a tick set holds them: at most [`TICKS_PER_INTERVAL_MAX`], each
+/// valid, sorted by symbol, each symbol once. [`TickSet::new`] checks its input with it after
+/// sorting; replay checks an interval header's stored list with it (`State::apply`).
+pub(crate) fn check_list(ticks: &[Tick]) -> Result<(), TickError> {
+    if ticks.len() > TICKS_PER_INTERVAL_MAX {
+        return Err(TickError::TooMany(ticks.len()));
+    }
+    for tick in ticks {
+        tick.validate()?;
+    }
+    match ticks.windows(2).find(|w| w[0].symbol >= w[1].symbol) {
+        Some(w) if w[0].symbol == w[1].symbol => Err(TickError::DuplicateSymbol(w[0].symbol)),
+        Some(w) => Err(TickError::Unsorted(w[1].symbol)),
+        None => Ok(()),
+    }
+}
+
 /// The ticks one interval settles against: at most one per symbol, sorted by symbol.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TickSet {
@@ -77,13 +94,8 @@ impl TickSet {
         if ticks.len() > TICKS_PER_INTERVAL_MAX {
             return Err(TickError::TooMany(ticks.len()));
         }
-        for tick in &ticks {
-            tick.validate()?;
-        }
         ticks.sort_unstable_by_key(|t| t.symbol);
-        if let Some(pair) = ticks.windows(2).find(|w| w[0].symbol == w[1].symbol) {
-            return Err(TickError::DuplicateSymbol(pair[0].symbol));
-        }
+        check_list(&ticks)?;
         Ok(Self { ticks })
     }
 
