@@ -8,10 +8,6 @@ use anyhow::Context as _;
 use engine::recorded::{self, Simulation, SimulationConfig};
 use engine::{Cash, RejectReason, money};
 
-/// The shipped recorded prices (see `data/README.md`).
-pub const SHIPPED_PRICES: &str = include_str!("../../data/stocks-2000-2013.csv");
-/// The splits the shipped prices are adjusted for (see `data/README.md`).
-pub const SHIPPED_SPLITS: &str = include_str!("../../data/splits-2000-2013.csv");
 /// The shipped recorded order stream (see `data/README.md`).
 pub const SHIPPED_ORDERS: &str = include_str!("../../data/orders-2000-2013.csv");
 
@@ -47,23 +43,15 @@ fn read_or(path: &Option<PathBuf>, shipped: &'static str) -> anyhow::Result<Stri
 
 /// Runs the simulation and renders the report (a table, or JSON with `--json`).
 pub fn run(args: &SimulateArgs) -> anyhow::Result<String> {
-    let prices_name =
-        args.prices.as_ref().map_or("shipped prices".into(), |p| p.display().to_string());
     let orders_name =
         args.orders.as_ref().map_or("shipped orders".into(), |p| p.display().to_string());
-    let prices = recorded::parse_prices(&read_or(&args.prices, SHIPPED_PRICES)?)
-        .with_context(|| format!("in {prices_name}"))?;
-    // The shipped split list goes with the shipped prices only; its errors name its own line.
-    let prices = match (&args.splits, &args.prices) {
-        (None, Some(_)) => prices,
-        (splits, _) => {
-            let splits_name =
-                splits.as_ref().map_or("shipped splits".into(), |p| p.display().to_string());
-            recorded::parse_splits(&read_or(splits, SHIPPED_SPLITS)?)
-                .and_then(|list| recorded::adjust_for_splits(prices, &list))
-                .with_context(|| format!("in {splits_name}"))?
-        }
-    };
+    // As the master's recorded source loads them: the shipped split list goes with the shipped
+    // prices only, and errors name the file and line. The error's message already holds its
+    // cause, so it is kept as text (as a chain, `{:#}` would print the cause twice).
+    let prices =
+        master::prices::recorded::load_prices(args.prices.as_deref(), args.splits.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .intervals;
     let orders = recorded::parse_orders(&read_or(&args.orders, SHIPPED_ORDERS)?)
         .with_context(|| format!("in {orders_name}"))?;
     let initial_cash = Cash::parse(&args.initial_cash).context("--initial-cash")?;

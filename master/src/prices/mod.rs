@@ -110,8 +110,8 @@ pub trait PriceSource: Send {
 /// Why a price source could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum PriceSourceError {
-    /// The recorded price file could not be read.
-    #[error("cannot read price file {path}: {source}")]
+    /// A recorded price file or split list could not be read.
+    #[error("cannot read {path}: {source}")]
     Read {
         /// The file.
         path: std::path::PathBuf,
@@ -186,29 +186,9 @@ pub fn open_source(
 ) -> Result<AnyPriceSource, PriceSourceError> {
     match config {
         PriceSourceConfig::Recorded(recorded) => {
-            let read = |path: &std::path::Path| {
-                std::fs::read_to_string(path)
-                    .map_err(|source| PriceSourceError::Read { path: path.to_owned(), source })
-            };
-            // The shipped split list goes with the shipped file only.
-            let splits = match (&recorded.splits, &recorded.file) {
-                (Some(path), _) => {
-                    let origin = path.display().to_string();
-                    let list = engine::recorded::parse_splits(&read(path)?).map_err(|source| {
-                        PriceSourceError::Splits { origin: origin.clone(), source }
-                    })?;
-                    Some((list, origin))
-                }
-                (None, None) => Some((recorded::shipped_splits()?, "shipped".to_owned())),
-                (None, Some(_)) => None,
-            };
-            let (text, origin) = match &recorded.file {
-                Some(path) => (read(path)?, path.display().to_string()),
-                None => (recorded::SHIPPED_PRICES.to_owned(), "shipped".to_owned()),
-            };
-            let splits = splits.as_ref().map(|(list, origin)| (list.as_slice(), origin.as_str()));
-            let source = RecordedSource::from_csv_split_adjusted(&text, &origin, splits)?;
-            Ok(AnyPriceSource::Recorded(source))
+            let prices =
+                recorded::load_prices(recorded.file.as_deref(), recorded.splits.as_deref())?;
+            Ok(AnyPriceSource::Recorded(RecordedSource::from_prices(prices)?))
         }
         PriceSourceConfig::Http(http) => {
             Ok(AnyPriceSource::Http(Box::new(HttpSource::new(http, update_interval)?)))

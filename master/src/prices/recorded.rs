@@ -6,7 +6,9 @@
 //! between two consecutive periods, one day for a file of a single period). Times therefore
 //! keep increasing across loops, and the ticks are otherwise identical, so a demo runs forever.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use engine::recorded::{
     RecordedInterval, RecordedSplit, adjust_for_splits, parse_prices, parse_splits,
@@ -22,10 +24,47 @@ pub const SHIPPED_PRICES: &str = include_str!("../../../data/stocks-2000-2013.cs
 /// for them, so that a holding keeps its value across a split.
 pub const SHIPPED_SPLITS: &str = include_str!("../../../data/splits-2000-2013.csv");
 
-/// The shipped split list, parsed.
-pub fn shipped_splits() -> Result<Vec<RecordedSplit>, PriceSourceError> {
-    parse_splits(SHIPPED_SPLITS)
-        .map_err(|source| PriceSourceError::Splits { origin: "shipped".to_owned(), source })
+/// A recorded price file as configured: its periods, adjusted for its split list.
+#[derive(Debug, Clone)]
+pub struct RecordedPrices {
+    /// The periods, in time order.
+    pub intervals: Vec<RecordedInterval>,
+    /// The price file's name in errors: `shipped`, or its path.
+    pub origin: String,
+    /// Which split adjustment the periods carry (see [`RecordedSource::adjustment`]).
+    pub adjustment: String,
+}
+
+/// Reads a price file (`file`, or the shipped one) and adjusts it for a split list (`splits`,
+/// or, when `None`, the shipped list with the shipped file and none with a file of one's own).
+/// The master's recorded source and `pt simulate` both load their prices this way. Errors name
+/// the file and line: the price file's for a bad row, the split list's for a bad split.
+pub fn load_prices(
+    file: Option<&Path>,
+    splits: Option<&Path>,
+) -> Result<RecordedPrices, PriceSourceError> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map_err(|source| PriceSourceError::Read { path: path.to_owned(), source })
+    };
+    let splits_text = match (splits, file) {
+        (Some(path), _) => Some((Cow::Owned(read(path)?), path.display().to_string())),
+        (None, None) => Some((Cow::Borrowed(SHIPPED_SPLITS), "shipped".to_owned())),
+        (None, Some(_)) => None,
+    };
+    let (text, origin) = match file {
+        Some(path) => (Cow::Owned(read(path)?), path.display().to_string()),
+        None => (Cow::Borrowed(SHIPPED_PRICES), "shipped".to_owned()),
+    };
+    let intervals = parse_prices(&text)
+        .map_err(|source| PriceSourceError::Recorded { origin: origin.clone(), source })?;
+    let (intervals, adjustment) = match splits_text {
+        Some((list_text, list_origin)) => parse_splits(&list_text)
+            .and_then(|list| Ok((adjust_for_splits(intervals, &list)?, adjustment_of(&list))))
+            .map_err(|source| PriceSourceError::Splits { origin: list_origin, source })?,
+        None => (intervals, adjustment_of(&[])),
+    };
+    Ok(RecordedPrices { intervals, origin, adjustment })
 }
 
 /// See [`RecordedSource::adjustment`].
@@ -60,30 +99,20 @@ pub struct RecordedSource {
 }
 
 impl RecordedSource {
-    /// Parses a price file. `origin` names it in errors (a bad row's error names its line).
+    /// Parses a price file, as recorded (no split list). `origin` names it in errors (a bad
+    /// row's error names its line).
     pub fn from_csv(text: &str, origin: &str) -> Result<Self, PriceSourceError> {
-        Self::from_csv_split_adjusted(text, origin, None)
-    }
-
-    /// Parses a price file and adjusts it for a split list and its origin, if given (see
-    /// [`engine::recorded::adjust_for_splits`]); a split that cannot be applied is an error of
-    /// the split list, at its line.
-    pub fn from_csv_split_adjusted(
-        text: &str,
-        origin: &str,
-        splits: Option<(&[RecordedSplit], &str)>,
-    ) -> Result<Self, PriceSourceError> {
         let intervals = parse_prices(text)
             .map_err(|source| PriceSourceError::Recorded { origin: origin.to_owned(), source })?;
-        let intervals = match splits {
-            Some((list, list_origin)) => adjust_for_splits(intervals, list).map_err(|source| {
-                PriceSourceError::Splits { origin: list_origin.to_owned(), source }
-            })?,
-            None => intervals,
-        };
-        let mut source = Self::from_intervals(intervals)
-            .ok_or_else(|| PriceSourceError::Empty(origin.to_owned()))?;
-        source.adjustment = adjustment_of(splits.map_or(&[], |(list, _)| list));
+        let adjustment = adjustment_of(&[]);
+        Self::from_prices(RecordedPrices { intervals, origin: origin.to_owned(), adjustment })
+    }
+
+    /// A source over loaded prices ([`load_prices`]); an error when they have no period.
+    pub fn from_prices(prices: RecordedPrices) -> Result<Self, PriceSourceError> {
+        let RecordedPrices { intervals, origin, adjustment } = prices;
+        let mut source = Self::from_intervals(intervals).ok_or(PriceSourceError::Empty(origin))?;
+        source.adjustment = adjustment;
         Ok(source)
     }
 
@@ -97,8 +126,7 @@ impl RecordedSource {
 
     /// The shipped price file, adjusted for the shipped splits.
     pub fn shipped() -> Result<Self, PriceSourceError> {
-        let splits = shipped_splits()?;
-        Self::from_csv_split_adjusted(SHIPPED_PRICES, "shipped", Some((&splits, "shipped")))
+        Self::from_prices(load_prices(None, None)?)
     }
 
     /// A source over parsed periods (in time order, as the parser gives them); `None` when
