@@ -237,10 +237,8 @@ impl TryFrom<PricesTable> for PriceSourceConfig {
                 }
             }
             SourceKind::Http => {
-                if let Some(key) = [("file", file.is_some()), ("splits", splits.is_some())]
-                    .iter()
-                    .find_map(|(key, given)| given.then_some(key))
-                {
+                let recorded_keys = [("file", file.is_some()), ("splits", splits.is_some())];
+                if let Some((key, _)) = recorded_keys.iter().find(|(_, given)| *given) {
                     return Err(format!(
                         "prices.{key} is a setting of source = \"recorded\", not of \"http\""
                     ));
