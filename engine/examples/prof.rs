@@ -3,24 +3,12 @@
 use engine::workload::{self, WorkloadShape};
 use std::time::Instant;
 fn main() {
-    println!(
-        "Event {} Order {} Transaction {} Fill {}",
-        size_of::<engine::Event>(),
-        size_of::<engine::Order>(),
-        size_of::<engine::Transaction>(),
-        size_of::<engine::Fill>()
-    );
     let shape = WorkloadShape { accounts: 10_000, symbols: 100, orders: 1_000_000, seed: 42 };
-    for _ in 0..3 {
+    let mut events = Vec::new();
+    for _ in 0..8 {
         let mut load = workload::build(shape).unwrap();
         let t = Instant::now();
-        let sorted = load.queue.drain_sorted();
-        let sort = t.elapsed();
-        for o in sorted {
-            load.queue.push(o);
-        }
-        let t = Instant::now();
-        workload::settle(&mut load).unwrap();
-        println!("sort {:?} settle(total incl sort) {:?}", sort, t.elapsed());
+        workload::settle_into(&mut load, &mut events).unwrap();
+        println!("settle {:?}", t.elapsed());
     }
 }

@@ -10,7 +10,7 @@ use crate::event::{
     AccountOpened, AssetListed, Event, Fill, IntervalSettled, RejectReason, Rejection,
 };
 use crate::ids::{AccountId, Email, IntervalId, PasswordHash, Symbol, Timestamp, Username};
-use crate::limits::{ORDER_QTY_UNITS_MAX, TICKS_PER_INTERVAL_MAX};
+use crate::limits::{ORDER_QTY_UNITS_MAX, ORDERS_PER_INTERVAL_MAX, TICKS_PER_INTERVAL_MAX};
 use crate::money::{Cash, Qty, Side, notional};
 use crate::order::{Order, OrderKind, OrderQueue};
 use crate::state::{ApplyError, Digest, Holding, State, Transaction};
@@ -53,6 +53,15 @@ pub enum CommandError {
     /// follow it.
     #[error("interval {0} is missing outcomes, so no interval can follow it")]
     IntervalIncomplete(IntervalId),
+    /// More orders queued than one interval may settle (`ORDERS_PER_INTERVAL_MAX`); nothing
+    /// is settled and the queue is left as it was.
+    #[error(
+        "{queued} orders are queued, more than the {ORDERS_PER_INTERVAL_MAX} one interval may settle"
+    )]
+    TooManyOrders {
+        /// The orders queued.
+        queued: usize,
+    },
     /// The state refused the command's event for a reason the command does not check itself.
     /// No check of today's `State::apply` gets here; the variant keeps a check added there later
     /// an error (the queue left as it was) rather than a panic or lost orders.
@@ -186,6 +195,9 @@ impl Engine {
         queue: &mut OrderQueue,
         events: &mut Vec<Event>,
     ) -> Result<(), CommandError> {
+        if queue.len() > ORDERS_PER_INTERVAL_MAX {
+            return Err(CommandError::TooManyOrders { queued: queue.len() });
+        }
         let header = Event::IntervalSettled(IntervalSettled {
             interval,
             at,
@@ -206,17 +218,20 @@ impl Engine {
         }
         // Sorted where they are, and cleared at the end: the queue keeps its memory.
         let orders = queue.sort_in_place();
-        let decided = self.decide_and_apply(interval, at, ticks, orders);
+        let outcomes = self.decide_and_apply(interval, at, ticks, orders);
         let tick_list = ticks.ticks();
-        let outcomes =
-            orders.iter().zip(&decided).map(|(order, d)| d.event(*order, interval, tick_list));
-        overwrite(events, header, outcomes, orders.len());
-        self.state.count_outcomes(decided.len() as u64);
+        let events_built = orders
+            .iter()
+            .zip(outcomes.in_queue_order())
+            .map(|(order, d)| d.event(*order, interval, tick_list));
+        overwrite(events, header, events_built, orders.len());
+        self.state.count_outcomes(orders.len() as u64);
         queue.clear_kept();
         Ok(())
     }
 
-    /// Decides every order's outcome and applies it, returning the outcomes in queue order.
+    /// Decides every order's outcome and applies it, returning the outcomes (in account order,
+    /// with the way back to queue order: [`Outcomes::in_queue_order`]).
     ///
     /// An order's outcome depends only on its own account's earlier orders (cash and holdings
     /// are per account) and on the tick set. So the orders are grouped by account (a counting
@@ -232,7 +247,7 @@ impl Engine {
         at: Timestamp,
         ticks: &TickSet,
         orders: &[Order],
-    ) -> Vec<Decided> {
+    ) -> Outcomes {
         let tick_list = ticks.ticks();
         let listed_ticks: Vec<bool> =
             tick_list.iter().map(|t| self.state.is_listed(&t.symbol)).collect();
@@ -251,6 +266,7 @@ impl Engine {
         }
         let mut fill_at = starts.clone();
         let mut grouped = vec![Grouped { position: 0, tick: TickRef::UNLISTED }; orders.len()];
+        let mut slot_of = vec![0u32; orders.len()];
         for (position, order) in orders.iter().enumerate() {
             let tick = match tick_position(&tick_keys, &order.symbol) {
                 Some(index) => TickRef::of_index(index),
@@ -258,13 +274,14 @@ impl Engine {
                 None => TickRef::UNLISTED,
             };
             let slot = &mut fill_at[bucket_of(order)];
-            grouped[*slot] = Grouped { position, tick };
+            grouped[*slot] = Grouped { position: index32(position), tick };
+            slot_of[position] = index32(*slot);
             *slot += 1;
         }
 
         let mut decided = vec![Decided::unknown(TickRef::UNLISTED); orders.len()];
-        for entry in &grouped[starts[0]..starts[1]] {
-            decided[entry.position] = Decided::unknown(entry.tick);
+        for (k, entry) in grouped[starts[0]..starts[1]].iter().enumerate() {
+            decided[starts[0] + k] = Decided::unknown(entry.tick);
         }
         // The current account's holdings of the symbols that have ticks, loaded on first use.
         let mut cache: Vec<Option<CachedHolding>> = vec![None; tick_list.len()];
@@ -274,6 +291,7 @@ impl Engine {
         // system serves them in parallel) before the decisions, which depend on each other.
         let mut account_orders: Vec<Order> = Vec::new();
         for number in 1..=accounts {
+            let first_slot = starts[number];
             let group = &grouped[starts[number]..starts[number + 1]];
             if group.is_empty() {
                 continue;
@@ -283,8 +301,8 @@ impl Engine {
             };
             account.history.reserve(group.len());
             account_orders.clear();
-            account_orders.extend(group.iter().map(|entry| orders[entry.position]));
-            for (entry, order) in group.iter().zip(&account_orders) {
+            account_orders.extend(group.iter().map(|entry| orders[entry.position as usize]));
+            for (k, (entry, order)) in group.iter().zip(&account_orders).enumerate() {
                 let tick = entry.tick.index().and_then(|i| tick_list.get(i).map(|t| (i, t)));
                 let listed = match tick {
                     Some((index, _)) => listed_ticks.get(index).copied().unwrap_or(false),
@@ -304,7 +322,7 @@ impl Engine {
                     None => account.holdings.get(&order.symbol).copied().unwrap_or_default(),
                 };
                 let cash = account.cash;
-                decided[entry.position] =
+                decided[first_slot + k] =
                     match fill_terms(order, tick.map(|(_, t)| t), listed, cash, held) {
                         Ok((terms, holding)) => {
                             let Some((index, t)) = tick else {
@@ -342,7 +360,7 @@ impl Engine {
             }
             write_back(&mut account.holdings, &changes);
         }
-        decided
+        Outcomes { decided, slot_of }
     }
 }
 
@@ -382,9 +400,24 @@ fn write_back(holdings: &mut BTreeMap<Symbol, Holding>, changes: &[(Symbol, Hold
 }
 
 /// The index of `symbol`'s tick in a tick set, given its ticks' `Symbol::order_key`s (sorted,
-/// since a tick set is sorted by symbol): a binary search that compares two integers a step.
+/// since a tick set is sorted by symbol): a binary search without branches on the comparisons
+/// (the steps select with conditional moves), since every order of an interval looks its symbol
+/// up and a mispredicted step costs more than the comparison.
 fn tick_position(tick_keys: &[(u128, u8)], symbol: &Symbol) -> Option<usize> {
-    tick_keys.binary_search(&symbol.order_key()).ok()
+    let key = symbol.order_key();
+    let (mut base, mut size) = (0usize, tick_keys.len());
+    if size == 0 {
+        return None;
+    }
+    while size > 1 {
+        let half = size / 2;
+        let mid = base + half;
+        let probe = tick_keys[mid];
+        let not_after = (probe.0 < key.0) | ((probe.0 == key.0) & (probe.1 <= key.1));
+        base = if not_after { mid } else { base };
+        size -= half;
+    }
+    (tick_keys[base] == key).then_some(base)
 }
 
 /// Makes `events` hold exactly `header` followed by the `count` events of `outcomes`, reusing
@@ -443,11 +476,49 @@ struct CachedHolding {
     changed: bool,
 }
 
+/// A position in the queue or a slot among its orders grouped by account, in 32 bits: settlement
+/// refuses more than [`ORDERS_PER_INTERVAL_MAX`] orders before numbering them.
+fn index32(index: usize) -> u32 {
+    debug_assert!(index < ORDERS_PER_INTERVAL_MAX, "settlement checks the queue length first");
+    u32::try_from(index).unwrap_or(u32::MAX)
+}
+
 /// An order's queue position, grouped by account, with its tick.
 #[derive(Debug, Clone, Copy)]
 struct Grouped {
-    position: usize,
+    position: u32,
     tick: TickRef,
+}
+
+/// Every order's outcome, kept in account order (each account's outcomes are written one after
+/// the other, where a write in queue order would land anywhere in the array), with the slot of
+/// each queue position.
+#[derive(Debug)]
+struct Outcomes {
+    decided: Vec<Decided>,
+    slot_of: Vec<u32>,
+}
+
+impl Outcomes {
+    /// Outcomes read per chunk of this many queue positions.
+    const CHUNK: usize = 256;
+
+    /// The outcomes in queue order. Each chunk is read by one loop of independent loads, which
+    /// the memory system serves in parallel; a loop that also built each event would wait for
+    /// each load in turn.
+    fn in_queue_order(&self) -> impl Iterator<Item = Decided> + '_ {
+        self.slot_of.chunks(Self::CHUNK).flat_map(|slots| {
+            let mut chunk = [Decided::unknown(TickRef::UNLISTED); Self::CHUNK];
+            for (read, &slot) in chunk.iter_mut().zip(slots) {
+                // Every slot is below the number of orders: grouping gave it.
+                debug_assert!((slot as usize) < self.decided.len(), "slot {slot} out of range");
+                if let Some(decided) = self.decided.get(slot as usize) {
+                    *read = *decided;
+                }
+            }
+            chunk.into_iter().take(slots.len())
+        })
+    }
 }
 
 /// One order's outcome, compact (32 bytes) until its event is built in queue order.

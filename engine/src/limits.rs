@@ -14,3 +14,6 @@ pub const PASSWORD_HASH_BYTES_MAX: usize = 512;
 pub const ORDER_QTY_UNITS_MAX: u64 = 1_000_000_000;
 /// Most ticks (symbols) one interval's tick set may hold.
 pub const TICKS_PER_INTERVAL_MAX: usize = 100_000;
+/// Most orders one interval may settle: settlement numbers an interval's orders with 32 bits
+/// (the journal takes far fewer in one batch anyway).
+pub const ORDERS_PER_INTERVAL_MAX: usize = u32::MAX as usize;
