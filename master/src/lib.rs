@@ -22,6 +22,7 @@ pub mod history;
 pub mod logbook;
 pub mod pgp;
 pub mod prices;
+pub mod report;
 pub mod retry;
 pub mod server;
 pub mod sessions;

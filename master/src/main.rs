@@ -183,7 +183,7 @@ fn main() -> ExitCode {
         Some(Command::Worker(command)) => match worker_command(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("pt-master: {e:#}");
+                eprintln!("pt-master: {}", master::report::chain(&*e));
                 ExitCode::FAILURE
             }
         },
@@ -248,7 +248,7 @@ fn run(args: &RunArgs) -> ExitCode {
     let config = match load_config(args) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("pt-master: bad configuration: {e:#}");
+            eprintln!("pt-master: bad configuration: {}", master::report::chain(&*e));
             return ExitCode::from(2);
         }
     };
@@ -286,8 +286,9 @@ fn run(args: &RunArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!(cause = %format!("{e:#}"), "master stopped with an error");
-            eprintln!("pt-master: {e:#}");
+            let text = master::report::chain(&*e);
+            error!(cause = %text, "master stopped with an error");
+            eprintln!("pt-master: {text}");
             ExitCode::FAILURE
         }
     }

@@ -132,3 +132,16 @@ fn a_missing_file_is_a_configuration_error_naming_its_key() {
     assert!(stderr(&output).contains("`prices.file`: no file at nope.csv"), "{}", stderr(&output));
     assert!(!data.exists(), "nothing was set up");
 }
+
+/// An error's cause is printed once: the messages name their cause and the binaries print the
+/// chain (`master::report::chain`), which used to say it twice.
+#[test]
+fn an_error_says_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml").display().to_string();
+    let output = pt_master(&["--config", &missing], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains(&format!("cannot read config file {missing}")), "{text}");
+    assert_eq!(text.matches("No such file or directory").count(), 1, "{text}");
+}

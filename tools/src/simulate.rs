@@ -46,11 +46,9 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<String> {
     let orders_name =
         args.orders.as_ref().map_or("shipped orders".into(), |p| p.display().to_string());
     // As the master's recorded source loads them: the shipped split list goes with the shipped
-    // prices only, and errors name the file and line. The error's message already holds its
-    // cause, so it is kept as text (as a chain, `{:#}` would print the cause twice).
+    // prices only, and errors name the file and line.
     let prices =
-        master::prices::recorded::load_prices(args.prices.as_deref(), args.splits.as_deref())
-            .map_err(|e| anyhow::anyhow!("{e}"))?
+        master::prices::recorded::load_prices(args.prices.as_deref(), args.splits.as_deref())?
             .intervals;
     let orders = recorded::parse_orders(&read_or(&args.orders, SHIPPED_ORDERS)?)
         .with_context(|| format!("in {orders_name}"))?;

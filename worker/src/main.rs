@@ -104,7 +104,7 @@ fn load_config(args: &RunArgs) -> anyhow::Result<WorkerConfig> {
 fn run(args: RunArgs) -> ExitCode {
     let config = match load_config(&args) {
         Ok(config) => config,
-        Err(e) => return bad_config(&format!("{e:#}")),
+        Err(e) => return bad_config(&master::report::chain(&*e)),
     };
     let identity = match WorkerIdentity::load(&config.key_dir) {
         Ok(identity) => identity,
@@ -162,7 +162,7 @@ fn run(args: RunArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!(cause = %format!("{e:#}"), "pt-worker failed");
+            error!(cause = %master::report::chain(&*e), "pt-worker failed");
             ExitCode::FAILURE
         }
     }
@@ -187,7 +187,7 @@ fn keygen(args: KeygenArgs) -> ExitCode {
     match write_identity(uuid, &name, &args.out, &allow_ips) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pt-worker keygen: {e:#}");
+            eprintln!("pt-worker keygen: {}", master::report::chain(&*e));
             ExitCode::FAILURE
         }
     }

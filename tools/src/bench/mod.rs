@@ -282,8 +282,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
             figures.extend(measured);
         }
         Err(err) => {
-            eprintln!("pt bench {name}: could not run: {err:#}");
-            failures.push(format!("{name}: {err:#}"));
+            let text = master::report::chain(&*err);
+            eprintln!("pt bench {name}: could not run: {text}");
+            failures.push(format!("{name}: {text}"));
         }
     };
     if which(Which::Engine) {

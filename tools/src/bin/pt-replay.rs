@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             if success { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Err(err) => {
-            eprintln!("pt-replay: {err:#}");
+            eprintln!("pt-replay: {}", master::report::chain(&*err));
             cannot_run
         }
     }

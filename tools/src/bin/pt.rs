@@ -42,14 +42,14 @@ fn main() -> ExitCode {
         Command::Up(args) => match pt_tools::up::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("pt up: {err:#}");
+                eprintln!("pt up: {}", master::report::chain(&*err));
                 ExitCode::FAILURE
             }
         },
         Command::Bench(args) => match pt_tools::bench::run(&args) {
             Ok(_) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("pt bench: {err:#}");
+                eprintln!("pt bench: {}", master::report::chain(&*err));
                 ExitCode::FAILURE
             }
         },
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(err) => {
-                eprintln!("pt: {err:#}");
+                eprintln!("pt: {}", master::report::chain(&*err));
                 ExitCode::FAILURE
             }
         },
