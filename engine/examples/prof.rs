@@ -1,4 +1,6 @@
-//! Rough timing of settlement phases, for engine development (`cargo run --release -p engine --example prof`).
+//! Steady rounds of `Engine::settle_into` on the engine benchmark's workload, one event vector
+//! kept across rounds, for profiling (`cargo run --release -p engine --example prof`, or under
+//! `perf record`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 use engine::workload::{self, WorkloadShape};
 use std::time::Instant;
