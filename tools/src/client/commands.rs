@@ -282,7 +282,7 @@ pub fn parse_date(text: &str) -> Result<Timestamp, String> {
         return Timestamp::from_offset_date_time(date.midnight().assume_utc())
             .ok_or_else(|| format!("{text:?} is out of range"));
     }
-    crate::replay::time::parse_time(text, SystemTime::now()).map_err(|e| format!("{e:#}"))
+    crate::replay::time::parse_time(text, SystemTime::now()).map_err(|e| master::report::chain(&*e))
 }
 
 /// Runs a client command; returns what to print.
