@@ -10,7 +10,7 @@ use crate::event::{
     AccountOpened, AssetListed, Event, Fill, IntervalSettled, RejectReason, Rejection,
 };
 use crate::ids::{AccountId, Email, IntervalId, PasswordHash, Symbol, Timestamp, Username};
-use crate::limits::{ORDER_QTY_UNITS_MAX, ORDERS_PER_INTERVAL_MAX, TICKS_PER_INTERVAL_MAX};
+use crate::limits::{ORDER_QTY_UNITS_MAX, SETTLEMENT_ORDERS_MAX, TICKS_PER_INTERVAL_MAX};
 use crate::money::{Cash, Qty, Side, notional};
 use crate::order::{Order, OrderKind, OrderQueue};
 use crate::state::{ApplyError, Digest, Holding, State, Transaction};
@@ -53,10 +53,10 @@ pub enum CommandError {
     /// follow it.
     #[error("interval {0} is missing outcomes, so no interval can follow it")]
     IntervalIncomplete(IntervalId),
-    /// More orders queued than one interval may settle (`ORDERS_PER_INTERVAL_MAX`); nothing
+    /// More orders queued than one interval may settle (`SETTLEMENT_ORDERS_MAX`); nothing
     /// is settled and the queue is left as it was.
     #[error(
-        "{queued} orders are queued, more than the {ORDERS_PER_INTERVAL_MAX} one interval may settle"
+        "{queued} orders are queued, more than the {SETTLEMENT_ORDERS_MAX} one interval may settle"
     )]
     TooManyOrders {
         /// The orders queued.
@@ -195,7 +195,7 @@ impl Engine {
         queue: &mut OrderQueue,
         events: &mut Vec<Event>,
     ) -> Result<(), CommandError> {
-        if queue.len() > ORDERS_PER_INTERVAL_MAX {
+        if queue.len() > SETTLEMENT_ORDERS_MAX {
             return Err(CommandError::TooManyOrders { queued: queue.len() });
         }
         let header = Event::IntervalSettled(IntervalSettled {
@@ -400,9 +400,10 @@ fn write_back(holdings: &mut BTreeMap<Symbol, Holding>, changes: &[(Symbol, Hold
 }
 
 /// The index of `symbol`'s tick in a tick set, given its ticks' `Symbol::order_key`s (sorted,
-/// since a tick set is sorted by symbol): a binary search without branches on the comparisons
-/// (the steps select with conditional moves), since every order of an interval looks its symbol
-/// up and a mispredicted step costs more than the comparison.
+/// since a tick set is sorted by symbol): a binary search whose steps select the next half
+/// from the comparisons' results rather than branch on them (so that the compiler can use
+/// conditional moves), since every order of an interval looks its symbol up and a
+/// mispredicted step costs more than the comparison.
 fn tick_position(tick_keys: &[(u128, u8)], symbol: &Symbol) -> Option<usize> {
     let key = symbol.order_key();
     let (mut base, mut size) = (0usize, tick_keys.len());
@@ -477,9 +478,9 @@ struct CachedHolding {
 }
 
 /// A position in the queue or a slot among its orders grouped by account, in 32 bits: settlement
-/// refuses more than [`ORDERS_PER_INTERVAL_MAX`] orders before numbering them.
+/// refuses more than [`SETTLEMENT_ORDERS_MAX`] orders before numbering them.
 fn index32(index: usize) -> u32 {
-    debug_assert!(index < ORDERS_PER_INTERVAL_MAX, "settlement checks the queue length first");
+    debug_assert!(index < SETTLEMENT_ORDERS_MAX, "settlement checks the queue length first");
     u32::try_from(index).unwrap_or(u32::MAX)
 }
 

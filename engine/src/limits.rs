@@ -16,4 +16,4 @@ pub const ORDER_QTY_UNITS_MAX: u64 = 1_000_000_000;
 pub const TICKS_PER_INTERVAL_MAX: usize = 100_000;
 /// Most orders one interval may settle: settlement numbers an interval's orders with 32 bits
 /// (the journal takes far fewer in one batch anyway).
-pub const ORDERS_PER_INTERVAL_MAX: usize = u32::MAX as usize;
+pub const SETTLEMENT_ORDERS_MAX: usize = u32::MAX as usize;
