@@ -29,7 +29,7 @@ use crate::ids::{
     AccountId, ClientOrderId, Email, IntervalId, NameError, OrderId, PasswordHash, Symbol,
     Timestamp, Username, WorkerId,
 };
-use crate::money::{Cash, ParseAmountError, Price, Qty, Side};
+use crate::money::{Cash, ParseAmountError, Price, Qty, Side, mul_div_floor};
 use crate::order::{Order, OrderKind, OrderQueue};
 use crate::state::Digest;
 use crate::tick::{Tick, TickError, TickSet};
@@ -321,9 +321,6 @@ pub fn adjust_for_splits(
     if splits.is_empty() {
         return Ok(intervals);
     }
-    let scale = |raw: u64, times: u64, by: u64| {
-        u64::try_from(u128::from(raw) * u128::from(times) / u128::from(by)).ok()
-    };
     intervals
         .into_iter()
         .map(|interval| {
@@ -335,7 +332,7 @@ pub fn adjust_for_splits(
                 };
                 for tick in ticks.iter_mut().filter(|t| t.symbol == split.symbol) {
                     let price = |p: Price| {
-                        scale(p.raw(), split.old, split.new)
+                        mul_div_floor(p.raw(), split.old, split.new)
                             .filter(|raw| *raw > 0)
                             .map(Price::from_raw)
                             .ok_or_else(unrepresentable)
@@ -344,7 +341,7 @@ pub fn adjust_for_splits(
                     tick.high = price(tick.high)?;
                     tick.low = price(tick.low)?;
                     tick.close = price(tick.close)?;
-                    tick.volume = scale(tick.volume.raw(), split.new, split.old)
+                    tick.volume = mul_div_floor(tick.volume.raw(), split.new, split.old)
                         .map(Qty::from_raw)
                         .ok_or_else(unrepresentable)?;
                 }
