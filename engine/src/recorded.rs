@@ -324,8 +324,15 @@ pub fn adjust_for_splits(
     intervals
         .into_iter()
         .map(|interval| {
+            let touched = |s: &&RecordedSplit| {
+                interval.time < s.time && interval.ticks.get(&s.symbol).is_some()
+            };
+            // A period no split changes keeps its tick set as it is.
+            if !splits.iter().any(|s| touched(&s)) {
+                return Ok(interval);
+            }
             let mut ticks = interval.ticks.ticks().to_vec();
-            for split in splits.iter().filter(|s| interval.time < s.time) {
+            for split in splits.iter().filter(touched) {
                 let unrepresentable = || RecordedError {
                     line: split.line,
                     kind: RecordedErrorKind::SplitUnrepresentable { symbol: split.symbol },
