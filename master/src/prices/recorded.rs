@@ -56,8 +56,7 @@ pub fn load_prices(
         Some(path) => (Cow::Owned(read(path)?), path.display().to_string()),
         None => (Cow::Borrowed(SHIPPED_PRICES), "shipped".to_owned()),
     };
-    let intervals = parse_prices(&text)
-        .map_err(|source| PriceSourceError::Recorded { origin: origin.clone(), source })?;
+    let intervals = parse_file(&text, &origin)?;
     let (intervals, adjustment) = match splits_text {
         Some((list_text, list_origin)) => parse_splits(&list_text)
             .and_then(|list| Ok((adjust_for_splits(intervals, &list)?, adjustment_of(&list))))
@@ -65,6 +64,12 @@ pub fn load_prices(
         None => (intervals, adjustment_of(&[])),
     };
     Ok(RecordedPrices { intervals, origin, adjustment })
+}
+
+/// Parses a price file's text; errors name it (`origin`) and the line.
+fn parse_file(text: &str, origin: &str) -> Result<Vec<RecordedInterval>, PriceSourceError> {
+    parse_prices(text)
+        .map_err(|source| PriceSourceError::Recorded { origin: origin.to_owned(), source })
 }
 
 /// See [`RecordedSource::adjustment`].
@@ -102,8 +107,7 @@ impl RecordedSource {
     /// Parses a price file, as recorded (no split list). `origin` names it in errors (a bad
     /// row's error names its line).
     pub fn from_csv(text: &str, origin: &str) -> Result<Self, PriceSourceError> {
-        let intervals = parse_prices(text)
-            .map_err(|source| PriceSourceError::Recorded { origin: origin.to_owned(), source })?;
+        let intervals = parse_file(text, origin)?;
         let adjustment = adjustment_of(&[]);
         Self::from_prices(RecordedPrices { intervals, origin: origin.to_owned(), adjustment })
     }
