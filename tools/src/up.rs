@@ -482,30 +482,6 @@ fn init_logging(dir: &Path) -> anyhow::Result<master::logbook::Logbook> {
     Ok(logbook)
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-}
-
 /// `pt up`: starts the cluster, prints the banner, runs until Ctrl-C (or SIGTERM), then shuts
 /// down cleanly.
 pub fn run(args: &UpArgs) -> anyhow::Result<()> {
@@ -520,11 +496,15 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Installed first, as the daemons do: a Ctrl-C during start-up is kept and stops the
+        // cluster cleanly once it is up.
+        let shutdown =
+            master::shutdown::shutdown_signal().context("cannot handle SIGINT and SIGTERM")?;
         eprintln!("Starting the master and {} worker(s)...", config.workers);
         let mut cluster = Cluster::start(config.clone()).await?;
         println!("{}", banner(&cluster, &config));
         let failure = tokio::select! {
-            () = shutdown_signal() => None,
+            () = shutdown => None,
             e = cluster.failed() => Some(e),
         };
         eprintln!("Stopping: workers first, then the master (it settles the current interval)...");
