@@ -216,10 +216,14 @@ impl Engine {
             }
             Err(other) => return Err(CommandError::StateRefused(other)),
         }
-        // Sorted where they are, and cleared at the end: the queue keeps its memory.
-        let orders = queue.sort_in_place();
-        let outcomes = self.decide_and_apply(interval, at, ticks, orders);
+        // Sorted in the queue's memory, and cleared at the end: the queue keeps its memory.
+        let (orders, scratch) = queue.sort_for_settlement();
+        self.decide_and_apply(interval, at, ticks, orders, scratch);
         let tick_list = ticks.ticks();
+        let outcomes = Outcomes {
+            decided: &scratch.decided[..orders.len()],
+            slot_of: &scratch.slot_of[..orders.len()],
+        };
         let events_built = orders
             .iter()
             .zip(outcomes.in_queue_order())
@@ -230,24 +234,30 @@ impl Engine {
         Ok(())
     }
 
-    /// Decides every order's outcome and applies it, returning the outcomes (in account order,
-    /// with the way back to queue order: [`Outcomes::in_queue_order`]).
+    /// Decides every order's outcome and applies it, leaving the outcomes in `scratch` (in
+    /// account order, with the way back to queue order: [`Outcomes::in_queue_order`]).
     ///
     /// An order's outcome depends only on its own account's earlier orders (cash and holdings
-    /// are per account) and on the tick set. So the orders are grouped by account (a counting
-    /// sort, stable: queue order within each account) and each account's orders are decided and
-    /// applied together, which keeps that account's data hot in the cache and touches each of
-    /// its holdings in the B-tree once: read on first use, written back at the end of the
-    /// account, all changes together ([`write_back`]). What is applied is exactly what
-    /// [`State::apply`] does for the `OrderFilled` events built from the outcomes (cash,
-    /// holding, history), so the state is the fold of the returned events (property-tested).
+    /// are per account) and on the tick set. So the orders are copied into groups by account (a
+    /// counting sort, stable: queue order within each account; the copy lets the account pass
+    /// read each group in one sweep instead of fetching each order from anywhere in the queue),
+    /// and each account's orders are decided and applied together, which keeps that account's
+    /// data hot in the cache and touches each of its holdings in the B-tree once: read on first
+    /// use, written back at the end of the account, all changes together ([`write_back`]). What
+    /// is applied is exactly what [`State::apply`] does for the `OrderFilled` events built from
+    /// the outcomes (cash, holding, history), so the state is the fold of the returned events
+    /// (property-tested).
     fn decide_and_apply(
         &mut self,
         interval: IntervalId,
         at: Timestamp,
         ticks: &TickSet,
         orders: &[Order],
-    ) -> Outcomes {
+        scratch: &mut SettleScratch,
+    ) {
+        let Some(&first) = orders.first() else {
+            return;
+        };
         let tick_list = ticks.ticks();
         let listed_ticks: Vec<bool> =
             tick_list.iter().map(|t| self.state.is_listed(&t.symbol)).collect();
@@ -265,8 +275,12 @@ impl Engine {
             starts[i] += starts[i - 1];
         }
         let mut fill_at = starts.clone();
-        let mut grouped = vec![Grouped { position: 0, tick: TickRef::UNLISTED }; orders.len()];
-        let mut slot_of = vec![0u32; orders.len()];
+        // Every entry of the three tables below `orders.len()` is written before it is read:
+        // the slots of bucket `b` are exactly `starts[b]..starts[b + 1]`, each taken once, and
+        // every group's outcomes are decided, so nothing stale from an earlier interval is seen.
+        let filler = Grouped { order: first, tick: TickRef::UNLISTED };
+        let grouped = grow_to(&mut scratch.grouped, orders.len(), filler);
+        let slot_of = grow_to(&mut scratch.slot_of, orders.len(), 0);
         for (position, order) in orders.iter().enumerate() {
             let tick = match tick_index.position(&order.symbol) {
                 Some(index) => TickRef::of_index(index),
@@ -274,12 +288,13 @@ impl Engine {
                 None => TickRef::UNLISTED,
             };
             let slot = &mut fill_at[bucket_of(order)];
-            grouped[*slot] = Grouped { position: index32(position), tick };
+            grouped[*slot] = Grouped { order: *order, tick };
             slot_of[position] = index32(*slot);
             *slot += 1;
         }
 
-        let mut decided = vec![Decided::unknown(TickRef::UNLISTED); orders.len()];
+        let decided =
+            grow_to(&mut scratch.decided, orders.len(), Decided::unknown(TickRef::UNLISTED));
         for (k, entry) in grouped[starts[0]..starts[1]].iter().enumerate() {
             decided[starts[0] + k] = Decided::unknown(entry.tick);
         }
@@ -287,9 +302,6 @@ impl Engine {
         let mut cache: Vec<Option<CachedHolding>> = vec![None; tick_list.len()];
         let mut loaded: Vec<usize> = Vec::new();
         let mut changes: Vec<(Symbol, Holding)> = Vec::new();
-        // The current account's orders, copied in one loop of independent loads (the memory
-        // system serves them in parallel) before the decisions, which depend on each other.
-        let mut account_orders: Vec<Order> = Vec::new();
         for number in 1..=accounts {
             let first_slot = starts[number];
             let group = &grouped[starts[number]..starts[number + 1]];
@@ -297,12 +309,18 @@ impl Engine {
                 continue;
             }
             let Some(account) = self.state.account_mut(AccountId(number as u64)) else {
+                // Accounts are numbered 1 to their count, so this does not happen; were it
+                // to, the orders are answered as for an unknown account (and nothing is
+                // applied), the same as for the orders of bucket 0.
+                debug_assert!(false, "account {number} of {accounts} is missing");
+                for (k, entry) in group.iter().enumerate() {
+                    decided[first_slot + k] = Decided::unknown(entry.tick);
+                }
                 continue;
             };
             account.history.reserve(group.len());
-            account_orders.clear();
-            account_orders.extend(group.iter().map(|entry| orders[entry.position as usize]));
-            for (k, (entry, order)) in group.iter().zip(&account_orders).enumerate() {
+            for (k, entry) in group.iter().enumerate() {
+                let order = &entry.order;
                 let tick = entry.tick.index().and_then(|i| tick_list.get(i).map(|t| (i, t)));
                 let listed = match tick {
                     Some((index, _)) => listed_ticks.get(index).copied().unwrap_or(false),
@@ -360,8 +378,30 @@ impl Engine {
             }
             write_back(&mut account.holdings, &changes);
         }
-        Outcomes { decided, slot_of }
     }
+}
+
+/// Settlement's per-order tables, kept in the [`OrderQueue`] between intervals so that each
+/// settlement writes into memory the last one used (see [`Engine::settle_into`]). Nothing in
+/// them is read before the settlement that uses them has written it.
+#[derive(Debug, Default)]
+pub(crate) struct SettleScratch {
+    /// Each order, copied, with its tick, grouped by account.
+    grouped: Vec<Grouped>,
+    /// Each queue position's slot in `grouped` and `decided`.
+    slot_of: Vec<u32>,
+    /// Each order's outcome, in account order.
+    decided: Vec<Decided>,
+}
+
+/// The first `len` entries of `table`, which is grown with `filler` if shorter. The entries
+/// keep what an earlier settlement left there (writing them all first would cost a pass over
+/// the memory): the caller writes each one before reading it.
+fn grow_to<T: Copy>(table: &mut Vec<T>, len: usize, filler: T) -> &mut [T] {
+    if table.len() < len {
+        table.resize(len, filler);
+    }
+    &mut table[..len]
 }
 
 /// Fewest changed holdings for which [`write_back`] rebuilds an account's B-tree instead of
@@ -513,17 +553,17 @@ struct CachedHolding {
     changed: bool,
 }
 
-/// A position in the queue or a slot among its orders grouped by account, in 32 bits: settlement
-/// refuses more than [`SETTLEMENT_ORDERS_MAX`] orders before numbering them.
+/// A slot among the orders grouped by account, in 32 bits: settlement refuses more than
+/// [`SETTLEMENT_ORDERS_MAX`] orders before numbering them.
 fn index32(index: usize) -> u32 {
     debug_assert!(index < SETTLEMENT_ORDERS_MAX, "settlement checks the queue length first");
     u32::try_from(index).unwrap_or(u32::MAX)
 }
 
-/// An order's queue position, grouped by account, with its tick.
+/// An order copied into its account's group, with its tick.
 #[derive(Debug, Clone, Copy)]
 struct Grouped {
-    position: u32,
+    order: Order,
     tick: TickRef,
 }
 
@@ -531,12 +571,12 @@ struct Grouped {
 /// the other, where a write in queue order would land anywhere in the array), with the slot of
 /// each queue position.
 #[derive(Debug)]
-struct Outcomes {
-    decided: Vec<Decided>,
-    slot_of: Vec<u32>,
+struct Outcomes<'a> {
+    decided: &'a [Decided],
+    slot_of: &'a [u32],
 }
 
-impl Outcomes {
+impl Outcomes<'_> {
     /// Outcomes read per chunk of this many queue positions.
     const CHUNK: usize = 256;
 

@@ -62,6 +62,17 @@ pub struct Workload {
     pub queue: OrderQueue,
 }
 
+impl Workload {
+    /// Moves this workload's orders into `kept`, which becomes the workload's queue (`kept` is
+    /// left with the workload's empty one). A benchmark that takes the queue back after each
+    /// round (`std::mem::take(&mut workload.queue)`) settles every round in the memory of one
+    /// queue, as the master settles every interval in the memory of its one queue.
+    pub fn keep_queue(&mut self, kept: &mut OrderQueue) {
+        kept.append(&mut self.queue);
+        std::mem::swap(&mut self.queue, kept);
+    }
+}
+
 /// The symbol of index `i`: `S0`, `S1`, ...
 pub fn symbol_of(i: u64) -> Symbol {
     // "S" plus at most 20 digits always fits the 16-character limit for i < 10^15.

@@ -277,7 +277,9 @@ proptest! {
 
 /// Settlement applies outcomes account by account; over several intervals of a synthetic
 /// workload (so later intervals start from existing holdings and histories), folding the
-/// returned events gives the live state, the invariants hold, and outcomes come in queue order.
+/// returned events gives the live state, the invariants hold, and outcomes come in queue order,
+/// one per queued order. Two intervals are large enough for the queue's bucket sort, and all
+/// settle in the memory of one queue, larger and smaller than the interval before.
 #[test]
 fn workload_settlements_fold_to_the_live_state() {
     use engine::workload::{self, WorkloadShape, XorShift};
@@ -286,14 +288,15 @@ fn workload_settlements_fold_to_the_live_state() {
     let mut folded = load.engine.clone();
     let mut rng = XorShift::new(99);
     let mut next_id = shape.orders + 1;
-    for interval in 1..=4u64 {
+    for (interval, orders) in [(1u64, shape.orders), (2, 40_000), (3, 4_000), (4, 17_000)] {
+        let first_id = if interval == 1 { 1 } else { next_id };
         if interval > 1 {
-            workload::queue_more(&mut load, shape, &mut rng, next_id, shape.orders);
-            next_id += shape.orders;
+            workload::queue_more(&mut load, shape, &mut rng, next_id, orders);
+            next_id += orders;
         }
         let at = Timestamp(i64::try_from(interval).unwrap() * 1_000);
         let events = workload::settle_as(&mut load, IntervalId(interval), at).unwrap();
-        assert_eq!(events.len() as u64, shape.orders + 1);
+        assert_eq!(events.len() as u64, orders + 1);
         let keys: Vec<_> = events
             .iter()
             .filter_map(|e| match e {
@@ -303,6 +306,10 @@ fn workload_settlements_fold_to_the_live_state() {
             })
             .collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "outcomes not in queue order");
+        let mut ids: Vec<u64> = keys.iter().map(|(_, _, id)| id.0).collect();
+        ids.sort_unstable();
+        let queued: Vec<u64> = (first_id..first_id + orders).collect();
+        assert_eq!(ids, queued, "interval {interval}: not one outcome per queued order");
         for e in &events {
             folded.apply(e).unwrap();
         }

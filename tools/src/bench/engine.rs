@@ -4,13 +4,16 @@
 //! symbol in hash maps and sums the amounts. Best of three rounds each.
 //!
 //! Each round settles a freshly built workload with `Engine::settle_into` into one event vector
-//! kept across the rounds, as the master keeps one across intervals: the first round writes
-//! into a new vector (cold), the later ones over the previous round's events.
+//! and in one order queue, both kept across the rounds, as the master keeps them across
+//! intervals: the first round writes into new memory (cold), the later ones into the memory the
+//! previous round used (the event vector's old events, the queue's sort buffer and settlement
+//! tables). The accounts' histories grow into new memory every round, as in the master.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use engine::OrderQueue;
 use engine::workload::{self, WorkloadShape};
 
 use super::{BenchArgs, Figure, per_second};
@@ -44,12 +47,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
     let mut best_settle = Duration::MAX;
     let mut best_baseline = Duration::MAX;
     let mut events_buffer = Vec::new();
+    let mut queue = OrderQueue::new();
     for _ in 0..rounds {
         let mut load = workload::build(shape).context("cannot build the workload")?;
+        load.keep_queue(&mut queue);
         let start = Instant::now();
         let events =
             workload::settle_into(&mut load, &mut events_buffer).context("settlement failed")?;
         best_settle = best_settle.min(start.elapsed());
+        queue = std::mem::take(&mut load.queue);
         anyhow::ensure!(
             u64::try_from(events).ok() == shape.orders.checked_add(1),
             "settlement gave {events} events for {} orders",
