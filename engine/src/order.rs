@@ -54,9 +54,12 @@ impl Order {
 /// the per-order tables of [`Engine::settle_into`](crate::Engine::settle_into)), so a caller that
 /// keeps one queue across intervals, as the master does, settles each interval in memory it
 /// already has instead of new pages. Cloning a queue clones its orders only.
-#[derive(Default)]
 pub struct OrderQueue {
     orders: Vec<Order>,
+    /// The earliest and latest worker timestamps of the queued orders (`EMPTY_RANGE` when none),
+    /// kept as they are pushed so that the bucket sort need not read every order to find them.
+    /// Sorting checks every order against it and finds the range itself if one is outside.
+    placed: (i64, i64),
     /// The sort's destination: after a bucket sort the orders live here and the buffers swap.
     /// Its contents are stale copies, never read before being overwritten.
     spare: Vec<Order>,
@@ -64,9 +67,23 @@ pub struct OrderQueue {
     pub(crate) scratch: SettleScratch,
 }
 
+/// The time range of no orders: any order widens it to its own time.
+const EMPTY_RANGE: (i64, i64) = (i64::MAX, i64::MIN);
+
+impl Default for OrderQueue {
+    fn default() -> Self {
+        Self {
+            orders: Vec::new(),
+            placed: EMPTY_RANGE,
+            spare: Vec::new(),
+            scratch: SettleScratch::default(),
+        }
+    }
+}
+
 impl Clone for OrderQueue {
     fn clone(&self) -> Self {
-        Self { orders: self.orders.clone(), ..Self::default() }
+        Self { orders: self.orders.clone(), placed: self.placed, ..Self::default() }
     }
 }
 
@@ -96,12 +113,15 @@ impl OrderQueue {
 
     /// Adds an order.
     pub fn push(&mut self, order: Order) {
+        self.placed = widen(self.placed, order.placed_at.0);
         self.orders.push(order);
     }
 
     /// Moves every order of `other` to the end of this queue, leaving `other` empty (with its
     /// memory).
     pub fn append(&mut self, other: &mut OrderQueue) {
+        self.placed = (self.placed.0.min(other.placed.0), self.placed.1.max(other.placed.1));
+        other.placed = EMPTY_RANGE;
         self.orders.append(&mut other.orders);
     }
 
@@ -119,6 +139,7 @@ impl OrderQueue {
     /// key is a total order and an unstable sort gives the same result on every machine.
     pub fn drain_sorted(&mut self) -> Vec<Order> {
         self.sort_in_place();
+        self.placed = EMPTY_RANGE;
         std::mem::take(&mut self.orders)
     }
 
@@ -135,7 +156,7 @@ impl OrderQueue {
             self.orders.sort_unstable_by_key(Order::queue_key);
         } else {
             let buckets = (self.orders.len() / ORDERS_PER_BUCKET).min(BUCKETS_MAX);
-            sort_by_time_buckets(&mut self.orders, &mut self.spare, buckets);
+            sort_by_time_buckets(&mut self.orders, &mut self.spare, buckets, self.placed);
         }
     }
 
@@ -146,6 +167,7 @@ impl OrderQueue {
     pub(crate) fn clear_kept(&mut self) {
         let settled = self.orders.len();
         self.orders.clear();
+        self.placed = EMPTY_RANGE;
         let kept = settled.saturating_mul(4).max(KEPT_ORDERS_MIN);
         if self.spare.len() > kept {
             self.orders.shrink_to(kept);
@@ -156,51 +178,46 @@ impl OrderQueue {
 }
 
 /// Sorts `orders` by [`Order::queue_key`], the same result as a comparison sort (the key is a
-/// total order), in fewer moves of the 80-byte orders when there are many: one pass finds the
-/// time range, one counts the orders of each of at most `buckets` equal slices of it (a
-/// power of two, so a bucket is a shift of the time since the earliest order), one copies every
-/// order into its bucket's place in `spare`, and each bucket, a few orders in the cache, is
-/// sorted by the whole key. The sorted orders end in `orders`: the two buffers are swapped, so
-/// `spare` holds the old buffer, whose memory the next sort reuses.
+/// total order), in fewer moves of the 80-byte orders when there are many: one pass counts the
+/// orders of each of at most `buckets` equal slices of the time range `placed` (the queue's,
+/// kept as orders are pushed; a power of two of slices, so a bucket is a shift of the time
+/// since the earliest order), one copies every order into its bucket's place in `spare`, and
+/// each bucket, a few orders in the cache, is sorted by the whole key. The sorted orders end
+/// in `orders`: the two buffers are swapped, so `spare` holds the old buffer, whose memory the
+/// next sort reuses. If an order falls outside `placed`, the counting pass notices and the
+/// range is found from the orders instead: the result never depends on `placed`.
 ///
 /// Timestamps bunched into one slice make one large bucket, which is still sorted correctly,
 /// only without the gain.
-fn sort_by_time_buckets(orders: &mut Vec<Order>, spare: &mut Vec<Order>, buckets: usize) {
+fn sort_by_time_buckets(
+    orders: &mut Vec<Order>,
+    spare: &mut Vec<Order>,
+    buckets: usize,
+    placed: (i64, i64),
+) {
     let count = orders.len();
     let Some(&first) = orders.first() else {
         return;
     };
-    let (mut earliest, mut latest) = (first.placed_at.0, first.placed_at.0);
-    for order in orders.iter() {
-        earliest = earliest.min(order.placed_at.0);
-        latest = latest.max(order.placed_at.0);
-    }
-    // Bucket `(t - earliest) >> shift` for every t in [earliest, latest] is below 2^bits_kept
-    // (a shift by all 64 bits, when one bucket is kept of a full range, gives bucket 0).
-    let bits_kept = usize::BITS - 1 - buckets.max(1).leading_zeros();
-    let span = latest.abs_diff(earliest);
-    let shift = (u64::BITS - span.leading_zeros()).saturating_sub(bits_kept);
-    let bucket_of = |order: &Order| {
-        let offset = order.placed_at.0.abs_diff(earliest).checked_shr(shift).unwrap_or(0);
-        usize::try_from(offset).unwrap_or(usize::MAX)
-    };
-    let used = bucket_of(&Order { placed_at: Timestamp(latest), ..first }) + 1;
-    debug_assert!(used <= buckets.max(1), "{used} buckets for {buckets}");
-    let mut starts = vec![0usize; used + 1];
-    for order in orders.iter() {
-        if let Some(next) = starts.get_mut(bucket_of(order) + 1) {
-            *next += 1;
+    let (slices, starts) = match TimeBuckets::count(orders, placed, buckets) {
+        Some(counted) => counted,
+        None => {
+            // An order outside the range the queue kept: not expected (the queue's own tests
+            // check the range), but the sort's result must not depend on it. The range of the
+            // orders themselves holds every one of them.
+            let range = orders.iter().fold(EMPTY_RANGE, |range, o| widen(range, o.placed_at.0));
+            match TimeBuckets::count(orders, range, buckets) {
+                Some(counted) => counted,
+                None => unreachable!("every order is inside the range of all of them"),
+            }
         }
-    }
-    for i in 1..starts.len() {
-        starts[i] += starts[i - 1];
-    }
+    };
     if spare.len() < count {
         spare.resize(count, first);
     }
     let mut fill_at = starts.clone();
     for order in orders.iter() {
-        let slot = &mut fill_at[bucket_of(order)];
+        let slot = &mut fill_at[slices.of(order).unwrap_or(0)];
         spare[*slot] = *order;
         *slot += 1;
     }
@@ -212,6 +229,63 @@ fn sort_by_time_buckets(orders: &mut Vec<Order>, spare: &mut Vec<Order>, buckets
     }
     std::mem::swap(orders, spare);
     orders.truncate(count);
+}
+
+/// `range` widened to hold `time`.
+fn widen(range: (i64, i64), time: i64) -> (i64, i64) {
+    (range.0.min(time), range.1.max(time))
+}
+
+/// Equal slices of a time range, a power of two of them: the slice of a time is a shift of its
+/// distance from the range's start.
+#[derive(Debug, Clone, Copy)]
+struct TimeBuckets {
+    earliest: i64,
+    shift: u32,
+    /// The slices the range covers.
+    used: usize,
+}
+
+impl TimeBuckets {
+    /// At most `buckets` slices of `[earliest, latest]` (at least one slice).
+    fn new((earliest, latest): (i64, i64), buckets: usize) -> TimeBuckets {
+        // `(t - earliest) >> shift` for every t in the range is below 2^bits_kept (a shift by
+        // all 64 bits, when one slice is kept of a full range, gives slice 0).
+        let bits_kept = usize::BITS - 1 - buckets.max(1).leading_zeros();
+        let span = latest.abs_diff(earliest);
+        let shift = (u64::BITS - span.leading_zeros()).saturating_sub(bits_kept);
+        let mut slices = TimeBuckets { earliest, shift, used: usize::MAX };
+        slices.used = slices.slice(latest).map_or(1, |last| last + 1);
+        debug_assert!(slices.used <= buckets.max(1), "{} slices for {buckets}", slices.used);
+        slices
+    }
+
+    fn slice(&self, time: i64) -> Option<usize> {
+        if time < self.earliest {
+            return None;
+        }
+        let offset = time.abs_diff(self.earliest).checked_shr(self.shift).unwrap_or(0);
+        usize::try_from(offset).ok().filter(|&slice| slice < self.used)
+    }
+
+    /// The slice of an order's time, if inside the range.
+    fn of(&self, order: &Order) -> Option<usize> {
+        self.slice(order.placed_at.0)
+    }
+
+    /// The slices of `range` and where each slice's orders start (the number of orders last),
+    /// or `None` if an order is outside `range`.
+    fn count(orders: &[Order], range: (i64, i64), buckets: usize) -> Option<(Self, Vec<usize>)> {
+        let slices = TimeBuckets::new(range, buckets);
+        let mut starts = vec![0usize; slices.used + 1];
+        for order in orders {
+            starts[slices.of(order)? + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        Some((slices, starts))
+    }
 }
 
 #[cfg(test)]
@@ -254,6 +328,7 @@ mod tests {
             buckets in 0..80usize,
             stale in 0..400usize,
             ids in any::<u64>(),
+            wrong_range in prop::option::of((placed_at(), placed_at())),
         ) {
             // Unique ids in an order unrelated to the times.
             let mut orders: Vec<Order> = times
@@ -266,7 +341,11 @@ mod tests {
             let mut expected = orders.clone();
             expected.sort_unstable_by_key(Order::queue_key);
             let mut spare = vec![order(u64::MAX, 7, 9); stale];
-            sort_by_time_buckets(&mut orders, &mut spare, buckets);
+            // The orders' range, or (rarely) a wrong one, which must not change the result.
+            let range = wrong_range.unwrap_or_else(|| {
+                orders.iter().fold(EMPTY_RANGE, |range, o| widen(range, o.placed_at.0))
+            });
+            sort_by_time_buckets(&mut orders, &mut spare, buckets, range);
             prop_assert_eq!(orders, expected);
         }
     }
@@ -292,6 +371,29 @@ mod tests {
         // (the queue's) still has the larger interval's room.
         assert_eq!(queue.spare.len(), BUCKET_SORT_ORDERS_MIN + 1);
         assert!(queue.orders.capacity() >= BUCKET_SORT_ORDERS_MIN * 2, "the memory is kept");
+    }
+
+    /// The queue's time range is that of the orders queued, through pushes, appends, drains
+    /// and settlements.
+    #[test]
+    fn the_time_range_follows_the_queued_orders() {
+        let mut queue = OrderQueue::new();
+        assert_eq!(queue.placed, EMPTY_RANGE);
+        queue.push(order(1, 5, 0));
+        queue.push(order(2, -3, 0));
+        assert_eq!(queue.placed, (-3, 5));
+        let mut other = OrderQueue::new();
+        other.push(order(3, 9, 0));
+        queue.append(&mut other);
+        assert_eq!((queue.placed, other.placed), ((-3, 9), EMPTY_RANGE));
+        assert_eq!(queue.clone().placed, (-3, 9));
+        assert_eq!(queue.drain_sorted().len(), 3);
+        assert_eq!(queue.placed, EMPTY_RANGE);
+        queue.push(order(4, 7, 0));
+        assert_eq!(queue.placed, (7, 7));
+        queue.sort_in_place();
+        queue.clear_kept();
+        assert_eq!(queue.placed, EMPTY_RANGE);
     }
 
     /// After a burst, an interval of far fewer orders gives the burst's memory back.
