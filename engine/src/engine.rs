@@ -278,8 +278,8 @@ impl Engine {
         // Every entry of the three tables below `orders.len()` is written before it is read:
         // the slots of bucket `b` are exactly `starts[b]..starts[b + 1]`, each taken once, and
         // every group's outcomes are decided, so nothing stale from an earlier interval is seen.
-        let filler = Grouped { order: first, tick: TickRef::UNLISTED };
-        let grouped = grow_to(&mut scratch.grouped, orders.len(), filler);
+        let grouped = grow_to(&mut scratch.grouped, orders.len(), first);
+        let grouped_ticks = grow_to(&mut scratch.ticks, orders.len(), TickRef::UNLISTED);
         let slot_of = grow_to(&mut scratch.slot_of, orders.len(), 0);
         for (position, order) in orders.iter().enumerate() {
             let tick = match tick_index.position(&order.symbol) {
@@ -288,15 +288,16 @@ impl Engine {
                 None => TickRef::UNLISTED,
             };
             let slot = &mut fill_at[bucket_of(order)];
-            grouped[*slot] = Grouped { order: *order, tick };
+            grouped[*slot] = *order;
+            grouped_ticks[*slot] = tick;
             slot_of[position] = index32(*slot);
             *slot += 1;
         }
 
         let decided =
             grow_to(&mut scratch.decided, orders.len(), Decided::unknown(TickRef::UNLISTED));
-        for (k, entry) in grouped[starts[0]..starts[1]].iter().enumerate() {
-            decided[starts[0] + k] = Decided::unknown(entry.tick);
+        for (k, &tick) in grouped_ticks[starts[0]..starts[1]].iter().enumerate() {
+            decided[starts[0] + k] = Decided::unknown(tick);
         }
         // The current account's holdings of the symbols that have ticks, loaded on first use.
         let mut cache: Vec<Option<CachedHolding>> = vec![None; tick_list.len()];
@@ -305,6 +306,7 @@ impl Engine {
         for number in 1..=accounts {
             let first_slot = starts[number];
             let group = &grouped[starts[number]..starts[number + 1]];
+            let group_ticks = &grouped_ticks[starts[number]..starts[number + 1]];
             if group.is_empty() {
                 continue;
             }
@@ -313,18 +315,17 @@ impl Engine {
                 // to, the orders are answered as for an unknown account (and nothing is
                 // applied), the same as for the orders of bucket 0.
                 debug_assert!(false, "account {number} of {accounts} is missing");
-                for (k, entry) in group.iter().enumerate() {
-                    decided[first_slot + k] = Decided::unknown(entry.tick);
+                for (k, &tick) in group_ticks.iter().enumerate() {
+                    decided[first_slot + k] = Decided::unknown(tick);
                 }
                 continue;
             };
             account.history.reserve(group.len());
-            for (k, entry) in group.iter().enumerate() {
-                let order = &entry.order;
-                let tick = entry.tick.index().and_then(|i| tick_list.get(i).map(|t| (i, t)));
+            for (k, (order, &tick_ref)) in group.iter().zip(group_ticks).enumerate() {
+                let tick = tick_ref.index().and_then(|i| tick_list.get(i).map(|t| (i, t)));
                 let listed = match tick {
                     Some((index, _)) => listed_ticks.get(index).copied().unwrap_or(false),
-                    None => entry.tick == TickRef::NONE,
+                    None => tick_ref == TickRef::NONE,
                 };
                 let held = match tick {
                     Some((index, t)) => {
@@ -356,10 +357,10 @@ impl Engine {
                                 price: t.fill_price(),
                                 amount: terms.amount,
                             });
-                            Decided::Filled { tick: entry.tick, terms }
+                            Decided::Filled { tick: tick_ref, terms }
                         }
                         Err(reason) => Decided::Rejected {
-                            tick: entry.tick,
+                            tick: tick_ref,
                             reason,
                             cash_seen: cash,
                             holding_seen: held.qty,
@@ -386,12 +387,23 @@ impl Engine {
 /// them is read before the settlement that uses them has written it.
 #[derive(Debug, Default)]
 pub(crate) struct SettleScratch {
-    /// Each order, copied, with its tick, grouped by account.
-    grouped: Vec<Grouped>,
+    /// Each order, copied, grouped by account.
+    grouped: Vec<Order>,
+    /// Each grouped order's tick (beside the orders rather than with them, since an order is
+    /// 16-byte aligned and the pair would take 96 bytes).
+    ticks: Vec<TickRef>,
     /// Each queue position's slot in `grouped` and `decided`.
     slot_of: Vec<u32>,
     /// Each order's outcome, in account order.
     decided: Vec<Decided>,
+}
+
+impl SettleScratch {
+    /// How many orders the tables have room for.
+    pub(crate) fn room(&self) -> usize {
+        let orders = self.grouped.capacity().max(self.ticks.capacity());
+        orders.max(self.slot_of.capacity()).max(self.decided.capacity())
+    }
 }
 
 /// The first `len` entries of `table`, which is grown with `filler` if shorter. The entries
@@ -449,6 +461,8 @@ struct TickIndex {
     slots: Vec<((u128, u8), u32)>,
     /// `slots.len() - 1`; the length is a power of two.
     mask: usize,
+    /// 64 less the bits of a slot number: a hash's top bits pick its first slot.
+    shift: u32,
 }
 
 impl TickIndex {
@@ -458,32 +472,35 @@ impl TickIndex {
     fn new(ticks: &[Tick]) -> TickIndex {
         let len = ticks.len().saturating_mul(2).max(16).next_power_of_two();
         let mask = len - 1;
+        let shift = u64::BITS - len.trailing_zeros();
         let mut slots = vec![Self::EMPTY; len];
         for (index, tick) in ticks.iter().enumerate() {
             let key = tick.symbol.order_key();
-            let mut slot = Self::hash(key) & mask;
+            let mut slot = Self::first_slot(key, shift);
             // A tick set holds each symbol once and the table has free slots: this ends.
             while slots[slot] != Self::EMPTY {
                 slot = (slot + 1) & mask;
             }
             slots[slot] = (key, TickRef::of_index(index).0);
         }
-        TickIndex { slots, mask }
+        TickIndex { slots, mask, shift }
     }
 
-    /// Mixes the key's bits (a multiplication; not for anything adversarial: the keys are the
-    /// listed symbols, a probe sequence is at worst as long as the tick set).
+    /// The slot a key's probe starts at: the top `64 - shift` bits of its bits folded into 64
+    /// and multiplied by an odd constant (Fibonacci hashing: a product's top bits depend on
+    /// every bit of the input, its low bits only on the input's low bits). Not for anything
+    /// adversarial: the keys are the listed symbols, and a probe sequence is at worst as long
+    /// as the tick set.
     #[allow(clippy::cast_possible_truncation, reason = "a hash keeps some of the bits")]
-    fn hash((bytes, len): (u128, u8)) -> usize {
+    fn first_slot((bytes, len): (u128, u8), shift: u32) -> usize {
         let folded = (bytes as u64) ^ ((bytes >> 64) as u64).rotate_left(29) ^ u64::from(len);
-        // The top bits of the product are the best mixed.
-        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize
+        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
     }
 
     /// The index of `symbol`'s tick, if the tick set has one.
     fn position(&self, symbol: &Symbol) -> Option<usize> {
         let key = symbol.order_key();
-        let mut slot = Self::hash(key) & self.mask;
+        let mut slot = Self::first_slot(key, self.shift);
         loop {
             let (held, index) = self.slots[slot];
             if held == key {
@@ -558,13 +575,6 @@ struct CachedHolding {
 fn index32(index: usize) -> u32 {
     debug_assert!(index < SETTLEMENT_ORDERS_MAX, "settlement checks the queue length first");
     u32::try_from(index).unwrap_or(u32::MAX)
-}
-
-/// An order copied into its account's group, with its tick.
-#[derive(Debug, Clone, Copy)]
-struct Grouped {
-    order: Order,
-    tick: TickRef,
 }
 
 /// Every order's outcome, kept in account order (each account's outcomes are written one after
@@ -723,6 +733,25 @@ mod tests {
             prop_assert_eq!(holdings, expected);
         }
 
+    }
+
+    /// Symbols that differ in one character start their probes in different slots: the first
+    /// slot comes from the top bits of the hash, which depend on every character.
+    #[test]
+    fn symbols_one_character_apart_spread_over_the_slots() {
+        for stem in ["ABC", "GOOG", "BRK.", "EURUS"] {
+            let symbols: Vec<Symbol> =
+                ('A'..='Z').map(|c| Symbol::new(&format!("{stem}{c}")).unwrap()).collect();
+            let shift = u64::BITS - 64u32.trailing_zeros();
+            let slots: std::collections::BTreeSet<usize> =
+                symbols.iter().map(|s| TickIndex::first_slot(s.order_key(), shift)).collect();
+            // 26 keys thrown into 64 slots at random fill about 21 of them; a hash whose slot
+            // came from the product's middle bits gave 1 to 4 here.
+            assert!(slots.len() >= 12, "{stem}?: {} first slots of 64", slots.len());
+        }
+    }
+
+    proptest! {
         /// The tick index finds each symbol's tick where the tick set has it, and no other.
         #[test]
         fn tick_index_matches_the_tick_set(

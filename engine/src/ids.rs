@@ -271,7 +271,7 @@ impl Symbol {
     }
 
     /// A key that orders symbols exactly as their `Ord` does (bytes, then length), compared as
-    /// two integers instead of a byte array: settlement binary-searches the tick set with it.
+    /// two integers instead of a byte array: settlement's tick index hashes and compares it.
     pub(crate) fn order_key(&self) -> (u128, u8) {
         (u128::from_be_bytes(self.bytes), self.len)
     }
