@@ -296,17 +296,17 @@ impl Engine {
 
         let decided =
             grow_to(&mut scratch.decided, orders.len(), Decided::unknown(TickRef::UNLISTED));
-        for (k, &tick) in grouped_ticks[starts[0]..starts[1]].iter().enumerate() {
-            decided[starts[0] + k] = Decided::unknown(tick);
-        }
+        let unknown = starts[0]..starts[1];
+        answer_unknown(&mut decided[unknown.clone()], &grouped_ticks[unknown]);
         // The current account's holdings of the symbols that have ticks, loaded on first use.
         let mut cache: Vec<Option<CachedHolding>> = vec![None; tick_list.len()];
         let mut loaded: Vec<usize> = Vec::new();
         let mut changes: Vec<(Symbol, Holding)> = Vec::new();
         for number in 1..=accounts {
             let first_slot = starts[number];
-            let group = &grouped[starts[number]..starts[number + 1]];
-            let group_ticks = &grouped_ticks[starts[number]..starts[number + 1]];
+            let slots = first_slot..starts[number + 1];
+            let group = &grouped[slots.clone()];
+            let group_ticks = &grouped_ticks[slots.clone()];
             if group.is_empty() {
                 continue;
             }
@@ -315,9 +315,7 @@ impl Engine {
                 // to, the orders are answered as for an unknown account (and nothing is
                 // applied), the same as for the orders of bucket 0.
                 debug_assert!(false, "account {number} of {accounts} is missing");
-                for (k, &tick) in group_ticks.iter().enumerate() {
-                    decided[first_slot + k] = Decided::unknown(tick);
-                }
+                answer_unknown(&mut decided[slots], group_ticks);
                 continue;
             };
             account.history.reserve(group.len());
@@ -379,6 +377,14 @@ impl Engine {
             }
             write_back(&mut account.holdings, &changes);
         }
+    }
+}
+
+/// Gives each order of a group the outcome of an order whose account does not exist, with its
+/// tick (`ticks`, one per outcome).
+fn answer_unknown(outcomes: &mut [Decided], ticks: &[TickRef]) {
+    for (outcome, &tick) in outcomes.iter_mut().zip(ticks) {
+        *outcome = Decided::unknown(tick);
     }
 }
 
