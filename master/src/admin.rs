@@ -1044,9 +1044,45 @@ pub fn list_workers(target: &AdminTarget) -> Result<(Vec<WorkerView>, Via), Admi
     if let Some(answer) = ask_master(&socket, &AdminRequest::List)? {
         return Ok((expect(&socket, answer.workers, "workers")?, Via::Master));
     }
+    // Offline, the two sources are listed as they are, without the start-up's checks between
+    // them: a listing is how an operator finds the entry that stops the start-up
+    // ([`listing_problems`] names it).
     let journal = open_offline(target, false)?;
-    let registry = offline_registry(target, journal.as_ref())?;
-    Ok((registry.iter().map(|w| WorkerView::new(w, None)).collect(), Via::Journal))
+    let configured = WorkerRegistry::from_entries(&target.config_workers)?;
+    let stored = match &journal {
+        Some(journal) => load_stored(journal)?,
+        None => Vec::new(),
+    };
+    let mut workers: Vec<WorkerView> =
+        configured.iter().chain(stored.iter()).map(|w| WorkerView::new(w, None)).collect();
+    workers.sort_by_key(|w| (w.id, w.source));
+    Ok((workers, Via::Journal))
+}
+
+/// What in a listing would stop the master at start-up: a UUID in both the configuration and
+/// the registry, or one certificate used by two workers. One line each, saying how to fix it.
+/// A running master's listing has none (it could not have started).
+pub fn listing_problems(workers: &[WorkerView]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, worker) in workers.iter().enumerate() {
+        for other in &workers[i + 1..] {
+            if worker.id == other.id {
+                problems.push(format!(
+                    "worker {} is in both the configuration and the registry: the master will \
+                     not start until one goes (`pt-master worker remove --id {}` removes the \
+                     registry's copy)",
+                    worker.id, worker.id
+                ));
+            } else if worker.fingerprint == other.fingerprint {
+                problems.push(format!(
+                    "workers {} and {} use the same certificate {}: the master will not start \
+                     until one of them goes",
+                    worker.id, other.id, worker.fingerprint
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// `pt-master worker add`: checks and registers a worker, through the running master or

@@ -224,6 +224,9 @@ fn worker_command(command: WorkerCommand) -> anyhow::Result<()> {
         }
         WorkerCommand::List { target: args, json } => {
             let (workers, how) = admin::list_workers(&target(&args)?)?;
+            for problem in admin::listing_problems(&workers) {
+                eprintln!("pt-master: {problem}");
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&workers)?);
             } else {

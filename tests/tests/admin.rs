@@ -455,6 +455,20 @@ async fn config_entries_are_read_only_and_a_uuid_in_both_stops_the_start_up() {
     // The operator's way out: remove the registry entry offline, even naming the configuration
     // (as PT_MASTER_CONFIG does): the registry copy goes, the configuration's stays.
     let with_config = AdminTarget { config_workers: vec![entry.clone()], ..target.clone() };
+    // The offline listing shows both entries, and names the conflict and the way out.
+    let (workers, via) = blocking({
+        let with_config = with_config.clone();
+        move || admin::list_workers(&with_config)
+    })
+    .await
+    .unwrap();
+    assert_eq!(via, Via::Journal);
+    let sources: Vec<_> = workers.iter().filter(|w| w.id == uuid).map(|w| w.source).collect();
+    assert_eq!(sources, [WorkerSource::Config, WorkerSource::Registry]);
+    let problems = admin::listing_problems(&workers);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains(&uuid.to_string()), "{problems:?}");
+    assert!(problems[0].contains("worker remove --id"), "{problems:?}");
     let (_, via) = blocking({
         let with_config = with_config.clone();
         move || admin::remove_worker(&with_config, uuid)
@@ -465,6 +479,14 @@ async fn config_entries_are_read_only_and_a_uuid_in_both_stops_the_start_up() {
     // Then only the configuration's entry is left, which cannot be removed this way.
     let err = blocking(move || admin::remove_worker(&with_config, uuid)).await.unwrap_err();
     assert!(err.to_string().contains("in the master's configuration"), "{err}");
-    // And the master starts again.
+    // Nothing to report any more, and the master starts again.
+    let (workers, _) = blocking({
+        let with_config = AdminTarget { config_workers: vec![entry.clone()], ..target.clone() };
+        move || admin::list_workers(&with_config)
+    })
+    .await
+    .unwrap();
+    assert_eq!(workers.iter().filter(|w| w.id == uuid).count(), 1);
+    assert!(admin::listing_problems(&workers).is_empty());
     Master::start(&s.data, vec![entry]).await.stop().await;
 }
