@@ -1189,6 +1189,45 @@ mod tests {
     use openpgp::serialize::SerializeInto as _;
     use proptest::prelude::*;
 
+    fn view(id: u128, fingerprint: &str, source: WorkerSource) -> WorkerView {
+        WorkerView {
+            id: Uuid::from_u128(id),
+            name: format!("w{id}"),
+            fingerprint: fingerprint.to_owned(),
+            allowed_ips: vec!["127.0.0.1/32".to_owned()],
+            source,
+            connected: None,
+        }
+    }
+
+    #[test]
+    fn listing_problems_name_what_stops_the_start_up() {
+        let clean = [
+            view(1, "AA", WorkerSource::Config),
+            view(2, "BB", WorkerSource::Registry),
+            view(3, "CC", WorkerSource::Registry),
+        ];
+        assert!(listing_problems(&clean).is_empty());
+
+        // One UUID in both sources (with one certificate, as it would be).
+        let both = [view(1, "AA", WorkerSource::Config), view(1, "AA", WorkerSource::Registry)];
+        let problems = listing_problems(&both);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let id = Uuid::from_u128(1).to_string();
+        assert!(problems[0].contains(&id) && problems[0].contains("both"), "{problems:?}");
+
+        // One certificate used by two workers, across or within the sources.
+        let shared = [
+            view(1, "AA", WorkerSource::Config),
+            view(2, "AA", WorkerSource::Registry),
+            view(3, "CC", WorkerSource::Registry),
+        ];
+        let problems = listing_problems(&shared);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("same certificate AA"), "{problems:?}");
+        assert!(problems[0].contains(&Uuid::from_u128(2).to_string()), "{problems:?}");
+    }
+
     fn armored_worker_cert() -> String {
         let (cert, _) = CertBuilder::new()
             .set_cipher_suite(CipherSuite::Cv25519)
