@@ -50,6 +50,13 @@ fn a_typical_fill_takes_half_its_rkyv_size() {
     });
     let bytes = round_trip(&fill);
     assert_eq!(bytes.len(), 77, "{bytes:02x?}");
+    let archived = rkyv::to_bytes::<rkyv::rancor::Error>(&fill).unwrap();
+    assert!(
+        bytes.len() * 2 <= archived.len(),
+        "{} bytes against rkyv's {}",
+        bytes.len(),
+        archived.len()
+    );
 }
 
 #[test]

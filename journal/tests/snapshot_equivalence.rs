@@ -20,10 +20,11 @@ use proptest::prelude::*;
 #[allow(dead_code)]
 mod history;
 
-fn replay(journal: &Journal, from: ReplayFrom, to: ReplayTo) -> (Seq, State) {
+/// The last record applied, the state, and the snapshot the replay started from.
+fn replay(journal: &Journal, from: ReplayFrom, to: ReplayTo) -> (Seq, State, Option<Seq>) {
     let options = ReplayOptions { from, to, verify: VerifyOnOpen::FullChain };
     let replayed = journal.replay(options, &mut |_| {}).unwrap();
-    (replayed.last_seq, replayed.state)
+    (replayed.last_seq, replayed.state, replayed.snapshot_used)
 }
 
 proptest! {
@@ -41,23 +42,30 @@ proptest! {
         let config = JournalConfig { snapshots_kept: kept, ..JournalConfig::default() };
         let (journal, _) = Journal::open(&path, config.clone()).unwrap();
         let mut history = history::History::new(State::new(), seed, history::Shape::default());
+        let mut stored = Vec::new();
         for (i, snapshot) in snapshot_after.iter().enumerate() {
             let events = history.next_batch();
             journal.append_batch(&events, Timestamp(i as i64)).unwrap();
             if *snapshot {
                 let bytes = encode_snapshot(history.state(), journal.last_seq()).unwrap();
-                prop_assert_eq!(bytes.digest(), history.state().digest());
+                stored.push(journal.last_seq());
                 journal.store_snapshot(bytes).unwrap();
             }
         }
+        // The newest `kept` snapshots are the ones left to start from.
+        let kept_seqs = &stored[stored.len().saturating_sub(kept)..];
         let last = journal.last_seq();
-        let (genesis_seq, genesis) = replay(&journal, ReplayFrom::Genesis, ReplayTo::End);
+        let (genesis_seq, genesis, none) = replay(&journal, ReplayFrom::Genesis, ReplayTo::End);
         prop_assert_eq!(genesis_seq, last);
+        prop_assert_eq!(none, None);
         prop_assert_eq!(genesis.digest(), history.state().digest());
         for probe in probes {
-            let at = ReplayTo::Seq(Seq(probe % (last.0 + 1)));
-            let (a_seq, a) = replay(&journal, ReplayFrom::Genesis, at);
-            let (b_seq, b) = replay(&journal, ReplayFrom::NewestSnapshot, at);
+            let at_seq = Seq(probe % (last.0 + 1));
+            let at = ReplayTo::Seq(at_seq);
+            let (a_seq, a, _) = replay(&journal, ReplayFrom::Genesis, at);
+            let (b_seq, b, used) = replay(&journal, ReplayFrom::NewestSnapshot, at);
+            // The replay really started from the newest kept snapshot at or before the point.
+            prop_assert_eq!(used, kept_seqs.iter().copied().filter(|&s| s <= at_seq).max());
             prop_assert_eq!(a_seq, b_seq);
             prop_assert_eq!(a.digest(), b.digest());
             prop_assert_eq!(a, b);
@@ -65,6 +73,7 @@ proptest! {
         drop(journal);
         let (_journal, recovered) = Journal::open(&path, config).unwrap();
         prop_assert!(recovered.warnings.is_empty());
+        prop_assert_eq!(recovered.snapshot_used, kept_seqs.last().copied());
         prop_assert_eq!(recovered.last_seq, last);
         prop_assert_eq!(recovered.digest, genesis.digest());
         prop_assert_eq!(recovered.state, genesis);

@@ -254,6 +254,8 @@ struct JournalView {
     settled: BTreeMap<(AccountId, u64), Vec<engine::OrderId>>,
     accounts: BTreeMap<String, AccountId>,
     last_interval: Vec<(AccountId, u64)>,
+    /// When the last interval was settled (the master's clock).
+    last_settled_at: Option<engine::Timestamp>,
 }
 
 fn read_journal(path: &Path) -> JournalView {
@@ -262,6 +264,7 @@ fn read_journal(path: &Path) -> JournalView {
         settled: BTreeMap::new(),
         accounts: BTreeMap::new(),
         last_interval: Vec::new(),
+        last_settled_at: None,
     };
     for record in journal.read_records(Seq(1)).unwrap() {
         let order = match record.unwrap().event {
@@ -269,8 +272,9 @@ fn read_journal(path: &Path) -> JournalView {
                 view.accounts.insert(opened.username.as_str().to_string(), opened.account);
                 continue;
             }
-            Event::IntervalSettled(_) => {
+            Event::IntervalSettled(settled) => {
                 view.last_interval.clear();
+                view.last_settled_at = Some(settled.at);
                 continue;
             }
             Event::OrderFilled(fill) => fill.order,
@@ -358,6 +362,12 @@ async fn sigkilled_master_loses_no_acknowledged_order_and_sigterm_settles_the_la
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(rng.below(interval_ms))).await;
+    let sigterm_at = engine::Timestamp(
+        i64::try_from(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros(),
+        )
+        .unwrap(),
+    );
     let terminated = Command::new("kill").args(["-TERM", &master.0.id().to_string()]).status();
     assert!(terminated.unwrap().success());
     let status = tokio::task::spawn_blocking(move || master.0.wait().unwrap()).await.unwrap();
@@ -387,7 +397,13 @@ async fn sigkilled_master_loses_no_acknowledged_order_and_sigterm_settles_the_la
     for (key, ids) in &view.settled {
         assert_eq!(ids.len(), 1, "client order {key:?} settled {} times", ids.len());
     }
-    // The interval settled on SIGTERM was answered: each of its orders reached its client.
+    // The master settled an interval on SIGTERM (every interval is journaled, with orders or
+    // without), and it was answered: each of its orders reached its client.
+    let last_settled_at = view.last_settled_at.expect("no interval was settled");
+    assert!(
+        last_settled_at >= sigterm_at,
+        "the last interval was settled at {last_settled_at:?}, before the SIGTERM at {sigterm_at:?}"
+    );
     for key in &view.last_interval {
         assert!(acknowledged.contains(key), "order {key:?} of the last interval was not answered");
     }

@@ -59,6 +59,20 @@ async fn hit(addr: SocketAddr, bytes: &[u8], half_close: bool) -> Vec<u8> {
     out
 }
 
+/// [`hit`] with a half-close, asserting that the server then closed the connection (it read
+/// the end of the input and let the connection go) rather than leaving it open until the
+/// 20 s bound. Returns the bytes read.
+async fn hit_and_closed(addr: SocketAddr, bytes: &[u8], what: &str) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.shutdown().await;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out)).await;
+    // A reset (the server closing with unread input) is also a close.
+    assert!(read.is_ok(), "{what}: the server kept the connection open");
+    out
+}
+
 /// The first answer in `bytes`, if they hold one.
 async fn first_answer(bytes: &[u8]) -> Option<Response> {
     FrameReader::new(bytes).read_response().await.ok().flatten()
@@ -156,13 +170,20 @@ async fn hostile_input_is_refused_and_a_polite_client_is_served_throughout() {
             expirable: false,
         });
         for cut in [1, 7, 19, 20, login.len() - 1] {
-            let _ = hit(addr, &login[..cut], true).await;
+            let what = format!("{name}: a login cut to {cut} bytes");
+            let out = hit_and_closed(addr, &login[..cut], &what).await;
+            // No login can come of part of one: no answer, or a failure.
+            let answer = first_answer(&out).await;
+            assert!(
+                answer.as_ref().is_none_or(|a| failure_reason(a).is_some()),
+                "{what}: {answer:?}"
+            );
             inputs += 1;
         }
         // Random bytes.
         for _ in 0..50 {
             let len = 1 + rng.index(4096);
-            let _ = hit(addr, &rng.bytes(len), true).await;
+            let _ = hit_and_closed(addr, &rng.bytes(len), &format!("{name}: random bytes")).await;
             inputs += 1;
         }
         // Random bytes after a valid header.
@@ -172,7 +193,8 @@ async fn hostile_input_is_refused_and_a_polite_client_is_served_throughout() {
             let instruction = u16::from(rng.bytes(1)[0] % 64);
             let mut bytes = header(kind, instruction, 1, u32::try_from(len).unwrap());
             bytes.extend(rng.bytes(len));
-            let _ = hit(addr, &bytes, true).await;
+            let what = format!("{name}: random bytes after a header");
+            let _ = hit_and_closed(addr, &bytes, &what).await;
             inputs += 1;
         }
         // An unknown instruction: an error answer naming it, and the connection goes on.
