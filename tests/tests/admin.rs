@@ -263,8 +263,25 @@ async fn add_through_the_socket_then_remove_disconnects_the_linked_worker() {
     .unwrap();
     assert!(workers.is_empty(), "{workers:?}");
 
-    // Removed for good: the worker's reconnection is refused. A relay answers
-    // master_unavailable while the link is down.
+    // Removed for good: the worker's next attempt to link is refused. Seen from its link: it
+    // tries again (`Connecting`) and is down again, never up. (The bound only keeps a broken
+    // master from hanging the suite; the backoff between attempts starts at 100 ms.)
+    let refused_again = async {
+        let mut tried = false;
+        loop {
+            state.changed().await.unwrap();
+            match *state.borrow_and_update() {
+                LinkState::Connecting => tried = true,
+                LinkState::Down if tried => break,
+                LinkState::Up => panic!("the removed worker linked again"),
+                LinkState::Down | LinkState::Stopped => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), refused_again)
+        .await
+        .expect("the removed worker tried to link again");
+    // A relay answers master_unavailable while the link is down.
     let ip = "127.0.0.1".parse().unwrap();
     let answer = link.relay(ip, Timestamp(0), None, &Request::GetWorkers).await;
     assert_eq!(answer.failure().unwrap().reason, net::Reason::MasterUnavailable);
