@@ -1018,16 +1018,17 @@ fn open_offline(target: &AdminTarget, create: bool) -> Result<Option<Journal>, A
     }
 }
 
+/// The workers stored in `journal` (none without a journal file).
+fn stored_offline(journal: Option<&Journal>) -> Result<Vec<RegisteredWorker>, AdminError> {
+    journal.map_or_else(|| Ok(Vec::new()), load_stored)
+}
+
 /// The offline registry: the configuration's entries plus the stored ones.
 fn offline_registry(
     target: &AdminTarget,
     journal: Option<&Journal>,
 ) -> Result<WorkerRegistry, AdminError> {
-    let stored = match journal {
-        Some(journal) => load_stored(journal)?,
-        None => Vec::new(),
-    };
-    Ok(WorkerRegistry::with_stored(&target.config_workers, stored)?)
+    Ok(WorkerRegistry::with_stored(&target.config_workers, stored_offline(journal)?)?)
 }
 
 fn expect<T>(socket: &Path, field: Option<T>, name: &str) -> Result<T, AdminError> {
@@ -1049,10 +1050,7 @@ pub fn list_workers(target: &AdminTarget) -> Result<(Vec<WorkerView>, Via), Admi
     // ([`listing_problems`] names it).
     let journal = open_offline(target, false)?;
     let configured = WorkerRegistry::from_entries(&target.config_workers)?;
-    let stored = match &journal {
-        Some(journal) => load_stored(journal)?,
-        None => Vec::new(),
-    };
+    let stored = stored_offline(journal.as_ref())?;
     let mut workers: Vec<WorkerView> =
         configured.iter().chain(stored.iter()).map(|w| WorkerView::new(w, None)).collect();
     workers.sort_by_key(|w| (w.id, w.source));

@@ -494,15 +494,15 @@ async fn config_entries_are_read_only_and_a_uuid_in_both_stops_the_start_up() {
     .unwrap();
     assert_eq!(via, Via::Journal);
     // Then only the configuration's entry is left, which cannot be removed this way.
-    let err = blocking(move || admin::remove_worker(&with_config, uuid)).await.unwrap_err();
-    assert!(err.to_string().contains("in the master's configuration"), "{err}");
-    // Nothing to report any more, and the master starts again.
-    let (workers, _) = blocking({
-        let with_config = AdminTarget { config_workers: vec![entry.clone()], ..target.clone() };
-        move || admin::list_workers(&with_config)
+    let err = blocking({
+        let with_config = with_config.clone();
+        move || admin::remove_worker(&with_config, uuid)
     })
     .await
-    .unwrap();
+    .unwrap_err();
+    assert!(err.to_string().contains("in the master's configuration"), "{err}");
+    // Nothing to report any more, and the master starts again.
+    let (workers, _) = blocking(move || admin::list_workers(&with_config)).await.unwrap();
     assert_eq!(workers.iter().filter(|w| w.id == uuid).count(), 1);
     assert!(admin::listing_problems(&workers).is_empty());
     Master::start(&s.data, vec![entry]).await.stop().await;

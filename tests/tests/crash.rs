@@ -362,12 +362,8 @@ async fn sigkilled_master_loses_no_acknowledged_order_and_sigterm_settles_the_la
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(rng.below(interval_ms))).await;
-    let sigterm_at = engine::Timestamp(
-        i64::try_from(
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros(),
-        )
-        .unwrap(),
-    );
+    // The master's own clock, as it stamps a settlement.
+    let sigterm_at = master::core::now();
     let terminated = Command::new("kill").args(["-TERM", &master.0.id().to_string()]).status();
     assert!(terminated.unwrap().success());
     let status = tokio::task::spawn_blocking(move || master.0.wait().unwrap()).await.unwrap();

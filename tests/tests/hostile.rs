@@ -49,27 +49,28 @@ fn bytes_of(request: &Request) -> Vec<u8> {
 /// Sends `bytes`, half-closes, and reads whatever comes back until the server closes (or 20 s
 /// pass). Returns the bytes read.
 async fn hit(addr: SocketAddr, bytes: &[u8], half_close: bool) -> Vec<u8> {
+    exchange(addr, bytes, half_close).await.0
+}
+
+/// [`hit`], also telling whether the server closed the connection before the 20 s bound (a
+/// reset, the server closing with unread input, is also a close).
+async fn exchange(addr: SocketAddr, bytes: &[u8], half_close: bool) -> (Vec<u8>, bool) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let _ = stream.write_all(bytes).await;
     if half_close {
         let _ = stream.shutdown().await;
     }
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out)).await;
-    out
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out)).await;
+    (out, read.is_ok())
 }
 
 /// [`hit`] with a half-close, asserting that the server then closed the connection (it read
 /// the end of the input and let the connection go) rather than leaving it open until the
 /// 20 s bound. Returns the bytes read.
 async fn hit_and_closed(addr: SocketAddr, bytes: &[u8], what: &str) -> Vec<u8> {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let _ = stream.write_all(bytes).await;
-    let _ = stream.shutdown().await;
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out)).await;
-    // A reset (the server closing with unread input) is also a close.
-    assert!(read.is_ok(), "{what}: the server kept the connection open");
+    let (out, closed) = exchange(addr, bytes, true).await;
+    assert!(closed, "{what}: the server kept the connection open");
     out
 }
 

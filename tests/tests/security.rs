@@ -285,7 +285,7 @@ async fn every_attack_is_refused_and_no_secret_reaches_a_log() {
         );
         let answer = raw_exchange(w, &register_bytes).await;
         // `al_ce` is a valid name, taken literally: a new account, not "taken" by alice. Every
-        // other one breaks the username rules (docs/CLIENT.md) and is refused as such, never
+        // other one breaks the username rules (docs/PROTOCOL.md) and is refused as such, never
         // as `username_taken`, which a wildcard matching alice would give.
         if raw == "al_ce" {
             assert_eq!(answer, Response::RegisterSuccess, "register {raw:?}");
