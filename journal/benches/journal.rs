@@ -14,8 +14,6 @@
     clippy::cast_possible_wrap
 )]
 
-use std::fs::File;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -30,8 +28,9 @@ fn per_second(events: usize, elapsed: Duration) -> f64 {
 
 /// Appends in batches of `batch` to a journal and to a plain file, alternately (see
 /// `journal::bench::append_both`). Returns (journal, plain) events per second.
-fn append_both(dir: &Path, events: &[Event], records: &[Vec<u8>], batch: usize) -> (f64, f64) {
-    let times = journal::bench::append_both(dir, events, records, batch).unwrap();
+fn append_both(dir: &Path, events: &[Event], batch: usize) -> (f64, f64) {
+    let batches = journal::bench::batch_bytes(events, batch).unwrap();
+    let times = journal::bench::append_both(dir, events, &batches, batch).unwrap();
     (per_second(times.events, times.journal), per_second(times.events, times.plain))
 }
 
@@ -44,21 +43,23 @@ fn main() {
     let replay_events = 1_000_000;
     let all = journal::bench::events(replay_events);
     let start = Instant::now();
-    let records = journal::bench::record_bytes(&all).unwrap();
+    let batches = journal::bench::batch_bytes(&all, 10_000).unwrap();
     let encode_rate = per_second(all.len(), start.elapsed());
-    let bytes: usize = records.iter().map(Vec::len).sum();
+    let bytes: usize = batches.iter().map(Vec::len).sum();
     println!(
         "{} events, {:.0} bytes per record on average",
         all.len(),
         bytes as f64 / all.len() as f64
     );
 
-    println!("encoding alone (compact records + crc32): {encode_rate:.0} events/s");
+    println!(
+        "encoding alone (batches of 10,000 compact records + crc32): {encode_rate:.0} events/s"
+    );
 
     println!();
     println!("durable append (events/s)   journal      plain write+fdatasync   journal/plain");
     for (batch, count) in [(1, 500), (100, 20_000), (1_000, 200_000), (10_000, 500_000)] {
-        let (journal, plain) = append_both(dir.path(), &all[..count], &records[..count], batch);
+        let (journal, plain) = append_both(dir.path(), &all[..count], batch);
         println!(
             "batch {batch:>6}  {:>10}  {journal:>13.0}  {plain:>22.0}  {:>13.0}%",
             format!("{count} ev"),
@@ -75,13 +76,7 @@ fn main() {
         }
     }
     let plain_path = dir.path().join("replay.plain");
-    {
-        let mut file = File::create(&plain_path).unwrap();
-        for record in &records {
-            file.write_all(record).unwrap();
-        }
-        file.sync_all().unwrap();
-    }
+    journal::bench::write_plain(&plain_path, &batches).unwrap();
     let journal = Journal::open_unrecovered(&path, JournalConfig::default()).unwrap();
     let options = ReplayOptions {
         from: ReplayFrom::Genesis,
@@ -112,23 +107,9 @@ fn main() {
     let invariants_ms = start.elapsed().as_secs_f64() * 1e3;
 
     let start = Instant::now();
-    let mut file = std::io::BufReader::with_capacity(1 << 20, File::open(&plain_path).unwrap());
-    let mut header = [0u8; 32];
-    let mut payload = Vec::new();
-    let mut count = 0usize;
-    let mut check = 0u32;
-    while file.read_exact(&mut header).is_ok() {
-        let len = u32::from_be_bytes(header[24..28].try_into().unwrap()) as usize;
-        payload.resize(len, 0);
-        file.read_exact(&mut payload).unwrap();
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&header[..28]);
-        hasher.update(&payload);
-        check ^= hasher.finalize();
-        count += 1;
-    }
+    let count = journal::bench::plain_read_crc(&plain_path).unwrap();
     let plain_rate = per_second(count, start.elapsed());
-    assert_eq!(count, all.len(), "{check}");
+    assert_eq!(count, all.len());
 
     println!();
     println!("replay of {} events (events/s)", replayed.events_replayed);

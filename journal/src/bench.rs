@@ -69,16 +69,22 @@ pub fn events(count: usize) -> Vec<Event> {
     events_with(count, 2024, BENCH_SHAPE)
 }
 
-/// The journal's record bytes for `events` (the layout of [`crate::record`], sequence numbers
-/// from 1, chained crcs), one `Vec` per record, for the plain-file baselines.
-pub fn record_bytes(events: &[Event]) -> Result<Vec<Vec<u8>>, BenchError> {
+/// The batches the journal stores for `events` appended in batches of `batch` to an empty
+/// journal at time 0 (layout 2, sequence numbers from 1, chained crcs): exactly the values
+/// `Journal::append_batch` writes, for the plain-file baselines.
+pub fn batch_bytes(events: &[Event], batch: usize) -> Result<Vec<Vec<u8>>, BenchError> {
     let mut prev = crate::record::GENESIS_LINK;
-    let mut out = Vec::with_capacity(events.len());
-    for (seq, event) in (1u64..).zip(events) {
-        let mut record = Vec::new();
-        prev = crate::record::append_record(&mut record, Seq(seq), Timestamp(0), prev, event)
-            .map_err(|bytes| BenchError::Encode(format!("event of {bytes} bytes")))?;
-        out.push(record);
+    let mut first = Seq(1);
+    let mut workers = crate::payload::WorkerTable::default();
+    let mut out = Vec::new();
+    for chunk in events.chunks(batch.max(1)) {
+        let mut bytes = Vec::new();
+        let (last, crc) =
+            crate::batch::encode(&mut bytes, &mut workers, first, Timestamp(0), prev, chunk)
+                .map_err(|e| BenchError::Encode(e.to_string()))?;
+        prev = crc;
+        first = last.next().ok_or_else(|| BenchError::Encode("sequence overflow".into()))?;
+        out.push(bytes);
     }
     Ok(out)
 }
@@ -95,30 +101,26 @@ pub struct AppendTimes {
 }
 
 /// Appends `events` in batches of `batch` to a fresh journal in `dir` and, alternately batch by
-/// batch, the same record bytes to a plain file with `write` + `fdatasync`, so both see the
-/// same disk moment by moment. Both files are removed afterwards.
+/// batch, the same bytes (`batches`, from [`batch_bytes`] with the same `batch`) to a plain file
+/// with `write` + `fdatasync`, so both see the same disk moment by moment. Both files are
+/// removed afterwards.
 pub fn append_both(
     dir: &Path,
     events: &[Event],
-    records: &[Vec<u8>],
+    batches: &[Vec<u8>],
     batch: usize,
 ) -> Result<AppendTimes, BenchError> {
     let path = dir.join(format!("append-{batch}.redb"));
     let plain_path = dir.join(format!("append-{batch}.plain"));
     let (journal, _) = Journal::open(&path, JournalConfig::default()).map_err(journal_error)?;
     let mut file = File::create(&plain_path)?;
-    let mut buffer = Vec::new();
     let (mut journal_time, mut plain_time) = (Duration::ZERO, Duration::ZERO);
-    for (chunk, raw) in events.chunks(batch.max(1)).zip(records.chunks(batch.max(1))) {
+    for (chunk, bytes) in events.chunks(batch.max(1)).zip(batches) {
         let start = Instant::now();
         journal.append_batch(chunk, Timestamp(0)).map_err(journal_error)?;
         journal_time += start.elapsed();
         let start = Instant::now();
-        buffer.clear();
-        for record in raw {
-            buffer.extend_from_slice(record);
-        }
-        file.write_all(&buffer)?;
+        file.write_all(bytes)?;
         file.sync_data()?;
         plain_time += start.elapsed();
     }
@@ -137,35 +139,39 @@ pub fn write_journal(path: &Path, events: &[Event], batch: usize) -> Result<(), 
     Ok(())
 }
 
-/// Writes `records` back to back to a plain file at `path` and syncs it.
-pub fn write_plain(path: &Path, records: &[Vec<u8>]) -> Result<(), BenchError> {
+/// Writes `batches` to a plain file at `path`, each after its length (u32 big-endian), and
+/// syncs it.
+pub fn write_plain(path: &Path, batches: &[Vec<u8>]) -> Result<(), BenchError> {
     let mut file = std::io::BufWriter::with_capacity(1 << 20, File::create(path)?);
-    for record in records {
-        file.write_all(record)?;
+    for bytes in batches {
+        let len = u32::try_from(bytes.len()).map_err(|e| BenchError::Encode(e.to_string()))?;
+        file.write_all(&len.to_be_bytes())?;
+        file.write_all(bytes)?;
     }
     file.into_inner().map_err(|e| BenchError::Io(e.into_error()))?.sync_all()?;
     Ok(())
 }
 
-/// Reads a plain file of records written by [`write_plain`] sequentially and computes each
-/// record's crc32 (header and payload), as replay must at least do. Returns the records read.
+/// Reads a plain file of batches written by [`write_plain`] sequentially and verifies each
+/// record's crc32 (what replay must at least do), without decoding. Returns the records read.
 pub fn plain_read_crc(path: &Path) -> Result<usize, BenchError> {
     let mut file = std::io::BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut header = [0u8; 32];
-    let mut payload = Vec::new();
+    let mut len = [0u8; 4];
+    let mut bytes = Vec::new();
     let mut count = 0usize;
-    let mut check = 0u32;
-    while file.read_exact(&mut header).is_ok() {
-        let len = usize::try_from(crate::be::u32_at(&header, 24))
+    let mut key = 1u64;
+    while file.read_exact(&mut len).is_ok() {
+        let len = usize::try_from(u32::from_be_bytes(len))
             .map_err(|e| BenchError::Encode(e.to_string()))?;
-        payload.resize(len, 0);
-        file.read_exact(&mut payload)?;
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&header[..28]);
-        hasher.update(&payload);
-        check ^= hasher.finalize();
-        count += 1;
+        bytes.resize(len, 0);
+        file.read_exact(&mut bytes)?;
+        let mut cursor = crate::batch::Cursor::open(key, &bytes, None)
+            .map_err(|(seq, e)| BenchError::Encode(format!("record {seq}: {e}")))?;
+        while !cursor.at_end(&bytes) {
+            cursor.step(&bytes).map_err(|e| BenchError::Encode(e.to_string()))?;
+            count += 1;
+        }
+        key = cursor.next_seq().0;
     }
-    std::hint::black_box(check);
     Ok(count)
 }

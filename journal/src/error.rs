@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use engine::{ApplyError, Digest, InvariantError};
 
 use crate::limits::{BATCH_BYTES_MAX, BATCH_EVENTS_MAX, EVENT_BYTES_MAX};
-use crate::record::{RECORD_FORMAT_VERSION, Seq};
+use crate::record::{BATCH_LAYOUT_VERSION, RECORD_FORMAT_VERSION, Seq};
 use crate::snapshot::SNAPSHOT_FORMAT_VERSION;
 
 /// What is wrong with a stored record.
@@ -23,16 +23,23 @@ pub enum Corruption {
     },
     /// A record layout this build cannot read.
     #[error(
-        "record format version {0} is not supported (this build reads {RECORD_FORMAT_VERSION})"
+        "record format version {0} is not supported (this build reads {RECORD_FORMAT_VERSION} \
+         and {BATCH_LAYOUT_VERSION})"
     )]
     RecordFormat(u16),
     /// An event encoding this build cannot read.
     #[error(
-        "event format version {0} is not supported (this build reads {rkyv} and {compact})",
+        "event format version {0} is not supported (this build reads {rkyv}, {compact} and \
+         {batch})",
         rkyv = crate::record::RKYV_EVENT_FORMAT,
-        compact = crate::payload::COMPACT_EVENT_FORMAT
+        compact = crate::payload::COMPACT_EVENT_FORMAT,
+        batch = crate::payload::BATCH_EVENT_FORMAT
     )]
     EventFormat(u16),
+    /// A layout-2 batch's header or worker table, or a record's length, does not hold
+    /// together (the header's own checksum, a table out of order, a length varint cut short).
+    #[error("batch framing is damaged: {0}")]
+    Framing(String),
     /// Fewer bytes than a record header.
     #[error("record is {0} bytes, shorter than its header")]
     Truncated(usize),

@@ -23,8 +23,9 @@ use crate::limits::{
     BATCH_BYTES_MAX, BATCH_EVENTS_MAX, META_KEY_BYTES_MAX, META_VALUE_BYTES_MAX, SESSION_BYTES_MAX,
     SNAPSHOTS_KEPT_MAX, TICKS_QUERY_MAX,
 };
+use crate::payload::WorkerTable;
 use crate::read::Records;
-use crate::record::{self, GENESIS_LINK, Seq};
+use crate::record::{GENESIS_LINK, Seq};
 use crate::replay::{self, Recovered};
 use crate::snapshot::{self, SNAPSHOT_HEADER_BYTES, SnapshotBytes, SnapshotInfo};
 
@@ -97,7 +98,11 @@ pub(crate) struct Writer {
     pub last_snapshot: Seq,
     /// Set by the first storage fault (or a damaged head); every later write is refused.
     pub halted: Option<String>,
+    /// The batch being encoded: kept across appends so that each one encodes into memory it
+    /// already has.
     records: Vec<u8>,
+    /// The batch's worker table (scratch, like `records`).
+    workers: WorkerTable,
     /// Per symbol, the last tick row this writer stored or found stored (its time and
     /// encoding), so that a tick restated interval after interval is recognised without a
     /// read of the index. Only committed rows go in; only `append_batch` writes ticks.
@@ -231,6 +236,7 @@ impl Journal {
                 last_snapshot: Seq(0),
                 halted: None,
                 records: Vec::new(),
+                workers: WorkerTable::default(),
                 known_ticks: HashMap::new(),
                 batch_ticks: Vec::new(),
             }),
@@ -267,12 +273,12 @@ impl Journal {
         writer.last_crc = GENESIS_LINK;
         if let Some((key, value)) = last {
             match batch::walk(key.value(), value.value(), None, Seq(u64::MAX)) {
-                Ok(walk) => {
+                Ok((walk, _)) => {
                     if let Some(header) = walk.last {
                         writer.last_seq = header.seq;
                         writer.last_crc = header.crc;
                     }
-                    if walk.offset != value.value().len() || walk.last.is_none() {
+                    if !walk.at_end || walk.last.is_none() {
                         writer.halted =
                             Some(format!("the last batch ({}) is damaged", key.value()));
                     }
@@ -423,25 +429,25 @@ impl Journal {
         if let Some(cause) = &writer.halted {
             return Err(self.halted_error(cause).into());
         }
-        // Encode every record before the transaction, back to back: the batch's value.
+        // Encode every record before the transaction: the batch's value.
         let first_seq = writer.last_seq.next().ok_or(AppendError::BatchTooLarge(events.len()))?;
         let mut records = std::mem::take(&mut writer.records);
-        records.clear();
-        let mut seq = writer.last_seq;
-        let mut crc = writer.last_crc;
-        let encoded = (|| {
-            for (index, event) in events.iter().enumerate() {
-                seq = seq.next().ok_or(AppendError::BatchTooLarge(events.len()))?;
-                crc = record::append_record(&mut records, seq, recorded_at, crc, event)
-                    .map_err(|bytes| AppendError::EventTooLarge { index, bytes })?;
+        let encoded = batch::encode(
+            &mut records,
+            &mut writer.workers,
+            first_seq,
+            recorded_at,
+            writer.last_crc,
+            events,
+        );
+        let (last_seq, crc) = match encoded {
+            Ok(last) => last,
+            Err(e) => {
+                records.clear();
+                writer.records = records;
+                return Err(e);
             }
-            Ok::<(), AppendError>(())
-        })();
-        if let Err(e) = encoded {
-            writer.records = records;
-            return Err(e);
-        }
-        let last_seq = seq;
+        };
         let result = if records.len() > BATCH_BYTES_MAX {
             Err(AppendError::BatchBytesTooLarge(records.len()))
         } else {

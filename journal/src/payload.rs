@@ -1,15 +1,25 @@
-//! The compact encoding of an event in a record's payload (record `event_format` 2).
+//! The compact encodings of an event in a record's payload: `event_format` 2 (written by
+//! earlier builds, still read) and `event_format` 3 (written), which is format 2 written against
+//! its batch's [`Context`].
 //!
 //! rkyv gives every variant of `engine::Event` the size of the largest (160 bytes), mostly
-//! zeros; this encoding writes each field once, with no padding, so a fill takes about 80 bytes.
-//! Fewer bytes per event is what a durable append costs most (see `docs/PERFORMANCE.md`), and it
-//! makes journals smaller. The layout is in `docs/JOURNAL.md`:
+//! zeros; these encodings write each field once, with no padding: a fill takes about 80 bytes
+//! in format 2 and about 40 in format 3. Fewer bytes per event is what a durable append costs
+//! most (see `docs/PERFORMANCE.md`), and it makes journals smaller. The layout is in
+//! `docs/JOURNAL.md`:
 //!
 //! - `u`: an unsigned LEB128 varint (7 bits a byte, least significant group first, high bit set
 //!   on every byte but the last), at most 10 bytes, in its shortest form;
 //! - `i`: an `i64` as zigzag (`(n << 1) ^ (n >> 63)`) then `u`;
 //! - `str`: `u` length, then that many UTF-8 bytes; `sym`: one length byte, then the ASCII;
 //! - `id128`: 16 bytes, big-endian; `b`: one byte.
+//!
+//! Format 3 differs in three field types only: a time is `i` of its difference from the
+//! batch's `recorded_at` (wrapping, so every `i64` has one); an amount of money or of units
+//! (`Price`, `Qty`, `Cash`, raw counts of 10^-8 units) is a scaled varint `d`, `u` of
+//! `(m << 2) | c` where the raw count is `m * 10^8` (c = 2) if it is a whole number of units,
+//! else `m * 10^4` (c = 1) if it is a whole number of 10^-4 units, else `m` (c = 0); a worker is
+//! `u`, its index in the batch's worker table.
 //!
 //! Decoding is total: any byte string gives an event or a [`PayloadError`], never a panic, and
 //! names and symbols pass the engine's own constructors, so a decoded event holds only values the
@@ -25,8 +35,88 @@ use engine::{
     Side, Symbol, Tick, Timestamp, Username, WorkerId,
 };
 
-/// The `event_format` of a record whose payload is this encoding.
+/// The `event_format` of a record whose payload is the compact encoding without context
+/// (written by earlier builds in record layout 1, still read).
 pub const COMPACT_EVENT_FORMAT: u16 = 2;
+/// The `event_format` of the compact encoding written against a batch's [`Context`]: what
+/// record layout 2 batches hold.
+pub const BATCH_EVENT_FORMAT: u16 = 3;
+
+/// What a format-3 payload is read against: its batch's time and its batch's workers.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The batch's `recorded_at`: times are written as their difference from it.
+    pub base: Timestamp,
+    /// The batch's workers in the order of their first use: a worker is written as its index.
+    pub workers: &'a [WorkerId],
+}
+
+/// The workers of a batch being written, in the order of their first use: a worker is written
+/// as its index here, and the table is stored with the batch. Finding a worker is a scan of the
+/// table (the registered workers: a handful), skipped when an order has the previous order's
+/// worker.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerTable {
+    ids: Vec<WorkerId>,
+    /// The last worker looked up and its index.
+    last: Option<(WorkerId, u64)>,
+}
+
+impl WorkerTable {
+    /// A table that starts with `ids` (distinct), as a batch's stored table reads: encoding a
+    /// decoded event against it gives back its bytes.
+    pub fn from_ids(ids: Vec<WorkerId>) -> WorkerTable {
+        WorkerTable { ids, last: None }
+    }
+
+    /// Empties the table, for the next batch.
+    pub fn clear(&mut self) {
+        self.ids.clear();
+        self.last = None;
+    }
+
+    /// The workers, in the order of their first use.
+    pub fn ids(&self) -> &[WorkerId] {
+        &self.ids
+    }
+
+    /// The index of `worker`, added at the end if it is new.
+    fn index(&mut self, worker: WorkerId) -> u64 {
+        if let Some((last, index)) = self.last
+            && last == worker
+        {
+            return index;
+        }
+        let at = match self.ids.iter().position(|&id| id == worker) {
+            Some(at) => at,
+            None => {
+                self.ids.push(worker);
+                self.ids.len() - 1
+            }
+        };
+        let index = at as u64;
+        self.last = Some((worker, index));
+        index
+    }
+}
+
+/// What a payload is written against.
+enum WriteContext<'c> {
+    /// Format 2: nothing.
+    None,
+    /// Format 3: the batch's time and its worker table.
+    Batch {
+        /// The batch's `recorded_at`.
+        base: Timestamp,
+        /// Its workers so far.
+        workers: &'c mut WorkerTable,
+    },
+}
+
+/// A scaled varint's scales: its low two bits say which power of ten its count was divided by.
+const SCALES: [u64; 3] = [1, 10_000, 100_000_000];
+/// Bits of a scaled varint that hold the scale.
+const SCALE_BITS: u32 = 2;
 
 /// Tag byte of each event variant.
 mod tag {
@@ -70,142 +160,166 @@ pub enum PayloadError {
     Trailing(usize),
 }
 
-/// Appends the compact encoding of `event` to `out`.
+/// Appends the format-2 encoding of `event` to `out` (what earlier builds wrote; kept so that
+/// tests and the fuzz target can make and check format-2 payloads).
 pub fn encode(event: &Event, out: &mut Vec<u8>) {
-    let mut w = Writer(out);
-    match event {
-        Event::AssetListed(e) => {
-            w.byte(tag::ASSET_LISTED);
-            w.symbol(&e.symbol);
-            w.time(e.at);
-        }
-        Event::AccountOpened(e) => {
-            w.byte(tag::ACCOUNT_OPENED);
-            w.uint(e.account.0);
-            w.text(e.username.as_str());
-            w.text(e.email.as_str());
-            w.text(e.password_hash.as_str());
-            w.uint(e.initial_cash.raw());
-            w.time(e.at);
-        }
-        Event::IntervalSettled(e) => {
-            w.byte(tag::INTERVAL_SETTLED);
-            w.uint(e.interval.0);
-            w.time(e.at);
-            w.uint(e.orders);
-            w.uint(e.ticks.len() as u64);
-            for tick in &e.ticks {
-                w.symbol(&tick.symbol);
-                w.uint(tick.open.raw());
-                w.uint(tick.high.raw());
-                w.uint(tick.low.raw());
-                w.uint(tick.close.raw());
-                w.uint(tick.volume.raw());
-                w.time(tick.time);
+    Writer { out, ctx: WriteContext::None }.event(event);
+}
+
+/// Appends the format-3 encoding of `event` to `out`: its times relative to `base` (its batch's
+/// `recorded_at`), its worker as an index in `workers` (added there if new).
+pub fn encode_in(event: &Event, out: &mut Vec<u8>, base: Timestamp, workers: &mut WorkerTable) {
+    Writer { out, ctx: WriteContext::Batch { base, workers } }.event(event);
+}
+
+/// Decodes one format-2 event that fills `bytes` exactly.
+pub fn decode(bytes: &[u8]) -> Result<Event, PayloadError> {
+    Reader { bytes, at: 0, ctx: None }.event()
+}
+
+/// Decodes one format-3 event, written against `ctx`, that fills `bytes` exactly.
+pub fn decode_in(bytes: &[u8], ctx: &Context<'_>) -> Result<Event, PayloadError> {
+    Reader { bytes, at: 0, ctx: Some(*ctx) }.event()
+}
+
+impl Writer<'_, '_> {
+    fn event(&mut self, event: &Event) {
+        let w = self;
+        match event {
+            Event::AssetListed(e) => {
+                w.byte(tag::ASSET_LISTED);
+                w.symbol(&e.symbol);
+                w.time(e.at);
             }
-        }
-        Event::OrderFilled(f) => {
-            w.byte(tag::ORDER_FILLED);
-            w.order(&f.order);
-            w.uint(f.interval.0);
-            w.uint(f.price.raw());
-            w.time(f.tick_time);
-            w.uint(f.amount.raw());
-            w.uint(f.cash_after.raw());
-            w.uint(f.holding_after.raw());
-        }
-        Event::OrderRejected(r) => {
-            w.byte(tag::ORDER_REJECTED);
-            w.order(&r.order);
-            w.uint(r.interval.0);
-            w.uint(u64::from(r.reason.code()));
-            match r.price_seen {
-                None => w.byte(PRICE_ABSENT),
-                Some(price) => {
-                    w.byte(PRICE_PRESENT);
-                    w.uint(price.raw());
+            Event::AccountOpened(e) => {
+                w.byte(tag::ACCOUNT_OPENED);
+                w.uint(e.account.0);
+                w.text(e.username.as_str());
+                w.text(e.email.as_str());
+                w.text(e.password_hash.as_str());
+                w.money(e.initial_cash.raw());
+                w.time(e.at);
+            }
+            Event::IntervalSettled(e) => {
+                w.byte(tag::INTERVAL_SETTLED);
+                w.uint(e.interval.0);
+                w.time(e.at);
+                w.uint(e.orders);
+                w.uint(e.ticks.len() as u64);
+                for tick in &e.ticks {
+                    w.symbol(&tick.symbol);
+                    w.money(tick.open.raw());
+                    w.money(tick.high.raw());
+                    w.money(tick.low.raw());
+                    w.money(tick.close.raw());
+                    w.money(tick.volume.raw());
+                    w.time(tick.time);
                 }
             }
-            w.uint(r.cash_seen.raw());
-            w.uint(r.holding_seen.raw());
+            Event::OrderFilled(f) => {
+                w.byte(tag::ORDER_FILLED);
+                w.order(&f.order);
+                w.uint(f.interval.0);
+                w.money(f.price.raw());
+                w.time(f.tick_time);
+                w.money(f.amount.raw());
+                w.money(f.cash_after.raw());
+                w.money(f.holding_after.raw());
+            }
+            Event::OrderRejected(r) => {
+                w.byte(tag::ORDER_REJECTED);
+                w.order(&r.order);
+                w.uint(r.interval.0);
+                w.uint(u64::from(r.reason.code()));
+                match r.price_seen {
+                    None => w.byte(PRICE_ABSENT),
+                    Some(price) => {
+                        w.byte(PRICE_PRESENT);
+                        w.money(price.raw());
+                    }
+                }
+                w.money(r.cash_seen.raw());
+                w.money(r.holding_seen.raw());
+            }
         }
     }
 }
 
-/// Decodes one compact event that fills `bytes` exactly.
-pub fn decode(bytes: &[u8]) -> Result<Event, PayloadError> {
-    let mut r = Reader { bytes, at: 0 };
-    let event = match r.byte("the event tag")? {
-        tag::ASSET_LISTED => {
-            Event::AssetListed(AssetListed { symbol: r.symbol("symbol")?, at: r.time("at")? })
-        }
-        tag::ACCOUNT_OPENED => Event::AccountOpened(AccountOpened {
-            account: AccountId(r.uint("account")?),
-            username: Username::new(r.text("username", USERNAME_CHARS_MAX * 4)?)
-                .map_err(|e| invalid("username", e))?,
-            email: Email::new(r.text("email", EMAIL_CHARS_MAX * 4)?)
-                .map_err(|e| invalid("email", e))?,
-            password_hash: PasswordHash::new(r.text("password_hash", PASSWORD_HASH_BYTES_MAX)?)
-                .map_err(|e| invalid("password_hash", e))?,
-            initial_cash: Cash::from_raw(r.uint("initial_cash")?),
-            at: r.time("at")?,
-        }),
-        tag::INTERVAL_SETTLED => {
-            let interval = IntervalId(r.uint("interval")?);
-            let at = r.time("at")?;
-            let orders = r.uint("orders")?;
-            let count = r.uint("the tick count")?;
-            // Each tick takes at least 8 bytes: a bound that cannot be forged by a large count.
-            let count = usize::try_from(count)
-                .ok()
-                .filter(|&n| n <= TICKS_PER_INTERVAL_MAX && n <= r.remaining() / 8)
-                .ok_or_else(|| invalid("ticks", format!("{count} ticks")))?;
-            let mut ticks = Vec::with_capacity(count);
-            for _ in 0..count {
-                ticks.push(Tick {
-                    symbol: r.symbol("tick symbol")?,
-                    open: Price::from_raw(r.uint("tick open")?),
-                    high: Price::from_raw(r.uint("tick high")?),
-                    low: Price::from_raw(r.uint("tick low")?),
-                    close: Price::from_raw(r.uint("tick close")?),
-                    volume: Qty::from_raw(r.uint("tick volume")?),
-                    time: r.time("tick time")?,
-                });
+impl Reader<'_, '_> {
+    fn event(&mut self) -> Result<Event, PayloadError> {
+        let r = self;
+        let event = match r.byte("the event tag")? {
+            tag::ASSET_LISTED => {
+                Event::AssetListed(AssetListed { symbol: r.symbol("symbol")?, at: r.time("at")? })
             }
-            Event::IntervalSettled(IntervalSettled { interval, at, ticks, orders })
-        }
-        tag::ORDER_FILLED => Event::OrderFilled(Fill {
-            order: r.order()?,
-            interval: IntervalId(r.uint("interval")?),
-            price: Price::from_raw(r.uint("price")?),
-            tick_time: r.time("tick_time")?,
-            amount: Cash::from_raw(r.uint("amount")?),
-            cash_after: Cash::from_raw(r.uint("cash_after")?),
-            holding_after: Qty::from_raw(r.uint("holding_after")?),
-        }),
-        tag::ORDER_REJECTED => Event::OrderRejected(Rejection {
-            order: r.order()?,
-            interval: IntervalId(r.uint("interval")?),
-            reason: {
-                let code = r.uint("reason")?;
-                u16::try_from(code)
+            tag::ACCOUNT_OPENED => Event::AccountOpened(AccountOpened {
+                account: AccountId(r.uint("account")?),
+                username: Username::new(r.text("username", USERNAME_CHARS_MAX * 4)?)
+                    .map_err(|e| invalid("username", e))?,
+                email: Email::new(r.text("email", EMAIL_CHARS_MAX * 4)?)
+                    .map_err(|e| invalid("email", e))?,
+                password_hash: PasswordHash::new(r.text("password_hash", PASSWORD_HASH_BYTES_MAX)?)
+                    .map_err(|e| invalid("password_hash", e))?,
+                initial_cash: Cash::from_raw(r.money("initial_cash")?),
+                at: r.time("at")?,
+            }),
+            tag::INTERVAL_SETTLED => {
+                let interval = IntervalId(r.uint("interval")?);
+                let at = r.time("at")?;
+                let orders = r.uint("orders")?;
+                let count = r.uint("the tick count")?;
+                // Each tick takes at least 8 bytes: a bound that cannot be forged by a large count.
+                let count = usize::try_from(count)
                     .ok()
-                    .and_then(RejectReason::from_code)
-                    .ok_or_else(|| invalid("reason", format!("unknown code {code}")))?
-            },
-            price_seen: match r.byte("price_seen")? {
-                PRICE_ABSENT => None,
-                PRICE_PRESENT => Some(Price::from_raw(r.uint("price_seen")?)),
-                other => return Err(invalid("price_seen", format!("presence byte {other}"))),
-            },
-            cash_seen: Cash::from_raw(r.uint("cash_seen")?),
-            holding_seen: Qty::from_raw(r.uint("holding_seen")?),
-        }),
-        other => return Err(PayloadError::Tag(other)),
-    };
-    match r.remaining() {
-        0 => Ok(event),
-        left => Err(PayloadError::Trailing(left)),
+                    .filter(|&n| n <= TICKS_PER_INTERVAL_MAX && n <= r.remaining() / 8)
+                    .ok_or_else(|| invalid("ticks", format!("{count} ticks")))?;
+                let mut ticks = Vec::with_capacity(count);
+                for _ in 0..count {
+                    ticks.push(Tick {
+                        symbol: r.symbol("tick symbol")?,
+                        open: Price::from_raw(r.money("tick open")?),
+                        high: Price::from_raw(r.money("tick high")?),
+                        low: Price::from_raw(r.money("tick low")?),
+                        close: Price::from_raw(r.money("tick close")?),
+                        volume: Qty::from_raw(r.money("tick volume")?),
+                        time: r.time("tick time")?,
+                    });
+                }
+                Event::IntervalSettled(IntervalSettled { interval, at, ticks, orders })
+            }
+            tag::ORDER_FILLED => Event::OrderFilled(Fill {
+                order: r.order()?,
+                interval: IntervalId(r.uint("interval")?),
+                price: Price::from_raw(r.money("price")?),
+                tick_time: r.time("tick_time")?,
+                amount: Cash::from_raw(r.money("amount")?),
+                cash_after: Cash::from_raw(r.money("cash_after")?),
+                holding_after: Qty::from_raw(r.money("holding_after")?),
+            }),
+            tag::ORDER_REJECTED => Event::OrderRejected(Rejection {
+                order: r.order()?,
+                interval: IntervalId(r.uint("interval")?),
+                reason: {
+                    let code = r.uint("reason")?;
+                    u16::try_from(code)
+                        .ok()
+                        .and_then(RejectReason::from_code)
+                        .ok_or_else(|| invalid("reason", format!("unknown code {code}")))?
+                },
+                price_seen: match r.byte("price_seen")? {
+                    PRICE_ABSENT => None,
+                    PRICE_PRESENT => Some(Price::from_raw(r.money("price_seen")?)),
+                    other => return Err(invalid("price_seen", format!("presence byte {other}"))),
+                },
+                cash_seen: Cash::from_raw(r.money("cash_seen")?),
+                holding_seen: Qty::from_raw(r.money("holding_seen")?),
+            }),
+            other => return Err(PayloadError::Tag(other)),
+        };
+        match r.remaining() {
+            0 => Ok(event),
+            left => Err(PayloadError::Trailing(left)),
+        }
     }
 }
 
@@ -213,38 +327,91 @@ fn invalid(field: &'static str, detail: impl ToString) -> PayloadError {
     PayloadError::Invalid { field, detail: detail.to_string() }
 }
 
-struct Writer<'a>(&'a mut Vec<u8>);
+/// The scaled split of a raw count of 10^-8 units: `(m, c)` with `raw = m * SCALES[c]` and `c`
+/// as large as it can be: whole units (c = 2), else whole 10^-4 units (c = 1), else the count
+/// (c = 0). Prices, quantities and cash are mostly one of the first two.
+fn scaled_split(raw: u64) -> (u64, usize) {
+    if raw.is_multiple_of(SCALES[2]) {
+        (raw / SCALES[2], 2)
+    } else if raw.is_multiple_of(SCALES[1]) {
+        (raw / SCALES[1], 1)
+    } else {
+        (raw, 0)
+    }
+}
 
-impl Writer<'_> {
+struct Writer<'o, 'c> {
+    out: &'o mut Vec<u8>,
+    ctx: WriteContext<'c>,
+}
+
+impl Writer<'_, '_> {
     fn byte(&mut self, b: u8) {
-        self.0.push(b);
+        self.out.push(b);
     }
 
     fn uint(&mut self, mut n: u64) {
         while n >= 0x80 {
             // The low seven bits, with the continuation bit.
-            self.0.push((n.to_le_bytes()[0] & 0x7f) | 0x80);
+            self.out.push((n.to_le_bytes()[0] & 0x7f) | 0x80);
             n >>= 7;
         }
         // n < 0x80 here: its low byte is all of it.
-        self.0.push(n.to_le_bytes()[0]);
+        self.out.push(n.to_le_bytes()[0]);
+    }
+
+    /// A varint of up to 70 bits (a decimal varint's `(m << 5) | k` needs 69).
+    fn wide(&mut self, n: u128) {
+        match u64::try_from(n) {
+            Ok(n) => self.uint(n),
+            Err(_) => {
+                // Over 64 bits: the low 63 as nine full groups, then the rest (at most 7 bits).
+                let low = u64::try_from(n & ((1 << 63) - 1)).unwrap_or(0);
+                for group in 0..9 {
+                    self.out.push((low >> (7 * group)).to_le_bytes()[0] | 0x80);
+                }
+                self.out.push(u8::try_from(n >> 63).unwrap_or(u8::MAX));
+            }
+        }
     }
 
     fn time(&mut self, t: Timestamp) {
-        let n = t.0;
+        let n = match &self.ctx {
+            WriteContext::None => t.0,
+            WriteContext::Batch { base, .. } => t.0.wrapping_sub(base.0),
+        };
         self.uint(((n << 1) ^ (n >> 63)).cast_unsigned());
+    }
+
+    /// A raw count of 10^-8 units: `u` in format 2, `d` in format 3.
+    fn money(&mut self, raw: u64) {
+        if matches!(self.ctx, WriteContext::None) {
+            return self.uint(raw);
+        }
+        let (m, c) = scaled_split(raw);
+        self.wide((u128::from(m) << SCALE_BITS) | c as u128);
     }
 
     fn text(&mut self, s: &str) {
         self.uint(s.len() as u64);
-        self.0.extend_from_slice(s.as_bytes());
+        self.out.extend_from_slice(s.as_bytes());
     }
 
     fn symbol(&mut self, s: &Symbol) {
         let text = s.as_str();
         debug_assert!(text.len() <= SYMBOL_CHARS_MAX, "Symbol::new bounds its length");
         self.byte(u8::try_from(text.len()).unwrap_or(u8::MAX));
-        self.0.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(text.as_bytes());
+    }
+
+    fn worker(&mut self, worker: WorkerId) {
+        match &mut self.ctx {
+            WriteContext::None => self.out.extend_from_slice(&worker.0.to_be_bytes()),
+            WriteContext::Batch { workers, .. } => {
+                let index = workers.index(worker);
+                self.uint(index);
+            }
+        }
     }
 
     fn order(&mut self, o: &Order) {
@@ -256,21 +423,23 @@ impl Writer<'_> {
             Side::Buy => SIDE_BUY,
             Side::Sell => SIDE_SELL,
         });
-        self.uint(o.qty.raw());
+        self.money(o.qty.raw());
         self.byte(match o.kind {
             OrderKind::Market => KIND_MARKET,
         });
         self.time(o.placed_at);
-        self.0.extend_from_slice(&o.worker.0.to_be_bytes());
+        self.worker(o.worker);
     }
 }
 
-struct Reader<'a> {
+struct Reader<'a, 'c> {
     bytes: &'a [u8],
     at: usize,
+    /// The batch context of a format-3 payload; `None` for format 2.
+    ctx: Option<Context<'c>>,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Reader<'a, '_> {
     fn remaining(&self) -> usize {
         self.bytes.len().saturating_sub(self.at)
     }
@@ -288,16 +457,21 @@ impl<'a> Reader<'a> {
     }
 
     fn uint(&mut self, what: &'static str) -> Result<u64, PayloadError> {
-        let mut n = 0u64;
+        // 64 bits: the tenth byte may only carry the 64th bit.
+        let n = self.wide(what, 1)?;
+        u64::try_from(n).map_err(|_| PayloadError::Varint(what))
+    }
+
+    /// A varint of ten bytes at most, whose tenth byte holds at most `last_max`.
+    fn wide(&mut self, what: &'static str, last_max: u8) -> Result<u128, PayloadError> {
+        let mut n = 0u128;
         for index in 0..VARINT_BYTES_MAX {
             let b = self.byte(what)?;
-            let group = u64::from(b & 0x7f);
-            let shift = 7 * index;
-            // The tenth byte may only carry the 64th bit.
-            if index == VARINT_BYTES_MAX - 1 && group > 1 {
+            let group = b & 0x7f;
+            if index == VARINT_BYTES_MAX - 1 && group > last_max {
                 return Err(PayloadError::Varint(what));
             }
-            n |= group << shift;
+            n |= u128::from(group) << (7 * index);
             if b & 0x80 == 0 {
                 // Shortest form: a last byte of zero is only allowed as the whole number.
                 if b == 0 && index > 0 {
@@ -311,7 +485,46 @@ impl<'a> Reader<'a> {
 
     fn time(&mut self, what: &'static str) -> Result<Timestamp, PayloadError> {
         let z = self.uint(what)?;
-        Ok(Timestamp((z >> 1).cast_signed() ^ -(z & 1).cast_signed()))
+        let n = (z >> 1).cast_signed() ^ -(z & 1).cast_signed();
+        Ok(Timestamp(match self.ctx {
+            None => n,
+            Some(ctx) => n.wrapping_add(ctx.base.0),
+        }))
+    }
+
+    /// A raw count of 10^-8 units: `u` in format 2, `d` in format 3 (only its one encoding:
+    /// the largest scale that divides the count, the count within 64 bits).
+    fn money(&mut self, what: &'static str) -> Result<u64, PayloadError> {
+        if self.ctx.is_none() {
+            return self.uint(what);
+        }
+        // (m << 2) | c with m < 2^64 takes 66 bits: the tenth byte holds at most 3 of them.
+        let n = self.wide(what, 0x07)?;
+        let c = usize::try_from(n & ((1 << SCALE_BITS) - 1)).unwrap_or(usize::MAX);
+        let m = u64::try_from(n >> SCALE_BITS).map_err(|_| PayloadError::Varint(what))?;
+        let Some(&scale) = SCALES.get(c) else {
+            return Err(invalid(what, format!("scale code {c}")));
+        };
+        // A smaller scale than the largest that divides the count is not its one encoding.
+        if c < 2 && m.is_multiple_of(SCALES[1]) {
+            return Err(invalid(what, format!("{m} at scale code {c} is not in its one form")));
+        }
+        m.checked_mul(scale).ok_or_else(|| invalid(what, format!("{m} x {scale} is over 64 bits")))
+    }
+
+    fn worker(&mut self) -> Result<WorkerId, PayloadError> {
+        let Some(ctx) = self.ctx else {
+            let raw = self.take(16, "order worker")?;
+            let mut b = [0u8; 16];
+            b.copy_from_slice(raw);
+            return Ok(WorkerId(u128::from_be_bytes(b)));
+        };
+        let index = self.uint("order worker")?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| ctx.workers.get(i))
+            .copied()
+            .ok_or_else(|| invalid("order worker", format!("index {index} is not in the batch")))
     }
 
     fn text(&mut self, what: &'static str, bytes_max: usize) -> Result<&'a str, PayloadError> {
@@ -341,18 +554,13 @@ impl<'a> Reader<'a> {
                 SIDE_SELL => Side::Sell,
                 other => return Err(invalid("order side", format!("code {other}"))),
             },
-            qty: Qty::from_raw(self.uint("order qty")?),
+            qty: Qty::from_raw(self.money("order qty")?),
             kind: match self.byte("order kind")? {
                 KIND_MARKET => OrderKind::Market,
                 other => return Err(invalid("order kind", format!("code {other}"))),
             },
             placed_at: self.time("order placed_at")?,
-            worker: {
-                let raw = self.take(16, "order worker")?;
-                let mut b = [0u8; 16];
-                b.copy_from_slice(raw);
-                WorkerId(u128::from_be_bytes(b))
-            },
+            worker: self.worker()?,
         })
     }
 }
@@ -364,7 +572,7 @@ mod tests {
 
     fn uint_bytes(n: u64) -> Vec<u8> {
         let mut out = Vec::new();
-        Writer(&mut out).uint(n);
+        Writer { out: &mut out, ctx: WriteContext::None }.uint(n);
         out
     }
 
@@ -373,7 +581,7 @@ mod tests {
         for shift in 0..64 {
             for n in [1u64 << shift, (1u64 << shift) - 1, u64::MAX >> shift] {
                 let bytes = uint_bytes(n);
-                let mut r = Reader { bytes: &bytes, at: 0 };
+                let mut r = Reader { bytes: &bytes, at: 0, ctx: None };
                 assert_eq!(r.uint("n").unwrap(), n);
                 assert_eq!(r.remaining(), 0);
             }
@@ -391,7 +599,7 @@ mod tests {
             &[0x80; 11][..],                                                   // too long
             &[0x80][..],                                                       // truncated
         ] {
-            let mut r = Reader { bytes: bad, at: 0 };
+            let mut r = Reader { bytes: bad, at: 0, ctx: None };
             assert!(r.uint("n").is_err(), "{bad:02x?}");
         }
     }
@@ -400,8 +608,8 @@ mod tests {
     fn zigzag_times_round_trip() {
         for t in [0, 1, -1, i64::MIN, i64::MAX, 1_700_000_000_000_000, -86_400_000_000] {
             let mut out = Vec::new();
-            Writer(&mut out).time(Timestamp(t));
-            let mut r = Reader { bytes: &out, at: 0 };
+            Writer { out: &mut out, ctx: WriteContext::None }.time(Timestamp(t));
+            let mut r = Reader { bytes: &out, at: 0, ctx: None };
             assert_eq!(r.time("t").unwrap(), Timestamp(t));
         }
     }
@@ -410,7 +618,7 @@ mod tests {
     fn a_large_tick_count_is_refused_before_allocating() {
         // IntervalSettled claiming u64::MAX ticks in a few bytes.
         let mut out = vec![tag::INTERVAL_SETTLED, 1, 0, 0];
-        Writer(&mut out).uint(u64::MAX);
+        Writer { out: &mut out, ctx: WriteContext::None }.uint(u64::MAX);
         assert!(matches!(decode(&out), Err(PayloadError::Invalid { field: "ticks", .. })));
     }
 }

@@ -5,17 +5,17 @@ use std::path::PathBuf;
 use redb::{AccessGuard, ReadableDatabase};
 use rkyv::util::AlignedVec;
 
-use crate::batch::{self, FindError};
+use crate::batch::{self, Cursor, FindError};
 use crate::error::{Corruption, Fault, OrFault, ReadError, StorageFault};
 use crate::journal::{EVENTS, INFO, INFO_HEAD, Journal};
-use crate::record::{self, GENESIS_LINK, Header, Record, Seq};
+use crate::record::{GENESIS_LINK, Header, Record, Seq};
 
 /// An iterator over verified, decoded records (see [`Journal::read_records`]). It reads one
 /// consistent snapshot of the file; after the first error it yields nothing more.
 pub struct Records {
     range: redb::Range<'static, u64, &'static [u8]>,
-    /// The batch being read and the offset of its next record.
-    batch: Option<(AccessGuard<'static, &'static [u8]>, usize)>,
+    /// The batch being read and the cursor at its next record.
+    batch: Option<(AccessGuard<'static, &'static [u8]>, Cursor)>,
     path: PathBuf,
     next: Seq,
     prev_crc: u32,
@@ -36,8 +36,8 @@ impl std::fmt::Debug for Records {
 
 /// What reading one record from a batch gave.
 enum Step {
-    /// A verified record, its length, and its event if decoded.
-    Record(Header, usize, Option<engine::Event>),
+    /// A verified record, and its event if decoded.
+    Record(Header, Option<engine::Event>),
     /// The batch has no more records.
     EndOfBatch,
 }
@@ -83,10 +83,12 @@ impl Records {
         if let Some(entry) = holding {
             let (key, value) = entry.or_fault(fault)?;
             let key = key.value();
-            let walk = batch::walk(key, value.value(), None, from)
+            // A batch starting at `from` must chain onto the record before it.
+            let link = (key == from.0).then_some(records.prev_crc);
+            let (walk, cursor) = batch::walk(key, value.value(), link, from)
                 .map_err(|(seq, what)| corrupt(seq, what))?;
-            if walk.next == from && walk.offset < value.value().len() {
-                records.batch = Some((value, walk.offset));
+            if walk.next == from && !walk.at_end {
+                records.batch = Some((value, cursor));
                 records.range = events.range(key + 1..).or_fault(fault)?;
             }
         }
@@ -110,21 +112,19 @@ impl Records {
 
     /// Reads the next record of the current batch.
     fn in_batch(&mut self, decode: bool) -> Result<Step, Corruption> {
-        let Some((guard, offset)) = &self.batch else { return Ok(Step::EndOfBatch) };
+        let Some((guard, cursor)) = &mut self.batch else { return Ok(Step::EndOfBatch) };
         let bytes = guard.value();
-        if *offset >= bytes.len() {
+        if cursor.at_end(bytes) {
             return Ok(Step::EndOfBatch);
         }
         if self.next > self.head {
             return Err(Corruption::PastHead { head: self.head });
         }
-        let rest = &bytes[*offset..];
-        let len = record::record_len(rest)?;
-        let record = &rest[..len];
-        let header = record::verify(self.next.0, record, Some(self.prev_crc))?;
+        debug_assert_eq!(cursor.next_seq(), self.next, "the cursor reads the next record");
+        let found = cursor.step(bytes)?;
         let event =
-            if decode { Some(record::decode_event(record, &mut self.aligned)?) } else { None };
-        Ok(Step::Record(header, len, event))
+            if decode { Some(cursor.decode(bytes, &found, &mut self.aligned)?) } else { None };
+        Ok(Step::Record(found.header, event))
     }
 
     /// The next record, verified; decoded only when `decode` is set.
@@ -141,10 +141,7 @@ impl Records {
                     let seq = self.next;
                     return Some(Err(self.corrupt(seq, what)));
                 }
-                Ok(Step::Record(header, len, event)) => {
-                    if let Some((_, offset)) = &mut self.batch {
-                        *offset += len;
-                    }
+                Ok(Step::Record(header, event)) => {
                     self.prev_crc = header.crc;
                     match self.next.next() {
                         Some(next) => self.next = next,
@@ -175,10 +172,10 @@ impl Records {
                             self.corrupt(expected, Corruption::Gap { expected, found })
                         ));
                     }
-                    if value.value().is_empty() {
-                        return Some(Err(self.corrupt(expected, Corruption::Truncated(0))));
+                    match Cursor::open(expected.0, value.value(), Some(self.prev_crc)) {
+                        Ok(cursor) => self.batch = Some((value, cursor)),
+                        Err((seq, what)) => return Some(Err(self.corrupt(seq, what))),
                     }
-                    self.batch = Some((value, 0));
                 }
             }
         }

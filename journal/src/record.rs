@@ -1,6 +1,9 @@
 //! The record: one event with its sequence number, versions, time, link and checksum.
 //!
-//! Layout (integers big-endian), documented in `docs/JOURNAL.md`:
+//! This build writes records in layout 2 (`crate::batch`: one header per batch, then per record
+//! a length, a chained checksum and a format-3 payload). Layout 1, below, is what earlier builds
+//! wrote, one header per record; it is still read. Integers big-endian, documented in
+//! `docs/JOURNAL.md`:
 //!
 //! ```text
 //! offset size field
@@ -22,16 +25,20 @@ use rkyv::util::AlignedVec;
 
 use crate::be;
 use crate::error::Corruption;
+#[cfg(any(test, feature = "test-util"))]
 use crate::limits::EVENT_BYTES_MAX;
 use crate::payload::{self, COMPACT_EVENT_FORMAT};
 
-/// Version of the record layout above; in every record.
+/// Version of the record layout above; in every layout-1 record.
 pub const RECORD_FORMAT_VERSION: u16 = 1;
+/// Version of the batch layout this build writes (`crate::batch`), in the first two bytes of
+/// each batch, where a layout-1 batch has its first record's `record_format`.
+pub const BATCH_LAYOUT_VERSION: u16 = 2;
 /// The `event_format` of records written before the compact encoding: the payload is the rkyv
 /// archive of `engine::Event` at `engine::EVENT_FORMAT_VERSION` 1. Still read, never written.
 pub const RKYV_EVENT_FORMAT: u16 = 1;
-/// The `event_format` this build writes.
-pub const WRITTEN_EVENT_FORMAT: u16 = COMPACT_EVENT_FORMAT;
+/// The `event_format` this build writes (in layout-2 batches).
+pub const WRITTEN_EVENT_FORMAT: u16 = payload::BATCH_EVENT_FORMAT;
 // The format-1 reader decodes with today's rkyv layout of `engine::Event`: a new layout must
 // keep a reader for the old one before it changes this.
 const _: () = assert!(engine::EVENT_FORMAT_VERSION == RKYV_EVENT_FORMAT);
@@ -111,6 +118,7 @@ pub(crate) fn encode_event_rkyv<'s>(
 /// Fills in the header of the record that starts at `start` in `out` (its payload already
 /// written after the 32 header bytes) and returns its checksum, or `None` when the payload is
 /// over `EVENT_BYTES_MAX`.
+#[cfg(any(test, feature = "test-util"))]
 fn seal_record(
     out: &mut [u8],
     start: usize,
@@ -136,8 +144,10 @@ fn seal_record(
     Some(crc)
 }
 
-/// Appends the record of `event` (compact payload) to `out` and returns its checksum, or
-/// `Err(payload bytes)` (leaving `out` as it was) when the payload is over `EVENT_BYTES_MAX`.
+/// Appends the layout-1 record of `event` (format-2 payload, as the builds before layout 2
+/// wrote) to `out` and returns its checksum, or `Err(payload bytes)` (leaving `out` as it was)
+/// when the payload is over `EVENT_BYTES_MAX`. Only to write such records in tests.
+#[cfg(any(test, feature = "test-util"))]
 pub(crate) fn append_record(
     out: &mut Vec<u8>,
     seq: Seq,
@@ -148,7 +158,7 @@ pub(crate) fn append_record(
     let start = out.len();
     out.resize(start + RECORD_HEADER_BYTES, 0);
     payload::encode(event, out);
-    match seal_record(out, start, WRITTEN_EVENT_FORMAT, seq, recorded_at, prev_crc) {
+    match seal_record(out, start, COMPACT_EVENT_FORMAT, seq, recorded_at, prev_crc) {
         Some(crc) => Ok(crc),
         None => {
             let bytes = out.len() - start - RECORD_HEADER_BYTES;
@@ -264,6 +274,47 @@ pub fn decode_payload(
     }
 }
 
+/// Encodes `events` as the batch this build stores (layout 2, `crate::batch`): records from
+/// `first`, appended at `recorded_at`, chained onto `prev_crc`. Public for the fuzz target and
+/// tests; the journal encodes its batches with the same code.
+pub fn encode_batch(
+    first: Seq,
+    recorded_at: Timestamp,
+    prev_crc: u32,
+    events: &[Event],
+) -> Result<Vec<u8>, crate::error::AppendError> {
+    let mut out = Vec::new();
+    crate::batch::encode(
+        &mut out,
+        &mut payload::WorkerTable::default(),
+        first,
+        recorded_at,
+        prev_crc,
+        events,
+    )?;
+    Ok(out)
+}
+
+/// Verifies and decodes every record of a stored batch (either layout) stored under `key`, the
+/// way the journal reads it; the error names the record at fault. Public for the fuzz target
+/// (any bytes give records or an error, never a panic) and tests.
+pub fn decode_batch(key: u64, bytes: &[u8]) -> Result<Vec<Record>, (Seq, Corruption)> {
+    let mut cursor = crate::batch::Cursor::open(key, bytes, None)?;
+    let mut aligned = AlignedVec::new();
+    let mut records = Vec::new();
+    while !cursor.at_end(bytes) {
+        let at = cursor.next_seq();
+        let found = cursor.step(bytes).map_err(|c| (at, c))?;
+        let event = cursor.decode(bytes, &found, &mut aligned).map_err(|c| (at, c))?;
+        let Header { seq, recorded_at, crc, .. } = found.header;
+        records.push(Record { seq, recorded_at, crc, event });
+        if seq.0 == u64::MAX {
+            break;
+        }
+    }
+    Ok(records)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -323,14 +374,17 @@ mod tests {
 
     #[test]
     fn an_unknown_event_format_is_refused() {
-        let (mut bytes, _) = sample();
-        bytes[2..4].copy_from_slice(&3u16.to_be_bytes());
-        let crc = record_crc(&bytes);
-        bytes[28..32].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(verify(7, &bytes, None), Err(Corruption::EventFormat(3)));
+        // Format 3 is read only in layout-2 batches (its payloads need their batch's context).
+        for format in [3u16, 4] {
+            let (mut bytes, _) = sample();
+            bytes[2..4].copy_from_slice(&format.to_be_bytes());
+            let crc = record_crc(&bytes);
+            bytes[28..32].copy_from_slice(&crc.to_be_bytes());
+            assert_eq!(verify(7, &bytes, None), Err(Corruption::EventFormat(format)));
+        }
         assert_eq!(
-            Corruption::EventFormat(3).to_string(),
-            "event format version 3 is not supported (this build reads 1 and 2)"
+            Corruption::EventFormat(4).to_string(),
+            "event format version 4 is not supported (this build reads 1, 2 and 3)"
         );
     }
 

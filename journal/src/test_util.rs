@@ -7,8 +7,9 @@ use std::path::Path;
 
 use redb::{Database, ReadableTable};
 
+use crate::batch::Cursor;
 use crate::journal::{EVENTS, SNAPSHOT_PARTS, SNAPSHOTS, UNOWNED_PARTS};
-use crate::record::{RECORD_HEADER_BYTES, Seq};
+use crate::record::Seq;
 use crate::snapshot::SNAPSHOT_HEADER_BYTES;
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
@@ -31,19 +32,29 @@ fn rewrite(
     Ok(())
 }
 
-/// Byte offset and length of record `seq` inside the batch stored under `key`.
-fn locate(key: u64, bytes: &[u8], seq: Seq) -> Result<(usize, usize)> {
-    let mut offset = 0;
-    let mut at = key;
-    while offset < bytes.len() {
-        let len = crate::record::record_len(&bytes[offset..]).map_err(|e| e.to_string())?;
-        if at == seq.0 {
-            return Ok((offset, len));
+/// Where record `seq`'s event payload lies inside the batch stored under `key`.
+fn locate_payload(key: u64, bytes: &[u8], seq: Seq) -> Result<std::ops::Range<usize>> {
+    let mut cursor = Cursor::open(key, bytes, None).map_err(|(_, e)| e.to_string())?;
+    while !cursor.at_end(bytes) {
+        let found = cursor.step(bytes).map_err(|e| e.to_string())?;
+        if found.header.seq == seq {
+            return Ok(cursor.payload_range(&found));
         }
-        offset += len;
-        at += 1;
     }
     Err("record not in its batch".into())
+}
+
+/// Every record of the batch stored under `key`: its header and its event.
+fn records_of(key: u64, bytes: &[u8]) -> Result<Vec<(crate::record::Header, engine::Event)>> {
+    let mut cursor = Cursor::open(key, bytes, None).map_err(|(_, e)| e.to_string())?;
+    let mut aligned = rkyv::util::AlignedVec::new();
+    let mut out = Vec::new();
+    while !cursor.at_end(bytes) {
+        let found = cursor.step(bytes).map_err(|e| e.to_string())?;
+        let event = cursor.decode(bytes, &found, &mut aligned).map_err(|e| e.to_string())?;
+        out.push((found.header, event));
+    }
+    Ok(out)
 }
 
 /// The key of the batch holding record `seq`.
@@ -60,9 +71,8 @@ pub fn flip_record_payload_byte(path: &Path, seq: Seq, offset: usize) -> Result<
     let key = batch_key(&Database::open(path)?, seq)?;
     let mut located = Err("not found".into());
     rewrite(path, EVENTS, Seq(key), |bytes| {
-        located = locate(key, bytes, seq).map(|(start, len)| {
-            let payload = len - RECORD_HEADER_BYTES;
-            bytes[start + RECORD_HEADER_BYTES + offset % payload] ^= 0xff;
+        located = locate_payload(key, bytes, seq).map(|payload| {
+            bytes[payload.start + offset % payload.len().max(1)] ^= 0xff;
         });
     })?;
     located
@@ -180,11 +190,43 @@ pub fn cut_a_snapshot_store_short(path: &Path, seq: Seq) -> Result<()> {
     Ok(())
 }
 
-/// Rewrites every record of the journal with a format-1 payload (the rkyv archive of the event),
-/// as builds before the compact encoding wrote them, keeping sequence numbers and times and
-/// re-chaining the checksums. Snapshots are left as they are (their record checksums no longer
-/// match, so they will be ignored). Returns how many records were rewritten.
+/// Rewrites every record of the journal in layout 1 with a format-1 payload (the rkyv archive
+/// of the event), as builds before the compact encoding wrote them, keeping sequence numbers and
+/// times and re-chaining the checksums. Snapshots are left as they are (their record checksums
+/// no longer match, so they will be ignored). Returns how many records were rewritten.
 pub fn rewrite_as_format_1(path: &Path) -> Result<u64> {
+    let mut scratch = rkyv::util::AlignedVec::new();
+    rewrite_in_layout_1(path, |event, prev, header, out| {
+        let payload = crate::record::encode_event_rkyv(event, &mut scratch)?;
+        crate::record::write_record(
+            out,
+            crate::record::RKYV_EVENT_FORMAT,
+            header.seq,
+            header.recorded_at,
+            prev,
+            payload,
+        )
+        .ok_or_else(|| "payload too large".into())
+    })
+}
+
+/// Rewrites every record of the journal in layout 1 with a format-2 payload, as the builds
+/// before layout 2 wrote them, keeping sequence numbers and times and re-chaining the checksums.
+/// Snapshots are left as they are. Returns how many records were rewritten.
+pub fn rewrite_as_format_2(path: &Path) -> Result<u64> {
+    rewrite_in_layout_1(path, |event, prev, header, out| {
+        crate::record::append_record(out, header.seq, header.recorded_at, prev, event)
+            .map_err(|bytes| format!("payload of {bytes} bytes").into())
+    })
+}
+
+/// Rewrites every batch as layout-1 records, each written by `write` (the event, the previous
+/// record's checksum, the record's header, the batch being written), which returns the
+/// record's checksum.
+fn rewrite_in_layout_1(
+    path: &Path,
+    mut write: impl FnMut(&engine::Event, u32, &crate::record::Header, &mut Vec<u8>) -> Result<u32>,
+) -> Result<u64> {
     use redb::ReadableDatabase;
     let db = Database::open(path)?;
     let batches: Vec<(u64, Vec<u8>)> = {
@@ -198,33 +240,14 @@ pub fn rewrite_as_format_1(path: &Path) -> Result<u64> {
         out
     };
     let mut prev = crate::record::GENESIS_LINK;
-    let mut aligned = rkyv::util::AlignedVec::new();
-    let mut scratch = rkyv::util::AlignedVec::new();
     let mut count = 0u64;
     let txn = db.begin_write()?;
     {
         let mut table = txn.open_table(EVENTS)?;
         for (key, bytes) in batches {
             let mut rewritten = Vec::with_capacity(bytes.len() * 2);
-            let (mut offset, mut seq) = (0, key);
-            while offset < bytes.len() {
-                let len = crate::record::record_len(&bytes[offset..]).map_err(|e| e.to_string())?;
-                let record = &bytes[offset..offset + len];
-                let header = crate::record::verify(seq, record, None).map_err(|e| e.to_string())?;
-                let event =
-                    crate::record::decode_event(record, &mut aligned).map_err(|e| e.to_string())?;
-                let payload = crate::record::encode_event_rkyv(&event, &mut scratch)?;
-                prev = crate::record::write_record(
-                    &mut rewritten,
-                    crate::record::RKYV_EVENT_FORMAT,
-                    header.seq,
-                    header.recorded_at,
-                    prev,
-                    payload,
-                )
-                .ok_or("payload too large")?;
-                offset += len;
-                seq += 1;
+            for (header, event) in records_of(key, &bytes)? {
+                prev = write(&event, prev, &header, &mut rewritten)?;
                 count += 1;
             }
             table.insert(key, rewritten.as_slice())?;

@@ -8,16 +8,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use engine::workload::{self, WorkloadShape};
-use engine::{Event, State};
+use engine::{Event, State, Timestamp};
+use journal::Seq;
 use journal::payload::{self, COMPACT_EVENT_FORMAT};
-use journal::record::{RKYV_EVENT_FORMAT, decode_payload};
+use journal::record::{RKYV_EVENT_FORMAT, decode_batch, decode_payload, encode_batch};
 
 fn seeds_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds").join(target)
 }
 
-/// One event of each kind (two kinds of rejection), in both formats: the format byte the target
-/// reads first (even: compact, odd: rkyv), then the payload.
+/// One event of each kind (two kinds of rejection), in both payload formats: the format byte the
+/// target reads first (0: compact, 1: rkyv), then the payload; and stored batches (selector 2):
+/// the bench history's first events as this build stores them.
 fn journal_seeds() -> Vec<(String, Vec<u8>)> {
     let mut first: BTreeMap<&str, Event> = BTreeMap::new();
     for event in journal::bench::events(2_000) {
@@ -40,6 +42,15 @@ fn journal_seeds() -> Vec<(String, Vec<u8>)> {
         let mut archived = vec![1u8];
         archived.extend_from_slice(&rkyv::to_bytes::<rkyv::rancor::Error>(&event).unwrap());
         seeds.push((format!("rkyv-{kind}"), archived));
+    }
+    let events = journal::bench::events(60);
+    for (name, range) in [("batch-setup", 0..20), ("batch-interval", 20..60)] {
+        let first = Seq(range.start as u64 + 1);
+        let mut batch = vec![2u8];
+        batch.extend(
+            encode_batch(first, Timestamp(1_763_800_000_000_000), 7, &events[range]).unwrap(),
+        );
+        seeds.push((name.to_owned(), batch));
     }
     seeds
 }
@@ -89,6 +100,13 @@ fn journal_seeds_are_current_and_decode() {
     check_current("journal", &seeds);
     let mut aligned = rkyv::util::AlignedVec::new();
     for (name, bytes) in &seeds {
+        if bytes[0] == 2 {
+            let key = u64::from_be_bytes(bytes[5..13].try_into().unwrap());
+            let records =
+                decode_batch(key, &bytes[1..]).unwrap_or_else(|e| panic!("seed {name}: {e:?}"));
+            assert!(!records.is_empty(), "seed {name}");
+            continue;
+        }
         let format = if bytes[0] & 1 == 0 { COMPACT_EVENT_FORMAT } else { RKYV_EVENT_FORMAT };
         decode_payload(format, &bytes[1..], &mut aligned)
             .unwrap_or_else(|e| panic!("seed {name}: {e}"));

@@ -111,39 +111,57 @@ fn appends_are_read_back_in_order_and_survive_reopening() {
 }
 
 #[test]
-fn journals_written_with_format_1_records_are_read_and_appended_to() {
-    let (_dir, path) = new_journal();
-    let (journal, _) = Journal::open(&path, config()).unwrap();
-    let state = fill(&journal, 11, 20);
-    let before: Vec<_> = journal.read_records(Seq(1)).unwrap().map(Result::unwrap).collect();
-    drop(journal);
-    // As a build before the compact encoding left the file.
-    let rewritten = test_util::rewrite_as_format_1(&path).unwrap();
-    assert_eq!(rewritten, before.len() as u64);
+fn journals_written_by_earlier_builds_are_read_and_appended_to() {
+    // As builds before the compact encoding (layout 1, rkyv payloads) and before layout 2
+    // (layout 1, format-2 payloads) left the file.
+    type Rewrite = fn(&Path) -> Result<u64, Box<dyn std::error::Error + Send + Sync>>;
+    let rewrites: [(&str, Rewrite); 2] = [
+        ("format 1", test_util::rewrite_as_format_1),
+        ("format 2", test_util::rewrite_as_format_2),
+    ];
+    for (name, rewrite) in rewrites {
+        let (_dir, path) = new_journal();
+        let (journal, _) = Journal::open(&path, config()).unwrap();
+        let state = fill(&journal, 11, 20);
+        let before: Vec<_> = journal.read_records(Seq(1)).unwrap().map(Result::unwrap).collect();
+        drop(journal);
+        let rewritten = rewrite(&path).unwrap();
+        assert_eq!(rewritten, before.len() as u64, "{name}");
 
-    let (journal, recovered) = Journal::open(&path, config()).unwrap();
-    assert_eq!(recovered.state, state);
-    let after: Vec<_> = journal.read_records(Seq(1)).unwrap().map(Result::unwrap).collect();
-    assert_eq!(after.len(), before.len());
-    for (old, new) in after.iter().zip(&before) {
-        assert_eq!((old.seq, old.recorded_at, &old.event), (new.seq, new.recorded_at, &new.event));
-    }
-    // New batches (compact) chain onto the old records; the whole file audits clean.
-    let state = {
-        let mut history = History::new(recovered.state, 12, Shape::default());
-        for i in 0..10 {
-            let events = history.next_batch();
-            if !events.is_empty() {
-                journal.append_batch(&events, Timestamp(5_000 + i)).unwrap();
-            }
+        let (journal, recovered) = Journal::open(&path, config()).unwrap();
+        assert_eq!(recovered.state, state, "{name}");
+        let after: Vec<_> = journal.read_records(Seq(1)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(after.len(), before.len(), "{name}");
+        for (old, new) in after.iter().zip(&before) {
+            assert_eq!(
+                (old.seq, old.recorded_at, &old.event),
+                (new.seq, new.recorded_at, &new.event),
+                "{name}"
+            );
+            // The checksums are those of the rewritten records: the chain was re-linked.
+            assert_ne!(old.crc, new.crc, "{name}");
         }
-        history.state().clone()
-    };
-    let report = clean_audit(&journal);
-    assert!(report.events > before.len() as u64);
-    drop(journal);
-    let (_journal, recovered) = Journal::open(&path, config()).unwrap();
-    assert_eq!(recovered.state, state);
+        // Reading from inside the old records starts at the right one.
+        let mid = before.len() as u64 / 2;
+        let tail: Vec<_> = journal.read_records(Seq(mid)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(tail.first().map(|r| r.seq), Some(Seq(mid)), "{name}");
+        // New batches (layout 2) chain onto the old records; the whole file audits clean.
+        let state = {
+            let mut history = History::new(recovered.state, 12, Shape::default());
+            for i in 0..10 {
+                let events = history.next_batch();
+                if !events.is_empty() {
+                    journal.append_batch(&events, Timestamp(5_000 + i)).unwrap();
+                }
+            }
+            history.state().clone()
+        };
+        let report = clean_audit(&journal);
+        assert!(report.events > before.len() as u64, "{name}");
+        drop(journal);
+        let (_journal, recovered) = Journal::open(&path, config()).unwrap();
+        assert_eq!(recovered.state, state, "{name}");
+    }
 }
 
 #[test]

@@ -20,6 +20,8 @@ const APPEND_RUNS: [(usize, usize); 4] =
     [(1, 300), (100, 10_000), (1_000, 100_000), (10_000, 300_000)];
 /// Events in the replay journal.
 const REPLAY_EVENTS: usize = 1_000_000;
+/// Events per batch of the replay journal (as the master appends a busy interval).
+const REPLAY_BATCH: usize = 10_000;
 /// `--quick` divides the counts by this.
 const QUICK_DIVISOR: usize = 100;
 /// Target: at 1,000-event batches, at least this fraction of the plain rate.
@@ -42,14 +44,14 @@ pub fn run_append(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
     let divisor = if args.quick { QUICK_DIVISOR } else { 1 };
     let most = APPEND_RUNS.iter().map(|(_, n)| n / divisor).max().unwrap_or(0);
     let events = journal::bench::events(most);
-    let records = journal::bench::record_bytes(&events)?;
     let mut figures = Vec::new();
     for (batch, count) in APPEND_RUNS {
         let count = (count / divisor).max(batch.min(10));
-        let (Some(chunk), Some(raw)) = (events.get(..count), records.get(..count)) else {
+        let Some(chunk) = events.get(..count) else {
             anyhow::bail!("not enough events generated");
         };
-        let times = journal::bench::append_both(dir.path(), chunk, raw, batch)?;
+        let batches = journal::bench::batch_bytes(chunk, batch)?;
+        let times = journal::bench::append_both(dir.path(), chunk, &batches, batch)?;
         let n = u64::try_from(times.events).unwrap_or(u64::MAX);
         let figure = Figure::new(
             format!("journal.append.b{batch}"),
@@ -74,12 +76,12 @@ pub fn run_replay(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
     let dir = scratch_dir(args)?;
     let count = if args.quick { REPLAY_EVENTS / QUICK_DIVISOR } else { REPLAY_EVENTS };
     let events = journal::bench::events(count);
-    let records = journal::bench::record_bytes(&events)?;
+    let batches = journal::bench::batch_bytes(&events, REPLAY_BATCH)?;
     let path = dir.path().join("replay.redb");
-    journal::bench::write_journal(&path, &events, 10_000)?;
+    journal::bench::write_journal(&path, &events, REPLAY_BATCH)?;
     let plain = dir.path().join("replay.plain");
-    journal::bench::write_plain(&plain, &records)?;
-    drop((events, records));
+    journal::bench::write_plain(&plain, &batches)?;
+    drop((events, batches));
 
     let journal = Journal::open_unrecovered(&path, JournalConfig::default())
         .context("cannot open the replay journal")?;

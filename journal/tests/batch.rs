@@ -1,0 +1,242 @@
+//! Layout-2 batches and their format-3 payloads (`docs/JOURNAL.md`): every event the engine
+//! makes comes back equal, in about half the bytes of layout 1; any change to a stored batch is
+//! detected; any bytes give records or an error, never a panic; each event has one encoding.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use engine::{
+    AccountId, Cash, ClientOrderId, Event, Fill, IntervalId, Order, OrderId, OrderKind, Price, Qty,
+    RejectReason, Rejection, Side, State, Symbol, Timestamp, WorkerId,
+};
+use journal::payload::{self, Context, WorkerTable, decode_in, encode_in};
+use journal::record::{decode_batch, encode_batch};
+use journal::{Corruption, Seq};
+use proptest::prelude::*;
+
+#[path = "../testkit/history.rs"]
+#[allow(dead_code)]
+mod history;
+
+use history::{History, Shape};
+
+const AT: Timestamp = Timestamp(1_763_800_000_200_000);
+
+fn order(qty: u64, side: Side) -> Order {
+    Order {
+        id: OrderId(1_234_567),
+        client_id: ClientOrderId(89),
+        account: AccountId(4_321),
+        symbol: Symbol::new("MSFT").unwrap(),
+        side,
+        qty: Qty::from_raw(qty),
+        kind: OrderKind::Market,
+        placed_at: Timestamp(1_763_800_000_123_456),
+        worker: WorkerId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
+    }
+}
+
+/// The fill of `journal/tests/payload.rs` (77 bytes in format 2, 109 with its layout-1 header).
+fn typical_fill() -> Event {
+    Event::OrderFilled(Fill {
+        order: order(10 * engine::SCALE, Side::Buy),
+        interval: IntervalId(52_000),
+        price: Price::from_raw(41_234_000_000),
+        tick_time: Timestamp(1_763_800_000_000_000),
+        amount: Cash::from_raw(412_340_000_000),
+        cash_after: Cash::from_raw(587_660_000_000),
+        holding_after: Qty::from_raw(10 * engine::SCALE),
+    })
+}
+
+fn round_trip_in(event: &Event, base: Timestamp) -> Vec<u8> {
+    let mut table = WorkerTable::default();
+    let mut bytes = Vec::new();
+    encode_in(event, &mut bytes, base, &mut table);
+    let ctx = Context { base, workers: table.ids() };
+    assert_eq!(&decode_in(&bytes, &ctx).unwrap(), event);
+    bytes
+}
+
+#[test]
+fn a_typical_fill_takes_under_half_its_layout_1_bytes() {
+    let bytes = round_trip_in(&typical_fill(), AT);
+    assert_eq!(bytes.len(), 38, "{bytes:02x?}");
+    // In a batch: its length, its crc, its payload, against 109 bytes in layout 1.
+    let batch = encode_batch(Seq(7), AT, 0, &[typical_fill(), typical_fill()]).unwrap();
+    let one = (batch.len() - 36 - 16) / 2;
+    assert_eq!(one, 1 + 4 + 38);
+    assert!(one * 2 < 109, "{one} bytes");
+}
+
+#[test]
+fn extreme_values_round_trip() {
+    for raw in
+        [0, 1, 127, 128, 10_000, 100_000_000, 123_450_000, u64::MAX, 18_000_000_000_000_000_000]
+    {
+        for base in [Timestamp(i64::MIN), Timestamp(0), AT, Timestamp(i64::MAX)] {
+            let mut o = order(raw, Side::Sell);
+            o.id = OrderId(raw);
+            o.placed_at = Timestamp(i64::MIN);
+            o.worker = WorkerId(u128::MAX);
+            round_trip_in(
+                &Event::OrderRejected(Rejection {
+                    order: o,
+                    interval: IntervalId(raw),
+                    reason: RejectReason::Overflow,
+                    price_seen: Some(Price::from_raw(raw)),
+                    cash_seen: Cash::from_raw(raw),
+                    holding_seen: Qty::from_raw(u64::MAX - raw),
+                }),
+                base,
+            );
+            o.placed_at = Timestamp(i64::MAX);
+            round_trip_in(
+                &Event::OrderRejected(Rejection {
+                    order: o,
+                    interval: IntervalId(raw),
+                    reason: RejectReason::UnknownSymbol,
+                    price_seen: None,
+                    cash_seen: Cash::ZERO,
+                    holding_seen: Qty::ZERO,
+                }),
+                base,
+            );
+        }
+    }
+}
+
+#[test]
+fn a_worker_outside_the_table_and_bad_scales_are_refused() {
+    let mut table = WorkerTable::default();
+    let mut bytes = Vec::new();
+    encode_in(&typical_fill(), &mut bytes, AT, &mut table);
+    assert_eq!(table.ids().len(), 1);
+    let empty = Context { base: AT, workers: &[] };
+    assert!(matches!(
+        decode_in(&bytes, &empty),
+        Err(payload::PayloadError::Invalid { field: "order worker", .. })
+    ));
+    // An `AssetListed` has no money; an `AccountOpened` ends with initial_cash then its time.
+    let opened = Event::AccountOpened(engine::AccountOpened {
+        account: AccountId(1),
+        username: engine::Username::new("alice").unwrap(),
+        email: engine::Email::new("alice@example.com").unwrap(),
+        password_hash: engine::PasswordHash::new("!").unwrap(),
+        initial_cash: Cash::from_raw(0),
+        at: AT,
+    });
+    let mut good = Vec::new();
+    encode_in(&opened, &mut good, AT, &mut table);
+    let ctx = Context { base: AT, workers: table.ids() };
+    // initial_cash 0 is (0 << 2) | 2, the byte before the time's single 0 byte.
+    assert_eq!(&good[good.len() - 2..], &[2, 0]);
+    for (bad, why) in [(0u8, "0 at scale 0"), (1, "0 at scale 1"), (3, "scale code 3")] {
+        let mut bytes = good.clone();
+        let at = bytes.len() - 2;
+        bytes[at] = bad;
+        assert!(
+            matches!(decode_in(&bytes, &ctx), Err(payload::PayloadError::Invalid { .. })),
+            "{why}"
+        );
+    }
+}
+
+/// Random valid histories, one batch per interval (as the master appends them).
+fn history_batches(seed: u64, count: usize) -> Vec<Vec<Event>> {
+    let mut history = History::new(State::new(), seed, Shape::default());
+    (0..count).map(|_| history.next_batch()).filter(|b| !b.is_empty()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Every batch of random valid histories, appended at any time, comes back equal, its
+    /// records numbered from the batch's key and chained onto the previous batch.
+    #[test]
+    fn engine_histories_round_trip_in_batches(seed in any::<u64>(), at in any::<i64>()) {
+        let mut prev = 0u32;
+        let mut first = Seq(1);
+        for events in history_batches(seed, 12) {
+            let bytes = encode_batch(first, Timestamp(at), prev, &events).unwrap();
+            let records = decode_batch(first.0, &bytes).unwrap();
+            prop_assert_eq!(records.len(), events.len());
+            for (i, (record, event)) in records.iter().zip(&events).enumerate() {
+                prop_assert_eq!(record.seq, Seq(first.0 + i as u64));
+                prop_assert_eq!(record.recorded_at, Timestamp(at));
+                prop_assert_eq!(&record.event, event);
+            }
+            // Stored under another key, or chained onto another record, it is refused.
+            prop_assert!(matches!(
+                decode_batch(first.0 + 1, &bytes),
+                Err((_, Corruption::SeqMismatch(_)))
+            ));
+            prev = records.last().unwrap().crc;
+            first = Seq(first.0 + events.len() as u64);
+        }
+    }
+
+    /// Any change to one byte of a stored batch, and any cut, is detected by the checksums
+    /// (or the framing) before an event is decoded.
+    #[test]
+    fn every_changed_byte_and_every_cut_is_detected(
+        seed in any::<u64>(),
+        at in any::<usize>(),
+        flip in 1u8..=255,
+    ) {
+        let events = history_batches(seed, 3).concat();
+        let bytes = encode_batch(Seq(40), AT, 0xfeed, &events).unwrap();
+        let at = at % bytes.len();
+        let mut changed = bytes.clone();
+        changed[at] ^= flip;
+        prop_assert!(decode_batch(40, &changed).is_err(), "byte {} of {}", at, bytes.len());
+        prop_assert!(decode_batch(40, &bytes[..at]).is_err(), "cut at {}", at);
+    }
+
+    /// Any bytes after a layout-2 start give records or an error, never a panic.
+    #[test]
+    fn any_bytes_decode_as_a_batch_without_panic(
+        key in 0u64..4,
+        bytes in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let mut batch = vec![0, 2, 0, 3];
+        batch.extend_from_slice(&bytes);
+        let _ = decode_batch(key, &batch);
+        let _ = decode_batch(key, &bytes);
+    }
+
+    /// Any bytes give an event or an error; an event re-encodes to the same bytes against the
+    /// same table (one encoding per event).
+    #[test]
+    fn any_format_3_bytes_decode_to_one_encoding(
+        bytes in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let workers = [WorkerId(3), WorkerId(1), WorkerId(u128::MAX)];
+        let ctx = Context { base: AT, workers: &workers };
+        if let Ok(event) = decode_in(&bytes, &ctx) {
+            let mut table = WorkerTable::from_ids(workers.to_vec());
+            let mut again = Vec::new();
+            encode_in(&event, &mut again, AT, &mut table);
+            prop_assert_eq!(again, bytes);
+        }
+    }
+}
+
+#[test]
+fn a_batch_without_records_or_with_a_bad_table_is_refused() {
+    let events = history_batches(5, 2).concat();
+    let bytes = encode_batch(Seq(1), AT, 0, &events).unwrap();
+    // Header only: no records, no table, with a valid header checksum.
+    let mut header = bytes[..36].to_vec();
+    header[24..32].copy_from_slice(&[0; 8]);
+    let crc = crc32fast::hash(&header[..32]);
+    header[32..36].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(decode_batch(1, &header), Err((Seq(1), Corruption::Framing(_)))));
+    // A table longer than the batch.
+    let mut long = bytes.clone();
+    long[28..32].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert!(matches!(decode_batch(1, &long), Err((Seq(1), Corruption::Framing(_)))));
+    // Another layout.
+    let mut other = bytes.clone();
+    other[1] = 9;
+    assert_eq!(decode_batch(1, &other).unwrap_err().1, Corruption::RecordFormat(9));
+}
