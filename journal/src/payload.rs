@@ -462,25 +462,27 @@ impl<'a> Reader<'a, '_> {
         u64::try_from(n).map_err(|_| PayloadError::Varint(what))
     }
 
-    /// A varint of ten bytes at most, whose tenth byte holds at most `last_max`.
+    /// A varint of ten bytes at most, whose tenth byte holds at most `last_max`. The first nine
+    /// bytes (63 bits) are gathered in a `u64`: nearly every varint ends there.
     fn wide(&mut self, what: &'static str, last_max: u8) -> Result<u128, PayloadError> {
-        let mut n = 0u128;
-        for index in 0..VARINT_BYTES_MAX {
+        let mut n = 0u64;
+        for index in 0..VARINT_BYTES_MAX - 1 {
             let b = self.byte(what)?;
-            let group = b & 0x7f;
-            if index == VARINT_BYTES_MAX - 1 && group > last_max {
-                return Err(PayloadError::Varint(what));
-            }
-            n |= u128::from(group) << (7 * index);
+            n |= u64::from(b & 0x7f) << (7 * index);
             if b & 0x80 == 0 {
                 // Shortest form: a last byte of zero is only allowed as the whole number.
                 if b == 0 && index > 0 {
                     return Err(PayloadError::Varint(what));
                 }
-                return Ok(n);
+                return Ok(u128::from(n));
             }
         }
-        Err(PayloadError::Varint(what))
+        // The tenth byte: the last one, not zero, and within what the value may hold.
+        let b = self.byte(what)?;
+        if b == 0 || b > last_max {
+            return Err(PayloadError::Varint(what));
+        }
+        Ok(u128::from(n) | (u128::from(b) << 63))
     }
 
     fn time(&mut self, what: &'static str) -> Result<Timestamp, PayloadError> {
