@@ -131,6 +131,20 @@ pub(crate) fn encode(
     Ok((seq, crc))
 }
 
+/// Recomputes the header checksum of the layout-2 batch `bytes` (for tests that change a
+/// header field as another writer would have written it).
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) fn reseal_header(bytes: &mut [u8]) -> Result<(), String> {
+    if bytes.len() < BATCH_HEADER_BYTES {
+        return Err("shorter than a batch header".into());
+    }
+    let table_len = usize::try_from(be::u32_at(bytes, 28)).unwrap_or(usize::MAX);
+    let table_start = bytes.len().checked_sub(table_len).ok_or("the table does not fit")?;
+    let crc = header_crc(&bytes[..BATCH_HEADER_BYTES], &bytes[table_start..]);
+    bytes[HEADER_CRC_AT..HEADER_CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
 /// Writes `len` as a LEB128 varint into `out`; returns its size.
 fn length_varint(len: usize, out: &mut [u8; LENGTH_BYTES_MAX]) -> usize {
     let mut n = len;
@@ -215,6 +229,10 @@ impl Cursor {
         prev_crc: Option<u32>,
     ) -> Result<Cursor, (Seq, Corruption)> {
         let at = Seq(key);
+        if key == 0 {
+            // Sequence numbers start at 1: no batch is ever stored under 0.
+            return Err((at, Corruption::Framing("a batch stored under key 0".into())));
+        }
         if bytes.len() < 2 {
             return Err((at, Corruption::Truncated(bytes.len())));
         }
@@ -278,6 +296,11 @@ impl Cursor {
         let count = be::u32_at(bytes, 24);
         if count == 0 || table_start == BATCH_HEADER_BYTES {
             return Err(Corruption::Framing("a batch without records".into()));
+        }
+        if first.0.checked_add(u64::from(count) - 1).is_none() {
+            return Err(Corruption::Framing(format!(
+                "{count} records from {first} pass the last sequence number"
+            )));
         }
         let recorded_at = Timestamp(be::i64_at(bytes, 12));
         Ok(Cursor {

@@ -36,8 +36,10 @@ pub enum Corruption {
         batch = crate::payload::BATCH_EVENT_FORMAT
     )]
     EventFormat(u16),
-    /// A layout-2 batch's header or worker table, or a record's length, does not hold
-    /// together (the header's own checksum, a table out of order, a length varint cut short).
+    /// A batch does not hold together: a layout-2 batch without records, a worker table that
+    /// does not fit or names a worker twice, a record count past the last sequence number,
+    /// bytes after the last record, a record length not in its shortest form or over the
+    /// limit, or a batch under key 0.
     #[error("batch framing is damaged: {0}")]
     Framing(String),
     /// Fewer bytes than a record header.

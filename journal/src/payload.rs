@@ -360,7 +360,7 @@ impl Writer<'_, '_> {
         self.out.push(n.to_le_bytes()[0]);
     }
 
-    /// A varint of up to 70 bits (a decimal varint's `(m << 5) | k` needs 69).
+    /// A varint of more than 64 bits (a scaled varint's `(m << 2) | c` needs up to 66).
     fn wide(&mut self, n: u128) {
         match u64::try_from(n) {
             Ok(n) => self.uint(n),

@@ -89,7 +89,7 @@ impl Records {
                 .map_err(|(seq, what)| corrupt(seq, what))?;
             if walk.next == from && !walk.at_end {
                 records.batch = Some((value, cursor));
-                records.range = events.range(key + 1..).or_fault(fault)?;
+                records.range = events.range(key.saturating_add(1)..).or_fault(fault)?;
             }
         }
         Ok(records)

@@ -9,7 +9,7 @@
 //! offset size field
 //!      0    2 record_format   RECORD_FORMAT_VERSION
 //!      2    2 event_format    how the payload encodes the event: RKYV_EVENT_FORMAT (1, read
-//!                             only) or payload::COMPACT_EVENT_FORMAT (2, written)
+//!                             only) or payload::COMPACT_EVENT_FORMAT (2, read only)
 //!      4    8 seq             u64, 1 for the first record
 //!     12    8 recorded_at     i64 microseconds since the epoch (the master's wall clock)
 //!     20    4 prev_crc        the crc of record seq - 1 (0 for record 1): the chain link

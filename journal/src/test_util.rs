@@ -78,6 +78,20 @@ pub fn flip_record_payload_byte(path: &Path, seq: Seq, offset: usize) -> Result<
     located
 }
 
+/// Overwrites the link (`prev_crc`) of the layout-2 batch stored under `key` and reseals its
+/// header checksum, as a writer that chained it onto another record would have: only the link
+/// check can tell.
+pub fn set_batch_link(path: &Path, key: Seq, link: u32) -> Result<()> {
+    let mut sealed = Err("not a layout-2 batch".into());
+    rewrite(path, EVENTS, key, |bytes| {
+        if bytes.starts_with(&crate::record::BATCH_LAYOUT_VERSION.to_be_bytes()) {
+            bytes[20..24].copy_from_slice(&link.to_be_bytes());
+            sealed = crate::batch::reseal_header(bytes).map_err(Into::into);
+        }
+    })?;
+    sealed
+}
+
 /// Flips every bit of one byte of the snapshot at `seq`'s state bytes (`offset` modulo their
 /// length), whether they are stored with its header or in parts.
 pub fn flip_snapshot_byte(path: &Path, seq: Seq, offset: usize) -> Result<()> {

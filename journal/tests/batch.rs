@@ -240,3 +240,91 @@ fn a_batch_without_records_or_with_a_bad_table_is_refused() {
     other[1] = 9;
     assert_eq!(decode_batch(1, &other).unwrap_err().1, Corruption::RecordFormat(9));
 }
+
+/// Recomputes a layout-2 batch's header checksum (bytes 0..32, then the worker table at the
+/// end), as a writer of such a batch would.
+fn reseal(bytes: &mut [u8]) {
+    let table_len = u32::from_be_bytes(bytes[28..32].try_into().unwrap()) as usize;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&bytes[..32]);
+    hasher.update(&bytes[bytes.len() - table_len..]);
+    let crc = hasher.finalize();
+    bytes[32..36].copy_from_slice(&crc.to_be_bytes());
+}
+
+fn listed(symbol: &str) -> Event {
+    Event::AssetListed(engine::AssetListed { symbol: Symbol::new(symbol).unwrap(), at: AT })
+}
+
+#[test]
+fn a_count_that_disagrees_with_the_records_is_refused() {
+    // No orders, so no worker table: the count is what finds a cut at a record boundary.
+    let bytes = encode_batch(Seq(5), AT, 9, &[listed("AAPL"), listed("IBM")]).unwrap();
+    assert_eq!(decode_batch(5, &bytes).unwrap().len(), 2);
+    for (count, expected) in [(1u32, "bytes after"), (3, "")] {
+        let mut changed = bytes.clone();
+        changed[24..28].copy_from_slice(&count.to_be_bytes());
+        reseal(&mut changed);
+        let (seq, what) = decode_batch(5, &changed).unwrap_err();
+        match count {
+            1 => {
+                assert!(matches!(&what, Corruption::Framing(m) if m.contains(expected)), "{what:?}")
+            }
+            _ => assert_eq!((seq, what), (Seq(7), Corruption::Truncated(0))),
+        }
+    }
+    // Records past the last sequence number, and a batch under key 0.
+    let last = encode_batch(Seq(u64::MAX), AT, 9, &[listed("AAPL")]).unwrap();
+    assert_eq!(decode_batch(u64::MAX, &last).unwrap().len(), 1);
+    let mut past = last.clone();
+    past[24..28].copy_from_slice(&2u32.to_be_bytes());
+    reseal(&mut past);
+    assert!(matches!(decode_batch(u64::MAX, &past), Err((_, Corruption::Framing(_)))));
+    assert!(matches!(decode_batch(0, &bytes), Err((Seq(0), Corruption::Framing(_)))));
+}
+
+#[test]
+fn a_worker_table_that_does_not_hold_together_is_refused() {
+    let bytes = encode_batch(Seq(1), AT, 0, &[typical_fill()]).unwrap();
+    let worker = bytes[bytes.len() - 16..].to_vec();
+    // The same worker twice.
+    let mut twice = bytes.clone();
+    twice.extend_from_slice(&worker);
+    twice[28..32].copy_from_slice(&32u32.to_be_bytes());
+    reseal(&mut twice);
+    assert!(
+        matches!(decode_batch(1, &twice), Err((_, Corruption::Framing(m))) if m.contains("twice"))
+    );
+    // A table that is not whole workers.
+    let mut ragged = bytes.clone();
+    ragged.push(0);
+    ragged[28..32].copy_from_slice(&17u32.to_be_bytes());
+    reseal(&mut ragged);
+    assert!(matches!(decode_batch(1, &ragged), Err((_, Corruption::Framing(_)))));
+}
+
+#[test]
+fn a_scaled_varint_holds_at_most_66_bits() {
+    // initial_cash u64::MAX is scale 0: (m << 2) | 0 takes ten bytes, the tenth holding 7.
+    let opened = Event::AccountOpened(engine::AccountOpened {
+        account: AccountId(1),
+        username: engine::Username::new("alice").unwrap(),
+        email: engine::Email::new("alice@example.com").unwrap(),
+        password_hash: engine::PasswordHash::new("!").unwrap(),
+        initial_cash: Cash::from_raw(u64::MAX),
+        at: AT,
+    });
+    let good = round_trip_in(&opened, AT);
+    let tenth = good.len() - 2;
+    assert_eq!(good[tenth], 7);
+    let ctx = Context { base: AT, workers: &[] };
+    for bad in [0u8, 8, 0x87] {
+        let mut bytes = good.clone();
+        bytes[tenth] = bad;
+        assert!(
+            matches!(decode_in(&bytes, &ctx), Err(payload::PayloadError::Varint(_))),
+            "tenth byte {bad:#x}: {:?}",
+            decode_in(&bytes, &ctx)
+        );
+    }
+}

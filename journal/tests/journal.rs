@@ -165,6 +165,43 @@ fn journals_written_by_earlier_builds_are_read_and_appended_to() {
 }
 
 #[test]
+fn a_broken_link_from_a_new_batch_onto_old_records_is_found_wherever_reading_starts() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let state = fill(&journal, 13, 8);
+    drop(journal);
+    test_util::rewrite_as_format_2(&path).unwrap();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let mut history = History::new(state, 14, Shape::default());
+    let events = loop {
+        let events = history.next_batch();
+        if !events.is_empty() {
+            break events;
+        }
+    };
+    let first = journal.append_batch(&events, Timestamp(9_000)).unwrap().first_seq;
+    assert_eq!(clean_audit(&journal).last_seq, journal.last_seq());
+    drop(journal);
+    // The new (layout-2) batch now claims to follow another record than the old last one.
+    test_util::set_batch_link(&path, first, 0xbad_c0de).unwrap();
+
+    let err = Journal::open(&path, config()).unwrap_err();
+    assert_eq!(err.seq(), Some(first), "{err}");
+    let journal = Journal::open_unrecovered(&path, config()).unwrap();
+    for from in [Seq(1), Seq(first.0 - 1), first] {
+        // Found when the reader starts (from the batch itself) or on the way to it.
+        let bad = match journal.read_records(from) {
+            Err(e) => e,
+            Ok(mut records) => records.find_map(Result::err).unwrap(),
+        };
+        assert!(
+            matches!(&bad, ReadError::Corrupt { seq, what: Corruption::BrokenLink { .. }, .. } if *seq == first),
+            "from {from}: {bad}"
+        );
+    }
+}
+
+#[test]
 fn a_second_open_of_the_same_file_is_refused() {
     let (_dir, path) = new_journal();
     let (_journal, _) = Journal::open(&path, config()).unwrap();
