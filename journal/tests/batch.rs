@@ -4,10 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use engine::{
-    AccountId, Cash, ClientOrderId, Event, Fill, IntervalId, Order, OrderId, OrderKind, Price, Qty,
-    RejectReason, Rejection, Side, State, Symbol, Timestamp, WorkerId,
-};
+use engine::{AccountId, Cash, Event, Side, State, Symbol, Timestamp, WorkerId};
 use journal::payload::{self, Context, WorkerTable, decode_in, encode_in};
 use journal::record::{decode_batch, encode_batch};
 use journal::{Corruption, Seq};
@@ -19,32 +16,23 @@ mod history;
 
 use history::{History, Shape};
 
+#[path = "../testkit/samples.rs"]
+mod samples;
+
+use samples::{extreme_rejections, typical_fill};
+
 const AT: Timestamp = Timestamp(1_763_800_000_200_000);
 
-fn order(qty: u64, side: Side) -> Order {
-    Order {
-        id: OrderId(1_234_567),
-        client_id: ClientOrderId(89),
-        account: AccountId(4_321),
-        symbol: Symbol::new("MSFT").unwrap(),
-        side,
-        qty: Qty::from_raw(qty),
-        kind: OrderKind::Market,
-        placed_at: Timestamp(1_763_800_000_123_456),
-        worker: WorkerId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
-    }
-}
-
-/// The fill of `journal/tests/payload.rs` (77 bytes in format 2, 109 with its layout-1 header).
-fn typical_fill() -> Event {
-    Event::OrderFilled(Fill {
-        order: order(10 * engine::SCALE, Side::Buy),
-        interval: IntervalId(52_000),
-        price: Price::from_raw(41_234_000_000),
-        tick_time: Timestamp(1_763_800_000_000_000),
-        amount: Cash::from_raw(412_340_000_000),
-        cash_after: Cash::from_raw(587_660_000_000),
-        holding_after: Qty::from_raw(10 * engine::SCALE),
+/// Alice's account, opened at `AT` with `initial_cash` (raw): its payload ends with the cash,
+/// then the time.
+fn opened(initial_cash: u64) -> Event {
+    Event::AccountOpened(engine::AccountOpened {
+        account: AccountId(1),
+        username: engine::Username::new("alice").unwrap(),
+        email: engine::Email::new("alice@example.com").unwrap(),
+        password_hash: engine::PasswordHash::new("!").unwrap(),
+        initial_cash: Cash::from_raw(initial_cash),
+        at: AT,
     })
 }
 
@@ -70,37 +58,12 @@ fn a_typical_fill_takes_under_half_its_layout_1_bytes() {
 
 #[test]
 fn extreme_values_round_trip() {
-    for raw in
-        [0, 1, 127, 128, 10_000, 100_000_000, 123_450_000, u64::MAX, 18_000_000_000_000_000_000]
-    {
+    let raws = [0, 1, 127, 128, 10_000, 100_000_000, 123_450_000, u64::MAX, 18 * 10u64.pow(18)];
+    for raw in raws {
         for base in [Timestamp(i64::MIN), Timestamp(0), AT, Timestamp(i64::MAX)] {
-            let mut o = order(raw, Side::Sell);
-            o.id = OrderId(raw);
-            o.placed_at = Timestamp(i64::MIN);
-            o.worker = WorkerId(u128::MAX);
-            round_trip_in(
-                &Event::OrderRejected(Rejection {
-                    order: o,
-                    interval: IntervalId(raw),
-                    reason: RejectReason::Overflow,
-                    price_seen: Some(Price::from_raw(raw)),
-                    cash_seen: Cash::from_raw(raw),
-                    holding_seen: Qty::from_raw(u64::MAX - raw),
-                }),
-                base,
-            );
-            o.placed_at = Timestamp(i64::MAX);
-            round_trip_in(
-                &Event::OrderRejected(Rejection {
-                    order: o,
-                    interval: IntervalId(raw),
-                    reason: RejectReason::UnknownSymbol,
-                    price_seen: None,
-                    cash_seen: Cash::ZERO,
-                    holding_seen: Qty::ZERO,
-                }),
-                base,
-            );
+            for event in extreme_rejections(raw, Side::Sell) {
+                round_trip_in(&event, base);
+            }
         }
     }
 }
@@ -116,17 +79,9 @@ fn a_worker_outside_the_table_and_bad_scales_are_refused() {
         decode_in(&bytes, &empty),
         Err(payload::PayloadError::Invalid { field: "order worker", .. })
     ));
-    // An `AssetListed` has no money; an `AccountOpened` ends with initial_cash then its time.
-    let opened = Event::AccountOpened(engine::AccountOpened {
-        account: AccountId(1),
-        username: engine::Username::new("alice").unwrap(),
-        email: engine::Email::new("alice@example.com").unwrap(),
-        password_hash: engine::PasswordHash::new("!").unwrap(),
-        initial_cash: Cash::from_raw(0),
-        at: AT,
-    });
+    // An `AccountOpened` ends with initial_cash then its time.
     let mut good = Vec::new();
-    encode_in(&opened, &mut good, AT, &mut table);
+    encode_in(&opened(0), &mut good, AT, &mut table);
     let ctx = Context { base: AT, workers: table.ids() };
     // initial_cash 0 is (0 << 2) | 2, the byte before the time's single 0 byte.
     assert_eq!(&good[good.len() - 2..], &[2, 0]);
@@ -306,15 +261,7 @@ fn a_worker_table_that_does_not_hold_together_is_refused() {
 #[test]
 fn a_scaled_varint_holds_at_most_66_bits() {
     // initial_cash u64::MAX is scale 0: (m << 2) | 0 takes ten bytes, the tenth holding 7.
-    let opened = Event::AccountOpened(engine::AccountOpened {
-        account: AccountId(1),
-        username: engine::Username::new("alice").unwrap(),
-        email: engine::Email::new("alice@example.com").unwrap(),
-        password_hash: engine::PasswordHash::new("!").unwrap(),
-        initial_cash: Cash::from_raw(u64::MAX),
-        at: AT,
-    });
-    let good = round_trip_in(&opened, AT);
+    let good = round_trip_in(&opened(u64::MAX), AT);
     let tenth = good.len() - 2;
     assert_eq!(good[tenth], 7);
     let ctx = Context { base: AT, workers: &[] };

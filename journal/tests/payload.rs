@@ -3,10 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use engine::{
-    AccountId, Cash, ClientOrderId, Event, Fill, IntervalId, Order, OrderId, OrderKind, Price, Qty,
-    RejectReason, Rejection, Side, State, Symbol, Timestamp, WorkerId,
-};
+use engine::{Event, Side, State, Symbol, Timestamp};
 use journal::payload::{PayloadError, decode, encode};
 use proptest::prelude::*;
 
@@ -16,6 +13,11 @@ mod history;
 
 use history::{History, Shape};
 
+#[path = "../testkit/samples.rs"]
+mod samples;
+
+use samples::{extreme_rejections, typical_fill};
+
 fn round_trip(event: &Event) -> Vec<u8> {
     let mut bytes = Vec::new();
     encode(event, &mut bytes);
@@ -23,31 +25,9 @@ fn round_trip(event: &Event) -> Vec<u8> {
     bytes
 }
 
-fn order(qty: u64, side: Side) -> Order {
-    Order {
-        id: OrderId(1_234_567),
-        client_id: ClientOrderId(89),
-        account: AccountId(4_321),
-        symbol: Symbol::new("MSFT").unwrap(),
-        side,
-        qty: Qty::from_raw(qty),
-        kind: OrderKind::Market,
-        placed_at: Timestamp(1_763_800_000_123_456),
-        worker: WorkerId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
-    }
-}
-
 #[test]
 fn a_typical_fill_takes_half_its_rkyv_size() {
-    let fill = Event::OrderFilled(Fill {
-        order: order(10 * engine::SCALE, Side::Buy),
-        interval: IntervalId(52_000),
-        price: Price::from_raw(41_234_000_000),
-        tick_time: Timestamp(1_763_800_000_000_000),
-        amount: Cash::from_raw(412_340_000_000),
-        cash_after: Cash::from_raw(587_660_000_000),
-        holding_after: Qty::from_raw(10 * engine::SCALE),
-    });
+    let fill = typical_fill();
     let bytes = round_trip(&fill);
     assert_eq!(bytes.len(), 77, "{bytes:02x?}");
     let archived = rkyv::to_bytes::<rkyv::rancor::Error>(&fill).unwrap();
@@ -63,26 +43,9 @@ fn a_typical_fill_takes_half_its_rkyv_size() {
 fn extreme_values_round_trip() {
     for raw in [0, 1, 127, 128, u64::MAX] {
         for side in [Side::Buy, Side::Sell] {
-            let mut o = order(raw, side);
-            o.id = OrderId(raw);
-            o.placed_at = Timestamp(i64::MIN);
-            o.worker = WorkerId(u128::MAX);
-            round_trip(&Event::OrderRejected(Rejection {
-                order: o,
-                interval: IntervalId(raw),
-                reason: RejectReason::Overflow,
-                price_seen: Some(Price::from_raw(raw)),
-                cash_seen: Cash::from_raw(raw),
-                holding_seen: Qty::from_raw(u64::MAX - raw),
-            }));
-            round_trip(&Event::OrderRejected(Rejection {
-                order: o,
-                interval: IntervalId(raw),
-                reason: RejectReason::UnknownSymbol,
-                price_seen: None,
-                cash_seen: Cash::ZERO,
-                holding_seen: Qty::ZERO,
-            }));
+            for event in extreme_rejections(raw, side) {
+                round_trip(&event);
+            }
         }
     }
 }
