@@ -88,13 +88,12 @@ pub(crate) fn encode(
     out.extend_from_slice(&first.0.to_be_bytes());
     out.extend_from_slice(&recorded_at.0.to_be_bytes());
     out.extend_from_slice(&prev_crc.to_be_bytes());
-    let count =
-        u32::try_from(events.len()).map_err(|_| AppendError::BatchTooLarge(events.len()))?;
+    let too_many = || AppendError::BatchTooLarge(events.len());
+    let count = u32::try_from(events.len()).map_err(|_| too_many())?;
     out.extend_from_slice(&count.to_be_bytes());
     // The table's length and the header's checksum, once the records are written.
     out.extend_from_slice(&[0; 8]);
 
-    let too_many = || AppendError::BatchTooLarge(events.len());
     let (mut seq, mut crc) = (Seq(first.0.checked_sub(1).ok_or_else(too_many)?), prev_crc);
     for (index, event) in events.iter().enumerate() {
         seq = seq.next().ok_or_else(too_many)?;

@@ -44,19 +44,6 @@ fn locate_payload(key: u64, bytes: &[u8], seq: Seq) -> Result<std::ops::Range<us
     Err("record not in its batch".into())
 }
 
-/// Every record of the batch stored under `key`: its header and its event.
-fn records_of(key: u64, bytes: &[u8]) -> Result<Vec<(crate::record::Header, engine::Event)>> {
-    let mut cursor = Cursor::open(key, bytes, None).map_err(|(_, e)| e.to_string())?;
-    let mut aligned = rkyv::util::AlignedVec::new();
-    let mut out = Vec::new();
-    while !cursor.at_end(bytes) {
-        let found = cursor.step(bytes).map_err(|e| e.to_string())?;
-        let event = cursor.decode(bytes, &found, &mut aligned).map_err(|e| e.to_string())?;
-        out.push((found.header, event));
-    }
-    Ok(out)
-}
-
 /// The key of the batch holding record `seq`.
 fn batch_key(db: &Database, seq: Seq) -> Result<u64> {
     use redb::ReadableDatabase;
@@ -210,13 +197,13 @@ pub fn cut_a_snapshot_store_short(path: &Path, seq: Seq) -> Result<()> {
 /// no longer match, so they will be ignored). Returns how many records were rewritten.
 pub fn rewrite_as_format_1(path: &Path) -> Result<u64> {
     let mut scratch = rkyv::util::AlignedVec::new();
-    rewrite_in_layout_1(path, |event, prev, header, out| {
-        let payload = crate::record::encode_event_rkyv(event, &mut scratch)?;
+    rewrite_in_layout_1(path, |record, prev, out| {
+        let payload = crate::record::encode_event_rkyv(&record.event, &mut scratch)?;
         crate::record::write_record(
             out,
             crate::record::RKYV_EVENT_FORMAT,
-            header.seq,
-            header.recorded_at,
+            record.seq,
+            record.recorded_at,
             prev,
             payload,
         )
@@ -228,18 +215,17 @@ pub fn rewrite_as_format_1(path: &Path) -> Result<u64> {
 /// before layout 2 wrote them, keeping sequence numbers and times and re-chaining the checksums.
 /// Snapshots are left as they are. Returns how many records were rewritten.
 pub fn rewrite_as_format_2(path: &Path) -> Result<u64> {
-    rewrite_in_layout_1(path, |event, prev, header, out| {
-        crate::record::append_record(out, header.seq, header.recorded_at, prev, event)
+    rewrite_in_layout_1(path, |record, prev, out| {
+        crate::record::append_record(out, record.seq, record.recorded_at, prev, &record.event)
             .map_err(|bytes| format!("payload of {bytes} bytes").into())
     })
 }
 
-/// Rewrites every batch as layout-1 records, each written by `write` (the event, the previous
-/// record's checksum, the record's header, the batch being written), which returns the
-/// record's checksum.
+/// Rewrites every batch as layout-1 records, each written by `write` (the record as read, the
+/// previous record's checksum, the batch being written), which returns the record's checksum.
 fn rewrite_in_layout_1(
     path: &Path,
-    mut write: impl FnMut(&engine::Event, u32, &crate::record::Header, &mut Vec<u8>) -> Result<u32>,
+    mut write: impl FnMut(&crate::record::Record, u32, &mut Vec<u8>) -> Result<u32>,
 ) -> Result<u64> {
     use redb::ReadableDatabase;
     let db = Database::open(path)?;
@@ -260,8 +246,10 @@ fn rewrite_in_layout_1(
         let mut table = txn.open_table(EVENTS)?;
         for (key, bytes) in batches {
             let mut rewritten = Vec::with_capacity(bytes.len() * 2);
-            for (header, event) in records_of(key, &bytes)? {
-                prev = write(&event, prev, &header, &mut rewritten)?;
+            let records = crate::record::decode_batch(key, &bytes)
+                .map_err(|(seq, e)| format!("record {seq}: {e}"))?;
+            for record in &records {
+                prev = write(record, prev, &mut rewritten)?;
                 count += 1;
             }
             table.insert(key, rewritten.as_slice())?;
