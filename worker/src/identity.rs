@@ -37,7 +37,7 @@ use openpgp::crypto::SessionKey;
 use openpgp::packet::{PKESK, SKESK};
 use openpgp::parse::Parse;
 use openpgp::parse::stream::{
-    DecryptionHelper, DecryptorBuilder, MessageStructure, VerificationHelper,
+    DecryptionHelper, DecryptorBuilder, MessageLayer, MessageStructure, VerificationHelper,
 };
 use openpgp::serialize::SerializeInto;
 use openpgp::types::SymmetricAlgorithm;
@@ -573,10 +573,18 @@ impl VerificationHelper for LinkKeyHelper<'_> {
         Ok(Vec::new())
     }
 
-    fn check(&mut self, _structure: MessageStructure) -> openpgp::Result<()> {
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
         // The sealed link key carries no signature of its own: the master's proof in the
         // Challenge covers its BLAKE3 hash (docs/WORKER_AUTH.md), checked before decryption.
-        Ok(())
+        // But it must be sealed: a message whose outer layer is not encryption (a bare literal
+        // data packet decrypts to its contents) is refused before its bytes are released.
+        match structure.iter().next() {
+            Some(MessageLayer::Encryption { .. }) => Ok(()),
+            _ => {
+                Err(openpgp::Error::MissingSessionKey("the link key is not encrypted".into())
+                    .into())
+            }
+        }
     }
 }
 
@@ -803,7 +811,7 @@ fn check_private_mode(path: &Path) -> Result<(), IdentityError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
-    use openpgp::serialize::stream::{Message, Signer};
+    use openpgp::serialize::stream::{LiteralWriter, Message, Signer};
 
     use super::*;
 
@@ -1156,6 +1164,19 @@ mod tests {
         assert!(matches!(id.decrypt_link_key(&[]), Err(IdentityError::LinkKeyDecrypt { .. })));
         let big = vec![0u8; LINK_KEY_CIPHERTEXT_BYTES_MAX + 1];
         assert!(matches!(id.decrypt_link_key(&big), Err(IdentityError::LinkKeyTooLarge { .. })));
+    }
+
+    #[test]
+    fn a_link_key_that_is_not_encrypted_is_refused() {
+        // A bare literal data packet holding 32 bytes: it "decrypts" to them unless the
+        // message is required to be encrypted (the property test in tests/tests/worker_auth.rs
+        // found such bytes).
+        let id = WorkerIdentity::generate(uuid(), "w").unwrap();
+        let mut bare = Vec::new();
+        let mut writer = LiteralWriter::new(Message::new(&mut bare)).build().unwrap();
+        writer.write_all(&[7u8; LINK_KEY_BYTES]).unwrap();
+        writer.finalize().unwrap();
+        assert!(matches!(id.decrypt_link_key(&bare), Err(IdentityError::LinkKeyDecrypt { .. })));
     }
 
     #[test]
