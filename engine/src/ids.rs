@@ -276,6 +276,18 @@ impl Symbol {
         (u128::from_be_bytes(self.bytes), self.len)
     }
 
+    /// The symbol's ASCII bytes: [`Symbol::as_str`] without the UTF-8 check, for encoders
+    /// that write it once per order.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len).min(SYMBOL_CHARS_MAX)]
+    }
+
+    /// The symbol's bytes followed by zeros up to `SYMBOL_CHARS_MAX`: an encoder copies them
+    /// with one fixed-size store, then counts only [`Symbol::as_bytes`]'s length.
+    pub fn padded(&self) -> &[u8; SYMBOL_CHARS_MAX] {
+        &self.bytes
+    }
+
     /// The symbol as text.
     pub fn as_str(&self) -> &str {
         let len = usize::from(self.len).min(SYMBOL_CHARS_MAX);

@@ -39,7 +39,10 @@ use rkyv::util::AlignedVec;
 use crate::be;
 use crate::error::{AppendError, Corruption};
 use crate::limits::EVENT_BYTES_MAX;
-use crate::payload::{self, BATCH_EVENT_FORMAT, Context, WorkerTable};
+use crate::payload::{
+    self, BATCH_EVENT_FORMAT, Context, RECORD_WINDOW_BYTES, RECORD_WINDOW_SLACK, RecordWindow,
+    WorkerTable,
+};
 use crate::record::{self, BATCH_LAYOUT_VERSION, Header, RECORD_FORMAT_VERSION, Seq};
 
 /// Size of a layout-2 batch header.
@@ -51,8 +54,13 @@ const WORKER_BYTES: usize = 16;
 /// The longest payload length varint: `EVENT_BYTES_MAX` takes four groups of seven bits.
 const LENGTH_BYTES_MAX: usize = 4;
 const _: () = assert!(EVENT_BYTES_MAX < 1 << (7 * LENGTH_BYTES_MAX));
-/// Room reserved before each record is encoded: a fill or a rejection takes less.
-const RECORD_ROOM: usize = 256;
+/// A record whose payload is shorter than 128 bytes: its one-byte length and its checksum.
+const SHORT_HEAD: usize = 1 + 4;
+/// Room kept in the batch's vector past the last record while encoding: one record's head and
+/// a [`RecordWindow`].
+const RECORD_WINDOW: usize = SHORT_HEAD + RECORD_WINDOW_BYTES + RECORD_WINDOW_SLACK;
+/// How much the batch's vector is lengthened at a time while encoding (zeros, cut at the end).
+const GROW_BYTES: usize = 8 * 1024;
 
 /// The checksum of a layout-2 record: the crc32 of its payload continued from the previous
 /// record's checksum, as if the payload followed the bytes that checksum covers.
@@ -95,28 +103,50 @@ pub(crate) fn encode(
     out.extend_from_slice(&[0; 8]);
 
     let (mut seq, mut crc) = (Seq(first.0.checked_sub(1).ok_or_else(too_many)?), prev_crc);
+    // The chain is one crc32 running over the payloads: each record's checksum is its value
+    // after that record's payload (what `chained_crc` of the previous checksum gives).
+    let mut chain = crc32fast::Hasher::new_with_initial(prev_crc);
+    let mut long = Vec::new();
+    // Records are written straight into `out`, which is kept a window longer than what is
+    // written (`at`) and cut to it at the end.
+    let mut at = out.len();
     for (index, event) in events.iter().enumerate() {
         seq = seq.next().ok_or_else(too_many)?;
-        // Room for a one-byte length and the checksum; a longer length moves the payload.
-        let start = out.len();
-        out.reserve(RECORD_ROOM);
-        out.extend_from_slice(&[0; 5]);
-        payload::encode_in(event, out, recorded_at, workers);
-        let len = out.len() - start - 5;
-        if len > EVENT_BYTES_MAX {
-            return Err(AppendError::EventTooLarge { index, bytes: len });
+        if out.len() < at + RECORD_WINDOW {
+            out.resize(at + RECORD_WINDOW.max(GROW_BYTES), 0);
         }
-        let mut prefix = [0u8; LENGTH_BYTES_MAX];
-        let prefix_len = length_varint(len, &mut prefix);
-        if prefix_len > 1 {
-            let extra = prefix_len - 1;
-            out.resize(out.len() + extra, 0);
-            out.copy_within(start + 5..start + 5 + len, start + 5 + extra);
+        let window = &mut out[at..at + RECORD_WINDOW];
+        // A payload shorter than 128 bytes has a one-byte length: it is written after the
+        // length and the checksum, which then go in front of it.
+        let (head, rest) = window.split_at_mut(SHORT_HEAD);
+        match RecordWindow::encode_in(rest, event, recorded_at, workers) {
+            Some(len) if len < 0x80 => {
+                chain.update(&rest[..len]);
+                crc = chain.clone().finalize();
+                head[0] = u8::try_from(len).unwrap_or(0);
+                head[1..].copy_from_slice(&crc.to_be_bytes());
+                at += SHORT_HEAD + len;
+            }
+            _ => {
+                long.clear();
+                payload::encode_in(event, &mut long, recorded_at, workers);
+                let len = long.len();
+                if len > EVENT_BYTES_MAX {
+                    return Err(AppendError::EventTooLarge { index, bytes: len });
+                }
+                chain.update(&long);
+                crc = chain.clone().finalize();
+                let mut prefix = [0u8; LENGTH_BYTES_MAX];
+                let prefix_len = length_varint(len, &mut prefix);
+                out.truncate(at);
+                out.extend_from_slice(&prefix[..prefix_len]);
+                out.extend_from_slice(&crc.to_be_bytes());
+                out.extend_from_slice(&long);
+                at = out.len();
+            }
         }
-        crc = chained_crc(crc, &out[start + prefix_len + 4..]);
-        out[start..start + prefix_len].copy_from_slice(&prefix[..prefix_len]);
-        out[start + prefix_len..start + prefix_len + 4].copy_from_slice(&crc.to_be_bytes());
     }
+    out.truncate(at);
     let table_start = out.len();
     for worker in workers.ids() {
         out.extend_from_slice(&worker.0.to_be_bytes());

@@ -87,7 +87,19 @@ impl WorkerTable {
         {
             return index;
         }
-        let at = match self.ids.iter().position(|&id| id == worker) {
+        let found = if self.ids.len() <= SCAN_ALL_WORKERS_MAX {
+            // The workers are distinct: at most one matches. Comparing with every one, without
+            // an early exit, costs no mispredicted branch when orders of several workers
+            // alternate.
+            let mut found = None;
+            for (at, &id) in self.ids.iter().enumerate() {
+                found = if id == worker { Some(at) } else { found };
+            }
+            found
+        } else {
+            self.ids.iter().position(|&id| id == worker)
+        };
+        let at = match found {
             Some(at) => at,
             None => {
                 self.ids.push(worker);
@@ -99,6 +111,9 @@ impl WorkerTable {
         index
     }
 }
+
+/// Up to this many workers in a batch, finding one compares it with all of them.
+const SCAN_ALL_WORKERS_MAX: usize = 16;
 
 /// What a payload is written against.
 enum WriteContext<'c> {
@@ -182,7 +197,7 @@ pub fn decode_in(bytes: &[u8], ctx: &Context<'_>) -> Result<Event, PayloadError>
     Reader { bytes, at: 0, ctx: Some(*ctx) }.event()
 }
 
-impl Writer<'_, '_> {
+impl<S: Sink> Writer<'_, '_, S> {
     fn event(&mut self, event: &Event) {
         let w = self;
         match event {
@@ -331,33 +346,211 @@ fn invalid(field: &'static str, detail: impl ToString) -> PayloadError {
 /// as large as it can be: whole units (c = 2), else whole 10^-4 units (c = 1), else the count
 /// (c = 0). Prices, quantities and cash are mostly one of the first two.
 fn scaled_split(raw: u64) -> (u64, usize) {
-    if raw.is_multiple_of(SCALES[2]) {
-        (raw / SCALES[2], 2)
-    } else if raw.is_multiple_of(SCALES[1]) {
-        (raw / SCALES[1], 1)
+    // Both quotients, then a selection (no branch: which scale a field takes varies from
+    // value to value, and a mispredicted branch costs more than the second division by a
+    // constant, which is a multiplication).
+    let (units, quarters) = (raw / SCALES[2], raw / SCALES[1]);
+    let whole = units * SCALES[2] == raw;
+    let in_quarters = quarters * SCALES[1] == raw;
+    let m = if whole {
+        units
+    } else if in_quarters {
+        quarters
     } else {
-        (raw, 0)
+        raw
+    };
+    // A whole number of units is also a whole number of 10^-4 units: c = 2, 1 or 0.
+    (m, usize::from(whole) + usize::from(in_quarters))
+}
+
+/// Where a [`Writer`] puts its bytes: a growing `Vec`, or a [`RecordWindow`].
+trait Sink {
+    /// Appends one byte.
+    fn put(&mut self, b: u8);
+    /// Appends `bytes`.
+    fn put_all(&mut self, bytes: &[u8]);
+
+    /// Appends the first `len` bytes of `padded`.
+    fn put_padded(&mut self, padded: &[u8; SYMBOL_CHARS_MAX], len: usize) {
+        self.put_all(&padded[..len.min(SYMBOL_CHARS_MAX)]);
+    }
+
+    /// Appends `n` as `u`.
+    fn put_uint(&mut self, n: u64)
+    where
+        Self: Sized,
+    {
+        put_uint_bytes(self, n);
     }
 }
 
-struct Writer<'o, 'c> {
-    out: &'o mut Vec<u8>,
+impl Sink for Vec<u8> {
+    fn put(&mut self, b: u8) {
+        self.push(b);
+    }
+
+    fn put_all(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// How much a [`RecordWindow`] may hold: a fill takes at most 140 bytes, a rejection 131.
+pub(crate) const RECORD_WINDOW_BYTES: usize = 256;
+/// Bytes a [`RecordWindow`] has beyond what it may hold, so that a varint or a symbol is always
+/// written with one fixed-size store.
+pub(crate) const RECORD_WINDOW_SLACK: usize = 16;
+const _: () = assert!(RECORD_WINDOW_SLACK >= SYMBOL_CHARS_MAX && RECORD_WINDOW_SLACK >= 8);
+
+/// Writes one payload straight into the batch being built: a window of the batch's vector
+/// (already sized, so nothing grows), written through a cursor. Writing a byte is a bounds
+/// check and a store, a varint is spread into a register without a branch on its length and
+/// stored at once, a symbol is one 16-byte store. An event that does not fit (a long header of
+/// ticks, an account's names) is written to a `Vec` instead; fills and rejections always fit.
+pub(crate) struct RecordWindow<'w> {
+    /// `RECORD_WINDOW_BYTES + RECORD_WINDOW_SLACK` bytes.
+    bytes: &'w mut [u8],
+    /// Where the next byte goes.
+    len: usize,
+    /// Whether something did not fit.
+    overflowed: bool,
+}
+
+impl Sink for RecordWindow<'_> {
+    fn put(&mut self, b: u8) {
+        match self.bytes.get_mut(self.len) {
+            Some(slot) if self.len < RECORD_WINDOW_BYTES => {
+                *slot = b;
+                self.len += 1;
+            }
+            _ => self.overflowed = true,
+        }
+    }
+
+    fn put_all(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        match self.bytes.get_mut(self.len..end) {
+            Some(slots) if end <= RECORD_WINDOW_BYTES => {
+                slots.copy_from_slice(bytes);
+                self.len = end;
+            }
+            _ => self.overflowed = true,
+        }
+    }
+
+    fn put_padded(&mut self, padded: &[u8; SYMBOL_CHARS_MAX], len: usize) {
+        let end = self.len + len;
+        match self.bytes.get_mut(self.len..self.len + SYMBOL_CHARS_MAX) {
+            Some(slots) if end <= RECORD_WINDOW_BYTES && len <= SYMBOL_CHARS_MAX => {
+                slots.copy_from_slice(padded);
+                self.len = end;
+            }
+            _ => self.overflowed = true,
+        }
+    }
+
+    /// Values below 2^56 (nearly all) go without a branch on their length: a loop's exit
+    /// branch, mispredicted at every field whose length differs from the last one's, was most
+    /// of what encoding cost.
+    fn put_uint(&mut self, n: u64) {
+        if n >= 1 << 56 {
+            // Nine or ten bytes (counts of 10^-8 units, far times): rare.
+            return put_uint_bytes(self, n);
+        }
+        let end = self.len + varint_len(n);
+        match self.bytes.get_mut(self.len..self.len + 8) {
+            Some(slots) if end <= RECORD_WINDOW_BYTES => {
+                slots.copy_from_slice(&spread_varint(n).to_le_bytes());
+                self.len = end;
+            }
+            _ => self.overflowed = true,
+        }
+    }
+}
+
+impl<'w> RecordWindow<'w> {
+    /// Writes the format-3 encoding of `event` (the bytes [`encode_in`] writes) at the start of
+    /// `window`, which must be at least `RECORD_WINDOW_BYTES + RECORD_WINDOW_SLACK` long.
+    /// Returns its length, or `None` if it did not fit: the caller then encodes it with
+    /// [`encode_in`] (a worker it added to `workers` is found there again).
+    pub(crate) fn encode_in(
+        window: &'w mut [u8],
+        event: &Event,
+        base: Timestamp,
+        workers: &mut WorkerTable,
+    ) -> Option<usize> {
+        if window.len() < RECORD_WINDOW_BYTES + RECORD_WINDOW_SLACK {
+            return None;
+        }
+        let mut sink = RecordWindow { bytes: window, len: 0, overflowed: false };
+        Writer { out: &mut sink, ctx: WriteContext::Batch { base, workers } }.event(event);
+        (!sink.overflowed).then_some(sink.len)
+    }
+}
+
+/// The byte loop of [`Sink::put_uint`], for a sink that overrides it.
+fn put_uint_bytes(sink: &mut impl Sink, mut n: u64) {
+    while n >= 0x80 {
+        // The low seven bits, with the continuation bit.
+        sink.put((n.to_le_bytes()[0] & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    // n < 0x80 here: its low byte is all of it.
+    sink.put(n.to_le_bytes()[0]);
+}
+
+/// The continuation bits of a `u` of each length up to 8: on every byte but the last.
+const VARINT_CONTINUATION: [u64; 9] = {
+    let mut table = [0u64; 9];
+    let mut len = 2;
+    while len < 9 {
+        table[len] = table[len - 1] | (0x80 << (8 * (len - 2)));
+        len += 1;
+    }
+    table
+};
+
+/// Bytes of `u` for `n < 2^56`, by its bit length: 1 for 0 to 7 bits, 2 for 8 to 14, ...
+/// (a look-up: it measured faster than the division).
+const VARINT_LEN_BY_BITS: [usize; 57] = {
+    let mut table = [1; 57];
+    let mut bits = 1;
+    while bits < 57 {
+        table[bits] = bits.div_ceil(7);
+        bits += 1;
+    }
+    table
+};
+
+/// Length of `u` for `n < 2^56`.
+fn varint_len(n: u64) -> usize {
+    let bits = (u64::BITS - n.leading_zeros()) as usize;
+    VARINT_LEN_BY_BITS[bits.min(56)]
+}
+
+/// `u` of `n < 2^56` as the little-endian bytes of a `u64`: the seven-bit groups moved to one
+/// byte each (three steps of masks and shifts), the continuation bits set. Bytes past the
+/// varint's length are zero.
+fn spread_varint(n: u64) -> u64 {
+    debug_assert!(n < 1 << 56);
+    // 28-bit halves to 32-bit lanes, 14-bit quarters to 16-bit lanes, 7-bit groups to bytes.
+    let x = (n & 0x0FFF_FFFF) | ((n & 0x00FF_FFFF_F000_0000) << 4);
+    let x = (x & 0x0000_3FFF_0000_3FFF) | ((x & 0x0FFF_C000_0FFF_C000) << 2);
+    let x = (x & 0x007F_007F_007F_007F) | ((x & 0x3F80_3F80_3F80_3F80) << 1);
+    x | VARINT_CONTINUATION[varint_len(n)]
+}
+
+struct Writer<'o, 'c, S: Sink> {
+    out: &'o mut S,
     ctx: WriteContext<'c>,
 }
 
-impl Writer<'_, '_> {
+impl<S: Sink> Writer<'_, '_, S> {
     fn byte(&mut self, b: u8) {
-        self.out.push(b);
+        self.out.put(b);
     }
 
-    fn uint(&mut self, mut n: u64) {
-        while n >= 0x80 {
-            // The low seven bits, with the continuation bit.
-            self.out.push((n.to_le_bytes()[0] & 0x7f) | 0x80);
-            n >>= 7;
-        }
-        // n < 0x80 here: its low byte is all of it.
-        self.out.push(n.to_le_bytes()[0]);
+    fn uint(&mut self, n: u64) {
+        self.out.put_uint(n);
     }
 
     /// A varint of more than 64 bits (a scaled varint's `(m << 2) | c` needs up to 66).
@@ -368,9 +561,9 @@ impl Writer<'_, '_> {
                 // Over 64 bits: the low 63 as nine full groups, then the rest (at most 7 bits).
                 let low = u64::try_from(n & ((1 << 63) - 1)).unwrap_or(0);
                 for group in 0..9 {
-                    self.out.push((low >> (7 * group)).to_le_bytes()[0] | 0x80);
+                    self.out.put((low >> (7 * group)).to_le_bytes()[0] | 0x80);
                 }
-                self.out.push(u8::try_from(n >> 63).unwrap_or(u8::MAX));
+                self.out.put(u8::try_from(n >> 63).unwrap_or(u8::MAX));
             }
         }
     }
@@ -389,24 +582,29 @@ impl Writer<'_, '_> {
             return self.uint(raw);
         }
         let (m, c) = scaled_split(raw);
-        self.wide((u128::from(m) << SCALE_BITS) | c as u128);
+        // `(m << 2) | c` fits 64 bits unless `m` is a count of 10^-8 units over 2^62.
+        if m < 1 << (u64::BITS - SCALE_BITS) {
+            self.uint((m << SCALE_BITS) | c as u64);
+        } else {
+            self.wide((u128::from(m) << SCALE_BITS) | c as u128);
+        }
     }
 
     fn text(&mut self, s: &str) {
         self.uint(s.len() as u64);
-        self.out.extend_from_slice(s.as_bytes());
+        self.out.put_all(s.as_bytes());
     }
 
     fn symbol(&mut self, s: &Symbol) {
-        let text = s.as_str();
-        debug_assert!(text.len() <= SYMBOL_CHARS_MAX, "Symbol::new bounds its length");
-        self.byte(u8::try_from(text.len()).unwrap_or(u8::MAX));
-        self.out.extend_from_slice(text.as_bytes());
+        let len = s.as_bytes().len();
+        debug_assert!(len <= SYMBOL_CHARS_MAX, "Symbol::new bounds its length");
+        self.byte(u8::try_from(len).unwrap_or(u8::MAX));
+        self.out.put_padded(s.padded(), len);
     }
 
     fn worker(&mut self, worker: WorkerId) {
         match &mut self.ctx {
-            WriteContext::None => self.out.extend_from_slice(&worker.0.to_be_bytes()),
+            WriteContext::None => self.out.put_all(&worker.0.to_be_bytes()),
             WriteContext::Batch { workers, .. } => {
                 let index = workers.index(worker);
                 self.uint(index);
@@ -591,6 +789,64 @@ mod tests {
         assert_eq!(uint_bytes(0), [0]);
         assert_eq!(uint_bytes(300), [0xac, 0x02]);
         assert_eq!(uint_bytes(u64::MAX).len(), 10);
+    }
+
+    /// `u` written through a record window: the spread for values below 2^56, the loop above.
+    fn window_uint_bytes(n: u64, at: usize) -> Option<Vec<u8>> {
+        let mut bytes = [0xa5u8; RECORD_WINDOW_BYTES + RECORD_WINDOW_SLACK];
+        let mut window = RecordWindow { bytes: &mut bytes, len: at, overflowed: false };
+        window.put_uint(n);
+        let end = window.len;
+        (!window.overflowed).then(|| bytes[at..end].to_vec())
+    }
+
+    #[test]
+    fn window_varints_are_the_byte_loops_at_every_width() {
+        for shift in 0..64 {
+            for n in [1u64 << shift, (1u64 << shift) - 1, u64::MAX >> shift, 0x5555 << shift] {
+                assert_eq!(window_uint_bytes(n, 0).unwrap(), uint_bytes(n), "{n:#x}");
+                assert_eq!(window_uint_bytes(n, 100).unwrap(), uint_bytes(n), "{n:#x}");
+            }
+        }
+        for n in 0..(1 << 16) {
+            assert_eq!(window_uint_bytes(n, 3).unwrap(), uint_bytes(n), "{n:#x}");
+        }
+    }
+
+    #[test]
+    fn a_full_window_overflows_instead_of_writing_past_its_room() {
+        // Two bytes of room left: a two-byte varint fits, a three-byte one does not (nor a
+        // ten-byte one, written by the loop).
+        assert_eq!(window_uint_bytes(300, RECORD_WINDOW_BYTES - 2).unwrap(), [0xac, 0x02]);
+        assert_eq!(window_uint_bytes(1 << 14, RECORD_WINDOW_BYTES - 2), None);
+        assert_eq!(window_uint_bytes(u64::MAX, RECORD_WINDOW_BYTES - 2), None);
+        let mut bytes = [0u8; RECORD_WINDOW_BYTES + RECORD_WINDOW_SLACK];
+        let mut window =
+            RecordWindow { bytes: &mut bytes, len: RECORD_WINDOW_BYTES - 3, overflowed: false };
+        let symbol = Symbol::new("MSFT").unwrap();
+        window.put_padded(symbol.padded(), 4);
+        assert!(window.overflowed);
+        // A window shorter than its room and slack is refused before anything is written.
+        let mut short = [0u8; RECORD_WINDOW_BYTES];
+        let event = Event::AssetListed(AssetListed { symbol, at: Timestamp(0) });
+        let encoded =
+            RecordWindow::encode_in(&mut short, &event, Timestamp(0), &mut WorkerTable::default());
+        assert_eq!(encoded, None);
+    }
+
+    #[test]
+    fn scaled_split_takes_the_largest_scale() {
+        for (raw, split) in [
+            (0, (0, 2)),
+            (SCALES[2], (1, 2)),
+            (SCALES[1], (1, 1)),
+            (1, (1, 0)),
+            (41_234_000_000, (4_123_400, 1)),
+            (u64::MAX, (u64::MAX, 0)),
+            (u64::MAX / SCALES[2] * SCALES[2], (u64::MAX / SCALES[2], 2)),
+        ] {
+            assert_eq!(scaled_split(raw), split, "{raw}");
+        }
     }
 
     #[test]

@@ -96,6 +96,91 @@ fn a_worker_outside_the_table_and_bad_scales_are_refused() {
     }
 }
 
+/// A layout-2 batch exactly as docs/JOURNAL.md lays it out, built the plain way: each payload
+/// from `encode_in` on its own, its length and chained crc in front of it, the worker table at
+/// the end, the header and its crc. The batch encoder (which writes payloads in place, with
+/// the crc running over them) must give these bytes.
+fn documented_batch(first: Seq, at: Timestamp, prev_crc: u32, events: &[Event]) -> Vec<u8> {
+    let mut table = WorkerTable::default();
+    let mut records = Vec::new();
+    let mut crc = prev_crc;
+    for event in events {
+        let mut payload = Vec::new();
+        encode_in(event, &mut payload, at, &mut table);
+        let mut len = payload.len();
+        while len >= 0x80 {
+            records.push(u8::try_from(len & 0x7f).unwrap() | 0x80);
+            len >>= 7;
+        }
+        records.push(u8::try_from(len).unwrap());
+        let mut hasher = crc32fast::Hasher::new_with_initial(crc);
+        hasher.update(&payload);
+        crc = hasher.finalize();
+        records.extend_from_slice(&crc.to_be_bytes());
+        records.extend_from_slice(&payload);
+    }
+    let workers: Vec<u8> = table.ids().iter().flat_map(|w| w.0.to_be_bytes()).collect();
+    let mut batch = vec![0, 2, 0, 3];
+    batch.extend_from_slice(&first.0.to_be_bytes());
+    batch.extend_from_slice(&at.0.to_be_bytes());
+    batch.extend_from_slice(&prev_crc.to_be_bytes());
+    batch.extend_from_slice(&u32::try_from(events.len()).unwrap().to_be_bytes());
+    batch.extend_from_slice(&u32::try_from(workers.len()).unwrap().to_be_bytes());
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&batch);
+    hasher.update(&workers);
+    batch.extend_from_slice(&hasher.finalize().to_be_bytes());
+    batch.extend_from_slice(&records);
+    batch.extend_from_slice(&workers);
+    batch
+}
+
+/// Events whose payloads take the encoder's other path: 128 bytes or more (a two-byte length),
+/// or too long for a record window (a header with many ticks).
+fn long_events() -> Vec<Event> {
+    let long_name = "a".repeat(engine::limits::USERNAME_CHARS_MAX);
+    let mut opened = opened(u64::MAX);
+    if let Event::AccountOpened(o) = &mut opened {
+        o.username = engine::Username::new(&long_name).unwrap();
+        o.email = engine::Email::new(&format!("{long_name}@example.com")).unwrap();
+        o.password_hash = engine::PasswordHash::new(&"$".repeat(300)).unwrap();
+    }
+    let ticks = (0..40)
+        .map(|i| engine::Tick {
+            symbol: Symbol::new(&format!("S{i}")).unwrap(),
+            open: engine::Price::from_raw(1),
+            high: engine::Price::from_raw(u64::MAX),
+            low: engine::Price::from_raw(12_345_678),
+            close: engine::Price::from_raw(100 * engine::SCALE),
+            volume: engine::Qty::from_raw(u64::MAX / 3),
+            time: Timestamp(i64::MIN + i),
+        })
+        .collect();
+    let settled = Event::IntervalSettled(engine::IntervalSettled {
+        interval: engine::IntervalId(u64::MAX),
+        at: Timestamp(i64::MAX),
+        ticks,
+        orders: 3,
+    });
+    vec![opened, settled]
+}
+
+#[test]
+fn the_encoder_writes_the_documented_layout_on_both_of_its_paths() {
+    let mut events = long_events();
+    for raw in [0, 1, 127, 128, 1 << 56, u64::MAX] {
+        events.extend(extreme_rejections(raw, Side::Sell));
+    }
+    events.push(typical_fill());
+    events.extend(long_events());
+    for at in [AT, Timestamp(0), Timestamp(i64::MIN), Timestamp(i64::MAX)] {
+        let bytes = encode_batch(Seq(9), at, 0xdead_beef, &events).unwrap();
+        assert_eq!(bytes, documented_batch(Seq(9), at, 0xdead_beef, &events));
+        let records = decode_batch(9, &bytes).unwrap();
+        assert!(records.iter().map(|r| &r.event).eq(&events));
+    }
+}
+
 /// Random valid histories, one batch per interval (as the master appends them).
 fn history_batches(seed: u64, count: usize) -> Vec<Vec<Event>> {
     let mut history = History::new(State::new(), seed, Shape::default());
@@ -120,6 +205,7 @@ proptest! {
                 prop_assert_eq!(record.recorded_at, Timestamp(at));
                 prop_assert_eq!(&record.event, event);
             }
+            prop_assert_eq!(&bytes, &documented_batch(first, Timestamp(at), prev, &events));
             // Stored under another key, or chained onto another record, it is refused.
             prop_assert!(matches!(
                 decode_batch(first.0 + 1, &bytes),
