@@ -80,7 +80,7 @@ fn header_crc(header: &[u8], table: &[u8]) -> u32 {
 
 /// Encodes `events` as one layout-2 batch into `out` (cleared first), its first record `first`,
 /// chained onto `prev_crc`. `workers` is scratch space for the worker table. Returns the last
-/// record's sequence number and checksum. On an error `out` holds a part of the batch.
+/// record's sequence number and checksum. On an error `out` holds unspecified bytes.
 pub(crate) fn encode(
     out: &mut Vec<u8>,
     workers: &mut WorkerTable,
@@ -115,36 +115,43 @@ pub(crate) fn encode(
         if out.len() < at + RECORD_WINDOW {
             out.resize(at + RECORD_WINDOW.max(GROW_BYTES), 0);
         }
+        // An order's outcome (nearly every record) is written in place, after room for a
+        // one-byte length and the checksum, which then go in front of it.
         let window = &mut out[at..at + RECORD_WINDOW];
-        // A payload shorter than 128 bytes has a one-byte length: it is written after the
-        // length and the checksum, which then go in front of it.
         let (head, rest) = window.split_at_mut(SHORT_HEAD);
-        match RecordWindow::encode_in(rest, event, recorded_at, workers) {
-            Some(len) if len < 0x80 => {
+        let outcome = matches!(event, Event::OrderFilled(_) | Event::OrderRejected(_));
+        match outcome.then(|| RecordWindow::encode_in(rest, event, recorded_at, workers)) {
+            Some(Some(len)) if len < 0x80 => {
                 chain.update(&rest[..len]);
                 crc = chain.clone().finalize();
                 head[0] = u8::try_from(len).unwrap_or(0);
                 head[1..].copy_from_slice(&crc.to_be_bytes());
                 at += SHORT_HEAD + len;
+                continue;
             }
-            _ => {
-                long.clear();
-                payload::encode_in(event, &mut long, recorded_at, workers);
-                let len = long.len();
-                if len > EVENT_BYTES_MAX {
-                    return Err(AppendError::EventTooLarge { index, bytes: len });
-                }
-                chain.update(&long);
-                crc = chain.clone().finalize();
-                let mut prefix = [0u8; LENGTH_BYTES_MAX];
-                let prefix_len = length_varint(len, &mut prefix);
-                out.truncate(at);
-                out.extend_from_slice(&prefix[..prefix_len]);
-                out.extend_from_slice(&crc.to_be_bytes());
-                out.extend_from_slice(&long);
-                at = out.len();
-            }
+            _ => {}
         }
+        // Other events, and an outcome of 128 bytes or more (extreme values; encoded again,
+        // the same bytes): written to `long`, then copied in with a length of its size.
+        long.clear();
+        payload::encode_in(event, &mut long, recorded_at, workers);
+        let len = long.len();
+        if len > EVENT_BYTES_MAX {
+            return Err(AppendError::EventTooLarge { index, bytes: len });
+        }
+        chain.update(&long);
+        crc = chain.clone().finalize();
+        let mut prefix = [0u8; LENGTH_BYTES_MAX];
+        let prefix_len = length_varint(len, &mut prefix);
+        let record_len = prefix_len + 4 + len;
+        if out.len() < at + record_len {
+            out.resize(at + record_len, 0);
+        }
+        let record = &mut out[at..at + record_len];
+        record[..prefix_len].copy_from_slice(&prefix[..prefix_len]);
+        record[prefix_len..prefix_len + 4].copy_from_slice(&crc.to_be_bytes());
+        record[prefix_len + 4..].copy_from_slice(&long);
+        at += record_len;
     }
     out.truncate(at);
     let table_start = out.len();

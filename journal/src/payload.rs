@@ -88,11 +88,11 @@ impl WorkerTable {
             return index;
         }
         let found = if self.ids.len() <= SCAN_ALL_WORKERS_MAX {
-            // The workers are distinct: at most one matches. Comparing with every one, without
-            // an early exit, costs no mispredicted branch when orders of several workers
-            // alternate.
+            // Comparing with every worker, without an early exit, costs no mispredicted branch
+            // when orders of several workers alternate. Backwards, so that the first match is
+            // the one kept (the workers are distinct, but `from_ids` takes any list).
             let mut found = None;
-            for (at, &id) in self.ids.iter().enumerate() {
+            for (at, &id) in self.ids.iter().enumerate().rev() {
                 found = if id == worker { Some(at) } else { found };
             }
             found
@@ -394,7 +394,7 @@ impl Sink for Vec<u8> {
     }
 }
 
-/// How much a [`RecordWindow`] may hold: a fill takes at most 140 bytes, a rejection 131.
+/// How much a [`RecordWindow`] may hold: a fill takes at most 140 bytes, a rejection 124.
 pub(crate) const RECORD_WINDOW_BYTES: usize = 256;
 /// Bytes a [`RecordWindow`] has beyond what it may hold, so that a varint or a symbol is always
 /// written with one fixed-size store.
@@ -404,8 +404,8 @@ const _: () = assert!(RECORD_WINDOW_SLACK >= SYMBOL_CHARS_MAX && RECORD_WINDOW_S
 /// Writes one payload straight into the batch being built: a window of the batch's vector
 /// (already sized, so nothing grows), written through a cursor. Writing a byte is a bounds
 /// check and a store, a varint is spread into a register without a branch on its length and
-/// stored at once, a symbol is one 16-byte store. An event that does not fit (a long header of
-/// ticks, an account's names) is written to a `Vec` instead; fills and rejections always fit.
+/// stored at once, a symbol is one 16-byte store. The batch encoder uses it for fills and
+/// rejections (nearly every record), which always fit; other events go to a `Vec`.
 pub(crate) struct RecordWindow<'w> {
     /// `RECORD_WINDOW_BYTES + RECORD_WINDOW_SLACK` bytes.
     bytes: &'w mut [u8],
@@ -832,6 +832,20 @@ mod tests {
         let encoded =
             RecordWindow::encode_in(&mut short, &event, Timestamp(0), &mut WorkerTable::default());
         assert_eq!(encoded, None);
+    }
+
+    #[test]
+    fn a_worker_is_found_at_its_first_place_in_any_table() {
+        let (w, other) = (WorkerId(7), WorkerId(8));
+        // Short tables are compared in full, long ones searched: the first match either way.
+        for others in [0, 3, SCAN_ALL_WORKERS_MAX, SCAN_ALL_WORKERS_MAX + 5] {
+            let mut ids = vec![other; others];
+            ids.extend([w, w, other]);
+            let mut table = WorkerTable::from_ids(ids);
+            assert_eq!(table.index(w), others as u64, "{others} before");
+            assert_eq!(table.index(other), if others == 0 { 2 } else { 0 });
+            assert_eq!(table.index(WorkerId(9)), others as u64 + 3, "a new worker goes last");
+        }
     }
 
     #[test]

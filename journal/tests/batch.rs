@@ -96,10 +96,11 @@ fn a_worker_outside_the_table_and_bad_scales_are_refused() {
     }
 }
 
-/// A layout-2 batch exactly as docs/JOURNAL.md lays it out, built the plain way: each payload
-/// from `encode_in` on its own, its length and chained crc in front of it, the worker table at
-/// the end, the header and its crc. The batch encoder (which writes payloads in place, with
-/// the crc running over them) must give these bytes.
+/// A layout-2 batch framed as docs/JOURNAL.md lays it out, the plain way: each payload from
+/// `encode_in` into a `Vec` of its own, its length and chained crc in front of it, the worker
+/// table at the end, the header and its crc. The batch encoder (which writes most payloads in
+/// place, through other code, with one crc running over them) must give these bytes. The
+/// payloads' own bytes are pinned by the fixed-byte tests and the round trips.
 fn documented_batch(first: Seq, at: Timestamp, prev_crc: u32, events: &[Event]) -> Vec<u8> {
     let mut table = WorkerTable::default();
     let mut records = Vec::new();
@@ -163,6 +164,118 @@ fn long_events() -> Vec<Event> {
         orders: 3,
     });
     vec![opened, settled]
+}
+
+/// A fill whose every number is `raw` (or far from any batch time), on a 16-character symbol,
+/// by `worker`: up to 131 bytes, past the one-byte length.
+fn extreme_fill(raw: u64, worker: u128) -> Event {
+    let mut order = samples::order(raw, Side::Buy);
+    order.id = engine::OrderId(raw);
+    order.client_id = engine::ClientOrderId(raw);
+    order.account = AccountId(raw);
+    order.symbol = Symbol::new("ABCDEFGHIJKLMNOP").unwrap();
+    order.placed_at = Timestamp(i64::MIN);
+    order.worker = WorkerId(worker);
+    Event::OrderFilled(engine::Fill {
+        order,
+        interval: engine::IntervalId(raw),
+        price: engine::Price::from_raw(raw),
+        tick_time: Timestamp(i64::MAX),
+        amount: Cash::from_raw(raw),
+        cash_after: Cash::from_raw(raw),
+        holding_after: engine::Qty::from_raw(raw),
+    })
+}
+
+#[test]
+fn payloads_of_every_length_around_the_one_byte_limit_are_framed_as_documented() {
+    // Account openings of 1 to 300 hash bytes: payloads from about 40 to 340 bytes, so 127,
+    // 128, 255, 256 and 257 among them; and fills around 128 bytes.
+    let mut events: Vec<Event> = (1..=300)
+        .map(|len| {
+            let mut event = opened(u64::MAX);
+            if let Event::AccountOpened(o) = &mut event {
+                o.password_hash = engine::PasswordHash::new(&"$".repeat(len)).unwrap();
+            }
+            event
+        })
+        .collect();
+    let mut lengths = std::collections::BTreeSet::new();
+    for raw in [1 << 56, (1 << 62) - 1, 1 << 62, (1 << 62) + 1, u64::MAX - 1, u64::MAX] {
+        for worker in [7, 8, 7] {
+            events.push(extreme_fill(raw, worker));
+        }
+    }
+    for event in &events {
+        lengths.insert(round_trip_in(event, AT).len());
+    }
+    for len in [127, 128, 255, 256, 257] {
+        assert!(lengths.contains(&len), "no payload of {len} bytes: {lengths:?}");
+    }
+    assert!(lengths.iter().any(|len| (128..=140).contains(len)), "{lengths:?}");
+    let bytes = encode_batch(Seq(1), AT, 0, &events).unwrap();
+    assert_eq!(bytes, documented_batch(Seq(1), AT, 0, &events));
+    let records = decode_batch(1, &bytes).unwrap();
+    assert!(records.iter().map(|r| &r.event).eq(&events));
+}
+
+#[test]
+fn many_workers_are_tabled_in_the_order_of_their_first_use() {
+    // 20 workers, more than the encoder compares all at once, used out of order and again.
+    let uses = [5u128, 0, 19, 5, 3, 12, 0, 7, 1, 2, 4, 6, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19];
+    let events: Vec<Event> = uses
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            let mut event = typical_fill();
+            if let Event::OrderFilled(f) = &mut event {
+                f.order.id = engine::OrderId(i as u64 + 1);
+                f.order.worker = WorkerId(1000 + w);
+            }
+            event
+        })
+        .collect();
+    let bytes = encode_batch(Seq(3), AT, 0, &events).unwrap();
+    let mut first_use: Vec<u128> = Vec::new();
+    for &w in &uses {
+        if !first_use.contains(&(1000 + w)) {
+            first_use.push(1000 + w);
+        }
+    }
+    let table: Vec<u8> = first_use.iter().flat_map(|w| w.to_be_bytes()).collect();
+    assert_eq!(first_use.len(), 20);
+    assert!(bytes.ends_with(&table), "the worker table is not in the order of first use");
+    let records = decode_batch(3, &bytes).unwrap();
+    assert!(records.iter().map(|r| &r.event).eq(&events));
+}
+
+#[test]
+fn an_event_over_the_size_limit_is_refused_with_its_index() {
+    let ticks: Vec<engine::Tick> = (0..600_000i64)
+        .map(|i| engine::Tick {
+            symbol: Symbol::new("ABCDEFGHIJKLMNOP").unwrap(),
+            open: engine::Price::from_raw(u64::MAX),
+            high: engine::Price::from_raw(u64::MAX),
+            low: engine::Price::from_raw(u64::MAX),
+            close: engine::Price::from_raw(u64::MAX),
+            volume: engine::Qty::from_raw(u64::MAX),
+            time: Timestamp(i64::MIN + i),
+        })
+        .collect();
+    let huge = Event::IntervalSettled(engine::IntervalSettled {
+        interval: engine::IntervalId(1),
+        at: AT,
+        ticks,
+        orders: 0,
+    });
+    let events = [typical_fill(), huge];
+    match encode_batch(Seq(1), AT, 0, &events) {
+        Err(journal::AppendError::EventTooLarge { index, bytes }) => {
+            assert_eq!(index, 1);
+            assert!(bytes > journal::limits::EVENT_BYTES_MAX, "{bytes}");
+        }
+        other => panic!("expected EventTooLarge, got {other:?}"),
+    }
 }
 
 #[test]
