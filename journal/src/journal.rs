@@ -114,11 +114,47 @@ pub(crate) struct Writer {
 /// A tick as the `ticks` table stores it: open, high, low, close, volume, big-endian.
 type TickRow = [u8; 40];
 
+/// The journal's redb database, closed on drop with a panic contained. redb's close commits
+/// (it trims the file) and reads pages to do so, and a page damaged while the file was open
+/// can make it panic (docs/RELIABILITY.md): that would take down whatever dropped the last
+/// handle to the journal, typically a master already stopping because of that damage.
+#[derive(Debug)]
+struct ClosingDatabase {
+    /// `None` only while being dropped.
+    db: Option<Database>,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for ClosingDatabase {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        match &self.db {
+            Some(db) => db,
+            None => unreachable!("the database is taken only when dropped"),
+        }
+    }
+}
+
+impl Drop for ClosingDatabase {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take()
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(db))).is_err()
+        {
+            tracing::error!(
+                path = %self.path.display(),
+                "closing the journal's file failed: redb panicked (a page damaged while it was \
+                 open?); the file is checked when it is opened again"
+            );
+        }
+    }
+}
+
 /// The journal. Writes are serialised by an internal lock, so it may be shared between
 /// threads (`Arc<Journal>`); every write is one durable redb transaction.
 #[derive(Debug)]
 pub struct Journal {
-    db: Database,
+    db: ClosingDatabase,
     path: PathBuf,
     config: JournalConfig,
     writer: Mutex<Writer>,
@@ -225,7 +261,7 @@ impl Journal {
             }
         }
         let journal = Journal {
-            db,
+            db: ClosingDatabase { db: Some(db), path: path.clone() },
             path,
             config,
             storing_snapshot: Mutex::new(()),

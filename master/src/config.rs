@@ -441,6 +441,9 @@ impl Default for SessionsConfig {
     }
 }
 
+/// Largest `journal.cache_bytes`.
+const JOURNAL_CACHE_BYTES_MAX: u64 = 64 << 30;
+
 /// Journal settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -449,11 +452,14 @@ pub struct JournalConfig {
     /// whole state (every account's history), a restart replays at most this many events
     /// (about a second), and one snapshot is written at a time.
     pub snapshot_every_events: u64,
+    /// Most memory redb may use to cache the journal's pages, in bytes. Default 16 MiB: the
+    /// master reads back little (docs/PERFORMANCE.md). 0 turns the cache off.
+    pub cache_bytes: u64,
 }
 
 impl Default for JournalConfig {
     fn default() -> Self {
-        Self { snapshot_every_events: 1_000_000 }
+        Self { snapshot_every_events: 1_000_000, cache_bytes: 16 * 1024 * 1024 }
     }
 }
 
@@ -790,6 +796,9 @@ impl MasterConfig {
         self.sessions.validate()?;
         if self.journal.snapshot_every_events == 0 {
             return Err(invalid("journal.snapshot_every_events", "must be at least 1"));
+        }
+        if self.journal.cache_bytes > JOURNAL_CACHE_BYTES_MAX {
+            return Err(invalid("journal.cache_bytes", "must be at most 64 GiB"));
         }
         self.log.validate()?;
         self.limits.validate()?;
@@ -1178,6 +1187,7 @@ mod tests {
             ("[auth]\nhash_threads = 0", "auth.hash_threads"),
             ("[sessions]\nper_account_max = 0", "sessions.per_account_max"),
             ("[journal]\nsnapshot_every_events = 0", "journal.snapshot_every_events"),
+            ("[journal]\ncache_bytes = 68719476737", "journal.cache_bytes"),
             ("[log]\nmemory_entries_max = 0", "log.memory_entries_max"),
             ("[limits]\nworker_connections_max = 0", "limits.worker_connections_max"),
             ("[limits]\nworker_connections_max = 65537", "limits.worker_connections_max"),

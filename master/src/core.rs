@@ -182,6 +182,27 @@ pub enum CoreRequest {
     },
 }
 
+/// How [`Core::run`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreEnd {
+    /// Every sender was gone: the master is shutting down.
+    Stopped,
+    /// Handling a request panicked (the panic's message): the core stopped serving.
+    Failed(String),
+}
+
+/// Runs `f`, turning a panic in it into its message. What `f` captured is not used after a
+/// panic by the only caller ([`Core::run`] stops), hence `AssertUnwindSafe`.
+pub fn contain_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned())
+    })
+}
+
 /// What one settlement did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SettleSummary {
@@ -466,12 +487,28 @@ impl Core {
         }
     }
 
-    /// Serves requests until every sender is gone.
-    pub fn run(mut self, mut requests: tokio::sync::mpsc::Receiver<CoreRequest>) {
+    /// Serves requests until every sender is gone, or until handling one panics.
+    ///
+    /// A panic is caught, logged and returned as [`CoreEnd::Failed`], and the core serves
+    /// nothing more: it may have come in the middle of a settlement, with the engine's state
+    /// ahead of the journal, so answering on would answer from a state that is not durable.
+    /// The requests still queued, and the one being handled, are dropped, so their callers
+    /// answer `master_unavailable`; the server then stops the master. The known cause is redb,
+    /// which verifies its pages when the file opens and can panic on a page damaged since
+    /// (docs/RELIABILITY.md); a restart checks the file again and names the damage.
+    pub fn run(mut self, mut requests: tokio::sync::mpsc::Receiver<CoreRequest>) -> CoreEnd {
         while let Some(request) = requests.blocking_recv() {
-            self.handle(request);
+            if let Err(cause) = contain_panic(|| self.handle(request)) {
+                error!(
+                    %cause,
+                    "the core failed while handling a request: it stops, and so does the master \
+                     (a panic in redb means a damaged journal file: a restart checks it)"
+                );
+                return CoreEnd::Failed(cause);
+            }
         }
         info!("core stopped");
+        CoreEnd::Stopped
     }
 
     /// Handles one request.

@@ -24,7 +24,7 @@ use crate::admin::{AdminSocket, AdminState, ConnectedWorkers, LiveRegistry};
 use crate::auth::{AuthError, ClientPassword, LoginLimiter, PasswordHasher};
 use crate::config::MasterConfig;
 use crate::core::{
-    Core, CoreConfig, CoreRequest, LinkOut, LinkReply, Reply, UserQuery, now, order_fail,
+    Core, CoreConfig, CoreEnd, CoreRequest, LinkOut, LinkReply, Reply, UserQuery, now, order_fail,
 };
 use crate::history;
 use crate::prices::{self, PriceSource};
@@ -129,6 +129,8 @@ pub async fn run(
     let started = Instant::now();
     let journal_config = JournalConfig {
         snapshot_every_events: config.journal.snapshot_every_events,
+        // Validated at most 64 GiB, which fits a 64-bit usize.
+        cache_bytes: usize::try_from(config.journal.cache_bytes).unwrap_or(usize::MAX),
         ..JournalConfig::default()
     };
     let path = journal::path_in(&dir);
@@ -167,9 +169,15 @@ pub async fn run(
         SessionTable::new(&config.sessions),
     );
     let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE_DEPTH);
+    // The core ends before shutdown only if it failed (`Core::run`): the accept loop hears of it.
+    let (core_ended_tx, mut core_ended) = oneshot::channel();
     let core_thread = std::thread::Builder::new()
         .name("core".into())
-        .spawn(move || core.run(core_rx))
+        .spawn(move || {
+            let end = core.run(core_rx);
+            let _ = core_ended_tx.send(end.clone());
+            end
+        })
         .map_err(|e| ServerError::Internal(e.to_string()))?;
 
     let mut source = prices::open_source(&config.prices, config.update_interval)?;
@@ -241,9 +249,15 @@ pub async fn run(
     let unidentified = Arc::new(Semaphore::new(unidentified_places));
     let from_worker_addresses = Arc::new(Semaphore::new(unidentified_places));
     tokio::pin!(shutdown);
+    let mut core_failed = false;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            _ = &mut core_ended => {
+                // Logged by the core with its cause; what is queued is answered unavailable.
+                core_failed = true;
+                break;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let pool = if shared.registry.allows_any(peer.ip()) {
@@ -271,7 +285,11 @@ pub async fn run(
             }
         }
     }
-    info!("shutting down: settling the current interval");
+    if core_failed {
+        error!("stopping the master: its core failed (see above); restart it");
+    } else {
+        info!("shutting down: settling the current interval");
+    }
     let _ = stop_tx.send(true);
     if let Err(e) = interval_task.await {
         error!(cause = %e, "interval loop failed");
@@ -288,10 +306,15 @@ pub async fn run(
     }
     drop(shared);
     drop(core_tx);
-    tokio::task::spawn_blocking(move || core_thread.join())
+    let end = tokio::task::spawn_blocking(move || core_thread.join())
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))?
         .map_err(|_| ServerError::Internal("the core thread panicked".into()))?;
+    if let CoreEnd::Failed(cause) = end {
+        return Err(ServerError::Core(format!(
+            "the core failed and the master stopped: {cause}; a restart checks the journal"
+        )));
+    }
     info!("master stopped");
     Ok(())
 }

@@ -440,3 +440,70 @@ fn a_long_history_answers_its_newest_entries_and_counts_the_rest() {
     let reply = Response::Data(DataPayload::TransactionHistory { entries, older });
     assert!(reply.encode().is_ok());
 }
+
+#[test]
+fn a_panic_is_contained_with_its_message() {
+    use master::core::contain_panic;
+    assert_eq!(contain_panic(|| 7), Ok(7));
+    assert_eq!(contain_panic(|| panic!("a plain message")), Err::<(), _>("a plain message".into()));
+    let n = 3;
+    assert_eq!(contain_panic(|| panic!("formatted {n}")), Err::<(), _>("formatted 3".into()));
+    let other = contain_panic(|| std::panic::panic_any(5_u8));
+    assert_eq!(other, Err::<(), _>("a panic without a message".into()));
+}
+
+/// A journal file damaged under a running core (every page but redb's header zeroed): the next
+/// settlement finds the damage. The core never acknowledges the order, and it stops with the
+/// cause instead of panicking its thread (redb panics on such pages, docs/RELIABILITY.md) or
+/// serving from a state the journal does not hold.
+#[test]
+fn a_journal_damaged_under_the_core_stops_it_without_acknowledging() {
+    use master::core::CoreEnd;
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal::path_in(dir.path());
+    // No page cache in redb, so that the damage is read.
+    let config = JournalConfig { cache_bytes: 0, ..JournalConfig::default() };
+    let (journal, recovered) = Journal::open(&path, config).unwrap();
+    let mut core = Core::new(
+        Engine::from_state(recovered.state),
+        Arc::new(journal),
+        CoreConfig {
+            initial_cash: Cash::parse("1000").unwrap(),
+            orders_per_interval_max: 3,
+            orders_per_account_per_interval_max: 2,
+            accounts_max: 10,
+            remembered_outcomes_max: 100,
+        },
+        SessionTable::new(&SessionsConfig::default()),
+    );
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    assert_eq!(register(&mut core, "alice"), Response::RegisterSuccess);
+    let session = login(&mut core, "alice");
+    let _first = order(&mut core, &session, Side::Buy, "1", 1);
+    settle(&mut core, "100");
+    let mut buy = order(&mut core, &session, Side::Buy, "2", 2);
+
+    let length = std::fs::metadata(&path).unwrap().len();
+    let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.seek(SeekFrom::Start(4096)).unwrap();
+    file.write_all(&vec![0; usize::try_from(length).unwrap() - 4096]).unwrap();
+    file.sync_all().unwrap();
+
+    let (requests, received) = tokio::sync::mpsc::channel(8);
+    let thread = std::thread::spawn(move || core.run(received));
+    let (tx, rx) = oneshot::channel();
+    requests.blocking_send(CoreRequest::Settle { batch: batch("100"), reply: tx }).unwrap();
+    let summary = rx.blocking_recv();
+    let end = thread.join().expect("the core's thread does not panic");
+    match &end {
+        CoreEnd::Failed(cause) => assert!(!cause.is_empty()),
+        CoreEnd::Stopped => panic!("the core went on after the damage: {summary:?}"),
+    }
+    // The settlement was not answered, and neither was the order: both callers answer
+    // master_unavailable. Nothing more reaches the core.
+    assert!(summary.is_err(), "{summary:?}");
+    assert!(buy.try_recv().is_err(), "the order got an answer");
+    let (tx, _rx) = oneshot::channel();
+    assert!(requests.blocking_send(CoreRequest::LatestTickTime { reply: tx }).is_err());
+}

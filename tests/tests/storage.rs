@@ -281,3 +281,37 @@ async fn a_full_disk_refuses_writes_clearly_and_loses_nothing_acknowledged() {
     );
     drop(tmpfs);
 }
+
+/// redb's pages damaged while the master runs (every page but redb's header zeroed, with the
+/// journal's page cache off so that redb reads the damage): redb panics inside the next
+/// interval's commit. The master does not go on from a state the journal does not hold, nor
+/// sit there with a dead core: it stops by itself with an error saying the core failed. A
+/// restart refuses the file and names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_damaged_while_the_master_runs_stops_it_with_an_error() {
+    use std::io::{Seek, SeekFrom, Write};
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("master");
+    let mut config =
+        common::master_config(&dir, "127.0.0.1:0".parse().unwrap(), &[], Duration::from_millis(50));
+    config.journal.cache_bytes = 0;
+    let master = common::MasterTask::start(config).await;
+    // Serving (the core and the interval loop run) once a client's getWorkers is answered.
+    let mut client = Client::connect(master.addr).await;
+    assert!(matches!(client.send(Request::GetWorkers).await, Response::Data(_)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let path = journal::path_in(&dir);
+    let length = std::fs::metadata(&path).unwrap().len();
+    let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.seek(SeekFrom::Start(4096)).unwrap();
+    file.write_all(&vec![0; usize::try_from(length).unwrap() - 4096]).unwrap();
+    file.sync_all().unwrap();
+
+    let ended = master.ended_within(Duration::from_secs(30)).await;
+    let stopped = ended.expect("the master stops by itself").expect_err("with an error");
+    let message = stopped.to_string();
+    assert!(message.contains("the core failed and the master stopped"), "{message}");
+    let refused = start_master(&dir).await.expect_err("a damaged journal must stop the start");
+    assert!(refused.to_string().contains(&path.display().to_string()), "{refused}");
+}

@@ -168,6 +168,21 @@ impl MasterTask {
         let _ = self.stop.send(true);
         self.task.await.unwrap()
     }
+
+    /// Its result, if it stops by itself within `limit` (else it is stopped, and `None`).
+    #[allow(dead_code)]
+    pub async fn ended_within(
+        mut self,
+        limit: Duration,
+    ) -> Option<Result<(), master::server::ServerError>> {
+        match tokio::time::timeout(limit, &mut self.task).await {
+            Ok(result) => Some(result.unwrap()),
+            Err(_) => {
+                let _ = self.stop().await;
+                None
+            }
+        }
+    }
 }
 
 /// A worker running as a task of this process.
