@@ -988,7 +988,11 @@ async fn latest_tick(shared: &Shared, symbol: Symbol) -> Response {
             warn!(cause = %e, "tick read failed");
             Response::DataFail(Failure::new(Reason::Internal, "prices cannot be read"))
         }
-        Err(_) => Response::DataFail(unavailable()),
+        Err(e) => {
+            // A panic in the read (redb on a damaged page): nothing changed, the query fails.
+            error!(cause = %e, "price read failed: the journal file may be damaged");
+            Response::DataFail(unavailable())
+        }
     }
 }
 
@@ -1114,7 +1118,11 @@ async fn price_series(
             warn!(cause = %e, "tick read failed");
             Response::DataFail(Failure::new(Reason::Internal, "prices cannot be read"))
         }
-        Err(_) => Response::DataFail(unavailable()),
+        Err(e) => {
+            // A panic in the read (redb on a damaged page): nothing changed, the query fails.
+            error!(cause = %e, "price read failed: the journal file may be damaged");
+            Response::DataFail(unavailable())
+        }
     }
 }
 
