@@ -392,9 +392,21 @@ impl Journal {
             >= self.config.snapshot_every_events
     }
 
-    /// Why writes are refused, if they are (after a storage fault or on a damaged head).
+    /// Why writes are refused, if they are (after a storage fault, on a damaged head, or
+    /// after [`Journal::halt`]).
     pub fn halted(&self) -> Option<String> {
         self.lock().halted.clone()
+    }
+
+    /// Refuses every write from now on (until the journal is opened again), for `cause`: what
+    /// a caller does when it can no longer vouch for what it would write, such as a master
+    /// whose core failed in the middle of a request. A halt already in place keeps its cause.
+    pub fn halt(&self, cause: &str) {
+        let mut writer = self.lock();
+        if writer.halted.is_none() {
+            tracing::error!(path = %self.path.display(), cause, "journal writes halted");
+            writer.halted = Some(cause.to_owned());
+        }
     }
 
     fn halted_error(&self, cause: &str) -> WriteError {

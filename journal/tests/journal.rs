@@ -763,3 +763,29 @@ fn a_large_snapshot_is_stored_in_parts() {
         RecoveryWarning::SnapshotIgnored { why: SnapshotInvalid::PayloadChecksum, .. }
     ));
 }
+
+#[test]
+fn a_file_damaged_while_open_is_closed_without_a_panic() {
+    // Every page but redb's header zeroed under an open journal whose page cache is off: the
+    // next append makes redb panic (a caller such as the master's core contains that), and
+    // closing the file, where redb commits again, must not panic in the journal's drop.
+    use std::io::{Seek, SeekFrom, Write};
+    let (_dir, path) = new_journal();
+    let uncached = JournalConfig { cache_bytes: 0, ..config() };
+    let (journal, _) = Journal::open(&path, uncached).unwrap();
+    let state = fill(&journal, 3, 10);
+    let length = std::fs::metadata(&path).unwrap().len();
+    let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.seek(SeekFrom::Start(4096)).unwrap();
+    file.write_all(&vec![0; usize::try_from(length).unwrap() - 4096]).unwrap();
+    file.sync_all().unwrap();
+    let mut history = History::new(state, 4, Shape::default());
+    let events = std::iter::repeat_with(|| history.next_batch()).find(|b| !b.is_empty()).unwrap();
+    let appended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        journal.append_batch(&events, Timestamp(99_000))
+    }));
+    assert!(!matches!(appended, Ok(Ok(_))), "an append onto a zeroed file succeeded");
+    drop(journal);
+    // The damage is named when the file is opened again.
+    assert!(Journal::open(&path, config()).is_err());
+}

@@ -492,11 +492,14 @@ impl Core {
     /// A panic is caught, logged and returned as [`CoreEnd::Failed`], and the core serves
     /// nothing more: it may have come in the middle of a settlement, with the engine's state
     /// ahead of the journal, so answering on would answer from a state that is not durable.
-    /// The requests still queued, and the one being handled, are dropped, so their callers
-    /// answer `master_unavailable`; the server then stops the master. The known cause is redb,
-    /// which verifies its pages when the file opens and can panic on a page damaged since
+    /// The journal is halted first, so that no other writer (the snapshot thread, the admin
+    /// socket) writes after it. The requests still queued, and the one being handled, are
+    /// dropped unanswered: their callers answer a failure (`internal` or `master_unavailable`;
+    /// an order's outcome is then unknown, as after any failed commit: redb may have made the
+    /// commit durable before it panicked). The caller stops the master. The known cause is
+    /// redb, which verifies its pages when the file opens and can panic on a page damaged since
     /// (docs/RELIABILITY.md); a restart checks the file again and names the damage.
-    pub fn run(mut self, mut requests: tokio::sync::mpsc::Receiver<CoreRequest>) -> CoreEnd {
+    pub fn run(&mut self, mut requests: tokio::sync::mpsc::Receiver<CoreRequest>) -> CoreEnd {
         while let Some(request) = requests.blocking_recv() {
             if let Err(cause) = contain_panic(|| self.handle(request)) {
                 error!(
@@ -504,6 +507,7 @@ impl Core {
                     "the core failed while handling a request: it stops, and so does the master \
                      (a panic in redb means a damaged journal file: a restart checks it)"
                 );
+                self.journal.halt(&format!("the master's core failed: {cause}"));
                 return CoreEnd::Failed(cause);
             }
         }

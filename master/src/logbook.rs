@@ -384,11 +384,25 @@ pub fn init_tracing(config: &LogbookConfig) -> Result<LogGuard, InitError> {
     Ok(LogGuard { logbook })
 }
 
+/// Crash dumps written at most per process: a panic that is contained and can recur (a price
+/// read on a damaged journal, once per query) must not fill the disk with them.
+pub const CRASH_DUMPS_MAX: usize = 8;
+
 /// Installs a panic hook that writes the panic and the logbook's entries in memory to
-/// `dir/crash-<unix seconds>-<nanoseconds>.log` (spec 3.1.1), then runs the previous hook.
+/// `dir/crash-<unix seconds>-<nanoseconds>.log` (spec 3.1.1), at most [`CRASH_DUMPS_MAX`]
+/// times, then runs the previous hook.
 pub fn install_crash_dump(logbook: Logbook, dir: PathBuf) {
     let previous = std::panic::take_hook();
+    let written = std::sync::atomic::AtomicUsize::new(0);
     std::panic::set_hook(Box::new(move |info| {
+        if written.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= CRASH_DUMPS_MAX {
+            let _ = writeln!(
+                io::stderr(),
+                "crash dump skipped: {CRASH_DUMPS_MAX} were written already by this process"
+            );
+            previous(info);
+            return;
+        }
         let now = OffsetDateTime::now_utc();
         let path = dir.join(format!("crash-{}-{:09}.log", now.unix_timestamp(), now.nanosecond()));
         let header = format!("panic: {info}");

@@ -174,8 +174,11 @@ pub async fn run(
     let core_thread = std::thread::Builder::new()
         .name("core".into())
         .spawn(move || {
+            let mut core = core;
             let end = core.run(core_rx);
+            // Heard before the core is dropped (which waits for a snapshot being stored).
             let _ = core_ended_tx.send(end.clone());
+            drop(core);
             end
         })
         .map_err(|e| ServerError::Internal(e.to_string()))?;

@@ -465,9 +465,10 @@ fn a_journal_damaged_under_the_core_stops_it_without_acknowledging() {
     // No page cache in redb, so that the damage is read.
     let config = JournalConfig { cache_bytes: 0, ..JournalConfig::default() };
     let (journal, recovered) = Journal::open(&path, config).unwrap();
+    let journal = Arc::new(journal);
     let mut core = Core::new(
         Engine::from_state(recovered.state),
-        Arc::new(journal),
+        Arc::clone(&journal),
         CoreConfig {
             initial_cash: Cash::parse("1000").unwrap(),
             orders_per_interval_max: 3,
@@ -491,19 +492,28 @@ fn a_journal_damaged_under_the_core_stops_it_without_acknowledging() {
     file.sync_all().unwrap();
 
     let (requests, received) = tokio::sync::mpsc::channel(8);
-    let thread = std::thread::spawn(move || core.run(received));
+    let (ended, core_ended) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let end = core.run(received);
+        let _ = ended.send(());
+        end
+    });
     let (tx, rx) = oneshot::channel();
     requests.blocking_send(CoreRequest::Settle { batch: batch("100"), reply: tx }).unwrap();
     let summary = rx.blocking_recv();
+    // The core ends by itself, while a sender is still alive.
+    let stopped = core_ended.recv_timeout(std::time::Duration::from_secs(30));
+    assert!(stopped.is_ok(), "the core went on after the damage: {summary:?}");
     let end = thread.join().expect("the core's thread does not panic");
-    match &end {
-        CoreEnd::Failed(cause) => assert!(!cause.is_empty()),
-        CoreEnd::Stopped => panic!("the core went on after the damage: {summary:?}"),
-    }
-    // The settlement was not answered, and neither was the order: both callers answer
-    // master_unavailable. Nothing more reaches the core.
-    assert!(summary.is_err(), "{summary:?}");
-    assert!(buy.try_recv().is_err(), "the order got an answer");
+    assert!(matches!(&end, CoreEnd::Failed(cause) if !cause.is_empty()), "{end:?}");
+    // Nothing more reaches it.
     let (tx, _rx) = oneshot::channel();
     assert!(requests.blocking_send(CoreRequest::LatestTickTime { reply: tx }).is_err());
+    // The settlement was not answered, and neither was the order: their callers answer a
+    // failure. The journal takes no other write.
+    assert!(summary.is_err(), "{summary:?}");
+    assert!(buy.try_recv().is_err(), "the order got an answer");
+    let halted = journal.halted().expect("the journal is halted");
+    assert!(halted.contains("the master's core failed"), "{halted}");
+    assert!(journal.put_meta("after", b"x").is_err());
 }

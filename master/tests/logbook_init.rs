@@ -34,4 +34,14 @@ fn init_tracing_logs_to_the_file_and_a_panic_dumps_the_memory() {
     assert!(dump.starts_with("panic: "), "{dump}");
     assert!(dump.contains("deliberate test panic"), "{dump}");
     assert!(dump.contains("master starting answer=42"), "{dump}");
+
+    // A panic that recurs (contained each time) writes at most CRASH_DUMPS_MAX dumps.
+    for _ in 0..master::logbook::CRASH_DUMPS_MAX + 3 {
+        assert!(std::thread::spawn(|| panic!("again")).join().is_err());
+    }
+    let dumps = std::fs::read_dir(&crash_dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("crash-"))
+        .count();
+    assert_eq!(dumps, master::logbook::CRASH_DUMPS_MAX);
 }
