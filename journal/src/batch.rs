@@ -119,17 +119,16 @@ pub(crate) fn encode(
         // one-byte length and the checksum, which then go in front of it.
         let window = &mut out[at..at + RECORD_WINDOW];
         let (head, rest) = window.split_at_mut(SHORT_HEAD);
-        let outcome = matches!(event, Event::OrderFilled(_) | Event::OrderRejected(_));
-        match outcome.then(|| RecordWindow::encode_in(rest, event, recorded_at, workers)) {
-            Some(Some(len)) if len < 0x80 => {
-                chain.update(&rest[..len]);
-                crc = chain.clone().finalize();
-                head[0] = u8::try_from(len).unwrap_or(0);
-                head[1..].copy_from_slice(&crc.to_be_bytes());
-                at += SHORT_HEAD + len;
-                continue;
-            }
-            _ => {}
+        if matches!(event, Event::OrderFilled(_) | Event::OrderRejected(_))
+            && let Some(len) = RecordWindow::encode_in(rest, event, recorded_at, workers)
+            && len < 0x80
+        {
+            chain.update(&rest[..len]);
+            crc = chain.clone().finalize();
+            head[0] = u8::try_from(len).unwrap_or(0);
+            head[1..].copy_from_slice(&crc.to_be_bytes());
+            at += SHORT_HEAD + len;
+            continue;
         }
         // Other events, and an outcome of 128 bytes or more (extreme values; encoded again,
         // the same bytes): written to `long`, then copied in with a length of its size.
@@ -303,16 +302,7 @@ impl Cursor {
         if event_format != BATCH_EVENT_FORMAT {
             return Err(Corruption::EventFormat(event_format));
         }
-        let first = Seq(be::u64_at(bytes, 4));
-        if first.0 != key {
-            return Err(Corruption::SeqMismatch(first));
-        }
-        let link = be::u32_at(bytes, 20);
-        if let Some(expected) = prev
-            && link != expected
-        {
-            return Err(Corruption::BrokenLink { expected, found: link });
-        }
+        let (first, link) = record::check_place(bytes, key, prev)?;
         if table_len % WORKER_BYTES != 0 {
             return Err(Corruption::Framing(format!("a worker table of {table_len} bytes")));
         }

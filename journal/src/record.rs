@@ -228,6 +228,24 @@ pub(crate) fn verify(key: u64, bytes: &[u8], prev_crc: Option<u32>) -> Result<He
     if declared != actual {
         return Err(Corruption::Length { declared, actual });
     }
+    let (seq, link) = check_place(bytes, key, prev_crc)?;
+    let event_format = be::u16_at(bytes, 2);
+    if event_format != COMPACT_EVENT_FORMAT && event_format != RKYV_EVENT_FORMAT {
+        return Err(Corruption::EventFormat(event_format));
+    }
+    let recorded_at = Timestamp(be::i64_at(bytes, 12));
+    Ok(Header { seq, recorded_at, prev_crc: link, crc: stored })
+}
+
+/// Checks where a stored header says it belongs, at the offsets both layouts share (a layout-1
+/// record's header, a layout-2 batch's header): its sequence number (offset 4) must be `key`,
+/// and its link (offset 20) the checksum of the record before it, when that is known. Returns
+/// both. `bytes` holds at least the 24 bytes read.
+pub(crate) fn check_place(
+    bytes: &[u8],
+    key: u64,
+    prev_crc: Option<u32>,
+) -> Result<(Seq, u32), Corruption> {
     let seq = Seq(be::u64_at(bytes, 4));
     if seq.0 != key {
         return Err(Corruption::SeqMismatch(seq));
@@ -238,12 +256,7 @@ pub(crate) fn verify(key: u64, bytes: &[u8], prev_crc: Option<u32>) -> Result<He
     {
         return Err(Corruption::BrokenLink { expected, found: link });
     }
-    let event_format = be::u16_at(bytes, 2);
-    if event_format != COMPACT_EVENT_FORMAT && event_format != RKYV_EVENT_FORMAT {
-        return Err(Corruption::EventFormat(event_format));
-    }
-    let recorded_at = Timestamp(be::i64_at(bytes, 12));
-    Ok(Header { seq, recorded_at, prev_crc: link, crc: stored })
+    Ok((seq, link))
 }
 
 /// Decodes a verified record's event (its event format is in the header, its payload after it).

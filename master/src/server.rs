@@ -991,12 +991,15 @@ async fn latest_tick(shared: &Shared, symbol: Symbol) -> Response {
             warn!(cause = %e, "tick read failed");
             Response::DataFail(Failure::new(Reason::Internal, "prices cannot be read"))
         }
-        Err(e) => {
-            // A panic in the read (redb on a damaged page): nothing changed, the query fails.
-            error!(cause = %e, "price read failed: the journal file may be damaged");
-            Response::DataFail(unavailable())
-        }
+        Err(e) => price_read_panicked(&e),
     }
+}
+
+/// The answer to a price query whose blocking read did not return (a panic in it: redb on a
+/// damaged page). Nothing changed; the query fails, and the cause is logged.
+fn price_read_panicked(e: &tokio::task::JoinError) -> Response {
+    error!(cause = %e, "price read failed: the journal file may be damaged");
+    Response::DataFail(unavailable())
 }
 
 /// The bars of `series` from every stored tick of `symbol` with `from <= time < to`, read in
@@ -1121,11 +1124,7 @@ async fn price_series(
             warn!(cause = %e, "tick read failed");
             Response::DataFail(Failure::new(Reason::Internal, "prices cannot be read"))
         }
-        Err(e) => {
-            // A panic in the read (redb on a damaged page): nothing changed, the query fails.
-            error!(cause = %e, "price read failed: the journal file may be damaged");
-            Response::DataFail(unavailable())
-        }
+        Err(e) => price_read_panicked(&e),
     }
 }
 
