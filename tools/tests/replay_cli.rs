@@ -208,8 +208,32 @@ fn explain_shows_what_a_fill_and_a_rejection_saw() {
     assert_eq!(explained["outcome"]["price"], fill.price.to_string());
     assert_eq!(explained["outcome"]["cash_after"], fill.cash_after.to_string());
     assert_eq!(explained["interval"]["tick"]["close"], fill.price.to_string());
+    // Its turn in the queue and among its account's orders, from the keys of its interval's
+    // outcomes (which the journal holds by account, not in queue order).
+    let at = events.iter().position(|e| matches!(e, Event::OrderFilled(f) if *f == fill));
+    let at = at.unwrap();
+    let header = events[..at].iter().rposition(|e| matches!(e, Event::IntervalSettled(_)));
+    let keys: Vec<_> = events[header.unwrap() + 1..]
+        .iter()
+        .map_while(|e| match e {
+            Event::OrderFilled(f) => Some((f.order.account, f.order.queue_key())),
+            Event::OrderRejected(r) => Some((r.order.account, r.order.queue_key())),
+            _ => None,
+        })
+        .collect();
+    let key = fill.order.queue_key();
+    let mine: Vec<_> = keys.iter().filter(|(a, _)| *a == fill.order.account).collect();
+    assert_eq!(explained["interval"]["orders"], keys.len());
+    assert_eq!(explained["interval"]["turn"], 1 + keys.iter().filter(|(_, k)| *k < key).count());
+    assert_eq!(
+        explained["interval"]["account_turn"],
+        1 + mine.iter().filter(|(_, k)| *k < key).count()
+    );
+    assert_eq!(explained["interval"]["account_orders"], mine.len());
     let text = stdout(&pt_replay(&["explain", "--order", &fill.order.id.to_string()], dir.path()));
     assert!(text.contains("FILLED") && text.contains(&fill.price.to_string()), "{text}");
+    let turn = format!("turn {} of {} in the queue", explained["interval"]["turn"], keys.len());
+    assert!(text.contains(&turn), "{text}");
 
     let rejection = events.iter().find_map(|e| match e {
         Event::OrderRejected(r) => Some(r.clone()),

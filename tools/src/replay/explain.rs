@@ -32,8 +32,36 @@ pub struct ExplainArgs {
 struct Interval {
     seq: Seq,
     settled: IntervalSettled,
-    /// Outcomes of the interval seen so far.
-    position: u64,
+    /// The account and queue key of each of the interval's outcomes read so far.
+    keys: Vec<(AccountId, QueueKey)>,
+}
+
+/// An order's place in the settlement order: [`Order::queue_key`].
+type QueueKey = (Timestamp, engine::WorkerId, OrderId);
+
+impl Interval {
+    /// The order's turn in the interval's queue and among its account's orders, each counted
+    /// from 1, with the account's number of orders in the interval. The journal holds an
+    /// interval's outcomes by account (docs/ENGINE.md), so both turns are counted from the
+    /// queue keys, not from the outcome's place in the journal.
+    fn turns(&self, order: &Order) -> Turns {
+        let key = order.queue_key();
+        let before = self.keys.iter().filter(|(_, k)| *k < key).count();
+        let account = self.keys.iter().filter(|(a, _)| *a == order.account);
+        let account_before = account.clone().filter(|(_, k)| *k < key).count();
+        Turns {
+            queue: before as u64 + 1,
+            account: account_before as u64 + 1,
+            account_orders: account.count() as u64,
+        }
+    }
+}
+
+/// Where an order stood when its interval settled.
+struct Turns {
+    queue: u64,
+    account: u64,
+    account_orders: u64,
 }
 
 /// An order's outcome.
@@ -58,7 +86,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<Outcome> {
     let wanted = OrderId(args.order);
     let mut usernames: BTreeMap<AccountId, Username> = BTreeMap::new();
     let mut interval: Option<Interval> = None;
-    let mut found = None;
+    let mut found: Option<Found> = None;
     for (i, record) in journal.read_records(Seq(1))?.enumerate() {
         let Record { seq, recorded_at, event, .. } = record?;
         if i % 4096 == 0 {
@@ -70,7 +98,10 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<Outcome> {
                 continue;
             }
             Event::IntervalSettled(settled) => {
-                interval = Some(Interval { seq, settled, position: 0 });
+                if found.is_some() {
+                    break;
+                }
+                interval = Some(Interval { seq, settled, keys: Vec::new() });
                 continue;
             }
             Event::AssetListed(_) => continue,
@@ -82,13 +113,21 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<Outcome> {
             Settled::Rejected(rejection) => rejection.order,
         };
         if let Some(current) = interval.as_mut() {
-            current.position += 1;
+            current.keys.push((order.account, order.queue_key()));
         }
-        if order.id == wanted {
+        if found.is_none() && order.id == wanted {
             let username = usernames.get(&order.account).cloned();
-            found = Some(Found { seq, recorded_at, outcome, interval: interval.take(), username });
+            found = Some(Found { seq, recorded_at, outcome, interval: None, username });
+        }
+        // The order's turn needs the keys of the whole interval: read to its last outcome.
+        let interval_read =
+            interval.as_ref().is_none_or(|i| i.keys.len() as u64 >= i.settled.orders);
+        if found.is_some() && interval_read {
             break;
         }
+    }
+    if let Some(found) = found.as_mut() {
+        found.interval = interval;
     }
     bar.finish_and_clear();
     let Some(found) = found else {
@@ -155,14 +194,18 @@ fn explain_text(found: &Found) -> String {
         found.seq, found.recorded_at
     );
     if let Some(interval) = &found.interval {
+        let turns = interval.turns(&order);
         let _ = write!(
             out,
-            "\nsettled in interval {} at {} (sequence number {}), turn {} of {} in the queue",
+            "\nsettled in interval {} at {} (sequence number {}), turn {} of {} in the queue, \
+             {} of {} for its account",
             interval.settled.interval,
             interval.settled.at,
             interval.seq,
-            interval.position,
-            interval.settled.orders
+            turns.queue,
+            interval.settled.orders,
+            turns.account,
+            turns.account_orders
         );
         let _ = write!(out, "\nprice source: {}", tick_text(interval, &order));
     }
@@ -246,12 +289,15 @@ fn explain_json(found: &Found) -> Value {
                 "volume": t.volume.to_string(),
             })
         });
+        let turns = i.turns(&order);
         json!({
             "id": i.settled.interval.0,
             "settled_at": i.settled.at.to_string(),
             "seq": i.seq.0,
-            "turn": i.position,
+            "turn": turns.queue,
             "orders": i.settled.orders,
+            "account_turn": turns.account,
+            "account_orders": turns.account_orders,
             "tick": tick,
         })
     });
