@@ -2,7 +2,7 @@
 //! from the state and the arguments alone, then applies them, so the live state is always exactly
 //! the fold of the events it returned: through [`State::apply`], except the order outcomes of a
 //! settlement, which are applied account by account with the same effect (see
-//! `Engine::decide_and_apply`; the property tests fold the events and compare).
+//! `Engine::decide_apply_emit`; the property tests fold the events and compare).
 
 use std::collections::BTreeMap;
 
@@ -157,10 +157,13 @@ impl Engine {
         out.pop().ok_or(CommandError::UsernameTaken(username))
     }
 
-    /// Settles one interval: drains the queue in settlement order ([`Order::queue_key`]) and
-    /// fills or rejects each order against `ticks`, checking buying power in that order, so a
-    /// sell earlier in the queue funds a later buy. Returns `IntervalSettled` followed by one
-    /// `OrderFilled` or `OrderRejected` per order, in settlement order.
+    /// Settles one interval: drains the queue and fills or rejects each order against `ticks`,
+    /// taking each account's orders in settlement order ([`Order::queue_key`]) and checking
+    /// buying power in that order, so a sell earlier in the queue funds a later buy of the same
+    /// account. Returns `IntervalSettled` followed by one `OrderFilled` or `OrderRejected` per
+    /// order, by account number and each account's in settlement order: sorted by (account id,
+    /// queue key). Different accounts' outcomes do not depend on each other, so this order,
+    /// which settlement produces without sorting the whole queue, loses nothing (docs/ENGINE.md).
     ///
     /// Checks, in this order, each giving its [`RejectReason`]: the account exists; the quantity
     /// is not zero and at most `ORDER_QTY_UNITS_MAX` units; the symbol is listed; it has a tick
@@ -216,46 +219,47 @@ impl Engine {
             }
             Err(other) => return Err(CommandError::StateRefused(other)),
         }
-        // Sorted in the queue's memory, and cleared at the end: the queue keeps its memory.
-        let (orders, scratch) = queue.sort_for_settlement();
-        self.decide_and_apply(interval, at, ticks, orders, scratch);
-        let tick_list = ticks.ticks();
-        let outcomes = Outcomes {
-            decided: &scratch.decided[..orders.len()],
-            slot_of: &scratch.slot_of[..orders.len()],
-        };
-        let events_built = orders
-            .iter()
-            .zip(outcomes.in_queue_order())
-            .map(|(order, d)| d.event(*order, interval, tick_list));
-        overwrite(events, header, events_built, orders.len());
-        self.state.count_outcomes(orders.len() as u64);
+        // Settled in the queue's memory, and cleared at the end: the queue keeps its memory.
+        let counted = queue.per_account(self.state.accounts().len());
+        let (orders, scratch) = queue.for_settlement();
+        let count = orders.len();
+        self.decide_apply_emit(interval, at, ticks, orders, counted, scratch, header, events);
+        self.state.count_outcomes(count as u64);
         queue.clear_kept();
         Ok(())
     }
 
-    /// Decides every order's outcome and applies it, leaving the outcomes in `scratch` (in
-    /// account order, with the way back to queue order: [`Outcomes::in_queue_order`]).
+    /// Decides every order's outcome, applies it, and writes its event into `events` after
+    /// `header`, account by account.
     ///
     /// An order's outcome depends only on its own account's earlier orders (cash and holdings
     /// are per account) and on the tick set. So the orders are copied into groups by account (a
-    /// counting sort, stable: queue order within each account; the copy lets the account pass
-    /// read each group in one sweep instead of fetching each order from anywhere in the queue),
-    /// and each account's orders are decided and applied together, which keeps that account's
-    /// data hot in the cache and touches each of its holdings in the B-tree once: read on first
-    /// use, written back at the end of the account, all changes together ([`write_back`]). What
-    /// is applied is exactly what [`State::apply`] does for the `OrderFilled` events built from
-    /// the outcomes (cash, holding, history), so the state is the fold of the returned events
-    /// (property-tested).
-    fn decide_and_apply(
+    /// counting sort, from `counted`, the counts the queue kept as orders were pushed, or from
+    /// a pass over the orders; the copy lets the account pass read each group in one sweep
+    /// instead of fetching each order from anywhere in the queue), each group is put in
+    /// settlement order
+    /// in the cache (a permutation of its slots, sorted by [`Order::queue_key`]), and each
+    /// account's orders are decided, applied and written out together, which keeps that
+    /// account's data hot in the cache and touches each of its holdings in the B-tree once:
+    /// read on first use, written back at the end of the account, all changes together
+    /// ([`write_back`]). What is applied is exactly what [`State::apply`] does for the
+    /// `OrderFilled` events built from the outcomes (cash, holding, history), so the state is
+    /// the fold of the returned events (property-tested).
+    #[allow(clippy::too_many_arguments, reason = "one private step of settle_into")]
+    fn decide_apply_emit(
         &mut self,
         interval: IntervalId,
         at: Timestamp,
         ticks: &TickSet,
         orders: &[Order],
+        counted: Option<Vec<usize>>,
         scratch: &mut SettleScratch,
+        header: Event,
+        events: &mut Vec<Event>,
     ) {
+        let mut out = EventWriter::new(events, header, orders.len());
         let Some(&first) = orders.first() else {
+            out.finish();
             return;
         };
         let tick_list = ticks.ticks();
@@ -263,25 +267,43 @@ impl Engine {
             tick_list.iter().map(|t| self.state.is_listed(&t.symbol)).collect();
         let tick_index = TickIndex::new(tick_list);
         let accounts = self.state.accounts().len();
-        // Bucket 0 holds the orders of unknown accounts, bucket `n` those of account `n`.
+        // Bucket `n` holds the orders of account `n` (bucket 0 those of account 0, which does
+        // not exist), and bucket `accounts + 1` those of every account number above the last.
+        let beyond = accounts + 1;
         let bucket_of = |order: &Order| {
-            usize::try_from(order.account.0).ok().filter(|&n| n <= accounts).unwrap_or(0)
+            usize::try_from(order.account.0).ok().filter(|&n| n <= accounts).unwrap_or(beyond)
         };
-        let mut starts = vec![0usize; accounts + 2];
-        for order in orders {
-            starts[bucket_of(order) + 1] += 1;
+        // Each bucket's count at `starts[b + 1]`: as the queue kept them, or counted here.
+        let mut starts = vec![0usize; beyond + 2];
+        let count_here = |starts: &mut [usize]| {
+            for order in orders {
+                starts[bucket_of(order) + 1] += 1;
+            }
+        };
+        match counted {
+            Some(counts) => {
+                starts[1..].copy_from_slice(&counts);
+                debug_assert!(
+                    {
+                        let mut recounted = vec![0usize; beyond + 2];
+                        count_here(&mut recounted);
+                        recounted == starts
+                    },
+                    "the queue's per-account counts are not its orders'"
+                );
+            }
+            None => count_here(&mut starts),
         }
         for i in 1..starts.len() {
             starts[i] += starts[i - 1];
         }
         let mut fill_at = starts.clone();
-        // Every entry of the three tables below `orders.len()` is written before it is read:
-        // the slots of bucket `b` are exactly `starts[b]..starts[b + 1]`, each taken once, and
-        // every group's outcomes are decided, so nothing stale from an earlier interval is seen.
+        // Every entry of the two tables below `orders.len()` is written before it is read:
+        // the slots of bucket `b` are exactly `starts[b]..starts[b + 1]`, each taken once, so
+        // nothing stale from an earlier interval is seen.
         let grouped = grow_to(&mut scratch.grouped, orders.len(), first);
         let grouped_ticks = grow_to(&mut scratch.ticks, orders.len(), TickRef::UNLISTED);
-        let slot_of = grow_to(&mut scratch.slot_of, orders.len(), 0);
-        for (position, order) in orders.iter().enumerate() {
+        for order in orders {
             let tick = match tick_index.position(&order.symbol) {
                 Some(index) => TickRef::of_index(index),
                 None if self.state.is_listed(&order.symbol) => TickRef::NONE,
@@ -290,36 +312,44 @@ impl Engine {
             let slot = &mut fill_at[bucket_of(order)];
             grouped[*slot] = *order;
             grouped_ticks[*slot] = tick;
-            slot_of[position] = index32(*slot);
             *slot += 1;
         }
-
-        let decided =
-            grow_to(&mut scratch.decided, orders.len(), Decided::unknown(TickRef::UNLISTED));
-        let unknown = starts[0]..starts[1];
-        answer_unknown(&mut decided[unknown.clone()], &grouped_ticks[unknown]);
+        let grouped = &*grouped;
+        let grouped_ticks = &*grouped_ticks;
+        let permutation = &mut scratch.permutation;
         // The current account's holdings of the symbols that have ticks, loaded on first use.
         let mut cache: Vec<Option<CachedHolding>> = vec![None; tick_list.len()];
         let mut loaded: Vec<usize> = Vec::new();
         let mut changes: Vec<(Symbol, Holding)> = Vec::new();
-        for number in 1..=accounts {
-            let first_slot = starts[number];
-            let slots = first_slot..starts[number + 1];
+        for bucket in 0..=beyond {
+            let slots = starts[bucket]..starts[bucket + 1];
             let group = &grouped[slots.clone()];
-            let group_ticks = &grouped_ticks[slots.clone()];
+            let group_ticks = &grouped_ticks[slots];
             if group.is_empty() {
                 continue;
             }
-            let Some(account) = self.state.account_mut(AccountId(number as u64)) else {
-                // Accounts are numbered 1 to their count, so this does not happen; were it
-                // to, the orders are answered as for an unknown account (and nothing is
-                // applied), the same as for the orders of bucket 0.
-                debug_assert!(false, "account {number} of {accounts} is missing");
-                answer_unknown(&mut decided[slots], group_ticks);
+            // Accounts are numbered 1 to their count: buckets 0 and `beyond` have none.
+            let account = match bucket {
+                0 => None,
+                n if n == beyond => None,
+                n => self.state.account_mut(AccountId(n as u64)),
+            };
+            let Some(account) = account else {
+                debug_assert!(bucket == 0 || bucket == beyond, "account {bucket} is missing");
+                // Orders of no account: rejected, nothing applied; the last bucket holds
+                // several account numbers, in number order.
+                in_order(permutation, group, |o| (o.account, o.queue_key()));
+                for &k in permutation.iter() {
+                    let k = k as usize;
+                    out.push(Decided::unknown(group_ticks[k]).event(group[k], interval, tick_list));
+                }
                 continue;
             };
+            in_settlement_order(permutation, &mut scratch.keys, group);
             account.history.reserve(group.len());
-            for (k, (order, &tick_ref)) in group.iter().zip(group_ticks).enumerate() {
+            for &k in permutation.iter() {
+                let k = k as usize;
+                let (order, tick_ref) = (&group[k], group_ticks[k]);
                 let tick = tick_ref.index().and_then(|i| tick_list.get(i).map(|t| (i, t)));
                 let listed = match tick {
                     Some((index, _)) => listed_ticks.get(index).copied().unwrap_or(false),
@@ -339,31 +369,31 @@ impl Engine {
                     None => account.holdings.get(&order.symbol).copied().unwrap_or_default(),
                 };
                 let cash = account.cash;
-                decided[first_slot + k] =
-                    match fill_terms(order, tick.map(|(_, t)| t), listed, cash, held) {
-                        Ok((terms, holding)) => {
-                            let Some((index, t)) = tick else {
-                                unreachable!("an order only fills on a tick")
-                            };
-                            account.cash = terms.cash_after;
-                            cache[index] = Some(CachedHolding { holding, changed: true });
-                            account.history.push(Transaction {
-                                order: *order,
-                                interval,
-                                settled_at: at,
-                                tick_time: t.time,
-                                price: t.fill_price(),
-                                amount: terms.amount,
-                            });
-                            Decided::Filled { tick: tick_ref, terms }
-                        }
-                        Err(reason) => Decided::Rejected {
-                            tick: tick_ref,
-                            reason,
-                            cash_seen: cash,
-                            holding_seen: held.qty,
-                        },
-                    };
+                let outcome = match fill_terms(order, tick.map(|(_, t)| t), listed, cash, held) {
+                    Ok((terms, holding)) => {
+                        let Some((index, t)) = tick else {
+                            unreachable!("an order only fills on a tick")
+                        };
+                        account.cash = terms.cash_after;
+                        cache[index] = Some(CachedHolding { holding, changed: true });
+                        account.history.push(Transaction {
+                            order: *order,
+                            interval,
+                            settled_at: at,
+                            tick_time: t.time,
+                            price: t.fill_price(),
+                            amount: terms.amount,
+                        });
+                        Decided::Filled { tick: tick_ref, terms }
+                    }
+                    Err(reason) => Decided::Rejected {
+                        tick: tick_ref,
+                        reason,
+                        cash_seen: cash,
+                        holding_seen: held.qty,
+                    },
+                };
+                out.push(outcome.event(*order, interval, tick_list));
             }
             // Tick order is symbol order: the changes come out sorted by symbol.
             loaded.sort_unstable();
@@ -377,14 +407,81 @@ impl Engine {
             }
             write_back(&mut account.holdings, &changes);
         }
+        out.finish();
     }
 }
 
-/// Gives each order of a group the outcome of an order whose account does not exist, with its
-/// tick (`ticks`, one per outcome).
-fn answer_unknown(outcomes: &mut [Decided], ticks: &[TickRef]) {
-    for (outcome, &tick) in outcomes.iter_mut().zip(ticks) {
-        *outcome = Decided::unknown(tick);
+/// Fills `permutation` with the positions of `group`'s orders sorted by `key` (a total order
+/// on them): the identity when the group is in that order already, as the orders of one
+/// account arriving from one worker are.
+fn in_order<K: Ord>(permutation: &mut Vec<u32>, group: &[Order], key: impl Fn(&Order) -> K) {
+    permutation.clear();
+    permutation.extend((0..group.len()).map(index32));
+    if !group.is_sorted_by_key(&key) {
+        permutation.sort_unstable_by_key(|&k| key(&group[k as usize]));
+    }
+}
+
+/// [`in_order`] by [`Order::queue_key`], the same permutation, faster: an out-of-order group
+/// is sorted by its worker timestamps, each packed with its position into one `u128` (a sort
+/// of plain integers, where the whole key is a 32-byte tuple read through the position), and
+/// only the runs of equal timestamps are then sorted by the whole key.
+#[allow(clippy::cast_possible_truncation, reason = "a key's low 32 bits are its position")]
+fn in_settlement_order(permutation: &mut Vec<u32>, keys: &mut Vec<u128>, group: &[Order]) {
+    if group.is_sorted_by_key(Order::queue_key) {
+        permutation.clear();
+        permutation.extend((0..group.len()).map(index32));
+        return;
+    }
+    // `i64` to `u64` with the order kept: the sign bit flipped.
+    let time = |order: &Order| order.placed_at.0.cast_unsigned() ^ (1 << 63);
+    keys.clear();
+    keys.extend(
+        group.iter().enumerate().map(|(k, o)| u128::from(time(o)) << 32 | u128::from(index32(k))),
+    );
+    keys.sort_unstable();
+    permutation.clear();
+    permutation.extend(keys.iter().map(|&key| key as u32));
+    let mut run = 0;
+    while run < keys.len() {
+        let at = keys[run] >> 32;
+        let end = run + keys[run..].iter().take_while(|&&key| key >> 32 == at).count();
+        if end - run > 1 {
+            permutation[run..end].sort_unstable_by_key(|&k| group[k as usize].queue_key());
+        }
+        run = end;
+    }
+}
+
+/// Writes a settlement's events over a vector's old ones: the header, then each pushed event,
+/// in the vector's existing slots first (the old event is dropped there, while its memory is
+/// written anyway), then past them; `finish` drops what is left of the old events.
+struct EventWriter<'a> {
+    events: &'a mut Vec<Event>,
+    next: usize,
+}
+
+impl<'a> EventWriter<'a> {
+    fn new(events: &'a mut Vec<Event>, header: Event, outcomes: usize) -> Self {
+        events.truncate(outcomes + 1);
+        events.reserve(outcomes + 1 - events.len());
+        match events.first_mut() {
+            Some(slot) => *slot = header,
+            None => events.push(header),
+        }
+        EventWriter { events, next: 1 }
+    }
+
+    fn push(&mut self, event: Event) {
+        match self.events.get_mut(self.next) {
+            Some(slot) => *slot = event,
+            None => self.events.push(event),
+        }
+        self.next += 1;
+    }
+
+    fn finish(self) {
+        self.events.truncate(self.next);
     }
 }
 
@@ -398,17 +495,16 @@ pub(crate) struct SettleScratch {
     /// Each grouped order's tick (beside the orders rather than with them, since an order is
     /// 16-byte aligned and the pair would take 96 bytes).
     ticks: Vec<TickRef>,
-    /// Each queue position's slot in `grouped` and `decided`.
-    slot_of: Vec<u32>,
-    /// Each order's outcome, in account order.
-    decided: Vec<Decided>,
+    /// One group's positions in settlement order (as many as the largest group).
+    permutation: Vec<u32>,
+    /// One group's worker timestamps, each with its position, being sorted.
+    keys: Vec<u128>,
 }
 
 impl SettleScratch {
     /// How many orders the tables have room for.
     pub(crate) fn room(&self) -> usize {
-        let orders = self.grouped.capacity().max(self.ticks.capacity());
-        orders.max(self.slot_of.capacity()).max(self.decided.capacity())
+        self.grouped.capacity().max(self.ticks.capacity()).max(self.permutation.capacity())
     }
 }
 
@@ -520,29 +616,6 @@ impl TickIndex {
     }
 }
 
-/// Makes `events` hold exactly `header` followed by the `count` events of `outcomes`, reusing
-/// its memory: slots that still hold an old event are assigned (the old event is dropped there,
-/// while its memory is written anyway), the rest pushed, and old events beyond them dropped.
-fn overwrite(
-    events: &mut Vec<Event>,
-    header: Event,
-    outcomes: impl Iterator<Item = Event>,
-    count: usize,
-) {
-    events.truncate(count + 1);
-    events.reserve(count + 1 - events.len());
-    match events.first_mut() {
-        Some(slot) => *slot = header,
-        None => events.push(header),
-    }
-    let mut outcomes = outcomes;
-    for (slot, event) in events.iter_mut().skip(1).zip(outcomes.by_ref()) {
-        *slot = event;
-    }
-    events.extend(outcomes);
-    debug_assert_eq!(events.len(), count + 1, "settlement writes one event per slot");
-}
-
 /// An order's tick: the index of its symbol's tick in the tick set, or the reason it has none.
 /// Four bytes, since settlement keeps one per order (a tick set has at most
 /// `TICKS_PER_INTERVAL_MAX` ticks, far below the two reserved values).
@@ -583,38 +656,7 @@ fn index32(index: usize) -> u32 {
     u32::try_from(index).unwrap_or(u32::MAX)
 }
 
-/// Every order's outcome, kept in account order (each account's outcomes are written one after
-/// the other, where a write in queue order would land anywhere in the array), with the slot of
-/// each queue position.
-#[derive(Debug)]
-struct Outcomes<'a> {
-    decided: &'a [Decided],
-    slot_of: &'a [u32],
-}
-
-impl Outcomes<'_> {
-    /// Outcomes read per chunk of this many queue positions.
-    const CHUNK: usize = 256;
-
-    /// The outcomes in queue order. Each chunk is read by one loop of independent loads, which
-    /// the memory system serves in parallel; a loop that also built each event would wait for
-    /// each load in turn.
-    fn in_queue_order(&self) -> impl Iterator<Item = Decided> + '_ {
-        self.slot_of.chunks(Self::CHUNK).flat_map(|slots| {
-            let mut chunk = [Decided::unknown(TickRef::UNLISTED); Self::CHUNK];
-            for (read, &slot) in chunk.iter_mut().zip(slots) {
-                // Every slot is below the number of orders: grouping gave it.
-                debug_assert!((slot as usize) < self.decided.len(), "slot {slot} out of range");
-                if let Some(decided) = self.decided.get(slot as usize) {
-                    *read = *decided;
-                }
-            }
-            chunk.into_iter().take(slots.len())
-        })
-    }
-}
-
-/// One order's outcome, compact (32 bytes) until its event is built in queue order.
+/// One order's outcome, as decided, before its event is built.
 #[derive(Debug, Clone, Copy)]
 enum Decided {
     /// Filled on this tick.
@@ -739,6 +781,50 @@ mod tests {
             prop_assert_eq!(holdings, expected);
         }
 
+    }
+
+    fn order_at(id: u64, placed_at: i64, worker: u128) -> Order {
+        Order {
+            id: crate::ids::OrderId(id),
+            client_id: crate::ids::ClientOrderId(id),
+            account: AccountId(1),
+            symbol: Symbol::new("A").unwrap(),
+            side: Side::Buy,
+            qty: Qty::from_raw(1),
+            kind: OrderKind::Market,
+            placed_at: Timestamp(placed_at),
+            worker: crate::ids::WorkerId(worker),
+        }
+    }
+
+    proptest! {
+        /// The packed-key sort of a group gives exactly the permutation of the comparison sort
+        /// by the whole queue key, with times equal, close, or at the ends of `i64` (where the
+        /// sign flip matters), and workers and ids breaking the ties.
+        #[test]
+        fn settlement_order_is_the_queue_key_order(
+            times in proptest::collection::vec(
+                (prop_oneof![
+                    prop::sample::select(vec![i64::MIN, -1, 0, 1, i64::MAX]),
+                    0..4i64,
+                    any::<i64>(),
+                ], 0..3u128),
+                0..120,
+            ),
+            ids in any::<u64>(),
+        ) {
+            let group: Vec<Order> = times
+                .iter()
+                .enumerate()
+                .map(|(i, &(at, worker))| order_at((i as u64).wrapping_mul(ids | 1), at, worker))
+                .collect();
+            let (mut expected, mut got, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+            in_order(&mut expected, &group, Order::queue_key);
+            in_settlement_order(&mut got, &mut keys, &group);
+            prop_assert_eq!(&got, &expected);
+            let sorted: Vec<_> = got.iter().map(|&k| group[k as usize].queue_key()).collect();
+            prop_assert!(sorted.is_sorted());
+        }
     }
 
     /// Symbols that differ in one character start their probes in different slots: the first

@@ -47,43 +47,35 @@ impl Order {
     }
 }
 
-/// Orders waiting for the next settlement. Settlement takes them in [`Order::queue_key`] order,
-/// whatever order they were pushed in.
+/// Orders waiting for the next settlement, in the order they were pushed. Settlement takes each
+/// account's orders in [`Order::queue_key`] order, whatever order they were pushed in.
 ///
-/// The queue also keeps the memory settlement works in (a second order buffer for the sort and
-/// the per-order tables of [`Engine::settle_into`](crate::Engine::settle_into)), so a caller that
-/// keeps one queue across intervals, as the master does, settles each interval in memory it
-/// already has instead of new pages. Cloning a queue clones its orders only.
+/// The queue also keeps the memory settlement works in (the per-order tables of
+/// [`Engine::settle_into`](crate::Engine::settle_into)), so a caller that keeps one queue across
+/// intervals, as the master does, settles each interval in memory it already has instead of new
+/// pages. Cloning a queue clones its orders (and their counts) only.
+#[derive(Default)]
 pub struct OrderQueue {
     orders: Vec<Order>,
-    /// The earliest and latest worker timestamps of the queued orders (`EMPTY_RANGE` when none),
-    /// kept as they are pushed so that the bucket sort need not read every order to find them.
-    /// Sorting checks every order against it and finds the range itself if one is outside.
-    placed: (i64, i64),
-    /// The sort's destination: after a bucket sort the orders live here and the buffers swap.
-    /// Its contents are stale copies, never read before being overwritten.
-    spare: Vec<Order>,
+    /// How many of the queued orders each account number below `COUNTED_ACCOUNTS_MAX` has (the
+    /// vector as long as the highest such number seen, plus one), kept as orders are pushed,
+    /// while each is in the cache, so that settlement need not read the whole queue once more
+    /// to group it by account.
+    per_account: Vec<u32>,
+    /// A count of `per_account` would have passed `u32::MAX`: the counts are not used.
+    counts_lost: bool,
     /// Settlement's per-order tables.
-    pub(crate) scratch: SettleScratch,
-}
-
-/// The time range of no orders: any order widens it to its own time.
-const EMPTY_RANGE: (i64, i64) = (i64::MAX, i64::MIN);
-
-impl Default for OrderQueue {
-    fn default() -> Self {
-        Self {
-            orders: Vec::new(),
-            placed: EMPTY_RANGE,
-            spare: Vec::new(),
-            scratch: SettleScratch::default(),
-        }
-    }
+    scratch: SettleScratch,
 }
 
 impl Clone for OrderQueue {
     fn clone(&self) -> Self {
-        Self { orders: self.orders.clone(), placed: self.placed, ..Self::default() }
+        Self {
+            orders: self.orders.clone(),
+            per_account: self.per_account.clone(),
+            counts_lost: self.counts_lost,
+            ..Self::default()
+        }
     }
 }
 
@@ -93,17 +85,13 @@ impl std::fmt::Debug for OrderQueue {
     }
 }
 
-/// Queues with at least this many orders are sorted by time buckets first
-/// ([`sort_by_time_buckets`]); smaller ones, which fit in the caches, by one comparison sort.
-const BUCKET_SORT_ORDERS_MIN: usize = 1 << 14;
-/// Orders aimed at per time bucket: each bucket's sort runs on a few cache lines (measured on
-/// the `engine.settle` workload: 8 a bucket sorted a million orders in 32.5 ms, 16 in 34, 32
-/// in 37; the comparison sort takes 57).
-const ORDERS_PER_BUCKET: usize = 8;
-/// Most time buckets: their counters (1 MiB) stay in the core's cache.
-const BUCKETS_MAX: usize = 1 << 17;
+/// Account numbers from this one up are not counted as orders are pushed: a queue with one of
+/// them, or settled against a state with this many accounts or more, is counted by settlement.
+/// The counts take 4 bytes per account number, at most 4 MiB.
+const COUNTED_ACCOUNTS_MAX: u64 = 1 << 20;
+
 /// Orders' worth of settlement memory a queue keeps whatever its intervals' sizes (about
-/// 18 MiB: the two order buffers and settlement's tables take 280 bytes an order).
+/// 10 MiB: the queue and settlement's tables take 164 bytes an order).
 const KEPT_ORDERS_MIN: usize = 1 << 16;
 
 impl OrderQueue {
@@ -114,15 +102,37 @@ impl OrderQueue {
 
     /// Adds an order.
     pub fn push(&mut self, order: Order) {
-        self.placed = widen(self.placed, order.placed_at.0);
+        if let Ok(number) = usize::try_from(order.account.0)
+            && order.account.0 < COUNTED_ACCOUNTS_MAX
+        {
+            if self.per_account.len() <= number {
+                self.per_account.resize(number + 1, 0);
+            }
+            match self.per_account[number].checked_add(1) {
+                Some(count) => self.per_account[number] = count,
+                // Four billion orders of one account: no longer counted (settlement, which
+                // refuses far fewer, would not take the queue anyway).
+                None => self.counts_lost = true,
+            }
+        }
         self.orders.push(order);
     }
 
     /// Moves every order of `other` to the end of this queue, leaving `other` empty (with its
     /// memory).
     pub fn append(&mut self, other: &mut OrderQueue) {
-        self.placed = (self.placed.0.min(other.placed.0), self.placed.1.max(other.placed.1));
-        other.placed = EMPTY_RANGE;
+        if self.per_account.len() < other.per_account.len() {
+            self.per_account.resize(other.per_account.len(), 0);
+        }
+        for (mine, theirs) in self.per_account.iter_mut().zip(&other.per_account) {
+            match mine.checked_add(*theirs) {
+                Some(count) => *mine = count,
+                None => self.counts_lost = true,
+            }
+        }
+        self.counts_lost |= other.counts_lost;
+        other.per_account.clear();
+        other.counts_lost = false;
         self.orders.append(&mut other.orders);
     }
 
@@ -136,158 +146,63 @@ impl OrderQueue {
         self.orders.is_empty()
     }
 
-    /// Empties the queue, returning its orders in settlement order. Order ids are unique, so the
-    /// key is a total order and an unstable sort gives the same result on every machine.
+    /// Empties the queue, returning its orders sorted by [`Order::queue_key`]. Order ids are
+    /// unique, so the key is a total order and an unstable sort gives the same result on every
+    /// machine.
     pub fn drain_sorted(&mut self) -> Vec<Order> {
-        self.sort_in_place();
-        self.placed = EMPTY_RANGE;
+        self.orders.sort_unstable_by_key(Order::queue_key);
+        self.per_account.clear();
+        self.counts_lost = false;
         std::mem::take(&mut self.orders)
     }
 
-    /// Sorts the waiting orders into settlement order and returns them, with settlement's
-    /// tables; they stay queued until [`OrderQueue::clear_kept`]. Settlement uses this and then
-    /// empties the queue, so the queue keeps its memory for the next interval's orders.
-    pub(crate) fn sort_for_settlement(&mut self) -> (&[Order], &mut SettleScratch) {
-        self.sort_in_place();
+    /// The number of queued orders of each account number from 0 to `accounts`, then of all
+    /// the numbers above it together (`accounts + 2` counts), as kept by `push`; `None` when
+    /// the counts kept do not cover those numbers (settlement then counts the orders itself).
+    pub(crate) fn per_account(&self, accounts: usize) -> Option<Vec<usize>> {
+        if self.counts_lost || u64::try_from(accounts).map_or(true, |n| n >= COUNTED_ACCOUNTS_MAX) {
+            return None;
+        }
+        let mut counts = vec![0usize; accounts + 2];
+        let mut counted = 0usize;
+        for (count, &kept) in counts[..=accounts].iter_mut().zip(&self.per_account) {
+            *count = kept as usize;
+            counted += *count;
+        }
+        // Orders of numbers above `accounts`, counted or not (up from `COUNTED_ACCOUNTS_MAX`).
+        let beyond = self.orders.len().checked_sub(counted)?;
+        counts[accounts + 1] = beyond;
+        Some(counts)
+    }
+
+    /// The waiting orders, as pushed, with settlement's tables; they stay queued until
+    /// [`OrderQueue::clear_kept`]. Settlement uses this and then empties the queue, so the
+    /// queue keeps its memory for the next interval's orders.
+    pub(crate) fn for_settlement(&mut self) -> (&[Order], &mut SettleScratch) {
         (&self.orders, &mut self.scratch)
     }
 
-    fn sort_in_place(&mut self) {
-        if self.orders.len() < BUCKET_SORT_ORDERS_MIN {
-            self.orders.sort_unstable_by_key(Order::queue_key);
-        } else {
-            let buckets = (self.orders.len() / ORDERS_PER_BUCKET).min(BUCKETS_MAX);
-            sort_by_time_buckets(&mut self.orders, &mut self.spare, buckets, self.placed);
-        }
+    /// Orders' worth of memory the queue holds: its own buffer or settlement's tables,
+    /// whichever has room for more.
+    fn room(&self) -> usize {
+        self.orders.capacity().max(self.scratch.room())
     }
 
     /// Empties the queue after a settlement, keeping its memory for the next one, unless that
-    /// memory is sized for far more orders than were settled: when the buffers or the tables
+    /// memory is sized for far more orders than were settled: when the buffer or the tables
     /// have room for more than four times the orders just settled (and more than
     /// `KEPT_ORDERS_MIN`), they are given back, so after a burst a master keeps no more than
     /// its recent intervals need.
     pub(crate) fn clear_kept(&mut self) {
         let settled = self.orders.len();
         self.orders.clear();
-        self.placed = EMPTY_RANGE;
+        self.per_account.clear();
+        self.counts_lost = false;
         let kept = settled.saturating_mul(4).max(KEPT_ORDERS_MIN);
-        let room = self.orders.capacity().max(self.spare.capacity()).max(self.scratch.room());
-        if room > kept {
+        if self.room() > kept {
             self.orders.shrink_to(kept);
-            self.spare = Vec::new();
             self.scratch = SettleScratch::default();
         }
-    }
-}
-
-/// Sorts `orders` by [`Order::queue_key`], the same result as a comparison sort (the key is a
-/// total order), in fewer moves of the 80-byte orders when there are many: one pass counts the
-/// orders of each of at most `buckets` equal slices of the time range `placed` (the queue's,
-/// kept as orders are pushed; a power of two of slices, so a bucket is a shift of the time
-/// since the earliest order), one copies every order into its bucket's place in `spare`, and
-/// each bucket, a few orders in the cache, is sorted by the whole key. The sorted orders end
-/// in `orders`: the two buffers are swapped, so `spare` holds the old buffer, whose memory the
-/// next sort reuses. If an order falls outside `placed`, the counting pass notices and the
-/// range is found from the orders instead: the result never depends on `placed`.
-///
-/// Timestamps bunched into one slice make one large bucket, which is still sorted correctly,
-/// only without the gain.
-fn sort_by_time_buckets(
-    orders: &mut Vec<Order>,
-    spare: &mut Vec<Order>,
-    buckets: usize,
-    placed: (i64, i64),
-) {
-    let count = orders.len();
-    let Some(&first) = orders.first() else {
-        return;
-    };
-    let (slices, starts) = match TimeBuckets::count(orders, placed, buckets) {
-        Some(counted) => counted,
-        None => {
-            // An order outside the range the queue kept: not expected (the queue's own tests
-            // check the range), but the sort's result must not depend on it. The range of the
-            // orders themselves holds every one of them.
-            let range = orders.iter().fold(EMPTY_RANGE, |range, o| widen(range, o.placed_at.0));
-            match TimeBuckets::count(orders, range, buckets) {
-                Some(counted) => counted,
-                None => unreachable!("every order is inside the range of all of them"),
-            }
-        }
-    };
-    if spare.len() < count {
-        spare.resize(count, first);
-    }
-    let mut fill_at = starts.clone();
-    for order in orders.iter() {
-        let slot = &mut fill_at[slices.of(order).unwrap_or(0)];
-        spare[*slot] = *order;
-        *slot += 1;
-    }
-    for bounds in starts.windows(2) {
-        let bucket = &mut spare[bounds[0]..bounds[1]];
-        if !bucket.is_sorted_by_key(Order::queue_key) {
-            bucket.sort_unstable_by_key(Order::queue_key);
-        }
-    }
-    std::mem::swap(orders, spare);
-    orders.truncate(count);
-}
-
-/// `range` widened to hold `time`.
-fn widen(range: (i64, i64), time: i64) -> (i64, i64) {
-    (range.0.min(time), range.1.max(time))
-}
-
-/// Equal slices of a time range, a power of two of them: the slice of a time is a shift of its
-/// distance from the range's start.
-#[derive(Debug, Clone, Copy)]
-struct TimeBuckets {
-    earliest: i64,
-    shift: u32,
-    /// The slices the range covers.
-    used: usize,
-}
-
-impl TimeBuckets {
-    /// At most `buckets` slices of `[earliest, latest]` (at least one slice).
-    fn new((earliest, latest): (i64, i64), buckets: usize) -> TimeBuckets {
-        // `(t - earliest) >> shift` for every t in the range is below 2^bits_kept (a shift by
-        // all 64 bits, when one slice is kept of a full range, gives slice 0).
-        let bits_kept = usize::BITS - 1 - buckets.max(1).leading_zeros();
-        let span = latest.abs_diff(earliest);
-        let shift = (u64::BITS - span.leading_zeros()).saturating_sub(bits_kept);
-        let mut slices = TimeBuckets { earliest, shift, used: usize::MAX };
-        slices.used = slices.slice(latest).map_or(1, |last| last + 1);
-        debug_assert!(slices.used <= buckets.max(1), "{} slices for {buckets}", slices.used);
-        slices
-    }
-
-    fn slice(&self, time: i64) -> Option<usize> {
-        if time < self.earliest {
-            return None;
-        }
-        let offset = time.abs_diff(self.earliest).checked_shr(self.shift).unwrap_or(0);
-        usize::try_from(offset).ok().filter(|&slice| slice < self.used)
-    }
-
-    /// The slice of an order's time, if inside the range.
-    fn of(&self, order: &Order) -> Option<usize> {
-        self.slice(order.placed_at.0)
-    }
-
-    /// The slices of `range` and where each slice's orders start (the number of orders last),
-    /// or `None` if an order is outside `range`.
-    fn count(orders: &[Order], range: (i64, i64), buckets: usize) -> Option<(Self, Vec<usize>)> {
-        let slices = TimeBuckets::new(range, buckets);
-        let mut starts = vec![0usize; slices.used + 1];
-        for order in orders {
-            starts[slices.of(order)? + 1] += 1;
-        }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
-        }
-        Some((slices, starts))
     }
 }
 
@@ -295,128 +210,24 @@ impl TimeBuckets {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::money::{Qty, Side};
-    use proptest::prelude::*;
+    use crate::ids::IntervalId;
+    use crate::workload::{self, WorkloadShape, XorShift};
 
-    fn order(id: u64, placed_at: i64, worker: u128) -> Order {
-        Order {
-            id: OrderId(id),
-            client_id: ClientOrderId(id),
-            account: AccountId(1),
-            symbol: Symbol::new("A").unwrap(),
-            side: Side::Buy,
-            qty: Qty::from_raw(1),
-            kind: OrderKind::Market,
-            placed_at: Timestamp(placed_at),
-            worker: WorkerId(worker),
-        }
-    }
-
-    /// Times from a few clustered values, a small range, or anywhere in `i64` (the extremes
-    /// included), so that buckets are empty, crowded, or span the whole range.
-    fn placed_at() -> impl Strategy<Value = i64> {
-        prop_oneof![
-            prop::sample::select(vec![i64::MIN, -1, 0, 1, i64::MAX]),
-            0..64i64,
-            any::<i64>(),
-        ]
-    }
-
-    proptest! {
-        /// Sorting by time buckets gives exactly the comparison sort's order, whatever the
-        /// number of buckets, and leaves the spare buffer's old contents out of the result.
-        #[test]
-        fn time_buckets_sort_like_the_comparison_sort(
-            times in prop::collection::vec((placed_at(), 0..3u128), 0..300),
-            buckets in 0..80usize,
-            stale in 0..400usize,
-            ids in any::<u64>(),
-            wrong_range in prop::option::of((placed_at(), placed_at())),
-        ) {
-            // Unique ids in an order unrelated to the times.
-            let mut orders: Vec<Order> = times
-                .iter()
-                .enumerate()
-                .map(|(i, &(at, worker))| {
-                    order((i as u64).wrapping_mul(ids | 1), at, worker)
-                })
-                .collect();
-            let mut expected = orders.clone();
-            expected.sort_unstable_by_key(Order::queue_key);
-            let mut spare = vec![order(u64::MAX, 7, 9); stale];
-            // The orders' range, or (rarely) a wrong one, which must not change the result.
-            let range = wrong_range.unwrap_or_else(|| {
-                orders.iter().fold(EMPTY_RANGE, |range, o| widen(range, o.placed_at.0))
-            });
-            sort_by_time_buckets(&mut orders, &mut spare, buckets, range);
-            prop_assert_eq!(orders, expected);
-        }
-    }
-
-    /// A queue past the bucket sort's threshold drains in settlement order, twice in a row in the
-    /// same memory (the second time over the first sort's stale buffer).
-    #[test]
-    fn a_large_queue_drains_in_settlement_order() {
-        let mut queue = OrderQueue::new();
-        for count in [BUCKET_SORT_ORDERS_MIN * 2, BUCKET_SORT_ORDERS_MIN + 1] {
-            let mut rng = crate::workload::XorShift::new(count as u64);
-            for id in 0..count as u64 {
-                let at = i64::try_from(rng.below(50_000)).unwrap();
-                queue.push(order(id, at, u128::from(rng.below(4))));
-            }
-            let mut expected = queue.clone().orders;
-            expected.sort_unstable_by_key(Order::queue_key);
-            queue.sort_in_place();
-            assert_eq!(queue.orders, expected);
-            queue.clear_kept();
-        }
-        // The two buffers swapped at each sort: one holds the last sort's stale copy, the other
-        // (the queue's) still has the larger interval's room.
-        assert_eq!(queue.spare.len(), BUCKET_SORT_ORDERS_MIN + 1);
-        assert!(queue.orders.capacity() >= BUCKET_SORT_ORDERS_MIN * 2, "the memory is kept");
-    }
-
-    /// The queue's time range is that of the orders queued, through pushes, appends, drains
-    /// and settlements.
-    #[test]
-    fn the_time_range_follows_the_queued_orders() {
-        let mut queue = OrderQueue::new();
-        assert_eq!(queue.placed, EMPTY_RANGE);
-        queue.push(order(1, 5, 0));
-        queue.push(order(2, -3, 0));
-        assert_eq!(queue.placed, (-3, 5));
-        let mut other = OrderQueue::new();
-        other.push(order(3, 9, 0));
-        queue.append(&mut other);
-        assert_eq!((queue.placed, other.placed), ((-3, 9), EMPTY_RANGE));
-        assert_eq!(queue.clone().placed, (-3, 9));
-        assert_eq!(queue.drain_sorted().len(), 3);
-        assert_eq!(queue.placed, EMPTY_RANGE);
-        queue.push(order(4, 7, 0));
-        assert_eq!(queue.placed, (7, 7));
-        queue.sort_in_place();
-        queue.clear_kept();
-        assert_eq!(queue.placed, EMPTY_RANGE);
-    }
-
-    /// After a burst, an interval of far fewer orders gives the burst's memory back, whether
-    /// it is sorted by buckets (which swaps the buffers) or by one comparison sort; an interval
-    /// of a quarter of the room or more keeps it.
+    /// After a burst, an interval of far fewer orders gives the burst's memory back (the queue's
+    /// buffer and settlement's tables); an interval of a quarter of the room or more keeps it.
     #[test]
     fn a_smaller_interval_after_a_burst_gives_the_memory_back() {
         let burst = KEPT_ORDERS_MIN * 2;
-        for (after, given_back) in
-            [(1, true), (BUCKET_SORT_ORDERS_MIN + 1, true), (burst / 2, false)]
-        {
-            let mut queue = OrderQueue::new();
-            for (count, at) in [(burst, 1_000), (after, 777)] {
-                for id in 0..count as u64 {
-                    queue.push(order(id, (id % at) as i64, 0));
-                }
-                queue.sort_in_place();
-                queue.clear_kept();
-            }
-            let room = queue.orders.capacity().max(queue.spare.capacity());
+        for (after, given_back) in [(1, true), (KEPT_ORDERS_MIN / 4, true), (burst / 2, false)] {
+            let shape = WorkloadShape { accounts: 50, symbols: 3, orders: burst as u64, seed: 5 };
+            let mut load = workload::build(shape).unwrap();
+            workload::settle_as(&mut load, IntervalId(1), Timestamp(1)).unwrap();
+            assert!(load.queue.room() >= burst, "settling {burst} orders takes room for them");
+            let mut rng = XorShift::new(3);
+            workload::queue_more(&mut load, shape, &mut rng, burst as u64 + 1, after as u64);
+            workload::settle_as(&mut load, IntervalId(2), Timestamp(2)).unwrap();
+            assert!(load.queue.is_empty());
+            let room = load.queue.room();
             if given_back {
                 let kept = (after * 4).max(KEPT_ORDERS_MIN);
                 assert!(room <= kept, "{after} after {burst}: room for {room}");
@@ -424,5 +235,99 @@ mod tests {
                 assert!(room >= burst, "{after} after {burst}: room for {room}");
             }
         }
+    }
+
+    fn order_of(id: u64, account: u64) -> Order {
+        Order {
+            id: OrderId(id),
+            client_id: ClientOrderId(id),
+            account: AccountId(account),
+            symbol: workload::symbol_of(0),
+            side: Side::Buy,
+            qty: Qty::from_raw(1),
+            kind: OrderKind::Market,
+            placed_at: Timestamp(0),
+            worker: WorkerId(0),
+        }
+    }
+
+    /// What `per_account` must give: the orders of each number up to `accounts`, then those
+    /// of every number above it.
+    fn recount(queue: &OrderQueue, accounts: usize) -> Vec<usize> {
+        let mut counts = vec![0; accounts + 2];
+        for order in &queue.orders {
+            let number = usize::try_from(order.account.0).unwrap_or(usize::MAX);
+            counts[number.min(accounts + 1)] += 1;
+        }
+        counts
+    }
+
+    proptest::proptest! {
+        /// The counts kept as orders are pushed, appended, drained and settled are the orders'
+        /// own, for any number of accounts the state may have, account numbers 0 and past the
+        /// counted ones included.
+        #[test]
+        fn the_per_account_counts_are_the_orders(
+            steps in proptest::collection::vec(
+                (0..6u8, proptest::prop_oneof![
+                    0..12u64,
+                    proptest::sample::select(vec![
+                        COUNTED_ACCOUNTS_MAX - 1, COUNTED_ACCOUNTS_MAX, u64::MAX,
+                    ]),
+                ]),
+                0..80,
+            ),
+            accounts in 0..15usize,
+        ) {
+            let mut queue = OrderQueue::new();
+            let mut other = OrderQueue::new();
+            for (id, (step, account)) in steps.into_iter().enumerate() {
+                let order = order_of(id as u64, account);
+                match step {
+                    0 | 1 => queue.push(order),
+                    2 => other.push(order),
+                    3 => queue.append(&mut other),
+                    4 => {
+                        let _ = queue.drain_sorted();
+                    }
+                    _ => {
+                        let _ = queue.clone();
+                        queue.clear_kept();
+                    }
+                }
+                for queue in [&queue, &other, &queue.clone()] {
+                    proptest::prop_assert_eq!(
+                        queue.per_account(accounts),
+                        Some(recount(queue, accounts))
+                    );
+                }
+            }
+            let past = usize::try_from(COUNTED_ACCOUNTS_MAX).unwrap();
+            proptest::prop_assert_eq!(queue.per_account(past), None);
+        }
+    }
+
+    /// `drain_sorted` empties the queue in key order, whatever the push order.
+    #[test]
+    fn drain_sorted_returns_the_orders_by_key() {
+        let mut queue = OrderQueue::new();
+        let mut rng = XorShift::new(11);
+        for id in 0..500u64 {
+            queue.push(Order {
+                id: OrderId(id),
+                client_id: ClientOrderId(id),
+                account: AccountId(1),
+                symbol: workload::symbol_of(0),
+                side: Side::Buy,
+                qty: Qty::from_raw(1),
+                kind: OrderKind::Market,
+                placed_at: Timestamp(i64::try_from(rng.below(50)).unwrap()),
+                worker: WorkerId(u128::from(rng.below(3))),
+            });
+        }
+        let mut expected = queue.clone().orders;
+        expected.sort_by_key(Order::queue_key);
+        assert_eq!(queue.drain_sorted(), expected);
+        assert!(queue.is_empty());
     }
 }

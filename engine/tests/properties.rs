@@ -277,9 +277,9 @@ proptest! {
 
 /// Settlement applies outcomes account by account; over several intervals of a synthetic
 /// workload (so later intervals start from existing holdings and histories), folding the
-/// returned events gives the live state, the invariants hold, and outcomes come in queue order,
-/// one per queued order. Two intervals are large enough for the queue's bucket sort, and all
-/// settle in the memory of one queue, larger and smaller than the interval before.
+/// returned events gives the live state, the invariants hold, and outcomes come by account and
+/// then in queue order, one per queued order. All settle in the memory of one queue, larger and
+/// smaller than the interval before.
 #[test]
 fn workload_settlements_fold_to_the_live_state() {
     use engine::workload::{self, WorkloadShape, XorShift};
@@ -300,13 +300,16 @@ fn workload_settlements_fold_to_the_live_state() {
         let keys: Vec<_> = events
             .iter()
             .filter_map(|e| match e {
-                Event::OrderFilled(f) => Some(f.order.queue_key()),
-                Event::OrderRejected(r) => Some(r.order.queue_key()),
+                Event::OrderFilled(f) => Some((f.order.account, f.order.queue_key())),
+                Event::OrderRejected(r) => Some((r.order.account, r.order.queue_key())),
                 _ => None,
             })
             .collect();
-        assert!(keys.windows(2).all(|w| w[0] < w[1]), "outcomes not in queue order");
-        let mut ids: Vec<u64> = keys.iter().map(|(_, _, id)| id.0).collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "outcomes not by account, then in queue order"
+        );
+        let mut ids: Vec<u64> = keys.iter().map(|(_, (_, _, id))| id.0).collect();
         ids.sort_unstable();
         let queued: Vec<u64> = (first_id..first_id + orders).collect();
         assert_eq!(ids, queued, "interval {interval}: not one outcome per queued order");

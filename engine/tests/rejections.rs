@@ -194,6 +194,53 @@ fn queue_order_is_timestamp_then_worker_then_arrival() {
     assert_eq!(ids, [7, 9, 3, 5]);
 }
 
+/// An interval's outcomes come by account number (account 0 and numbers past the last account,
+/// which have none, in their places), each account's in queue order, whatever order the orders
+/// were queued in; a sell queued before a buy of the same account still funds it.
+#[test]
+fn outcomes_come_by_account_then_in_queue_order() {
+    let mut e = engine_with(&["AAPL"], 2, "10");
+    let events = settle(
+        &mut e,
+        1,
+        &ticks(&[("AAPL", "10")]),
+        vec![
+            order(1, 9, Side::Buy, "AAPL", "1", 5),
+            order(2, 2, Side::Buy, "AAPL", "1", 7),
+            order(3, 1, Side::Buy, "AAPL", "1", 9),
+            order(4, 0, Side::Buy, "AAPL", "1", 8),
+            order(5, 2, Side::Sell, "AAPL", "1", 8),
+            order(6, 1, Side::Sell, "AAPL", "1", 3),
+            order(7, 3, Side::Buy, "AAPL", "1", 1),
+            order(8, 2, Side::Buy, "AAPL", "1", 6),
+        ],
+    );
+    let outcomes: Vec<(u64, u64, Option<RejectReason>)> = events
+        .iter()
+        .map(|ev| match ev {
+            Event::OrderFilled(f) => (f.order.account.0, f.order.id.0, None),
+            Event::OrderRejected(r) => (r.order.account.0, r.order.id.0, Some(r.reason)),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    use RejectReason::{InsufficientCash, InsufficientHoldings, UnknownAccount};
+    assert_eq!(
+        outcomes,
+        [
+            (0, 4, Some(UnknownAccount)),
+            // Account 1 sells first (at 3), holding nothing, then buys with its 10.
+            (1, 6, Some(InsufficientHoldings)),
+            (1, 3, None),
+            // Account 2 buys (at 6) with its 10, buys again with nothing left, then sells.
+            (2, 8, None),
+            (2, 2, Some(InsufficientCash)),
+            (2, 5, None),
+            (3, 7, Some(UnknownAccount)),
+            (9, 1, Some(UnknownAccount)),
+        ]
+    );
+}
+
 #[test]
 fn intervals_must_increase_and_usernames_are_unique() {
     let mut e = engine_with(&["AAPL"], 1, "1000");
