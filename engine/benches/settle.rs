@@ -37,7 +37,7 @@ fn main() {
     let rate = SHAPE.orders as f64 / best_settle;
     let baseline = SHAPE.orders as f64 / best_baseline;
     println!(
-        "engine.settle: {rate:.0} orders/s (sort + validate + emit + apply; target >= 2,000,000); \
+        "engine.settle: {rate:.0} orders/s (group + validate + emit + apply; target >= 2,000,000); \
          baseline map-lookup loop {baseline:.0} orders/s; ratio {:.3}",
         rate / baseline
     );

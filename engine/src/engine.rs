@@ -395,15 +395,23 @@ impl Engine {
                 };
                 out.push(outcome.event(*order, interval, tick_list));
             }
-            // Tick order is symbol order: the changes come out sorted by symbol.
-            loaded.sort_unstable();
+            // Tick order is symbol order: the changes come out sorted by symbol. Sorting the
+            // loaded indices, or, when they are many of the ticks, walking the whole cache in
+            // order, which costs less than sorting them.
             changes.clear();
-            for index in loaded.drain(..) {
+            let mut take = |index: usize| {
                 if let (Some(cached), Some(t)) = (cache[index].take(), tick_list.get(index))
                     && cached.changed
                 {
                     changes.push((t.symbol, cached.holding));
                 }
+            };
+            if loaded.len().saturating_mul(WALK_CACHE_LOADED_PER_TICKS) >= tick_list.len() {
+                (0..tick_list.len()).for_each(&mut take);
+                loaded.clear();
+            } else {
+                loaded.sort_unstable();
+                loaded.drain(..).for_each(take);
             }
             write_back(&mut account.holdings, &changes);
         }
@@ -423,29 +431,42 @@ fn in_order<K: Ord>(permutation: &mut Vec<u32>, group: &[Order], key: impl Fn(&O
 }
 
 /// [`in_order`] by [`Order::queue_key`], the same permutation, faster: an out-of-order group
-/// is sorted by its worker timestamps, each packed with its position into one `u128` (a sort
-/// of plain integers, where the whole key is a 32-byte tuple read through the position), and
-/// only the runs of equal timestamps are then sorted by the whole key.
-#[allow(clippy::cast_possible_truncation, reason = "a key's low 32 bits are its position")]
-fn in_settlement_order(permutation: &mut Vec<u32>, keys: &mut Vec<u128>, group: &[Order]) {
+/// is sorted by its worker timestamps, each as its distance from the group's earliest packed
+/// with its position into one `u64` (a sort of plain integers, where the whole key is a
+/// 32-byte tuple read through the position), and only the runs of equal timestamps are then
+/// sorted by the whole key. A group whose timestamps spread too far for that (years apart) is
+/// sorted by the whole key.
+#[allow(clippy::cast_possible_truncation, reason = "a key's low bits are its position")]
+fn in_settlement_order(permutation: &mut Vec<u32>, keys: &mut Vec<u64>, group: &[Order]) {
+    permutation.clear();
     if group.is_sorted_by_key(Order::queue_key) {
-        permutation.clear();
         permutation.extend((0..group.len()).map(index32));
         return;
     }
-    // `i64` to `u64` with the order kept: the sign bit flipped.
-    let time = |order: &Order| order.placed_at.0.cast_unsigned() ^ (1 << 63);
+    let times = group.iter().map(|o| o.placed_at.0);
+    let (earliest, latest) = times.fold((i64::MAX, i64::MIN), |(e, l), t| (e.min(t), l.max(t)));
+    // Bits for a position, and what is left for a time's distance from the earliest.
+    let position_bits = usize::BITS - group.len().leading_zeros();
+    let fits = latest.abs_diff(earliest).checked_shr(u64::BITS - position_bits) == Some(0);
+    if !fits {
+        in_order(permutation, group, Order::queue_key);
+        return;
+    }
     keys.clear();
     keys.extend(
-        group.iter().enumerate().map(|(k, o)| u128::from(time(o)) << 32 | u128::from(index32(k))),
+        group
+            .iter()
+            .enumerate()
+            .map(|(k, o)| (o.placed_at.0.abs_diff(earliest) << position_bits) | k as u64),
     );
     keys.sort_unstable();
-    permutation.clear();
-    permutation.extend(keys.iter().map(|&key| key as u32));
+    let position_mask = (1u64 << position_bits) - 1;
+    // A position is below the group's length, which is below 2^32 (`index32`).
+    permutation.extend(keys.iter().map(|&key| (key & position_mask) as u32));
     let mut run = 0;
     while run < keys.len() {
-        let at = keys[run] >> 32;
-        let end = run + keys[run..].iter().take_while(|&&key| key >> 32 == at).count();
+        let at = keys[run] >> position_bits;
+        let end = run + keys[run..].iter().take_while(|&&key| key >> position_bits == at).count();
         if end - run > 1 {
             permutation[run..end].sort_unstable_by_key(|&k| group[k as usize].queue_key());
         }
@@ -498,7 +519,7 @@ pub(crate) struct SettleScratch {
     /// One group's positions in settlement order (as many as the largest group).
     permutation: Vec<u32>,
     /// One group's worker timestamps, each with its position, being sorted.
-    keys: Vec<u128>,
+    keys: Vec<u64>,
 }
 
 impl SettleScratch {
@@ -517,6 +538,10 @@ fn grow_to<T: Copy>(table: &mut Vec<T>, len: usize, filler: T) -> &mut [T] {
     }
     &mut table[..len]
 }
+
+/// The account pass walks its whole holding cache in tick order, instead of sorting the indices
+/// it loaded, when it loaded at least one tick in this many.
+const WALK_CACHE_LOADED_PER_TICKS: usize = 8;
 
 /// Fewest changed holdings for which [`write_back`] rebuilds an account's B-tree instead of
 /// updating it entry by entry.
@@ -812,11 +837,20 @@ mod tests {
                 0..120,
             ),
             ids in any::<u64>(),
+            narrow in prop::option::of((any::<i64>(), 1..64i64)),
         ) {
+            // Times as drawn, or (the packed keys' case) squeezed into a few values anywhere
+            // in `i64`, the ends included.
+            let squeeze = |at: i64| match narrow {
+                Some((base, spread)) => base.saturating_add(at.rem_euclid(spread)),
+                None => at,
+            };
             let group: Vec<Order> = times
                 .iter()
                 .enumerate()
-                .map(|(i, &(at, worker))| order_at((i as u64).wrapping_mul(ids | 1), at, worker))
+                .map(|(i, &(at, worker))| {
+                    order_at((i as u64).wrapping_mul(ids | 1), squeeze(at), worker)
+                })
                 .collect();
             let (mut expected, mut got, mut keys) = (Vec::new(), Vec::new(), Vec::new());
             in_order(&mut expected, &group, Order::queue_key);

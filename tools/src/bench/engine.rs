@@ -6,8 +6,8 @@
 //! Each round settles a freshly built workload with `Engine::settle_into` into one event vector
 //! and in one order queue, both kept across the rounds, as the master keeps them across
 //! intervals: the first round writes into new memory (cold), the later ones into the memory the
-//! previous round used (the event vector's old events, the queue's sort buffer and settlement
-//! tables). The accounts' histories grow into new memory every round, as in the master.
+//! previous round used (the event vector's old events and the queue's settlement tables). The
+//! accounts' histories grow into new memory every round, as in the master.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
