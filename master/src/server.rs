@@ -183,49 +183,59 @@ pub async fn run(
         })
         .map_err(|e| ServerError::Internal(e.to_string()))?;
 
-    let mut source = prices::open_source(&config.prices, config.update_interval)?;
-    let assets = prices::resolve_assets(&config.assets, &source)?;
-    let (tx, rx) = oneshot::channel();
-    send_core(&core_tx, CoreRequest::ListAssets { symbols: assets.clone(), reply: tx }).await?;
-    let listed =
-        rx.await.map_err(|e| ServerError::Core(e.to_string()))?.map_err(ServerError::Core)?;
-    let (tx, rx) = oneshot::channel();
-    send_core(&core_tx, CoreRequest::LatestTickTime { reply: tx }).await?;
-    let latest = rx.await.ok().flatten();
-    if let prices::AnyPriceSource::Recorded(recorded) = &mut source {
-        if let Some(latest) = latest {
-            recorded.seek_after(latest);
-        }
-        let _warned = note_price_adjustment(&journal, recorded.adjustment(), latest.is_some());
-    }
-    info!(assets = assets.len(), newly_listed = listed, source = source.name(), "prices ready");
-    let (tx, rx) = oneshot::channel();
-    send_core(&core_tx, CoreRequest::ListedAssets { reply: tx }).await?;
-    let listed = rx.await.map_err(|e| ServerError::Core(e.to_string()))?;
-
-    let shared = Arc::new(Shared {
-        core: core_tx.clone(),
-        journal,
-        hasher: PasswordHasher::new(&config.auth)?,
-        limiter: Mutex::new(LoginLimiter::new(&config.auth.failed_logins)),
-        registry,
-        identity,
-        workers: Arc::new(Mutex::new(BTreeMap::new())),
-        listed,
-    });
-
     let (stop_tx, stop_rx) = watch::channel(false);
-    // A data directory whose path is too long for a Unix socket (about 100 bytes) still runs:
-    // without the socket, `pt-master worker ...` edits the registry with the master stopped.
-    let admin_socket = match AdminSocket::bind(&dir) {
-        Ok(socket) => Some(socket),
-        Err(crate::admin::AdminError::Socket { path, source, .. })
-            if source.kind() == std::io::ErrorKind::InvalidInput =>
-        {
-            warn!(path = %path.display(), cause = %source, "no admin socket: its path is too long for a Unix socket; `pt-master worker add/remove` work only while the master is stopped");
-            None
+    // Start-up after the core runs: a failure here stops the core and waits for it, and a core
+    // that failed meanwhile is reported with its own cause, not as a closed channel.
+    let started = async {
+        let mut source = prices::open_source(&config.prices, config.update_interval)?;
+        let assets = prices::resolve_assets(&config.assets, &source)?;
+        let (tx, rx) = oneshot::channel();
+        send_core(&core_tx, CoreRequest::ListAssets { symbols: assets.clone(), reply: tx }).await?;
+        let listed =
+            rx.await.map_err(|e| ServerError::Core(e.to_string()))?.map_err(ServerError::Core)?;
+        let (tx, rx) = oneshot::channel();
+        send_core(&core_tx, CoreRequest::LatestTickTime { reply: tx }).await?;
+        let latest = rx.await.ok().flatten();
+        if let prices::AnyPriceSource::Recorded(recorded) = &mut source {
+            if let Some(latest) = latest {
+                recorded.seek_after(latest);
+            }
+            let _warned = note_price_adjustment(&journal, recorded.adjustment(), latest.is_some());
         }
-        Err(e) => return Err(e.into()),
+        info!(assets = assets.len(), newly_listed = listed, source = source.name(), "prices ready");
+        let (tx, rx) = oneshot::channel();
+        send_core(&core_tx, CoreRequest::ListedAssets { reply: tx }).await?;
+        let listed = rx.await.map_err(|e| ServerError::Core(e.to_string()))?;
+
+        let shared = Arc::new(Shared {
+            core: core_tx.clone(),
+            journal,
+            hasher: PasswordHasher::new(&config.auth)?,
+            limiter: Mutex::new(LoginLimiter::new(&config.auth.failed_logins)),
+            registry,
+            identity,
+            workers: Arc::new(Mutex::new(BTreeMap::new())),
+            listed,
+        });
+
+        // A data directory whose path is too long for a Unix socket (about 100 bytes) still runs:
+        // without the socket, `pt-master worker ...` edits the registry with the master stopped.
+        let admin_socket = match AdminSocket::bind(&dir) {
+            Ok(socket) => Some(socket),
+            Err(crate::admin::AdminError::Socket { path, source, .. })
+                if source.kind() == std::io::ErrorKind::InvalidInput =>
+            {
+                warn!(path = %path.display(), cause = %source, "no admin socket: its path is too long for a Unix socket; `pt-master worker add/remove` work only while the master is stopped");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok::<_, ServerError>((source, assets, shared, admin_socket))
+    }
+    .await;
+    let (source, assets, shared, admin_socket) = match started {
+        Ok(started) => started,
+        Err(e) => return Err(start_up_failed(e, core_tx, core_thread).await),
     };
     let admin_state = AdminState {
         registry: Arc::clone(&shared.registry),
@@ -256,8 +266,17 @@ pub async fn run(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            _ = &mut core_ended => {
-                // Logged by the core with its cause; what is queued is answered unavailable.
+            end = &mut core_ended => {
+                // A contained failure was logged by the core with its cause; a thread that ended
+                // without sending its end panicked outside a request, which only the panic
+                // message on stderr (and the crash dump) tell. What is queued is answered
+                // unavailable.
+                if !matches!(end, Ok(CoreEnd::Failed(_))) {
+                    error!(
+                        "the core thread ended without a word: it panicked outside a request \
+                         (the panic message and the crash dump are on stderr)"
+                    );
+                }
                 core_failed = true;
                 break;
             }
@@ -320,6 +339,27 @@ pub async fn run(
     }
     info!("master stopped");
     Ok(())
+}
+
+/// The error of a start-up that failed after the core started: the core is stopped (its
+/// sender dropped) and waited for; if it had failed, its cause is the error, since the start-up
+/// step only saw its channel close.
+async fn start_up_failed(
+    error: ServerError,
+    core_tx: mpsc::Sender<CoreRequest>,
+    core_thread: std::thread::JoinHandle<CoreEnd>,
+) -> ServerError {
+    drop(core_tx);
+    match tokio::task::spawn_blocking(move || core_thread.join()).await {
+        Ok(Ok(CoreEnd::Failed(cause))) => {
+            ServerError::Core(format!("the core failed while the master started: {cause}"))
+        }
+        Ok(Ok(CoreEnd::Stopped)) => error,
+        Ok(Err(_)) | Err(_) => {
+            error!(cause = %error, "the core thread panicked while the master started");
+            error
+        }
+    }
 }
 
 async fn send_core(
@@ -991,14 +1031,19 @@ async fn latest_tick(shared: &Shared, symbol: Symbol) -> Response {
             warn!(cause = %e, "tick read failed");
             Response::DataFail(Failure::new(Reason::Internal, "prices cannot be read"))
         }
-        Err(e) => price_read_panicked(&e),
+        Err(e) => price_read_lost(&e),
     }
 }
 
-/// The answer to a price query whose blocking read did not return (a panic in it: redb on a
-/// damaged page). Nothing changed; the query fails, and the cause is logged.
-fn price_read_panicked(e: &tokio::task::JoinError) -> Response {
-    error!(cause = %e, "price read failed: the journal file may be damaged");
+/// The answer to a price query whose blocking read did not return: a panic in it (redb on a
+/// damaged page), or, while the master stops, a read the runtime cancelled before it ran.
+/// Nothing changed; the query fails, and the cause is logged as what it is.
+fn price_read_lost(e: &tokio::task::JoinError) -> Response {
+    if e.is_cancelled() {
+        info!("price read cancelled: the master is stopping");
+    } else {
+        error!(cause = %e, "price read failed: the journal file may be damaged");
+    }
     Response::DataFail(unavailable())
 }
 
@@ -1124,7 +1169,7 @@ async fn price_series(
             warn!(cause = %e, "tick read failed");
             Response::DataFail(Failure::new(Reason::Internal, "prices cannot be read"))
         }
-        Err(e) => price_read_panicked(&e),
+        Err(e) => price_read_lost(&e),
     }
 }
 
@@ -1134,6 +1179,31 @@ mod tests {
     use super::*;
     use engine::{Price, Qty};
     use net::{Bar, Instruction};
+
+    /// A start-up step that failed after the core started stops the core (its sender is
+    /// dropped) and waits for it; when the core had failed, its cause is the error reported,
+    /// not the step's closed channel.
+    #[tokio::test]
+    async fn a_failed_start_up_stops_the_core_and_reports_its_cause() {
+        let closed = || ServerError::Core("channel closed".into());
+        let thread = std::thread::spawn(|| CoreEnd::Failed("page 7 is damaged".into()));
+        let (tx, _rx) = mpsc::channel(1);
+        let error = start_up_failed(closed(), tx, thread).await;
+        assert!(error.to_string().contains("page 7 is damaged"), "{error}");
+
+        // A core still serving runs until its last sender goes, then is joined.
+        let (tx, mut rx) = mpsc::channel::<CoreRequest>(1);
+        let thread = std::thread::spawn(move || {
+            while rx.blocking_recv().is_some() {}
+            CoreEnd::Stopped
+        });
+        let prices = ServerError::Internal("no price source".into());
+        let error =
+            tokio::time::timeout(Duration::from_secs(10), start_up_failed(prices, tx, thread))
+                .await
+                .expect("the core is stopped and joined");
+        assert!(matches!(&error, ServerError::Internal(m) if m == "no price source"), "{error}");
+    }
 
     /// A data directory whose prices carry another split adjustment than the source's (one of
     /// an earlier build, or a changed split list) is warned about once; a new one, or the same
