@@ -5,6 +5,7 @@
 //! `Engine::decide_apply_emit`; the property tests fold the events and compare).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use crate::event::{
     AccountOpened, AssetListed, Event, Fill, IntervalSettled, RejectReason, Rejection,
@@ -12,7 +13,7 @@ use crate::event::{
 use crate::ids::{AccountId, Email, IntervalId, PasswordHash, Symbol, Timestamp, Username};
 use crate::limits::{ORDER_QTY_UNITS_MAX, SETTLEMENT_ORDERS_MAX, TICKS_PER_INTERVAL_MAX};
 use crate::money::{Cash, Qty, Side, notional};
-use crate::order::{Order, OrderKind, OrderQueue};
+use crate::order::{Order, OrderKind, OrderQueue, Settling};
 use crate::state::{ApplyError, Digest, Holding, State, Transaction};
 use crate::tick::{Tick, TickSet};
 
@@ -220,10 +221,9 @@ impl Engine {
             Err(other) => return Err(CommandError::StateRefused(other)),
         }
         // Settled in the queue's memory, and cleared at the end: the queue keeps its memory.
-        let counted = queue.per_account(self.state.accounts().len());
-        let (orders, scratch) = queue.for_settlement();
-        let count = orders.len();
-        self.decide_apply_emit(interval, at, ticks, orders, counted, scratch, header, events);
+        let settling = queue.for_settlement(self.state.accounts().len());
+        let count = settling.orders.len();
+        self.decide_apply_emit(interval, at, ticks, settling, header, events);
         self.state.count_outcomes(count as u64);
         queue.clear_kept();
         Ok(())
@@ -233,101 +233,54 @@ impl Engine {
     /// `header`, account by account.
     ///
     /// An order's outcome depends only on its own account's earlier orders (cash and holdings
-    /// are per account) and on the tick set. So the orders are copied into groups by account (a
-    /// counting sort, from `counted`, the counts the queue kept as orders were pushed, or from
-    /// a pass over the orders; the copy lets the account pass read each group in one sweep
+    /// are per account) and on the tick set. So the orders are copied into groups by account
+    /// ([`group_by_account`]: the copy lets the account pass read each group in one sweep
     /// instead of fetching each order from anywhere in the queue), each group is put in
-    /// settlement order
-    /// in the cache (a permutation of its slots, sorted by [`Order::queue_key`]), and each
-    /// account's orders are decided, applied and written out together, which keeps that
-    /// account's data hot in the cache and touches each of its holdings in the B-tree once:
-    /// read on first use, written back at the end of the account, all changes together
-    /// ([`write_back`]). What is applied is exactly what [`State::apply`] does for the
-    /// `OrderFilled` events built from the outcomes (cash, holding, history), so the state is
-    /// the fold of the returned events (property-tested).
-    #[allow(clippy::too_many_arguments, reason = "one private step of settle_into")]
+    /// settlement order in the cache (a permutation of its slots, sorted by
+    /// [`Order::queue_key`]), and each account's orders are decided, applied and written out
+    /// together, which keeps that account's data hot in the cache and touches each of its
+    /// holdings in the B-tree once: read on first use, written back at the end of the account,
+    /// all changes together ([`write_back`]). What is applied is exactly what [`State::apply`]
+    /// does for the `OrderFilled` events built from the outcomes (cash, holding, history), so
+    /// the state is the fold of the returned events (property-tested).
     fn decide_apply_emit(
         &mut self,
         interval: IntervalId,
         at: Timestamp,
         ticks: &TickSet,
-        orders: &[Order],
-        counted: Option<Vec<usize>>,
-        scratch: &mut SettleScratch,
+        settling: Settling<'_>,
         header: Event,
         events: &mut Vec<Event>,
     ) {
+        let Settling { orders, per_account, scratch } = settling;
         let mut out = EventWriter::new(events, header, orders.len());
-        let Some(&first) = orders.first() else {
+        if orders.is_empty() {
             out.finish();
             return;
-        };
+        }
         let tick_list = ticks.ticks();
         let listed_ticks: Vec<bool> =
             tick_list.iter().map(|t| self.state.is_listed(&t.symbol)).collect();
         let tick_index = TickIndex::new(tick_list);
         let accounts = self.state.accounts().len();
-        // Bucket `n` holds the orders of account `n` (bucket 0 those of account 0, which does
-        // not exist), and bucket `accounts + 1` those of every account number above the last.
         let beyond = accounts + 1;
-        let bucket_of = |order: &Order| {
-            usize::try_from(order.account.0).ok().filter(|&n| n <= accounts).unwrap_or(beyond)
+        let state = &self.state;
+        let tick_of = |order: &Order| match tick_index.position(&order.symbol) {
+            Some(index) => TickRef::of_index(index),
+            None if state.is_listed(&order.symbol) => TickRef::NONE,
+            None => TickRef::UNLISTED,
         };
-        // Each bucket's count at `starts[b + 1]`: as the queue kept them, or counted here.
-        let mut starts = vec![0usize; beyond + 2];
-        let count_here = |starts: &mut [usize]| {
-            for order in orders {
-                starts[bucket_of(order) + 1] += 1;
-            }
-        };
-        match counted {
-            Some(counts) => {
-                starts[1..].copy_from_slice(&counts);
-                debug_assert!(
-                    {
-                        let mut recounted = vec![0usize; beyond + 2];
-                        count_here(&mut recounted);
-                        recounted == starts
-                    },
-                    "the queue's per-account counts are not its orders'"
-                );
-            }
-            None => count_here(&mut starts),
-        }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
-        }
-        let mut fill_at = starts.clone();
-        // Every entry of the two tables below `orders.len()` is written before it is read:
-        // the slots of bucket `b` are exactly `starts[b]..starts[b + 1]`, each taken once, so
-        // nothing stale from an earlier interval is seen.
-        let grouped = grow_to(&mut scratch.grouped, orders.len(), first);
-        let grouped_ticks = grow_to(&mut scratch.ticks, orders.len(), TickRef::UNLISTED);
-        for order in orders {
-            let tick = match tick_index.position(&order.symbol) {
-                Some(index) => TickRef::of_index(index),
-                None if self.state.is_listed(&order.symbol) => TickRef::NONE,
-                None => TickRef::UNLISTED,
-            };
-            let slot = &mut fill_at[bucket_of(order)];
-            grouped[*slot] = *order;
-            grouped_ticks[*slot] = tick;
-            *slot += 1;
-        }
-        let grouped = &*grouped;
-        let grouped_ticks = &*grouped_ticks;
-        let permutation = &mut scratch.permutation;
+        let sort_past = COUNTED_BUCKETS_PER_ORDER;
+        group_by_account(orders, (accounts, sort_past), per_account, tick_of, scratch);
+        let SettleScratch { grouped, ticks: grouped_ticks, permutation, keys, groups, .. } =
+            scratch;
         // The current account's holdings of the symbols that have ticks, loaded on first use.
         let mut cache: Vec<Option<CachedHolding>> = vec![None; tick_list.len()];
         let mut loaded: Vec<usize> = Vec::new();
         let mut changes: Vec<(Symbol, Holding)> = Vec::new();
-        for bucket in 0..=beyond {
-            let slots = starts[bucket]..starts[bucket + 1];
+        for &(bucket, ref slots) in groups.iter() {
             let group = &grouped[slots.clone()];
-            let group_ticks = &grouped_ticks[slots];
-            if group.is_empty() {
-                continue;
-            }
+            let group_ticks = &grouped_ticks[slots.clone()];
             // Accounts are numbered 1 to their count: buckets 0 and `beyond` have none.
             let account = match bucket {
                 0 => None,
@@ -345,7 +298,7 @@ impl Engine {
                 }
                 continue;
             };
-            in_settlement_order(permutation, &mut scratch.keys, group);
+            in_settlement_order(permutation, keys, group);
             account.history.reserve(group.len());
             for &k in permutation.iter() {
                 let k = k as usize;
@@ -516,6 +469,13 @@ pub(crate) struct SettleScratch {
     /// Each grouped order's tick (beside the orders rather than with them, since an order is
     /// 16-byte aligned and the pair would take 96 bytes).
     ticks: Vec<TickRef>,
+    /// The groups: each one's bucket and slots in `grouped`, in bucket order.
+    groups: Vec<(usize, Range<usize>)>,
+    /// Where each bucket starts in `grouped` (counting sort), and each bucket's next slot.
+    starts: Vec<usize>,
+    fill_at: Vec<usize>,
+    /// Each order's bucket and queue position, sorted (grouping by sort).
+    bucketed: Vec<u128>,
     /// One group's positions in settlement order (as many as the largest group).
     permutation: Vec<u32>,
     /// One group's worker timestamps, each with its position, being sorted.
@@ -525,8 +485,113 @@ pub(crate) struct SettleScratch {
 impl SettleScratch {
     /// How many orders the tables have room for.
     pub(crate) fn room(&self) -> usize {
-        self.grouped.capacity().max(self.ticks.capacity()).max(self.permutation.capacity())
+        let per_order = self.grouped.capacity().max(self.ticks.capacity());
+        per_order.max(self.bucketed.capacity()).max(self.permutation.capacity())
     }
+}
+
+/// Grouping counts orders into one bucket per account number when the accounts are at most
+/// this many per order; with more, it sorts the orders by bucket instead, so that an
+/// interval's settlement costs in proportion to its orders, not to the accounts registered.
+const COUNTED_BUCKETS_PER_ORDER: usize = 4;
+
+/// Copies `orders` into `scratch.grouped`, grouped by bucket, with each one's tick (`tick_of`)
+/// in `scratch.ticks`, and lists the non-empty groups in `scratch.groups` in bucket order.
+/// Bucket `n` holds the orders of account `n` (bucket 0 those of account 0, which does not
+/// exist) and bucket `accounts + 1` those of every account number above the last. Within a
+/// group the orders keep no particular order: the account pass sorts each group.
+///
+/// With many orders per account (at most `per_order` buckets per order; settlement gives
+/// [`COUNTED_BUCKETS_PER_ORDER`]), a counting sort: each bucket's count (from `per_account`,
+/// the counts the queue kept as orders were pushed, when it has them, else from a pass over
+/// the orders), then one copy of each order to its bucket's next slot. With few, a sort of
+/// each order's (bucket, position) packed into a `u128`, then the copies in that order.
+/// Every entry of `grouped` and `ticks` below `orders.len()` is written before it is read, so
+/// nothing stale from an earlier interval is seen.
+fn group_by_account(
+    orders: &[Order],
+    (accounts, per_order): (usize, usize),
+    per_account: Option<&[u32]>,
+    tick_of: impl Fn(&Order) -> TickRef,
+    scratch: &mut SettleScratch,
+) {
+    let Some(&first) = orders.first() else {
+        scratch.groups.clear();
+        return;
+    };
+    let beyond = accounts + 1;
+    let bucket_of = |order: &Order| {
+        usize::try_from(order.account.0).ok().filter(|&n| n <= accounts).unwrap_or(beyond)
+    };
+    let SettleScratch { grouped, ticks, groups, starts, fill_at, bucketed, .. } = scratch;
+    let grouped = grow_to(grouped, orders.len(), first);
+    let ticks = grow_to(ticks, orders.len(), TickRef::UNLISTED);
+    groups.clear();
+    if beyond + 1 > orders.len().saturating_mul(per_order) {
+        bucketed.clear();
+        bucketed.extend(orders.iter().enumerate().map(|(position, order)| {
+            (bucket_of(order) as u128) << 32 | u128::from(index32(position))
+        }));
+        bucketed.sort_unstable();
+        for (slot, &key) in bucketed.iter().enumerate() {
+            #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits: a position")]
+            let order = &orders[key as u32 as usize];
+            grouped[slot] = *order;
+            ticks[slot] = tick_of(order);
+            #[allow(clippy::cast_possible_truncation, reason = "a bucket, at most `beyond`")]
+            let bucket = (key >> 32) as usize;
+            match groups.last_mut() {
+                Some((last, slots)) if *last == bucket => slots.end = slot + 1,
+                _ => groups.push((bucket, slot..slot + 1)),
+            }
+        }
+        return;
+    }
+    // Each bucket's count at `starts[b + 1]`: as the queue kept them, or counted here.
+    starts.clear();
+    starts.resize(beyond + 2, 0);
+    let count_here = |starts: &mut [usize]| {
+        starts.fill(0);
+        for order in orders {
+            starts[bucket_of(order) + 1] += 1;
+        }
+    };
+    let kept = per_account.is_some_and(|kept| {
+        for (start, &count) in starts[1..=beyond].iter_mut().zip(kept) {
+            *start = count as usize;
+        }
+        // The orders of account numbers above the last, counted or not, by difference.
+        let counted: usize = starts[1..=beyond].iter().sum();
+        orders.len().checked_sub(counted).map(|rest| starts[beyond + 1] = rest).is_some()
+    });
+    if !kept {
+        count_here(starts);
+    }
+    let mut copy = |starts: &mut Vec<usize>, fill_at: &mut Vec<usize>| {
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        fill_at.clear();
+        fill_at.extend_from_slice(starts);
+        for order in orders {
+            let slot = &mut fill_at[bucket_of(order)];
+            grouped[*slot] = *order;
+            ticks[*slot] = tick_of(order);
+            *slot += 1;
+        }
+        // Each bucket filled exactly, unless the counts were not the orders'.
+        fill_at[..=beyond] == starts[1..]
+    };
+    if !copy(starts, fill_at) {
+        // Counts kept by the queue that are not its orders' (a bug) would mix accounts in a
+        // group: counted again from the orders, and copied again.
+        debug_assert!(false, "the queue's per-account counts are not its orders'");
+        count_here(starts);
+        let _exact = copy(starts, fill_at);
+    }
+    groups.extend(
+        starts.windows(2).enumerate().filter(|(_, w)| w[0] < w[1]).map(|(b, w)| (b, w[0]..w[1])),
+    );
 }
 
 /// The first `len` entries of `table`, which is grown with `filler` if shorter. The entries
@@ -824,8 +889,9 @@ mod tests {
 
     proptest! {
         /// The packed-key sort of a group gives exactly the permutation of the comparison sort
-        /// by the whole queue key, with times equal, close, or at the ends of `i64` (where the
-        /// sign flip matters), and workers and ids breaking the ties.
+        /// by the whole queue key, with times equal, close, anywhere in `i64` (the ends
+        /// included, where a distance from the earliest needs all 64 bits and the comparison
+        /// sort takes over), and workers and ids breaking the ties.
         #[test]
         fn settlement_order_is_the_queue_key_order(
             times in proptest::collection::vec(
@@ -858,6 +924,88 @@ mod tests {
             prop_assert_eq!(&got, &expected);
             let sorted: Vec<_> = got.iter().map(|&k| group[k as usize].queue_key()).collect();
             prop_assert!(sorted.is_sorted());
+        }
+    }
+
+    /// At the edge of the packed keys: three orders leave 62 bits for a time's distance from
+    /// the earliest, so a spread of 2^62 - 1 is packed and one past 2^62 sorted by the whole
+    /// key (packed, its distance would lose its top bit and sort before a nearer time); both
+    /// give the comparison sort's order.
+    #[test]
+    fn the_widest_packed_spread_and_the_first_too_wide() {
+        for spread in [(1i64 << 62) - 1, (1 << 62) + 1] {
+            for base in [i64::MIN, -7, 0, i64::MAX - spread] {
+                let group = [
+                    order_at(3, base + spread, 0),
+                    order_at(1, base, 1),
+                    order_at(5, base + 5, 0),
+                    order_at(2, base, 0),
+                ];
+                for len in [3, 4] {
+                    let group = &group[..len];
+                    let (mut expected, mut got, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+                    in_order(&mut expected, group, Order::queue_key);
+                    in_settlement_order(&mut got, &mut keys, group);
+                    assert_eq!(got, expected, "spread {spread}, base {base}, {len} orders");
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// Grouping by a sort and by counting (with the queue's counts or without) give the
+        /// same groups, in bucket order, each with the same orders and their ticks, for account
+        /// numbers 0, known, and past the last (up to `u64::MAX`) alike.
+        #[test]
+        fn grouping_by_sort_and_by_counting_agree(
+            numbers in proptest::collection::vec(
+                prop_oneof![0..12u64, prop::sample::select(vec![40, 1 << 20, u64::MAX])],
+                1..200,
+            ),
+            accounts in 0..10usize,
+        ) {
+            let orders: Vec<Order> = numbers
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| Order { account: AccountId(n), ..order_at(i as u64, 0, 0) })
+                .collect();
+            let mut kept = vec![0u32; 64];
+            for order in &orders {
+                if let Some(count) = usize::try_from(order.account.0).ok().and_then(|n| kept.get_mut(n)) {
+                    *count += 1;
+                }
+            }
+            let tick_of = |order: &Order| TickRef((order.id.0 % 7) as u32);
+            let grouped = |per_order: usize, per_account: Option<&[u32]>| {
+                let mut scratch = SettleScratch::default();
+                group_by_account(&orders, (accounts, per_order), per_account, tick_of, &mut scratch);
+                scratch
+                    .groups
+                    .iter()
+                    .map(|(bucket, slots)| {
+                        let mut group: Vec<(u64, u64, TickRef)> = slots
+                            .clone()
+                            .map(|s| (scratch.grouped[s].id.0, scratch.grouped[s].account.0, scratch.ticks[s]))
+                            .collect();
+                        group.sort_unstable_by_key(|&(id, _, _)| id);
+                        (*bucket, group)
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let by_sort = grouped(0, None);
+            prop_assert_eq!(&grouped(usize::MAX, None), &by_sort);
+            prop_assert_eq!(&grouped(usize::MAX, Some(&kept)), &by_sort);
+            let mut seen = 0;
+            for (bucket, group) in &by_sort {
+                for &(id, account, tick) in group {
+                    let expected = usize::try_from(account).ok().filter(|&n| n <= accounts);
+                    prop_assert_eq!(*bucket, expected.unwrap_or(accounts + 1));
+                    prop_assert_eq!(tick, tick_of(&orders[usize::try_from(id).unwrap()]));
+                    seen += 1;
+                }
+            }
+            prop_assert_eq!(seen, orders.len());
+            prop_assert!(by_sort.windows(2).all(|w| w[0].0 < w[1].0));
         }
     }
 

@@ -85,9 +85,18 @@ impl std::fmt::Debug for OrderQueue {
     }
 }
 
-/// Account numbers from this one up are not counted as orders are pushed: a queue with one of
-/// them, or settled against a state with this many accounts or more, is counted by settlement.
-/// The counts take 4 bytes per account number, at most 4 MiB.
+/// A queue being settled: its orders as pushed, the counts it kept of each account number's
+/// orders (`per_account[n]`, for numbers below `COUNTED_ACCOUNTS_MAX`; numbers past its length
+/// have none), and settlement's tables.
+pub(crate) struct Settling<'a> {
+    pub(crate) orders: &'a [Order],
+    pub(crate) per_account: Option<&'a [u32]>,
+    pub(crate) scratch: &'a mut SettleScratch,
+}
+
+/// Account numbers from this one up are not counted as orders are pushed (settlement finds how
+/// many orders they have by difference); a state with this many accounts or more is grouped
+/// from the orders themselves. The counts take 4 bytes per account number, at most 4 MiB.
 const COUNTED_ACCOUNTS_MAX: u64 = 1 << 20;
 
 /// Orders' worth of settlement memory a queue keeps whatever its intervals' sizes (about
@@ -131,8 +140,7 @@ impl OrderQueue {
             }
         }
         self.counts_lost |= other.counts_lost;
-        other.per_account.clear();
-        other.counts_lost = false;
+        other.forget_counts();
         self.orders.append(&mut other.orders);
     }
 
@@ -151,35 +159,40 @@ impl OrderQueue {
     /// machine.
     pub fn drain_sorted(&mut self) -> Vec<Order> {
         self.orders.sort_unstable_by_key(Order::queue_key);
-        self.per_account.clear();
-        self.counts_lost = false;
+        self.forget_counts();
         std::mem::take(&mut self.orders)
     }
 
-    /// The number of queued orders of each account number from 0 to `accounts`, then of all
-    /// the numbers above it together (`accounts + 2` counts), as kept by `push`; `None` when
-    /// the counts kept do not cover those numbers (settlement then counts the orders itself).
-    pub(crate) fn per_account(&self, accounts: usize) -> Option<Vec<usize>> {
-        if self.counts_lost || u64::try_from(accounts).map_or(true, |n| n >= COUNTED_ACCOUNTS_MAX) {
-            return None;
+    /// The waiting orders, as pushed, with the counts kept of each account number's orders
+    /// (`None` when they are lost, or do not cover the `accounts` of the state settling: a
+    /// state of `COUNTED_ACCOUNTS_MAX` accounts or more) and settlement's tables. The orders
+    /// stay queued until [`OrderQueue::clear_kept`]: settlement uses this and then empties the
+    /// queue, so the queue keeps its memory for the next interval's orders.
+    pub(crate) fn for_settlement(&mut self, accounts: usize) -> Settling<'_> {
+        let covered = u64::try_from(accounts).is_ok_and(|n| n < COUNTED_ACCOUNTS_MAX);
+        Settling {
+            orders: &self.orders,
+            per_account: (covered && !self.counts_lost).then_some(&self.per_account[..]),
+            scratch: &mut self.scratch,
         }
-        let mut counts = vec![0usize; accounts + 2];
-        let mut counted = 0usize;
-        for (count, &kept) in counts[..=accounts].iter_mut().zip(&self.per_account) {
-            *count = kept as usize;
-            counted += *count;
-        }
-        // Orders of numbers above `accounts`, counted or not (up from `COUNTED_ACCOUNTS_MAX`).
-        let beyond = self.orders.len().checked_sub(counted)?;
-        counts[accounts + 1] = beyond;
-        Some(counts)
     }
 
-    /// The waiting orders, as pushed, with settlement's tables; they stay queued until
-    /// [`OrderQueue::clear_kept`]. Settlement uses this and then empties the queue, so the
-    /// queue keeps its memory for the next interval's orders.
-    pub(crate) fn for_settlement(&mut self) -> (&[Order], &mut SettleScratch) {
-        (&self.orders, &mut self.scratch)
+    /// Sets the counts of the queued orders back to zero before the orders leave the queue:
+    /// the counts of their accounts when they are few next to the counts, all of them
+    /// otherwise, so that this costs in proportion to the orders. The counts keep their length
+    /// (at most `COUNTED_ACCOUNTS_MAX` entries), so the next orders need not zero them again.
+    fn forget_counts(&mut self) {
+        if self.per_account.len() / 4 > self.orders.len() {
+            for order in &self.orders {
+                let number = usize::try_from(order.account.0).ok();
+                if let Some(count) = number.and_then(|n| self.per_account.get_mut(n)) {
+                    *count = 0;
+                }
+            }
+        } else {
+            self.per_account.fill(0);
+        }
+        self.counts_lost = false;
     }
 
     /// Orders' worth of memory the queue holds: its own buffer or settlement's tables,
@@ -195,9 +208,8 @@ impl OrderQueue {
     /// its recent intervals need.
     pub(crate) fn clear_kept(&mut self) {
         let settled = self.orders.len();
+        self.forget_counts();
         self.orders.clear();
-        self.per_account.clear();
-        self.counts_lost = false;
         let kept = settled.saturating_mul(4).max(KEPT_ORDERS_MIN);
         if self.room() > kept {
             self.orders.shrink_to(kept);
@@ -251,33 +263,40 @@ mod tests {
         }
     }
 
-    /// What `per_account` must give: the orders of each number up to `accounts`, then those
-    /// of every number above it.
-    fn recount(queue: &OrderQueue, accounts: usize) -> Vec<usize> {
-        let mut counts = vec![0; accounts + 2];
+    /// Checks the counts a queue keeps against its orders: each counted number's entry is its
+    /// orders' count (every other entry zero), and settlement is given them unless they are
+    /// lost or the state has too many accounts for them.
+    fn check_counts(queue: &mut OrderQueue) -> Result<(), proptest::test_runner::TestCaseError> {
+        let mut expected = vec![0u32; queue.per_account.len()];
         for order in &queue.orders {
-            let number = usize::try_from(order.account.0).unwrap_or(usize::MAX);
-            counts[number.min(accounts + 1)] += 1;
+            if order.account.0 < COUNTED_ACCOUNTS_MAX {
+                let number = usize::try_from(order.account.0).unwrap();
+                proptest::prop_assert!(number < expected.len(), "{number} is not counted");
+                expected[number] += 1;
+            }
         }
-        counts
+        proptest::prop_assert_eq!(&queue.per_account, &expected);
+        for accounts in [0, 5, 20] {
+            proptest::prop_assert!(queue.for_settlement(accounts).per_account.is_some());
+        }
+        let past = usize::try_from(COUNTED_ACCOUNTS_MAX).unwrap();
+        proptest::prop_assert!(queue.for_settlement(past).per_account.is_none());
+        Ok(())
     }
 
     proptest::proptest! {
         /// The counts kept as orders are pushed, appended, drained and settled are the orders'
-        /// own, for any number of accounts the state may have, account numbers 0 and past the
-        /// counted ones included.
+        /// own, account numbers 0 and past the counted ones included, and settle back to zero
+        /// as the orders leave.
         #[test]
         fn the_per_account_counts_are_the_orders(
             steps in proptest::collection::vec(
                 (0..6u8, proptest::prop_oneof![
                     0..12u64,
-                    proptest::sample::select(vec![
-                        COUNTED_ACCOUNTS_MAX - 1, COUNTED_ACCOUNTS_MAX, u64::MAX,
-                    ]),
+                    proptest::sample::select(vec![COUNTED_ACCOUNTS_MAX, u64::MAX]),
                 ]),
                 0..80,
             ),
-            accounts in 0..15usize,
         ) {
             let mut queue = OrderQueue::new();
             let mut other = OrderQueue::new();
@@ -295,16 +314,27 @@ mod tests {
                         queue.clear_kept();
                     }
                 }
-                for queue in [&queue, &other, &queue.clone()] {
-                    proptest::prop_assert_eq!(
-                        queue.per_account(accounts),
-                        Some(recount(queue, accounts))
-                    );
-                }
+                check_counts(&mut queue)?;
+                check_counts(&mut other)?;
+                check_counts(&mut queue.clone())?;
             }
-            let past = usize::try_from(COUNTED_ACCOUNTS_MAX).unwrap();
-            proptest::prop_assert_eq!(queue.per_account(past), None);
         }
+    }
+
+    /// The highest counted account number is counted, and its count goes back to zero with a
+    /// few orders next to the long counts (each order's own entry zeroed) as with many.
+    #[test]
+    fn the_last_counted_number_is_counted_and_forgotten() {
+        let last = COUNTED_ACCOUNTS_MAX - 1;
+        let mut queue = OrderQueue::new();
+        queue.push(order_of(1, last));
+        queue.push(order_of(2, 3));
+        check_counts(&mut queue).unwrap();
+        queue.clear_kept();
+        check_counts(&mut queue).unwrap();
+        assert!(queue.per_account.iter().all(|&count| count == 0));
+        queue.push(order_of(3, last));
+        assert_eq!(queue.per_account[usize::try_from(last).unwrap()], 1);
     }
 
     /// `drain_sorted` empties the queue in key order, whatever the push order.
