@@ -200,19 +200,25 @@ fn queue_order_is_timestamp_then_worker_then_arrival() {
 #[test]
 fn outcomes_come_by_account_then_in_queue_order() {
     let mut e = engine_with(&["AAPL"], 2, "10");
+    let set = ticks(&[("AAPL", "10")]);
+    // Account 1 buys one share with all its cash.
+    settle(&mut e, 1, &set, vec![order(1, 1, Side::Buy, "AAPL", "1", 0)]);
     let events = settle(
         &mut e,
-        1,
-        &ticks(&[("AAPL", "10")]),
+        2,
+        &set,
         vec![
-            order(1, 9, Side::Buy, "AAPL", "1", 5),
-            order(2, 2, Side::Buy, "AAPL", "1", 7),
-            order(3, 1, Side::Buy, "AAPL", "1", 9),
-            order(4, 0, Side::Buy, "AAPL", "1", 8),
-            order(5, 2, Side::Sell, "AAPL", "1", 8),
-            order(6, 1, Side::Sell, "AAPL", "1", 3),
-            order(7, 3, Side::Buy, "AAPL", "1", 1),
-            order(8, 2, Side::Buy, "AAPL", "1", 6),
+            order(10, 9, Side::Buy, "AAPL", "1", 5),
+            order(11, 2, Side::Buy, "AAPL", "1", 7),
+            order(12, 1, Side::Buy, "AAPL", "1", 9),
+            order(13, 0, Side::Buy, "AAPL", "1", 8),
+            order(14, 2, Side::Sell, "AAPL", "1", 8),
+            order(15, 1, Side::Sell, "AAPL", "1", 3),
+            order(16, 3, Side::Buy, "AAPL", "1", 1),
+            order(17, 2, Side::Buy, "AAPL", "1", 6),
+            order(18, 9, Side::Buy, "AAPL", "1", 2),
+            order(19, 0, Side::Buy, "AAPL", "1", 4),
+            order(20, 1, Side::Buy, "AAPL", "1", 10),
         ],
     );
     let outcomes: Vec<(u64, u64, Option<RejectReason>)> = events
@@ -223,20 +229,24 @@ fn outcomes_come_by_account_then_in_queue_order() {
             other => panic!("{other:?}"),
         })
         .collect();
-    use RejectReason::{InsufficientCash, InsufficientHoldings, UnknownAccount};
+    use RejectReason::{InsufficientCash, UnknownAccount};
     assert_eq!(
         outcomes,
         [
-            (0, 4, Some(UnknownAccount)),
-            // Account 1 sells first (at 3), holding nothing, then buys with its 10.
-            (1, 6, Some(InsufficientHoldings)),
-            (1, 3, None),
-            // Account 2 buys (at 6) with its 10, buys again with nothing left, then sells.
-            (2, 8, None),
-            (2, 2, Some(InsufficientCash)),
-            (2, 5, None),
-            (3, 7, Some(UnknownAccount)),
-            (9, 1, Some(UnknownAccount)),
+            (0, 19, Some(UnknownAccount)),
+            (0, 13, Some(UnknownAccount)),
+            // Account 1 sells its share first (at 3), which pays for the buy at 9; the buy at
+            // 10 finds no cash left.
+            (1, 15, None),
+            (1, 12, None),
+            (1, 20, Some(InsufficientCash)),
+            // Account 2 buys (at 6) with its 10, finds nothing left at 7, sells at 8.
+            (2, 17, None),
+            (2, 11, Some(InsufficientCash)),
+            (2, 14, None),
+            (3, 16, Some(UnknownAccount)),
+            (9, 18, Some(UnknownAccount)),
+            (9, 10, Some(UnknownAccount)),
         ]
     );
 }

@@ -192,11 +192,38 @@ fn show_gives_the_state_at_any_sequence_number_or_time() {
 fn explain_shows_what_a_fill_and_a_rejection_saw() {
     let dir = tempfile::tempdir().unwrap();
     let (events, _) = make_journal(dir.path(), 80, 40);
-    let fill = events.iter().find_map(|e| match e {
-        Event::OrderFilled(f) => Some(f.clone()),
-        _ => None,
-    });
-    let fill = fill.expect("the history fills orders");
+    // The outcomes of each interval, with their queue turns: a fill whose turn differs from
+    // its place among the interval's records (the journal holds them by account), so that
+    // the turn shown cannot be the record's place.
+    let mut intervals: Vec<Vec<&Event>> = Vec::new();
+    for e in &events {
+        match e {
+            Event::IntervalSettled(_) => intervals.push(Vec::new()),
+            Event::OrderFilled(_) | Event::OrderRejected(_) => {
+                intervals.last_mut().expect("outcomes follow a header").push(e);
+            }
+            _ => {}
+        }
+    }
+    let key_of = |e: &Event| match e {
+        Event::OrderFilled(f) => (f.order.account, f.order.queue_key()),
+        Event::OrderRejected(r) => (r.order.account, r.order.queue_key()),
+        _ => unreachable!("outcomes only"),
+    };
+    let (fill, place, keys) = intervals
+        .iter()
+        .find_map(|outcomes| {
+            let keys: Vec<_> = outcomes.iter().map(|e| key_of(e)).collect();
+            outcomes.iter().enumerate().find_map(|(place, e)| match e {
+                Event::OrderFilled(f)
+                    if keys.iter().filter(|(_, k)| *k < f.order.queue_key()).count() != place =>
+                {
+                    Some((f.clone(), place + 1, keys.clone()))
+                }
+                _ => None,
+            })
+        })
+        .expect("the history fills an order whose queue turn is not its place");
     let output =
         pt_replay(&["explain", "--json", "--order", &fill.order.id.to_string()], dir.path());
     assert_eq!(output.status.code(), Some(0), "{output:?}");
@@ -209,19 +236,9 @@ fn explain_shows_what_a_fill_and_a_rejection_saw() {
     assert_eq!(explained["outcome"]["cash_after"], fill.cash_after.to_string());
     assert_eq!(explained["interval"]["tick"]["close"], fill.price.to_string());
     // Its turn in the queue and among its account's orders, from the keys of its interval's
-    // outcomes (which the journal holds by account, not in queue order).
-    let at = events.iter().position(|e| matches!(e, Event::OrderFilled(f) if *f == fill));
-    let at = at.unwrap();
-    let header = events[..at].iter().rposition(|e| matches!(e, Event::IntervalSettled(_)));
-    let keys: Vec<_> = events[header.unwrap() + 1..]
-        .iter()
-        .map_while(|e| match e {
-            Event::OrderFilled(f) => Some((f.order.account, f.order.queue_key())),
-            Event::OrderRejected(r) => Some((r.order.account, r.order.queue_key())),
-            _ => None,
-        })
-        .collect();
+    // outcomes, not its place among them.
     let key = fill.order.queue_key();
+    assert_ne!(explained["interval"]["turn"], place);
     let mine: Vec<_> = keys.iter().filter(|(a, _)| *a == fill.order.account).collect();
     assert_eq!(explained["interval"]["orders"], keys.len());
     assert_eq!(explained["interval"]["turn"], 1 + keys.iter().filter(|(_, k)| *k < key).count());
