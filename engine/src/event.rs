@@ -29,6 +29,18 @@ pub enum Event {
     OrderRejected(Rejection),
 }
 
+impl Event {
+    /// The order an outcome event (`OrderFilled` or `OrderRejected`) is about; `None` for the
+    /// other events.
+    pub fn outcome_order(&self) -> Option<&Order> {
+        match self {
+            Event::OrderFilled(fill) => Some(&fill.order),
+            Event::OrderRejected(rejection) => Some(&rejection.order),
+            Event::AssetListed(_) | Event::AccountOpened(_) | Event::IntervalSettled(_) => None,
+        }
+    }
+}
+
 /// A symbol made tradable.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct AssetListed {

@@ -233,15 +233,11 @@ proptest! {
         // disagree with the model.
         let mut last_key = None;
         for e in &events {
-            let key = match e {
-                Event::IntervalSettled(_) => {
-                    last_key = None;
-                    continue;
-                }
-                Event::OrderFilled(f) => (f.order.account, f.order.queue_key()),
-                Event::OrderRejected(r) => (r.order.account, r.order.queue_key()),
-                _ => continue,
-            };
+            if matches!(e, Event::IntervalSettled(_)) {
+                last_key = None;
+            }
+            let Some(order) = e.outcome_order() else { continue };
+            let key = (order.account, order.queue_key());
             prop_assert!(last_key < Some(key), "{:?} after {:?}", key, last_key);
             last_key = Some(key);
         }
@@ -293,6 +289,23 @@ proptest! {
     }
 }
 
+/// Each outcome's account and queue key, in the events' order: settlement gives them sorted.
+fn outcome_keys(events: &[Event]) -> Vec<(AccountId, (Timestamp, engine::WorkerId, OrderId))> {
+    let orders = events.iter().filter_map(Event::outcome_order);
+    orders.map(|order| (order.account, order.queue_key())).collect()
+}
+
+/// Folds one interval's events into `folded` and checks it is the live engine, digest and
+/// state, and that the live state keeps its invariants.
+fn fold_to_live(folded: &mut Engine, events: &[Event], live: &Engine, interval: u64) {
+    for e in events {
+        folded.apply(e).unwrap();
+    }
+    assert_eq!(folded.digest(), live.digest(), "interval {interval}");
+    assert_eq!(folded.state(), live.state(), "interval {interval}");
+    live.state().check_invariants().unwrap();
+}
+
 /// The master's usual interval: few orders next to many accounts (grouped by a sort, not a
 /// count per account) and many symbols with few orders per account (each account's changed
 /// holdings sorted, not found by walking every tick). Folding the events gives the live state,
@@ -312,21 +325,10 @@ fn few_orders_over_many_accounts_and_symbols_fold_to_the_live_state() {
         }
         let at = Timestamp(i64::try_from(interval).unwrap() * 1_000);
         let events = workload::settle_as(&mut load, IntervalId(interval), at).unwrap();
-        let keys: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::OrderFilled(f) => Some((f.order.account, f.order.queue_key())),
-                Event::OrderRejected(r) => Some((r.order.account, r.order.queue_key())),
-                _ => None,
-            })
-            .collect();
+        let keys = outcome_keys(&events);
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "interval {interval}: out of order");
         assert!(events.iter().any(|e| matches!(e, Event::OrderFilled(_))));
-        for e in &events {
-            folded.apply(e).unwrap();
-        }
-        assert_eq!(folded.state(), load.engine.state(), "interval {interval}");
-        load.engine.state().check_invariants().unwrap();
+        fold_to_live(&mut folded, &events, &load.engine, interval);
     }
 }
 
@@ -352,14 +354,7 @@ fn workload_settlements_fold_to_the_live_state() {
         let at = Timestamp(i64::try_from(interval).unwrap() * 1_000);
         let events = workload::settle_as(&mut load, IntervalId(interval), at).unwrap();
         assert_eq!(events.len() as u64, orders + 1);
-        let keys: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::OrderFilled(f) => Some((f.order.account, f.order.queue_key())),
-                Event::OrderRejected(r) => Some((r.order.account, r.order.queue_key())),
-                _ => None,
-            })
-            .collect();
+        let keys = outcome_keys(&events);
         assert!(
             keys.windows(2).all(|w| w[0] < w[1]),
             "outcomes not by account, then in queue order"
@@ -368,12 +363,7 @@ fn workload_settlements_fold_to_the_live_state() {
         ids.sort_unstable();
         let queued: Vec<u64> = (first_id..first_id + orders).collect();
         assert_eq!(ids, queued, "interval {interval}: not one outcome per queued order");
-        for e in &events {
-            folded.apply(e).unwrap();
-        }
-        assert_eq!(folded.digest(), load.engine.digest(), "interval {interval}");
-        assert_eq!(folded.state(), load.engine.state(), "interval {interval}");
-        load.engine.state().check_invariants().unwrap();
+        fold_to_live(&mut folded, &events, &load.engine, interval);
     }
 }
 

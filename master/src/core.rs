@@ -868,11 +868,7 @@ impl Core {
 
     /// The retry key of an order outcome event: its account and client order id.
     fn pending_key(event: &Event) -> Option<OrderKey> {
-        match event {
-            Event::OrderFilled(f) => Some((f.order.account, f.order.client_id)),
-            Event::OrderRejected(r) => Some((r.order.account, r.order.client_id)),
-            _ => None,
-        }
+        event.outcome_order().map(|order| (order.account, order.client_id))
     }
 
     /// Sends an outcome to everyone waiting for it; a committed outcome (`Some` terms of its
@@ -1003,11 +999,7 @@ impl Core {
 }
 
 fn order_id_of(event: &Event) -> u64 {
-    match event {
-        Event::OrderFilled(f) => f.order.id.0,
-        Event::OrderRejected(r) => r.order.id.0,
-        _ => 0,
-    }
+    event.outcome_order().map_or(0, |order| order.id.0)
 }
 
 /// The answer an order outcome event gives, keyed by (account, client order id).
@@ -1036,11 +1028,7 @@ fn outcome_response(
 }
 
 fn failure_for_event(event: &Event) -> Response {
-    let side = match event {
-        Event::OrderFilled(f) => f.order.side,
-        Event::OrderRejected(r) => r.order.side,
-        _ => Side::Buy,
-    };
+    let side = event.outcome_order().map_or(Side::Buy, |order| order.side);
     order_fail(
         side,
         failure(

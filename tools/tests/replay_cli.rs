@@ -199,21 +199,17 @@ fn explain_shows_what_a_fill_and_a_rejection_saw() {
     for e in &events {
         match e {
             Event::IntervalSettled(_) => intervals.push(Vec::new()),
-            Event::OrderFilled(_) | Event::OrderRejected(_) => {
+            _ if e.outcome_order().is_some() => {
                 intervals.last_mut().expect("outcomes follow a header").push(e);
             }
             _ => {}
         }
     }
-    let key_of = |e: &Event| match e {
-        Event::OrderFilled(f) => (f.order.account, f.order.queue_key()),
-        Event::OrderRejected(r) => (r.order.account, r.order.queue_key()),
-        _ => unreachable!("outcomes only"),
-    };
     let (fill, place, keys) = intervals
         .iter()
         .find_map(|outcomes| {
-            let keys: Vec<_> = outcomes.iter().map(|e| key_of(e)).collect();
+            let orders = outcomes.iter().filter_map(|e| e.outcome_order());
+            let keys: Vec<_> = orders.map(|o| (o.account, o.queue_key())).collect();
             outcomes.iter().enumerate().find_map(|(place, e)| match e {
                 Event::OrderFilled(f)
                     if keys.iter().filter(|(_, k)| *k < f.order.queue_key()).count() != place =>
