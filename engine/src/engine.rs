@@ -263,15 +263,14 @@ impl Engine {
             tick_list.iter().map(|t| self.state.is_listed(&t.symbol)).collect();
         let tick_index = TickIndex::new(tick_list);
         let accounts = self.state.accounts().len();
-        let beyond = accounts + 1;
         let state = &self.state;
         let tick_of = |order: &Order| match tick_index.position(&order.symbol) {
             Some(index) => TickRef::of_index(index),
             None if state.is_listed(&order.symbol) => TickRef::NONE,
             None => TickRef::UNLISTED,
         };
-        let sort_past = COUNTED_BUCKETS_PER_ORDER;
-        group_by_account(orders, (accounts, sort_past), per_account, tick_of, scratch);
+        let sizes = (accounts, COUNTED_BUCKETS_PER_ORDER);
+        group_by_account(orders, sizes, per_account, tick_of, scratch);
         let SettleScratch { grouped, ticks: grouped_ticks, permutation, keys, groups, .. } =
             scratch;
         // The current account's holdings of the symbols that have ticks, loaded on first use.
@@ -281,14 +280,9 @@ impl Engine {
         for &(bucket, ref slots) in groups.iter() {
             let group = &grouped[slots.clone()];
             let group_ticks = &grouped_ticks[slots.clone()];
-            // Accounts are numbered 1 to their count: buckets 0 and `beyond` have none.
-            let account = match bucket {
-                0 => None,
-                n if n == beyond => None,
-                n => self.state.account_mut(AccountId(n as u64)),
-            };
-            let Some(account) = account else {
-                debug_assert!(bucket == 0 || bucket == beyond, "account {bucket} is missing");
+            // Accounts are numbered 1 to their count: buckets 0 and `accounts + 1` have none.
+            let Some(account) = self.state.account_mut(AccountId(bucket as u64)) else {
+                debug_assert!(bucket == 0 || bucket > accounts, "account {bucket} is missing");
                 // Orders of no account: rejected, nothing applied; the last bucket holds
                 // several account numbers, in number order.
                 in_order(permutation, group, |o| (o.account, o.queue_key()));
@@ -573,18 +567,24 @@ fn group_by_account(
         }
         fill_at.clear();
         fill_at.extend_from_slice(starts);
+        let mut fitted = true;
         for order in orders {
             let slot = &mut fill_at[bucket_of(order)];
-            grouped[*slot] = *order;
-            ticks[*slot] = tick_of(order);
+            if let (Some(copy), Some(tick)) = (grouped.get_mut(*slot), ticks.get_mut(*slot)) {
+                *copy = *order;
+                *tick = tick_of(order);
+            } else {
+                fitted = false;
+            }
             *slot += 1;
         }
         // Each bucket filled exactly, unless the counts were not the orders'.
-        fill_at[..=beyond] == starts[1..]
+        fitted && fill_at[..=beyond] == starts[1..]
     };
     if !copy(starts, fill_at) {
         // Counts kept by the queue that are not its orders' (a bug) would mix accounts in a
-        // group: counted again from the orders, and copied again.
+        // group, or run the last bucket past the tables: counted again from the orders, and
+        // copied again.
         debug_assert!(false, "the queue's per-account counts are not its orders'");
         count_here(starts);
         let _exact = copy(starts, fill_at);

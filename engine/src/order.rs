@@ -114,29 +114,30 @@ impl OrderQueue {
         if let Ok(number) = usize::try_from(order.account.0)
             && order.account.0 < COUNTED_ACCOUNTS_MAX
         {
-            if self.per_account.len() <= number {
-                self.per_account.resize(number + 1, 0);
-            }
-            match self.per_account[number].checked_add(1) {
-                Some(count) => self.per_account[number] = count,
-                // Four billion orders of one account: no longer counted (settlement, which
-                // refuses far fewer, would not take the queue anyway).
-                None => self.counts_lost = true,
-            }
+            self.count(number, 1);
         }
         self.orders.push(order);
+    }
+
+    /// Adds `orders` to account number `number`'s count, lengthening the counts to hold it.
+    fn count(&mut self, number: usize, orders: u32) {
+        if self.per_account.len() <= number {
+            self.per_account.resize(number + 1, 0);
+        }
+        match self.per_account[number].checked_add(orders) {
+            Some(count) => self.per_account[number] = count,
+            // Four billion orders of one account: no longer counted (settlement, which refuses
+            // far fewer, would not take the queue anyway).
+            None => self.counts_lost = true,
+        }
     }
 
     /// Moves every order of `other` to the end of this queue, leaving `other` empty (with its
     /// memory).
     pub fn append(&mut self, other: &mut OrderQueue) {
-        if self.per_account.len() < other.per_account.len() {
-            self.per_account.resize(other.per_account.len(), 0);
-        }
-        for (mine, theirs) in self.per_account.iter_mut().zip(&other.per_account) {
-            match mine.checked_add(*theirs) {
-                Some(count) => *mine = count,
-                None => self.counts_lost = true,
+        for (number, &orders) in other.per_account.iter().enumerate() {
+            if orders > 0 {
+                self.count(number, orders);
             }
         }
         self.counts_lost |= other.counts_lost;
