@@ -328,11 +328,7 @@ pub async fn run(
     }
     drop(shared);
     drop(core_tx);
-    let end = tokio::task::spawn_blocking(move || core_thread.join())
-        .await
-        .map_err(|e| ServerError::Internal(e.to_string()))?
-        .map_err(|_| ServerError::Internal("the core thread panicked".into()))?;
-    if let CoreEnd::Failed(cause) = end {
+    if let CoreEnd::Failed(cause) = join_core(core_thread).await? {
         return Err(ServerError::Core(format!(
             "the core failed and the master stopped: {cause}; a restart checks the journal"
         )));
@@ -350,16 +346,25 @@ async fn start_up_failed(
     core_thread: std::thread::JoinHandle<CoreEnd>,
 ) -> ServerError {
     drop(core_tx);
-    match tokio::task::spawn_blocking(move || core_thread.join()).await {
-        Ok(Ok(CoreEnd::Failed(cause))) => {
+    match join_core(core_thread).await {
+        Ok(CoreEnd::Failed(cause)) => {
             ServerError::Core(format!("the core failed while the master started: {cause}"))
         }
-        Ok(Ok(CoreEnd::Stopped)) => error,
-        Ok(Err(_)) | Err(_) => {
-            error!(cause = %error, "the core thread panicked while the master started");
+        Ok(CoreEnd::Stopped) => error,
+        Err(joined) => {
+            error!(cause = %error, %joined, "the core thread ended badly while the master started");
             error
         }
     }
+}
+
+/// Waits, off the runtime's threads, for the core thread to end (its senders gone) and gives
+/// how it ended; a thread that panicked outside its contained request handling is an error.
+async fn join_core(core_thread: std::thread::JoinHandle<CoreEnd>) -> Result<CoreEnd, ServerError> {
+    tokio::task::spawn_blocking(move || core_thread.join())
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))?
+        .map_err(|_| ServerError::Internal("the core thread panicked".into()))
 }
 
 async fn send_core(
