@@ -17,6 +17,8 @@
 //! - `switchState(session, s)` moves to `s` and answers `stateSwitchSuccess(s)`; asking for the
 //!   current state answers `stateSwitchFail` with `wrong_state`. Data transfer state lasts until
 //!   the client switches back to command state: several `get...` may be made in one visit.
+//!   Only the end of the session (a logout, or the session ended elsewhere) moves the connection
+//!   back to command state on its own.
 //! - requests of one connection are handled one at a time, in order: `handle`, do the work,
 //!   `on_response`, send, then the next request.
 
@@ -126,9 +128,18 @@ impl Connection {
     pub fn on_response(&mut self, response: &Response) {
         match response {
             Response::SessionId(session) => self.session = Some(*session),
-            Response::LogoutSuccess => self.session = None,
+            Response::LogoutSuccess => self.end_session(),
             _ => {}
         }
+    }
+
+    /// Logs the connection out (a logout, or its session ended elsewhere: logged out on
+    /// another connection, expired) and puts it back in command state, where a connection
+    /// that is not logged in starts. Leaving the connection in data transfer state would strand
+    /// it: `switchState` needs a session, and `login` is refused there.
+    pub fn end_session(&mut self) {
+        self.session = None;
+        self.state = ConnState::Command;
     }
 }
 
@@ -283,5 +294,32 @@ mod tests {
         let sell =
             Request::Sell { session: S, symbol: sym(), qty: Qty::from_raw(1), client_order_id: 1 };
         assert_eq!(fail_reason(conn.handle(&sell)), (Instruction::SellFail, Reason::NotLoggedIn));
+    }
+
+    #[test]
+    fn a_session_ending_in_data_transfer_state_leaves_the_connection_in_command_state() {
+        let mut conn = logged_in();
+        let to_data = Request::SwitchState { session: S, state: ConnState::DataTransfer };
+        assert_eq!(
+            conn.handle(&to_data),
+            Verdict::Reply(Response::StateSwitchSuccess(ConnState::DataTransfer))
+        );
+        // The session ends elsewhere while the connection is in data transfer state.
+        conn.end_session();
+        assert_eq!((conn.state(), conn.session()), (ConnState::Command, None));
+        // So it can log in again, which it could not from data transfer state.
+        let password = HashedPassword::new(vec![0; 32]).unwrap();
+        let login = Request::Login { username: user(), password, expirable: false };
+        assert_eq!(conn.handle(&login), Verdict::Proceed);
+        assert_eq!(conn.handle(&Request::LoginSession { session: OTHER }), Verdict::Proceed);
+        conn.on_response(&Response::SessionId(OTHER));
+        let to_data = Request::SwitchState { session: OTHER, state: ConnState::DataTransfer };
+        assert_eq!(
+            conn.handle(&to_data),
+            Verdict::Reply(Response::StateSwitchSuccess(ConnState::DataTransfer))
+        );
+        // A logout answer does the same.
+        conn.on_response(&Response::LogoutSuccess);
+        assert_eq!((conn.state(), conn.session()), (ConnState::Command, None));
     }
 }

@@ -918,7 +918,7 @@ impl Client {
     fn session_ended(&mut self, session: SessionId) {
         self.shared.sessions().end(session);
         if self.conn.session() == Some(session) {
-            self.conn.on_response(&Response::LogoutSuccess);
+            self.conn.end_session();
             self.expirable = false;
             debug!("session ended; connection logged out");
         }

@@ -410,9 +410,13 @@ async fn a_session_the_master_refuses_logs_the_connection_out() {
     let mut alice = worker.client().await;
     let session = alice.login_for_data().await;
     assert_eq!(reason(&alice.call(&portfolio(session)).await), Reason::BadSession);
-    // The connection is logged out; the session is known dead.
+    // The connection is logged out, back in command state; the session is known dead.
     let switch = Request::SwitchState { session, state: ConnState::Command };
     assert_eq!(reason(&alice.call(&switch).await), Reason::NotLoggedIn);
+    let info = Request::GetAssetInfo { symbol: common::sym("AAPL") };
+    assert_eq!(reason(&alice.call(&info).await), Reason::WrongState);
+    // So the same connection can log in again (in data transfer state `login` is refused).
+    alice.login(false).await;
     let mut bob = worker.client().await;
     assert_eq!(reason(&bob.call(&Request::LoginSession { session }).await), Reason::BadSession);
     let relays = master.drain_relays();

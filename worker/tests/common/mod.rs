@@ -236,7 +236,7 @@ async fn serve_link(
     write.abort();
 }
 
-fn sym(s: &str) -> Symbol {
+pub fn sym(s: &str) -> Symbol {
     Symbol::new(s).unwrap()
 }
 
