@@ -193,6 +193,21 @@ async fn a_quote_older_than_the_limit_gives_no_price() {
     );
 }
 
+/// A quote dated in the future (a provider's error) gives no price, whatever the age limit:
+/// as the newest tick it would stay the asset's current price for good.
+#[tokio::test]
+async fn a_quote_from_the_future_gives_no_price() {
+    let Reply::Json(body) = quote("IBM", "1", "2", "1", "2", "1") else { unreachable!() };
+    let server = Server::start(vec![Reply::Json(body.replace("2024-05-10", "2099-01-01"))]).await;
+    let mut source = HttpSource::new(&config(&server), Duration::from_secs(60)).unwrap();
+    let batch = source.fetch(&symbols(&["IBM"])).await;
+    assert!(batch.ticks.is_empty());
+    assert_eq!(
+        reasons(&batch),
+        vec![("IBM".to_owned(), FailureReason::FromTheFuture("2099-01-01T00:00:00Z".to_owned()))]
+    );
+}
+
 #[tokio::test]
 async fn a_server_error_is_retried() {
     let (logbook, _guard) = capture_logs();

@@ -76,6 +76,17 @@ async fn a_configured_file_is_used_and_a_bad_one_names_its_line() {
         open_source(&config, Duration::from_secs(1)),
         Err(PriceSourceError::Read { .. })
     ));
+
+    // Over the size limit (a sparse file: nothing is written or read): refused by its size.
+    let huge = dir.path().join("huge.csv");
+    let file = std::fs::File::create(&huge).unwrap();
+    file.set_len(master::prices::recorded::RECORDED_FILE_BYTES_MAX + 1).unwrap();
+    for (file, splits) in [(Some(huge.clone()), None), (None, Some(huge.clone()))] {
+        let config = PriceSourceConfig::Recorded(RecordedSourceConfig { file, splits });
+        let err = open_source(&config, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(&err, PriceSourceError::TooLarge { path, .. } if path == &huge), "{err}");
+        assert!(err.to_string().contains("huge.csv has 1073741825 bytes"), "{err}");
+    }
 }
 
 /// The shipped prices are adjusted for the shipped splits: a holder of AAPL does not lose half

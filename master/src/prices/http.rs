@@ -317,13 +317,21 @@ fn provider_text(message: &str, api_key: &str) -> String {
     clean[..end].to_owned()
 }
 
+/// How far past the master's clock a quote's trading day may start: one day, for a market
+/// whose date is ahead of UTC's.
+const QUOTE_AHEAD_MAX_MICROS: i64 = 86_400_000_000;
+
 /// Refuses a quote whose period (its latest trading day, 00:00 UTC) started more than
 /// `age_max` before `now`: the last close of a delisted or suspended symbol is not a price to
-/// trade on.
+/// trade on. Refuses one that starts more than a day after `now` too: the newest tick is an
+/// asset's current price, so a quote dated in the future would stay it for good.
 fn check_age(tick: &Tick, now: Timestamp, age_max: Duration) -> Result<(), FailureReason> {
     let age_max = i64::try_from(age_max.as_micros()).unwrap_or(i64::MAX);
     if now.0.saturating_sub(tick.time.0) > age_max {
         return Err(FailureReason::Stale(tick.time.to_string()));
+    }
+    if tick.time.0.saturating_sub(now.0) > QUOTE_AHEAD_MAX_MICROS {
+        return Err(FailureReason::FromTheFuture(tick.time.to_string()));
     }
     Ok(())
 }
@@ -448,6 +456,17 @@ mod tests {
         match check_age(&tick, Timestamp(tick.time.0 + 7 * day + 1), week) {
             Err(FailureReason::Stale(day)) => assert!(day.starts_with("2024-05-10"), "{day}"),
             other => panic!("{other:?}"),
+        }
+        // A trading day up to a day ahead of the clock (a market east of UTC): used.
+        assert_eq!(check_age(&tick, Timestamp(tick.time.0 - day), week), Ok(()));
+        // Further ahead: refused, naming the day, even with no age limit to speak of.
+        for age_max in [week, Duration::MAX] {
+            match check_age(&tick, Timestamp(tick.time.0 - day - 1), age_max) {
+                Err(FailureReason::FromTheFuture(day)) => {
+                    assert!(day.starts_with("2024-05-10"), "{day}");
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 

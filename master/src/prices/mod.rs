@@ -84,6 +84,10 @@ pub enum FailureReason {
     /// not traded on.
     #[error("quote too old: latest trading day {0}")]
     Stale(String),
+    /// A quote whose trading day starts more than a day after the master's clock: a provider
+    /// error, which as the newest tick would stay the asset's current price for good.
+    #[error("quote from the future: latest trading day {0}")]
+    FromTheFuture(String),
     /// The recorded source's shifted time no longer fits in a timestamp.
     #[error("recorded time overflowed")]
     TimeOverflow,
@@ -117,6 +121,15 @@ pub enum PriceSourceError {
         path: std::path::PathBuf,
         /// The IO error.
         source: std::io::Error,
+    },
+    /// A recorded price file or split list larger than
+    /// [`recorded::RECORDED_FILE_BYTES_MAX`].
+    #[error("{path} has {bytes} bytes, more than the {max} a price file or split list may have", path = path.display(), max = recorded::RECORDED_FILE_BYTES_MAX)]
+    TooLarge {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its size.
+        bytes: u64,
     },
     /// The recorded price file is malformed (the error names the line).
     #[error("price file {origin}: {source}")]

@@ -35,6 +35,10 @@ pub struct RecordedPrices {
     pub adjustment: String,
 }
 
+/// The largest recorded price file or split list read, in bytes (1 GiB; the shipped prices
+/// take 600 KB): a larger one is refused at start-up instead of exhausting memory.
+pub const RECORDED_FILE_BYTES_MAX: u64 = 1 << 30;
+
 /// Reads a price file (`file`, or the shipped one) and adjusts it for a split list (`splits`,
 /// or, when `None`, the shipped list with the shipped file and none with a file of one's own).
 /// The master's recorded source and `pt simulate` both load their prices this way. Errors name
@@ -44,8 +48,12 @@ pub fn load_prices(
     splits: Option<&Path>,
 ) -> Result<RecordedPrices, PriceSourceError> {
     let read = |path: &Path| {
-        std::fs::read_to_string(path)
-            .map_err(|source| PriceSourceError::Read { path: path.to_owned(), source })
+        let failed = |source| PriceSourceError::Read { path: path.to_owned(), source };
+        let bytes = std::fs::metadata(path).map_err(failed)?.len();
+        if bytes > RECORDED_FILE_BYTES_MAX {
+            return Err(PriceSourceError::TooLarge { path: path.to_owned(), bytes });
+        }
+        std::fs::read_to_string(path).map_err(failed)
     };
     let splits_text = match (splits, file) {
         (Some(path), _) => Some((Cow::Owned(read(path)?), path.display().to_string())),
