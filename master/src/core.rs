@@ -419,14 +419,33 @@ impl Core {
             }
             Err(e) => warn!(cause = %e, "cannot read stored sessions; everyone must log in again"),
         }
-        let next_order_id = match journal.meta_u64(NEXT_ORDER_ID_KEY) {
-            Ok(Some(n)) => n,
-            Ok(None) => 1,
+        let stored = match journal.meta(NEXT_ORDER_ID_KEY) {
+            Ok(None) => None,
+            Ok(Some(bytes)) => match <[u8; 8]>::try_from(bytes.as_slice()) {
+                Ok(bytes) => Some(u64::from_be_bytes(bytes)),
+                Err(_) => {
+                    warn!(
+                        bytes = bytes.len(),
+                        "the stored next order id is not 8 bytes; taking it from the orders the journal holds"
+                    );
+                    None
+                }
+            },
             Err(e) => {
-                warn!(cause = %e, "cannot read the next order id; scanning the journal");
-                1
+                warn!(cause = %e, "cannot read the next order id; taking it from the orders the journal holds");
+                None
             }
         };
+        // Never below an id the journal holds, whatever the stored value says: past every fill
+        // here, past the rejections of the journal's tail in `restore_outcomes`.
+        let after_fills = engine
+            .state()
+            .accounts()
+            .iter()
+            .filter_map(|account| account.history.iter().map(|fill| fill.order.id.0).max())
+            .max()
+            .map_or(1, |id| id.saturating_add(1));
+        let next_order_id = stored.unwrap_or(1).max(after_fills);
         let retry =
             RetryMemory::new(config.remembered_outcomes_max, config.orders_per_interval_max);
         let fills = FillIndex::of_state(engine.state());
@@ -471,14 +490,21 @@ impl Core {
         // they are left out (a fill among them is still answered from the fill index).
         let mut settled_at = None;
         for record in records {
-            let Ok(record) = record else { break };
+            let record = match record {
+                Ok(record) => record,
+                Err(e) => {
+                    warn!(cause = %e, "cannot read the journal tail further; retries of the rejections after it are decided again (fills are still recognised)");
+                    break;
+                }
+            };
             match (&record.event, settled_at) {
                 (Event::IntervalSettled(s), _) => settled_at = Some(s.at),
                 (Event::OrderFilled(_) | Event::OrderRejected(_), Some(settled_at)) => {
                     if let Some((key, terms, response)) =
                         outcome_response(&record.event, settled_at)
                     {
-                        self.next_order_id = self.next_order_id.max(order_id_of(&record.event) + 1);
+                        let after = order_id_of(&record.event).saturating_add(1);
+                        self.next_order_id = self.next_order_id.max(after);
                         self.retry.remember(key, terms, response);
                     }
                 }
@@ -780,8 +806,16 @@ impl Core {
             ));
             return;
         }
+        let Some(next) = self.next_order_id.checked_add(1) else {
+            error!("order ids are used up (the next would pass 2^64 - 1); refusing orders");
+            reply.send(order_fail(
+                side,
+                failure(Reason::Internal, "the master has no order id left to give"),
+            ));
+            return;
+        };
         let id = OrderId(self.next_order_id);
-        self.next_order_id += 1;
+        self.next_order_id = next;
         self.queue.push(Order {
             id,
             client_id,

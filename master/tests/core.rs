@@ -517,3 +517,48 @@ fn a_journal_damaged_under_the_core_stops_it_without_acknowledging() {
     assert!(halted.contains("the master's core failed"), "{halted}");
     assert!(journal.put_meta("after", b"x").is_err());
 }
+
+/// The order id a fill answer carries.
+fn filled_order_id(rx: &mut oneshot::Receiver<Response>) -> u64 {
+    match rx.try_recv().unwrap() {
+        Response::PurchaseSuccess(fill) => fill.order.0,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_lost_or_damaged_next_order_id_never_gives_an_id_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = open(dir.path());
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    register(&mut core, "alice");
+    let session = login(&mut core, "alice");
+    let mut ids = Vec::new();
+    for client in 1..=2 {
+        let mut buy = order(&mut core, &session, Side::Buy, "1", client);
+        settle(&mut core, "10");
+        ids.push(filled_order_id(&mut buy));
+    }
+    drop(core);
+    // The stored value goes back to an old one, then is not 8 bytes long, then is gone.
+    let damages: [&[u8]; 3] = [&1u64.to_be_bytes(), &[1, 2, 3], &[]];
+    for (round, damage) in damages.into_iter().enumerate() {
+        {
+            let (journal, _) =
+                Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
+            if damage.is_empty() {
+                journal.remove_meta(master::core::NEXT_ORDER_ID_KEY).unwrap();
+            } else {
+                journal.put_meta(master::core::NEXT_ORDER_ID_KEY, damage).unwrap();
+            }
+        }
+        // Remembering no outcomes, so that the journal's tail gives nothing back: the ids
+        // come from the fills in the state.
+        let mut core = open_remembering(dir.path(), 0);
+        let mut buy = order(&mut core, &session, Side::Buy, "1", 10 + round as u64);
+        settle(&mut core, "10");
+        let id = filled_order_id(&mut buy);
+        assert!(!ids.contains(&id), "round {round}: id {id} was given before: {ids:?}");
+        ids.push(id);
+    }
+}
