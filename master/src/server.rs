@@ -97,6 +97,44 @@ static NEXT_LINK_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// refuse a `link.heartbeat_interval` over a third of it.
 pub const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Longest one write to a worker link may take. A worker that stops reading (stopped, stuck)
+/// would otherwise hold its link, its place among `limits.worker_connections_max` and the
+/// master's shutdown for ever; a healthy one takes far less for the largest message.
+const LINK_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a link's writer stopped before its queue closed.
+#[derive(Debug)]
+enum LinkWriteEnd {
+    /// One write took longer than its limit.
+    TimedOut,
+    /// A write failed.
+    Failed(net::WriteError),
+}
+
+/// Writes a link's queued messages until the queue closes: what was queued meanwhile (an
+/// interval's answers come all at once) goes out in one write. Stops at the first write that
+/// fails or takes longer than `write_timeout`; the messages still queued are dropped with the
+/// receiver (the worker answers its clients `master_unavailable` when the link ends).
+async fn write_link<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut net::FrameWriter<W>,
+    out_rx: &mut mpsc::UnboundedReceiver<LinkOut>,
+    write_timeout: Duration,
+) -> Result<(), LinkWriteEnd> {
+    while let Some(first) = out_rx.recv().await {
+        let written = writer.write_gathered(
+            first,
+            || out_rx.try_recv().ok(),
+            |out| encode_for_link(&out.control),
+        );
+        match tokio::time::timeout(write_timeout, written).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(LinkWriteEnd::Failed(e)),
+            Err(_) => return Err(LinkWriteEnd::TimedOut),
+        }
+    }
+    Ok(())
+}
+
 /// What every connection task shares.
 struct Shared {
     core: mpsc::Sender<CoreRequest>,
@@ -621,19 +659,12 @@ async fn worker_link(
     // order's reply without ever waiting.
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<LinkOut>();
     let writer_task = tokio::spawn(async move {
-        // Replies queued meanwhile (an interval's answers come all at once) go out together.
-        while let Some(first) = out_rx.recv().await {
-            let written = writer
-                .write_gathered(
-                    first,
-                    || out_rx.try_recv().ok(),
-                    |out| encode_for_link(&out.control),
-                )
-                .await;
-            if let Err(e) = written {
-                debug!(cause = %e, "link write failed");
-                break;
+        match write_link(&mut writer, &mut out_rx, LINK_WRITE_TIMEOUT).await {
+            Ok(()) => {}
+            Err(LinkWriteEnd::TimedOut) => {
+                warn!(%uuid, "the worker has not read its link for too long; closing the link");
             }
+            Err(LinkWriteEnd::Failed(e)) => debug!(cause = %e, "link write failed"),
         }
     });
     let in_flight = Arc::new(Semaphore::new(RELAYS_IN_FLIGHT_MAX));
@@ -659,6 +690,9 @@ async fn worker_link(
                 }
             },
             _ = stop.changed() => break,
+            // The writer gave up (a failed write, or a worker that stopped reading): the link
+            // is dead both ways.
+            () = out_tx.closed() => break,
             changed = registry_changes.changed() => {
                 if changed.is_ok() && shared.registry.admits(uuid, &fingerprint, peer.ip()) {
                     continue;
@@ -1184,6 +1218,55 @@ mod tests {
     use super::*;
     use engine::{Price, Qty};
     use net::{Bar, Instruction};
+
+    /// A worker that stops reading its link (stopped, stuck) ends the link's writer after the
+    /// write timeout, instead of holding it, its place and the master's shutdown for ever.
+    #[tokio::test]
+    async fn a_link_writer_gives_up_on_a_worker_that_stops_reading() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        // The other end is accepted and kept open, and never read.
+        let (_unread, _) = listener.accept().await.unwrap();
+        let mut writer = net::FrameWriter::new(stream);
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        let permits = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+        // Far more than the sockets' buffers hold (tens of megabytes).
+        for seq in 0..1_000_000 {
+            let permit = Arc::clone(&permits).try_acquire_owned().unwrap();
+            out_tx.send(LinkOut { control: Control::HeartbeatAck { seq }, permit }).unwrap();
+        }
+        let writing = write_link(&mut writer, &mut out_rx, Duration::from_millis(500));
+        let end = tokio::time::timeout(Duration::from_secs(60), writing).await;
+        assert!(matches!(end, Ok(Err(LinkWriteEnd::TimedOut))), "{end:?}");
+        // The messages not written are dropped with the receiver, and their permits with them.
+        drop(out_rx);
+        assert_eq!(permits.available_permits(), Semaphore::MAX_PERMITS);
+    }
+
+    /// A reader that keeps up gets every message, and the writer ends when the queue closes.
+    #[tokio::test]
+    async fn a_link_writer_writes_everything_queued_then_ends_with_its_queue() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (read_side, _) = listener.accept().await.unwrap();
+        let mut reader = FramedStream::new(read_side);
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        let permits = Arc::new(Semaphore::new(16));
+        let writer = tokio::spawn(async move {
+            let mut writer = net::FrameWriter::new(stream);
+            write_link(&mut writer, &mut out_rx, Duration::from_secs(30)).await
+        });
+        for seq in 0..1_000 {
+            let permit = Arc::clone(&permits).acquire_owned().await.unwrap();
+            out_tx.send(LinkOut { control: Control::HeartbeatAck { seq }, permit }).unwrap();
+        }
+        for seq in 0..1_000 {
+            let got = reader.read_control().await.unwrap();
+            assert_eq!(got, Some(Control::HeartbeatAck { seq }));
+        }
+        drop(out_tx);
+        assert!(matches!(writer.await.unwrap(), Ok(())));
+    }
 
     /// A start-up step that failed after the core started stops the core (its sender is
     /// dropped) and waits for it; when the core had failed, its cause is the error reported,
