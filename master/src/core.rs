@@ -292,6 +292,9 @@ pub struct Core {
     next_order_id: u64,
     /// Set when the journal refused a write: the reason; writes are refused until a restart.
     halted: Option<String>,
+    /// Why the core must stop serving (its state could not be taken back to the journal's
+    /// after a failed write): [`Core::run`] returns [`CoreEnd::Failed`] with it.
+    failed: Option<String>,
     /// The snapshot thread (none if it could not start: recovery then replays more events).
     /// Dropping the core drops it, which waits for the snapshot being written: it holds the
     /// journal open, and the file must be free (for a restart, `pt-replay`) once the core is
@@ -306,6 +309,7 @@ impl std::fmt::Debug for Core {
             .field("queued", &self.queue.len())
             .field("next_order_id", &self.next_order_id)
             .field("halted", &self.halted)
+            .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
 }
@@ -468,6 +472,7 @@ impl Core {
             stopped: false,
             next_order_id,
             halted: None,
+            failed: None,
             snapshotter,
         };
         core.restore_outcomes();
@@ -513,7 +518,8 @@ impl Core {
         }
     }
 
-    /// Serves requests until every sender is gone, or until handling one panics.
+    /// Serves requests until every sender is gone, or until handling one panics or leaves the
+    /// state ahead of a journal it cannot be taken back to ([`Core::reload`]).
     ///
     /// A panic is caught, logged and returned as [`CoreEnd::Failed`], and the core serves
     /// nothing more: it may have come in the middle of a settlement, with the engine's state
@@ -526,7 +532,11 @@ impl Core {
     /// redb, which verifies its pages when the file opens and can panic on a page damaged since
     /// (docs/RELIABILITY.md); a restart checks the file again and names the damage.
     pub fn run(&mut self, mut requests: tokio::sync::mpsc::Receiver<CoreRequest>) -> CoreEnd {
-        while let Some(request) = requests.blocking_recv() {
+        loop {
+            if let Some(cause) = self.failed.take() {
+                return CoreEnd::Failed(cause);
+            }
+            let Some(request) = requests.blocking_recv() else { break };
             if let Err(cause) = contain_panic(|| self.handle(request)) {
                 error!(
                     %cause,
@@ -934,9 +944,24 @@ impl Core {
             to: journal::ReplayTo::End,
             verify: journal::VerifyOnOpen::TailOnly,
         };
-        match self.journal.replay(options, &mut |_| {}) {
+        let reloaded = self.journal.replay(options, &mut |_| {});
+        self.reload(reloaded);
+    }
+
+    /// Takes the state the journal holds back after a failed write. When it cannot be read
+    /// back, the in-memory state holds what the journal does not (the failed interval's
+    /// fills, a registration): answering from it would show users what was never stored, so
+    /// the core fails instead, as after a panic ([`Core::run`] stops, and the master with it;
+    /// a restart recovers from the journal).
+    fn reload(&mut self, reloaded: Result<journal::Replayed, journal::OpenError>) {
+        match reloaded {
             Ok(replayed) => self.engine = Engine::from_state(replayed.state),
-            Err(e) => error!(cause = %e, "cannot reload the state from the journal"),
+            Err(e) => {
+                error!(cause = %e, "cannot reload the state from the journal after a failed write: the core stops, and so does the master (its state holds what the journal does not)");
+                let cause = format!("cannot reload the state after a failed write: {e}");
+                self.journal.halt(&cause);
+                self.failed = Some(cause);
+            }
         }
     }
 
@@ -1071,4 +1096,48 @@ fn failure_for_event(event: &Event) -> Response {
              it with the same client order id once the master is back to learn its outcome",
         ),
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// A state that cannot be taken back to the journal's after a failed write stops the core:
+    /// nothing more is answered from it.
+    #[test]
+    fn a_state_that_cannot_be_reloaded_after_a_failed_write_stops_the_core() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = journal::path_in(dir.path());
+        let (journal, recovered) = Journal::open(&path, journal::JournalConfig::default()).unwrap();
+        let journal = Arc::new(journal);
+        let config = CoreConfig {
+            initial_cash: Cash::parse("1000").unwrap(),
+            orders_per_interval_max: 3,
+            orders_per_account_per_interval_max: 2,
+            accounts_max: 10,
+            remembered_outcomes_max: 10,
+        };
+        let sessions = SessionTable::new(&crate::config::SessionsConfig::default());
+        let mut core =
+            Core::new(Engine::from_state(recovered.state), Arc::clone(&journal), config, sessions);
+        let damage = journal::ReadError::Corrupt {
+            path: path.clone(),
+            seq: journal::Seq(1),
+            what: journal::Corruption::Framing("a damaged page".into()),
+        };
+        core.reload(Err(journal::OpenError::Read(damage)));
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let (reply, mut answer) = oneshot::channel();
+        let username = Username::new("alice").unwrap();
+        tx.try_send(CoreRequest::Credentials { username, reply }).unwrap();
+        drop(tx);
+        match core.run(rx) {
+            CoreEnd::Failed(cause) => assert!(cause.contains("a damaged page"), "{cause}"),
+            CoreEnd::Stopped => panic!("the core went on serving"),
+        }
+        // The request was not answered from the state, and the journal takes no more writes.
+        assert!(answer.try_recv().is_err());
+        assert!(journal.put_meta("k", b"v").is_err());
+    }
 }
