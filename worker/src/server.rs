@@ -770,8 +770,9 @@ impl Client {
         self.flush(writer).await
     }
 
-    /// Encodes one answer into `writer`'s buffer in packets of `clients.packet_data_bytes`
-    /// (written out at once only past the buffer's size).
+    /// Encodes one answer into `writer`'s buffer in packets of `clients.packet_data_bytes`, or
+    /// of the fewest bytes that fit it in 4,096 packets when that is more (written out at once
+    /// only past the buffer's size).
     async fn feed<W: AsyncWrite + Unpin>(
         &self,
         writer: &mut FrameWriter<W>,
@@ -787,7 +788,12 @@ impl Client {
                     .map_err(|e| e.to_string())?
             }
         };
-        let packet_bytes = usize::try_from(clients.packet_data_bytes).unwrap_or(usize::MAX);
+        // Never smaller than what fits the answer in the protocol's 4,096 packets: a small
+        // `clients.packet_data_bytes` must not make a large answer unsendable.
+        let packets_max = usize::try_from(net::limits::PACKETS_PER_MESSAGE_MAX).unwrap_or(1);
+        let packet_bytes = usize::try_from(clients.packet_data_bytes)
+            .unwrap_or(usize::MAX)
+            .max(message.body.len().div_ceil(packets_max));
         let write = writer.feed_message_in_packets(&message, packet_bytes);
         match tokio::time::timeout(clients.write_timeout, write).await {
             Ok(result) => result.map_err(|e| e.to_string()),

@@ -326,6 +326,33 @@ async fn large_answers_go_out_in_numbered_packets() {
     assert_eq!(worker.stats().cache_hits, 1);
 }
 
+/// A packet size too small for an answer in the protocol's 4,096 packets does not make the
+/// answer unsendable: it goes out in the fewest larger packets that fit.
+#[tokio::test]
+async fn an_answer_too_large_for_the_packet_size_goes_in_larger_packets() {
+    let (_keys, _master, worker) = cluster(answer_at_once(), |config| {
+        config.clients.packet_data_bytes = 1;
+    })
+    .await;
+    let mut client = worker.client().await;
+    client.login_for_data().await;
+    client.send(&all_time("BIG")).await;
+    let mut packets = 0u32;
+    let message = client
+        .framed
+        .reader()
+        .read_message_with_progress(|_, max| packets = max)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(message.body.len() > 4096, "{} bytes", message.body.len());
+    assert!(packets <= 4096 && packets > 1, "{packets} packets");
+    match Response::decode(&message).unwrap() {
+        Response::Data(DataPayload::PriceSeries(series)) => assert_eq!(series.bars.len(), 2000),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn over_the_connection_limit_a_client_is_told_busy() {
     let (_keys, _master, worker) =
