@@ -475,6 +475,9 @@ async fn handle_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let mut framed = FramedStream::new(stream);
+    // Until it is a worker link, a connection sends small requests only (`workerHello`,
+    // `getWorkers`): it cannot make the master hold a 16 MiB message.
+    framed.reader().set_body_bytes_max(net::limits::REQUEST_BODY_BYTES_MAX);
     let first = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, framed.read_message()).await {
         Ok(Ok(Some(message))) => message,
         Ok(Ok(None)) => return,
@@ -645,6 +648,8 @@ async fn worker_link(
         LinkSealer::new(key.clone(), Direction::MasterToWorker),
         LinkOpener::new(key, Direction::WorkerToMaster),
     );
+    // An authenticated worker relays its clients' requests, each with its own wrapping.
+    framed.reader().set_body_bytes_max(net::limits::MESSAGE_BODY_BYTES_MAX);
     let name = worker.name().to_owned();
     let link_id = NEXT_LINK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     info!(%uuid, %name, address = %hello.address, "worker linked");

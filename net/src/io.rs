@@ -109,6 +109,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// From the next message on, refuses message bodies over `bytes` (at most
+    /// [`crate::limits::MESSAGE_BODY_BYTES_MAX`], the default) with
+    /// `ReassemblyError::BodyTooLarge`: a server reading requests sets
+    /// [`crate::limits::REQUEST_BODY_BYTES_MAX`]. A message being reassembled is dropped.
+    pub fn set_body_bytes_max(&mut self, bytes: usize) {
+        self.reassembler = Reassembler::new(bytes);
+    }
+
     /// Offers each read at least `bytes` of room: more for a busy link carrying many
     /// connections' messages (one read then takes in a whole burst), less for many idle peers.
     pub fn set_read_chunk_bytes(&mut self, bytes: usize) {

@@ -26,6 +26,12 @@ pub const FRAME_BYTES_MAX: usize = HEADER_BYTES + FRAME_DATA_BYTES_MAX + SEAL_TR
 /// Largest message body (all packets' data together) a receiver reassembles: 16 MiB.
 pub const MESSAGE_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// Largest request body a server reassembles from a client (a worker's clients, the master's
+/// connections before they are known to be worker links): one full packet. Every request is far
+/// smaller (a `register` is under 1 KiB), so a connection cannot make its server hold more
+/// than this; answers, and the master-worker link, keep [`MESSAGE_BODY_BYTES_MAX`].
+pub const REQUEST_BODY_BYTES_MAX: usize = FRAME_DATA_BYTES_MAX;
+
 /// Most packets one message may be split into (`data message max`).
 pub const PACKETS_PER_MESSAGE_MAX: u32 = 4096;
 

@@ -164,6 +164,19 @@ async fn hostile_input_is_refused_and_a_polite_client_is_served_throughout() {
             );
             inputs += 1;
         }
+        // A request over one full packet (no request is near that), in two packets: refused
+        // with too_large once its body passes the limit, before the rest is buffered.
+        let mut long = Request::GetWorkers.encode().unwrap();
+        long.body = vec![0; net::limits::REQUEST_BODY_BYTES_MAX + 1];
+        let packets = net::split_payload(&long, net::limits::FRAME_DATA_BYTES_MAX).unwrap();
+        let bytes: Vec<u8> = packets.iter().flat_map(net::Frame::to_bytes).collect();
+        let answer = first_answer(&hit(addr, &bytes, false).await).await;
+        assert_eq!(
+            answer.as_ref().and_then(failure_reason),
+            Some(Reason::TooLarge),
+            "{name}: a two-packet request: {answer:?}"
+        );
+        inputs += 1;
         // Truncated frames: a part of a header, a header promising more data than comes.
         let login = bytes_of(&Request::Login {
             username: user("polite"),

@@ -428,7 +428,9 @@ async fn serve(
     if let Err(e) = socket.set_nodelay(true) {
         debug!(cause = %e, "cannot set TCP_NODELAY");
     }
-    let (reader, writer) = FramedStream::new(socket).into_split();
+    let (mut reader, writer) = FramedStream::new(socket).into_split();
+    // A client's requests are small: it cannot make the worker hold a 16 MiB message.
+    reader.set_body_bytes_max(net::limits::REQUEST_BODY_BYTES_MAX);
     let depth = usize::try_from(shared.config.clients.pipeline_depth_max).unwrap_or(1).max(1);
     let (tx, rx) = mpsc::channel(depth);
     let activity = Activity::new();

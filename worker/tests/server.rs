@@ -94,6 +94,17 @@ async fn a_client_sending_bad_frames_is_answered_and_closed_while_others_keep_wo
     assert_eq!(reason(&huge.receive().await), Reason::TooLarge);
     assert!(huge.closed().await);
 
+    // A request of more than one full packet (no request is near that): refused once its
+    // body passes the limit, before the rest is buffered.
+    let mut long = Request::GetWorkers.encode().unwrap();
+    long.body = vec![0; net::limits::REQUEST_BODY_BYTES_MAX + 1];
+    let frames = net::split_payload(&long, net::limits::FRAME_DATA_BYTES_MAX).unwrap();
+    assert_eq!(frames.len(), 2);
+    let bytes: Vec<u8> = frames.iter().flat_map(net::Frame::to_bytes).collect();
+    let mut long = Client::raw(worker.addr, &bytes, false).await;
+    assert_eq!(reason(&long.receive().await), Reason::TooLarge);
+    assert!(long.closed().await);
+
     // Packets out of order: packet 2 of 3 first.
     let message = all_time("AAPL").encode().unwrap();
     let frames = net::split_payload(&message, 4).unwrap();
