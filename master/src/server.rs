@@ -686,8 +686,8 @@ async fn worker_link(
     let fingerprint = worker.fingerprint();
     let mut removed = false;
     loop {
-        let control = tokio::select! {
-            read = tokio::time::timeout(LINK_IDLE_TIMEOUT, reader.read_control()) => match read {
+        let message = tokio::select! {
+            read = tokio::time::timeout(LINK_IDLE_TIMEOUT, reader.read_message()) => match read {
                 Ok(read) => read,
                 Err(_) => {
                     warn!(%uuid, "worker silent for too long; closing the link");
@@ -707,8 +707,16 @@ async fn worker_link(
                 break;
             }
         };
-        match control {
-            Ok(Some(Control::Relay(relay))) => {
+        let message = match message {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            Err(e) => {
+                warn!(%uuid, cause = %e, "link frame refused; closing the link");
+                break;
+            }
+        };
+        match Control::decode(&message) {
+            Ok(Control::Relay(relay)) => {
                 let relay_id = relay.relay_id;
                 let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
                     let busy =
@@ -728,17 +736,24 @@ async fn worker_link(
                     reply.send(handle_relay(&shared, hello.worker, *relay).await);
                 });
             }
-            Ok(Some(Control::Heartbeat { seq })) => {
+            Ok(Control::Heartbeat { seq }) => {
                 send_own(Control::HeartbeatAck { seq }).await;
             }
-            Ok(Some(other)) => {
+            Ok(other) => {
                 warn!(%uuid, instruction = ?other.instruction(), "unexpected message on the link");
             }
-            Ok(None) => break,
-            Err(e) => {
-                warn!(%uuid, cause = %e, "link frame refused; closing the link");
-                break;
-            }
+            // Its frames were whole and their MACs sound, so the link is in step: only this
+            // message is unreadable (a worker of another version, or a bug). A relay is answered
+            // `malformed`; the other relays go on.
+            Err(e) => match answer_unreadable(&message, &e) {
+                Some(reply) => {
+                    warn!(%uuid, cause = %e, "cannot read a relayed request; answering malformed");
+                    send_own(reply).await;
+                }
+                None => {
+                    warn!(%uuid, instruction = message.instruction, cause = %e, "cannot read a message on the link; ignored");
+                }
+            },
         }
     }
     if let Ok(mut workers) = shared.workers.lock()
@@ -763,6 +778,15 @@ async fn worker_link(
         debug!(%uuid, "the worker did not close its side of the link in time");
     }
     info!(%uuid, "worker unlinked");
+}
+
+/// The answer to a link message that does not decode: a relay whose id can be read is answered
+/// `malformed` (its request alone fails); anything else gets no answer.
+fn answer_unreadable(message: &net::Message, cause: &net::DecodeError) -> Option<Control> {
+    let relay_id = Control::relay_id(message)?;
+    let failure =
+        Failure::new(Reason::Malformed, format!("the master could not read this request: {cause}"));
+    Some(Control::RelayReply { relay_id, response: Response::Error(failure) })
 }
 
 /// Answers one relayed client request.
@@ -1246,6 +1270,32 @@ mod tests {
         // The messages not written are dropped with the receiver, and their permits with them.
         drop(out_rx);
         assert_eq!(permits.available_permits(), Semaphore::MAX_PERMITS);
+    }
+
+    /// A relay that does not decode (a worker of another version) is answered `malformed` by
+    /// its relay id; another unreadable message gets no answer.
+    #[test]
+    fn an_unreadable_relay_is_answered_malformed_by_its_id() {
+        let relay = Control::Relay(Box::new(Relay {
+            relay_id: 41,
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            received_at: Timestamp(0),
+            session: None,
+            request: Request::GetWorkers,
+        }));
+        let mut message = relay.encode().unwrap();
+        message.body.push(0);
+        let cause = Control::decode(&message).unwrap_err();
+        match answer_unreadable(&message, &cause) {
+            Some(Control::RelayReply { relay_id: 41, response: Response::Error(failure) }) => {
+                assert_eq!(failure.reason, Reason::Malformed);
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut heartbeat = Control::Heartbeat { seq: 41 }.encode().unwrap();
+        heartbeat.body.push(0);
+        let cause = Control::decode(&heartbeat).unwrap_err();
+        assert!(answer_unreadable(&heartbeat, &cause).is_none());
     }
 
     /// A reader that keeps up gets every message, and the writer ends when the queue closes.

@@ -161,6 +161,16 @@ impl Control {
         w.finish(instruction.message_type(), instruction.code())
     }
 
+    /// The `relayId` of a `relay` or `relayReply` message, read without decoding the request or
+    /// answer it carries: for a receiver that cannot decode that (a peer of another version) to
+    /// fail the one relay instead of the whole link. `None` for any other message.
+    pub fn relay_id(message: &Message) -> Option<u64> {
+        let carries_relay_id = message.message_type == MessageType::Control
+            && [Instruction::Relay.code(), Instruction::RelayReply.code()]
+                .contains(&message.instruction);
+        carries_relay_id.then(|| ArgReader::new(&message.body).u64("relayId").ok()).flatten()
+    }
+
     /// Decodes a control message (a whole, reassembled message).
     pub fn decode(message: &Message) -> Result<Self, DecodeError> {
         use Instruction as I;
@@ -236,4 +246,37 @@ pub(crate) fn read_address(r: &mut ArgReader<'_>) -> Result<String, DecodeError>
         return Err(DecodeError::TooShort { field, what: "address", len: 0, min: 1 });
     }
     Ok(address.to_owned())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::types::{Failure, Reason};
+
+    #[test]
+    fn a_relays_id_is_read_even_when_what_it_carries_is_not() {
+        let failure = Failure::new(Reason::Internal, "x");
+        let reply = Control::RelayReply { relay_id: 77, response: Response::Error(failure) };
+        let mut message = reply.encode().unwrap();
+        assert_eq!(Control::relay_id(&message), Some(77));
+        // The answer cut short: it no longer decodes, its relay id still reads.
+        message.body.pop();
+        assert!(Control::decode(&message).is_err());
+        assert_eq!(Control::relay_id(&message), Some(77));
+        // A relay's too.
+        let relay = Control::Relay(Box::new(Relay {
+            relay_id: 78,
+            client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            received_at: Timestamp(0),
+            session: None,
+            request: Request::GetWorkers,
+        }));
+        assert_eq!(Control::relay_id(&relay.encode().unwrap()), Some(78));
+        // Not a relay or a reply, or too short for an id: none.
+        let heartbeat = Control::HeartbeatAck { seq: 77 }.encode().unwrap();
+        assert_eq!(Control::relay_id(&heartbeat), None);
+        message.body.truncate(3);
+        assert_eq!(Control::relay_id(&message), None);
+    }
 }

@@ -101,6 +101,8 @@ pub enum HandshakeError {
 enum Lost {
     /// No answer within `link.relay_timeout` (the link task's sweep).
     TimedOut,
+    /// The master's answer came but could not be decoded.
+    Unreadable,
 }
 
 /// A request waiting for the master's answer: where the answer goes, and until when.
@@ -270,6 +272,10 @@ fn outcome_response(
                 humantime::format_duration(timeout)
             ),
         ),
+        Some(Err(Lost::Unreadable)) => request.fail(Failure::new(
+            Reason::Internal,
+            "the master's answer could not be read; an order may still have been executed",
+        )),
         None => link_down(request),
     }
 }
@@ -609,10 +615,15 @@ async fn carry(
                     Err(e) => e.to_string(),
                 });
             }
-            control = reader.read_control() => {
+            message = reader.read_message() => {
                 last_heard = Instant::now();
-                match control {
-                    Ok(Some(Control::RelayReply { relay_id, response })) => {
+                let message = match message {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break Down::Failed("the master closed the link".to_owned()),
+                    Err(e) => break Down::Failed(e.to_string()),
+                };
+                match Control::decode(&message) {
+                    Ok(Control::RelayReply { relay_id, response }) => {
                         let waiter = up.waiting().as_mut().and_then(|map| map.remove(&relay_id));
                         match waiter {
                             Some(waiter) => {
@@ -622,15 +633,32 @@ async fn carry(
                             None => debug!(relay_id, "reply to a relay nobody waits for any more"),
                         }
                     }
-                    Ok(Some(Control::HeartbeatAck { .. })) => {}
-                    Ok(Some(other)) => {
+                    Ok(Control::HeartbeatAck { .. }) => {}
+                    Ok(other) => {
                         break Down::Failed(format!(
                             "unexpected {} from the master",
                             other.instruction()
                         ));
                     }
-                    Ok(None) => break Down::Failed("the master closed the link".to_owned()),
-                    Err(e) => break Down::Failed(e.to_string()),
+                    // Its frames were whole and their MACs sound, so the link is in step: only
+                    // this message is unreadable (a master of another version, or a bug). Its
+                    // relay fails alone; the other clients' relays go on.
+                    Err(e) => {
+                        let relay_id = Control::relay_id(&message);
+                        let waiter = relay_id
+                            .and_then(|id| up.waiting().as_mut().and_then(|map| map.remove(&id)));
+                        match waiter {
+                            Some(waiter) => {
+                                warn!(relay_id, cause = %e, "cannot read the master's answer to a relay; that request fails");
+                                let _ = waiter.answer.send(Err(Lost::Unreadable));
+                            }
+                            None => warn!(
+                                instruction = message.instruction,
+                                cause = %e,
+                                "cannot read a message from the master; ignored"
+                            ),
+                        }
+                    }
                 }
             }
             _ = heartbeat.tick() => {

@@ -364,6 +364,33 @@ async fn an_answer_too_large_for_the_packet_size_goes_in_larger_packets() {
     }
 }
 
+/// An answer from the master that cannot be read fails its own request only: the link stays
+/// up and the other requests, before and after it, are answered.
+#[tokio::test]
+async fn an_unreadable_answer_from_the_master_fails_its_request_only() {
+    let handler: common::Handler = Arc::new(|relay: Relay| {
+        let response = match &relay.request {
+            Request::GetAssetInfo { symbol } if symbol.as_str() == "BAD" => {
+                Response::Error(Failure::new(Reason::Internal, common::UNREADABLE))
+            }
+            _ => answer(&relay),
+        };
+        Box::pin(async move { response })
+    });
+    let (_keys, _master, worker) = cluster(handler, |_| {}).await;
+    let mut alice = worker.client().await;
+    alice.login_for_data().await;
+    let mut bob = worker.client().await;
+    bob.login_for_data().await;
+    assert_eq!(asset_info_of(&bob.call(&current("IBM")).await), "IBM");
+    let bad = alice.call(&Request::GetAssetInfo { symbol: common::sym("BAD") }).await;
+    assert_eq!((bad.instruction(), reason(&bad)), (Instruction::DataFail, Reason::Internal));
+    // The link is still up: both clients are answered by the master.
+    assert_eq!(asset_info_of(&alice.call(&current("AAPL")).await), "AAPL");
+    assert_eq!(asset_info_of(&bob.call(&current("MSFT")).await), "MSFT");
+    assert_eq!(worker.stats().master_unavailable, 0);
+}
+
 #[tokio::test]
 async fn over_the_connection_limit_a_client_is_told_busy() {
     let (_keys, _master, worker) =

@@ -45,6 +45,10 @@ pub type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
 /// The test master's relay handler.
 pub type Handler = Arc<dyn Fn(Relay) -> Answer + Send + Sync>;
 
+/// A handler's `error` answer with this message goes to the worker cut short: its frames and
+/// MACs sound, the answer in it unreadable (as from a master of another version).
+pub const UNREADABLE: &str = "the test master sends this answer unreadable";
+
 /// Keys and files shared by the test master and the worker: a master key, a worker identity
 /// saved on disk, the worker's registration and the master certificate file the worker trusts.
 pub struct Keys {
@@ -198,10 +202,10 @@ async fn serve_link(
 
     // The link: heartbeats and relays, answered as the handler decides, in any order.
     let (mut reader, mut writer) = framed.into_split();
-    let (out, mut out_rx) = mpsc::unbounded_channel::<Control>();
+    let (out, mut out_rx) = mpsc::unbounded_channel::<net::Message>();
     let write = tokio::spawn(async move {
-        while let Some(control) = out_rx.recv().await {
-            if writer.write_control(&control).await.is_err() {
+        while let Some(message) = out_rx.recv().await {
+            if writer.write_message(&message).await.is_err() {
                 return;
             }
         }
@@ -211,7 +215,7 @@ async fn serve_link(
     while let Ok(Some(control)) = reader.read_control().await {
         match control {
             Control::Heartbeat { seq } => {
-                let _ = out.send(Control::HeartbeatAck { seq });
+                let _ = out.send(Control::HeartbeatAck { seq }.encode().unwrap());
                 if !up {
                     up = true;
                     let _ = events.send(Event::LinkUp);
@@ -227,7 +231,14 @@ async fn serve_link(
                 let out = out.clone();
                 answers.spawn(async move {
                     let response = answer.await;
-                    let _ = out.send(Control::RelayReply { relay_id, response });
+                    let unreadable =
+                        matches!(&response, Response::Error(f) if f.message == UNREADABLE);
+                    let mut message = Control::RelayReply { relay_id, response }.encode().unwrap();
+                    if unreadable {
+                        // Cut short: whole frames, sound MACs, an answer that does not decode.
+                        message.body.pop();
+                    }
+                    let _ = out.send(message);
                 });
             }
             other => panic!("unexpected {other:?} from the worker"),
