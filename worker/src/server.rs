@@ -498,7 +498,8 @@ async fn read_requests<R: AsyncRead + Unpin>(
             }
             Ok(Some(Err(answer))) => {
                 Stats::bump(&shared.stats.0.requests);
-                debug!(answer = %answer.instruction(), "request did not decode");
+                let cause = answer.failure().map_or("", |f| f.message.as_str());
+                info!(answer = %answer.instruction(), cause, "request did not decode; answered");
                 Item::Answer(answer)
             }
             Ok(None) => {
