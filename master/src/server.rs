@@ -97,6 +97,10 @@ static NEXT_LINK_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// refuse a `link.heartbeat_interval` over a third of it.
 pub const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The most the master's last price fetch may take as it stops (before the final settlement
+/// that answers the orders still queued).
+const FINAL_FETCH_BUDGET: Duration = Duration::from_secs(5);
+
 /// Longest one write to a worker link may take. A worker that stops reading (stopped, stuck)
 /// would otherwise hold its link, its place among `limits.worker_connections_max` and the
 /// master's shutdown for ever; a healthy one takes far less for the largest message.
@@ -424,12 +428,34 @@ async fn interval_loop(
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    let mut stopping = false;
     loop {
-        let stopping = tokio::select! {
-            _ = ticker.tick() => false,
-            _ = stop.changed() => true,
+        if !stopping {
+            stopping = tokio::select! {
+                _ = ticker.tick() => false,
+                _ = stop.changed() => true,
+            };
+        }
+        let batch = if stopping {
+            // The last settlement's prices, within a few seconds: a source that takes its
+            // whole budget (an HTTP source at its call cap) must not hold the shutdown for an
+            // interval. Orders whose asset gets no price in time are refused `no_price`.
+            source.fetch_within(&assets, FINAL_FETCH_BUDGET).await
+        } else {
+            let fetched = tokio::select! {
+                batch = source.fetch(&assets) => Some(batch),
+                _ = stop.changed() => None,
+            };
+            match fetched {
+                Some(batch) => batch,
+                // Stopped during a fetch: that fetch is dropped, and the last one runs with
+                // the shorter budget.
+                None => {
+                    stopping = true;
+                    continue;
+                }
+            }
         };
-        let batch = source.fetch(&assets).await;
         for failure in &batch.failures {
             debug!(symbol = %failure.symbol, reason = ?failure.reason, "no price this interval");
         }

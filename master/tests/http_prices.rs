@@ -264,6 +264,29 @@ async fn a_server_that_never_answers_times_out() {
     assert_key_never_logged(&logbook);
 }
 
+/// A fetch within a shorter budget (the master's last one as it stops) ends by that budget,
+/// not by the request timeout or the source's own budget.
+#[tokio::test]
+async fn a_fetch_within_a_short_budget_ends_by_it() {
+    let server = Server::start(vec![Reply::Silent, Reply::Silent, Reply::Silent]).await;
+    let config = HttpSourceConfig { timeout: Duration::from_secs(3600), ..config(&server) };
+    let mut source = HttpSource::new(&config, Duration::from_secs(3600)).unwrap();
+    let assets = symbols(&["IBM", "AAPL"]);
+    let fetch = source.fetch_within(&assets, Duration::from_millis(200));
+    let batch = tokio::time::timeout(Duration::from_secs(30), fetch)
+        .await
+        .expect("the fetch ended by its budget, not by the hour-long timeout");
+    assert!(batch.ticks.is_empty());
+    let reasons = reasons(&batch);
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .all(|(_, r)| matches!(r, FailureReason::Timeout | FailureReason::DeadlineReached)),
+        "{reasons:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_closed_port_is_a_connection_failure() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -229,3 +229,47 @@ async fn cache_spares_the_master_and_a_master_restart_is_survived() {
     master.await.unwrap().unwrap();
     let _: SessionId = session;
 }
+
+/// A price source that never answers does not hold the master's shutdown for an interval: its
+/// last fetch, for the final settlement, has a few seconds (`FINAL_FETCH_BUDGET`), not the
+/// interval's hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_price_source_does_not_hold_the_shutdown() {
+    use master::config::{ApiKey, HttpSourceConfig, PriceSourceConfig};
+    // A "provider" that takes every connection and never answers.
+    let provider = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let provider_addr = provider.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = provider.accept().await {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = MasterConfig {
+        listen: addr,
+        data_dir: dir.path().to_path_buf(),
+        update_interval: Duration::from_secs(3600),
+        assets: vec![Symbol::new("IBM").unwrap()],
+        prices: PriceSourceConfig::Http(HttpSourceConfig {
+            base_url: format!("http://{provider_addr}"),
+            api_key: Some(ApiKey::new("k")),
+            timeout: Duration::from_secs(3600),
+            ..HttpSourceConfig::default()
+        }),
+        ..MasterConfig::default()
+    };
+    config.log.file = dir.path().join("pt-master.log");
+    let (stop, rx) = watch::channel(false);
+    let master = tokio::spawn(master::server::run(config, listener, stopped(rx)));
+    // Serving: a client's worker list comes back.
+    let mut client = FramedStream::new(TcpStream::connect(addr).await.unwrap());
+    client.write_request(&Request::GetWorkers).await.unwrap();
+    let answer = client.read_response().await.unwrap();
+    assert!(matches!(answer, Some(Response::Data(DataPayload::WorkerList(_)))), "{answer:?}");
+    stop.send(true).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(60), master).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+}

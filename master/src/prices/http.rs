@@ -206,12 +206,16 @@ impl HttpSource {
 
 impl PriceSource for HttpSource {
     async fn fetch(&mut self, symbols: &[Symbol]) -> PriceBatch {
+        self.fetch_within(symbols, self.budget).await
+    }
+
+    async fn fetch_within(&mut self, symbols: &[Symbol], budget: Duration) -> PriceBatch {
         let mut symbols = super::unique(symbols);
         // Round robin: start where the last interval had to stop, or the call cap would give
         // every request to the first assets and leave the others without a price for good.
         let start = if symbols.is_empty() { 0 } else { self.next_start % symbols.len() };
         symbols.rotate_left(start);
-        let deadline = Instant::now() + self.budget;
+        let deadline = Instant::now() + budget.min(self.budget);
         let mut ticks = Vec::with_capacity(symbols.len());
         let mut failures = Vec::new();
         // Set once the rest of this interval's symbols must be skipped.

@@ -103,6 +103,14 @@ pub trait PriceSource: Send {
         symbols: &'a [Symbol],
     ) -> impl Future<Output = PriceBatch> + Send + 'a;
 
+    /// [`PriceSource::fetch`] within `budget` when that is shorter than the source's own: the
+    /// master's last fetch as it stops, which must not hold the shutdown for a whole interval.
+    fn fetch_within<'a>(
+        &'a mut self,
+        symbols: &'a [Symbol],
+        budget: Duration,
+    ) -> impl Future<Output = PriceBatch> + Send + 'a;
+
     /// The symbols the source knows without being told (every symbol of a recorded file), or
     /// `None` for a source that prices whatever it is asked.
     fn known_symbols(&self) -> Option<Vec<Symbol>>;
@@ -173,6 +181,13 @@ impl PriceSource for AnyPriceSource {
         match self {
             Self::Recorded(source) => source.fetch(symbols).await,
             Self::Http(source) => source.fetch(symbols).await,
+        }
+    }
+
+    async fn fetch_within(&mut self, symbols: &[Symbol], budget: Duration) -> PriceBatch {
+        match self {
+            Self::Recorded(source) => source.fetch_within(symbols, budget).await,
+            Self::Http(source) => source.fetch_within(symbols, budget).await,
         }
     }
 

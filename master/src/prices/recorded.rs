@@ -223,6 +223,15 @@ fn shift_interval(interval: &RecordedInterval, shift: i64) -> Option<RecordedInt
 }
 
 impl PriceSource for RecordedSource {
+    /// Reading the next recorded interval takes no time: the budget does not matter.
+    async fn fetch_within(
+        &mut self,
+        symbols: &[Symbol],
+        _budget: std::time::Duration,
+    ) -> PriceBatch {
+        self.fetch(symbols).await
+    }
+
     async fn fetch(&mut self, symbols: &[Symbol]) -> PriceBatch {
         let symbols = super::unique(symbols);
         let Some(interval) = self.next_interval() else {
