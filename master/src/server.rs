@@ -303,6 +303,9 @@ pub async fn run(
         (config.limits.worker_connections_max as usize).saturating_mul(4).max(UNIDENTIFIED_MIN);
     let unidentified = Arc::new(Semaphore::new(unidentified_places));
     let from_worker_addresses = Arc::new(Semaphore::new(unidentified_places));
+    // Every connection's task: the shutdown waits for them (each holds the journal), so that
+    // when `run` returns the journal is closed and a restart can open it at once.
+    let mut connection_tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     let mut core_failed = false;
     loop {
@@ -338,7 +341,9 @@ pub async fn run(
                     let stop = stop_rx.clone();
                     let links = Arc::clone(&connections);
                     let span = info_span!("conn", %peer);
-                    tokio::spawn(async move {
+                    // The tasks that ended are forgotten as new ones come.
+                    while connection_tasks.try_join_next().is_some() {}
+                    connection_tasks.spawn(async move {
                         handle_connection(stream, peer, shared, stop, links, permit).await;
                     }.instrument(span));
                 }
@@ -358,11 +363,18 @@ pub async fn run(
     if let Err(e) = interval_task.await {
         error!(cause = %e, "interval loop failed");
     }
-    // Let the links write the last interval's answers before the process goes.
-    let all = config.limits.worker_connections_max;
-    if tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, connections.acquire_many(all)).await.is_err() {
-        warn!("some connections were still busy at shutdown");
+    // Let the links write the last interval's answers, and every connection end, before the
+    // process goes; what is still busy after the drain time is cut off.
+    let drained = tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, async {
+        while connection_tasks.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        warn!(
+            connections = connection_tasks.len(),
+            "some connections were still busy at shutdown; closing them"
+        );
     }
+    connection_tasks.shutdown().await;
     if let Some(task) = admin_task
         && let Err(e) = task.await
     {
@@ -504,7 +516,13 @@ async fn handle_connection(
     // Until it is a worker link, a connection sends small requests only (`workerHello`,
     // `getWorkers`): it cannot make the master hold a 16 MiB message.
     framed.reader().set_body_bytes_max(net::limits::REQUEST_BODY_BYTES_MAX);
-    let first = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, framed.read_message()).await {
+    let mut stopping = stop.clone();
+    let first = tokio::select! {
+        first = tokio::time::timeout(FIRST_FRAME_TIMEOUT, framed.read_message()) => first,
+        // Stopping: a connection that has said nothing yet is not waited for.
+        _ = stopping.changed() => return,
+    };
+    let first = match first {
         Ok(Ok(Some(message))) => message,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {

@@ -269,7 +269,14 @@ async fn a_silent_price_source_does_not_hold_the_shutdown() {
     client.write_request(&Request::GetWorkers).await.unwrap();
     let answer = client.read_response().await.unwrap();
     assert!(matches!(answer, Some(Response::Data(DataPayload::WorkerList(_)))), "{answer:?}");
+    // A connection that has said nothing yet, also open as the master stops.
+    let _idle = TcpStream::connect(addr).await.unwrap();
     stop.send(true).unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(60), master).await;
     assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    // Once it has returned, no task of it holds the journal, though both clients are still
+    // connected: a restart can open it at once.
+    let opened = journal::Journal::open(journal::path_in(dir.path()), Default::default());
+    assert!(opened.is_ok(), "{:?}", opened.err());
+    drop(client);
 }
