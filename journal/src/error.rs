@@ -203,6 +203,13 @@ pub enum OpenError {
         /// The version this build writes.
         expected: u64,
     },
+    /// The file holds records but not the journal's format row: damaged, and not taken for a
+    /// new file (which would reset its head over its records).
+    #[error("journal {}: holds records but no format row: the file is damaged (restore it from a backup)", path.display())]
+    NoFormat {
+        /// The journal file.
+        path: PathBuf,
+    },
     /// A record failed its checksum, link or decoding.
     #[error(transparent)]
     Read(#[from] ReadError),

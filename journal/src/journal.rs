@@ -254,6 +254,19 @@ impl Journal {
             }
             Some(_) => {}
             None => {
+                // A file without its format row is new only if it holds no record: a damaged
+                // one must not be taken for new (its head would be reset over its records).
+                let read = db.begin_read().or_fault(fault)?;
+                let holds_records = match read.open_table(EVENTS) {
+                    Ok(events) => {
+                        !redb::ReadableTableMetadata::is_empty(&events).or_fault(fault)?
+                    }
+                    Err(redb::TableError::TableDoesNotExist(_)) => false,
+                    Err(e) => return Err(StorageFault::new(&path, "opening", e).into()),
+                };
+                if holds_records {
+                    return Err(OpenError::NoFormat { path });
+                }
                 // A new file: every table is created with the format version, in one commit.
                 let txn = db.begin_write().or_fault(fault)?;
                 Self::init_tables(&txn).or_fault(fault)?;
@@ -683,7 +696,9 @@ impl Journal {
     }
 
     /// Deletes the parts listed as unowned, one part a commit (waiting callers first), and
-    /// unlists each key once its parts are gone.
+    /// unlists each key once its parts are gone. Each commit deletes the key's first part
+    /// left, whichever it is: after a crash in the middle, the next run goes on from there
+    /// (starting again from part 0 would find it gone and unlist the key over its other parts).
     fn delete_unowned_parts(&self) -> Result<(), WriteError> {
         const OP: &str = "deleting unowned snapshot parts";
         let keys: Vec<u64> = {
@@ -702,25 +717,33 @@ impl Journal {
             }
         };
         for key in keys {
-            let mut part = 0u32;
             loop {
                 let mut guard = self.lock_between_snapshot_parts();
                 let writer = &mut *guard;
                 let txn = self.begin_write(writer, OP)?;
-                // The next part, or, when none is left, the key off the list.
+                // The first part left, or, when none is, the key off the list.
                 let removed = (|| -> Result<bool, redb::Error> {
-                    let removed = txn.open_table(SNAPSHOT_PARTS)?.remove((key, part))?.is_some();
-                    if !removed {
-                        txn.open_table(UNOWNED_PARTS)?.remove(key)?;
+                    let mut parts = txn.open_table(SNAPSHOT_PARTS)?;
+                    let first = match parts.range((key, 0)..=(key, u32::MAX))?.next() {
+                        Some(entry) => Some(entry?.0.value().1),
+                        None => None,
+                    };
+                    match first {
+                        Some(part) => {
+                            parts.remove((key, part))?;
+                            Ok(true)
+                        }
+                        None => {
+                            txn.open_table(UNOWNED_PARTS)?.remove(key)?;
+                            Ok(false)
+                        }
                     }
-                    Ok(removed)
                 })()
                 .map_err(|e| self.fault(writer, OP, e))?;
                 txn.commit().map_err(|e| self.fault(writer, OP, e))?;
                 if !removed {
                     break;
                 }
-                part = part.saturating_add(1);
             }
         }
         Ok(())
@@ -739,15 +762,21 @@ impl Journal {
         if row.len() != SNAPSHOT_HEADER_BYTES {
             return Ok(std::borrow::Cow::Borrowed(row));
         }
-        // Room for the length the header declares (checked against the parts read later),
-        // never more than a snapshot may be.
-        let declared = usize::try_from(be::u64_at(row, 24)).unwrap_or(usize::MAX);
-        let mut bytes =
-            Vec::with_capacity(row.len() + declared.min(crate::limits::SNAPSHOT_BYTES_MAX));
+        // The declared length is trusted only once the header's checksum passed: a damaged
+        // header gives its row alone, which the header check then reports.
+        let declared = snapshot::declared_state_bytes(row);
+        if snapshot::parse_header_of(seq, row, declared).is_err() {
+            return Ok(std::borrow::Cow::Borrowed(row));
+        }
+        // Room for the declared length, never more than a snapshot may be; reading stops once
+        // past it (the header's length check then reports a snapshot too long).
+        let declared = usize::try_from(declared).unwrap_or(usize::MAX);
+        let wanted = row.len().saturating_add(declared).min(crate::limits::SNAPSHOT_BYTES_MAX);
+        let mut bytes = Vec::with_capacity(wanted);
         bytes.extend_from_slice(row);
         self.for_each_part(read, seq, |part| {
             bytes.extend_from_slice(part);
-            bytes.len() <= crate::limits::SNAPSHOT_BYTES_MAX
+            bytes.len() < wanted
         })?;
         Ok(std::borrow::Cow::Owned(bytes))
     }
@@ -816,9 +845,12 @@ impl Journal {
             let (key, value) = entry.or_fault(fault)?;
             let row = value.value();
             let (bytes, header) = if row.len() == SNAPSHOT_HEADER_BYTES {
+                // The parts are not read here: their length is checked when the snapshot is
+                // loaded. The declared length counts only in a header that passed its checks.
                 let declared = snapshot::declared_state_bytes(row);
                 let header = snapshot::parse_header_of(key.value(), row, declared);
-                (row.len() as u64 + declared, header)
+                let stored = if header.is_ok() { declared } else { 0 };
+                ((row.len() as u64).saturating_add(stored), header)
             } else {
                 (row.len() as u64, snapshot::parse_header(key.value(), row))
             };

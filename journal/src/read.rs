@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use redb::{AccessGuard, ReadableDatabase};
+use redb::{AccessGuard, ReadableDatabase, ReadableTable};
 use rkyv::util::AlignedVec;
 
 use crate::batch::{self, Cursor, FindError};
@@ -58,6 +58,20 @@ impl Records {
             }
             FindError::Corrupt(seq, what) => corrupt(seq, what),
         };
+        if from > head {
+            // Nothing to read, unless records lie past the head (a damaged or missing head row
+            // would otherwise hide every record after it): the last batch tells.
+            if let Some((key, value)) = events.last().or_fault(fault)? {
+                let last = match batch::walk(key.value(), value.value(), None, Seq(u64::MAX)) {
+                    Ok((walk, _)) => walk.last.map_or(Seq(key.value()), |h| h.seq),
+                    Err((seq, what)) => return Err(corrupt(seq, what)),
+                };
+                if last > head {
+                    let past = Seq(head.0.saturating_add(1));
+                    return Err(corrupt(past, Corruption::PastHead { head }));
+                }
+            }
+        }
         let mut records = Records {
             range: events.range(from.0..).or_fault(fault)?,
             batch: None,

@@ -94,7 +94,7 @@ pub struct SnapshotInfo {
     pub payload_bytes: u64,
 }
 
-fn header_crc(bytes: &[u8]) -> u32 {
+pub(crate) fn header_crc(bytes: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&bytes[0..4]);
     hasher.update(&bytes[8..SNAPSHOT_HEADER_BYTES]);
@@ -155,12 +155,14 @@ pub(crate) fn parse_header_of(
     if bytes.len() < SNAPSHOT_HEADER_BYTES {
         return Err(SnapshotInvalid::Truncated(bytes.len()));
     }
+    // The checksum first: it covers the version too (every snapshot format keeps it there,
+    // docs/JOURNAL.md), so a damaged version is damage, not a snapshot of another version.
+    if be::u32_at(bytes, 4) != header_crc(bytes) {
+        return Err(SnapshotInvalid::HeaderChecksum);
+    }
     let format = be::u16_at(bytes, 0);
     if format != SNAPSHOT_FORMAT_VERSION {
         return Err(SnapshotInvalid::Format(format));
-    }
-    if be::u32_at(bytes, 4) != header_crc(bytes) {
-        return Err(SnapshotInvalid::HeaderChecksum);
     }
     let event_format = be::u16_at(bytes, 2);
     if event_format != engine::EVENT_FORMAT_VERSION {

@@ -8,7 +8,9 @@ use std::path::Path;
 use redb::{Database, ReadableTable};
 
 use crate::batch::Cursor;
-use crate::journal::{EVENTS, SNAPSHOT_PARTS, SNAPSHOTS, UNOWNED_PARTS};
+use crate::journal::{
+    EVENTS, INFO, INFO_FORMAT, INFO_HEAD, SNAPSHOT_PARTS, SNAPSHOTS, UNOWNED_PARTS,
+};
 use crate::record::Seq;
 use crate::snapshot::SNAPSHOT_HEADER_BYTES;
 
@@ -138,9 +140,22 @@ pub fn snapshot_part_keys(path: &Path) -> Result<Vec<(u64, u32)>> {
     Ok(keys)
 }
 
-/// Overwrites the format version of the snapshot at `seq`, as a future build would write it.
-pub fn set_snapshot_format(path: &Path, seq: Seq, version: u16) -> Result<()> {
-    rewrite(path, SNAPSHOTS, seq, |bytes| bytes[0..2].copy_from_slice(&version.to_be_bytes()))
+/// Overwrites the format version of the snapshot at `seq` and seals its header again, as a
+/// future build would write it; with `reseal` false, as damage would leave it.
+pub fn set_snapshot_format(path: &Path, seq: Seq, version: u16, reseal: bool) -> Result<()> {
+    rewrite(path, SNAPSHOTS, seq, |bytes| {
+        bytes[0..2].copy_from_slice(&version.to_be_bytes());
+        if reseal {
+            let crc = crate::snapshot::header_crc(bytes);
+            bytes[4..8].copy_from_slice(&crc.to_be_bytes());
+        }
+    })
+}
+
+/// Overwrites the state length a snapshot's header declares, without sealing the header again
+/// (damage to the length field).
+pub fn set_snapshot_declared_len(path: &Path, seq: Seq, len: u64) -> Result<()> {
+    rewrite(path, SNAPSHOTS, seq, |bytes| bytes[24..32].copy_from_slice(&len.to_be_bytes()))
 }
 
 /// Deletes the batch holding record `seq`; returns its key.
@@ -257,4 +272,47 @@ fn rewrite_in_layout_1(
     }
     txn.commit()?;
     Ok(count)
+}
+
+/// Sets the journal's head row to `head`, or removes it (`None`), as damage would.
+pub fn set_head(path: &Path, head: Option<u64>) -> Result<()> {
+    let db = Database::open(path)?;
+    let txn = db.begin_write()?;
+    {
+        let mut info = txn.open_table(INFO)?;
+        match head {
+            Some(head) => info.insert(INFO_HEAD, head)?,
+            None => info.remove(INFO_HEAD)?,
+        };
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Removes the journal's format row, as damage would.
+pub fn remove_format(path: &Path) -> Result<()> {
+    let db = Database::open(path)?;
+    let txn = db.begin_write()?;
+    txn.open_table(INFO)?.remove(INFO_FORMAT)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Puts the journal's format row back (after [`remove_format`]).
+pub fn restore_format(path: &Path) -> Result<()> {
+    let db = Database::open(path)?;
+    let txn = db.begin_write()?;
+    txn.open_table(INFO)?.insert(INFO_FORMAT, crate::journal::FILE_FORMAT_VERSION)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Deletes one part of the snapshot parts stored under `seq`, as a crash in the middle of
+/// deleting them would leave the others.
+pub fn remove_snapshot_part(path: &Path, seq: Seq, part: u32) -> Result<()> {
+    let db = Database::open(path)?;
+    let txn = db.begin_write()?;
+    txn.open_table(SNAPSHOT_PARTS)?.remove((seq.0, part))?.ok_or("no such part")?;
+    txn.commit()?;
+    Ok(())
 }

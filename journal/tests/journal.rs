@@ -366,6 +366,59 @@ fn swapped_and_missing_records_are_detected() {
     ));
 }
 
+/// A head row that is gone, zero or behind the last record would hide the records after it:
+/// the open and the audit name them instead, with a snapshot at the stored head or without one.
+#[test]
+fn records_past_a_damaged_head_are_found_not_hidden() {
+    for with_snapshot in [false, true] {
+        for head in [None, Some(0), Some(3)] {
+            let (_dir, path) = new_journal();
+            let (journal, _) = Journal::open(&path, config()).unwrap();
+            let state = fill(&journal, 5, 20);
+            if with_snapshot {
+                snapshot_now(&journal, &state);
+            }
+            drop(journal);
+            let stored = head.unwrap_or(0);
+            test_util::set_head(&path, head).unwrap();
+            let case = format!("head {head:?}, snapshot {with_snapshot}");
+            let err = Journal::open(&path, config()).unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    OpenError::Read(ReadError::Corrupt { what: Corruption::PastHead { .. }, .. })
+                ),
+                "{case}: {err}"
+            );
+            assert_eq!(err.seq(), Some(Seq(stored + 1)), "{case}: {err}");
+            let journal = Journal::open_unrecovered(&path, config()).unwrap();
+            let report = journal::audit(&journal, AuditConfig::default(), &mut |_| {}).unwrap();
+            assert!(!report.is_clean(), "{case}: the audit found nothing");
+        }
+    }
+}
+
+/// A journal that lost its format row is damaged, not new: the open refuses it and leaves its
+/// records and head alone.
+#[test]
+fn a_journal_without_its_format_row_is_refused_not_reset() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    fill(&journal, 5, 20);
+    let last = journal.last_seq();
+    drop(journal);
+    test_util::remove_format(&path).unwrap();
+    for _ in 0..2 {
+        let err = Journal::open_unrecovered(&path, config()).unwrap_err();
+        assert!(matches!(&err, OpenError::NoFormat { .. }), "{err}");
+        assert!(err.to_string().contains("no format row"), "{err}");
+    }
+    // Nothing was written: with the row back, the journal opens whole.
+    test_util::restore_format(&path).unwrap();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    assert_eq!(journal.last_seq(), last);
+}
+
 fn snapshot_warning_seqs(warnings: &[RecoveryWarning]) -> Vec<Seq> {
     warnings
         .iter()
@@ -435,6 +488,45 @@ fn a_corrupt_snapshot_fails_the_audit() {
     assert_eq!((problem.seq, problem.kind), (at, ProblemKind::Snapshot));
 }
 
+/// Damage to a snapshot's version bytes is damage (the header checksum covers them), not a
+/// snapshot of another version to pass over quietly: the audit reports it.
+#[test]
+fn a_damaged_snapshot_version_fails_the_audit() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let state = fill(&journal, 9, 30);
+    let at = snapshot_now(&journal, &state);
+    drop(journal);
+    test_util::set_snapshot_format(&path, at, 99, false).unwrap();
+    let journal = Journal::open_unrecovered(&path, config()).unwrap();
+    let report = audit(&journal, AuditConfig::default(), &mut |_| {}).unwrap();
+    let problem = report.problem.expect("a problem, not a note");
+    assert_eq!((problem.seq, problem.kind), (at, ProblemKind::Snapshot));
+}
+
+/// A damaged length field in a snapshot's header is not trusted before the header's checksum:
+/// no overflow, no allocation of what it says; the snapshot is reported and passed over.
+#[test]
+fn a_damaged_snapshot_length_is_not_trusted() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let state = fill(&journal, 9, 30);
+    let at = snapshot_now(&journal, &state);
+    drop(journal);
+    test_util::set_snapshot_declared_len(&path, at, u64::MAX - 8).unwrap();
+    let journal = Journal::open_unrecovered(&path, config()).unwrap();
+    let listed = journal.snapshots().unwrap();
+    assert!(matches!(listed[0].header, Err(SnapshotInvalid::HeaderChecksum)), "{listed:?}");
+    assert_eq!(listed[0].bytes, 64);
+    let report = audit(&journal, AuditConfig::default(), &mut |_| {}).unwrap();
+    let problem = report.problem.expect("the damaged snapshot is reported");
+    assert_eq!((problem.seq, problem.kind), (at, ProblemKind::Snapshot));
+    drop(journal);
+    let (_journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(recovered.state, state);
+    assert_eq!(recovered.snapshot_used, None);
+}
+
 #[test]
 fn a_snapshot_of_another_version_is_ignored_and_rebuilt() {
     let (_dir, path) = new_journal();
@@ -442,7 +534,7 @@ fn a_snapshot_of_another_version_is_ignored_and_rebuilt() {
     let state = fill(&journal, 10, 30);
     let at = snapshot_now(&journal, &state);
     drop(journal);
-    test_util::set_snapshot_format(&path, at, 99).unwrap();
+    test_util::set_snapshot_format(&path, at, 99, true).unwrap();
     {
         let journal = Journal::open_unrecovered(&path, config()).unwrap();
         let report = clean_audit(&journal);
@@ -762,6 +854,34 @@ fn a_large_snapshot_is_stored_in_parts() {
         &recovered.warnings[0],
         RecoveryWarning::SnapshotIgnored { why: SnapshotInvalid::PayloadChecksum, .. }
     ));
+}
+
+/// A crash in the middle of deleting a snapshot's parts (one part a commit) leaves the others
+/// listed: a later run deletes them too, even when the next snapshot has a key of its own.
+#[test]
+fn parts_left_by_a_deletion_cut_short_are_deleted_later() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    for batch in journal::bench::events(80_000).chunks(20_000) {
+        journal.append_batch(batch, Timestamp(1)).unwrap();
+    }
+    let state = journal.replay_end();
+    let at = snapshot_now(&journal, &state);
+    drop(journal);
+    assert!(test_util::snapshot_parts(&path, at).unwrap() >= 3);
+    // The snapshot unlisted (its parts now unowned), and their deletion cut short after the
+    // first part.
+    test_util::remove_snapshot(&path, at).unwrap();
+    test_util::remove_snapshot_part(&path, at, 0).unwrap();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let mut history = History::new(journal.replay_end(), 9, Shape::default());
+    let events = std::iter::repeat_with(|| history.next_batch()).find(|b| !b.is_empty()).unwrap();
+    journal.append_batch(&events, Timestamp(2)).unwrap();
+    let newer = snapshot_now(&journal, &journal.replay_end());
+    assert!(newer > at);
+    drop(journal);
+    let keys = test_util::snapshot_part_keys(&path).unwrap();
+    assert!(keys.iter().all(|(seq, _)| *seq == newer.0), "parts left over: {keys:?}");
 }
 
 #[test]

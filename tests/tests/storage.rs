@@ -136,7 +136,7 @@ async fn damaged_records_and_snapshots_are_named_or_replayed_around() {
                     journal::test_util::remove_snapshot(&copy_path, *seq).unwrap();
                 }
             } else {
-                journal::test_util::set_snapshot_format(&copy_path, newest, 99).unwrap();
+                journal::test_util::set_snapshot_format(&copy_path, newest, 99, true).unwrap();
             }
         };
         let copy = root.path().join(format!("{fault}-journal"));
