@@ -265,3 +265,29 @@ fn explain_shows_what_a_fill_and_a_rejection_saw() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no outcome"));
 }
+
+/// A journal that ends inside an interval (its header announced outcomes that never came) does
+/// not open; rebuild refuses it too, instead of storing a snapshot that would hide it.
+#[test]
+fn rebuild_refuses_a_journal_that_ends_inside_an_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    make_journal(dir.path(), 5, usize::MAX);
+    {
+        let (journal, _) =
+            Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
+        let header = Event::IntervalSettled(engine::IntervalSettled {
+            interval: engine::IntervalId(1_000),
+            at: Timestamp(5),
+            ticks: vec![],
+            orders: 3,
+        });
+        journal.append_batch(&[header], Timestamp(2_000)).unwrap();
+    }
+    let output = pt_replay(&["rebuild"], dir.path());
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ends inside interval 1000"), "{stderr}");
+    let journal =
+        Journal::open_unrecovered(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
+    assert!(journal.snapshots().unwrap().is_empty(), "no snapshot was stored");
+}

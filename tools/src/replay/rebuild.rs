@@ -33,6 +33,18 @@ pub fn run(args: &RebuildArgs) -> anyhow::Result<Outcome> {
     let replayed = journal.replay(options, &mut |seq| bar.set_position(seq.0))?;
     let elapsed = start.elapsed();
     bar.finish_and_clear();
+    // A journal that ends inside an interval does not open (its header announced outcomes
+    // that never came): a snapshot of it would only hide that.
+    if let Some(open) = replayed.state.interval_in_progress() {
+        return Err(journal::OpenError::EndsInsideInterval {
+            path: journal.path().to_path_buf(),
+            seq: replayed.last_seq,
+            interval: open.id,
+            orders: open.orders,
+            outcomes: open.outcomes_applied,
+        }
+        .into());
+    }
     let snapshot = encode_snapshot(&replayed.state, replayed.last_seq)?;
     let (bytes, digest) = (snapshot.len(), snapshot.digest());
     let seq = journal.store_snapshot(snapshot).context("storing the snapshot")?;
