@@ -24,12 +24,17 @@ pub struct SimulateArgs {
     /// with the shipped prices, none with `--prices`.
     #[arg(long)]
     pub splits: Option<PathBuf>,
-    /// Cash each account starts with, as a decimal.
-    #[arg(long, default_value = "100000")]
-    pub initial_cash: String,
+    /// Cash each account starts with, as a decimal (at most 8 decimals).
+    #[arg(long, default_value = "100000", value_parser = parse_cash)]
+    pub initial_cash: Cash,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--initial-cash`: checked by clap with the arguments, before any file is read.
+fn parse_cash(text: &str) -> Result<Cash, String> {
+    Cash::parse(text).map_err(|e| e.to_string())
 }
 
 fn read_or(path: &Option<PathBuf>, shipped: &'static str) -> anyhow::Result<String> {
@@ -52,8 +57,8 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<String> {
             .intervals;
     let orders = recorded::parse_orders(&read_or(&args.orders, SHIPPED_ORDERS)?)
         .with_context(|| format!("in {orders_name}"))?;
-    let initial_cash = Cash::parse(&args.initial_cash).context("--initial-cash")?;
-    let sim = recorded::simulate(&prices, &orders, &SimulationConfig { initial_cash })?;
+    let config = SimulationConfig { initial_cash: args.initial_cash };
+    let sim = recorded::simulate(&prices, &orders, &config)?;
     if args.json {
         Ok(render_json(&sim)?)
     } else {
@@ -96,13 +101,25 @@ fn signed_change(from: Cash, to: Cash) -> String {
 fn render_table(sim: &Simulation, price_intervals: usize, order_rows: usize) -> String {
     let state = sim.engine.state();
     let mut out = String::new();
+    let rejected = sim.rejected.values().sum::<u64>();
     let _ = writeln!(
         out,
-        "Settled {order_rows} recorded orders over {price_intervals} price intervals ({} events).",
+        "Settled {} of {order_rows} recorded orders over {price_intervals} price intervals ({} \
+         events).",
+        sim.filled.saturating_add(rejected),
         sim.events.len()
     );
-    let _ =
-        writeln!(out, "Filled {}, rejected {}.", sim.filled, sim.rejected.values().sum::<u64>());
+    match sim.unsettled {
+        0 => {}
+        1 => {
+            let _ = writeln!(out, "1 order dated after the last price interval was not settled.");
+        }
+        n => {
+            let _ =
+                writeln!(out, "{n} orders dated after the last price interval were not settled.");
+        }
+    }
+    let _ = writeln!(out, "Filled {}, rejected {rejected}.", sim.filled);
     for reason in RejectReason::ALL {
         let n = sim.rejected_for(reason);
         if n > 0 {
@@ -164,6 +181,7 @@ fn render_json(sim: &Simulation) -> anyhow::Result<String> {
         "intervals": sim.intervals,
         "filled": sim.filled,
         "rejected": rejected,
+        "unsettled": sim.unsettled,
         "accounts": accounts,
         "digest": sim.digest().to_string(),
     });

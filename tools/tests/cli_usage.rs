@@ -55,6 +55,10 @@ fn usage_errors_exit_2() {
         &["price", "AAPL", "--month", "someday"],
         &["price", "AAPL", "--all", "--year", "2010-01-01"],
         &["portfolio", "--timeout", "soon"],
+        &["portfolio", "--timeout", "0s"],
+        &["workers", "--timeout", "30days"],
+        &["simulate", "--initial-cash", "abc"],
+        &["simulate", "--initial-cash", "1.123456789", "--orders", "/nonexistent/orders.csv"],
         &["user"],
         &["up", "--workers", "0"],
         &["up", "--workers", "17"],
@@ -175,4 +179,27 @@ fn help_lists_the_commands() {
     ] {
         assert!(text.contains(&format!("  {command} ")), "{command} missing from:\n{text}");
     }
+}
+
+/// `pt simulate` counts what it settled, and says so when orders dated after the last price
+/// interval could not be settled (they are not counted as settled).
+#[test]
+fn simulate_reports_orders_it_could_not_settle() {
+    let dir = tempfile::tempdir().unwrap();
+    let orders = dir.path().join("orders.csv");
+    std::fs::write(
+        &orders,
+        "time,username,side,symbol,qty\n2000-03-01,bob,buy,MSFT,11\n2013-03-05,bob,buy,IBM,1\n",
+    )
+    .unwrap();
+    let orders = orders.to_str().unwrap();
+    let output = pt(dir.path(), &["simulate", "--orders", orders], "");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with("Settled 1 of 2 recorded orders"), "{text}");
+    assert!(text.contains("1 order dated after the last price interval was not settled"), "{text}");
+    let output = pt(dir.path(), &["simulate", "--orders", orders, "--json"], "");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["unsettled"], 1);
+    assert_eq!(report["filled"], 1);
 }

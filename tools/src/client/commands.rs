@@ -269,9 +269,19 @@ pub fn parse_qty(text: &str) -> Result<Qty, String> {
     Ok(qty)
 }
 
-/// Parses a duration (`30s`, `5m`).
+/// The shortest `--timeout`: no answer can come in no time.
+const TIMEOUT_MIN: Duration = Duration::from_millis(1);
+/// The longest `--timeout`: a week.
+const TIMEOUT_MAX: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Parses a `--timeout` (`30s`, `5m`): 1ms to 7 days.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))?;
+    if !(TIMEOUT_MIN..=TIMEOUT_MAX).contains(&duration) {
+        return Err(format!("{text:?}: a timeout must be 1ms to 7 days"));
+    }
+    Ok(duration)
 }
 
 /// Parses a date: `2010-06-01` (midnight UTC), or any time `pt-replay` takes

@@ -90,7 +90,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || !text.is_ascii() {
+    // Hex digits only (`from_str_radix` alone would take a `+` sign).
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -234,4 +235,18 @@ fn open_private(path: &Path) -> std::io::Result<fs::File> {
 #[cfg(not(unix))]
 fn open_private(path: &Path) -> std::io::Result<fs::File> {
     fs::OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unhex;
+
+    #[test]
+    fn a_session_id_is_64_hex_digits_and_nothing_else() {
+        let hex = "0a".repeat(32);
+        assert_eq!(unhex(&hex), Some([0x0a; 32]));
+        assert_eq!(unhex(&"+a".repeat(32)), None, "a sign is not a hex digit");
+        assert_eq!(unhex(&hex[..62]), None);
+        assert_eq!(unhex(&format!("{}zz", &hex[..62])), None);
+    }
 }
