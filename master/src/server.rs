@@ -97,14 +97,82 @@ static NEXT_LINK_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// refuse a `link.heartbeat_interval` over a third of it.
 pub const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A batch with no price: every asset failed for lack of time.
+fn unpriced(assets: &[Symbol]) -> prices::PriceBatch {
+    let failures = assets
+        .iter()
+        .map(|&symbol| prices::SymbolFailure {
+            symbol,
+            reason: prices::FailureReason::DeadlineReached,
+        })
+        .collect();
+    prices::PriceBatch { failures, ..prices::PriceBatch::default() }
+}
+
 /// The most the master's last price fetch may take as it stops (before the final settlement
 /// that answers the orders still queued).
 const FINAL_FETCH_BUDGET: Duration = Duration::from_secs(5);
 
-/// Longest one write to a worker link may take. A worker that stops reading (stopped, stuck)
-/// would otherwise hold its link, its place among `limits.worker_connections_max` and the
-/// master's shutdown for ever; a healthy one takes far less for the largest message.
+/// Longest a link's writer may wait without a byte going out. A worker that stops reading
+/// (stopped, stuck) would otherwise hold its link, its place among
+/// `limits.worker_connections_max` and the master's shutdown for ever; one that reads, however
+/// slowly and however long the burst, keeps bytes going out.
 const LINK_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection's stream, counting the bytes written to it: how a link's writer sees that it
+/// makes progress.
+#[derive(Debug)]
+struct CountingStream<S> {
+    inner: S,
+    written: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<S> CountingStream<S> {
+    fn new(inner: S) -> Self {
+        Self { inner, written: Arc::default() }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CountingStream<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CountingStream<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &polled {
+            self.written.fetch_add(*n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A connection's framed stream.
+type Framed = FramedStream<CountingStream<TcpStream>>;
 
 /// Why a link's writer stopped before its queue closed.
 #[derive(Debug)]
@@ -117,23 +185,38 @@ enum LinkWriteEnd {
 
 /// Writes a link's queued messages until the queue closes: what was queued meanwhile (an
 /// interval's answers come all at once) goes out in one write. Stops at the first write that
-/// fails or takes longer than `write_timeout`; the messages still queued are dropped with the
-/// receiver (the worker answers its clients `master_unavailable` when the link ends).
+/// fails, or when no byte went out (`written`, the stream's count) for `write_timeout` while
+/// writing; the messages still queued are dropped with the receiver (the worker answers its
+/// clients `master_unavailable` when the link ends).
 async fn write_link<W: tokio::io::AsyncWrite + Unpin>(
     writer: &mut net::FrameWriter<W>,
     out_rx: &mut mpsc::UnboundedReceiver<LinkOut>,
+    written: &std::sync::atomic::AtomicU64,
     write_timeout: Duration,
 ) -> Result<(), LinkWriteEnd> {
+    use std::sync::atomic::Ordering;
     while let Some(first) = out_rx.recv().await {
-        let written = writer.write_gathered(
+        let writing = writer.write_gathered(
             first,
             || out_rx.try_recv().ok(),
             |out| encode_for_link(&out.control),
         );
-        match tokio::time::timeout(write_timeout, written).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(LinkWriteEnd::Failed(e)),
-            Err(_) => return Err(LinkWriteEnd::TimedOut),
+        tokio::pin!(writing);
+        let mut seen = written.load(Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                result = &mut writing => match result {
+                    Ok(()) => break,
+                    Err(e) => return Err(LinkWriteEnd::Failed(e)),
+                },
+                () = tokio::time::sleep(write_timeout) => {
+                    let now = written.load(Ordering::Relaxed);
+                    if now == seen {
+                        return Err(LinkWriteEnd::TimedOut);
+                    }
+                    seen = now;
+                }
+            }
         }
     }
     Ok(())
@@ -454,17 +537,28 @@ async fn interval_loop(
             // interval. Orders whose asset gets no price in time are refused `no_price`.
             source.fetch_within(&assets, FINAL_FETCH_BUDGET).await
         } else {
+            let fetch = source.fetch(&assets);
+            tokio::pin!(fetch);
             let fetched = tokio::select! {
-                batch = source.fetch(&assets) => Some(batch),
+                batch = &mut fetch => Some(batch),
                 _ = stop.changed() => None,
             };
             match fetched {
                 Some(batch) => batch,
-                // Stopped during a fetch: that fetch is dropped, and the last one runs with
-                // the shorter budget.
+                // Stopped during a fetch: it has the last fetch's few seconds to finish (what
+                // it fetched is kept); past them it is dropped, and the interval settles
+                // without prices.
                 None => {
                     stopping = true;
-                    continue;
+                    match tokio::time::timeout(FINAL_FETCH_BUDGET, &mut fetch).await {
+                        Ok(batch) => batch,
+                        Err(_) => {
+                            warn!(
+                                "the price fetch under way at shutdown did not end in time; the last interval settles without prices"
+                            );
+                            unpriced(&assets)
+                        }
+                    }
                 }
             }
         };
@@ -512,6 +606,8 @@ async fn handle_connection(
     unidentified: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    let stream = CountingStream::new(stream);
+    let written = Arc::clone(&stream.written);
     let mut framed = FramedStream::new(stream);
     // Until it is a worker link, a connection sends small requests only (`workerHello`,
     // `getWorkers`): it cannot make the master hold a 16 MiB message.
@@ -549,7 +645,7 @@ async fn handle_connection(
                     return;
                 };
                 drop(unidentified);
-                worker_link(framed, peer, hello, shared, stop).await;
+                worker_link(framed, written, peer, hello, shared, stop).await;
                 drop(link);
             }
             Ok(other) => {
@@ -628,7 +724,7 @@ fn worker_list(shared: &Shared) -> Vec<WorkerInfo> {
 }
 
 /// Refuses a worker: tells it only "forbidden" and logs the real cause.
-async fn refuse(framed: &mut FramedStream<TcpStream>, worker: Uuid, cause: &str) {
+async fn refuse(framed: &mut Framed, worker: Uuid, cause: &str) {
     warn!(%worker, %cause, "worker refused");
     let _ = framed
         .write_control(&Control::LinkRefused(Failure::new(Reason::Forbidden, "forbidden")))
@@ -636,7 +732,8 @@ async fn refuse(framed: &mut FramedStream<TcpStream>, worker: Uuid, cause: &str)
 }
 
 async fn worker_link(
-    mut framed: FramedStream<TcpStream>,
+    mut framed: Framed,
+    written: Arc<std::sync::atomic::AtomicU64>,
     peer: SocketAddr,
     hello: net::WorkerHello,
     shared: Arc<Shared>,
@@ -708,7 +805,7 @@ async fn worker_link(
     // order's reply without ever waiting.
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<LinkOut>();
     let writer_task = tokio::spawn(async move {
-        match write_link(&mut writer, &mut out_rx, LINK_WRITE_TIMEOUT).await {
+        match write_link(&mut writer, &mut out_rx, &written, LINK_WRITE_TIMEOUT).await {
             Ok(()) => {}
             Err(LinkWriteEnd::TimedOut) => {
                 warn!(%uuid, "the worker has not read its link for too long; closing the link");
@@ -816,7 +913,7 @@ async fn worker_link(
     // the kernel answer with a reset, and a reset can discard those last answers before the
     // worker reads them: so read and drop what it still sends until it closes too.
     let drained = tokio::time::timeout(LINK_CLOSE_LINGER, async {
-        while let Ok(Some(_)) = reader.read_control().await {}
+        while let Ok(Some(_)) = reader.read_message().await {}
     });
     if drained.await.is_err() {
         debug!(%uuid, "the worker did not close its side of the link in time");
@@ -1300,6 +1397,8 @@ mod tests {
         let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         // The other end is accepted and kept open, and never read.
         let (_unread, _) = listener.accept().await.unwrap();
+        let stream = CountingStream::new(stream);
+        let written = Arc::clone(&stream.written);
         let mut writer = net::FrameWriter::new(stream);
         let (out_tx, mut out_rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
@@ -1308,7 +1407,7 @@ mod tests {
             let permit = Arc::clone(&permits).try_acquire_owned().unwrap();
             out_tx.send(LinkOut { control: Control::HeartbeatAck { seq }, permit }).unwrap();
         }
-        let writing = write_link(&mut writer, &mut out_rx, Duration::from_millis(500));
+        let writing = write_link(&mut writer, &mut out_rx, &written, Duration::from_millis(500));
         let end = tokio::time::timeout(Duration::from_secs(60), writing).await;
         assert!(matches!(end, Ok(Err(LinkWriteEnd::TimedOut))), "{end:?}");
         // The messages not written are dropped with the receiver, and their permits with them.
@@ -1342,6 +1441,44 @@ mod tests {
         assert!(answer_unreadable(&heartbeat, &cause).is_none());
     }
 
+    /// A worker that reads, however slowly, is never cut off, though one burst takes many
+    /// times the write timeout: the timeout is on progress, not on the burst.
+    #[tokio::test]
+    async fn a_link_writer_waits_for_a_slow_reader() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut slow, _) = listener.accept().await.unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut buf, mut total) = (vec![0u8; 256 * 1024], 0usize);
+            loop {
+                match slow.read(&mut buf).await {
+                    Ok(0) | Err(_) => return total,
+                    Ok(n) => total += n,
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        });
+        let stream = CountingStream::new(stream);
+        let written = Arc::clone(&stream.written);
+        let mut writer = net::FrameWriter::new(stream);
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        let permits = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+        // About 12 MB: more than the sockets hold, read at about 6 MB/s.
+        for seq in 0..400_000 {
+            let permit = Arc::clone(&permits).try_acquire_owned().unwrap();
+            out_tx.send(LinkOut { control: Control::HeartbeatAck { seq }, permit }).unwrap();
+        }
+        drop(out_tx);
+        let started = Instant::now();
+        let end = write_link(&mut writer, &mut out_rx, &written, Duration::from_millis(300)).await;
+        assert!(matches!(end, Ok(())), "{end:?} after {:?}", started.elapsed());
+        drop(writer);
+        let read = reader.await.unwrap();
+        assert_eq!(read as u64, written.load(std::sync::atomic::Ordering::Relaxed));
+        assert!(read > 10_000_000, "{read} bytes");
+    }
+
     /// A reader that keeps up gets every message, and the writer ends when the queue closes.
     #[tokio::test]
     async fn a_link_writer_writes_everything_queued_then_ends_with_its_queue() {
@@ -1352,8 +1489,10 @@ mod tests {
         let (out_tx, mut out_rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(16));
         let writer = tokio::spawn(async move {
+            let stream = CountingStream::new(stream);
+            let written = Arc::clone(&stream.written);
             let mut writer = net::FrameWriter::new(stream);
-            write_link(&mut writer, &mut out_rx, Duration::from_secs(30)).await
+            write_link(&mut writer, &mut out_rx, &written, Duration::from_secs(30)).await
         });
         for seq in 0..1_000 {
             let permit = Arc::clone(&permits).acquire_owned().await.unwrap();

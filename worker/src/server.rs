@@ -466,6 +466,9 @@ fn next_idle_check(last: Instant, now: Instant, idle: Duration) -> Instant {
 
 /// Reads and stamps requests into `queue` until EOF, a broken stream, the idle timeout or the
 /// shutdown.
+/// Requests that did not decode logged at info per connection; the rest go to debug.
+const UNDECODABLE_LOGGED_MAX: u32 = 3;
+
 async fn read_requests<R: AsyncRead + Unpin>(
     shared: &Shared,
     mut reader: FrameReader<R>,
@@ -474,6 +477,9 @@ async fn read_requests<R: AsyncRead + Unpin>(
     mut stop: watch::Receiver<bool>,
 ) {
     let idle = shared.config.clients.idle_timeout;
+    // Requests that did not decode, on this connection: the first few are logged at info,
+    // the rest at debug, so one client cannot flood the log.
+    let mut undecodable = 0u32;
     loop {
         let deadline = next_idle_check(activity.last(), Instant::now(), idle);
         let read = tokio::select! {
@@ -499,7 +505,12 @@ async fn read_requests<R: AsyncRead + Unpin>(
             Ok(Some(Err(answer))) => {
                 Stats::bump(&shared.stats.0.requests);
                 let cause = answer.failure().map_or("", |f| f.message.as_str());
-                info!(answer = %answer.instruction(), cause, "request did not decode; answered");
+                undecodable = undecodable.saturating_add(1);
+                if undecodable <= UNDECODABLE_LOGGED_MAX {
+                    info!(answer = %answer.instruction(), cause, "request did not decode; answered");
+                } else {
+                    debug!(answer = %answer.instruction(), cause, "request did not decode; answered");
+                }
                 Item::Answer(answer)
             }
             Ok(None) => {
