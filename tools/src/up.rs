@@ -35,6 +35,16 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const READY_POLL: Duration = Duration::from_millis(50);
 /// Name of the log file in the data directory.
 pub const LOG_FILE_NAME: &str = "pt-up.log";
+/// `--interval`: checked with the other arguments against the master's range.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval =
+        humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))?;
+    if interval < Duration::from_millis(1) || interval > master::config::UPDATE_INTERVAL_MAX {
+        return Err(format!("{text:?}: the interval must be 1ms to 1 day"));
+    }
+    Ok(interval)
+}
+
 /// Shortest relay timeout given to the workers: a relayed order waits for its interval.
 const RELAY_TIMEOUT_MIN: Duration = Duration::from_secs(30);
 
@@ -47,9 +57,9 @@ pub struct UpArgs {
     /// How many workers to start (1 to 16).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub workers: u16,
-    /// Time between two price updates (settlements), e.g. `1s`, `500ms`.
-    #[arg(long, default_value = "1s", value_name = "DURATION",
-          value_parser = crate::client::commands::parse_duration)]
+    /// Time between two price updates (settlements), e.g. `1s`, `500ms`: 1ms to 1 day, as the
+    /// master takes.
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_interval)]
     pub interval: Duration,
     /// A recorded price file (`time,symbol,open,high,low,close,volume`); default: the shipped
     /// one (daily prices 2000 to 2013 of AAPL, FB, GOOG, IBM, MSFT), replayed one day per

@@ -62,6 +62,8 @@ fn usage_errors_exit_2() {
         &["user"],
         &["up", "--workers", "0"],
         &["up", "--workers", "17"],
+        &["up", "--interval", "2days"],
+        &["up", "--interval", "0s"],
         &["up", "--interval", "fast"],
     ];
     for args in cases {
