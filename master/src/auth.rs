@@ -216,7 +216,9 @@ impl PasswordHasher {
     }
 
     /// True when a stored hash was made with other costs than the configured ones (or is not
-    /// argon2id): rehash it at the next successful login.
+    /// argon2id). Nothing rehashes yet: a stored hash keeps the costs it was made with, and
+    /// changing the costs makes logins of existing accounts and of unknown usernames (checked
+    /// against a dummy hash with the new costs) take different times (docs/CONFIG.md).
     pub fn needs_rehash(&self, stored: &PasswordHash) -> bool {
         let Ok(parsed) = argon2::PasswordHash::new(stored.as_str()) else { return true };
         let Ok(params) = Params::try_from(&parsed) else { return true };
@@ -347,6 +349,39 @@ impl LoginLimiter {
         Ok(())
     }
 
+    /// [`LoginLimiter::check`], and if the attempt may go on, counted against the username at
+    /// once (under the caller's lock): concurrent attempts on one username cannot all pass the
+    /// check before any is counted. Then exactly one of [`LoginLimiter::attempt_failed`] (which
+    /// also counts it against the address), [`LoginLimiter::attempt_succeeded`] or
+    /// [`LoginLimiter::attempt_cancelled`] (not decided: the hashing pool was busy, or failed).
+    pub fn begin_attempt(
+        &mut self,
+        username: &Username,
+        ip: IpAddr,
+        now: Timestamp,
+    ) -> Result<(), LoginBlocked> {
+        self.check(username, ip, now)?;
+        self.usernames.fail(username.clone(), now);
+        Ok(())
+    }
+
+    /// An attempt begun with [`LoginLimiter::begin_attempt`] failed: it counts against the
+    /// address too.
+    pub fn attempt_failed(&mut self, ip: IpAddr, now: Timestamp) {
+        self.ips.fail(ip_key(ip), now);
+    }
+
+    /// An attempt begun with [`LoginLimiter::begin_attempt`] logged in: the username's
+    /// failures are forgotten.
+    pub fn attempt_succeeded(&mut self, username: &Username) {
+        self.record_success(username);
+    }
+
+    /// An attempt begun with [`LoginLimiter::begin_attempt`] was not decided: it does not count.
+    pub fn attempt_cancelled(&mut self, username: &Username) {
+        self.usernames.refund(username);
+    }
+
     /// Records a failed login (wrong password or unknown username).
     pub fn record_failure(&mut self, username: &Username, ip: IpAddr, now: Timestamp) {
         self.ips.fail(ip_key(ip), now);
@@ -434,6 +469,13 @@ impl<K: Hash + Eq + Clone> RateTable<K> {
         while self.entries.len() > self.entries_max {
             let Some((_, oldest)) = self.order.pop_first() else { break };
             self.entries.remove(&oldest);
+        }
+    }
+
+    /// Takes back one failure of `key` (counted ahead of an outcome that was not a failure).
+    fn refund(&mut self, key: &K) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.tat = entry.tat.saturating_sub(self.emission_micros);
         }
     }
 
@@ -544,6 +586,39 @@ mod tests {
         assert_eq!(busy + done, 3);
         // Once drained, the pool accepts again.
         assert!(hasher.hash(&password).await.is_ok());
+    }
+
+    /// Attempts on one username count from the moment they begin: concurrent attempts cannot
+    /// all pass the check before any failed. A success or an undecided attempt takes its count
+    /// back; a failure counts against the address too.
+    #[test]
+    fn concurrent_attempts_count_before_their_outcome() {
+        let config = FailedLoginsConfig {
+            per_username_max: 3,
+            per_ip_max: 100,
+            window: Duration::from_secs(60),
+            entries_max: 10,
+        };
+        let mut limiter = LoginLimiter::new(&config);
+        let alice = user("alice");
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Timestamp(1_000 * SECOND);
+        for _ in 0..3 {
+            assert!(limiter.begin_attempt(&alice, ip, t0).is_ok());
+        }
+        // Three in flight, none decided: the fourth is refused.
+        assert_eq!(limiter.begin_attempt(&alice, ip, t0).unwrap_err().by, LimitedBy::Username);
+        // One was not decided (busy): its place comes back.
+        limiter.attempt_cancelled(&alice);
+        assert!(limiter.begin_attempt(&alice, ip, t0).is_ok());
+        // One succeeds: the username's count is forgotten; no address failure was counted.
+        limiter.attempt_succeeded(&alice);
+        assert!(limiter.check(&alice, ip, t0).is_ok());
+        assert_eq!(limiter.len(), (0, 0));
+        // A failure counts against the address.
+        assert!(limiter.begin_attempt(&alice, ip, t0).is_ok());
+        limiter.attempt_failed(ip, t0);
+        assert_eq!(limiter.len(), (1, 1));
     }
 
     #[test]

@@ -1024,14 +1024,20 @@ async fn login(
     ip: IpAddr,
 ) -> Response {
     let now = now();
-    if let Ok(limiter) = shared.limiter.lock()
-        && let Err(blocked) = limiter.check(&username, ip, now)
-    {
-        return Response::LoginFail(Failure::new(Reason::Forbidden, blocked.to_string()));
-    }
     let password = match ClientPassword::new(password.as_bytes()) {
         Ok(p) => p,
         Err(e) => return Response::LoginFail(Failure::new(Reason::InvalidArgument, e.to_string())),
+    };
+    // Counted against the username from here on, until it succeeds or cannot be decided.
+    if let Ok(mut limiter) = shared.limiter.lock()
+        && let Err(blocked) = limiter.begin_attempt(&username, ip, now)
+    {
+        return Response::LoginFail(Failure::new(Reason::Forbidden, blocked.to_string()));
+    }
+    let cancel = || {
+        if let Ok(mut limiter) = shared.limiter.lock() {
+            limiter.attempt_cancelled(&username);
+        }
     };
     let (tx, rx) = oneshot::channel();
     if shared
@@ -1040,6 +1046,7 @@ async fn login(
         .await
         .is_err()
     {
+        cancel();
         return Response::LoginFail(unavailable());
     }
     let found = rx.await.ok().flatten();
@@ -1050,7 +1057,7 @@ async fn login(
     match (verified, found) {
         (Ok(true), Some((account, _))) => {
             if let Ok(mut limiter) = shared.limiter.lock() {
-                limiter.record_success(&username);
+                limiter.attempt_succeeded(&username);
             }
             ask(
                 shared,
@@ -1059,17 +1066,22 @@ async fn login(
             )
             .await
         }
-        (Err(AuthError::Busy), _) => Response::LoginFail(Failure::new(
-            Reason::Busy,
-            "too many logins at once; retry shortly",
-        )),
+        (Err(AuthError::Busy), _) => {
+            cancel();
+            Response::LoginFail(Failure::new(
+                Reason::Busy,
+                "too many logins at once; retry shortly",
+            ))
+        }
         (Err(e), _) => {
+            cancel();
             warn!(cause = %e, "password check failed");
             Response::LoginFail(Failure::new(Reason::Internal, "the password could not be checked"))
         }
+        // A wrong password or an unknown username (already counted against the username).
         _ => {
             if let Ok(mut limiter) = shared.limiter.lock() {
-                limiter.record_failure(&username, ip, now);
+                limiter.attempt_failed(ip, now);
             }
             Response::LoginFail(Failure::new(
                 Reason::BadCredentials,
@@ -1091,6 +1103,7 @@ async fn register(
             return Response::RegisterFail(Failure::new(Reason::InvalidArgument, e.to_string()));
         }
     };
+
     // Cheap check first, so a taken name does not cost an argon2 hash.
     let (tx, rx) = oneshot::channel();
     if shared

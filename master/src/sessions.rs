@@ -152,9 +152,6 @@ pub enum SessionError {
 /// Why a session could not be created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CreateError {
-    /// The table holds `sessions_max` live sessions.
-    #[error("too many sessions")]
-    Full,
     /// The OS random generator failed.
     #[error("the OS random generator failed")]
     Random,
@@ -329,7 +326,9 @@ impl SessionTable {
 
     /// Creates a session for `account`, logged in from `client_ip`. Ends the account's least
     /// recently used session when it has `per_account_max` already; sweeps expired sessions
-    /// when the table is full, and fails with [`CreateError::Full`] if it still is.
+    /// when the table is full, and if it still is, ends the least recently used session of all.
+    /// A full table never refuses a login: whoever fills it (many accounts logged in again and
+    /// again) pushes out idle sessions, and cannot keep everyone else out.
     pub fn create(
         &mut self,
         account: AccountId,
@@ -347,7 +346,20 @@ impl SessionTable {
         } else if self.sessions.len() >= self.sessions_max {
             ended.extend(self.expire(now));
             if self.sessions.len() >= self.sessions_max {
-                return Err(CreateError::Full);
+                // A scan of the table: only when it is full of live sessions.
+                let oldest = self
+                    .sessions
+                    .values()
+                    .min_by_key(|r| (r.last_seen_at, r.created_at, r.key))
+                    .map(|r| r.key);
+                if let Some(oldest) = oldest {
+                    tracing::warn!(
+                        sessions_max = self.sessions_max,
+                        "the session table is full: the least recently used session is ended"
+                    );
+                    self.remove_key(&oldest);
+                    ended.push(oldest);
+                }
             }
         }
         // A collision of 256-bit random ids does not happen; refuse rather than overwrite.
@@ -585,16 +597,19 @@ mod tests {
         assert_eq!(third.ended, vec![second.key()]);
         assert_eq!(sessions.validate(&second, Timestamp(3)), Err(SessionError::Unknown));
         assert!(sessions.validate(&first, Timestamp(3)).is_ok());
-        sessions.create(AccountId(2), ip(), false, Timestamp(4)).unwrap();
-        assert_eq!(
-            sessions.create(AccountId(3), ip(), false, Timestamp(5)).unwrap_err(),
-            CreateError::Full
-        );
-        // Once some expire, there is room again; the swept ones are reported.
-        let later = Timestamp(31 * MINUTE + 3);
-        let created = sessions.create(AccountId(3), ip(), false, later).unwrap();
+        let other = sessions.create(AccountId(2), ip(), false, Timestamp(4)).unwrap().id;
+        // The table is full of live sessions: a login still succeeds, ending the least recently
+        // used session of all (the first one, last used at 2).
+        let full = sessions.create(AccountId(3), ip(), false, Timestamp(5)).unwrap();
+        assert_eq!(full.ended, vec![first.key()]);
+        assert_eq!(sessions.validate(&first, Timestamp(5)), Err(SessionError::Unknown));
+        assert!(sessions.validate(&other, Timestamp(5)).is_ok());
+        assert_eq!(sessions.len(), 3);
+        // Once they expire, the swept ones are reported.
+        let later = Timestamp(31 * MINUTE + 5);
+        let created = sessions.create(AccountId(4), ip(), false, later).unwrap();
         assert_eq!(created.ended.len(), 3);
-        assert_eq!(sessions.remove_account(AccountId(3)), vec![created.id.key()]);
+        assert_eq!(sessions.remove_account(AccountId(4)), vec![created.id.key()]);
         assert!(sessions.is_empty());
     }
 
