@@ -106,6 +106,9 @@ pub fn period_end_max(period: Period, date: Timestamp) -> Timestamp {
 pub struct Asked {
     key: CacheKey,
     latest: Option<Timestamp>,
+    /// When it was asked: an answer's lifetime counts from then, not from its arrival (a slow
+    /// answer is no fresher for it).
+    at: Instant,
 }
 
 /// Counters of a cache.
@@ -157,6 +160,13 @@ impl AssetCache {
         }
     }
 
+    /// Forgets every answer and every price time learned: for a link that comes back, perhaps
+    /// to another master (restarted on another data directory), whose prices may differ.
+    pub fn forget_all(&mut self) {
+        self.entries = Lru::new();
+        self.latest.clear();
+    }
+
     /// The cached answer for `key`, if there is one that has not expired at `now`. Counts a hit
     /// or a miss.
     pub fn get(&mut self, key: &CacheKey, now: Instant) -> Option<Response> {
@@ -179,31 +189,40 @@ impl AssetCache {
     /// price time: [`AssetCache::insert_answer`] judges the answer closed by that, not by a later
     /// price learned (from another connection's answer) while the request was on its way, which
     /// the answer may not include.
-    pub fn asked(&self, key: CacheKey) -> Asked {
+    pub fn asked(&self, key: CacheKey, now: Instant) -> Asked {
         let latest = match key {
             CacheKey::Series(symbol, ..) => self.latest.get(&symbol).copied(),
             _ => None,
         };
-        Asked { key, latest }
+        Asked { key, latest, at: now }
     }
 
     /// [`AssetCache::insert_answer`] for an answer to a request relayed just now.
     pub fn insert(&mut self, key: CacheKey, response: &Response, now: Instant) -> bool {
-        let asked = self.asked(key);
-        self.insert_answer(asked, response, now)
+        let asked = self.asked(key, now);
+        self.insert_answer(asked, response)
     }
 
     /// Stores `response` as the answer for the key asked if it is a successful answer to it (see
     /// [`CacheKey::answered_by`]) and fits; returns whether it was stored. A successful answer
     /// that does not fit still removes the key's older answer. Current values also
-    /// teach the cache the asset's latest price time.
-    pub fn insert_answer(&mut self, asked: Asked, response: &Response, now: Instant) -> bool {
-        let Asked { key, latest } = asked;
+    /// teach the cache the asset's latest price time, and never replace a newer one: answers
+    /// read before and after an interval's commit can come back in either order. An answer
+    /// lives `ttl` (or `closed_ttl`) from when it was asked.
+    pub fn insert_answer(&mut self, asked: Asked, response: &Response) -> bool {
+        let Asked { key, latest, at } = asked;
         if !key.answered_by(response) {
             return false;
         }
         if let Response::Data(DataPayload::AssetInfo(tick)) = response {
             self.learn_latest(tick.symbol, tick.time);
+            let newer_kept = self.entries.get_mut(&key).is_some_and(|kept| {
+                matches!(&kept.response, Response::Data(DataPayload::AssetInfo(old))
+                    if old.time > tick.time)
+            });
+            if newer_kept {
+                return false;
+            }
         }
         // The new answer supersedes the old one, even if it cannot be stored.
         self.entries.remove(&key);
@@ -235,7 +254,7 @@ impl AssetCache {
             }
             self.stats.evictions = self.stats.evictions.saturating_add(1);
         }
-        let expires_at = now.checked_add(ttl).unwrap_or(now);
+        let expires_at = at.checked_add(ttl).unwrap_or(at);
         self.entries.insert(key, Entry { response: response.clone(), expires_at }, bytes);
         self.stats.inserts = self.stats.inserts.saturating_add(1);
         true
@@ -346,6 +365,27 @@ mod tests {
         assert_eq!(CacheKey::for_request(&request), None);
     }
 
+    /// Answers read before and after an interval's commit can come back in either order: the
+    /// current price in the cache never goes back, and an answer lives from when it was asked.
+    #[test]
+    fn the_current_price_never_goes_back_and_lives_from_its_question() {
+        let mut cache = AssetCache::new(&config());
+        let t0 = Instant::now();
+        let key = CacheKey::Info(sym("AAPL"));
+        let before = cache.asked(key, t0);
+        let after = cache.asked(key, t0 + Duration::from_millis(10));
+        // The newer answer (asked second) comes back first, then the older one.
+        assert!(cache.insert_answer(after, &tick("AAPL", 2 * DAY_MICROS)));
+        assert!(!cache.insert_answer(before, &tick("AAPL", DAY_MICROS)));
+        let kept = cache.get(&key, t0 + Duration::from_millis(20)).unwrap();
+        assert_eq!(kept, tick("AAPL", 2 * DAY_MICROS));
+        // It lives `ttl` (1s in this config) from its question, not from its arrival.
+        let slow = cache.asked(CacheKey::Info(sym("IBM")), t0);
+        assert!(cache.insert_answer(slow, &tick("IBM", DAY_MICROS)));
+        assert!(cache.get(&CacheKey::Info(sym("IBM")), t0 + Duration::from_millis(999)).is_some());
+        assert_eq!(cache.get(&CacheKey::Info(sym("IBM")), t0 + Duration::from_millis(1001)), None);
+    }
+
     #[test]
     fn closed_periods_live_longer_than_open_ones() {
         let mut cache = AssetCache::new(&config());
@@ -358,9 +398,9 @@ mod tests {
         assert_eq!(cache.get(&closed, t0 + Duration::from_secs(2)), None);
         // Asked while nothing was known; a later price learned from another answer meanwhile
         // does not make this answer closed (it may lack the period's last ticks).
-        let asked = cache.asked(closed);
+        let asked = cache.asked(closed, t0);
         assert!(cache.insert(CacheKey::Info(sym("AAPL")), &tick("AAPL", 30 * DAY_MICROS), t0));
-        assert!(cache.insert_answer(asked, &series("AAPL", 6), t0));
+        assert!(cache.insert_answer(asked, &series("AAPL", 6)));
         assert_eq!(cache.get(&closed, t0 + Duration::from_secs(2)), None, "open: short-lived");
         // The current price is 20 days after the date: the week is over, the month is not.
         assert!(cache.insert(CacheKey::Info(sym("AAPL")), &tick("AAPL", 30 * DAY_MICROS), t0));

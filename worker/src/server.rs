@@ -268,6 +268,24 @@ pub async fn run_with_stats(
         stats,
         clock: Clock::default(),
     });
+    // A link that comes back may lead to another master (restarted, perhaps on another data
+    // directory): nothing learned from the last one is served from the cache.
+    let mut relinks = shared.link.subscribe();
+    let weak = Arc::downgrade(&shared);
+    tokio::spawn(async move {
+        let mut was_up = *relinks.borrow_and_update() == crate::LinkState::Up;
+        let mut seen_up = was_up;
+        while relinks.changed().await.is_ok() {
+            let up = *relinks.borrow_and_update() == crate::LinkState::Up;
+            if up && !was_up && seen_up {
+                let Some(shared) = weak.upgrade() else { break };
+                shared.cache().forget_all();
+                info!("linked to the master again: the asset cache starts empty");
+            }
+            seen_up |= up;
+            was_up = up;
+        }
+    });
     let limit = Arc::new(Semaphore::new(connections_max));
     let refusals = Arc::new(Semaphore::new(REFUSALS_IN_PROGRESS_MAX));
     let (stop, stop_rx) = watch::channel(false);
@@ -409,10 +427,15 @@ struct Client {
     shared: Arc<Shared>,
     peer: SocketAddr,
     conn: Connection,
-    /// The connection logged in with `login(..., isExpirable = true)`: end the session when the
-    /// client goes (spec 4.6.1).
-    expirable: bool,
+    /// The sessions this connection made with `login(..., isExpirable = true)` and that have
+    /// not ended: each ends when the client goes (spec 4.6.1), whatever the connection did
+    /// after (`loginSession`, another `login`). At most [`EXPIRABLE_PER_CONNECTION_MAX`]; past
+    /// that, the oldest is left to the master's idle timeout.
+    expirable: Vec<SessionId>,
 }
+
+/// Expirable sessions one connection's end logs out.
+const EXPIRABLE_PER_CONNECTION_MAX: usize = 16;
 
 /// Serves one client until it leaves, misbehaves, idles out or the worker shuts down.
 async fn serve(
@@ -435,7 +458,7 @@ async fn serve(
     let (tx, rx) = mpsc::channel(depth);
     let activity = Activity::new();
     let mut client =
-        Client { shared: shared.clone(), peer, conn: Connection::new(), expirable: false };
+        Client { shared: shared.clone(), peer, conn: Connection::new(), expirable: Vec::new() };
     {
         let read = read_requests(&shared, reader, tx, &activity, stop);
         let process = client.process(rx, writer, &activity);
@@ -846,7 +869,7 @@ impl Client {
                 }
                 None => Stats::bump(&self.shared.stats.0.cache_misses),
             }
-            asked = Some(cache.asked(key));
+            asked = Some(cache.asked(key, Instant::now()));
         }
         let session = self.conn.session();
         let response = self.shared.relay(self.ip(), received_at, session, &request).await;
@@ -862,7 +885,7 @@ impl Client {
             ));
         }
         if let Some(asked) = asked {
-            self.shared.cache().insert_answer(asked, &response, Instant::now());
+            self.shared.cache().insert_answer(asked, &response);
         }
         self.learn(&request, &response);
         response
@@ -937,9 +960,9 @@ impl Client {
     /// The session is dead: remember it, and log this connection out if it used it.
     fn session_ended(&mut self, session: SessionId) {
         self.shared.sessions().end(session);
+        self.expirable.retain(|&s| s != session);
         if self.conn.session() == Some(session) {
             self.conn.end_session();
-            self.expirable = false;
             debug!("session ended; connection logged out");
         }
     }
@@ -950,14 +973,21 @@ impl Client {
         match response {
             Response::SessionId(session) => {
                 self.shared.sessions().confirm(*session, now);
-                self.expirable = matches!(request, Request::Login { expirable: true, .. });
+                if matches!(request, Request::Login { expirable: true, .. })
+                    && !self.expirable.contains(session)
+                {
+                    if self.expirable.len() >= EXPIRABLE_PER_CONNECTION_MAX {
+                        self.expirable.remove(0);
+                    }
+                    self.expirable.push(*session);
+                }
                 Span::current().record("session", tracing::field::display(session));
             }
             Response::LogoutSuccess => {
                 if let Some(session) = request.session() {
                     self.shared.sessions().end(session);
+                    self.expirable.retain(|&s| s != session);
                 }
-                self.expirable = false;
             }
             _ => {}
         }
@@ -972,20 +1002,21 @@ impl Client {
         self.conn.on_response(response);
     }
 
-    /// The client is gone: end its session if it logged in as expirable.
+    /// The client is gone: end the expirable sessions it made.
     async fn disconnected(&mut self) {
-        let Some(session) = self.conn.session() else { return };
-        if !self.expirable || !self.shared.config.sessions.logout_expirable_on_disconnect {
+        if !self.shared.config.sessions.logout_expirable_on_disconnect {
             return;
         }
-        self.shared.sessions().end(session);
-        let logout = Request::Logout { session };
-        let at = self.shared.clock.stamp();
-        let answer = self.shared.relay(self.ip(), at, Some(session), &logout).await;
-        match answer.failure() {
-            None => debug!("expirable session ended with its connection"),
-            Some(failure) => {
-                info!(cause = %failure, "could not end the expirable session of a closed connection");
+        for session in std::mem::take(&mut self.expirable) {
+            self.shared.sessions().end(session);
+            let logout = Request::Logout { session };
+            let at = self.shared.clock.stamp();
+            let answer = self.shared.relay(self.ip(), at, Some(session), &logout).await;
+            match answer.failure() {
+                None => debug!("expirable session ended with its connection"),
+                Some(failure) => {
+                    info!(cause = %failure, "could not end the expirable session of a closed connection");
+                }
             }
         }
     }

@@ -299,9 +299,13 @@ async fn master_restart_clients_get_master_unavailable_then_work_again() {
         alice.call(&purchase(session, "AAPL", 3)).await,
         Response::PurchaseSuccess(_)
     ));
+    // The cache starts empty with the new link (the master may have restarted on other
+    // data): the price cached before is asked again.
+    assert_eq!(asset_info_of(&bob.call(&current("AAPL")).await), "AAPL");
     assert!(worker.stats().master_unavailable >= 3);
     let relays = master.drain_relays();
     assert_eq!(count(&relays, Instruction::PurchaseAsset), 1);
+    assert_eq!(count(&relays, Instruction::GetAssetValueCurrent), 1, "{relays:?}");
 }
 
 #[tokio::test]
@@ -458,6 +462,53 @@ async fn an_expirable_session_ends_when_its_client_disconnects() {
     let relayed: Vec<Instruction> =
         master.drain_relays().iter().map(|r| r.request.instruction()).collect();
     assert_eq!(relayed, [Instruction::Login, Instruction::Login]);
+}
+
+/// An expirable session ends with the connection that made it, whatever that connection did
+/// after: resumed it with loginSession, or logged in again with a remembered session.
+#[tokio::test]
+async fn an_expirable_session_ends_with_its_connection_after_a_resume_or_another_login() {
+    // Every login gets a session of its own.
+    let logins = Arc::new(std::sync::atomic::AtomicU8::new(1));
+    let handler: common::Handler = Arc::new(move |relay: Relay| {
+        let response = match relay.request {
+            Request::Login { .. } => {
+                let n = logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Response::SessionId(SessionId([n; 32]))
+            }
+            Request::LoginSession { session } => Response::SessionId(session),
+            _ => answer(&relay),
+        };
+        Box::pin(async move { response })
+    });
+    let (_keys, mut master, worker) = cluster(handler, |_| {}).await;
+    let mut dave = worker.client().await;
+    let expirable = dave.login(true).await;
+    assert_eq!(
+        dave.call(&Request::LoginSession { session: expirable }).await,
+        Response::SessionId(expirable)
+    );
+    let remembered = dave.login(false).await;
+    assert_ne!(remembered, expirable);
+    drop(dave);
+    let logout = async {
+        loop {
+            let relay = master.next_relay().await;
+            if relay.request.instruction() == Instruction::Logout {
+                break relay;
+            }
+        }
+    };
+    let relay = tokio::time::timeout(Duration::from_secs(20), logout)
+        .await
+        .expect("the expirable session was logged out when its connection closed");
+    // The expirable one ends; the remembered one, the connection's last, does not.
+    assert_eq!(relay.request, Request::Logout { session: expirable });
+    let mut erin = worker.client().await;
+    assert_eq!(
+        erin.call(&Request::LoginSession { session: remembered }).await,
+        Response::SessionId(remembered)
+    );
 }
 
 #[tokio::test]
