@@ -588,18 +588,22 @@ mod tests {
         assert!(hasher.hash(&password).await.is_ok());
     }
 
+    /// A limiter of 3 failures per username and 100 per address a minute.
+    fn three_per_username() -> LoginLimiter {
+        LoginLimiter::new(&FailedLoginsConfig {
+            per_username_max: 3,
+            per_ip_max: 100,
+            window: Duration::from_secs(60),
+            entries_max: 10,
+        })
+    }
+
     /// Attempts on one username count from the moment they begin: concurrent attempts cannot
     /// all pass the check before any failed. A success or an undecided attempt takes its count
     /// back; a failure counts against the address too.
     #[test]
     fn concurrent_attempts_count_before_their_outcome() {
-        let config = FailedLoginsConfig {
-            per_username_max: 3,
-            per_ip_max: 100,
-            window: Duration::from_secs(60),
-            entries_max: 10,
-        };
-        let mut limiter = LoginLimiter::new(&config);
+        let mut limiter = three_per_username();
         let alice = user("alice");
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let t0 = Timestamp(1_000 * SECOND);
@@ -623,13 +627,7 @@ mod tests {
 
     #[test]
     fn limiter_blocks_after_max_failures_per_username() {
-        let config = FailedLoginsConfig {
-            per_username_max: 3,
-            per_ip_max: 100,
-            window: Duration::from_secs(60),
-            entries_max: 10,
-        };
-        let mut limiter = LoginLimiter::new(&config);
+        let mut limiter = three_per_username();
         let alice = user("alice");
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let t0 = Timestamp(1_000 * SECOND);
