@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::config::{
     ARGON2_M_COST_KIB_MAX, ARGON2_P_COST_MAX, ARGON2_T_COST_MAX, Argon2Config, AuthConfig,
-    FailedLoginsConfig,
+    FailedLoginsConfig, RegistrationsConfig,
 };
 
 /// Shortest client-side password hash accepted, in bytes.
@@ -282,6 +282,39 @@ fn verify_now(
         Ok(()) => Ok(true),
         Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
         Err(_) => Err(AuthError::MalformedHash),
+    }
+}
+
+/// A registration refused for too many recent registrations from its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many registrations from this address; retry in {}s", retry_after.as_secs().max(1))]
+pub struct RegistrationBlocked {
+    /// How long until one more registration is allowed.
+    pub retry_after: Duration,
+}
+
+/// Rate-limits registrations per client address (IPv6 per /64), in bounded memory, with `now`
+/// passed in (`auth.registrations`).
+#[derive(Debug)]
+pub struct RegistrationLimiter {
+    ips: RateTable<IpAddr>,
+}
+
+impl RegistrationLimiter {
+    /// A limiter with the configured limits.
+    pub fn new(config: &RegistrationsConfig) -> Self {
+        let entries = usize::try_from(config.entries_max).unwrap_or(usize::MAX).max(1);
+        Self { ips: RateTable::new(config.per_ip_max, config.window, entries) }
+    }
+
+    /// May this address register now? If so, the registration is counted (taken or not).
+    pub fn begin(&mut self, ip: IpAddr, now: Timestamp) -> Result<(), RegistrationBlocked> {
+        let key = ip_key(ip);
+        if let Some(retry_after) = self.ips.blocked(&key, now) {
+            return Err(RegistrationBlocked { retry_after });
+        }
+        self.ips.fail(key, now);
+        Ok(())
     }
 }
 

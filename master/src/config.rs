@@ -356,6 +356,8 @@ pub struct AuthConfig {
     pub hash_queue_max: u32,
     /// Failed-login rate limits.
     pub failed_logins: FailedLoginsConfig,
+    /// Registration rate limits.
+    pub registrations: RegistrationsConfig,
 }
 
 impl Default for AuthConfig {
@@ -365,7 +367,30 @@ impl Default for AuthConfig {
             hash_threads: 2,
             hash_queue_max: 64,
             failed_logins: FailedLoginsConfig::default(),
+            registrations: RegistrationsConfig::default(),
         }
+    }
+}
+
+/// Registration rate limits: each client address may register `per_ip_max` accounts per
+/// `window` in a burst, then one every `window / per_ip_max`. Accounts are never deleted and
+/// each costs an argon2 hash: without a limit, one address could fill `limits.accounts_max`
+/// for good, or ask whether any username exists as fast as it likes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationsConfig {
+    /// Registrations per client IP (IPv6: per /64) per window, taken or not. Default 30.
+    pub per_ip_max: u32,
+    /// The window. Default `1h`.
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    /// Addresses tracked; the least recently seen are forgotten first. Default 100000.
+    pub entries_max: u32,
+}
+
+impl Default for RegistrationsConfig {
+    fn default() -> Self {
+        Self { per_ip_max: 30, window: Duration::from_secs(60 * 60), entries_max: 100_000 }
     }
 }
 
@@ -973,6 +998,16 @@ impl AuthConfig {
         if limits.entries_max == 0 {
             return Err(invalid("auth.failed_logins.entries_max", "must be at least 1"));
         }
+        let registrations = &self.registrations;
+        if registrations.per_ip_max == 0 {
+            return Err(invalid("auth.registrations.per_ip_max", "must be at least 1"));
+        }
+        if registrations.window < Duration::from_secs(1) {
+            return Err(invalid("auth.registrations.window", "must be at least 1s"));
+        }
+        if registrations.entries_max == 0 {
+            return Err(invalid("auth.registrations.entries_max", "must be at least 1"));
+        }
         Ok(())
     }
 }
@@ -1185,6 +1220,8 @@ mod tests {
             ("[auth.argon2]\nm_cost_kib = 4", "auth.argon2.m_cost_kib"),
             ("[auth.argon2]\np_cost = 0", "auth.argon2.p_cost"),
             ("[auth]\nhash_threads = 0", "auth.hash_threads"),
+            ("[auth.registrations]\nper_ip_max = 0", "auth.registrations.per_ip_max"),
+            ("[auth.registrations]\nwindow = \"10ms\"", "auth.registrations.window"),
             ("[sessions]\nper_account_max = 0", "sessions.per_account_max"),
             ("[journal]\nsnapshot_every_events = 0", "journal.snapshot_every_events"),
             ("[journal]\ncache_bytes = 68719476737", "journal.cache_bytes"),

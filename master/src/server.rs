@@ -21,7 +21,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::admin::{AdminSocket, AdminState, ConnectedWorkers, LiveRegistry};
-use crate::auth::{AuthError, ClientPassword, LoginLimiter, PasswordHasher};
+use crate::auth::{AuthError, ClientPassword, LoginLimiter, PasswordHasher, RegistrationLimiter};
 use crate::config::MasterConfig;
 use crate::core::{
     Core, CoreConfig, CoreEnd, CoreRequest, LinkOut, LinkReply, Reply, UserQuery, now, order_fail,
@@ -228,6 +228,8 @@ struct Shared {
     journal: Arc<Journal>,
     hasher: PasswordHasher,
     limiter: Mutex<LoginLimiter>,
+    /// Registrations per client address.
+    registrations: Mutex<RegistrationLimiter>,
     /// The configuration's workers plus the stored registry, edited through the admin socket.
     registry: Arc<LiveRegistry>,
     identity: MasterIdentity,
@@ -337,6 +339,7 @@ pub async fn run(
             journal,
             hasher: PasswordHasher::new(&config.auth)?,
             limiter: Mutex::new(LoginLimiter::new(&config.auth.failed_logins)),
+            registrations: Mutex::new(RegistrationLimiter::new(&config.auth.registrations)),
             registry,
             identity,
             workers: Arc::new(Mutex::new(BTreeMap::new())),
@@ -943,7 +946,7 @@ async fn handle_relay(shared: &Shared, worker: WorkerId, relay: Relay) -> Respon
                 .await
         }
         Request::Register { username, email, password } => {
-            register(shared, username, email, password).await
+            register(shared, username, email, password, ip).await
         }
         Request::Purchase { session, symbol, qty, client_order_id } => {
             let at = relay.received_at;
@@ -1096,6 +1099,7 @@ async fn register(
     username: engine::Username,
     email: engine::Email,
     password: net::HashedPassword,
+    ip: IpAddr,
 ) -> Response {
     let password = match ClientPassword::new(password.as_bytes()) {
         Ok(p) => p,
@@ -1103,6 +1107,12 @@ async fn register(
             return Response::RegisterFail(Failure::new(Reason::InvalidArgument, e.to_string()));
         }
     };
+    // Counted per client address, taken or not (`auth.registrations`).
+    if let Ok(mut limiter) = shared.registrations.lock()
+        && let Err(blocked) = limiter.begin(ip, now())
+    {
+        return Response::RegisterFail(Failure::new(Reason::Forbidden, blocked.to_string()));
+    }
 
     // Cheap check first, so a taken name does not cost an argon2 hash.
     let (tx, rx) = oneshot::channel();

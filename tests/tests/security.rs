@@ -434,3 +434,32 @@ async fn every_attack_is_refused_and_no_secret_reaches_a_log() {
 fn pair_master_dir(root: &Path) -> std::path::PathBuf {
     root.join("master")
 }
+
+/// Registrations are limited per client address (`auth.registrations`): past the burst one is
+/// refused, `forbidden` and saying when to retry, whether or not its name is taken, so one
+/// address can neither fill the accounts nor test usernames without limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_are_limited_per_address() {
+    let root = tempfile::tempdir().unwrap();
+    let pair = Pair::start(root.path(), Duration::from_millis(100), |master, _| {
+        master.auth.registrations.per_ip_max = 2;
+    })
+    .await;
+    let mut client = Client::connect(pair.worker.addr).await;
+    register_and_login(&mut client, "ann", 1).await;
+    let register = |name: &str| Request::Register {
+        username: user(name),
+        email: Email::new(&format!("{name}@example.com")).unwrap(),
+        password: password(1),
+    };
+    // A taken name counts too.
+    let taken = client.send(register("ann")).await;
+    assert_eq!(failure_reason(&taken), Some(Reason::UsernameTaken), "{taken:?}");
+    for name in ["ben", "ann"] {
+        let refused = client.send(register(name)).await;
+        assert_eq!(failure_reason(&refused), Some(Reason::Forbidden), "{refused:?}");
+        let Response::RegisterFail(failure) = refused else { unreachable!() };
+        assert!(failure.message.contains("too many registrations"), "{}", failure.message);
+    }
+    pair.stop().await;
+}

@@ -117,6 +117,8 @@ pub fn master_config(
             .collect(),
         ..MasterConfig::default()
     };
+    // Every test client registers from 127.0.0.1.
+    config.auth.registrations.per_ip_max = 1_000_000;
     // Cheap hashing: the suite measures behaviour, not argon2.
     config.auth.argon2.m_cost_kib = 1024;
     config.auth.argon2.t_cost = 1;

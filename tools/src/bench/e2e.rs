@@ -169,6 +169,7 @@ impl Processes {
             "listen = \"{master_addr}\"\ndata_dir = {data:?}\nupdate_interval = \"{interval}\"\n\
              initial_cash = \"1000000000\"\n\n[auth]\nhash_threads = 2\nhash_queue_max = 64\n\n\
              [auth.argon2]\nm_cost_kib = {m}\nt_cost = {t}\np_cost = {p}\n\n\
+             [auth.registrations]\nper_ip_max = 1000000\n\n\
              [[workers]]\nid = \"{uuid}\"\nname = \"bench\"\ncert = {cert:?}\n\
              allowed_ips = [\"127.0.0.1\"]\n",
             interval = humantime::format_duration(interval),
