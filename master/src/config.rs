@@ -379,7 +379,8 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationsConfig {
-    /// Registrations per client IP (IPv6: per /64) per window, taken or not. Default 30.
+    /// Registrations per client IP (IPv6: per /64) per window, taken or not. Default 100: a
+    /// class behind one address registers at once.
     pub per_ip_max: u32,
     /// The window. Default `1h`.
     #[serde(deserialize_with = "duration")]
@@ -390,7 +391,7 @@ pub struct RegistrationsConfig {
 
 impl Default for RegistrationsConfig {
     fn default() -> Self {
-        Self { per_ip_max: 30, window: Duration::from_secs(60 * 60), entries_max: 100_000 }
+        Self { per_ip_max: 100, window: Duration::from_secs(60 * 60), entries_max: 100_000 }
     }
 }
 
