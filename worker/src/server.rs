@@ -164,11 +164,48 @@ struct Shared {
     link: MasterLink,
     cache: Mutex<AssetCache>,
     sessions: Mutex<SessionCache>,
+    /// Expirable sessions whose connection closed while the master could not be told (the
+    /// link was down), with the client's address: logged out when the link is back.
+    pending_logouts: Mutex<Vec<(SessionId, IpAddr)>>,
     stats: Stats,
     clock: Clock,
 }
 
+/// Expirable-session logouts kept for a link that is down; past it, the oldest are left to the
+/// master's idle timeout.
+const PENDING_LOGOUTS_MAX: usize = 100_000;
+
 impl Shared {
+    /// Keeps a logout the master could not be told of, for when the link is back.
+    fn logout_later(&self, session: SessionId, ip: IpAddr) {
+        let mut pending = self.pending_logouts.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.len() >= PENDING_LOGOUTS_MAX {
+            pending.remove(0);
+        }
+        pending.push((session, ip));
+    }
+
+    /// Tells the master of the logouts kept while the link was down; those it still cannot be
+    /// told of are kept again.
+    async fn send_pending_logouts(&self) {
+        let pending = std::mem::take(
+            &mut *self.pending_logouts.lock().unwrap_or_else(PoisonError::into_inner),
+        );
+        for (session, ip) in pending {
+            let logout = Request::Logout { session };
+            let answer = self.relay(ip, self.clock.stamp(), Some(session), &logout).await;
+            match answer.failure() {
+                Some(failure) if failure.reason == Reason::MasterUnavailable => {
+                    self.logout_later(session, ip);
+                }
+                Some(failure) => {
+                    info!(cause = %failure, "could not end the expirable session of a closed connection");
+                }
+                None => debug!("expirable session of a closed connection ended, the link back"),
+            }
+        }
+    }
+
     fn cache(&self) -> MutexGuard<'_, AssetCache> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -263,6 +300,7 @@ pub async fn run_with_stats(
     let shared = Arc::new(Shared {
         cache: Mutex::new(AssetCache::new(&config.cache)),
         sessions: Mutex::new(SessionCache::new(&config.sessions)),
+        pending_logouts: Mutex::new(Vec::new()),
         config,
         link,
         stats,
@@ -281,6 +319,7 @@ pub async fn run_with_stats(
                 let Some(shared) = weak.upgrade() else { break };
                 shared.cache().forget_all();
                 info!("linked to the master again: the asset cache starts empty");
+                shared.send_pending_logouts().await;
             }
             seen_up |= up;
             was_up = up;
@@ -1014,6 +1053,10 @@ impl Client {
             let answer = self.shared.relay(self.ip(), at, Some(session), &logout).await;
             match answer.failure() {
                 None => debug!("expirable session ended with its connection"),
+                // The link is down: the master is told when it is back.
+                Some(failure) if failure.reason == Reason::MasterUnavailable => {
+                    self.shared.logout_later(session, self.ip());
+                }
                 Some(failure) => {
                     info!(cause = %failure, "could not end the expirable session of a closed connection");
                 }

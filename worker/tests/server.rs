@@ -308,6 +308,41 @@ async fn master_restart_clients_get_master_unavailable_then_work_again() {
     assert_eq!(count(&relays, Instruction::GetAssetValueCurrent), 1, "{relays:?}");
 }
 
+/// An expirable session whose connection closes while the master is away is logged out when
+/// the link is back, not left to the master's idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expirable_session_closed_while_the_master_is_away_ends_when_it_is_back() {
+    let (keys, master, worker) = cluster(answer_at_once(), |_| {}).await;
+    let master_addr = master.addr;
+    let mut alice = worker.client().await;
+    let session = alice.login(true).await;
+    master.stop().await;
+    // The worker sees the link down once a request fails for it.
+    let answer = alice.call(&Request::Logout { session: SessionId([9; 32]) }).await;
+    assert!(answer.failure().is_some(), "{answer:?}");
+    drop(alice);
+    let mut master = TestMaster::start(
+        master_addr,
+        keys.master.clone(),
+        keys.registry.clone(),
+        answer_at_once(),
+    )
+    .await;
+    // (The logout may come before the link's first heartbeat: no wait for that.)
+    let logout = async {
+        loop {
+            let relay = master.next_relay().await;
+            if relay.request.instruction() == Instruction::Logout {
+                break relay;
+            }
+        }
+    };
+    let relay = tokio::time::timeout(Duration::from_secs(20), logout)
+        .await
+        .expect("the expirable session was logged out once the master was back");
+    assert_eq!(relay.request, Request::Logout { session });
+}
+
 #[tokio::test]
 async fn large_answers_go_out_in_numbered_packets() {
     let (_keys, _master, worker) = cluster(answer_at_once(), |config| {
