@@ -192,16 +192,22 @@ impl Shared {
             &mut *self.pending_logouts.lock().unwrap_or_else(PoisonError::into_inner),
         );
         for (session, ip) in pending {
-            let logout = Request::Logout { session };
-            let answer = self.relay(ip, self.clock.stamp(), Some(session), &logout).await;
-            match answer.failure() {
-                Some(failure) if failure.reason == Reason::MasterUnavailable => {
-                    self.logout_later(session, ip);
-                }
-                Some(failure) => {
-                    info!(cause = %failure, "could not end the expirable session of a closed connection");
-                }
-                None => debug!("expirable session of a closed connection ended, the link back"),
+            self.log_out_closed(session, ip).await;
+        }
+    }
+
+    /// Ends the expirable session of a closed connection on the master; when the link is down,
+    /// keeps it for when the link is back.
+    async fn log_out_closed(&self, session: SessionId, ip: IpAddr) {
+        let logout = Request::Logout { session };
+        let answer = self.relay(ip, self.clock.stamp(), Some(session), &logout).await;
+        match answer.failure() {
+            None => debug!("expirable session ended with its connection"),
+            Some(failure) if failure.reason == Reason::MasterUnavailable => {
+                self.logout_later(session, ip);
+            }
+            Some(failure) => {
+                info!(cause = %failure, "could not end the expirable session of a closed connection");
             }
         }
     }
@@ -1048,19 +1054,7 @@ impl Client {
         }
         for session in std::mem::take(&mut self.expirable) {
             self.shared.sessions().end(session);
-            let logout = Request::Logout { session };
-            let at = self.shared.clock.stamp();
-            let answer = self.shared.relay(self.ip(), at, Some(session), &logout).await;
-            match answer.failure() {
-                None => debug!("expirable session ended with its connection"),
-                // The link is down: the master is told when it is back.
-                Some(failure) if failure.reason == Reason::MasterUnavailable => {
-                    self.shared.logout_later(session, self.ip());
-                }
-                Some(failure) => {
-                    info!(cause = %failure, "could not end the expirable session of a closed connection");
-                }
-            }
+            self.shared.log_out_closed(session, self.ip()).await;
         }
     }
 }
