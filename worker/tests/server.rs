@@ -198,11 +198,7 @@ async fn an_order_waiting_for_its_interval_does_not_hold_up_other_clients() {
     let mut alice = worker.client().await;
     let session = alice.login(false).await;
     alice.send(&purchase(session, "AAPL", 1)).await;
-    loop {
-        if master.next_relay().await.request.instruction() == Instruction::PurchaseAsset {
-            break;
-        }
-    }
+    master.next_relay_of(Instruction::PurchaseAsset).await;
     // While Alice's order waits, Bob is served (the link carries his relays and their replies
     // overtake Alice's).
     let mut bob = worker.client().await;
@@ -258,11 +254,7 @@ async fn master_restart_clients_get_master_unavailable_then_work_again() {
     let mut alice = worker.client().await;
     let session = alice.login(false).await;
     alice.send(&purchase(session, "AAPL", 1)).await;
-    loop {
-        if master.next_relay().await.request.instruction() == Instruction::PurchaseAsset {
-            break;
-        }
-    }
+    master.next_relay_of(Instruction::PurchaseAsset).await;
     let mut bob = worker.client().await;
     let bob_session = bob.login_for_data().await;
     let cached = bob.call(&current("AAPL")).await;
@@ -329,14 +321,7 @@ async fn an_expirable_session_closed_while_the_master_is_away_ends_when_it_is_ba
     )
     .await;
     // (The logout may come before the link's first heartbeat: no wait for that.)
-    let logout = async {
-        loop {
-            let relay = master.next_relay().await;
-            if relay.request.instruction() == Instruction::Logout {
-                break relay;
-            }
-        }
-    };
+    let logout = master.next_relay_of(Instruction::Logout);
     let relay = tokio::time::timeout(Duration::from_secs(20), logout)
         .await
         .expect("the expirable session was logged out once the master was back");
@@ -480,12 +465,7 @@ async fn an_expirable_session_ends_when_its_client_disconnects() {
     let mut alice = worker.client().await;
     let session = alice.login(true).await;
     drop(alice);
-    let relay = loop {
-        let relay = master.next_relay().await;
-        if relay.request.instruction() == Instruction::Logout {
-            break relay;
-        }
-    };
+    let relay = master.next_relay_of(Instruction::Logout).await;
     assert_eq!(relay.request, Request::Logout { session });
     assert_eq!(relay.session, Some(session));
     // A remembered (not expirable) session survives its connection.
@@ -526,14 +506,7 @@ async fn an_expirable_session_ends_with_its_connection_after_a_resume_or_another
     let remembered = dave.login(false).await;
     assert_ne!(remembered, expirable);
     drop(dave);
-    let logout = async {
-        loop {
-            let relay = master.next_relay().await;
-            if relay.request.instruction() == Instruction::Logout {
-                break relay;
-            }
-        }
-    };
+    let logout = master.next_relay_of(Instruction::Logout);
     let relay = tokio::time::timeout(Duration::from_secs(20), logout)
         .await
         .expect("the expirable session was logged out when its connection closed");
@@ -625,11 +598,7 @@ async fn shutdown_answers_the_requests_already_read_then_closes() {
     let mut alice = worker.client().await;
     let session = alice.login(false).await;
     alice.send(&purchase(session, "AAPL", 1)).await;
-    loop {
-        if master.next_relay().await.request.instruction() == Instruction::PurchaseAsset {
-            break;
-        }
-    }
+    master.next_relay_of(Instruction::PurchaseAsset).await;
     worker.shutdown();
     held.lock().unwrap().drain(..).for_each(|release| {
         let _ = release.send(());

@@ -147,6 +147,16 @@ impl TestMaster {
         }
     }
 
+    /// Waits for the next relay of `instruction`, passing over the others.
+    pub async fn next_relay_of(&mut self, instruction: net::Instruction) -> Relay {
+        loop {
+            let relay = self.next_relay().await;
+            if relay.request.instruction() == instruction {
+                return relay;
+            }
+        }
+    }
+
     /// Every relay received so far (without waiting).
     pub fn drain_relays(&mut self) -> Vec<Relay> {
         let mut relays = Vec::new();
