@@ -1024,19 +1024,6 @@ impl Journal {
         Ok(out)
     }
 
-    /// Stores a u64 meta value, as 8 big-endian bytes.
-    pub fn put_meta_u64(&self, key: &str, value: u64) -> Result<(), WriteError> {
-        self.put_meta(key, &value.to_be_bytes())
-    }
-
-    /// A u64 meta value; `None` when absent or not 8 bytes long.
-    pub fn meta_u64(&self, key: &str) -> Result<Option<u64>, StorageFault> {
-        Ok(self
-            .meta(key)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map(u64::from_be_bytes))
-    }
-
     /// Runs one durable write transaction.
     fn write(
         &self,

@@ -601,7 +601,7 @@ fn sessions_and_meta_are_durable() {
     journal.put_session([1; 32], b"alice again").unwrap();
     assert!(journal.remove_session([2; 32]).unwrap());
     assert!(!journal.remove_session([3; 32]).unwrap());
-    journal.put_meta_u64("next_order_id", 42).unwrap();
+    journal.put_meta("next_order_id", &42u64.to_be_bytes()).unwrap();
     journal.put_meta("fingerprint", b"abc").unwrap();
     let too_big = vec![0u8; journal::limits::SESSION_BYTES_MAX + 1];
     assert!(matches!(journal.put_session([4; 32], &too_big), Err(WriteError::TooLarge { .. })));
@@ -619,7 +619,7 @@ fn sessions_and_meta_are_durable() {
         vec![([1; 32], b"alice again".to_vec()), ([5; 32], b"carol".to_vec())]
     );
     assert_eq!(journal.session([1; 32]).unwrap(), Some(b"alice again".to_vec()));
-    assert_eq!(journal.meta_u64("next_order_id").unwrap(), Some(42));
+    assert_eq!(journal.meta("next_order_id").unwrap(), Some(42u64.to_be_bytes().to_vec()));
     assert_eq!(journal.meta("fingerprint").unwrap(), Some(b"abc".to_vec()));
     assert_eq!(journal.meta("cursor").unwrap(), Some(b"x".to_vec()));
     assert_eq!(journal.meta("absent").unwrap(), None);
