@@ -316,3 +316,18 @@ pub fn remove_snapshot_part(path: &Path, seq: Seq, part: u32) -> Result<()> {
     txn.commit()?;
     Ok(())
 }
+
+/// Appends, through the journal itself, the header of interval 1000 announcing 3 orders and
+/// none of their outcomes: a journal that ends inside an interval, as only damage leaves one
+/// (the master writes a header and its outcomes in one batch).
+pub fn append_an_unfinished_interval(path: &Path) -> Result<()> {
+    let journal = crate::Journal::open_unrecovered(path, crate::JournalConfig::default())?;
+    let header = engine::Event::IntervalSettled(engine::IntervalSettled {
+        interval: engine::IntervalId(1_000),
+        at: engine::Timestamp(5),
+        ticks: vec![],
+        orders: 3,
+    });
+    journal.append_batch(&[header], engine::Timestamp(2_000))?;
+    Ok(())
+}

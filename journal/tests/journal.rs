@@ -761,13 +761,10 @@ fn a_journal_ending_inside_an_interval_does_not_open() {
     {
         let (journal, _) = Journal::open(&path, config()).unwrap();
         fill(&journal, 7, 5);
-        let header = Event::IntervalSettled(engine::IntervalSettled {
-            interval: engine::IntervalId(1_000),
-            at: Timestamp(5),
-            ticks: vec![],
-            orders: 3,
-        });
-        journal.append_batch(&[header], Timestamp(2_000)).unwrap();
+    }
+    test_util::append_an_unfinished_interval(&path).unwrap();
+    {
+        let journal = Journal::open_unrecovered(&path, config()).unwrap();
         let report = audit(&journal, AuditConfig::default(), &mut |_| {}).unwrap();
         let problem = report.problem.expect("the audit finds the unfinished interval");
         assert_eq!(problem.kind, ProblemKind::Apply);
@@ -785,19 +782,25 @@ fn a_journal_ending_inside_an_interval_does_not_open() {
     }
 }
 
-/// A state larger than one part is stored in parts (each its own commit, so a master's
-/// interval commits never wait for the whole state), read back whole, used by recovery and
-/// checked by the audit; damage in a later part is found; parts no snapshot owns (a crash
-/// before publishing, or a snapshot row deleted by hand) are deleted by the next snapshot.
-#[test]
-fn a_large_snapshot_is_stored_in_parts() {
-    let (_dir, path) = new_journal();
+/// A journal of 80,000 events and a snapshot of their state, which takes several parts.
+fn with_a_large_snapshot() -> (tempfile::TempDir, PathBuf, Journal, State, Seq) {
+    let (dir, path) = new_journal();
     let (journal, _) = Journal::open(&path, config()).unwrap();
     for batch in journal::bench::events(80_000).chunks(20_000) {
         journal.append_batch(batch, Timestamp(1)).unwrap();
     }
     let state = journal.replay_end();
     let at = snapshot_now(&journal, &state);
+    (dir, path, journal, state, at)
+}
+
+/// A state larger than one part is stored in parts (each its own commit, so a master's
+/// interval commits never wait for the whole state), read back whole, used by recovery and
+/// checked by the audit; damage in a later part is found; parts no snapshot owns (a crash
+/// before publishing, or a snapshot row deleted by hand) are deleted by the next snapshot.
+#[test]
+fn a_large_snapshot_is_stored_in_parts() {
+    let (_dir, path, journal, state, at) = with_a_large_snapshot();
     let entry = journal.snapshots().unwrap().into_iter().find(|s| s.seq == at).unwrap();
     let info = entry.header.unwrap();
     assert_eq!(entry.bytes, 64 + info.payload_bytes);
@@ -843,13 +846,7 @@ fn a_large_snapshot_is_stored_in_parts() {
 /// listed: a later run deletes them too, even when the next snapshot has a key of its own.
 #[test]
 fn parts_left_by_a_deletion_cut_short_are_deleted_later() {
-    let (_dir, path) = new_journal();
-    let (journal, _) = Journal::open(&path, config()).unwrap();
-    for batch in journal::bench::events(80_000).chunks(20_000) {
-        journal.append_batch(batch, Timestamp(1)).unwrap();
-    }
-    let state = journal.replay_end();
-    let at = snapshot_now(&journal, &state);
+    let (_dir, path, journal, _, at) = with_a_large_snapshot();
     drop(journal);
     assert!(test_util::snapshot_parts(&path, at).unwrap() >= 3);
     // The snapshot unlisted (its parts now unowned), and their deletion cut short after the

@@ -272,17 +272,7 @@ fn explain_shows_what_a_fill_and_a_rejection_saw() {
 fn rebuild_refuses_a_journal_that_ends_inside_an_interval() {
     let dir = tempfile::tempdir().unwrap();
     make_journal(dir.path(), 5, usize::MAX);
-    {
-        let (journal, _) =
-            Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
-        let header = Event::IntervalSettled(engine::IntervalSettled {
-            interval: engine::IntervalId(1_000),
-            at: Timestamp(5),
-            ticks: vec![],
-            orders: 3,
-        });
-        journal.append_batch(&[header], Timestamp(2_000)).unwrap();
-    }
+    test_util::append_an_unfinished_interval(&journal::path_in(dir.path())).unwrap();
     let output = pt_replay(&["rebuild"], dir.path());
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
