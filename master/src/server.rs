@@ -1412,24 +1412,45 @@ mod tests {
     use engine::{Price, Qty};
     use net::{Bar, Instruction};
 
+    /// A TCP connection over loopback: (this end, the peer's).
+    async fn loopback() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (peer, _) = listener.accept().await.unwrap();
+        (stream, peer)
+    }
+
+    /// A link writer over `stream`, and its count of the bytes written.
+    fn counting_writer(
+        stream: TcpStream,
+    ) -> (net::FrameWriter<CountingStream<TcpStream>>, Arc<std::sync::atomic::AtomicU64>) {
+        let stream = CountingStream::new(stream);
+        let written = Arc::clone(&stream.written);
+        (net::FrameWriter::new(stream), written)
+    }
+
+    /// A link writer's queue holding `n` heartbeat acks, each with its permit of `permits`.
+    fn queued_acks(
+        n: u64,
+    ) -> (mpsc::UnboundedSender<LinkOut>, mpsc::UnboundedReceiver<LinkOut>, Arc<Semaphore>) {
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let permits = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+        for seq in 0..n {
+            let permit = Arc::clone(&permits).try_acquire_owned().unwrap();
+            out_tx.send(LinkOut { control: Control::HeartbeatAck { seq }, permit }).unwrap();
+        }
+        (out_tx, out_rx, permits)
+    }
+
     /// A worker that stops reading its link (stopped, stuck) ends the link's writer after the
     /// write timeout, instead of holding it, its place and the master's shutdown for ever.
     #[tokio::test]
     async fn a_link_writer_gives_up_on_a_worker_that_stops_reading() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        // The other end is accepted and kept open, and never read.
-        let (_unread, _) = listener.accept().await.unwrap();
-        let stream = CountingStream::new(stream);
-        let written = Arc::clone(&stream.written);
-        let mut writer = net::FrameWriter::new(stream);
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-        let permits = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+        // The other end is kept open, and never read.
+        let (stream, _unread) = loopback().await;
+        let (mut writer, written) = counting_writer(stream);
         // Far more than the sockets' buffers hold (tens of megabytes).
-        for seq in 0..1_000_000 {
-            let permit = Arc::clone(&permits).try_acquire_owned().unwrap();
-            out_tx.send(LinkOut { control: Control::HeartbeatAck { seq }, permit }).unwrap();
-        }
+        let (_out_tx, mut out_rx, permits) = queued_acks(1_000_000);
         let writing = write_link(&mut writer, &mut out_rx, &written, Duration::from_millis(500));
         let end = tokio::time::timeout(Duration::from_secs(60), writing).await;
         assert!(matches!(end, Ok(Err(LinkWriteEnd::TimedOut))), "{end:?}");
@@ -1469,9 +1490,7 @@ mod tests {
     #[tokio::test]
     async fn a_link_writer_waits_for_a_slow_reader() {
         use tokio::io::AsyncReadExt as _;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (mut slow, _) = listener.accept().await.unwrap();
+        let (stream, mut slow) = loopback().await;
         let reader = tokio::spawn(async move {
             let (mut buf, mut total) = (vec![0u8; 256 * 1024], 0usize);
             loop {
@@ -1482,16 +1501,9 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(40)).await;
             }
         });
-        let stream = CountingStream::new(stream);
-        let written = Arc::clone(&stream.written);
-        let mut writer = net::FrameWriter::new(stream);
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-        let permits = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+        let (mut writer, written) = counting_writer(stream);
         // About 12 MB: more than the sockets hold, read at about 6 MB/s.
-        for seq in 0..400_000 {
-            let permit = Arc::clone(&permits).try_acquire_owned().unwrap();
-            out_tx.send(LinkOut { control: Control::HeartbeatAck { seq }, permit }).unwrap();
-        }
+        let (out_tx, mut out_rx, _) = queued_acks(400_000);
         drop(out_tx);
         let started = Instant::now();
         let end = write_link(&mut writer, &mut out_rx, &written, Duration::from_millis(300)).await;
@@ -1505,16 +1517,12 @@ mod tests {
     /// A reader that keeps up gets every message, and the writer ends when the queue closes.
     #[tokio::test]
     async fn a_link_writer_writes_everything_queued_then_ends_with_its_queue() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (read_side, _) = listener.accept().await.unwrap();
+        let (stream, read_side) = loopback().await;
         let mut reader = FramedStream::new(read_side);
         let (out_tx, mut out_rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(16));
         let writer = tokio::spawn(async move {
-            let stream = CountingStream::new(stream);
-            let written = Arc::clone(&stream.written);
-            let mut writer = net::FrameWriter::new(stream);
+            let (mut writer, written) = counting_writer(stream);
             write_link(&mut writer, &mut out_rx, &written, Duration::from_secs(30)).await
         });
         for seq in 0..1_000 {
