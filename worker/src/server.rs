@@ -285,18 +285,6 @@ pub async fn run_with_stats(
         config: config.link,
     };
     let (link, link_task) = MasterLink::start(params, identity, master_trust, link_stop_rx);
-    // The link's state, kept in the counters for whoever waits for the worker to be ready.
-    let mut link_states = link.subscribe();
-    let linked = stats.clone();
-    tokio::spawn(async move {
-        loop {
-            let up = *link_states.borrow_and_update() == crate::LinkState::Up;
-            linked.0.master_linked.store(up, Ordering::Release);
-            if link_states.changed().await.is_err() {
-                break;
-            }
-        }
-    });
     info!(listen = %bound, %advertise, master = %config.master, "worker serving clients");
     if config.advertise.is_none() && bound.ip().is_unspecified() {
         info!(%advertise, "announcing a loopback address; set `advertise` for remote clients");
@@ -312,15 +300,18 @@ pub async fn run_with_stats(
         stats,
         clock: Clock::default(),
     });
-    // A link that comes back may lead to another master (restarted, perhaps on another data
-    // directory): nothing learned from the last one is served from the cache.
-    let mut relinks = shared.link.subscribe();
+    // The link's state, kept in the counters for whoever waits for the worker to be ready. A
+    // link that comes back may lead to another master (restarted, perhaps on another data
+    // directory): nothing learned from the last one is served from the cache, and the logouts
+    // it could not be told of are sent.
+    let mut link_states = shared.link.subscribe();
+    let linked = shared.stats.clone();
     let weak = Arc::downgrade(&shared);
     tokio::spawn(async move {
-        let mut was_up = *relinks.borrow_and_update() == crate::LinkState::Up;
-        let mut seen_up = was_up;
-        while relinks.changed().await.is_ok() {
-            let up = *relinks.borrow_and_update() == crate::LinkState::Up;
+        let (mut was_up, mut seen_up) = (false, false);
+        loop {
+            let up = *link_states.borrow_and_update() == crate::LinkState::Up;
+            linked.0.master_linked.store(up, Ordering::Release);
             if up && !was_up && seen_up {
                 let Some(shared) = weak.upgrade() else { break };
                 shared.cache().forget_all();
@@ -329,6 +320,9 @@ pub async fn run_with_stats(
             }
             seen_up |= up;
             was_up = up;
+            if link_states.changed().await.is_err() {
+                break;
+            }
         }
     });
     let limit = Arc::new(Semaphore::new(connections_max));
