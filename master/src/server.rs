@@ -97,18 +97,6 @@ static NEXT_LINK_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// refuse a `link.heartbeat_interval` over a third of it.
 pub const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A batch with no price: every asset failed for lack of time.
-fn unpriced(assets: &[Symbol]) -> prices::PriceBatch {
-    let failures = assets
-        .iter()
-        .map(|&symbol| prices::SymbolFailure {
-            symbol,
-            reason: prices::FailureReason::DeadlineReached,
-        })
-        .collect();
-    prices::PriceBatch { failures, ..prices::PriceBatch::default() }
-}
-
 /// The most the master's last price fetch may take as it stops (before the final settlement
 /// that answers the orders still queued).
 const FINAL_FETCH_BUDGET: Duration = Duration::from_secs(5);
@@ -559,7 +547,8 @@ async fn interval_loop(
                             warn!(
                                 "the price fetch under way at shutdown did not end in time; the last interval settles without prices"
                             );
-                            unpriced(&assets)
+                            let deadline = prices::FailureReason::DeadlineReached;
+                            prices::PriceBatch::without_prices(assets.iter().copied(), &deadline)
                         }
                     }
                 }

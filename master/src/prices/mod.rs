@@ -35,6 +35,20 @@ pub struct PriceBatch {
     pub failures: Vec<SymbolFailure>,
 }
 
+impl PriceBatch {
+    /// No price for any of `symbols`, each failed for `reason`.
+    pub fn without_prices(
+        symbols: impl IntoIterator<Item = Symbol>,
+        reason: &FailureReason,
+    ) -> Self {
+        let failures = symbols
+            .into_iter()
+            .map(|symbol| SymbolFailure { symbol, reason: reason.clone() })
+            .collect();
+        Self { failures, ..Self::default() }
+    }
+}
+
 /// A requested symbol that has no price this interval, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SymbolFailure {

@@ -236,11 +236,7 @@ impl PriceSource for RecordedSource {
         let symbols = super::unique(symbols);
         let Some(interval) = self.next_interval() else {
             tracing::warn!("recorded price source: time overflowed; no prices");
-            let failures = symbols
-                .into_iter()
-                .map(|symbol| SymbolFailure { symbol, reason: FailureReason::TimeOverflow })
-                .collect();
-            return PriceBatch { time: None, failures, ..PriceBatch::default() };
+            return PriceBatch::without_prices(symbols, &FailureReason::TimeOverflow);
         };
         let mut ticks = Vec::with_capacity(symbols.len());
         let mut failures = Vec::new();
