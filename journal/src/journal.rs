@@ -724,10 +724,11 @@ impl Journal {
                 // The first part left, or, when none is, the key off the list.
                 let removed = (|| -> Result<bool, redb::Error> {
                     let mut parts = txn.open_table(SNAPSHOT_PARTS)?;
-                    let first = match parts.range((key, 0)..=(key, u32::MAX))?.next() {
-                        Some(entry) => Some(entry?.0.value().1),
-                        None => None,
-                    };
+                    let first = parts
+                        .range((key, 0)..=(key, u32::MAX))?
+                        .next()
+                        .transpose()?
+                        .map(|(stored, _)| stored.value().1);
                     match first {
                         Some(part) => {
                             parts.remove((key, part))?;
