@@ -385,7 +385,7 @@ impl LoginLimiter {
     /// [`LoginLimiter::check`], and if the attempt may go on, counted against the username at
     /// once (under the caller's lock): concurrent attempts on one username cannot all pass the
     /// check before any is counted. Then exactly one of [`LoginLimiter::attempt_failed`] (which
-    /// also counts it against the address), [`LoginLimiter::attempt_succeeded`] or
+    /// also counts it against the address), [`LoginLimiter::record_success`] or
     /// [`LoginLimiter::attempt_cancelled`] (not decided: the hashing pool was busy, or failed).
     pub fn begin_attempt(
         &mut self,
@@ -402,12 +402,6 @@ impl LoginLimiter {
     /// address too.
     pub fn attempt_failed(&mut self, ip: IpAddr, now: Timestamp) {
         self.ips.fail(ip_key(ip), now);
-    }
-
-    /// An attempt begun with [`LoginLimiter::begin_attempt`] logged in: the username's
-    /// failures are forgotten.
-    pub fn attempt_succeeded(&mut self, username: &Username) {
-        self.record_success(username);
     }
 
     /// An attempt begun with [`LoginLimiter::begin_attempt`] was not decided: it does not count.
@@ -649,7 +643,7 @@ mod tests {
         limiter.attempt_cancelled(&alice);
         assert!(limiter.begin_attempt(&alice, ip, t0).is_ok());
         // One succeeds: the username's count is forgotten; no address failure was counted.
-        limiter.attempt_succeeded(&alice);
+        limiter.record_success(&alice);
         assert!(limiter.check(&alice, ip, t0).is_ok());
         assert_eq!(limiter.len(), (0, 0));
         // A failure counts against the address.

@@ -1049,7 +1049,7 @@ async fn login(
     match (verified, found) {
         (Ok(true), Some((account, _))) => {
             if let Ok(mut limiter) = shared.limiter.lock() {
-                limiter.attempt_succeeded(&username);
+                limiter.record_success(&username);
             }
             ask(
                 shared,
