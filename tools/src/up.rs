@@ -40,12 +40,8 @@ const LOCAL_REGISTRATIONS_PER_WINDOW: u32 = 1_000_000;
 
 /// `--interval`: checked with the other arguments against the master's range.
 fn parse_interval(text: &str) -> Result<Duration, String> {
-    let interval =
-        humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))?;
-    if interval < Duration::from_millis(1) || interval > master::config::UPDATE_INTERVAL_MAX {
-        return Err(format!("{text:?}: the interval must be 1ms to 1 day"));
-    }
-    Ok(interval)
+    let range = Duration::from_millis(1)..=master::config::UPDATE_INTERVAL_MAX;
+    crate::client::commands::parse_duration_in(text, range, "the interval must be 1ms to 1 day")
 }
 
 /// Shortest relay timeout given to the workers: a relayed order waits for its interval.

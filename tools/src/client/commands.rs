@@ -276,10 +276,20 @@ const TIMEOUT_MAX: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Parses a `--timeout` (`30s`, `5m`): 1ms to 7 days.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_duration_in(text, TIMEOUT_MIN..=TIMEOUT_MAX, "a timeout must be 1ms to 7 days")
+}
+
+/// Parses a duration written for humans that must lie in `range`; `rule` says which range, for
+/// the error.
+pub fn parse_duration_in(
+    text: &str,
+    range: std::ops::RangeInclusive<Duration>,
+    rule: &str,
+) -> Result<Duration, String> {
     let duration =
         humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))?;
-    if !(TIMEOUT_MIN..=TIMEOUT_MAX).contains(&duration) {
-        return Err(format!("{text:?}: a timeout must be 1ms to 7 days"));
+    if !range.contains(&duration) {
+        return Err(format!("{text:?}: {rule}"));
     }
     Ok(duration)
 }
