@@ -6,11 +6,14 @@
 //! error, never a rounding. Every operation is checked: overflow is an error the caller turns
 //! into a rejection, never a wrap.
 //!
-//! The only division in the engine is [`notional`]: `price * qty / SCALE`, computed exactly in
-//! 128 bits and then rounded **up** for a buy (the buyer never pays less than the exact value)
-//! and **down** for a sell (the seller never receives more than the exact value). With whole-unit
-//! quantities no rounding ever happens. Cost basis removed on a partial sell is rounded down
-//! (see [`Holding::remove`](crate::Holding::remove)).
+//! The engine divides in three places, each computed exactly in 128 bits and rounded once
+//! (`docs/ENGINE.md` lists every rounding rule):
+//! - [`notional`]: `price * qty / SCALE`, rounded **up** for a buy (the buyer never pays less
+//!   than the exact value) and **down** for a sell (the seller never receives more than the exact
+//!   value). With whole-unit quantities no rounding ever happens;
+//! - [`pro_rata`]: the cost basis removed on a partial sell, rounded down (see
+//!   [`Holding::remove`](crate::Holding::remove));
+//! - [`mul_div_floor`]: a split's adjustment of a recorded price or quantity, rounded down.
 
 use std::fmt;
 

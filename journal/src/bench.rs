@@ -37,7 +37,7 @@ fn journal_error(e: impl std::fmt::Display) -> BenchError {
 }
 
 /// The shape of the histories the journal benchmark appends: up to 50 symbols, 2,000 accounts
-/// and 2,000 orders per interval (fills, rejections, intervals; about 98 bytes per record).
+/// and 2,000 orders per interval (fills, rejections, intervals; about 53 bytes per record in batch layout 2, `docs/JOURNAL.md`).
 pub const BENCH_SHAPE: Shape =
     Shape { symbols_max: 50, accounts_max: 2_000, orders_per_interval_max: 2_000 };
 

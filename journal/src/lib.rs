@@ -1,12 +1,16 @@
 //! PaperTrader's journal: the append-only event log, the truth the engine state is rebuilt from.
 //!
 //! One redb file (`DIR/papertrader.redb`, see [`path_in`]) holds, in separate tables:
-//! - `events`: one record per event, keyed by sequence number. Each record carries its sequence
-//!   number, format versions, the wall-clock time of its batch, the event in a compact encoding
-//!   ([`payload`]), a crc32 and the crc32 of the record before it, so a gap, a reordering or a
-//!   changed byte is detected on read ([`record`] has the layout);
-//! - `snapshots`: rkyv-encoded engine states, validated with bytecheck, a digest and the
-//!   invariants before use ([`snapshot`] has the layout);
+//! - `events`: one value per batch, keyed by the sequence number of its first record
+//!   (`batch.rs` and `docs/JOURNAL.md` have the layout). A batch header holds what its records share (first sequence
+//!   number, format versions, the wall-clock time of the batch, the crc32 of the record before
+//!   it, its worker table); each record holds its length, its crc32, chained from the record
+//!   before, and the event in a compact encoding ([`payload`]), so a gap, a reordering or a
+//!   changed byte is detected on read. Batches written by earlier builds (one 32-byte header per
+//!   record, [`record`]) are still read;
+//! - `snapshots` and `snapshot_parts`: engine states, rkyv-encoded, stored as a 64-byte header
+//!   row and parts of [`SNAPSHOT_PART_BYTES`], validated with bytecheck, a digest and the invariants before
+//!   use ([`snapshot`] has the layout);
 //! - `sessions`, `ticks` (indexed from `IntervalSettled` in the same transaction as the batch),
 //!   `meta` (the master's small values) and `journal` (format version and head).
 //!

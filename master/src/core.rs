@@ -519,7 +519,7 @@ impl Core {
     }
 
     /// Serves requests until every sender is gone, or until handling one panics or leaves the
-    /// state ahead of a journal it cannot be taken back to ([`Core::reload`]).
+    /// state ahead of a journal it cannot be taken back to (see `Core::reload`).
     ///
     /// A panic is caught, logged and returned as [`CoreEnd::Failed`], and the core serves
     /// nothing more: it may have come in the middle of a settlement, with the engine's state

@@ -10,8 +10,9 @@
 //! - [`cache`]: the bounded asset data cache (spec 3.2.6).
 //! - [`sessions`]: the bounded session cache (spec 3.2.3).
 //!
-//! Architecture invariant: the caches and the configuration do no IO and read no clock (time is
-//! an argument); only [`server`] and [`master_link`] own sockets, timers and tasks.
+//! Architecture invariant: the caches and the configuration's defaults and validation do no IO
+//! and read no clock (time is an argument; only `WorkerConfig::load` reads its file); only
+//! [`server`] and [`master_link`] own sockets, timers and tasks.
 
 pub mod cache;
 pub mod config;

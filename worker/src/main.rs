@@ -67,7 +67,8 @@ struct KeygenArgs {
     /// Directory to write worker.key, worker.pub.asc and worker.uuid into.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// A name for the master's logs and server list (default: worker-<first UUID digits>).
+    /// A name for the master's logs and server list (default: "worker-" followed by the first
+    /// digits of its UUID).
     #[arg(long)]
     name: Option<String>,
     /// An address or CIDR range the worker connects from (repeatable; default 127.0.0.1).

@@ -1,4 +1,4 @@
-//! `pt-replay audit`: every record verified and replayed from genesis; see [`journal::audit`].
+//! `pt-replay audit`: every record verified and replayed from genesis; see [`journal::audit()`].
 
 use std::time::Instant;
 
