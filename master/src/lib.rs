@@ -12,6 +12,7 @@
 //! - [`core`]: the one writer: engine, order queue, sessions, journal commits.
 //! - [`server`]: the network side: accept loop, worker links, relayed requests, the interval loop.
 //! - [`history`]: price history aggregation for the get* queries.
+//! - [`slow`]: which intervals were slow (settlement plus commit), for the log.
 //! - [`shutdown`]: the SIGINT/SIGTERM future both daemons stop on.
 
 pub mod admin;
@@ -27,5 +28,6 @@ pub mod retry;
 pub mod server;
 pub mod sessions;
 pub mod shutdown;
+pub mod slow;
 pub mod snapshots;
 pub mod worker_auth;

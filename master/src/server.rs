@@ -29,6 +29,7 @@ use crate::core::{
 use crate::history;
 use crate::prices::{self, PriceSource};
 use crate::sessions::{SessionId, SessionTable};
+use crate::slow;
 use crate::worker_auth::{self, HelloBinding, MasterIdentity};
 
 /// Requests the core may have waiting.
@@ -515,6 +516,7 @@ async fn interval_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut stopping = false;
+    let mut slow_intervals = slow::SlowIntervals::default();
     loop {
         if !stopping {
             stopping = tokio::select! {
@@ -572,6 +574,13 @@ async fn interval_loop(
                     summary.commit_micros,
                     "interval settled"
                 );
+                let work = slow::IntervalWork {
+                    settle: Duration::from_micros(summary.settle_micros),
+                    commit: Duration::from_micros(summary.commit_micros),
+                };
+                if let Some(report) = slow_intervals.record(work, std::time::Instant::now()) {
+                    slow::log(&report);
+                }
             }
             Err(_) => break,
         }

@@ -98,6 +98,64 @@ pub struct Processes {
     pub master_addr: SocketAddr,
     /// The temporary directory (data, keys, logs).
     pub dir: tempfile::TempDir,
+    /// When the master was started.
+    started: Instant,
+}
+
+/// The master's slow intervals during a run (`master::slow`: settlement plus commit over
+/// 20 ms, which answers all the interval's orders that much late), read from its log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlowIntervals {
+    /// Slow intervals the master logged.
+    pub intervals: u64,
+    /// The slowest one's settlement plus commit, in microseconds.
+    pub slowest_micros: u64,
+}
+
+impl SlowIntervals {
+    /// Reads the master's `slow intervals` warnings (`intervals=N slowest_settle_micros=S
+    /// slowest_commit_micros=C`) from its log text.
+    pub fn from_log(log: &str) -> SlowIntervals {
+        let mut out = SlowIntervals::default();
+        for line in log.lines().filter(|l| l.contains("slow intervals")) {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|token| token.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|value| value.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            out.intervals = out.intervals.saturating_add(field("intervals"));
+            let took =
+                field("slowest_settle_micros").saturating_add(field("slowest_commit_micros"));
+            out.slowest_micros = out.slowest_micros.max(took);
+        }
+        out
+    }
+
+    /// The figure `name`: slow intervals beside the intervals of the run.
+    pub fn figure(&self, name: &str, intervals_in_run: u64) -> Figure {
+        Figure::new(
+            name,
+            self.intervals as f64,
+            "intervals",
+            intervals_in_run as f64,
+            format!(
+                "intervals in the run; slowest settle + commit {:.1} ms",
+                self.slowest_micros as f64 / 1000.0
+            ),
+        )
+    }
+}
+
+impl Processes {
+    /// The master's slow intervals so far (from its log), and the intervals since it started.
+    pub fn slow_intervals(&self, interval: Duration) -> (SlowIntervals, u64) {
+        let log =
+            std::fs::read_to_string(self.dir.path().join("master.stderr")).unwrap_or_default();
+        let elapsed = self.started.elapsed().as_micros();
+        let intervals = elapsed / interval.as_micros().max(1);
+        (SlowIntervals::from_log(&log), u64::try_from(intervals).unwrap_or(u64::MAX))
+    }
 }
 
 impl Drop for Processes {
@@ -192,6 +250,7 @@ impl Processes {
             worker_addr,
             master_addr,
             dir,
+            started: Instant::now(),
         };
         let cert = data.join("master.pub.asc");
         let deadline = Instant::now() + START_TIMEOUT;
@@ -345,7 +404,7 @@ fn describe(response: &Response) -> String {
     }
 }
 
-/// Registers and logs in `count` users with at most [`REGISTER_CONCURRENCY`] at once.
+/// Registers and logs in `count` users with at most `REGISTER_CONCURRENCY` at once.
 pub async fn traders(addr: SocketAddr, run: &str, count: u32) -> anyhow::Result<Vec<Trader>> {
     let permits = Arc::new(tokio::sync::Semaphore::new(REGISTER_CONCURRENCY));
     let mut tasks = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
@@ -665,6 +724,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
         let (traders, mut overload) =
             phase(traders, overload_window, duration / 2, args.interval).await?;
         drop(traders);
+        let (slow, intervals) = processes.slow_intervals(args.interval);
         drop(processes);
 
         let rate = per_second(steady.acked_in_time, duration);
@@ -731,6 +791,55 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
                 steady.other + overload.other
             );
         }
-        Ok(vec![orders, p50, p99, max, busy, busy_p99, overload_p99])
+        let slow = slow.figure("e2e.slow_intervals", intervals);
+        Ok(vec![orders, p50, p99, max, busy, busy_p99, overload_p99, slow])
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use master::slow::{IntervalWork, SlowReport};
+
+    use super::SlowIntervals;
+
+    /// A writer into a shared buffer, for a `tracing` subscriber.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn slow_intervals_are_read_back_from_the_masters_own_log_lines() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let work = |settle_ms, commit_ms| IntervalWork {
+            settle: Duration::from_millis(settle_ms),
+            commit: Duration::from_millis(commit_ms),
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            master::slow::log(&SlowReport { intervals: 1, slowest: work(1, 48) });
+            tracing::warn!("another warning: intervals=99");
+            master::slow::log(&SlowReport { intervals: 3, slowest: work(2, 30) });
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            SlowIntervals::from_log(&log),
+            SlowIntervals { intervals: 4, slowest_micros: 49_000 }
+        );
+        assert_eq!(SlowIntervals::from_log("no warnings at all\n"), SlowIntervals::default());
+    }
 }

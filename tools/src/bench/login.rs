@@ -100,6 +100,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
         }
         let elapsed = start.elapsed().max(duration);
         drop(traders);
+        let (slow, intervals) = processes.slow_intervals(args.interval);
         drop(processes);
         if busy > 0 {
             eprintln!("pt bench login: {busy} logins answered busy during the storm");
@@ -122,7 +123,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
             "order p99 without the storm",
         )
         .with_target(format!("<= {target_ms:.0} ms (interval + 20 ms)"), p99 <= target_ms);
-        Ok(vec![per_s, order_p99])
+        Ok(vec![per_s, order_p99, slow.figure("login.slow_intervals", intervals)])
     })
 }
 
