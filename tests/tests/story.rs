@@ -235,6 +235,59 @@ async fn register_login_trade_read_and_restart() {
     assert_eq!(public.email, None);
     assert_eq!(public.username, user("alice"));
 
+    // Fractional quantities, where rounding happens: a buy pays the exact notional rounded up
+    // to the next 10^-8, a sell receives it rounded down, and a partial sell removes the cost
+    // basis pro rata rounded down (docs/ENGINE.md). Worked out here from the fills' prices, in
+    // 128 bits, without the engine's code.
+    const SCALE: u128 = 100_000_000;
+    let exact = |price: engine::Price, qty: Qty| {
+        let product = u128::from(price.raw()) * u128::from(qty.raw());
+        (product / SCALE, product % SCALE)
+    };
+    let (bought_qty, sold_qty) = (Qty::from_raw(33_333_333), Qty::from_raw(10_000_001));
+    let bob_bought = bob
+        .send(Request::Purchase {
+            session: bob_session,
+            symbol: sym("AAPL"),
+            qty: bought_qty,
+            client_order_id: 1,
+        })
+        .await;
+    let Response::PurchaseSuccess(bob_buy) = bob_bought else { panic!("{bob_bought:?}") };
+    let (whole, rest) = exact(bob_buy.price, bought_qty);
+    assert_ne!(rest, 0, "the buy needs rounding, or it tests nothing");
+    assert_eq!(u128::from(bob_buy.amount.raw()), whole + 1, "a buy rounds up");
+    let bob_sold = bob
+        .send(Request::Sell {
+            session: bob_session,
+            symbol: sym("AAPL"),
+            qty: sold_qty,
+            client_order_id: 2,
+        })
+        .await;
+    let Response::SellSuccess(bob_sell) = bob_sold else { panic!("{bob_sold:?}") };
+    let (whole, rest) = exact(bob_sell.price, sold_qty);
+    assert_ne!(rest, 0, "the sell needs rounding, or it tests nothing");
+    assert_eq!(u128::from(bob_sell.amount.raw()), whole, "a sell rounds down");
+    let DataPayload::Portfolio(bobs) = bob
+        .data(
+            bob_session,
+            Request::GetUserPortfolio { session: bob_session, username: user("bob") },
+        )
+        .await
+    else {
+        panic!()
+    };
+    let initial = u128::from(Cash::parse("100000").unwrap().raw());
+    let cash = initial - u128::from(bob_buy.amount.raw()) + u128::from(bob_sell.amount.raw());
+    assert_eq!(u128::from(bobs.cash.raw()), cash);
+    assert_eq!(bobs.holdings.len(), 1);
+    let held = &bobs.holdings[0];
+    assert_eq!(held.qty.raw(), 33_333_333 - 10_000_001);
+    let paid = u128::from(bob_buy.amount.raw());
+    let removed = paid * u128::from(sold_qty.raw()) / u128::from(bought_qty.raw());
+    assert_eq!(u128::from(held.cost_basis.raw()), paid - removed, "cost basis left");
+
     // The master gives a client the worker list and nothing else.
     let mut direct = Client::connect(cluster.master_addr()).await;
     let Response::Data(DataPayload::WorkerList(workers)) = direct.send(Request::GetWorkers).await

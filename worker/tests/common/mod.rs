@@ -348,11 +348,20 @@ pub fn answer_at_once() -> Handler {
 /// A handler that holds back the answer to every purchase until the returned sender fires (or
 /// is dropped), and answers everything else at once.
 pub fn hold_purchases() -> (Handler, Arc<Mutex<Vec<oneshot::Sender<()>>>>) {
+    hold_purchases_where(|_| true)
+}
+
+/// [`hold_purchases`], holding only the purchases whose client order id passes `hold`; the
+/// others are answered at once.
+pub fn hold_purchases_where(
+    hold: impl Fn(u64) -> bool + Send + Sync + 'static,
+) -> (Handler, Arc<Mutex<Vec<oneshot::Sender<()>>>>) {
     let releases: Arc<Mutex<Vec<oneshot::Sender<()>>>> = Arc::default();
     let held = releases.clone();
     let handler: Handler = Arc::new(move |relay: Relay| {
         let response = answer(&relay);
-        if matches!(relay.request, Request::Purchase { .. }) {
+        if matches!(relay.request, Request::Purchase { client_order_id, .. } if hold(client_order_id))
+        {
             let (release, released) = oneshot::channel();
             held.lock().unwrap().push(release);
             Box::pin(async move {
