@@ -1,10 +1,12 @@
 //! Security end to end, with the real logbook writing to a file: wrong password, an expired
 //! session, another user's session id, a guessed session id, SQL-like and wildcard usernames, a
-//! 25-character username; a worker with an unregistered key, a wrong UUID, a replayed handshake
-//! and a tampered link frame (through a byte-level proxy between a real worker link and the real
-//! master). Each is refused with the documented reason. Then every log file is searched for the
-//! users' emails, their client-side password hashes (hex), the PHC strings the journal holds, and
-//! the session ids (hex and raw): none may appear.
+//! 25-character username; a worker with an unregistered key, a wrong UUID, a tampered proof, a
+//! replayed handshake and a tampered link frame (through a byte-level proxy between a real worker
+//! link and the real master). Each is refused with the documented reason (for the link, the
+//! cause the master logs, since the worker is told only `forbidden`), and the worker's good link
+//! keeps relaying. Then every log file is searched for the users' emails, their client-side
+//! password hashes (hex), the PHC strings the journal holds, and the session ids (hex and raw):
+//! none may appear.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -12,12 +14,15 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Client, Pair, failure_reason, login, password, register_and_login, user};
 use engine::Email;
 use journal::{Journal, JournalConfig, Seq};
-use net::{Control, Frame, FrameReader, FramedStream, Reason, Request, Response, SessionId};
+use net::{
+    ConnState, Control, DataPayload, Frame, FrameReader, FramedStream, Portfolio, Reason, Request,
+    Response, SessionId,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
@@ -58,13 +63,38 @@ struct Seen {
     to_worker: Vec<Vec<u8>>,
 }
 
+/// A bit the proxy flips in one of the worker's frames (counting from 0) on its way to the master.
+#[derive(Debug, Clone, Copy)]
+enum Tamper {
+    /// The first data byte of the `n`-th frame: in a sealed frame, covered by the frame's MAC.
+    FirstDataByte(usize),
+    /// The last byte of the `n`-th frame, an unsealed one: the end of its last argument, which in
+    /// a `helloProof` is the signature value itself (not the unauthenticated digest prefix).
+    LastByte(usize),
+}
+
+impl Tamper {
+    fn apply(self, count: usize, frame: &mut [u8]) {
+        match self {
+            Self::FirstDataByte(n) if n == count && frame.len() > net::limits::HEADER_BYTES => {
+                frame[net::limits::HEADER_BYTES] ^= 0x01;
+            }
+            Self::LastByte(n) if n == count => {
+                if let Some(last) = frame.last_mut() {
+                    *last ^= 0x01;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A TCP proxy between a worker link and the master, one connection at a time, forwarding frame
-/// by frame; when `tamper` is `Some(n)` it flips a byte in the data of the worker's `n`-th frame
-/// (counting from 0).
+/// by frame, flipping the bit `tamper` says (counting the frames of each connection from 0).
 async fn proxy(
     listener: TcpListener,
     master: SocketAddr,
-    tamper: Option<usize>,
+    tamper: Option<Tamper>,
 ) -> Arc<Mutex<Seen>> {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let out = Arc::clone(&seen);
@@ -81,8 +111,8 @@ async fn proxy(
                 loop {
                     while let Ok(len) = Frame::check(&buf) {
                         let mut frame: Vec<u8> = buf.drain(..len).collect();
-                        if tamper == Some(count) && frame.len() > 20 {
-                            frame[20] ^= 0x01;
+                        if let Some(tamper) = tamper {
+                            tamper.apply(count, &mut frame);
                         }
                         count += 1;
                         seen_up.lock().unwrap().to_master.push(frame.clone());
@@ -134,14 +164,31 @@ async fn controls(frames: &[Vec<u8>]) -> Vec<Control> {
     out
 }
 
-/// Starts a link from `identity` through a proxy to `master`; returns the proxy's record and the
-/// link (stop it by dropping the returned sender).
+/// A worker link through a proxy, and what the proxy saw.
+struct ProxiedLink {
+    seen: Arc<Mutex<Seen>>,
+    link: MasterLink,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ProxiedLink {
+    /// Stops the link and waits for its task: it makes no further attempt.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap();
+    }
+}
+
+/// Starts a link from `identity` through a proxy to `master`. It makes one attempt only (its
+/// reconnect backoff is longer than the test), so each handshake the master logs for it is that
+/// one.
 async fn link_through_proxy(
     master: SocketAddr,
     identity: WorkerIdentity,
     trust: MasterTrust,
-    tamper: Option<usize>,
-) -> (Arc<Mutex<Seen>>, MasterLink, tokio::sync::watch::Sender<bool>) {
+    tamper: Option<Tamper>,
+) -> ProxiedLink {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = proxy(listener, master, tamper).await;
@@ -149,14 +196,74 @@ async fn link_through_proxy(
         master: addr.to_string(),
         advertise: "127.0.0.1:2049".into(),
         config: worker::config::LinkConfig {
-            reconnect_backoff_min: Duration::from_millis(20),
-            reconnect_backoff_max: Duration::from_millis(100),
+            reconnect_backoff_min: Duration::from_secs(3600),
+            reconnect_backoff_max: Duration::from_secs(3600),
             ..worker::config::LinkConfig::default()
         },
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let (link, _task) = MasterLink::start(params, identity, trust, stop_rx);
-    (seen, link, stop)
+    let (link, task) = MasterLink::start(params, identity, trust, stop_rx);
+    ProxiedLink { seen, link, stop, task }
+}
+
+/// What the master logged about one handshake of a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// `worker refused worker=<uuid> cause=<cause>`: the cause the worker is never told.
+    Refused(String),
+    /// `worker linked uuid=<uuid> ...`.
+    Linked,
+}
+
+/// The master's verdicts on the handshakes of worker `uuid` so far, in order, from its log file.
+fn verdicts(log: &Path, uuid: Uuid) -> Vec<Verdict> {
+    let refused = format!("worker refused worker={uuid} cause=");
+    let linked = format!("worker linked uuid={uuid} ");
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    // Whole lines only: the last one may be being written.
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .filter_map(|line| {
+            if let Some(at) = line.find(&refused) {
+                Some(Verdict::Refused(line[at + refused.len()..].trim().to_owned()))
+            } else if line.contains(&linked) {
+                Some(Verdict::Linked)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Waits (60 s at most) for the master's next verdict on worker `uuid`, after the `before` it
+/// had logged already, and returns the cause of that refusal (panics if it linked the worker).
+async fn next_refusal_cause(log: &Path, uuid: Uuid, before: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(verdict) = verdicts(log, uuid).into_iter().nth(before) {
+            match verdict {
+                Verdict::Refused(cause) => return cause,
+                Verdict::Linked => panic!("the master linked worker {uuid}"),
+            }
+        }
+        assert!(Instant::now() < deadline, "the master logged no verdict on worker {uuid}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `name`'s portfolio, read on `client` (logged in with `session`) in data transfer state.
+async fn portfolio(client: &mut Client, session: SessionId, name: &str) -> Portfolio {
+    let switched =
+        client.send(Request::SwitchState { session, state: ConnState::DataTransfer }).await;
+    assert!(matches!(switched, Response::StateSwitchSuccess(_)), "{switched:?}");
+    let read = client.send(Request::GetUserPortfolio { session, username: user(name) }).await;
+    let Response::Data(DataPayload::Portfolio(portfolio)) = read else {
+        panic!("{name}'s portfolio: {read:?}")
+    };
+    let back = client.send(Request::SwitchState { session, state: ConnState::Command }).await;
+    assert!(matches!(back, Response::StateSwitchSuccess(_)), "{back:?}");
+    portfolio
 }
 
 /// Waits until the proxy saw the master refuse a link; returns the refusal.
@@ -230,24 +337,30 @@ async fn every_attack_is_refused_and_no_secret_reaches_a_log() {
     assert_eq!(failure_reason(&wrong), Some(Reason::BadCredentials), "{wrong:?}");
     refusals += 1;
 
-    // Another user's session id, on bob's connection: refused, and alice is untouched.
+    // Another user's session id, on bob's connection: an order and a logout with it are refused
+    // `bad_session` (it is not that connection's session), and alice is untouched: her session
+    // still works on her own connection, and holds nothing from the attacker's order (the
+    // journal is checked for it at the end).
+    let ibm = engine::Symbol::new("IBM").unwrap();
+    let one = engine::Qty::from_units(1).unwrap();
+    const STOLEN_ORDER: u64 = 77;
     let theft = bob
         .send(Request::Purchase {
             session: alice_session,
-            symbol: engine::Symbol::new("IBM").unwrap(),
-            qty: engine::Qty::from_units(1).unwrap(),
-            client_order_id: 77,
+            symbol: ibm,
+            qty: one,
+            client_order_id: STOLEN_ORDER,
         })
         .await;
-    let reason = failure_reason(&theft);
-    assert!(
-        matches!(reason, Some(Reason::BadSession | Reason::NotLoggedIn | Reason::Forbidden)),
-        "{theft:?}"
-    );
+    assert!(matches!(theft, Response::PurchaseFail(_)), "{theft:?}");
+    assert_eq!(failure_reason(&theft), Some(Reason::BadSession), "{theft:?}");
     refusals += 1;
     let logout_other = bob.send(Request::Logout { session: alice_session }).await;
-    assert!(failure_reason(&logout_other).is_some(), "{logout_other:?}");
+    assert!(matches!(logout_other, Response::LogoutFail(_)), "{logout_other:?}");
+    assert_eq!(failure_reason(&logout_other), Some(Reason::BadSession), "{logout_other:?}");
     refusals += 1;
+    let untouched = portfolio(&mut alice, alice_session, "alice").await;
+    assert!(untouched.holdings.is_empty(), "alice holds something: {untouched:?}");
 
     // A guessed session id.
     let mut guesser = Client::connect(w).await;
@@ -342,41 +455,87 @@ async fn every_attack_is_refused_and_no_secret_reaches_a_log() {
     refusals += 1;
     sessions.push(login(&mut carol2, "carol", 4).await);
 
-    // The link: an unregistered key for a registered UUID, and an unknown UUID.
+    // The link: an unregistered key for a registered UUID, and an unknown UUID. The worker is
+    // told only `forbidden`; the master logs the real cause, which must be the key, or the UUID
+    // (not, say, a handshake that timed out).
     let registered = WorkerIdentity::load(&pair.key_dir).unwrap();
+    let uuid = registered.uuid();
     let trust =
         MasterTrust::load(&master::worker_auth::MasterIdentity::public_cert_path(&pair.master_dir))
             .unwrap();
-    for identity in [
-        WorkerIdentity::generate(registered.uuid(), "impostor").unwrap(),
-        WorkerIdentity::generate(Uuid::new_v4(), "stranger").unwrap(),
+    let stranger = WorkerIdentity::generate(Uuid::new_v4(), "stranger").unwrap();
+    for (identity, cause) in [
+        (WorkerIdentity::generate(uuid, "impostor").unwrap(), "wrong_key"),
+        (stranger, "unknown_worker"),
     ] {
-        let (seen, _link, stop) =
-            link_through_proxy(pair.master.addr, identity, trust.clone(), None).await;
-        let refused = refusal(&seen).await;
+        let claimed = identity.uuid();
+        let before = verdicts(&log_file, claimed).len();
+        let attempt = link_through_proxy(pair.master.addr, identity, trust.clone(), None).await;
+        assert_eq!(next_refusal_cause(&log_file, claimed, before).await, cause);
+        let refused = refusal(&attempt.seen).await;
         assert_eq!(refused.reason, Reason::Forbidden, "{refused:?}");
-        let _ = stop.send(true);
+        attempt.stop().await;
         refusals += 1;
     }
 
-    // A second link of the registered worker, through the proxy, tampered after the handshake:
-    // the master drops the link at the bad frame (and the worker sees it go down).
-    let (seen, link, stop) = link_through_proxy(
+    // The registered worker's own key, but its proof altered on the way (one bit of the
+    // signature value in the `helloProof` frame): refused as a bad signature.
+    let before = verdicts(&log_file, uuid).len();
+    let attempt = link_through_proxy(
         pair.master.addr,
         WorkerIdentity::load(&pair.key_dir).unwrap(),
         trust.clone(),
-        Some(2),
+        Some(Tamper::LastByte(1)),
     )
     .await;
-    let mut states = link.subscribe();
+    assert_eq!(next_refusal_cause(&log_file, uuid, before).await, "bad_signature");
+    let refused = refusal(&attempt.seen).await;
+    assert_eq!(refused.reason, Reason::Forbidden, "{refused:?}");
+    let frames = attempt.seen.lock().unwrap().to_master.clone();
+    let sent = controls(&frames).await;
+    assert!(
+        matches!(sent.as_slice(), [Control::WorkerHello(_), Control::HelloProof { .. }]),
+        "the tampered frame was not the proof: {sent:?}"
+    );
+    assert_ne!(attempt.link.state(), LinkState::Up);
+    attempt.stop().await;
+    refusals += 1;
+
+    // A second link of the registered worker, through the proxy, tampered after the handshake:
+    // the master drops the link at the bad frame (and the worker sees it go down).
+    let tampered = link_through_proxy(
+        pair.master.addr,
+        WorkerIdentity::load(&pair.key_dir).unwrap(),
+        trust.clone(),
+        Some(Tamper::FirstDataByte(2)),
+    )
+    .await;
+    let mut states = tampered.link.subscribe();
     states.wait_for(|s| *s == LinkState::Up).await.unwrap();
     states.wait_for(|s| *s != LinkState::Up).await.unwrap();
     refusals += 1;
-    let _ = stop.send(true);
+    let frames = tampered.seen.lock().unwrap().to_master.clone();
+    tampered.stop().await;
 
-    // The worker's handshake frames from that link, replayed on a fresh connection: the master
-    // sends a new nonce, so the old proof is refused.
-    let frames = seen.lock().unwrap().to_master.clone();
+    // The worker's first link, the good one, still relays: alice's order goes through it and
+    // fills (the journal holds it, and only it, for alice; checked at the end).
+    const ALICE_ORDER: u64 = 1;
+    let bought = alice
+        .send(Request::Purchase {
+            session: alice_session,
+            symbol: ibm,
+            qty: one,
+            client_order_id: ALICE_ORDER,
+        })
+        .await;
+    assert!(matches!(bought, Response::PurchaseSuccess(_)), "{bought:?}");
+    let holdings = portfolio(&mut alice, alice_session, "alice").await.holdings;
+    assert_eq!(holdings.len(), 1, "{holdings:?}");
+    assert_eq!((&holdings[0].symbol, holdings[0].qty), (&ibm, one), "{holdings:?}");
+
+    // The worker's handshake frames from the tampered link (its proof untouched), replayed on a
+    // fresh connection: the master sends a new nonce, so the old proof is a bad signature.
+    let before = verdicts(&log_file, uuid).len();
     let mut stream = FramedStream::new(TcpStream::connect(pair.master.addr).await.unwrap());
     stream.writer().write_frame(Frame::parse(&frames[0]).unwrap()).await.unwrap();
     let challenge = stream.read_message().await.unwrap().unwrap();
@@ -387,9 +546,11 @@ async fn every_attack_is_refused_and_no_secret_reaches_a_log() {
         panic!("a replayed proof was not refused: {:?}", Control::decode(&answer));
     };
     assert_eq!(failure.reason, Reason::Forbidden);
+    assert_eq!(next_refusal_cause(&log_file, uuid, before).await, "bad_signature");
     refusals += 1;
 
     drop((alice, bob, guesser, carol, carol2));
+    let master_addr = pair.master.addr;
     pair.stop().await;
 
     // No secret in any log file.
@@ -410,14 +571,33 @@ async fn every_attack_is_refused_and_no_secret_reaches_a_log() {
         JournalConfig::default(),
     )
     .unwrap();
+    let mut alice_account = None;
+    let mut orders = Vec::new();
     for record in journal.read_records(Seq(1)).unwrap() {
-        if let engine::Event::AccountOpened(opened) = record.unwrap().event {
+        let event = record.unwrap().event;
+        if let Some(order) = event.outcome_order() {
+            orders.push(*order);
+        }
+        if let engine::Event::AccountOpened(opened) = event {
+            if opened.username == user("alice") {
+                alice_account = Some(opened.account);
+            }
             let phc = opened.password_hash.as_str().to_string();
             let hash_part = phc.rsplit('$').next().unwrap().to_string();
             needles.push(("a PHC string".into(), phc.into_bytes()));
             needles.push(("the hash of a PHC string".into(), hash_part.into_bytes()));
         }
     }
+    // Nothing of the stolen session's order reached the journal: alice's only order is her own.
+    let alice_account = alice_account.expect("alice's account is in the journal");
+    assert!(
+        orders.iter().all(|o| o.client_id != engine::ClientOrderId(STOLEN_ORDER)),
+        "the attacker's order was journaled: {orders:?}"
+    );
+    let alice_orders: Vec<_> = orders.iter().filter(|o| o.account == alice_account).collect();
+    assert_eq!(alice_orders.len(), 1, "{alice_orders:?}");
+    assert_eq!(alice_orders[0].client_id, engine::ClientOrderId(ALICE_ORDER));
+    assert_eq!((&alice_orders[0].symbol, alice_orders[0].qty), (&ibm, one));
     let files = grep_logs(root.path(), &needles);
     assert!(files >= 1, "no log file was written");
     assert!(std::fs::metadata(&log_file).unwrap().len() > 0);
@@ -425,6 +605,9 @@ async fn every_attack_is_refused_and_no_secret_reaches_a_log() {
     // worker gave up on a silent link.
     let logged = std::fs::read_to_string(&log_file).unwrap();
     assert!(logged.contains("link frame refused; closing the link"), "{logged}");
+    // And the attacks never took the worker's good link down.
+    let good_link_down = format!("master_link{{master={master_addr}}}: link to the master is down");
+    assert!(!logged.contains(&good_link_down), "{logged}");
     eprintln!(
         "security: {refusals} attacks refused; {files} log files searched for {} secrets",
         needles.len()

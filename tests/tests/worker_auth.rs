@@ -4,13 +4,19 @@
 //! `master.pub.asc` loaded by the worker as the master it trusts, and the whole mutual handshake
 //! (Hello with the worker's nonce, admission, Challenge with the master's nonce, the sealed link
 //! key and the master's proof over both, the worker's check of that proof, the worker's proof,
-//! accepted) between the two real implementations; and an attacker on the path between the
-//! real worker link and the real master, who cannot swap the link key.
+//! accepted) between the two real implementations; the real master (`master::server::run` on
+//! loopback) refusing a real worker link (`MasterLink`) with an unknown UUID, with a key it does
+//! not hold for the UUID, and from an address outside the allow-list, each for its own logged
+//! cause; and an attacker on the path between the real worker link and the real master, who
+//! cannot swap the link key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::IpAddr;
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
 
 use master::config::{MasterConfig, WorkerConfig};
 use master::worker_auth::{
@@ -62,8 +68,11 @@ struct SentChallenge {
     sealed_key: Vec<u8>,
 }
 
-/// Step 2, the master's side, as `master::server` does it: a fresh link key sealed to the
-/// registered worker, a fresh nonce, and the proof over both nonces, the Hello and the sealed key.
+/// Step 2, the master's side, composed from the `worker_auth` calls `master::server` makes: a
+/// fresh link key sealed to the registered worker, a fresh nonce, and the proof over both nonces,
+/// the Hello and the sealed key. It serves the tests of the worker's checks and of the check
+/// functions; that the real server refuses a worker is tested against it over loopback (the
+/// `the_real_master_*` tests).
 fn master_challenge(
     master: &MasterIdentity,
     registered: &RegisteredWorker,
@@ -135,26 +144,22 @@ impl From<IdentityError> for Refused {
 }
 
 impl Refused {
-    /// The master's reason; panics if the worker refused.
-    fn by_master(self) -> AuthError {
-        match self {
-            Self::ByMaster(err) => err,
-            Self::ByWorker(err) => panic!("refused by the worker, not the master: {err}"),
-        }
-    }
-
     /// The worker's reason for refusing the master's proof; panics otherwise.
     fn by_worker(self) -> MasterProofError {
         match self {
             Self::ByWorker(IdentityError::MasterProof(err)) => err,
-            other => panic!("expected the worker to refuse the master's proof: {other:?}"),
+            Self::ByMaster(err) => panic!("refused by the master, not the worker: {err}"),
+            Self::ByWorker(err) => {
+                panic!("expected the worker to refuse the master's proof: {err}")
+            }
         }
     }
 }
 
-/// The whole mutual handshake between `worker` (trusting `trust`) and a master holding
-/// `master` and `registry`; returns the link key both ends hold. The worker signs nothing
-/// unless the master's proof verified.
+/// The whole mutual handshake, composed from the library calls both sides make, between `worker`
+/// (trusting `trust`) and a master holding `master` and `registry`; returns the link key both
+/// ends hold. The worker signs nothing unless the master's proof verified. Not the server: the
+/// `the_real_master_*` tests run the refusals against `master::server::run`.
 fn mutual_handshake(
     worker: &WorkerIdentity,
     trust: &MasterTrust,
@@ -260,34 +265,276 @@ fn both_sides_sign_and_verify_the_same_bytes() {
     assert_eq!(worker_auth::MASTER_CERT_FILE_NAME, "master.pub.asc");
 }
 
+/// The admission check alone (the real master's refusal: `the_real_master_refuses_an_unknown_uuid`).
 #[test]
-fn unknown_uuid_is_refused() {
+fn admission_check_refuses_an_unknown_uuid() {
     let s = setup();
     let other = WorkerIdentity::generate(Uuid::new_v4(), "stranger").unwrap();
-    let err = handshake(&s, &other, loopback()).unwrap_err().by_master();
+    let err = s.registry.check_admission(other.uuid(), loopback()).unwrap_err();
     assert_eq!(err, AuthError::UnknownWorker { uuid: other.uuid() });
     assert_eq!(err.reason(), "unknown_worker");
 }
 
+/// The admission check alone, for addresses a test cannot connect from (the real master's
+/// refusal: `the_real_master_refuses_an_address_outside_the_allow_list`).
 #[test]
-fn address_outside_the_allow_list_is_refused() {
+fn admission_check_refuses_an_address_outside_the_allow_list() {
     let s = setup();
     for peer in ["127.0.0.2", "11.0.0.1", "::1", "192.168.1.1"] {
         let peer: IpAddr = peer.parse().unwrap();
-        let err = handshake(&s, &s.identity, peer).unwrap_err().by_master();
+        let err = s.registry.check_admission(s.identity.uuid(), peer).unwrap_err();
         assert_eq!(err, AuthError::IpNotAllowed { uuid: s.identity.uuid(), peer });
         assert_eq!(err.reason(), "ip_not_allowed");
     }
 }
 
+/// The proof check alone (the real master's refusal:
+/// `the_real_master_refuses_a_registered_uuid_with_another_key`).
 #[test]
-fn signature_from_another_key_is_refused() {
+fn proof_check_refuses_a_signature_from_another_key() {
     let s = setup();
     // An impostor claiming the registered UUID, with its own key.
     let impostor = WorkerIdentity::generate(s.identity.uuid(), "impostor").unwrap();
-    let err = handshake(&s, &impostor, loopback()).unwrap_err().by_master();
+    let nonce = worker_auth::new_challenge().unwrap();
+    let proof = impostor.sign_challenge(&nonce, &worker_hello(&HELLO)).unwrap();
+    let err =
+        worker_auth::verify_proof(registered_worker(&s), &nonce, &HELLO, &proof, SystemTime::now())
+            .unwrap_err();
     assert_eq!(err, AuthError::WrongKey);
     assert_eq!(err.reason(), "wrong_key");
+}
+
+/// The log of this test process (set up once, before any master logs): the real master logs the
+/// cause of each refusal, which the worker is never told, and each link it makes.
+fn process_log() -> &'static master::logbook::LogGuard {
+    static LOG: OnceLock<master::logbook::LogGuard> = OnceLock::new();
+    LOG.get_or_init(|| {
+        master::logbook::init_tracing(&master::logbook::LogbookConfig {
+            memory_entries_max: 1_000_000,
+            ..master::logbook::LogbookConfig::default()
+        })
+        .unwrap()
+    })
+}
+
+/// What the real master logged about the first handshake of worker `uuid` it decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// `worker refused worker=<uuid> cause=<cause>`, and the whole entry (with the
+    /// `conn{peer=...}` span the master saw the connection from).
+    Refused { cause: String, entry: String },
+    /// `worker linked uuid=<uuid> ...`.
+    Linked,
+}
+
+/// Waits (60 s at most) for the master's first verdict on a handshake of worker `uuid`. Every
+/// test links its own UUID, so the verdict is about that test's first attempt.
+async fn first_verdict(uuid: Uuid) -> Verdict {
+    let refused = format!("worker refused worker={uuid} cause=");
+    let linked = format!("worker linked uuid={uuid} ");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for entry in process_log().logbook().dump() {
+            if let Some(at) = entry.message.find(&refused) {
+                let cause = entry.message[at + refused.len()..].trim().to_owned();
+                return Verdict::Refused { cause, entry: entry.message };
+            }
+            if entry.message.contains(&linked) {
+                return Verdict::Linked;
+            }
+        }
+        assert!(Instant::now() < deadline, "the master logged no verdict on worker {uuid}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A real master (`master::server::run`) on loopback, in a temp dir, with one registered worker
+/// allowed to link from 127.0.0.1 only.
+struct RealMaster {
+    dir: tempfile::TempDir,
+    task: common::MasterTask,
+    trust: MasterTrust,
+    uuid: Uuid,
+}
+
+impl RealMaster {
+    async fn start() -> Self {
+        process_log();
+        let dir = tempfile::tempdir().unwrap();
+        let (master_dir, trust) = common::master_dir(dir.path());
+        let (identity, cert) = common::new_worker_identity(&dir.path().join("worker"), "w");
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let config = common::master_config(
+            &master_dir,
+            listen,
+            &[(identity.uuid(), cert)],
+            Duration::from_millis(50),
+        );
+        let allowed = &config.workers[0].allowed_ips;
+        assert_eq!(allowed, &["127.0.0.1/32".parse().unwrap()], "loopback only");
+        let task = common::MasterTask::start(config).await;
+        Self { dir, task, trust, uuid: identity.uuid() }
+    }
+
+    /// The registered worker's identity, as the worker daemon loads it.
+    fn registered(&self) -> WorkerIdentity {
+        WorkerIdentity::load(&self.dir.path().join("worker")).unwrap()
+    }
+
+    /// Whether the master lists worker `uuid` to a client now.
+    async fn lists(&self, uuid: Uuid) -> bool {
+        let mut client = common::Client::connect(self.task.addr).await;
+        match client.send(net::Request::GetWorkers).await {
+            net::Response::Data(net::DataPayload::WorkerList(list)) => {
+                list.iter().any(|w| w.id.0 == uuid.as_u128())
+            }
+            other => panic!("the master's worker list: {other:?}"),
+        }
+    }
+
+    /// Waits (60 s at most) until the master lists worker `uuid`.
+    async fn wait_until_listed(&self, uuid: Uuid) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.lists(uuid).await {
+            assert!(Instant::now() < deadline, "the master never listed worker {uuid}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.task.stop().await.unwrap();
+    }
+}
+
+/// A real worker link (`MasterLink`) to `master` that makes one attempt: its reconnect backoff
+/// is longer than any test.
+struct TestLink {
+    link: MasterLink,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestLink {
+    fn start(master: SocketAddr, identity: WorkerIdentity, trust: MasterTrust) -> Self {
+        let params = LinkParams {
+            master: master.to_string(),
+            advertise: "127.0.0.1:2049".into(),
+            config: LinkConfig {
+                reconnect_backoff_min: Duration::from_secs(3600),
+                reconnect_backoff_max: Duration::from_secs(3600),
+                ..LinkConfig::default()
+            },
+        };
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (link, task) = MasterLink::start(params, identity, trust, stop_rx);
+        Self { link, stop, task }
+    }
+
+    /// Waits (60 s at most) for the link to come up.
+    async fn wait_up(&self) {
+        let mut states = self.link.subscribe();
+        let up = states.wait_for(|state| *state == LinkState::Up);
+        tokio::time::timeout(Duration::from_secs(60), up).await.unwrap().unwrap();
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap();
+    }
+}
+
+/// A transparent TCP forwarder to `master` whose connections leave from `source`: to the master,
+/// whoever connects to the forwarder is at `source` (Linux routes all of 127.0.0.0/8 to
+/// loopback). Returns its address; abort the task to stop accepting.
+async fn forwarder_from(
+    source: [u8; 4],
+    master: SocketAddr,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from((source, 0))).unwrap();
+            let mut outbound = socket.connect(master).await.unwrap();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A worker that is not registered, linking to the real master: refused for its UUID, never
+/// listed; the registered worker links to the same master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_master_refuses_an_unknown_uuid() {
+    let master = RealMaster::start().await;
+    let stranger = WorkerIdentity::generate(Uuid::new_v4(), "stranger").unwrap();
+    let uuid = stranger.uuid();
+    let link = TestLink::start(master.task.addr, stranger, master.trust.clone());
+    let Verdict::Refused { cause, entry } = first_verdict(uuid).await else {
+        panic!("the master linked an unregistered worker");
+    };
+    assert_eq!(cause, "unknown_worker", "{entry}");
+    assert_ne!(link.link.state(), LinkState::Up);
+    assert!(!master.lists(uuid).await);
+    link.stop().await;
+
+    let genuine = TestLink::start(master.task.addr, master.registered(), master.trust.clone());
+    genuine.wait_up().await;
+    master.wait_until_listed(master.uuid).await;
+    genuine.stop().await;
+    master.stop().await;
+}
+
+/// An impostor claiming the registered UUID with a key of its own, linking to the real master:
+/// refused for its key (at its proof), never listed; the registered worker's own key links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_master_refuses_a_registered_uuid_with_another_key() {
+    let master = RealMaster::start().await;
+    let impostor = WorkerIdentity::generate(master.uuid, "impostor").unwrap();
+    let link = TestLink::start(master.task.addr, impostor, master.trust.clone());
+    let Verdict::Refused { cause, entry } = first_verdict(master.uuid).await else {
+        panic!("the master linked an impostor");
+    };
+    assert_eq!(cause, "wrong_key", "{entry}");
+    assert_ne!(link.link.state(), LinkState::Up);
+    assert!(!master.lists(master.uuid).await);
+    link.stop().await;
+
+    let genuine = TestLink::start(master.task.addr, master.registered(), master.trust.clone());
+    genuine.wait_up().await;
+    master.wait_until_listed(master.uuid).await;
+    genuine.stop().await;
+    master.stop().await;
+}
+
+/// The registered worker, with its own key, linking to the real master from 127.0.0.2 while the
+/// master allows it 127.0.0.1 only: refused for its address, never listed. The same worker
+/// through the same kind of forwarder from 127.0.0.1 links: only the address differed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_master_refuses_an_address_outside_the_allow_list() {
+    let master = RealMaster::start().await;
+    let (elsewhere, forwarder) = forwarder_from([127, 0, 0, 2], master.task.addr).await;
+    let link = TestLink::start(elsewhere, master.registered(), master.trust.clone());
+    let Verdict::Refused { cause, entry } = first_verdict(master.uuid).await else {
+        panic!("the master linked a worker from outside its allow-list");
+    };
+    assert_eq!(cause, "ip_not_allowed", "{entry}");
+    assert!(entry.contains("conn{peer=127.0.0.2:"), "{entry}");
+    assert_ne!(link.link.state(), LinkState::Up);
+    assert!(!master.lists(master.uuid).await);
+    link.stop().await;
+    forwarder.abort();
+
+    let (allowed, forwarder) = forwarder_from([127, 0, 0, 1], master.task.addr).await;
+    let genuine = TestLink::start(allowed, master.registered(), master.trust.clone());
+    genuine.wait_up().await;
+    master.wait_until_listed(master.uuid).await;
+    genuine.stop().await;
+    forwarder.abort();
+    master.stop().await;
 }
 
 #[test]
