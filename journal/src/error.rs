@@ -316,6 +316,13 @@ pub enum AppendError {
 }
 
 impl AppendError {
+    /// Whether the batch may be on disk all the same: only a storage fault can come from the
+    /// commit itself, after redb may have made it durable. Every other error is raised before
+    /// anything is written (a halted journal, a batch refused by its limits, a taken key).
+    pub fn may_be_stored(&self) -> bool {
+        matches!(self, Self::Write(WriteError::Storage(_)))
+    }
+
     /// The storage fault, if the append failed on one (then writes are halted until the
     /// journal is reopened; see [`StorageFault::is_disk_full`]).
     pub fn storage_fault(&self) -> Option<&StorageFault> {

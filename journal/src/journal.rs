@@ -165,6 +165,9 @@ pub struct Journal {
     /// longest waiter, so the snapshot thread could take it back part after part while an
     /// interval waits).
     writes_waiting: std::sync::atomic::AtomicUsize,
+    /// Whether writes are refused (`Writer::halted` is set), readable without the writer's
+    /// lock: a caller checks it on its hot path while a snapshot part holds the lock.
+    halted_flag: std::sync::atomic::AtomicBool,
 }
 
 fn encode_tick(tick: &Tick) -> TickRow {
@@ -279,6 +282,7 @@ impl Journal {
             config,
             storing_snapshot: Mutex::new(()),
             writes_waiting: std::sync::atomic::AtomicUsize::new(0),
+            halted_flag: std::sync::atomic::AtomicBool::new(false),
             writer: Mutex::new(Writer {
                 last_seq: Seq(0),
                 last_crc: GENESIS_LINK,
@@ -291,6 +295,8 @@ impl Journal {
             }),
         };
         journal.load_head()?;
+        let halted = journal.lock().halted.is_some();
+        journal.halted_flag.store(halted, std::sync::atomic::Ordering::Release);
         Ok(journal)
     }
 
@@ -411,6 +417,13 @@ impl Journal {
         self.lock().halted.clone()
     }
 
+    /// Whether writes are refused ([`Journal::halted`] gives why), without waiting for the
+    /// writer: a storage fault in any write (a snapshot part, a session) halts them all, and a
+    /// caller that accepts work it must write checks this first.
+    pub fn is_halted(&self) -> bool {
+        self.halted_flag.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Refuses every write from now on (until the journal is opened again), for `cause`: what
     /// a caller does when it can no longer vouch for what it would write, such as a master
     /// whose core failed in the middle of a request. A halt already in place keeps its cause.
@@ -419,6 +432,7 @@ impl Journal {
         if writer.halted.is_none() {
             tracing::error!(path = %self.path.display(), cause, "journal writes halted");
             writer.halted = Some(cause.to_owned());
+            self.halted_flag.store(true, std::sync::atomic::Ordering::Release);
         }
     }
 
@@ -451,6 +465,7 @@ impl Journal {
         tracing::error!(path = %self.path.display(), op, cause = %fault.detail, "journal storage fault; writes halted");
         if writer.halted.is_none() {
             writer.halted = Some(fault.to_string());
+            self.halted_flag.store(true, std::sync::atomic::Ordering::Release);
         }
         WriteError::Storage(fault)
     }

@@ -737,6 +737,8 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing_acknowledged() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("storage fault") && stderr.contains("disk is full"), "{stderr}");
+    // The fault halts every later write, and says so without the writer's lock.
+    assert!(stderr.contains("(writes halted: true)"), "{stderr}");
     let mut acknowledged = None;
     for line in BufReader::new(output.stdout.as_slice()).lines() {
         let line = line.unwrap();

@@ -633,10 +633,24 @@ impl Core {
         }
     }
 
-    fn halted_failure(&self) -> Option<Failure> {
+    /// The failure to answer a write with while the journal refuses writes, whether the core
+    /// saw the fault itself or not ([`Core::note_journal_halt`]).
+    fn halted_failure(&mut self) -> Option<Failure> {
+        self.note_journal_halt();
         self.halted.as_ref().map(|why| {
             failure(Reason::Internal, format!("the master cannot write its journal: {why}"))
         })
+    }
+
+    /// Takes over a halt the journal decided by itself: a storage fault in any write (a
+    /// snapshot part, a session, the admin's registry) halts every later write, and orders or
+    /// registrations accepted after it could never be stored.
+    fn note_journal_halt(&mut self) {
+        if self.halted.is_none() && self.journal.is_halted() {
+            let cause = self.journal.halted().unwrap_or_else(|| "a storage fault".to_owned());
+            error!(%cause, "the journal refuses writes: orders and registrations are refused until the master is restarted");
+            self.halted = Some(cause);
+        }
     }
 
     fn list_assets(&mut self, symbols: Vec<Symbol>) -> Result<usize, String> {
@@ -695,7 +709,13 @@ impl Core {
             }
             Err(e) => {
                 self.write_failed(&e.to_string());
-                Response::RegisterFail(failure(Reason::Internal, "the account could not be stored"))
+                let why = if e.may_be_stored() {
+                    "storing the account failed, so whether it exists is unknown: try logging in \
+                     once the master is back"
+                } else {
+                    "the master cannot write its journal, so the account was not opened"
+                };
+                Response::RegisterFail(failure(Reason::Internal, why))
             }
         }
     }
@@ -845,8 +865,12 @@ impl Core {
     fn settle(&mut self, batch: PriceBatch) -> SettleSummary {
         let at = now();
         let interval = IntervalId(self.engine.state().last_interval().map_or(1, |l| l.id.0 + 1));
+        self.note_journal_halt();
         if self.halted.is_some() {
-            self.fail_queue(Reason::Internal, "the master cannot write its journal");
+            self.fail_queue(
+                Reason::Internal,
+                "the master cannot write its journal, so this order was not executed",
+            );
             return SettleSummary { failed: true, ..SettleSummary::default() };
         }
         // One vector for every interval's events: settling overwrites the last interval's in
@@ -879,9 +903,10 @@ impl Core {
             self.journal.append_batch_with_meta(events, at, &[(NEXT_ORDER_ID_KEY, &next)])
         {
             self.write_failed(&e.to_string());
+            let may_be_stored = e.may_be_stored();
             for event in events.iter() {
                 if let Some(key) = Self::pending_key(event) {
-                    self.answer(key, failure_for_event(event), None);
+                    self.answer(key, failure_for_event(event, may_be_stored), None);
                 }
             }
             return SettleSummary { interval: Some(interval), failed: true, ..Default::default() };
@@ -968,7 +993,9 @@ impl Core {
     /// Stores the last use of the sessions that came due since the last interval, in one
     /// commit: however many sessions come due together, settlement waits for one write. Only
     /// sessions still live are stored (one ended meanwhile must not come back after a
-    /// restart). Not stored is not fatal: after a restart a session would end a little early.
+    /// restart). Not stored, the sessions would end a little early after a restart; but the
+    /// storage fault halts the journal's writes, and the next order or registration is refused
+    /// ([`Core::note_journal_halt`]).
     fn store_sessions_due(&mut self) {
         if self.sessions_due.is_empty() {
             return;
@@ -1086,16 +1113,18 @@ fn outcome_response(
     }
 }
 
-fn failure_for_event(event: &Event) -> Response {
+/// The answer to an order whose interval could not be stored: its outcome is unknown when the
+/// commit itself failed (`may_be_stored`), and certainly "not executed" when the journal
+/// refused the batch before writing anything.
+fn failure_for_event(event: &Event, may_be_stored: bool) -> Response {
     let side = event.outcome_order().map_or(Side::Buy, |order| order.side);
-    order_fail(
-        side,
-        failure(
-            Reason::Internal,
-            "storing the interval failed, so whether this order was executed is unknown: retry \
-             it with the same client order id once the master is back to learn its outcome",
-        ),
-    )
+    let why = if may_be_stored {
+        "storing the interval failed, so whether this order was executed is unknown: retry it \
+         with the same client order id once the master is back to learn its outcome"
+    } else {
+        "the master cannot write its journal, so this order was not executed"
+    };
+    order_fail(side, failure(Reason::Internal, why))
 }
 
 #[cfg(test)]

@@ -116,6 +116,8 @@ fn run(
         let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match stored {
             Ok(seq) => info!(seq = seq.0, applied, took_ms, "snapshot written"),
+            // A storage fault also halts the journal's writes (the core then refuses orders);
+            // anything else (a snapshot too large, say) only costs a longer recovery.
             Err(why) => warn!(cause = %why, "snapshot failed; recovery will replay more events"),
         }
     }

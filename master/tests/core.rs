@@ -518,6 +518,62 @@ fn a_journal_damaged_under_the_core_stops_it_without_acknowledging() {
     assert!(journal.put_meta("after", b"x").is_err());
 }
 
+/// A storage fault in a write the core did not make (a snapshot part, say) halts the journal's
+/// writes. The core sees it at once: the order queued before it is answered "not executed" at
+/// the next settlement (the journal refused the batch before writing anything), and new
+/// orders and registrations are refused on arrival instead of being accepted for nothing.
+#[test]
+fn a_journal_halted_behind_the_cores_back_refuses_writes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, recovered) =
+        Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
+    let journal = Arc::new(journal);
+    let mut core = Core::new(
+        Engine::from_state(recovered.state),
+        Arc::clone(&journal),
+        CoreConfig {
+            initial_cash: Cash::parse("1000").unwrap(),
+            orders_per_interval_max: 3,
+            orders_per_account_per_interval_max: 2,
+            accounts_max: 10,
+            remembered_outcomes_max: 100,
+        },
+        SessionTable::new(&SessionsConfig::default()),
+    );
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    assert_eq!(register(&mut core, "alice"), Response::RegisterSuccess);
+    let session = login(&mut core, "alice");
+    let mut queued = order(&mut core, &session, Side::Buy, "1", 1);
+    assert!(queued.try_recv().is_err(), "queued for the interval");
+    let head = journal.last_seq();
+
+    // What a storage fault in another writer does to the journal.
+    journal.halt("a snapshot part could not be written");
+
+    let mut refused = order(&mut core, &session, Side::Buy, "1", 2);
+    let Ok(Response::PurchaseFail(f)) = refused.try_recv() else { panic!("answered at once") };
+    assert_eq!(f.reason, Reason::Internal);
+    assert!(f.message.contains("a snapshot part could not be written"), "{}", f.message);
+    let Response::RegisterFail(f) = register(&mut core, "bob") else { panic!("registered") };
+    assert!(f.message.contains("cannot write its journal"), "{}", f.message);
+
+    let summary = call(&mut core, |reply| CoreRequest::Settle { batch: batch("100"), reply });
+    assert!(summary.failed, "{summary:?}");
+    let Ok(Response::PurchaseFail(f)) = queued.try_recv() else { panic!("the queued order") };
+    assert_eq!(f.reason, Reason::Internal);
+    assert!(f.message.contains("was not executed"), "{}", f.message);
+    // Nothing was written, and alice holds nothing.
+    assert_eq!(journal.last_seq(), head);
+    let portfolio = call(&mut core, |reply| CoreRequest::User {
+        session: session.clone(),
+        username: Username::new("alice").unwrap(),
+        query: UserQuery::Portfolio,
+        reply,
+    });
+    let Response::Data(DataPayload::Portfolio(p)) = portfolio else { panic!("{portfolio:?}") };
+    assert!(p.holdings.is_empty(), "{p:?}");
+}
+
 /// The order id a fill answer carries.
 fn filled_order_id(rx: &mut oneshot::Receiver<Response>) -> u64 {
     match rx.try_recv().unwrap() {

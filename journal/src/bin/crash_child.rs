@@ -48,7 +48,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 &events,
                 Timestamp(1_700_000_000_000_000 + i64::try_from(last).unwrap_or(0)),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{e} (writes halted: {})", journal.is_halted()))?;
         if receipt.last_seq.0 != last {
             return Err(format!("receipt says {}, expected {last}", receipt.last_seq));
         }
