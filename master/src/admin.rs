@@ -625,9 +625,11 @@ fn parse_allowed_ips(uuid: Uuid, texts: &[String]) -> Result<Vec<IpNet>, AdminEr
 // ---------------------------------------------------------------------------------------------
 // The server side.
 
-/// Connected workers, by UUID, each with the id of the link that carries it (the server's list of
-/// linked workers).
-pub type ConnectedWorkers = Arc<Mutex<BTreeMap<Uuid, (u64, net::WorkerInfo)>>>;
+/// Connected workers, by UUID, each with its live links in the order they were made: the id of
+/// each link and what its hello said (the server's list of linked workers). A worker that
+/// links again before its old link is seen to end has two for a while; it is listed, with its
+/// newest link's details, while any is up, and unlisted once the last one ends.
+pub type ConnectedWorkers = Arc<Mutex<BTreeMap<Uuid, Vec<(u64, net::WorkerInfo)>>>>;
 
 /// What the admin socket serves.
 #[derive(Debug, Clone)]

@@ -720,7 +720,9 @@ fn worker_list(shared: &Shared) -> Vec<WorkerInfo> {
     shared
         .workers
         .lock()
-        .map(|w| w.values().map(|(_, info)| info.clone()).collect())
+        .map(|w| {
+            w.values().filter_map(|links| links.last().map(|(_, info)| info.clone())).collect()
+        })
         .unwrap_or_default()
 }
 
@@ -797,7 +799,7 @@ async fn worker_link(
     info!(%uuid, %name, address = %hello.address, "worker linked");
     if let Ok(mut workers) = shared.workers.lock() {
         let info = WorkerInfo { id: hello.worker, name, address: hello.address.clone() };
-        workers.insert(uuid, (link_id, info));
+        workers.entry(uuid).or_default().push((link_id, info));
     }
 
     let (mut reader, mut writer) = framed.into_split();
@@ -898,10 +900,14 @@ async fn worker_link(
             },
         }
     }
+    // Unlisted only with its last link: a worker that linked again is still up.
     if let Ok(mut workers) = shared.workers.lock()
-        && workers.get(&uuid).is_some_and(|(id, _)| *id == link_id)
+        && let Some(links) = workers.get_mut(&uuid)
     {
-        workers.remove(&uuid);
+        links.retain(|(id, _)| *id != link_id);
+        if links.is_empty() {
+            workers.remove(&uuid);
+        }
     }
     drop(out_tx);
     if removed {

@@ -465,6 +465,41 @@ async fn forwarder_from(
     (addr, task)
 }
 
+/// A worker that links again while its old link is still up (a relink the master has not yet
+/// seen the end of) stays listed while either link is up: the end of one link unlists it only
+/// when it was the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_two_links_stays_listed_until_the_last_one_ends() {
+    let master = RealMaster::start().await;
+    let uuid = master.uuid;
+    let unlinked = || {
+        let line = format!("worker unlinked uuid={uuid}");
+        process_log().logbook().dump().iter().filter(|e| e.message.contains(&line)).count()
+    };
+    let wait_unlinked = |count: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while unlinked() < count {
+            assert!(Instant::now() < deadline, "the master never saw link {count} end");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let first = TestLink::start(master.task.addr, master.registered(), master.trust.clone());
+    first.wait_up().await;
+    let second = TestLink::start(master.task.addr, master.registered(), master.trust.clone());
+    second.wait_up().await;
+    master.wait_until_listed(uuid).await;
+
+    // The newer link ends: the older one still carries the worker.
+    second.stop().await;
+    wait_unlinked(1).await;
+    assert!(master.lists(uuid).await, "unlisted while its first link is up");
+
+    first.stop().await;
+    wait_unlinked(2).await;
+    assert!(!master.lists(uuid).await, "listed with no link up");
+    master.stop().await;
+}
+
 /// A worker that is not registered, linking to the real master: refused for its UUID, never
 /// listed; the registered worker links to the same master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
