@@ -210,6 +210,14 @@ pub enum OpenError {
         /// The journal file.
         path: PathBuf,
     },
+    /// The file exists but is empty: a truncated copy, or a file whose creation was cut off.
+    /// It is not taken for a new journal (a truncated backup would silently start over with
+    /// no accounts); deleting it is the operator's call.
+    #[error("journal {}: the file is empty, so it is not a journal (a truncated copy?); restore it from a backup, or delete it to start a new journal", path.display())]
+    Empty {
+        /// The journal file.
+        path: PathBuf,
+    },
     /// A record failed its checksum, link or decoding.
     #[error(transparent)]
     Read(#[from] ReadError),

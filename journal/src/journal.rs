@@ -234,6 +234,10 @@ impl Journal {
         // redb trusts a file it closed cleanly and may panic on damage done to it since; with
         // the integrity check it verifies every page's checksum first and reports damage as an
         // error (about 0.3 s per GB, beside the record checks of `verify_on_open`).
+        // A new journal is made only where there is no file: an empty one is damage.
+        if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            return Err(OpenError::Empty { path });
+        }
         let mut builder = Database::builder();
         builder.set_cache_size(config.cache_bytes).set_check_integrity_on_open(true);
         let db = match builder.create(&path) {

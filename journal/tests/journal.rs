@@ -398,6 +398,24 @@ fn records_past_a_damaged_head_are_found_not_hidden() {
     }
 }
 
+/// An empty file where the journal should be (a truncated copy) is refused, not taken for a
+/// new journal: it stays empty, and only a missing file makes a new journal.
+#[test]
+fn an_empty_journal_file_is_refused_not_started_over() {
+    let (_dir, path) = new_journal();
+    std::fs::write(&path, b"").unwrap();
+    for _ in 0..2 {
+        let err = Journal::open(&path, config()).map(|_| ()).unwrap_err();
+        assert!(matches!(&err, OpenError::Empty { .. }), "{err}");
+        assert!(err.to_string().contains("the file is empty"), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "the file was written");
+    }
+    std::fs::remove_file(&path).unwrap();
+    let (journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(recovered.last_seq, Seq(0));
+    drop(journal);
+}
+
 /// A journal that lost its format row is damaged, not new: the open refuses it and leaves its
 /// records and head alone.
 #[test]
