@@ -148,6 +148,7 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             error!(cause = %e, "cannot start the async runtime");
+            eprintln!("pt-worker: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -163,7 +164,11 @@ fn run(args: RunArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!(cause = %master::report::chain(&*e), "pt-worker failed");
+            // Printed as well as logged: a RUST_LOG filter may hide the log line, and a daemon
+            // must never exit 1 without a word.
+            let text = master::report::chain(&*e);
+            error!(cause = %text, "pt-worker failed");
+            eprintln!("pt-worker: {text}");
             ExitCode::FAILURE
         }
     }

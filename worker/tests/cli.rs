@@ -121,3 +121,25 @@ fn run_serves_and_stops_cleanly_on_sigterm() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("worker serving clients") && logged.contains("worker stopped"));
 }
+
+/// A worker that fails while starting says why on stderr, whatever `RUST_LOG` lets through
+/// (here nothing): exit status 1 with a word, never silence.
+#[test]
+fn a_failure_is_printed_even_with_logging_off() {
+    let keys = Keys::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let log = keys.dir.path().join("logs/worker.log");
+    let output = Command::new(BIN)
+        .args(["run", "--listen", &addr, "--master", "127.0.0.1:9"])
+        .args(["--key-dir", keys.worker_key_dir.to_str().unwrap()])
+        .args(["--master-cert", keys.master_cert.to_str().unwrap()])
+        .args(["--log-file", log.to_str().unwrap()])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("pt-worker: cannot listen on {addr}")), "{text}");
+    drop(taken);
+}
