@@ -287,3 +287,28 @@ fn a_user_trades_through_a_local_cluster() {
     assert_eq!(text(&env.json(&["portfolio"])["holdings"][0]["qty"]), "5");
     runtime.block_on(cluster.shutdown()).unwrap();
 }
+
+/// A login whose session file cannot be written (here a directory) fails, and ends the session
+/// it made on the master: a 30-day session whose id no one saw could never be used nor ended.
+#[test]
+fn a_login_that_cannot_save_its_session_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = runtime.block_on(Cluster::start(config(dir.path()))).unwrap();
+    let mut env = Env::new(&cluster, dir.path());
+    let stdin = format!("{PASSWORD}\n");
+    env.ok_with(&["register", "alice", "alice@example.com", "--password-stdin"], &stdin);
+    env.session = dir.path().join("a-directory");
+    std::fs::create_dir(&env.session).unwrap();
+    let err = env.refused(&["login", "alice", "--password-stdin"], &stdin);
+    assert!(err.contains("not logged in: the session was ended"), "{err}");
+    runtime.block_on(cluster.shutdown()).unwrap();
+
+    let journal = journal::Journal::open_unrecovered(
+        journal::path_in(&dir.path().join("pt-data")),
+        journal::JournalConfig::default(),
+    )
+    .unwrap();
+    assert!(journal.last_seq().0 > 0, "the cluster's journal, with alice's account");
+    assert_eq!(journal.sessions().unwrap().len(), 0, "a session was left on the master");
+}

@@ -374,7 +374,20 @@ async fn login(args: &LoginArgs) -> Result<String, ClientError> {
         remember: args.remember,
         last_used: session::now_unix_secs(),
     };
-    saved.save(&path)?;
+    if let Err(saving) = saved.save(&path) {
+        // The master made a 30-day session whose id no one will ever see: nothing could use it
+        // or end it. End it now.
+        let ended = matches!(
+            client.exchange(&Request::Logout { session }).await,
+            Ok(Response::LogoutSuccess)
+        );
+        let what = if ended {
+            "the session was ended"
+        } else {
+            "the session could not be ended and stays valid on the server until it expires"
+        };
+        return Err(ClientError::Local(format!("{saving}; not logged in: {what}")));
+    }
     Ok(render::logged_in(
         &args.username,
         args.remember,
