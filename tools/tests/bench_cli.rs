@@ -1,6 +1,7 @@
 //! `pt bench` end to end with tiny workloads (`--quick`): the JSON lines have the issue's shape
 //! and figure names. The numbers are not checked (benches report; they never fail), and
-//! `--write-doc` replaces only the marked section of a file.
+//! `--write-doc` is refused before any bench runs when it could not write every bench's
+//! figures (its section replacement is tested in `bench::doc`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -45,14 +46,10 @@ fn engine_quick_json_has_the_issue_shape() {
 }
 
 #[test]
-fn journal_and_peer_quick_json_and_doc_section() {
+fn journal_and_peer_quick_json() {
     let dir = tempfile::tempdir().unwrap();
-    let doc = dir.path().join("PERFORMANCE.md");
-    std::fs::write(&doc, "# Performance\n\nkept above\n").unwrap();
     let scratch = dir.path().to_str().unwrap();
-    let doc_arg = doc.to_str().unwrap();
-    let (stdout, _) =
-        pt_bench(&["journal", "--json", "--quick", "--dir", scratch, "--write-doc", doc_arg]);
+    let (stdout, _) = pt_bench(&["journal", "--json", "--quick", "--dir", scratch]);
     let names: Vec<String> =
         figures(&stdout).iter().map(|f| f["figure"].as_str().unwrap().to_owned()).collect();
     assert_eq!(
@@ -66,11 +63,31 @@ fn journal_and_peer_quick_json_and_doc_section() {
     );
     let (stdout, _) = pt_bench(&["peer", "--json", "--quick", "--dir", scratch]);
     assert_eq!(figures(&stdout)[0]["figure"], "peer.sqlite");
+}
 
-    // The section is appended once, then replaced in place.
-    let (_, _) = pt_bench(&["replay", "--quick", "--dir", scratch, "--write-doc", doc_arg]);
-    let text = std::fs::read_to_string(&doc).unwrap();
-    assert!(text.starts_with("# Performance\n\nkept above\n"), "{text}");
-    assert_eq!(text.matches("<!-- BEGIN pt bench figures").count(), 1, "{text}");
-    assert!(text.contains("`replay.audit`") && !text.contains("journal.append.b1`"), "{text}");
+/// `--write-doc` writes the figures of every bench: with one bench it is a usage error (exit
+/// 2), found before anything runs, and the file is left as it was; so is a file that cannot
+/// be written.
+#[test]
+fn write_doc_wants_every_bench_and_a_writable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = dir.path().join("PERFORMANCE.md");
+    std::fs::write(&doc, "# Performance\n\nkept\n").unwrap();
+    let scratch = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pt")).arg("bench").args(args).output().unwrap()
+    };
+    let one = run(&["journal", "--quick", "--dir", scratch, "--write-doc", doc.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&one.stderr);
+    assert_eq!(one.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("use it with `pt bench all`"), "{stderr}");
+    assert!(one.stdout.is_empty(), "a bench ran");
+    assert_eq!(std::fs::read_to_string(&doc).unwrap(), "# Performance\n\nkept\n");
+
+    let nowhere = dir.path().join("no-such-dir").join("PERFORMANCE.md");
+    let all = run(&["all", "--quick", "--dir", scratch, "--write-doc", nowhere.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&all.stderr);
+    assert_eq!(all.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no directory"), "{stderr}");
+    assert!(all.stdout.is_empty(), "a bench ran");
 }

@@ -78,6 +78,24 @@ pub fn section(args: &BenchArgs, figures: &[Figure]) -> String {
     out
 }
 
+/// Checks, before any bench runs, that `path` can be written at the end: an existing file
+/// opened for writing, or a new one in an existing directory.
+pub fn check_writable(path: &Path) -> anyhow::Result<()> {
+    match std::fs::OpenOptions::new().append(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+            match parent {
+                Some(dir) if !dir.is_dir() => {
+                    anyhow::bail!("cannot write {}: no directory {}", path.display(), dir.display())
+                }
+                _ => Ok(()),
+            }
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
+    }
+}
+
 /// Replaces the section in `path` (or appends it when the markers are absent).
 pub fn write(path: &Path, args: &BenchArgs, figures: &[Figure]) -> anyhow::Result<()> {
     let old = match std::fs::read_to_string(path) {
@@ -94,4 +112,41 @@ pub fn write(path: &Path, args: &BenchArgs, figures: &[Figure]) -> anyhow::Resul
         _ => format!("{old}\n{section}\n"),
     };
     std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The section is appended once, then replaced in place; the text around it is kept.
+    #[test]
+    fn the_section_is_appended_once_then_replaced_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("PERFORMANCE.md");
+        std::fs::write(&path, "# Performance\n\nkept above\n").unwrap();
+        let args = BenchArgs::default();
+        let first = [Figure::new("replay.audit", 2.0e6, "events/s", 4.0e6, "read+crc32")];
+        write(&path, &args, &first).unwrap();
+        std::fs::write(&path, format!("{}\nkept below\n", std::fs::read_to_string(&path).unwrap()))
+            .unwrap();
+        let second = [Figure::new("engine.settle", 8.0e6, "orders/s", 3.6e7, "loop")];
+        write(&path, &args, &second).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# Performance\n\nkept above\n"), "{text}");
+        assert!(text.ends_with("kept below\n"), "{text}");
+        assert_eq!(text.matches(BEGIN).count(), 1, "{text}");
+        assert_eq!(text.matches(END).count(), 1, "{text}");
+        assert!(text.contains("`engine.settle`") && !text.contains("`replay.audit`"), "{text}");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_is_found_before_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_writable(&dir.path().join("new.md")).is_ok());
+        assert!(check_writable(dir.path()).is_err(), "a directory");
+        let nowhere = dir.path().join("missing").join("new.md");
+        let err = check_writable(&nowhere).unwrap_err();
+        assert!(err.to_string().contains("no directory"), "{err}");
+    }
 }

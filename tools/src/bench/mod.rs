@@ -26,6 +26,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// A wrong combination of arguments that clap cannot check (exit status 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Which figures to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
@@ -267,6 +272,17 @@ pub fn base_dir(args: &BenchArgs) -> PathBuf {
 /// otherwise a table), and returns every figure. A bench that cannot run is reported on stderr
 /// and the others go on; the error is returned at the end.
 pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
+    // The doc's figures are one run of every bench: checked before minutes of benches.
+    if let Some(path) = &args.write_doc {
+        if args.which != Which::All {
+            return Err(UsageError(
+                "--write-doc replaces the figures of every bench: use it with `pt bench all`"
+                    .to_owned(),
+            )
+            .into());
+        }
+        doc::check_writable(path)?;
+    }
     let which = |w: Which| args.which == Which::All || args.which == w;
     let mut figures = Vec::new();
     let mut failures = Vec::new();
@@ -306,8 +322,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
         report("peer", peer::run(args));
     }
     if let Some(path) = &args.write_doc {
-        doc::write(path, args, &figures)?;
-        eprintln!("pt bench: wrote the figures into {}", path.display());
+        if failures.is_empty() {
+            doc::write(path, args, &figures)?;
+            eprintln!("pt bench: wrote the figures into {}", path.display());
+        } else {
+            eprintln!(
+                "pt bench: {} left as it was: a run with benches that could not run is not the \
+                 figures of every bench",
+                path.display()
+            );
+        }
     }
     if failures.is_empty() {
         Ok(figures)

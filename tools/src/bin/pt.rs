@@ -50,7 +50,11 @@ fn main() -> ExitCode {
             Ok(_) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pt bench: {}", master::report::chain(&*err));
-                ExitCode::FAILURE
+                if err.downcast_ref::<pt_tools::bench::UsageError>().is_some() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::FAILURE
+                }
             }
         },
         Command::Simulate(args) => match pt_tools::simulate::run(&args) {
