@@ -276,7 +276,7 @@ fn outcome_response(
             Reason::Internal,
             "the master's answer could not be read; an order may still have been executed",
         )),
-        None => link_down(request),
+        None => link_lost(request),
     }
 }
 
@@ -303,9 +303,21 @@ fn unavailable(request: &Request, message: impl Into<String>) -> Response {
     request.fail(Failure::new(Reason::MasterUnavailable, message))
 }
 
-/// The answer of a relay whose link went down before the master answered it.
+/// The answer of a request not relayed because the link is down: it never reached the master.
 fn link_down(request: &Request) -> Response {
-    unavailable(request, "the link to the master went down before it answered; retry later")
+    unavailable(request, "the link to the master is down, so the request was not sent; retry later")
+}
+
+/// The answer of a relay whose link went down after it was sent, before the master answered:
+/// an order may have been executed, and a retry with its client order id tells.
+fn link_lost(request: &Request) -> Response {
+    let message = if matches!(request, Request::Purchase { .. } | Request::Sell { .. }) {
+        "the link to the master went down before it answered, so whether the order was executed \
+         is unknown: retry it with the same client order id to learn its outcome"
+    } else {
+        "the link to the master went down before it answered; retry later"
+    };
+    unavailable(request, message)
 }
 
 impl MasterLink {
@@ -385,10 +397,13 @@ impl MasterLink {
                         return PendingRelay::ready(link_down(request));
                     }
                     Err(_) => {
-                        return PendingRelay::ready(outcome_response(
-                            Some(Err(Lost::TimedOut)),
+                        return PendingRelay::ready(unavailable(
                             request,
-                            timeout,
+                            format!(
+                                "the link to the master had no room for this request within \
+                                 {}, so it was not sent; retry later",
+                                humantime::format_duration(timeout)
+                            ),
                         ));
                     }
                 }

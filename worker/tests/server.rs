@@ -276,7 +276,10 @@ async fn master_restart_clients_get_master_unavailable_then_work_again() {
         (answer.instruction(), reason(&answer)),
         (Instruction::PurchaseFail, Reason::MasterUnavailable)
     );
-    assert!(answer.failure().unwrap().message.contains("master"), "{answer:?}");
+    // It was sent: whether it was executed is unknown, and the answer says how to learn it.
+    let message = &answer.failure().unwrap().message;
+    assert!(message.contains("whether the order was executed is unknown"), "{message}");
+    assert!(message.contains("same client order id"), "{message}");
     // Requests that need the master fail clearly; cached data is still served.
     let answer = bob.call(&portfolio(bob_session)).await;
     assert_eq!(
@@ -286,6 +289,9 @@ async fn master_restart_clients_get_master_unavailable_then_work_again() {
     assert_eq!(bob.call(&current("AAPL")).await, cached);
     let answer = alice.call(&purchase(session, "AAPL", 2)).await;
     assert_eq!(reason(&answer), Reason::MasterUnavailable);
+    // Not sent at all while the link is down (or refused as the master's answer would be).
+    let message = &answer.failure().unwrap().message;
+    assert!(!message.contains("unknown"), "{message}");
 
     // The master comes back on the same address; the worker reconnects by itself.
     let mut master = TestMaster::start(
