@@ -1007,7 +1007,7 @@ async fn handle_relay(shared: &Shared, worker: WorkerId, relay: Relay) -> Respon
 }
 
 fn unavailable() -> Failure {
-    Failure::new(Reason::Internal, "the master is shutting down")
+    Failure::new(Reason::Internal, "the master is shutting down; the request was not handled")
 }
 
 /// Sends a request built around a reply channel to the core and waits for its answer.
@@ -1020,7 +1020,15 @@ async fn ask(
     if shared.core.send(build(tx)).await.is_err() {
         return fail(unavailable());
     }
-    rx.await.unwrap_or_else(|_| fail(unavailable()))
+    // The core took the request and ended before answering (it failed, or the master stops):
+    // a write may have been stored or not.
+    rx.await.unwrap_or_else(|_| {
+        fail(Failure::new(
+            Reason::Internal,
+            "the master stopped before answering, so whether this request took effect is \
+             unknown: check once the master is back",
+        ))
+    })
 }
 
 async fn login(
