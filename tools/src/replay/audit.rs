@@ -15,7 +15,8 @@ pub struct AuditArgs {
     pub data: DataArgs,
     /// Check the engine invariants (linear in the history) every this many events, besides at
     /// every snapshot and at the end.
-    #[arg(long, value_name = "EVENTS", default_value_t = AuditConfig::default().invariants_every_events)]
+    #[arg(long, value_name = "EVENTS", default_value_t = AuditConfig::default().invariants_every_events,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub invariants_every: u64,
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
