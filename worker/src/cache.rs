@@ -109,6 +109,9 @@ pub struct Asked {
     /// When it was asked: an answer's lifetime counts from then, not from its arrival (a slow
     /// answer is no fresher for it).
     at: Instant,
+    /// How many times the cache had been emptied then: an answer asked before
+    /// [`AssetCache::forget_all`] comes from the master before it and is not stored after.
+    epoch: u64,
 }
 
 /// Counters of a cache.
@@ -144,6 +147,8 @@ pub struct AssetCache {
     ttl: Duration,
     closed_ttl: Duration,
     stats: CacheStats,
+    /// How many times [`AssetCache::forget_all`] emptied it.
+    epoch: u64,
 }
 
 impl AssetCache {
@@ -157,14 +162,17 @@ impl AssetCache {
             ttl: config.ttl,
             closed_ttl: config.closed_ttl,
             stats: CacheStats::default(),
+            epoch: 0,
         }
     }
 
     /// Forgets every answer and every price time learned: for a link that comes back, perhaps
     /// to another master (restarted on another data directory), whose prices may differ.
+    /// Answers to requests asked before are not stored when they come.
     pub fn forget_all(&mut self) {
         self.entries = Lru::new();
         self.latest.clear();
+        self.epoch = self.epoch.wrapping_add(1);
     }
 
     /// The cached answer for `key`, if there is one that has not expired at `now`. Counts a hit
@@ -194,7 +202,7 @@ impl AssetCache {
             CacheKey::Series(symbol, ..) => self.latest.get(&symbol).copied(),
             _ => None,
         };
-        Asked { key, latest, at: now }
+        Asked { key, latest, at: now, epoch: self.epoch }
     }
 
     /// [`AssetCache::insert_answer`] for an answer to a request relayed just now.
@@ -210,8 +218,8 @@ impl AssetCache {
     /// read before and after an interval's commit can come back in either order. An answer
     /// lives `ttl` (or `closed_ttl`) from when it was asked.
     pub fn insert_answer(&mut self, asked: Asked, response: &Response) -> bool {
-        let Asked { key, latest, at } = asked;
-        if !key.answered_by(response) {
+        let Asked { key, latest, at, epoch } = asked;
+        if !key.answered_by(response) || epoch != self.epoch {
             return false;
         }
         if let Response::Data(DataPayload::AssetInfo(tick)) = response {
@@ -367,6 +375,23 @@ mod tests {
 
     /// Answers read before and after an interval's commit can come back in either order: the
     /// current price in the cache never goes back, and an answer lives from when it was asked.
+    /// An answer asked before the cache was emptied (a relink, perhaps to another master)
+    /// is the old master's: it is not stored when it arrives after, and teaches no price time.
+    #[test]
+    fn an_answer_asked_before_the_cache_was_emptied_is_not_stored() {
+        let mut cache = AssetCache::new(&config());
+        let t0 = Instant::now();
+        let key = CacheKey::Info(sym("AAPL"));
+        let old = cache.asked(key, t0);
+        cache.forget_all();
+        assert!(!cache.insert_answer(old, &tick("AAPL", 2 * DAY_MICROS)));
+        assert_eq!(cache.get(&key, t0), None);
+        // Asked after, it is stored as usual.
+        let new = cache.asked(key, t0);
+        assert!(cache.insert_answer(new, &tick("AAPL", DAY_MICROS)));
+        assert_eq!(cache.get(&key, t0), Some(tick("AAPL", DAY_MICROS)));
+    }
+
     #[test]
     fn the_current_price_never_goes_back_and_lives_from_its_question() {
         let mut cache = AssetCache::new(&config());

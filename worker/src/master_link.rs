@@ -150,6 +150,9 @@ struct Shared {
     config: LinkConfig,
     current: Mutex<Option<Arc<Up>>>,
     state: watch::Sender<LinkState>,
+    /// How many times the link came up: a watcher of `state` that missed a quick down-and-up
+    /// (a watch keeps only the last value) still sees a new link.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -330,7 +333,12 @@ impl MasterLink {
         shutdown: watch::Receiver<bool>,
     ) -> (Self, JoinHandle<()>) {
         let (state, _) = watch::channel(LinkState::Connecting);
-        let shared = Arc::new(Shared { config: params.config, current: Mutex::new(None), state });
+        let shared = Arc::new(Shared {
+            config: params.config,
+            current: Mutex::new(None),
+            state,
+            generation: std::sync::atomic::AtomicU64::new(0),
+        });
         let link = Self { shared: shared.clone() };
         let span = info_span!("master_link", master = %params.master);
         let task =
@@ -346,6 +354,12 @@ impl MasterLink {
     /// A receiver of the link's state changes.
     pub fn subscribe(&self) -> watch::Receiver<LinkState> {
         self.shared.state.subscribe()
+    }
+
+    /// How many times the link has come up (0 before the first): it changes with every new
+    /// link, also one a state watcher saw no `Down` before.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
     }
 
     /// Relays `request` to the master with the client's IP, the worker's receive time and the
@@ -607,6 +621,7 @@ async fn carry(
     };
     tokio::pin!(write_loop);
     shared.set_current(Some(up.clone()));
+    shared.generation.fetch_add(1, Ordering::AcqRel);
     shared.set_state(LinkState::Up);
     info!("link to the master is up");
 
@@ -710,8 +725,12 @@ mod tests {
     #[tokio::test]
     async fn a_relay_without_a_link_fails_at_once_with_master_unavailable() {
         let (state, _) = watch::channel(LinkState::Down);
-        let shared =
-            Arc::new(Shared { config: LinkConfig::default(), current: Mutex::new(None), state });
+        let shared = Arc::new(Shared {
+            config: LinkConfig::default(),
+            current: Mutex::new(None),
+            state,
+            generation: std::sync::atomic::AtomicU64::new(0),
+        });
         let link = MasterLink { shared };
         let request = Request::GetWorkers;
         let response = link.relay("127.0.0.1".parse().unwrap(), Timestamp(1), None, &request).await;

@@ -164,50 +164,98 @@ struct Shared {
     link: MasterLink,
     cache: Mutex<AssetCache>,
     sessions: Mutex<SessionCache>,
-    /// Expirable sessions whose connection closed while the master could not be told (the
-    /// link was down), with the client's address: logged out when the link is back.
-    pending_logouts: Mutex<Vec<(SessionId, IpAddr)>>,
+    /// Expirable sessions whose connection closed, with the client's address, oldest first:
+    /// the logout task ends them on the master, keeps them while the link is down and sends
+    /// again those the master could not take (busy, or no answer in time).
+    pending_logouts: Mutex<VecDeque<(SessionId, IpAddr)>>,
+    /// Wakes the logout task: a logout was queued, or the link came back.
+    logouts_wanted: tokio::sync::Notify,
     stats: Stats,
     clock: Clock,
 }
 
-/// Expirable-session logouts kept for a link that is down; past it, the oldest are left to the
-/// master's idle timeout.
+/// Expirable-session logouts kept for the master; past it, the oldest are left to the master's
+/// idle timeout.
 const PENDING_LOGOUTS_MAX: usize = 100_000;
+/// Logouts the logout task sends at once.
+const LOGOUTS_AT_ONCE: usize = 16;
+/// How long the logout task waits before it sends again the logouts the master could not take
+/// (the link down, the master busy or not answering in time).
+const LOGOUT_RETRY: Duration = Duration::from_secs(1);
+/// How long a stopping worker gives the logouts still queued.
+const LOGOUTS_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 
 impl Shared {
-    /// Keeps a logout the master could not be told of, for when the link is back.
-    fn logout_later(&self, session: SessionId, ip: IpAddr) {
+    /// Queues the logout of a closed connection's expirable session for the logout task.
+    fn log_out_later(&self, session: SessionId, ip: IpAddr) {
+        self.keep_logout(session, ip);
+        self.logouts_wanted.notify_one();
+    }
+
+    /// Keeps a logout to send; when too many are kept, the oldest is dropped.
+    fn keep_logout(&self, session: SessionId, ip: IpAddr) {
         let mut pending = self.pending_logouts.lock().unwrap_or_else(PoisonError::into_inner);
         if pending.len() >= PENDING_LOGOUTS_MAX {
-            pending.remove(0);
+            pending.pop_front();
         }
-        pending.push((session, ip));
+        pending.push_back((session, ip));
     }
 
-    /// Tells the master of the logouts kept while the link was down; those it still cannot be
-    /// told of are kept again.
-    async fn send_pending_logouts(&self) {
-        let pending = std::mem::take(
-            &mut *self.pending_logouts.lock().unwrap_or_else(PoisonError::into_inner),
-        );
-        for (session, ip) in pending {
-            self.log_out_closed(session, ip).await;
+    /// Sends the queued logouts, [`LOGOUTS_AT_ONCE`] at a time, while the link is up. Returns
+    /// whether some are left to send later: the link is down, or the master could not take
+    /// them.
+    async fn send_logouts(self: &Arc<Self>) -> bool {
+        loop {
+            if self.link.state() != crate::LinkState::Up {
+                return !self
+                    .pending_logouts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_empty();
+            }
+            let batch: Vec<(SessionId, IpAddr)> = {
+                let mut pending =
+                    self.pending_logouts.lock().unwrap_or_else(PoisonError::into_inner);
+                let count = pending.len().min(LOGOUTS_AT_ONCE);
+                pending.drain(..count).collect()
+            };
+            if batch.is_empty() {
+                return false;
+            }
+            let mut sends = JoinSet::new();
+            for (session, ip) in batch {
+                let shared = Arc::clone(self);
+                sends.spawn(async move { shared.log_out_closed(session, ip).await });
+            }
+            let mut again = false;
+            while let Some(done) = sends.join_next().await {
+                again |= done.unwrap_or(false);
+            }
+            if again {
+                return true;
+            }
         }
     }
 
-    /// Ends the expirable session of a closed connection on the master; when the link is down,
-    /// keeps it for when the link is back.
-    async fn log_out_closed(&self, session: SessionId, ip: IpAddr) {
+    /// Ends the expirable session of a closed connection on the master; returns whether it
+    /// must be sent again later (kept again: the master could not be told, or was busy).
+    async fn log_out_closed(&self, session: SessionId, ip: IpAddr) -> bool {
         let logout = Request::Logout { session };
         let answer = self.relay(ip, self.clock.stamp(), Some(session), &logout).await;
         match answer.failure() {
-            None => debug!("expirable session ended with its connection"),
-            Some(failure) if failure.reason == Reason::MasterUnavailable => {
-                self.logout_later(session, ip);
+            None => {
+                debug!("expirable session ended with its connection");
+                false
             }
+            Some(failure) if matches!(failure.reason, Reason::MasterUnavailable | Reason::Busy) => {
+                self.keep_logout(session, ip);
+                true
+            }
+            // Already ended (a logout sent before whose answer was lost, say).
+            Some(failure) if failure.reason == Reason::BadSession => false,
             Some(failure) => {
                 info!(cause = %failure, "could not end the expirable session of a closed connection");
+                false
             }
         }
     }
@@ -294,7 +342,8 @@ pub async fn run_with_stats(
     let shared = Arc::new(Shared {
         cache: Mutex::new(AssetCache::new(&config.cache)),
         sessions: Mutex::new(SessionCache::new(&config.sessions)),
-        pending_logouts: Mutex::new(Vec::new()),
+        pending_logouts: Mutex::new(VecDeque::new()),
+        logouts_wanted: tokio::sync::Notify::new(),
         config,
         link,
         stats,
@@ -304,27 +353,35 @@ pub async fn run_with_stats(
     // link that comes back may lead to another master (restarted, perhaps on another data
     // directory): nothing learned from the last one is served from the cache, and the logouts
     // it could not be told of are sent.
+    // A new link is told apart by the link's generation, not by a Down seen before it: a
+    // watch keeps only the last state, so a quick down-and-up can look like Up all along.
     let mut link_states = shared.link.subscribe();
     let linked = shared.stats.clone();
     let weak = Arc::downgrade(&shared);
     tokio::spawn(async move {
-        let (mut was_up, mut seen_up) = (false, false);
+        let mut seen_generation = 0;
         loop {
             let up = *link_states.borrow_and_update() == crate::LinkState::Up;
             linked.0.master_linked.store(up, Ordering::Release);
-            if up && !was_up && seen_up {
+            if up {
                 let Some(shared) = weak.upgrade() else { break };
-                shared.cache().forget_all();
-                info!("linked to the master again: the asset cache starts empty");
-                shared.send_pending_logouts().await;
+                let generation = shared.link.generation();
+                if generation != seen_generation {
+                    if seen_generation != 0 {
+                        shared.cache().forget_all();
+                        info!("linked to the master again: the asset cache starts empty");
+                    }
+                    seen_generation = generation;
+                    shared.logouts_wanted.notify_one();
+                }
             }
-            seen_up |= up;
-            was_up = up;
             if link_states.changed().await.is_err() {
                 break;
             }
         }
     });
+    let (logouts_stop, logouts_stop_rx) = watch::channel(false);
+    let logouts = tokio::spawn(logout_task(Arc::clone(&shared), logouts_stop_rx));
     let limit = Arc::new(Semaphore::new(connections_max));
     let refusals = Arc::new(Semaphore::new(REFUSALS_IN_PROGRESS_MAX));
     let (stop, stop_rx) = watch::channel(false);
@@ -354,12 +411,38 @@ pub async fn run_with_stats(
     while let Some(done) = tasks.join_next().await {
         reap(done);
     }
+    // The closed connections' logouts, while the link is still up (a few seconds at most).
+    if tokio::time::timeout(LOGOUTS_AT_SHUTDOWN, shared.send_logouts()).await.is_err() {
+        warn!("shutting down: some expirable sessions are left to the master's idle timeout");
+    }
+    logouts_stop.send_replace(true);
+    if let Err(e) = logouts.await {
+        error!(cause = %e, "the logout task failed");
+    }
     link_stop.send_replace(true);
     if let Err(e) = link_task.await {
         error!(cause = %e, "the master link task failed");
     }
     info!("worker stopped");
     Ok(())
+}
+
+/// Sends the closed connections' logouts as they are queued, and again those the master could
+/// not take, every [`LOGOUT_RETRY`] and whenever the link comes back, until `stop`.
+async fn logout_task(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = shared.logouts_wanted.notified() => {}
+            _ = stop.changed() => return,
+        }
+        while shared.send_logouts().await {
+            tokio::select! {
+                () = tokio::time::sleep(LOGOUT_RETRY) => {}
+                () = shared.logouts_wanted.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
 }
 
 fn reap(done: Result<(), tokio::task::JoinError>) {
@@ -1046,9 +1129,11 @@ impl Client {
         if !self.shared.config.sessions.logout_expirable_on_disconnect {
             return;
         }
+        // Sent by the logout task: the connection's place is free at once, however slow the
+        // master is to answer.
         for session in std::mem::take(&mut self.expirable) {
             self.shared.sessions().end(session);
-            self.shared.log_out_closed(session, self.ip()).await;
+            self.shared.log_out_later(session, self.ip());
         }
     }
 }

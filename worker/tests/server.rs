@@ -495,6 +495,71 @@ async fn an_expirable_session_ends_when_its_client_disconnects() {
     assert_eq!(relayed, [Instruction::Login, Instruction::Login]);
 }
 
+/// A logout the master answers `busy` is sent again while the link stays up, not dropped:
+/// the session would otherwise live on until the master's idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_the_master_is_too_busy_for_is_sent_again() {
+    let logouts = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let handler: common::Handler = Arc::new(move |relay: Relay| {
+        let response = match relay.request {
+            Request::Logout { .. }
+                if logouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 =>
+            {
+                Response::LogoutFail(net::Failure::new(Reason::Busy, "retry shortly"))
+            }
+            _ => answer(&relay),
+        };
+        Box::pin(async move { response })
+    });
+    let (_keys, mut master, worker) = cluster(handler, |_| {}).await;
+    let mut alice = worker.client().await;
+    let session = alice.login(true).await;
+    drop(alice);
+    for attempt in ["first", "second"] {
+        let logout = master.next_relay_of(Instruction::Logout);
+        let relay = tokio::time::timeout(Duration::from_secs(20), logout)
+            .await
+            .unwrap_or_else(|_| panic!("no {attempt} logout"));
+        assert_eq!(relay.request, Request::Logout { session });
+    }
+}
+
+/// A client that leaves frees its place at once, even while the master takes long to answer
+/// its expirable session's logout: the logout is sent by the worker's logout task, not by the
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_frees_its_place_while_its_logout_waits() {
+    let handler: common::Handler = Arc::new(move |relay: Relay| match relay.request {
+        Request::Logout { .. } => Box::pin(std::future::pending()),
+        _ => {
+            let response = answer(&relay);
+            Box::pin(async move { response })
+        }
+    });
+    let (_keys, mut master, worker) = cluster(handler, |config| {
+        config.clients.connections_max = 1;
+        config.link.relay_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut alice = worker.client().await;
+    alice.login(true).await;
+    drop(alice);
+    master.next_relay_of(Instruction::Logout).await;
+    // The logout has no answer, and will not have one for a minute: Bob is served meanwhile.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut bob = worker.client().await;
+        match bob.call(&Request::GetWorkers).await {
+            Response::Data(_) => break,
+            refused => {
+                assert_eq!(reason(&refused), Reason::Busy, "{refused:?}");
+                assert!(tokio::time::Instant::now() < deadline, "alice's place was never freed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 /// An expirable session ends with the connection that made it, whatever that connection did
 /// after: resumed it with loginSession, or logged in again with a remembered session.
 #[tokio::test]
