@@ -395,6 +395,8 @@ impl MasterLink {
             ));
         };
         let timeout = self.shared.config.relay_timeout;
+        // The relay's whole life counts against the timeout, its wait for a place included.
+        let deadline = Instant::now() + timeout;
         let in_flight_max =
             usize::try_from(self.shared.config.relays_in_flight_max).unwrap_or(usize::MAX);
         // A place in the writer's queue first, so relay ids grow in wire order. Waiting for one
@@ -405,7 +407,7 @@ impl MasterLink {
                 return PendingRelay::ready(link_down(request));
             }
             Err(mpsc::error::TrySendError::Full(())) => {
-                match tokio::time::timeout(timeout, up.out.reserve()).await {
+                match tokio::time::timeout_at(deadline.into(), up.out.reserve()).await {
                     Ok(Ok(permit)) => permit,
                     Ok(Err(_)) => {
                         return PendingRelay::ready(link_down(request));
@@ -448,7 +450,7 @@ impl MasterLink {
                     "too many requests are waiting for the master; retry later",
                 )));
             }
-            map.insert(relay_id, Waiter { answer: tx, deadline: Instant::now() + timeout });
+            map.insert(relay_id, Waiter { answer: tx, deadline });
         }
         permit.send(message);
         PendingRelay {
