@@ -15,6 +15,7 @@
 //! The API key travels only in the request URL: it never appears in a log line or an error
 //! (reqwest errors are stripped of their URL, and provider messages have the key cut out).
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use engine::{Price, Qty, Symbol, Tick, Timestamp};
@@ -39,7 +40,7 @@ pub struct HttpSource {
     api_key: ApiKey,
     config: HttpSourceConfig,
     budget: Duration,
-    calls: CallBucket,
+    calls: CallWindow,
     /// When the last "source down" warning was logged, while down.
     down_since_warning: Option<Instant>,
     /// Where in the sorted asset list the next interval starts: the first asset the call cap
@@ -82,7 +83,7 @@ impl HttpSource {
             api_key,
             config: config.clone(),
             budget,
-            calls: CallBucket::new(config.calls_per_minute_max, Instant::now()),
+            calls: CallWindow::new(config.calls_per_minute_max),
             down_since_warning: None,
             next_start: 0,
         })
@@ -98,19 +99,27 @@ impl HttpSource {
         let mut attempt: u32 = 0;
         let mut last: Option<FailureReason> = None;
         loop {
-            let now = Instant::now();
+            let mut now = Instant::now();
+            // The next call the quota allows: now, or later in this interval (waited for), or
+            // not before the deadline (the rest of the interval's assets are skipped).
+            let allowed = self.calls.next_allowed(now);
             let blocked = if now >= deadline {
                 Some(FailureReason::DeadlineReached)
-            } else if !self.calls.try_take(now) {
+            } else if allowed >= deadline {
                 Some(FailureReason::CallCapReached)
             } else {
                 None
             };
+            if blocked.is_none() && allowed > now {
+                tokio::time::sleep_until(allowed).await;
+                now = Instant::now();
+            }
             if let Some(rest) = blocked {
                 // A blocked retry reports the failure that called for it.
                 return Err((last.unwrap_or_else(|| rest.clone()), Some(rest)));
             }
-            let timeout = self.config.timeout.min(deadline - now);
+            self.calls.take(now);
+            let timeout = self.config.timeout.min(deadline.saturating_duration_since(now));
             let reason = match self.request(symbol, timeout).await {
                 Ok(tick) => return Ok(tick),
                 Err(Attempt::Final(reason @ FailureReason::RateLimited(_))) => {
@@ -392,31 +401,51 @@ fn parse_answer(body: &[u8], symbol: Symbol, api_key: &str) -> Result<Tick, Fail
 
 /// The calls-per-minute cap as a GCRA token bucket: a burst of up to `cap` calls, then one
 /// every `60 s / cap`. Pure: `now` comes in.
+/// The provider's quota: at most `cap` calls in any 60 seconds, retries included. A sliding
+/// window of the last calls' times, so that no minute, however it is cut, holds more (a token
+/// bucket that starts full allows `2 * cap - 1` in the first minute, and after every pause).
 #[derive(Debug, Clone)]
-struct CallBucket {
-    /// Time between two calls at the sustained rate.
-    emission: Duration,
-    /// How far ahead of `now` the theoretical arrival time may run: `(cap - 1) * emission`.
-    tolerance: Duration,
-    /// Theoretical arrival time of the next call.
-    tat: Instant,
+struct CallWindow {
+    cap: usize,
+    /// The times of the calls of the last 60 seconds (at most `cap`), oldest first.
+    calls: VecDeque<Instant>,
 }
 
-impl CallBucket {
-    fn new(calls_per_minute_max: u32, now: Instant) -> Self {
-        let cap = calls_per_minute_max.max(1);
-        let emission = Duration::from_secs(60) / cap;
-        Self { emission, tolerance: emission * (cap - 1), tat: now }
+/// The quota's window.
+const QUOTA_WINDOW: Duration = Duration::from_secs(60);
+
+impl CallWindow {
+    fn new(calls_per_minute_max: u32) -> Self {
+        let cap = usize::try_from(calls_per_minute_max.max(1)).unwrap_or(usize::MAX);
+        Self { cap, calls: VecDeque::new() }
     }
 
-    /// Takes one call if the cap allows it now.
-    fn try_take(&mut self, now: Instant) -> bool {
-        let tat = self.tat.max(now);
-        if tat - now > self.tolerance {
-            return false;
+    /// When the next call is allowed: `now` when the last 60 seconds hold fewer than `cap`
+    /// calls, else 60 seconds after the oldest of them.
+    fn next_allowed(&mut self, now: Instant) -> Instant {
+        while self
+            .calls
+            .front()
+            .is_some_and(|&at| now.saturating_duration_since(at) >= QUOTA_WINDOW)
+        {
+            self.calls.pop_front();
         }
-        self.tat = tat + self.emission;
-        true
+        match self.calls.front() {
+            Some(&oldest) if self.calls.len() >= self.cap => oldest + QUOTA_WINDOW,
+            _ => now,
+        }
+    }
+
+    /// Records a call made at `at` (at or after [`CallWindow::next_allowed`]).
+    fn take(&mut self, at: Instant) {
+        debug_assert!(
+            self.calls.len() < self.cap
+                || self.calls.front().is_some_and(|&o| at >= o + QUOTA_WINDOW)
+        );
+        if self.calls.len() >= self.cap {
+            self.calls.pop_front();
+        }
+        self.calls.push_back(at);
     }
 }
 
@@ -429,21 +458,44 @@ mod tests {
         Symbol::new("IBM").unwrap()
     }
 
+    /// No 60 seconds, however they are cut, hold more than `cap` calls: after a full window
+    /// the next call waits for the oldest to leave it.
     #[test]
-    fn call_bucket_allows_a_burst_then_the_rate() {
+    fn the_call_window_never_allows_more_than_the_cap_in_a_minute() {
         let start = Instant::now();
-        let mut bucket = CallBucket::new(3, start);
-        assert!(bucket.try_take(start));
-        assert!(bucket.try_take(start));
-        assert!(bucket.try_take(start));
-        assert!(!bucket.try_take(start));
-        assert!(!bucket.try_take(start + Duration::from_secs(19)));
-        assert!(bucket.try_take(start + Duration::from_secs(20)));
-        assert!(!bucket.try_take(start + Duration::from_secs(20)));
-        // A long pause refills the whole burst, no more.
-        let later = start + Duration::from_secs(3600);
-        assert!((0..3).all(|_| bucket.try_take(later)));
-        assert!(!bucket.try_take(later));
+        let mut window = CallWindow::new(3);
+        for second in [0, 10, 20] {
+            let at = start + Duration::from_secs(second);
+            assert_eq!(window.next_allowed(at), at);
+            window.take(at);
+        }
+        // Full: the next call is allowed 60 s after the oldest, not before.
+        let at = start + Duration::from_secs(30);
+        assert_eq!(window.next_allowed(at), start + QUOTA_WINDOW);
+        window.take(start + QUOTA_WINDOW);
+        assert_eq!(
+            window.next_allowed(start + QUOTA_WINDOW),
+            start + Duration::from_secs(70),
+            "then 60 s after the call at 10 s"
+        );
+        // Simulated over ten minutes of calls made as soon as allowed: every 60 s window
+        // holds at most 3.
+        let mut window = CallWindow::new(3);
+        let mut made = Vec::new();
+        let mut now = start;
+        loop {
+            now = window.next_allowed(now);
+            if now >= start + Duration::from_secs(600) {
+                break;
+            }
+            window.take(now);
+            made.push(now);
+        }
+        for (i, &first) in made.iter().enumerate() {
+            let in_window = made[i..].iter().take_while(|&&t| t < first + QUOTA_WINDOW).count();
+            assert!(in_window <= 3, "{in_window} calls in the minute from call {i}");
+        }
+        assert_eq!(made.len(), 30, "and the whole quota is used");
     }
 
     #[test]
