@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use engine::{
     AccountId, Cash, ClientOrderId, Email, Engine, Event, IntervalId, OpenAccount, Order, OrderId,
-    OrderKind, OrderQueue, PasswordHash, Qty, RejectReason, Side, Symbol, Timestamp, Username,
-    WorkerId,
+    OrderKind, OrderQueue, PasswordHash, Qty, RejectReason, Side, Symbol, Tick, TickSet, Timestamp,
+    Username, WorkerId,
 };
 use journal::Journal;
 use net::{
@@ -890,8 +890,9 @@ impl Core {
         events: &mut Vec<Event>,
     ) -> SettleSummary {
         let started = std::time::Instant::now();
-        if let Err(e) = self.engine.settle_into(interval, at, &batch.ticks, &mut self.queue, events)
-        {
+        let newer = self.without_older_ticks(&batch.ticks);
+        let ticks = newer.as_ref().unwrap_or(&batch.ticks);
+        if let Err(e) = self.engine.settle_into(interval, at, ticks, &mut self.queue, events) {
             error!(cause = %e, "settlement refused");
             self.fail_queue(Reason::Internal, "settlement failed");
             return SettleSummary { failed: true, ..SettleSummary::default() };
@@ -933,6 +934,30 @@ impl Core {
         self.store_sessions_due();
         self.maybe_snapshot();
         summary
+    }
+
+    /// The interval's ticks without those older than their asset's current price, when there
+    /// are any (`None`: all are kept). A provider that serves Friday's quote after Monday's
+    /// (a stale cache) must not move a price back: orders would fill at the older close, and
+    /// the current price would disagree with the newest tick the journal holds. Such an asset
+    /// has no price this interval; a tick as old as the current one (a price restated) is kept.
+    fn without_older_ticks(&self, ticks: &TickSet) -> Option<TickSet> {
+        let assets = self.engine.state().assets();
+        let older = |tick: &Tick| {
+            assets.get(&tick.symbol).copied().flatten().is_some_and(|now| tick.time < now.time)
+        };
+        if !ticks.ticks().iter().any(older) {
+            return None;
+        }
+        for tick in ticks.ticks().iter().filter(|t| older(t)) {
+            warn!(
+                symbol = %tick.symbol,
+                time = tick.time.0,
+                "a price older than the asset's current one is not used: the asset has no price this interval"
+            );
+        }
+        let kept = ticks.ticks().iter().filter(|t| !older(t)).copied().collect();
+        TickSet::new(kept).ok()
     }
 
     /// The retry key of an order outcome event: its account and client order id.

@@ -574,6 +574,43 @@ fn a_journal_halted_behind_the_cores_back_refuses_writes_at_once() {
     assert!(p.holdings.is_empty(), "{p:?}");
 }
 
+/// A price older than the asset's current one (a provider's stale cache serving Friday after
+/// Monday) does not move the price back: the asset has no price that interval, and its orders
+/// are refused `no_price` instead of filling at the older close.
+#[test]
+fn a_price_older_than_the_current_one_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = open(dir.path());
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    assert_eq!(register(&mut core, "alice"), Response::RegisterSuccess);
+    let session = login(&mut core, "alice");
+    let at = |close: &str, time: i64| {
+        let mut batch = batch(close);
+        let mut tick = batch.ticks.ticks()[0];
+        tick.time = Timestamp(time);
+        batch.ticks = TickSet::new(vec![tick]).unwrap();
+        batch
+    };
+    let settle_at = |core: &mut Core, close: &str, time: i64| {
+        let summary = call(core, |reply| CoreRequest::Settle { batch: at(close, time), reply });
+        assert!(!summary.failed, "{summary:?}");
+    };
+    settle_at(&mut core, "100", 10);
+    let mut stale = order(&mut core, &session, Side::Buy, "1", 1);
+    settle_at(&mut core, "50", 5);
+    match stale.try_recv().unwrap() {
+        Response::PurchaseFail(f) => {
+            assert_eq!(f.reason, Reason::Rejected(engine::RejectReason::NoPrice), "{f:?}");
+        }
+        other => panic!("filled at the older price: {other:?}"),
+    }
+    // The price restated (same time) is used, and is still the newer one.
+    let mut restated = order(&mut core, &session, Side::Buy, "1", 2);
+    settle_at(&mut core, "100", 10);
+    let Ok(Response::PurchaseSuccess(fill)) = restated.try_recv() else { panic!("not filled") };
+    assert_eq!(fill.price, Price::parse("100").unwrap());
+}
+
 /// The order id a fill answer carries.
 fn filled_order_id(rx: &mut oneshot::Receiver<Response>) -> u64 {
     match rx.try_recv().unwrap() {
