@@ -931,11 +931,21 @@ impl HttpSourceConfig {
     /// Checks the HTTP source's settings; the key must be present by now.
     pub fn validate(&self) -> Result<(), ConfigError> {
         match reqwest::Url::parse(&self.base_url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.query().is_none() => {}
+            // A fragment would swallow the `/query` path appended to it; user info would send
+            // a password with every request.
+            Ok(url)
+                if matches!(url.scheme(), "http" | "https")
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+                    && url.username().is_empty()
+                    && url.password().is_none() => {}
             _ => {
                 return Err(invalid(
                     "prices.base_url",
-                    format!("{:?} is not an http(s) URL without a query", self.base_url),
+                    format!(
+                        "{:?} is not an http(s) URL without a query, a fragment or user info",
+                        self.base_url
+                    ),
                 ));
             }
         }
@@ -1235,6 +1245,14 @@ mod tests {
             ("assets = [\"IBM\"]\n[prices]\nsource = \"http\"", "prices.api_key"),
             (
                 "assets = [\"IBM\"]\n[prices]\nsource = \"http\"\napi_key = \"k\"\nbase_url = \"ftp://x\"",
+                "prices.base_url",
+            ),
+            (
+                "assets = [\"IBM\"]\n[prices]\nsource = \"http\"\napi_key = \"k\"\nbase_url = \"https://x/#a\"",
+                "prices.base_url",
+            ),
+            (
+                "assets = [\"IBM\"]\n[prices]\nsource = \"http\"\napi_key = \"k\"\nbase_url = \"https://u:p@x\"",
                 "prices.base_url",
             ),
             (
