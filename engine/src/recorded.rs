@@ -234,6 +234,10 @@ pub fn parse_prices(text: &str) -> Result<Vec<RecordedInterval>, RecordedError> 
             }
             None => pending_time = Some((time, line)),
         }
+        // Named at the repeated row, not at the period's first (where the set is closed).
+        if pending.iter().any(|t| t.symbol == symbol) {
+            return Err(at(crate::TickError::DuplicateSymbol(symbol).into()));
+        }
         pending.push(tick);
     }
     if let Some((t, start)) = pending_time {
@@ -584,9 +588,12 @@ mod tests {
             ("2013-03-02,AAPL,1,2,1,2,3\n2013-03-01,AAPL,1,2,1,2,3\n", 3, |k| {
                 matches!(k, RecordedErrorKind::OutOfOrder)
             }),
-            ("2013-03-01,AAPL,1,2,1,2,3\n2013-03-01,AAPL,1,2,1,2,3\n", 2, |k| {
-                matches!(k, RecordedErrorKind::BadTick(TickError::DuplicateSymbol(_)))
-            }),
+            // Named at the repeated row, not at the period's first.
+            (
+                "2013-03-01,AAPL,1,2,1,2,3\n2013-03-01,IBM,1,2,1,2,3\n2013-03-01,AAPL,1,2,1,2,3\n",
+                4,
+                |k| matches!(k, RecordedErrorKind::BadTick(TickError::DuplicateSymbol(_))),
+            ),
         ];
         for (body, line, check) in cases {
             let text =
