@@ -1025,6 +1025,15 @@ impl Client {
         request: &Request,
         received_at: Timestamp,
     ) -> Option<Response> {
+        // A request without a session (an asset query, say) does not carry the connection's,
+        // but a connection whose session is known to have ended (logged out on another
+        // connection) is back in command state all the same (docs/PROTOCOL.md).
+        if request.session().is_none()
+            && let Some(own) = self.conn.session()
+            && self.session_status(&own) == SessionStatus::Invalid
+        {
+            self.session_ended(own);
+        }
         let session = request.session()?;
         if matches!(request, Request::LoginSession { .. }) || self.conn.session() != Some(session) {
             return None;

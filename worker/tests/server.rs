@@ -455,6 +455,27 @@ async fn an_idle_client_is_disconnected() {
     assert!(client.closed().await);
 }
 
+/// A connection in data transfer state whose session is logged out on another connection is
+/// back in command state, also for requests that carry no session (asset queries): they no
+/// longer ride on the ended login.
+#[tokio::test]
+async fn a_session_logged_out_elsewhere_ends_data_transfer_for_sessionless_requests() {
+    let (_keys, _master, worker) = cluster(answer_at_once(), |_| {}).await;
+    let mut alice = worker.client().await;
+    let session = alice.login_for_data().await;
+    assert_eq!(asset_info_of(&alice.call(&current("AAPL")).await), "AAPL");
+    // The same session (the test master gives every login the same one), logged out elsewhere.
+    let mut other = worker.client().await;
+    assert_eq!(other.login(false).await, session);
+    assert_eq!(other.call(&Request::Logout { session }).await, Response::LogoutSuccess);
+    let answer = alice.call(&current("MSFT")).await;
+    assert_eq!(
+        (answer.instruction(), reason(&answer)),
+        (Instruction::DataFail, Reason::WrongState),
+        "{answer:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_logged_out_session_is_refused_without_asking_the_master() {
     let (_keys, mut master, worker) = cluster(answer_at_once(), |_| {}).await;
