@@ -913,7 +913,14 @@ pub fn create_data_dir(dir: &Path) -> std::io::Result<()> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    builder.create(dir).map_err(|e| {
+        // "File exists" for a path that is a file says nothing useful.
+        if dir.exists() && !dir.is_dir() {
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "it is a file, not a directory")
+        } else {
+            e
+        }
+    })
 }
 
 /// Reads a configuration file of at most [`CONFIG_FILE_BYTES_MAX`] bytes (the worker reads its
