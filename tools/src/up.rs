@@ -207,6 +207,18 @@ impl Cluster {
             identities.push((name, key_dir, identity));
         }
 
+        if config.master_port != 0 && config.worker_port != 0 {
+            let workers = u16::try_from(config.workers.saturating_sub(1)).unwrap_or(u16::MAX);
+            let last = config.worker_port.saturating_add(workers);
+            if (config.worker_port..=last).contains(&config.master_port) {
+                anyhow::bail!(
+                    "the master's port {} is one of the workers' ({} to {last}): pick ports that \
+                     do not overlap",
+                    config.master_port,
+                    config.worker_port
+                );
+            }
+        }
         let master_listener = bind(config.master_port, "master").await?;
         let master_addr = master_listener.local_addr().context("the master's address")?;
         let mut worker_listeners = Vec::with_capacity(config.workers);

@@ -91,3 +91,22 @@ fn pt_up_prints_the_addresses_serves_and_stops_on_ctrl_c() {
     let log = std::fs::read_to_string(data.join("pt-up.log")).unwrap();
     assert!(log.lines().count() > 1, "{log}");
 }
+
+/// A master port among the workers' is refused before anything listens, naming both.
+#[test]
+fn overlapping_ports_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pt"))
+        .args(["up", "--workers", "2", "--master-port", "40001", "--worker-port", "40000"])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the master's port 40001 is one of the workers' (40000 to 40001)"),
+        "{stderr}"
+    );
+}
