@@ -604,8 +604,18 @@ async fn info(args: &SymbolArgs) -> Result<String, ClientError> {
 }
 
 async fn price(args: &PriceArgs) -> Result<String, ClientError> {
-    let mut conn = LoggedIn::open(&args.common).await?;
     let request = args.range.request(args.symbol);
+    // Checked before anything is sent, by the master's own rule: a period that ends past the
+    // last representable time.
+    if let Request::GetAssetValue { period, date, .. } = &request
+        && master::history::range(*period, *date).is_none()
+    {
+        return Err(ClientError::Usage(format!(
+            "the {} is out of range: it ends past the last time the master can store",
+            range_label(&request)
+        )));
+    }
+    let mut conn = LoggedIn::open(&args.common).await?;
     match conn.get(request.clone()).await? {
         DataPayload::AssetInfo(tick) => Ok(render::tick(&tick, args.common.json)),
         DataPayload::PriceSeries(series) => {
