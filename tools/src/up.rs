@@ -525,11 +525,22 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         let shutdown =
             master::shutdown::shutdown_signal().context("cannot handle SIGINT and SIGTERM")?;
         eprintln!("Starting the master and {} worker(s)...", config.workers);
+        tokio::pin!(shutdown);
         let mut cluster = Cluster::start(config.clone()).await?;
-        println!("{}", banner(&cluster, &config));
-        let failure = tokio::select! {
-            () = shutdown => None,
-            e = cluster.failed() => Some(e),
+        // A Ctrl-C during start-up stops the cluster without announcing it as up.
+        let stopped_early = tokio::select! {
+            biased;
+            () = &mut shutdown => true,
+            () = std::future::ready(()) => false,
+        };
+        let failure = if stopped_early {
+            None
+        } else {
+            println!("{}", banner(&cluster, &config));
+            tokio::select! {
+                () = &mut shutdown => None,
+                e = cluster.failed() => Some(e),
+            }
         };
         eprintln!("Stopping: workers first, then the master (it settles the current interval)...");
         let stopped = cluster.shutdown().await;
