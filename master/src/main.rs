@@ -255,6 +255,15 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The price file is read (and checked, row by row) before anything is set up: a bad one
+    // is a configuration error that leaves no data directory behind.
+    let prices = match master::prices::open_source(&config.prices, config.update_interval) {
+        Ok(source) => source,
+        Err(e) => {
+            eprintln!("pt-master: bad configuration: {}", master::report::chain(&e));
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = master::config::create_data_dir(&config.data_dir) {
         eprintln!("pt-master: cannot create data directory {}: {e}", config.data_dir.display());
         return ExitCode::FAILURE;
@@ -283,7 +292,7 @@ fn run(args: &RunArgs) -> ExitCode {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        master::server::run(config, listener, shutdown).await?;
+        master::server::run_with_prices(config, Some(prices), listener, shutdown).await?;
         anyhow::Ok(())
     });
     match result {

@@ -236,6 +236,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    run_with_prices(config, None, listener, shutdown).await
+}
+
+/// [`run`] with its price source already opened (`pt-master` opens it before it sets up the
+/// data directory, so that a bad price file is a configuration error that touches nothing);
+/// `None` opens the configured one.
+pub async fn run_with_prices(
+    config: MasterConfig,
+    prices: Option<prices::AnyPriceSource>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let dir = config.data_dir.clone();
     crate::config::create_data_dir(&dir)
         .map_err(|source| ServerError::DataDir { path: dir.clone(), source })?;
@@ -303,7 +315,10 @@ pub async fn run(
     // Start-up after the core runs: a failure here stops the core and waits for it, and a core
     // that failed meanwhile is reported with its own cause, not as a closed channel.
     let started = async {
-        let mut source = prices::open_source(&config.prices, config.update_interval)?;
+        let mut source = match prices {
+            Some(source) => source,
+            None => prices::open_source(&config.prices, config.update_interval)?,
+        };
         let assets = prices::resolve_assets(&config.assets, &source)?;
         let (tx, rx) = oneshot::channel();
         send_core(&core_tx, CoreRequest::ListAssets { symbols: assets.clone(), reply: tx }).await?;

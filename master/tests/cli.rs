@@ -133,6 +133,28 @@ fn a_missing_file_is_a_configuration_error_naming_its_key() {
     assert!(!data.exists(), "nothing was set up");
 }
 
+/// A price file that does not parse is a configuration error (exit 2) naming its line, found
+/// before anything is set up: no data directory, no key, no journal.
+#[test]
+fn a_malformed_price_file_is_a_configuration_error_before_any_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.display().to_string();
+    let prices = write(
+        dir.path(),
+        "prices.csv",
+        "time,symbol,open,high,low,close,volume
+2010-01-04,AAPL,1,2,1,3,5
+",
+    );
+    let output =
+        pt_master(&["--data", &data_arg, "--prices", &prices, "--listen", "127.0.0.1:0"], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("bad configuration") && text.contains("line 2"), "{text}");
+    assert!(!data.exists(), "the data directory was made");
+}
+
 /// An error's cause is printed once: the messages name their cause and the binaries print the
 /// chain (`master::report::chain`), which used to say it twice.
 #[test]
