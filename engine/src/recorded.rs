@@ -42,6 +42,10 @@ pub const ORDERS_HEADER: &str = "time,username,side,symbol,qty";
 pub const SPLITS_HEADER: &str = "time,symbol,ratio";
 /// The largest term of a split ratio.
 pub const SPLIT_RATIO_TERM_MAX: u64 = 1_000_000;
+/// Most rows of a split list. Every period's ticks are checked against each split of their
+/// symbol, so the work grows with periods x splits: real lists hold tens of rows, and this
+/// bound keeps a mistaken file (a price file given as a split list) from stalling a start.
+pub const SPLITS_MAX: usize = 10_000;
 
 /// A problem in a recorded file, at a 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,6 +104,9 @@ pub enum RecordedErrorKind {
          {SPLIT_RATIO_TERM_MAX} (2:1 for two shares for one)"
     )]
     BadRatio(String),
+    /// More rows than [`SPLITS_MAX`] in a split list.
+    #[error("more than {SPLITS_MAX} splits")]
+    TooManySplits,
     /// The same symbol split twice on one day: a copied row, which would compound.
     #[error("{symbol} already splits at this time (line {first})")]
     DuplicateSplit {
@@ -290,9 +297,15 @@ pub struct RecordedSplit {
 /// Parses a split list (`time,symbol,ratio`), in any order.
 pub fn parse_splits(text: &str) -> Result<Vec<RecordedSplit>, RecordedError> {
     let mut splits = Vec::new();
+    // The line of each (time, symbol) seen, for duplicates.
+    let mut seen: std::collections::HashMap<(Timestamp, Symbol), usize> =
+        std::collections::HashMap::new();
     for row in rows(text, SPLITS_HEADER, 3)? {
         let (line, f) = row?;
         let at = |kind: RecordedErrorKind| RecordedError { line, kind };
+        if splits.len() >= SPLITS_MAX {
+            return Err(at(RecordedErrorKind::TooManySplits));
+        }
         let term =
             |t: &str| t.parse::<u64>().ok().filter(|n| (1..=SPLIT_RATIO_TERM_MAX).contains(n));
         let (new, old) = f[2]
@@ -302,11 +315,10 @@ pub fn parse_splits(text: &str) -> Result<Vec<RecordedSplit>, RecordedError> {
             .ok_or_else(|| at(RecordedErrorKind::BadRatio(f[2].to_owned())))?;
         let time = time_of(f[0]).map_err(at)?;
         let symbol = Symbol::new(f[1]).map_err(|e| at(e.into()))?;
-        if let Some(first) =
-            splits.iter().find(|s: &&RecordedSplit| (s.time, s.symbol) == (time, symbol))
-        {
-            return Err(at(RecordedErrorKind::DuplicateSplit { symbol, first: first.line }));
+        if let Some(&first) = seen.get(&(time, symbol)) {
+            return Err(at(RecordedErrorKind::DuplicateSplit { symbol, first }));
         }
+        seen.insert((time, symbol), line);
         splits.push(RecordedSplit { time, symbol, new, old, line });
     }
     Ok(splits)
@@ -548,6 +560,18 @@ mod tests {
         let err = twice.unwrap_err();
         assert_eq!(err.line, 3);
         assert!(matches!(err.kind, RecordedErrorKind::DuplicateSplit { first: 2, .. }));
+        // At most SPLITS_MAX rows: one more is refused at its line.
+        let mut many = String::from("time,symbol,ratio\n");
+        let days =
+            (2000..2040).flat_map(|y| (1..=12).flat_map(move |m| (1..=28).map(move |d| (y, m, d))));
+        for (y, m, d) in days.take(SPLITS_MAX + 1) {
+            many.push_str(&format!("{y}-{m:02}-{d:02},AAPL,2:1\n"));
+        }
+        let err = parse_splits(&many).unwrap_err();
+        assert!(matches!(err.kind, RecordedErrorKind::TooManySplits), "{err}");
+        assert_eq!(err.line, SPLITS_MAX + 2);
+        let at_most = many.lines().take(SPLITS_MAX + 1).collect::<Vec<_>>().join("\n");
+        assert_eq!(parse_splits(&at_most).unwrap().len(), SPLITS_MAX);
         for bad in ["2", "1:1", "0:1", "2:x", "2:1:1", "1000001:1", "-2:1"] {
             let err = parse_splits(&format!("time,symbol,ratio\n2000-06-21,AAPL,{bad}\n"));
             assert!(matches!(err.unwrap_err().kind, RecordedErrorKind::BadRatio(_)), "{bad}");
