@@ -3,7 +3,7 @@
 //! applies the outcomes it decides account by account with the same effect (property-tested:
 //! folding the returned events gives the same state).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use crate::engine::fill_terms;
@@ -118,7 +118,16 @@ pub struct State {
     /// in the digest.
     #[rkyv(with = rkyv::with::Skip)]
     interval_ticks: Vec<Tick>,
+    /// Per account, the settlement key of its last outcome applied in the interval being
+    /// applied: replay refuses an account's outcomes out of settlement order, or an order's
+    /// twice, which settlement never emits. Scratch like `interval_ticks` (a lookup only: its
+    /// order reaches nothing).
+    #[rkyv(with = rkyv::with::Skip)]
+    interval_last_keys: HashMap<AccountId, OrderKey>,
 }
+
+/// An order's place in settlement order within its account ([`Order::queue_key`]).
+type OrderKey = (Timestamp, crate::WorkerId, crate::OrderId);
 
 impl PartialEq for State {
     /// The state proper: accounts, names, assets and the last interval (not the scratch ticks).
@@ -161,6 +170,22 @@ pub enum ApplyError {
     /// A new interval began before all outcomes of the previous one were applied.
     #[error("interval {0} ended with outcomes missing")]
     IntervalIncomplete(IntervalId),
+    /// An account's order outcome after the outcome of an order settled later, or an order's
+    /// outcome twice: not the order settlement decides in.
+    #[error("order {order} outcome is out of its account's settlement order, or repeated")]
+    OutcomeOutOfOrder {
+        /// The order.
+        order: u64,
+    },
+    /// An event other than an outcome in the middle of an interval: settlement writes an
+    /// interval's header and outcomes together, with nothing between them.
+    #[error("{what} in the middle of interval {interval}")]
+    InsideInterval {
+        /// The event.
+        what: &'static str,
+        /// The interval not yet complete.
+        interval: IntervalId,
+    },
     /// An order outcome outside its interval, or more outcomes than announced.
     #[error("order {order} outcome does not belong to the current interval")]
     OutcomeOutsideInterval {
@@ -288,6 +313,21 @@ impl State {
 
     /// Applies one event. On error the state is unchanged.
     pub fn apply(&mut self, event: &Event) -> Result<(), ApplyError> {
+        match (event, self.interval_in_progress()) {
+            (Event::AssetListed(_), Some(last)) => {
+                return Err(ApplyError::InsideInterval {
+                    what: "an asset listing",
+                    interval: last.id,
+                });
+            }
+            (Event::AccountOpened(_), Some(last)) => {
+                return Err(ApplyError::InsideInterval {
+                    what: "an account opening",
+                    interval: last.id,
+                });
+            }
+            _ => {}
+        }
         match event {
             Event::AssetListed(listed) => {
                 if self.assets.contains_key(&listed.symbol) {
@@ -316,6 +356,7 @@ impl State {
                     }
                 }
                 self.interval_ticks.clear();
+                self.interval_last_keys.clear();
                 self.interval_ticks.extend_from_slice(ticks);
                 self.last_interval = Some(SettledInterval {
                     id: *interval,
@@ -325,14 +366,14 @@ impl State {
                 });
             }
             Event::OrderFilled(fill) => {
-                self.check_outcome(fill.order.id.0, fill.interval)?;
+                self.check_outcome(&fill.order, fill.interval)?;
                 self.apply_fill(fill)?;
-                self.count_outcome();
+                self.count_outcome(&fill.order);
             }
             Event::OrderRejected(rejection) => {
-                self.check_outcome(rejection.order.id.0, rejection.interval)?;
+                self.check_outcome(&rejection.order, rejection.interval)?;
                 self.check_rejection(rejection)?;
-                self.count_outcome();
+                self.count_outcome(&rejection.order);
             }
         }
         Ok(())
@@ -361,14 +402,24 @@ impl State {
         Ok(())
     }
 
-    fn check_outcome(&self, order: u64, interval: IntervalId) -> Result<(), ApplyError> {
+    /// An outcome belongs to the interval being applied, and comes after every outcome of its
+    /// account applied in it (settlement order, each order once).
+    fn check_outcome(&self, order: &Order, interval: IntervalId) -> Result<(), ApplyError> {
+        let id = order.id.0;
         match self.last_interval {
-            Some(last) if last.id == interval && last.outcomes_applied < last.orders => Ok(()),
-            _ => Err(ApplyError::OutcomeOutsideInterval { order }),
+            Some(last) if last.id == interval && last.outcomes_applied < last.orders => {}
+            _ => return Err(ApplyError::OutcomeOutsideInterval { order: id }),
+        }
+        match self.interval_last_keys.get(&order.account) {
+            Some(last) if *last >= order.queue_key() => {
+                Err(ApplyError::OutcomeOutOfOrder { order: id })
+            }
+            _ => Ok(()),
         }
     }
 
-    fn count_outcome(&mut self) {
+    fn count_outcome(&mut self, order: &Order) {
+        self.interval_last_keys.insert(order.account, order.queue_key());
         self.count_outcomes(1);
     }
 

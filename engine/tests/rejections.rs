@@ -489,3 +489,80 @@ fn replay_decides_every_outcome_again() {
     fresh.apply(&first[0]).unwrap();
     outcome_mismatch(fresh.apply(&as_refusal).unwrap_err(), "a fill");
 }
+
+/// The order of a single account's outcomes in an interval is the settlement order, each
+/// order once: replay refuses the outcomes of two orders swapped (whose balances agree with
+/// the swap), and one order's outcome twice. Without it, the audit would accept a history in
+/// which the wrong order was filled.
+#[test]
+fn replay_refuses_an_accounts_outcomes_out_of_order_or_twice() {
+    let settle = |price: &str| {
+        let mut e = engine_with(&["AAPL"], 1, "100");
+        let mut queue = OrderQueue::new();
+        queue.push(order(1, 1, Side::Buy, "AAPL", "1", 0));
+        queue.push(order(2, 1, Side::Buy, "AAPL", "1", 1));
+        e.settle(IntervalId(1), Timestamp(0), &ticks(&[("AAPL", price)]), &mut queue).unwrap()
+    };
+    let replay = |events: &[Event]| {
+        let mut fresh = engine_with(&["AAPL"], 1, "100");
+        events.iter().try_for_each(|event| fresh.apply(event))
+    };
+    let set_order = |event: &mut Event, to: engine::Order| match event {
+        Event::OrderFilled(f) => f.order = to,
+        Event::OrderRejected(r) => r.order = to,
+        other => panic!("not an outcome: {other:?}"),
+    };
+    // At 60, the first order fills (cash 40) and the second is refused for want of cash.
+    let events = settle("60");
+    replay(&events).unwrap();
+    assert!(matches!(&events[1], Event::OrderFilled(f) if f.order.id.0 == 1));
+    assert!(matches!(&events[2], Event::OrderRejected(r) if r.order.id.0 == 2));
+    let mut swapped = events.clone();
+    set_order(&mut swapped[1], order(2, 1, Side::Buy, "AAPL", "1", 1));
+    set_order(&mut swapped[2], order(1, 1, Side::Buy, "AAPL", "1", 0));
+    let err = replay(&swapped).unwrap_err();
+    assert!(matches!(err, engine::ApplyError::OutcomeOutOfOrder { order: 1 }), "{err}");
+    // At 10 both fill (cash 90, then 80): the first order's fill twice, balances agreeing.
+    let events = settle("10");
+    replay(&events).unwrap();
+    let mut twice = events.clone();
+    set_order(&mut twice[2], order(1, 1, Side::Buy, "AAPL", "1", 0));
+    let err = replay(&twice).unwrap_err();
+    assert!(matches!(err, engine::ApplyError::OutcomeOutOfOrder { order: 1 }), "{err}");
+}
+
+/// Settlement writes an interval's header and outcomes together: an asset listed or an
+/// account opened between them is refused (it would turn an `unknown_symbol` or
+/// `unknown_account` refusal into a fill).
+#[test]
+fn replay_refuses_a_listing_or_an_account_inside_an_interval() {
+    let mut e = engine_with(&["AAPL"], 1, "100");
+    let mut queue = OrderQueue::new();
+    queue.push(order(1, 1, Side::Buy, "IBM", "1", 0));
+    let events = e
+        .settle(IntervalId(1), Timestamp(0), &ticks(&[("AAPL", "10"), ("IBM", "20")]), &mut queue)
+        .unwrap();
+    assert!(
+        matches!(&events[1], Event::OrderRejected(r) if r.reason == RejectReason::UnknownSymbol)
+    );
+    let mut fresh = engine_with(&["AAPL"], 1, "100");
+    fresh.apply(&events[0]).unwrap();
+    let listed = Event::AssetListed(engine::AssetListed { symbol: sym("IBM"), at: Timestamp(0) });
+    let err = fresh.apply(&listed).unwrap_err();
+    assert!(matches!(err, engine::ApplyError::InsideInterval { .. }), "{err}");
+    let mut other = engine_with(&["AAPL"], 1, "100");
+    let opened = other
+        .open_account(engine::OpenAccount {
+            username: engine::Username::new("u2").unwrap(),
+            email: engine::Email::new("u2@example.com").unwrap(),
+            password_hash: engine::PasswordHash::new("$argon2id$test").unwrap(),
+            initial_cash: cash("100"),
+            at: Timestamp(0),
+        })
+        .unwrap();
+    let err = fresh.apply(&opened).unwrap_err();
+    assert!(matches!(err, engine::ApplyError::InsideInterval { .. }), "{err}");
+    // After the interval's outcomes, both are fine.
+    fresh.apply(&events[1]).unwrap();
+    fresh.apply(&listed).unwrap();
+}
