@@ -235,8 +235,13 @@ impl Journal {
         // the integrity check it verifies every page's checksum first and reports damage as an
         // error (about 0.3 s per GB, beside the record checks of `verify_on_open`).
         // A new journal is made only where there is no file: an empty one is damage.
-        if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0) {
-            return Err(OpenError::Empty { path });
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() && meta.len() == 0 => {
+                return Err(OpenError::Empty { path });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create_file(&path)?,
+            Err(e) => return Err(StorageFault::new(&path, "opening the file", e).into()),
         }
         let mut builder = Database::builder();
         builder.set_cache_size(config.cache_bytes).set_check_integrity_on_open(true);
@@ -302,6 +307,46 @@ impl Journal {
         let halted = journal.lock().halted.is_some();
         journal.halted_flag.store(halted, std::sync::atomic::Ordering::Release);
         Ok(journal)
+    }
+
+    /// Makes a new journal file at `path`, whole or not at all: built beside it (`*.new`),
+    /// committed, then renamed into place and the directory synced. A crash before the rename
+    /// leaves no file at `path` (the next open starts again), never an empty one, which an
+    /// open refuses as damage.
+    fn create_file(path: &Path) -> Result<(), OpenError> {
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".new");
+        let partial = PathBuf::from(partial);
+        let fault =
+            |op: &'static str| move |e| -> OpenError { StorageFault::new(path, op, e).into() };
+        // A leftover of a creation cut short was never a journal.
+        match std::fs::remove_file(&partial) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fault("creating the file")(redb::Error::Io(e))),
+        }
+        {
+            let db = match Database::create(&partial) {
+                Ok(db) => db,
+                Err(DatabaseError::DatabaseAlreadyOpen) => {
+                    return Err(OpenError::Busy { path: path.to_owned() });
+                }
+                Err(e) => return Err(fault("creating the file")(e.into())),
+            };
+            let mut txn = db.begin_write().map_err(|e| fault("creating the file")(e.into()))?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| fault("creating the file")(e.into()))?;
+            Self::init_tables(&txn).map_err(fault("creating the file"))?;
+            txn.commit().map_err(|e| fault("creating the file")(e.into()))?;
+        }
+        std::fs::rename(&partial, path)
+            .map_err(|e| fault("creating the file")(redb::Error::Io(e)))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| fault("creating the file")(redb::Error::Io(e)))?;
+        }
+        Ok(())
     }
 
     /// Creates every table and stores our format version.
@@ -560,6 +605,12 @@ impl Journal {
                 return Err(AppendError::SeqTaken { path: self.path.clone(), seq: first_seq });
             }
             let mut ticks = txn.open_table(TICKS).map_err(|e| self.fault(writer, OP, e))?;
+            // A tick set holds each symbol once: only a batch of several intervals can write a
+            // symbol twice, and only then are its symbols tracked (the master writes one).
+            let intervals =
+                events.iter().filter(|e| matches!(e, Event::IntervalSettled(_))).count();
+            let mut written: Option<std::collections::HashSet<Symbol>> =
+                (intervals > 1).then(std::collections::HashSet::new);
             for event in events {
                 if let Event::IntervalSettled(settled) = event {
                     for tick in &settled.ticks {
@@ -568,7 +619,13 @@ impl Journal {
                         // does not rewrite the index's pages for nothing (docs/JOURNAL.md).
                         let key = (tick.symbol.as_str(), tick.time.0);
                         let row = encode_tick(tick);
-                        if writer.known_ticks.get(&tick.symbol) == Some(&(tick.time.0, row)) {
+                        // The shortcut knows only committed rows: a symbol written earlier in
+                        // this batch is looked up in the index.
+                        let written_in_batch =
+                            written.as_mut().is_some_and(|w| !w.insert(tick.symbol));
+                        if !written_in_batch
+                            && writer.known_ticks.get(&tick.symbol) == Some(&(tick.time.0, row))
+                        {
                             continue;
                         }
                         writer.batch_ticks.push((tick.symbol, tick.time.0, row));
@@ -792,7 +849,11 @@ impl Journal {
         // past it (the header's length check then reports a snapshot too long).
         let declared = usize::try_from(declared).unwrap_or(usize::MAX);
         let wanted = row.len().saturating_add(declared).min(crate::limits::SNAPSHOT_BYTES_MAX);
-        let mut bytes = Vec::with_capacity(wanted);
+        // Reserved as the parts come, not from the claim: a header's crc32 is no proof, and a
+        // damaged or made-up length must not make an open reserve gigabytes for a few bytes
+        // stored (the vector still grows geometrically, so a real snapshot copies little).
+        let mut bytes =
+            Vec::with_capacity(wanted.min(row.len().saturating_add(SNAPSHOT_PART_BYTES)));
         bytes.extend_from_slice(row);
         self.for_each_part(read, seq, |part| {
             bytes.extend_from_slice(part);

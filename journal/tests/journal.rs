@@ -411,9 +411,17 @@ fn an_empty_journal_file_is_refused_not_started_over() {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "the file was written");
     }
     std::fs::remove_file(&path).unwrap();
+    // A creation cut short leaves only its `.new` file beside (made whole, then renamed into
+    // place): the next open starts again from scratch.
+    let mut partial = path.clone().into_os_string();
+    partial.push(".new");
+    std::fs::write(&partial, b"half a journal").unwrap();
     let (journal, recovered) = Journal::open(&path, config()).unwrap();
     assert_eq!(recovered.last_seq, Seq(0));
+    assert!(!std::path::Path::new(&partial).exists(), "the partial file is gone");
     drop(journal);
+    let (_journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(recovered.last_seq, Seq(0));
 }
 
 /// A journal that lost its format row is damaged, not new: the open refuses it and leaves its
@@ -728,6 +736,12 @@ fn a_restated_tick_keeps_its_row_and_a_revised_one_replaces_it() {
     // A newer tick with the same prices as the last one is a new row.
     journal.append_batch(&settle(12, vec![tick(3_000, 12)]), Timestamp(0)).unwrap();
     assert_eq!(everything(&journal), vec![tick(1_000, 13), tick(2_000, 12), tick(3_000, 12)]);
+    assert_eq!(journal.latest_tick(symbol).unwrap(), Some(tick(3_000, 12)));
+    // In one batch, the latest row revised, then restated as it was committed before the
+    // batch: the batch's last word stands.
+    let mut back = settle(13, vec![tick(3_000, 15)]);
+    back.extend(settle(14, vec![tick(3_000, 12)]));
+    journal.append_batch(&back, Timestamp(0)).unwrap();
     assert_eq!(journal.latest_tick(symbol).unwrap(), Some(tick(3_000, 12)));
     clean_audit(&journal);
 }

@@ -125,6 +125,11 @@ fn run(
 
 /// Applies the journal's records after `at` up to `seq` to `state`; returns how many.
 fn catch_up(state: &mut State, at: &mut Seq, seq: Seq, journal: &Journal) -> Result<u64, String> {
+    // A copy ahead of the snapshot asked for cannot go back: stored under `seq`, it would
+    // claim records it holds past it.
+    if *at > seq {
+        return Err(format!("the state copy is at record {at}, past record {seq} asked for"));
+    }
     let Some(from) = at.next().filter(|from| *from <= seq) else {
         return Ok(0);
     };
@@ -187,6 +192,22 @@ mod tests {
         assert_eq!(stored, vec![head]);
         let (state, _) = journal.load_snapshot(head).unwrap();
         assert_eq!(state.digest(), load.engine.state().digest());
+    }
+
+    /// A copy already past the record asked for is an error, not a snapshot of more than
+    /// that record under its key.
+    #[test]
+    fn a_copy_past_the_record_asked_for_is_not_stored_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) =
+            Journal::open(journal::path_in(dir.path()), journal::JournalConfig::default()).unwrap();
+        let mut state = State::new();
+        let mut at = Seq(5);
+        let err = catch_up(&mut state, &mut at, Seq(3), &journal).unwrap_err();
+        assert!(err.contains("past record 3"), "{err}");
+        assert_eq!(at, Seq(5));
+        // At the record asked for: nothing to apply.
+        assert_eq!(catch_up(&mut state, &mut at, Seq(5), &journal), Ok(0));
     }
 
     /// The events that open the accounts and list the assets of a workload's state.
