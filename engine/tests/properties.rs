@@ -282,6 +282,45 @@ proptest! {
         prop_assert_eq!(encode_all(&events), encode_all(&again));
     }
 
+    /// Replay is the audit's defence: any two outcomes of one account in one interval put
+    /// in each other's place, or the later replaced by the earlier (one order's outcome
+    /// twice), is refused, whatever their balances.
+    #[test]
+    fn replay_refuses_an_accounts_outcomes_swapped_or_repeated(
+        (initial, intervals) in scenario(),
+        pick in any::<prop::sample::Index>(),
+    ) {
+        let (_, events) = run(&initial, &intervals);
+        let mut pairs = Vec::new();
+        let mut header = 0;
+        for (j, event) in events.iter().enumerate() {
+            if matches!(event, Event::IntervalSettled(_)) {
+                header = j;
+                continue;
+            }
+            let Some(later) = event.outcome_order() else { continue };
+            let earlier = events.iter().enumerate().take(j).skip(header + 1);
+            for (i, _) in earlier.filter(|(_, e)| {
+                e.outcome_order().is_some_and(|o| o.account == later.account)
+            }) {
+                pairs.push((i, j));
+            }
+        }
+        prop_assume!(!pairs.is_empty());
+        let (i, j) = pairs[pick.index(pairs.len())];
+        let fold = |events: &[Event]| {
+            let mut folded = Engine::new();
+            events.iter().try_for_each(|e| folded.apply(e))
+        };
+        prop_assert!(fold(&events).is_ok());
+        let mut swapped = events.clone();
+        swapped.swap(i, j);
+        prop_assert!(fold(&swapped).is_err(), "outcomes {} and {} swapped", i, j);
+        let mut twice = events.clone();
+        twice[j] = events[i].clone();
+        prop_assert!(fold(&twice).is_err(), "outcome {} repeated at {}", i, j);
+    }
+
     #[test]
     fn decimal_text_round_trips(raw in any::<u64>()) {
         let price = Price::from_raw(raw);
