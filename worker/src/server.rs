@@ -170,6 +170,8 @@ struct Shared {
     pending_logouts: Mutex<VecDeque<(SessionId, IpAddr)>>,
     /// Wakes the logout task: a logout was queued, or the link came back.
     logouts_wanted: tokio::sync::Notify,
+    /// Logouts taken from `pending_logouts` whose answers the logout task waits for.
+    logouts_in_flight: AtomicUsize,
     stats: Stats,
     clock: Clock,
 }
@@ -190,6 +192,12 @@ impl Shared {
     fn log_out_later(&self, session: SessionId, ip: IpAddr) {
         self.keep_logout(session, ip);
         self.logouts_wanted.notify_one();
+    }
+
+    /// Logouts queued or under way.
+    fn logouts_left(&self) -> usize {
+        let queued = self.pending_logouts.lock().unwrap_or_else(PoisonError::into_inner).len();
+        queued.saturating_add(self.logouts_in_flight.load(Ordering::Acquire))
     }
 
     /// Keeps a logout to send; when too many are kept, the oldest is dropped.
@@ -217,6 +225,7 @@ impl Shared {
                 let mut pending =
                     self.pending_logouts.lock().unwrap_or_else(PoisonError::into_inner);
                 let count = pending.len().min(LOGOUTS_AT_ONCE);
+                self.logouts_in_flight.fetch_add(count, Ordering::AcqRel);
                 pending.drain(..count).collect()
             };
             if batch.is_empty() {
@@ -230,6 +239,7 @@ impl Shared {
             let mut again = false;
             while let Some(done) = sends.join_next().await {
                 again |= done.unwrap_or(false);
+                self.logouts_in_flight.fetch_sub(1, Ordering::AcqRel);
             }
             if again {
                 return true;
@@ -344,6 +354,7 @@ pub async fn run_with_stats(
         sessions: Mutex::new(SessionCache::new(&config.sessions)),
         pending_logouts: Mutex::new(VecDeque::new()),
         logouts_wanted: tokio::sync::Notify::new(),
+        logouts_in_flight: AtomicUsize::new(0),
         config,
         link,
         stats,
@@ -411,9 +422,19 @@ pub async fn run_with_stats(
     while let Some(done) = tasks.join_next().await {
         reap(done);
     }
-    // The closed connections' logouts, while the link is still up (a few seconds at most).
-    if tokio::time::timeout(LOGOUTS_AT_SHUTDOWN, shared.send_logouts()).await.is_err() {
-        warn!("shutting down: some expirable sessions are left to the master's idle timeout");
+    // The closed connections' logouts, sent by the logout task while the link is still up
+    // (a few seconds at most).
+    shared.logouts_wanted.notify_one();
+    let deadline = tokio::time::Instant::now() + LOGOUTS_AT_SHUTDOWN;
+    while shared.logouts_left() > 0 {
+        if tokio::time::Instant::now() >= deadline || shared.link.state() != crate::LinkState::Up {
+            warn!(
+                left = shared.logouts_left(),
+                "shutting down: some expirable sessions are left to the master's idle timeout"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     logouts_stop.send_replace(true);
     if let Err(e) = logouts.await {
@@ -435,7 +456,15 @@ async fn logout_task(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             () = shared.logouts_wanted.notified() => {}
             _ = stop.changed() => return,
         }
-        while shared.send_logouts().await {
+        loop {
+            // A stop does not wait for the logouts under way (their relays end with the link).
+            let again = tokio::select! {
+                again = shared.send_logouts() => again,
+                _ = stop.changed() => return,
+            };
+            if !again {
+                break;
+            }
             tokio::select! {
                 () = tokio::time::sleep(LOGOUT_RETRY) => {}
                 () = shared.logouts_wanted.notified() => {}

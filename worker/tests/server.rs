@@ -694,6 +694,21 @@ async fn the_worker_refuses_a_master_whose_key_it_does_not_trust() {
 }
 
 #[tokio::test]
+async fn a_stopping_worker_logs_out_its_clients_expirable_sessions_first() {
+    let (_keys, mut master, mut worker) = cluster(answer_at_once(), |_| {}).await;
+    let mut alice = worker.client().await;
+    let session = alice.login(true).await;
+    worker.shutdown();
+    // Alice's connection closes with the worker; her session is logged out before it stops.
+    assert!(alice.closed().await);
+    worker.stopped().await.unwrap();
+    let relays = master.drain_relays();
+    let logouts: Vec<&Request> =
+        relays.iter().map(|r| &r.request).filter(|r| matches!(r, Request::Logout { .. })).collect();
+    assert_eq!(logouts, [&Request::Logout { session }], "{relays:?}");
+}
+
+#[tokio::test]
 async fn shutdown_answers_the_requests_already_read_then_closes() {
     let (handler, held) = hold_purchases();
     let (_keys, mut master, mut worker) = cluster(handler, |_| {}).await;
