@@ -55,7 +55,9 @@ impl ReadError {
             Self::Frame(FrameError::UnsupportedVersion { .. }) => Some(Reason::UnsupportedVersion),
             Self::Frame(FrameError::DataTooLarge { .. })
             | Self::Reassembly(ReassemblyError::BodyTooLarge { .. }) => Some(Reason::TooLarge),
-            Self::Link(_) => Some(Reason::Forbidden),
+            // A bad MAC, a replayed or skipped frame: the link closes without an answer
+            // (docs/PROTOCOL.md).
+            Self::Link(_) => None,
             Self::Decode(error) => Some(error.reason()),
             Self::Frame(_) | Self::Reassembly(_) => Some(Reason::Malformed),
         }
@@ -317,7 +319,8 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Writes `first` and whatever is queued behind it, with one flush: `next_queued` takes the
     /// next queued item without waiting (a channel's `try_recv().ok()`). After each round of
     /// taking what is queued it yields once, so producers that are ready can add theirs, and it
-    /// stops gathering when a round adds nothing or the buffer passes [`WRITE_BUFFER_BYTES`].
+    /// stops gathering when a round adds nothing (the buffer is written out each time it
+    /// reaches [`WRITE_BUFFER_BYTES`], so a long burst goes out as it is gathered).
     /// `encode` turns an item into its message. A writer task that carries bursts (a link with
     /// an interval's answers) then makes one system call per burst instead of one per message.
     pub async fn write_gathered<T>(
@@ -334,7 +337,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
                 self.feed_message(&encode(item)?).await?;
                 more = true;
             }
-            if !more || self.buf.len() >= WRITE_BUFFER_BYTES {
+            if !more {
                 break;
             }
         }

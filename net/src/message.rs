@@ -189,6 +189,13 @@ impl Reassembler {
         if body_bytes > self.body_bytes_max {
             return Err(ReassemblyError::BodyTooLarge { body_bytes, max: self.body_bytes_max });
         }
+        // Grown by doubling, but never past the limit: a body that ends exactly at it must not
+        // have reserved twice as much on the way.
+        if partial.body.capacity() < body_bytes {
+            let grown =
+                partial.body.capacity().saturating_mul(2).max(body_bytes).min(self.body_bytes_max);
+            partial.body.reserve_exact(grown.saturating_sub(partial.body.len()));
+        }
         partial.body.extend_from_slice(&frame.into_data());
         partial.received = number;
         if partial.received == partial.max {

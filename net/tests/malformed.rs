@@ -447,6 +447,20 @@ fn total_over_the_limit_is_refused_while_reassembling() {
             );
         }
     }
+    // A body that ends exactly at the limit is taken, and its buffer never grew past it (by
+    // doubling, 300 + 300 + 300 + 100 bytes would have reserved 1,200).
+    let mut exact = net::Reassembler::new(1000);
+    for (number, bytes) in [(1, 300), (2, 300), (3, 300), (4, 100)] {
+        let mut h = header(Instruction::Data, 2);
+        (h.number, h.max) = (number, 4);
+        match exact.push(Frame::parse(&frame(&h, &vec![0; bytes])).unwrap()).unwrap() {
+            net::Progress::Partial { .. } => assert!(number < 4),
+            net::Progress::Complete(message) => {
+                assert_eq!(message.body.len(), 1000);
+                assert!(message.body.capacity() <= 1000, "{}", message.body.capacity());
+            }
+        }
+    }
     // A smaller configured limit applies too.
     let mut small = net::Reassembler::new(100);
     let mut h = header(Instruction::Data, 2);
