@@ -382,11 +382,11 @@ impl LoginLimiter {
         Ok(())
     }
 
-    /// [`LoginLimiter::check`], and if the attempt may go on, counted against the username at
-    /// once (under the caller's lock): concurrent attempts on one username cannot all pass the
-    /// check before any is counted. Then exactly one of [`LoginLimiter::attempt_failed`] (which
-    /// also counts it against the address), [`LoginLimiter::record_success`] or
-    /// [`LoginLimiter::attempt_cancelled`] (not decided: the hashing pool was busy, or failed).
+    /// [`LoginLimiter::check`], and if the attempt may go on, counted against the username and
+    /// the address at once (under the caller's lock): concurrent attempts, on one username or
+    /// from one address, cannot all pass the check before any is counted. A failed attempt
+    /// stays counted; [`LoginLimiter::record_success`] or [`LoginLimiter::attempt_cancelled`]
+    /// (not decided: the hashing pool was busy, or failed) takes it back.
     pub fn begin_attempt(
         &mut self,
         username: &Username,
@@ -395,18 +395,14 @@ impl LoginLimiter {
     ) -> Result<(), LoginBlocked> {
         self.check(username, ip, now)?;
         self.usernames.fail(username.clone(), now);
+        self.ips.fail(ip_key(ip), now);
         Ok(())
     }
 
-    /// An attempt begun with [`LoginLimiter::begin_attempt`] failed: it counts against the
-    /// address too.
-    pub fn attempt_failed(&mut self, ip: IpAddr, now: Timestamp) {
-        self.ips.fail(ip_key(ip), now);
-    }
-
     /// An attempt begun with [`LoginLimiter::begin_attempt`] was not decided: it does not count.
-    pub fn attempt_cancelled(&mut self, username: &Username) {
+    pub fn attempt_cancelled(&mut self, username: &Username, ip: IpAddr) {
         self.usernames.refund(username);
+        self.ips.refund(&ip_key(ip));
     }
 
     /// Records a failed login (wrong password or unknown username).
@@ -415,10 +411,13 @@ impl LoginLimiter {
         self.usernames.fail(username.clone(), now);
     }
 
-    /// Records a successful login: the username's failures are forgotten (the IP's are not,
-    /// so one known password does not reset an address that guesses others).
-    pub fn record_success(&mut self, username: &Username) {
-        self.usernames.forget(username);
+    /// An attempt begun with [`LoginLimiter::begin_attempt`] succeeded: that attempt is taken
+    /// back, and only it. The failures counted before stay (they leak away with time): the
+    /// owner logging in must not hand whoever guesses the password a fresh burst, nor one
+    /// known password reset an address that guesses others.
+    pub fn record_success(&mut self, username: &Username, ip: IpAddr) {
+        self.usernames.refund(username);
+        self.ips.refund(&ip_key(ip));
     }
 
     /// Keys tracked: (usernames, IPs).
@@ -503,12 +502,6 @@ impl<K: Hash + Eq + Clone> RateTable<K> {
     fn refund(&mut self, key: &K) {
         if let Some(entry) = self.entries.get_mut(key) {
             entry.tat = entry.tat.saturating_sub(self.emission_micros);
-        }
-    }
-
-    fn forget(&mut self, key: &K) {
-        if let Some(entry) = self.entries.remove(key) {
-            self.order.remove(&entry.order);
         }
     }
 
@@ -640,16 +633,37 @@ mod tests {
         // Three in flight, none decided: the fourth is refused.
         assert_eq!(limiter.begin_attempt(&alice, ip, t0).unwrap_err().by, LimitedBy::Username);
         // One was not decided (busy): its place comes back.
-        limiter.attempt_cancelled(&alice);
+        limiter.attempt_cancelled(&alice, ip);
         assert!(limiter.begin_attempt(&alice, ip, t0).is_ok());
-        // One succeeds: the username's count is forgotten; no address failure was counted.
-        limiter.record_success(&alice);
-        assert!(limiter.check(&alice, ip, t0).is_ok());
-        assert_eq!(limiter.len(), (0, 0));
-        // A failure counts against the address.
+        // One succeeds: its place comes back, and only its: the two others, failed, stay.
+        limiter.record_success(&alice, ip);
         assert!(limiter.begin_attempt(&alice, ip, t0).is_ok());
-        limiter.attempt_failed(ip, t0);
-        assert_eq!(limiter.len(), (1, 1));
+        assert_eq!(limiter.begin_attempt(&alice, ip, t0).unwrap_err().by, LimitedBy::Username);
+    }
+
+    /// Attempts from one address count from the moment they begin too: a burst of concurrent
+    /// logins, each for another username, cannot all pass the address's limit before any
+    /// failed (password spraying).
+    #[test]
+    fn concurrent_attempts_from_one_address_count_before_their_outcome() {
+        let config = FailedLoginsConfig {
+            per_username_max: 100,
+            per_ip_max: 3,
+            window: Duration::from_secs(60),
+            entries_max: 100,
+        };
+        let mut limiter = LoginLimiter::new(&config);
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        let t0 = Timestamp(1_000 * SECOND);
+        for n in 0..3 {
+            assert!(limiter.begin_attempt(&user(&format!("u{n}")), ip, t0).is_ok());
+        }
+        let refused = limiter.begin_attempt(&user("u9"), ip, t0).unwrap_err();
+        assert_eq!(refused.by, LimitedBy::Ip);
+        // Another address is not affected; an undecided attempt gives its place back.
+        assert!(limiter.begin_attempt(&user("u9"), "10.0.0.10".parse().unwrap(), t0).is_ok());
+        limiter.attempt_cancelled(&user("u0"), ip);
+        assert!(limiter.begin_attempt(&user("u9"), ip, t0).is_ok());
     }
 
     #[test]
@@ -672,8 +686,6 @@ mod tests {
         assert!(limiter.check(&alice, ip, later).is_ok());
         limiter.record_failure(&alice, ip, later);
         assert!(limiter.check(&alice, ip, later).is_err());
-        limiter.record_success(&alice);
-        assert!(limiter.check(&alice, ip, later).is_ok());
     }
 
     #[test]

@@ -1058,17 +1058,13 @@ async fn login(
         Ok(p) => p,
         Err(e) => return Response::LoginFail(Failure::new(Reason::InvalidArgument, e.to_string())),
     };
-    // Counted against the username from here on, until it succeeds or cannot be decided.
-    if let Ok(mut limiter) = shared.limiter.lock()
-        && let Err(blocked) = limiter.begin_attempt(&username, ip, now)
-    {
+    // Counted against the username and the address from here on, unless it succeeds or
+    // cannot be decided. (A poisoned lock still limits: the tables stay consistent.)
+    let limiter = || shared.limiter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Err(blocked) = limiter().begin_attempt(&username, ip, now) {
         return Response::LoginFail(Failure::new(Reason::Forbidden, blocked.to_string()));
     }
-    let cancel = || {
-        if let Ok(mut limiter) = shared.limiter.lock() {
-            limiter.attempt_cancelled(&username);
-        }
-    };
+    let cancel = || limiter().attempt_cancelled(&username, ip);
     let (tx, rx) = oneshot::channel();
     if shared
         .core
@@ -1086,9 +1082,7 @@ async fn login(
     };
     match (verified, found) {
         (Ok(true), Some((account, _))) => {
-            if let Ok(mut limiter) = shared.limiter.lock() {
-                limiter.record_success(&username);
-            }
+            limiter().record_success(&username, ip);
             ask(
                 shared,
                 |reply| CoreRequest::StartSession { account, ip, remember, reply },
@@ -1108,16 +1102,11 @@ async fn login(
             warn!(cause = %e, "password check failed");
             Response::LoginFail(Failure::new(Reason::Internal, "the password could not be checked"))
         }
-        // A wrong password or an unknown username (already counted against the username).
-        _ => {
-            if let Ok(mut limiter) = shared.limiter.lock() {
-                limiter.attempt_failed(ip, now);
-            }
-            Response::LoginFail(Failure::new(
-                Reason::BadCredentials,
-                "unknown username or wrong password",
-            ))
-        }
+        // A wrong password or an unknown username: counted already, it stays counted.
+        _ => Response::LoginFail(Failure::new(
+            Reason::BadCredentials,
+            "unknown username or wrong password",
+        )),
     }
 }
 
@@ -1135,9 +1124,12 @@ async fn register(
         }
     };
     // Counted per client address, taken or not (`auth.registrations`).
-    if let Ok(mut limiter) = shared.registrations.lock()
-        && let Err(blocked) = limiter.begin(ip, now())
-    {
+    let began = shared
+        .registrations
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .begin(ip, now());
+    if let Err(blocked) = began {
         return Response::RegisterFail(Failure::new(Reason::Forbidden, blocked.to_string()));
     }
 
