@@ -1058,13 +1058,13 @@ async fn login(
         Ok(p) => p,
         Err(e) => return Response::LoginFail(Failure::new(Reason::InvalidArgument, e.to_string())),
     };
-    // Counted against the username and the address from here on, unless it succeeds or
-    // cannot be decided. (A poisoned lock still limits: the tables stay consistent.)
+    // Counted against the username from here on, unless it succeeds or cannot be decided.
+    // (A poisoned lock still limits: the tables stay consistent.)
     let limiter = || shared.limiter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Err(blocked) = limiter().begin_attempt(&username, ip, now) {
         return Response::LoginFail(Failure::new(Reason::Forbidden, blocked.to_string()));
     }
-    let cancel = || limiter().attempt_cancelled(&username, ip);
+    let cancel = || limiter().attempt_cancelled(&username);
     let (tx, rx) = oneshot::channel();
     if shared
         .core
@@ -1082,7 +1082,7 @@ async fn login(
     };
     match (verified, found) {
         (Ok(true), Some((account, _))) => {
-            limiter().record_success(&username, ip);
+            limiter().record_success(&username);
             ask(
                 shared,
                 |reply| CoreRequest::StartSession { account, ip, remember, reply },
@@ -1102,11 +1102,15 @@ async fn login(
             warn!(cause = %e, "password check failed");
             Response::LoginFail(Failure::new(Reason::Internal, "the password could not be checked"))
         }
-        // A wrong password or an unknown username: counted already, it stays counted.
-        _ => Response::LoginFail(Failure::new(
-            Reason::BadCredentials,
-            "unknown username or wrong password",
-        )),
+        // A wrong password or an unknown username: it stays counted against the username, and
+        // counts against the address.
+        _ => {
+            limiter().attempt_failed(ip, now);
+            Response::LoginFail(Failure::new(
+                Reason::BadCredentials,
+                "unknown username or wrong password",
+            ))
+        }
     }
 }
 
