@@ -1033,6 +1033,26 @@ impl Journal {
         Ok(existed)
     }
 
+    /// Deletes several sessions in one durable commit; returns how many existed. An empty
+    /// list writes nothing.
+    pub fn remove_sessions(&self, keys: &[[u8; 32]]) -> Result<usize, WriteError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut existed = 0;
+        self.write(
+            |txn| {
+                let mut table = txn.open_table(SESSIONS)?;
+                for key in keys {
+                    existed += usize::from(table.remove(*key)?.is_some());
+                }
+                Ok(())
+            },
+            "removing sessions",
+        )?;
+        Ok(existed)
+    }
+
     /// One session's value.
     pub fn session(&self, key: [u8; 32]) -> Result<Option<Vec<u8>>, StorageFault> {
         let table = self.read_table(SESSIONS)?;

@@ -285,6 +285,9 @@ pub struct Core {
     fills: FillIndex,
     /// Sessions whose last use is due for storing ([`crate::sessions::SessionInfo::store_again`]).
     sessions_due: Vec<crate::sessions::SessionKey>,
+    /// Sessions found expired when used since the last interval: their rows are deleted with
+    /// the interval's expired sessions.
+    sessions_expired_on_use: Vec<crate::sessions::SessionKey>,
     /// The last interval's events; its memory is reused by the next settlement.
     settled_events: Vec<Event>,
     /// Set by [`CoreRequest::Stop`]: orders are refused.
@@ -468,6 +471,7 @@ impl Core {
             retry,
             fills,
             sessions_due: Vec::new(),
+            sessions_expired_on_use: Vec::new(),
             settled_events: Vec::new(),
             stopped: false,
             next_order_id,
@@ -752,7 +756,13 @@ impl Core {
                 }
                 Ok(info.record.account)
             }
-            Err(e) => Err(failure(Reason::BadSession, e.to_string())),
+            Err(e) => {
+                // Gone from memory; its row goes with the interval's other expired sessions.
+                if e == crate::sessions::SessionError::Expired {
+                    self.sessions_expired_on_use.push(session.key());
+                }
+                Err(failure(Reason::BadSession, e.to_string()))
+            }
         }
     }
 
@@ -1038,11 +1048,18 @@ impl Core {
         }
     }
 
+    /// Ends the sessions idle or old past their limits, with those found expired when used
+    /// since the last interval, and deletes their rows in one commit: however many end
+    /// together, the core waits for one write (a row left behind would come back after a
+    /// restart whose limits are longer).
     fn expire_sessions(&mut self, now: Timestamp) {
-        for key in self.sessions.expire(now) {
-            if let Err(e) = self.journal.remove_session(key.0) {
-                warn!(cause = %e, "cannot remove an expired session from the journal");
-            }
+        let mut ended: Vec<[u8; 32]> = self.sessions.expire(now).iter().map(|key| key.0).collect();
+        ended.extend(self.sessions_expired_on_use.drain(..).map(|key| key.0));
+        if self.halted.is_some() || ended.is_empty() {
+            return;
+        }
+        if let Err(e) = self.journal.remove_sessions(&ended) {
+            warn!(cause = %e, sessions = ended.len(), "cannot remove expired sessions from the journal");
         }
     }
 

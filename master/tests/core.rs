@@ -611,6 +611,45 @@ fn a_price_older_than_the_current_one_is_not_used() {
     assert_eq!(fill.price, Price::parse("100").unwrap());
 }
 
+/// A session found expired when it is used is gone from the journal too, with the
+/// interval's other expired sessions (a row left behind would come back after a restart with
+/// longer limits).
+#[test]
+fn a_session_found_expired_on_use_leaves_the_journal_at_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, recovered) =
+        Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
+    let journal = Arc::new(journal);
+    let sessions = SessionTable::new(&SessionsConfig {
+        idle_timeout: std::time::Duration::from_millis(50),
+        ..SessionsConfig::default()
+    });
+    let mut core = Core::new(
+        Engine::from_state(recovered.state),
+        Arc::clone(&journal),
+        CoreConfig {
+            initial_cash: Cash::parse("1000").unwrap(),
+            orders_per_interval_max: 3,
+            orders_per_account_per_interval_max: 2,
+            accounts_max: 10,
+            remembered_outcomes_max: 100,
+        },
+        sessions,
+    );
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    assert_eq!(register(&mut core, "alice"), Response::RegisterSuccess);
+    let session = login(&mut core, "alice");
+    assert_eq!(journal.sessions().unwrap().len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(120));
+    let mut late = order(&mut core, &session, Side::Buy, "1", 1);
+    let Ok(Response::PurchaseFail(f)) = late.try_recv() else { panic!("answered at once") };
+    assert_eq!(f.reason, Reason::BadSession);
+    // Gone from memory at once; from the journal with the interval.
+    assert_eq!(journal.sessions().unwrap().len(), 1);
+    settle(&mut core, "100");
+    assert_eq!(journal.sessions().unwrap().len(), 0);
+}
+
 /// The order id a fill answer carries.
 fn filled_order_id(rx: &mut oneshot::Receiver<Response>) -> u64 {
     match rx.try_recv().unwrap() {
