@@ -811,7 +811,17 @@ async fn serve_connection(stream: UnixStream, state: &AdminState, mut stop: watc
             }
             Ok(Ok(Line::Request(line))) => (handle_line(state, &line).await, false),
         };
-        if write.write_all(&answer.to_line()).await.is_err() || last {
+        // A client that does not read its answers is closed after the idle limit, and a stop
+        // does not wait for it.
+        let bytes = answer.to_line();
+        let wrote = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            wrote = tokio::time::timeout(IDLE_TIMEOUT, write.write_all(&bytes)) => wrote,
+        };
+        if !matches!(wrote, Ok(Ok(()))) || last {
+            if wrote.is_err() {
+                debug!("admin client does not read its answers; closing");
+            }
             return;
         }
     }
