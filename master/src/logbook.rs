@@ -388,10 +388,37 @@ pub fn init_tracing(config: &LogbookConfig) -> Result<LogGuard, InitError> {
 /// read on a damaged journal, once per query) must not fill the disk with them.
 pub const CRASH_DUMPS_MAX: usize = 8;
 
+/// Crash dumps kept in a directory across starts: a master that crashes again and again under
+/// a supervisor must not fill its data directory with them. The oldest go first.
+pub const CRASH_DUMPS_KEPT: usize = 32;
+
+/// Deletes the oldest `crash-*.log` files of `dir` beyond the newest `keep` (their names sort
+/// by time); returns how many were deleted. Errors are skipped: pruning is housekeeping.
+pub fn prune_crash_dumps(dir: &Path, keep: usize) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut dumps: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("crash-") && name.ends_with(".log"))
+        })
+        .collect();
+    dumps.sort();
+    let excess = dumps.len().saturating_sub(keep);
+    dumps.iter().take(excess).filter(|path| std::fs::remove_file(path).is_ok()).count()
+}
+
 /// Installs a panic hook that writes the panic and the logbook's entries in memory to
 /// `dir/crash-<unix seconds>-<nanoseconds>.log` (spec 3.1.1), at most [`CRASH_DUMPS_MAX`]
-/// times, then runs the previous hook.
+/// times, then runs the previous hook. The dumps earlier starts left beyond
+/// [`CRASH_DUMPS_KEPT`] are deleted first.
 pub fn install_crash_dump(logbook: Logbook, dir: PathBuf) {
+    let pruned = prune_crash_dumps(&dir, CRASH_DUMPS_KEPT);
+    if pruned > 0 {
+        tracing::info!(pruned, kept = CRASH_DUMPS_KEPT, "old crash dumps deleted");
+    }
     let previous = std::panic::take_hook();
     let written = std::sync::atomic::AtomicUsize::new(0);
     std::panic::set_hook(Box::new(move |info| {
@@ -432,6 +459,27 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(logbook.layer());
         tracing::subscriber::with_default(subscriber, body);
         logbook
+    }
+
+    #[test]
+    fn old_crash_dumps_beyond_the_kept_number_are_deleted_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        for second in [1_700_000_003, 1_700_000_001, 1_700_000_002, 1_700_000_004] {
+            std::fs::write(dir.path().join(format!("crash-{second}-000000000.log")), "x").unwrap();
+        }
+        std::fs::write(dir.path().join("master.log"), "kept").unwrap();
+        assert_eq!(prune_crash_dumps(dir.path(), 2), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["crash-1700000003-000000000.log", "crash-1700000004-000000000.log", "master.log"]
+        );
+        assert_eq!(prune_crash_dumps(dir.path(), 2), 0);
+        assert_eq!(prune_crash_dumps(&dir.path().join("missing"), 2), 0);
     }
 
     #[test]
