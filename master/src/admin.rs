@@ -725,6 +725,9 @@ impl AdminSocket {
         info!(path = %self.path.display(), "admin socket listening");
         let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
         let state = Arc::new(state);
+        // Joined before `serve` returns: a connection task holds the registry, and with it the
+        // journal, which the master closes when it stops.
+        let mut tasks = tokio::task::JoinSet::new();
         loop {
             let accepted = tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => break,
@@ -738,13 +741,15 @@ impl AdminSocket {
                     };
                     let state = Arc::clone(&state);
                     let stop = stop.clone();
-                    tokio::spawn(
+                    tasks.spawn(
                         async move {
                             serve_connection(stream, &state, stop).await;
                             drop(permit);
                         }
                         .instrument(info_span!("admin")),
                     );
+                    // Ended ones are reaped as new ones come.
+                    while tasks.try_join_next().is_some() {}
                 }
                 Err(e) => {
                     warn!(cause = %e, "admin accept failed");
@@ -755,6 +760,8 @@ impl AdminSocket {
                 }
             }
         }
+        // Every connection watches the stop, reading and writing.
+        while tasks.join_next().await.is_some() {}
         if let Err(e) = std::fs::remove_file(&self.path) {
             warn!(path = %self.path.display(), cause = %e, "cannot remove the admin socket");
         }

@@ -401,6 +401,47 @@ async fn garbage_on_the_admin_socket_gets_an_error_line_and_does_not_disturb_the
     master.stop().await;
 }
 
+/// An admin client that sends requests and never reads the answers fills the socket's buffer;
+/// the master still stops, and its journal is free at once (the admin connection's task, which
+/// holds it, has ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_client_that_never_reads_does_not_hold_the_stop() {
+    let s = Setup::new();
+    let master = Master::start(&s.data, Vec::new()).await;
+    let socket = admin::socket_path(&s.data);
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&written);
+    let writer = std::thread::spawn(move || {
+        let mut stream = UnixStream::connect(&socket).unwrap();
+        // Far more answers than the socket buffers hold: the writes block once they are full.
+        for _ in 0..200_000 {
+            if stream.write_all(b"{\"op\":\"list\"}\n").is_err() {
+                break;
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    // Wait until the writes stall: the master's answers fill the buffers unread, and it is
+    // blocked writing one.
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = written.load(std::sync::atomic::Ordering::Relaxed);
+        if now >= 100 && now == last {
+            break;
+        }
+        last = now;
+    }
+    let stopped = tokio::time::timeout(Duration::from_secs(60), master.stop()).await;
+    assert!(stopped.is_ok(), "the master did not stop");
+    // The journal is not held by anything left of the master.
+    let journal =
+        journal::Journal::open(journal::path_in(&s.data), journal::JournalConfig::default());
+    assert!(journal.is_ok(), "{:?}", journal.err());
+    drop(journal);
+    let _ = blocking(move || writer.join()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_journal_without_an_answering_master_is_a_clear_error() {
     let s = Setup::new();
