@@ -22,11 +22,23 @@ fn open(dir: &std::path::Path) -> Core {
 }
 
 fn open_remembering(dir: &std::path::Path, remembered_outcomes_max: usize) -> Core {
-    let (journal, recovered) =
-        Journal::open(journal::path_in(dir), JournalConfig::default()).unwrap();
-    Core::new(
+    let journal = JournalConfig::default();
+    open_with(dir, journal, &SessionsConfig::default(), remembered_outcomes_max).0
+}
+
+/// A core over the journal in `dir` opened with `journal`, with `sessions`' limits; and the
+/// journal, for tests that look at it or act on it behind the core's back.
+fn open_with(
+    dir: &std::path::Path,
+    journal: JournalConfig,
+    sessions: &SessionsConfig,
+    remembered_outcomes_max: usize,
+) -> (Core, Arc<Journal>) {
+    let (journal, recovered) = Journal::open(journal::path_in(dir), journal).unwrap();
+    let journal = Arc::new(journal);
+    let core = Core::new(
         Engine::from_state(recovered.state),
-        Arc::new(journal),
+        Arc::clone(&journal),
         CoreConfig {
             initial_cash: Cash::parse("1000").unwrap(),
             orders_per_interval_max: 3,
@@ -34,8 +46,9 @@ fn open_remembering(dir: &std::path::Path, remembered_outcomes_max: usize) -> Co
             accounts_max: 10,
             remembered_outcomes_max,
         },
-        SessionTable::new(&SessionsConfig::default()),
-    )
+        SessionTable::new(sessions),
+    );
+    (core, journal)
 }
 
 fn call<T>(core: &mut Core, build: impl FnOnce(oneshot::Sender<T>) -> CoreRequest) -> T {
@@ -464,20 +477,7 @@ fn a_journal_damaged_under_the_core_stops_it_without_acknowledging() {
     let path = journal::path_in(dir.path());
     // No page cache in redb, so that the damage is read.
     let config = JournalConfig { cache_bytes: 0, ..JournalConfig::default() };
-    let (journal, recovered) = Journal::open(&path, config).unwrap();
-    let journal = Arc::new(journal);
-    let mut core = Core::new(
-        Engine::from_state(recovered.state),
-        Arc::clone(&journal),
-        CoreConfig {
-            initial_cash: Cash::parse("1000").unwrap(),
-            orders_per_interval_max: 3,
-            orders_per_account_per_interval_max: 2,
-            accounts_max: 10,
-            remembered_outcomes_max: 100,
-        },
-        SessionTable::new(&SessionsConfig::default()),
-    );
+    let (mut core, journal) = open_with(dir.path(), config, &SessionsConfig::default(), 100);
     call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
     assert_eq!(register(&mut core, "alice"), Response::RegisterSuccess);
     let session = login(&mut core, "alice");
@@ -525,21 +525,8 @@ fn a_journal_damaged_under_the_core_stops_it_without_acknowledging() {
 #[test]
 fn a_journal_halted_behind_the_cores_back_refuses_writes_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (journal, recovered) =
-        Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
-    let journal = Arc::new(journal);
-    let mut core = Core::new(
-        Engine::from_state(recovered.state),
-        Arc::clone(&journal),
-        CoreConfig {
-            initial_cash: Cash::parse("1000").unwrap(),
-            orders_per_interval_max: 3,
-            orders_per_account_per_interval_max: 2,
-            accounts_max: 10,
-            remembered_outcomes_max: 100,
-        },
-        SessionTable::new(&SessionsConfig::default()),
-    );
+    let (mut core, journal) =
+        open_with(dir.path(), JournalConfig::default(), &SessionsConfig::default(), 100);
     call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
     assert_eq!(register(&mut core, "alice"), Response::RegisterSuccess);
     let session = login(&mut core, "alice");
@@ -617,25 +604,11 @@ fn a_price_older_than_the_current_one_is_not_used() {
 #[test]
 fn a_session_found_expired_on_use_leaves_the_journal_at_the_interval() {
     let dir = tempfile::tempdir().unwrap();
-    let (journal, recovered) =
-        Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
-    let journal = Arc::new(journal);
-    let sessions = SessionTable::new(&SessionsConfig {
+    let sessions = SessionsConfig {
         idle_timeout: std::time::Duration::from_millis(50),
         ..SessionsConfig::default()
-    });
-    let mut core = Core::new(
-        Engine::from_state(recovered.state),
-        Arc::clone(&journal),
-        CoreConfig {
-            initial_cash: Cash::parse("1000").unwrap(),
-            orders_per_interval_max: 3,
-            orders_per_account_per_interval_max: 2,
-            accounts_max: 10,
-            remembered_outcomes_max: 100,
-        },
-        sessions,
-    );
+    };
+    let (mut core, journal) = open_with(dir.path(), JournalConfig::default(), &sessions, 100);
     call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
     assert_eq!(register(&mut core, "alice"), Response::RegisterSuccess);
     let session = login(&mut core, "alice");
