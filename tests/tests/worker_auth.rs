@@ -404,6 +404,27 @@ impl RealMaster {
     async fn stop(self) {
         self.task.stop().await.unwrap();
     }
+
+    /// The master's refusal of `link`'s first handshake as worker `uuid`, for `cause`: the link
+    /// never came up and `uuid` is not listed. Stops the link; returns the log entry.
+    async fn refused(&self, link: TestLink, uuid: Uuid, cause: &str, what: &str) -> String {
+        let Verdict::Refused { cause: logged, entry } = first_verdict(uuid).await else {
+            panic!("the master linked {what}");
+        };
+        assert_eq!(logged, cause, "{entry}");
+        assert_ne!(link.link.state(), LinkState::Up);
+        assert!(!self.lists(uuid).await);
+        link.stop().await;
+        entry
+    }
+
+    /// The registered worker, with its own key, links through `addr` and is listed.
+    async fn the_registered_worker_links(&self, addr: SocketAddr) {
+        let genuine = TestLink::start(addr, self.registered(), self.trust.clone());
+        genuine.wait_up().await;
+        self.wait_until_listed(self.uuid).await;
+        genuine.stop().await;
+    }
 }
 
 /// A real worker link (`MasterLink`) to `master` that makes one attempt: its reconnect backoff
@@ -508,18 +529,8 @@ async fn the_real_master_refuses_an_unknown_uuid() {
     let stranger = WorkerIdentity::generate(Uuid::new_v4(), "stranger").unwrap();
     let uuid = stranger.uuid();
     let link = TestLink::start(master.task.addr, stranger, master.trust.clone());
-    let Verdict::Refused { cause, entry } = first_verdict(uuid).await else {
-        panic!("the master linked an unregistered worker");
-    };
-    assert_eq!(cause, "unknown_worker", "{entry}");
-    assert_ne!(link.link.state(), LinkState::Up);
-    assert!(!master.lists(uuid).await);
-    link.stop().await;
-
-    let genuine = TestLink::start(master.task.addr, master.registered(), master.trust.clone());
-    genuine.wait_up().await;
-    master.wait_until_listed(master.uuid).await;
-    genuine.stop().await;
+    master.refused(link, uuid, "unknown_worker", "an unregistered worker").await;
+    master.the_registered_worker_links(master.task.addr).await;
     master.stop().await;
 }
 
@@ -530,18 +541,8 @@ async fn the_real_master_refuses_a_registered_uuid_with_another_key() {
     let master = RealMaster::start().await;
     let impostor = WorkerIdentity::generate(master.uuid, "impostor").unwrap();
     let link = TestLink::start(master.task.addr, impostor, master.trust.clone());
-    let Verdict::Refused { cause, entry } = first_verdict(master.uuid).await else {
-        panic!("the master linked an impostor");
-    };
-    assert_eq!(cause, "wrong_key", "{entry}");
-    assert_ne!(link.link.state(), LinkState::Up);
-    assert!(!master.lists(master.uuid).await);
-    link.stop().await;
-
-    let genuine = TestLink::start(master.task.addr, master.registered(), master.trust.clone());
-    genuine.wait_up().await;
-    master.wait_until_listed(master.uuid).await;
-    genuine.stop().await;
+    master.refused(link, master.uuid, "wrong_key", "an impostor").await;
+    master.the_registered_worker_links(master.task.addr).await;
     master.stop().await;
 }
 
@@ -553,21 +554,13 @@ async fn the_real_master_refuses_an_address_outside_the_allow_list() {
     let master = RealMaster::start().await;
     let (elsewhere, forwarder) = forwarder_from([127, 0, 0, 2], master.task.addr).await;
     let link = TestLink::start(elsewhere, master.registered(), master.trust.clone());
-    let Verdict::Refused { cause, entry } = first_verdict(master.uuid).await else {
-        panic!("the master linked a worker from outside its allow-list");
-    };
-    assert_eq!(cause, "ip_not_allowed", "{entry}");
+    let what = "a worker from outside its allow-list";
+    let entry = master.refused(link, master.uuid, "ip_not_allowed", what).await;
     assert!(entry.contains("conn{peer=127.0.0.2:"), "{entry}");
-    assert_ne!(link.link.state(), LinkState::Up);
-    assert!(!master.lists(master.uuid).await);
-    link.stop().await;
     forwarder.abort();
 
     let (allowed, forwarder) = forwarder_from([127, 0, 0, 1], master.task.addr).await;
-    let genuine = TestLink::start(allowed, master.registered(), master.trust.clone());
-    genuine.wait_up().await;
-    master.wait_until_listed(master.uuid).await;
-    genuine.stop().await;
+    master.the_registered_worker_links(allowed).await;
     forwarder.abort();
     master.stop().await;
 }
