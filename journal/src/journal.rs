@@ -605,14 +605,17 @@ impl Journal {
                 return Err(AppendError::SeqTaken { path: self.path.clone(), seq: first_seq });
             }
             let mut ticks = txn.open_table(TICKS).map_err(|e| self.fault(writer, OP, e))?;
-            // A tick set holds each symbol once: only a batch of several intervals can write a
-            // symbol twice, and only then are its symbols tracked (the master writes one).
-            let intervals =
-                events.iter().filter(|e| matches!(e, Event::IntervalSettled(_))).count();
-            let mut written: Option<std::collections::HashSet<Symbol>> =
-                (intervals > 1).then(std::collections::HashSet::new);
+            // The symbols whose row this batch has written, tracked from its second interval
+            // on: a tick set holds each symbol once, so a batch of one interval (the master's)
+            // needs none.
+            let mut written: Option<std::collections::HashSet<Symbol>> = None;
+            let mut intervals = 0u32;
             for event in events {
                 if let Event::IntervalSettled(settled) = event {
+                    intervals = intervals.saturating_add(1);
+                    if intervals == 2 {
+                        written = Some(writer.batch_ticks.iter().map(|(s, ..)| *s).collect());
+                    }
                     for tick in &settled.ticks {
                         // A price source that has no newer price restates the last tick every
                         // interval: a row that already holds it is left alone, so the commit
@@ -622,13 +625,16 @@ impl Journal {
                         // The shortcut knows only committed rows: a symbol written earlier in
                         // this batch is looked up in the index.
                         let written_in_batch =
-                            written.as_mut().is_some_and(|w| !w.insert(tick.symbol));
+                            written.as_ref().is_some_and(|w| w.contains(&tick.symbol));
                         if !written_in_batch
                             && writer.known_ticks.get(&tick.symbol) == Some(&(tick.time.0, row))
                         {
                             continue;
                         }
                         writer.batch_ticks.push((tick.symbol, tick.time.0, row));
+                        if let Some(written) = written.as_mut() {
+                            written.insert(tick.symbol);
+                        }
                         let stored = ticks
                             .get(key)
                             .map_err(|e| self.fault(writer, OP, e))?
