@@ -923,11 +923,10 @@ impl Core {
             return SettleSummary { interval: Some(interval), failed: true, ..Default::default() };
         }
         self.fills.add_committed(self.engine.state(), events);
-        let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let mut summary = SettleSummary {
             interval: Some(interval),
-            settle_micros: micros(settled.duration_since(started)),
-            commit_micros: micros(settled.elapsed()),
+            settle_micros: crate::slow::micros(settled.duration_since(started)),
+            commit_micros: crate::slow::micros(settled.elapsed()),
             ..SettleSummary::default()
         };
         for event in events.iter() {
