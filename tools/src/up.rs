@@ -5,8 +5,10 @@
 //! (`papertrader.redb`, so `pt-replay --data DIR` reads it), the master's key (`master.key`,
 //! `master.pub.asc`) and the log (`pt-up.log`). Worker identities are made on the first run in
 //! `DIR/workers/wN/` and kept; each run registers them with the master (in memory, allowed from
-//! `127.0.0.1` and `::1`) and gives each worker the master's certificate. [`Cluster::start`] is
-//! the core (tests call it with port 0); [`run`] adds logging, the banner and Ctrl-C.
+//! `127.0.0.1` and `::1`) and gives each worker the master's certificate. [`Prepared::new`]
+//! checks the configuration and the price file and listens on the ports before anything is
+//! written; [`Cluster::start`] is the core (tests call it with port 0); [`run`] adds logging,
+//! the banner and Ctrl-C.
 //!
 //! Shutdown stops the workers first (they answer the requests they already read), then the
 //! master, which settles and commits the current interval.
@@ -161,23 +163,89 @@ async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
-impl Cluster {
-    /// Starts the master and the workers (see the module docs) and returns once every worker
-    /// is linked to the master, so clients can be served.
-    pub async fn start(config: ClusterConfig) -> anyhow::Result<Self> {
+/// A `pt up` configuration refused before anything is created or started (`pt up` exits 2,
+/// as `pt-master` does for a bad configuration): a bad price file, overlapping ports.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// A cluster checked and bound but not started: the price file read and checked, every port
+/// listened on. Nothing is written until [`Prepared::start`], so a configuration that cannot
+/// run (a bad price file, a port in use) leaves no data directory, key or identity behind.
+#[derive(Debug)]
+pub struct Prepared {
+    config: ClusterConfig,
+    prices: master::prices::AnyPriceSource,
+    master_listener: TcpListener,
+    worker_listeners: Vec<TcpListener>,
+}
+
+impl Prepared {
+    /// Checks `config` (workers, ports, the price file, row by row) and listens on its ports.
+    pub async fn new(config: ClusterConfig) -> anyhow::Result<Self> {
         if !(1..=WORKERS_MAX).contains(&config.workers) {
-            bail!("--workers must be 1 to {WORKERS_MAX}");
+            return Err(ConfigError(format!("--workers must be 1 to {WORKERS_MAX}")).into());
         }
+        if config.master_port != 0 && config.worker_port != 0 {
+            let workers = u16::try_from(config.workers.saturating_sub(1)).unwrap_or(u16::MAX);
+            let last = config.worker_port.saturating_add(workers);
+            if (config.worker_port..=last).contains(&config.master_port) {
+                return Err(ConfigError(format!(
+                    "the master's port {} is one of the workers' ({} to {last}): pick ports that \
+                     do not overlap",
+                    config.master_port, config.worker_port
+                ))
+                .into());
+            }
+        }
+        let mut worker_ports = Vec::with_capacity(config.workers);
+        for n in 0..config.workers {
+            worker_ports.push(if config.worker_port == 0 {
+                0
+            } else {
+                u16::try_from(n).ok().and_then(|n| config.worker_port.checked_add(n)).ok_or_else(
+                    || {
+                        ConfigError(
+                            "worker ports run past 65535; pick a lower --worker-port".to_owned(),
+                        )
+                    },
+                )?
+            });
+        }
+        if let Some(prices) = &config.prices
+            && !prices.is_file()
+        {
+            return Err(ConfigError(format!("no price file at {}", prices.display())).into());
+        }
+        let prices = master::prices::open_source(&Self::price_config(&config), config.interval)
+            .map_err(|e| ConfigError(format!("bad price file: {}", master::report::chain(&e))))?;
+
+        let master_listener = bind(config.master_port, "master").await?;
+        let mut worker_listeners = Vec::with_capacity(config.workers);
+        for port in worker_ports {
+            worker_listeners.push(bind(port, "worker").await?);
+        }
+        Ok(Self { config, prices, master_listener, worker_listeners })
+    }
+
+    /// The master's price source of `config`: the recorded file, or the shipped one.
+    fn price_config(config: &ClusterConfig) -> PriceSourceConfig {
+        PriceSourceConfig::Recorded(RecordedSourceConfig {
+            file: config.prices.clone(),
+            splits: None,
+        })
+    }
+
+    /// Sets up the data directory (the master's key and the workers' identities, made on the
+    /// first run), starts the master and the workers on the bound ports, and returns once every
+    /// worker is linked to the master, so clients can be served.
+    pub async fn start(self) -> anyhow::Result<Cluster> {
+        let Self { config, prices, master_listener, worker_listeners } = self;
         let dir = &config.data_dir;
         master::config::create_data_dir(dir)
             .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         let dir = std::path::absolute(dir)
             .with_context(|| format!("cannot resolve the data directory {}", dir.display()))?;
-        if let Some(prices) = &config.prices
-            && !prices.is_file()
-        {
-            bail!("no price file at {}", prices.display());
-        }
 
         // The master's key (made on the first run), which the workers trust.
         let master_identity =
@@ -206,42 +274,13 @@ impl Cluster {
             });
             identities.push((name, key_dir, identity));
         }
-
-        if config.master_port != 0 && config.worker_port != 0 {
-            let workers = u16::try_from(config.workers.saturating_sub(1)).unwrap_or(u16::MAX);
-            let last = config.worker_port.saturating_add(workers);
-            if (config.worker_port..=last).contains(&config.master_port) {
-                anyhow::bail!(
-                    "the master's port {} is one of the workers' ({} to {last}): pick ports that \
-                     do not overlap",
-                    config.master_port,
-                    config.worker_port
-                );
-            }
-        }
-        let master_listener = bind(config.master_port, "master").await?;
         let master_addr = master_listener.local_addr().context("the master's address")?;
-        let mut worker_listeners = Vec::with_capacity(config.workers);
-        for n in 0..config.workers {
-            let port = if config.worker_port == 0 {
-                0
-            } else {
-                u16::try_from(n)
-                    .ok()
-                    .and_then(|n| config.worker_port.checked_add(n))
-                    .context("worker ports run past 65535; pick a lower --worker-port")?
-            };
-            worker_listeners.push(bind(port, "worker").await?);
-        }
 
         let mut master_config = MasterConfig {
             listen: master_addr,
             data_dir: dir.clone(),
             update_interval: config.interval,
-            prices: PriceSourceConfig::Recorded(RecordedSourceConfig {
-                file: config.prices.clone(),
-                splits: None,
-            }),
+            prices: Self::price_config(&config),
             workers: registrations,
             ..MasterConfig::default()
         };
@@ -252,12 +291,13 @@ impl Cluster {
 
         let (master_stop, master_stop_rx) = watch::channel(false);
         let (worker_stop, worker_stop_rx) = watch::channel(false);
-        let master_task = tokio::spawn(master::server::run(
+        let master_task = tokio::spawn(master::server::run_with_prices(
             master_config,
+            Some(prices),
             master_listener,
             stopped(master_stop_rx),
         ));
-        let mut cluster = Self {
+        let mut cluster = Cluster {
             data_dir: dir.clone(),
             master_addr,
             workers: Vec::with_capacity(config.workers),
@@ -304,6 +344,14 @@ impl Cluster {
             return Err(e);
         }
         Ok(cluster)
+    }
+}
+
+impl Cluster {
+    /// [`Prepared::new`] then [`Prepared::start`]: checks `config`, listens on its ports, then
+    /// starts the master and the workers and returns once every worker is linked to the master.
+    pub async fn start(config: ClusterConfig) -> anyhow::Result<Self> {
+        Prepared::new(config).await?.start().await
     }
 
     /// Waits until the master lists every worker and every worker has its link up (both sides
@@ -510,11 +558,6 @@ fn init_logging(dir: &Path) -> anyhow::Result<master::logbook::Logbook> {
 /// down cleanly.
 pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     let config = ClusterConfig::from_args(args);
-    master::config::create_data_dir(&config.data_dir).with_context(|| {
-        format!("cannot create the data directory {}", config.data_dir.display())
-    })?;
-    let logbook = init_logging(&config.data_dir)?;
-    master::logbook::install_crash_dump(logbook, config.data_dir.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -524,9 +567,16 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         // cluster cleanly once it is up.
         let shutdown =
             master::shutdown::shutdown_signal().context("cannot handle SIGINT and SIGTERM")?;
+        // The ports and the price file are checked before the data directory is touched.
+        let prepared = Prepared::new(config.clone()).await?;
+        master::config::create_data_dir(&config.data_dir).with_context(|| {
+            format!("cannot create the data directory {}", config.data_dir.display())
+        })?;
+        let logbook = init_logging(&config.data_dir)?;
+        master::logbook::install_crash_dump(logbook, config.data_dir.clone());
         eprintln!("Starting the master and {} worker(s)...", config.workers);
         tokio::pin!(shutdown);
-        let mut cluster = Cluster::start(config.clone()).await?;
+        let mut cluster = prepared.start().await?;
         // A Ctrl-C during start-up stops the cluster without announcing it as up.
         let stopped_early = tokio::select! {
             biased;

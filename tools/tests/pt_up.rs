@@ -92,21 +92,73 @@ fn pt_up_prints_the_addresses_serves_and_stops_on_ctrl_c() {
     assert!(log.lines().count() > 1, "{log}");
 }
 
-/// A master port among the workers' is refused before anything listens, naming both.
-#[test]
-fn overlapping_ports_are_refused() {
+/// Runs `pt up` with `args` and a data directory that does not exist yet; returns its exit
+/// status, its stderr, and whether it created the data directory.
+fn pt_up_refused(args: &[&str]) -> (Option<i32>, String, bool) {
     let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
     let output = Command::new(env!("CARGO_BIN_EXE_pt"))
-        .args(["up", "--workers", "2", "--master-port", "40001", "--worker-port", "40000"])
+        .arg("up")
+        .args(args)
         .arg("--data")
-        .arg(dir.path().join("data"))
+        .arg(&data)
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned(), data.exists())
+}
+
+/// A master port among the workers' is a configuration error (exit 2), refused before
+/// anything listens or is written, naming both.
+#[test]
+fn overlapping_ports_are_refused() {
+    let (status, stderr, created) =
+        pt_up_refused(&["--workers", "2", "--master-port", "40001", "--worker-port", "40000"]);
+    assert_eq!(status, Some(2), "{stderr}");
     assert!(
         stderr.contains("the master's port 40001 is one of the workers' (40000 to 40001)"),
         "{stderr}"
     );
+    assert!(!created, "the data directory was made for a configuration that cannot run");
+}
+
+/// A price file that does not parse is a configuration error (exit 2, as `pt-master` says it),
+/// named at its line, found before the data directory, a key or an identity is made.
+#[test]
+fn a_bad_price_file_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let prices = dir.path().join("prices.csv");
+    std::fs::write(
+        &prices,
+        "time,symbol,open,high,low,close,volume\n2000-01-03,AAPL,1,1,1,1,100\n2000-01-04,AAPL,1,1,1,one,100\n",
+    )
+    .unwrap();
+    let (status, stderr, created) = pt_up_refused(&[
+        "--master-port",
+        "0",
+        "--worker-port",
+        "0",
+        "--prices",
+        prices.to_str().unwrap(),
+    ]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("bad price file"), "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(!created, "the data directory was made for a price file that cannot be read");
+}
+
+/// A port another program listens on is found before the data directory is touched: exit 1
+/// (the configuration is fine, the machine is busy), naming the address.
+#[test]
+fn a_busy_port_is_found_before_anything_is_written() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let (status, stderr, created) =
+        pt_up_refused(&["--master-port", "0", "--worker-port", port.as_str()]);
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port} for the worker")),
+        "{stderr}"
+    );
+    assert!(!created, "the data directory was made although a port was taken");
 }

@@ -43,7 +43,11 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pt up: {}", master::report::chain(&*err));
-                ExitCode::FAILURE
+                if err.downcast_ref::<pt_tools::up::ConfigError>().is_some() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::FAILURE
+                }
             }
         },
         Command::Bench(args) => match pt_tools::bench::run(&args) {
