@@ -127,6 +127,22 @@ pub enum EncodeError {
         /// Which field.
         what: &'static str,
     },
+    /// A list with more items than its format allows.
+    #[error("{what} has {items} items, at most {max} are allowed")]
+    TooManyItems {
+        /// Which list.
+        what: &'static str,
+        /// Its items.
+        items: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A list out of the order its format promises.
+    #[error("{what} is out of order")]
+    OutOfOrder {
+        /// What the order is.
+        what: &'static str,
+    },
     /// The requested packet size is 0 or over the frame data limit.
     #[error("packet size {packet_data_bytes} is outside 1..={max}")]
     BadPacketSize {
@@ -328,6 +344,28 @@ pub enum DecodeError {
         expected: u16,
         /// Fields per item declared.
         got: u16,
+    },
+    /// A list with more items than its format allows (a `transactionHistory` over
+    /// [`HISTORY_ENTRIES_MAX`](crate::limits::HISTORY_ENTRIES_MAX)).
+    #[error("field {field} ({what}) has {items} items, at most {max} are allowed")]
+    TooManyItems {
+        /// Field index.
+        field: u32,
+        /// Which list.
+        what: &'static str,
+        /// Items declared.
+        items: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A list out of the order its format promises (holdings not sorted by symbol, a history
+    /// not oldest first).
+    #[error("field {field} ({what}) is out of order")]
+    OutOfOrder {
+        /// Field index of the list.
+        field: u32,
+        /// What the order is.
+        what: &'static str,
     },
     /// A value that contradicts the instruction (a `sellSuccess` whose side is buy).
     #[error("field {field} ({what}) contradicts the instruction")]

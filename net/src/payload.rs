@@ -10,11 +10,9 @@ use engine::{
 
 use crate::args::{ArgReader, ArgWriter};
 use crate::control::{read_address, write_address};
-use crate::error::DecodeError;
+use crate::error::{DecodeError, EncodeError};
 use crate::instruction::Instruction;
-#[cfg(doc)]
-use crate::limits::HISTORY_ENTRIES_MAX;
-use crate::limits::WORKER_NAME_BYTES_MAX;
+use crate::limits::{HISTORY_ENTRIES_MAX, WORKER_NAME_BYTES_MAX};
 use crate::types::{side_code, side_from_code};
 
 /// One period's prices of a series (a [`Tick`] without its symbol, which the series gives once).
@@ -185,6 +183,10 @@ pub enum DataPayload {
 /// Fields per item of each list.
 const BAR_FIELDS: u16 = 6;
 const HOLDING_FIELDS: u16 = 4;
+/// The order a portfolio's holdings come in: each symbol once, ascending.
+const HOLDINGS_ORDER: &str = "holdings, sorted by symbol";
+/// The order a history's transactions come in: by interval, oldest first.
+const HISTORY_ORDER: &str = "transactions, oldest interval first";
 const HISTORY_FIELDS: u16 = 9;
 const WORKER_FIELDS: u16 = 3;
 
@@ -255,6 +257,9 @@ impl DataPayload {
                 }
             }
             Self::Portfolio(portfolio) => {
+                if !portfolio.holdings.is_sorted_by(|a, b| a.symbol < b.symbol) {
+                    w.fail(EncodeError::OutOfOrder { what: HOLDINGS_ORDER });
+                }
                 w.u64(portfolio.cash.raw());
                 w.list("holdings", HOLDING_FIELDS, &portfolio.holdings, |w, holding| {
                     w.text("symbol", holding.symbol.as_str(), SYMBOL_CHARS_MAX);
@@ -267,6 +272,16 @@ impl DataPayload {
                 });
             }
             Self::TransactionHistory { entries, older } => {
+                if entries.len() > HISTORY_ENTRIES_MAX {
+                    w.fail(EncodeError::TooManyItems {
+                        what: "transactions",
+                        items: entries.len(),
+                        max: HISTORY_ENTRIES_MAX,
+                    });
+                }
+                if !entries.is_sorted_by_key(|entry| entry.interval) {
+                    w.fail(EncodeError::OutOfOrder { what: HISTORY_ORDER });
+                }
                 w.u64(*older);
                 w.list("transactions", HISTORY_FIELDS, entries, |w, entry| {
                     w.u64(entry.order.0);
@@ -343,6 +358,7 @@ impl DataPayload {
             }
             4 => {
                 let cash = Cash::from_raw(r.u64("cash")?);
+                let field = r.next_field();
                 let items = r.list("holdings", HOLDING_FIELDS)?;
                 let mut holdings = r.vec_for(items);
                 for _ in 0..items {
@@ -353,11 +369,23 @@ impl DataPayload {
                         last_price: r.opt_u64("lastPrice")?.map(Price::from_raw),
                     });
                 }
+                if !holdings.is_sorted_by(|a, b| a.symbol < b.symbol) {
+                    return Err(DecodeError::OutOfOrder { field, what: HOLDINGS_ORDER });
+                }
                 Self::Portfolio(Portfolio { cash, holdings })
             }
             5 => {
                 let older = r.u64("older")?;
+                let field = r.next_field();
                 let items = r.list("transactions", HISTORY_FIELDS)?;
+                if items > HISTORY_ENTRIES_MAX {
+                    return Err(DecodeError::TooManyItems {
+                        field,
+                        what: "transactions",
+                        items,
+                        max: HISTORY_ENTRIES_MAX,
+                    });
+                }
                 let mut entries = r.vec_for(items);
                 for _ in 0..items {
                     entries.push(HistoryEntry {
@@ -371,6 +399,9 @@ impl DataPayload {
                         settled_at: Timestamp(r.i64("settledAt")?),
                         tick_time: Timestamp(r.i64("tickTime")?),
                     });
+                }
+                if !entries.is_sorted_by_key(|entry| entry.interval) {
+                    return Err(DecodeError::OutOfOrder { field, what: HISTORY_ORDER });
                 }
                 Self::TransactionHistory { entries, older }
             }

@@ -694,3 +694,112 @@ fn malformed_handshake_messages_give_their_specific_error() {
         })
     );
 }
+
+/// A portfolio's holdings come sorted by symbol, each once, and a history oldest interval
+/// first, at most `HISTORY_ENTRIES_MAX` entries (docs/PROTOCOL.md): a payload that breaks one
+/// of those promises is refused on both sides, so a client never shows a list out of order.
+#[test]
+fn data_lists_keep_their_promised_order_and_size() {
+    use engine::{Cash, IntervalId, OrderId, Price, Qty, Side, Symbol, Timestamp};
+    use net::limits::HISTORY_ENTRIES_MAX;
+    use net::{DataPayload, EncodeError, HistoryEntry, Portfolio, PortfolioHolding};
+    let holding = |symbol: &str| PortfolioHolding {
+        symbol: Symbol::new(symbol).unwrap(),
+        qty: Qty::from_raw(1),
+        cost_basis: Cash::from_raw(1),
+        last_price: None,
+    };
+    let entry = |interval: u64| HistoryEntry {
+        order: OrderId(1),
+        side: Side::Buy,
+        symbol: Symbol::new("AAPL").unwrap(),
+        qty: Qty::from_raw(1),
+        price: Price::from_raw(1),
+        amount: Cash::from_raw(1),
+        interval: IntervalId(interval),
+        settled_at: Timestamp(0),
+        tick_time: Timestamp(0),
+    };
+    let encode = |payload: DataPayload| Response::Data(payload).encode();
+    // The encoder refuses what it would not send.
+    let portfolio = |holdings| DataPayload::Portfolio(Portfolio { cash: Cash::ZERO, holdings });
+    let history = |entries| DataPayload::TransactionHistory { entries, older: 0 };
+    let holdings_order = "holdings, sorted by symbol";
+    let history_order = "transactions, oldest interval first";
+    for holdings in [vec![holding("MSFT"), holding("AAPL")], vec![holding("IBM"), holding("IBM")]] {
+        assert_eq!(
+            encode(portfolio(holdings)),
+            Err(EncodeError::OutOfOrder { what: holdings_order })
+        );
+    }
+    assert_eq!(
+        encode(history(vec![entry(0x2222), entry(0x1111)])),
+        Err(EncodeError::OutOfOrder { what: history_order })
+    );
+    assert_eq!(
+        encode(history(vec![entry(1); HISTORY_ENTRIES_MAX + 1])),
+        Err(EncodeError::TooManyItems {
+            what: "transactions",
+            items: HISTORY_ENTRIES_MAX + 1,
+            max: HISTORY_ENTRIES_MAX
+        })
+    );
+    // Equal intervals (one interval's fills) are in order.
+    assert!(encode(history(vec![entry(1), entry(1), entry(2)])).is_ok());
+
+    // The decoder refuses the same, sent by a peer that does not keep them: the bytes of a
+    // sorted list with two items' distinctive fields swapped.
+    let swapped = |payload: DataPayload, a: &[u8], b: &[u8]| {
+        let mut message = encode(payload).unwrap();
+        let body = &mut message.body;
+        let at = |needle: &[u8], body: &[u8]| {
+            body.windows(needle.len()).position(|w| w == needle).unwrap()
+        };
+        let (i, j) = (at(a, body), at(b, body));
+        body[i..i + a.len()].copy_from_slice(b);
+        body[j..j + b.len()].copy_from_slice(a);
+        Response::decode(&message)
+    };
+    assert_eq!(
+        swapped(portfolio(vec![holding("AAPL"), holding("MSFT")]), b"AAPL", b"MSFT"),
+        Err(DecodeError::OutOfOrder { field: 2, what: holdings_order })
+    );
+    let sorted = portfolio(vec![holding("AAPL"), holding("MSFT")]);
+    assert_eq!(
+        Response::decode(&encode(sorted.clone()).unwrap()),
+        Ok(Response::Data(sorted)),
+        "the same list, sorted, decodes"
+    );
+    assert_eq!(
+        swapped(portfolio(vec![holding("AAPL"), holding("ABCD")]), b"ABCD", b"AAPL"),
+        Err(DecodeError::OutOfOrder { field: 2, what: holdings_order }),
+        "a symbol twice"
+    );
+    let (one, two) = (0x1111_u64.to_be_bytes(), 0x2222_u64.to_be_bytes());
+    assert_eq!(
+        swapped(history(vec![entry(0x1111), entry(0x2222)]), &one, &two),
+        Err(DecodeError::OutOfOrder { field: 2, what: history_order })
+    );
+    // A history over the limit, with the bytes to hold it (zero-filled items would be read
+    // as fields, so the count is checked as the list starts, before any item is read).
+    let too_many = HISTORY_ENTRIES_MAX + 1;
+    let mut body = cat(&[u16_field(5), u64_field(0), vec![Tag::List.code()]]);
+    body.extend_from_slice(&u32::try_from(too_many).unwrap().to_be_bytes());
+    body.extend_from_slice(&9u16.to_be_bytes());
+    body.resize(body.len() + too_many * 9, 0);
+    let message = Message {
+        message_type: MessageType::ServerReturn,
+        instruction: Instruction::Data.code(),
+        arg_count: 3,
+        body,
+    };
+    assert_eq!(
+        Response::decode(&message),
+        Err(DecodeError::TooManyItems {
+            field: 2,
+            what: "transactions",
+            items: too_many,
+            max: HISTORY_ENTRIES_MAX
+        })
+    );
+}

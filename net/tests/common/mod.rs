@@ -220,10 +220,19 @@ pub fn payload() -> impl Strategy<Value = DataPayload> {
                 DataPayload::UserInfo(UserInfo { username, account, opened_at, email })
             }
         ),
-        (raw(Cash::from_raw), proptest::collection::vec(holding, 0..10))
-            .prop_map(|(cash, holdings)| DataPayload::Portfolio(Portfolio { cash, holdings })),
-        (proptest::collection::vec(entry, 0..10), any::<u64>())
-            .prop_map(|(entries, older)| DataPayload::TransactionHistory { entries, older }),
+        (raw(Cash::from_raw), proptest::collection::vec(holding, 0..10)).prop_map(
+            |(cash, mut holdings)| {
+                // As the format promises: each symbol once, sorted.
+                holdings.sort_by_key(|h| h.symbol);
+                holdings.dedup_by_key(|h| h.symbol);
+                DataPayload::Portfolio(Portfolio { cash, holdings })
+            }
+        ),
+        (proptest::collection::vec(entry, 0..10), any::<u64>()).prop_map(|(mut entries, older)| {
+            // Oldest interval first, as the format promises.
+            entries.sort_by_key(|e| e.interval);
+            DataPayload::TransactionHistory { entries, older }
+        }),
         proptest::collection::vec(worker, 0..5).prop_map(DataPayload::WorkerList),
     ]
 }
