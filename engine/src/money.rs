@@ -232,15 +232,16 @@ pub fn notional(price: Price, qty: Qty, side: Side) -> Option<Cash> {
 /// `amount * part / whole` rounded down, exact in 128 bits; used to take a proportional share of a
 /// cost basis. `None` if `whole` is zero or the result does not fit.
 pub fn pro_rata(amount: Cash, part: Qty, whole: Qty) -> Option<Cash> {
-    mul_div_floor(amount.raw(), part.raw(), whole.raw()).map(Cash::from_raw)
+    mul_div_floor(amount.raw(), u128::from(part.raw()), u128::from(whole.raw())).map(Cash::from_raw)
 }
 
-/// `value * times / by` rounded down, exact in 128 bits: the one scaling of raw amounts by a
-/// ratio (a share of a cost basis, a split's adjustment). `None` if `by` is zero or the result
-/// does not fit in 64 bits.
-pub fn mul_div_floor(value: u64, times: u64, by: u64) -> Option<u64> {
-    let product = u128::from(value) * u128::from(times);
-    u64::try_from(product.checked_div(u128::from(by))?).ok()
+/// `value * times / by` rounded down once, exact in 128 bits: the one scaling of raw amounts by
+/// a ratio (a share of a cost basis; a split's adjustment, whose ratio may be the product of
+/// several splits). `None` if `by` is zero, or the product or the result does not fit (128 and
+/// 64 bits).
+pub fn mul_div_floor(value: u64, times: u128, by: u128) -> Option<u64> {
+    let product = u128::from(value).checked_mul(times)?;
+    u64::try_from(product.checked_div(by)?).ok()
 }
 
 #[cfg(test)]

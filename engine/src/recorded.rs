@@ -306,8 +306,14 @@ pub fn parse_splits(text: &str) -> Result<Vec<RecordedSplit>, RecordedError> {
         if splits.len() >= SPLITS_MAX {
             return Err(at(RecordedErrorKind::TooManySplits));
         }
-        let term =
-            |t: &str| t.parse::<u64>().ok().filter(|n| (1..=SPLIT_RATIO_TERM_MAX).contains(n));
+        // Digits only: `u64::from_str` would also take a sign (`+2:1`).
+        let term = |t: &str| {
+            t.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| t.parse::<u64>().ok())
+                .flatten()
+                .filter(|n| (1..=SPLIT_RATIO_TERM_MAX).contains(n))
+        };
         let (new, old) = f[2]
             .split_once(':')
             .and_then(|(new, old)| Some((term(new)?, term(old)?)))
@@ -328,8 +334,10 @@ pub fn parse_splits(text: &str) -> Result<Vec<RecordedSplit>, RecordedError> {
 /// prices multiplied by `old / new` and its volume by `new / old`, each rounded down to the
 /// 10^-8 unit (exact for the usual 2:1, 3:1 and 4:1 splits of prices with at most eight
 /// decimals divisible as they are; rounding down keeps `low <= open, close <= high`). A tick
-/// before several splits is adjusted by each. Prices from the split on are as recorded, so the
-/// series has no jump at the split and a holding keeps its value across it.
+/// before several splits is adjusted once, by their product (`old1 * old2 / (new1 * new2)`,
+/// exact in 128 bits, rounded once), so the rows' order in the list never changes a price.
+/// Prices from the split on are as recorded, so the series has no jump at the split and a
+/// holding keeps its value across it.
 pub fn adjust_for_splits(
     intervals: Vec<RecordedInterval>,
     splits: &[RecordedSplit],
@@ -347,15 +355,33 @@ pub fn adjust_for_splits(
             if !splits.iter().any(|s| touched(&s)) {
                 return Ok(interval);
             }
-            let mut ticks = interval.ticks.ticks().to_vec();
+            // Each touched symbol's combined ratio, reduced, and the line of its last split (the
+            // one named if the product cannot be represented).
+            let mut ratios: Vec<SplitRatio> = Vec::new();
             for split in splits.iter().filter(touched) {
                 let unrepresentable = || RecordedError {
                     line: split.line,
                     kind: RecordedErrorKind::SplitUnrepresentable { symbol: split.symbol },
                 };
-                for tick in ticks.iter_mut().filter(|t| t.symbol == split.symbol) {
+                match ratios.iter_mut().find(|r| r.symbol == split.symbol) {
+                    Some(ratio) => ratio.compound(split).ok_or_else(unrepresentable)?,
+                    None => ratios.push(SplitRatio {
+                        symbol: split.symbol,
+                        new: u128::from(split.new),
+                        old: u128::from(split.old),
+                        line: split.line,
+                    }),
+                }
+            }
+            let mut ticks = interval.ticks.ticks().to_vec();
+            for ratio in &ratios {
+                let unrepresentable = || RecordedError {
+                    line: ratio.line,
+                    kind: RecordedErrorKind::SplitUnrepresentable { symbol: ratio.symbol },
+                };
+                for tick in ticks.iter_mut().filter(|t| t.symbol == ratio.symbol) {
                     let price = |p: Price| {
-                        mul_div_floor(p.raw(), split.old, split.new)
+                        mul_div_floor(p.raw(), ratio.old, ratio.new)
                             .filter(|raw| *raw > 0)
                             .map(Price::from_raw)
                             .ok_or_else(unrepresentable)
@@ -364,7 +390,7 @@ pub fn adjust_for_splits(
                     tick.high = price(tick.high)?;
                     tick.low = price(tick.low)?;
                     tick.close = price(tick.close)?;
-                    tick.volume = mul_div_floor(tick.volume.raw(), split.new, split.old)
+                    tick.volume = mul_div_floor(tick.volume.raw(), ratio.new, ratio.old)
                         .map(Qty::from_raw)
                         .ok_or_else(unrepresentable)?;
                 }
@@ -376,6 +402,34 @@ pub fn adjust_for_splits(
             Ok(RecordedInterval { time: interval.time, ticks })
         })
         .collect()
+}
+
+/// The product of the splits after a tick, for one symbol: `new` shares for `old`, reduced.
+struct SplitRatio {
+    symbol: Symbol,
+    new: u128,
+    old: u128,
+    /// The line of the last split multiplied in.
+    line: usize,
+}
+
+impl SplitRatio {
+    /// Multiplies `split` in and reduces the fraction; `None` past 128 bits.
+    fn compound(&mut self, split: &RecordedSplit) -> Option<()> {
+        let new = self.new.checked_mul(u128::from(split.new))?;
+        let old = self.old.checked_mul(u128::from(split.old))?;
+        let common = gcd(new, old);
+        (self.new, self.old, self.line) = (new / common, old / common, split.line);
+        Some(())
+    }
+}
+
+/// The greatest common divisor (both arguments positive).
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// Settings of a simulation.
@@ -552,6 +606,33 @@ mod tests {
         let both = parse_splits("time,symbol,ratio\n2000-06-20,AAPL,2:1\n2000-06-21,AAPL,3:1\n");
         let adjusted = adjust_for_splits(prices.clone(), &both.unwrap()).unwrap();
         assert_eq!(adjusted[0].ticks.ticks()[0].open, Price::parse("16.66666666").unwrap());
+        // Several splits are one ratio, rounded once: the rows' order changes nothing.
+        // 9.99999999 before 3:2 and 2:1 is 3.33333333 (exact 3.333333330), not 3.33333332
+        // (halved first, 4.99999999, then two thirds, rounded down twice).
+        let odd = parse_prices(
+            "time,symbol,open,high,low,close,volume\n2000-01-03,X,9.99999999,9.99999999,9.99999999,9.99999999,3\n",
+        )
+        .unwrap();
+        for list in [
+            "time,symbol,ratio\n2000-06-20,X,3:2\n2000-06-21,X,2:1\n",
+            "time,symbol,ratio\n2000-06-21,X,2:1\n2000-06-20,X,3:2\n",
+        ] {
+            let adjusted = adjust_for_splits(odd.clone(), &parse_splits(list).unwrap()).unwrap();
+            let tick = adjusted[0].ticks.ticks()[0];
+            assert_eq!(tick.close, p("3.33333333"), "{list}");
+            assert_eq!(tick.volume, Qty::parse("9").unwrap(), "{list}");
+        }
+        // A 2:1 and a 1:2 cancel out exactly, whatever the price.
+        let back = parse_splits("time,symbol,ratio\n2000-06-20,X,2:1\n2000-06-21,X,1:2\n");
+        assert_eq!(adjust_for_splits(odd.clone(), &back.unwrap()).unwrap(), odd);
+        // A product past 128 bits names the split that took it there.
+        let mut huge = String::from("time,symbol,ratio\n");
+        for day in 1..=7 {
+            huge.push_str(&format!("2000-07-{day:02},X,999983:1\n"));
+        }
+        let err = adjust_for_splits(odd.clone(), &parse_splits(&huge).unwrap()).unwrap_err();
+        assert!(matches!(err.kind, RecordedErrorKind::SplitUnrepresentable { .. }), "{err}");
+        assert_eq!(err.line, 8);
         // A reverse split (1:10) multiplies.
         let reverse = parse_splits("time,symbol,ratio\n2000-06-21,IBM,1:10\n").unwrap();
         let adjusted = adjust_for_splits(prices, &reverse).unwrap();
@@ -572,7 +653,7 @@ mod tests {
         assert_eq!(err.line, SPLITS_MAX + 2);
         let at_most = many.lines().take(SPLITS_MAX + 1).collect::<Vec<_>>().join("\n");
         assert_eq!(parse_splits(&at_most).unwrap().len(), SPLITS_MAX);
-        for bad in ["2", "1:1", "0:1", "2:x", "2:1:1", "1000001:1", "-2:1"] {
+        for bad in ["2", "1:1", "0:1", "2:x", "2:1:1", "1000001:1", "-2:1", "+2:1", "2:+1"] {
             let err = parse_splits(&format!("time,symbol,ratio\n2000-06-21,AAPL,{bad}\n"));
             assert!(matches!(err.unwrap_err().kind, RecordedErrorKind::BadRatio(_)), "{bad}");
         }

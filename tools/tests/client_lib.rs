@@ -431,8 +431,11 @@ fn series_and_tick_rendering() {
     let text = render::series(&series, "month from 2013-03-01", 2, false);
     assert!(text.starts_with("AAPL month from 2013-03-01: 30 bars, 2013-03-01 to 2013-03-30\n"));
     assert!(text.contains("Last 2 of 30 bars"), "{text}");
-    assert!(text.contains("change +29.00"), "{text}");
+    assert!(text.contains("open 100.5  close 129.5  change +29  high"), "{text}");
     assert!(text.ends_with("2013-03-30  129.5  129.5  129.5  129.5     100\n"), "{text}");
+    let down = PriceSeries { symbol: sym("AAPL"), bars: vec![bar(0, "10.25"), bar(1, "9.5")] };
+    let down = render::series(&down, "all time", 2, false);
+    assert!(down.contains("open 10.25  close 9.5  change -0.75  high"), "{down}");
     let v = json(&render::series(&series, "all time", 2, true));
     assert_eq!(v["bars"].as_array().unwrap().len(), 30);
     assert_eq!(v["bars"][0]["close"], "100.5");

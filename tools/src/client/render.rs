@@ -432,7 +432,11 @@ pub fn series(s: &PriceSeries, range: &str, rows: usize, as_json: bool) -> Strin
     }
     let high = s.bars.iter().map(|b| b.high).max().unwrap_or(Price::ZERO);
     let low = s.bars.iter().map(|b| b.low).min().unwrap_or(Price::ZERO);
-    let change = signed_change(Cash::from_raw(first.open.raw()), Cash::from_raw(last.close.raw()));
+    // A price's change, written as the prices beside it are (no minimum of two decimals).
+    let change = match last.close.checked_sub(first.open) {
+        Some(up) => format!("+{up}"),
+        None => format!("-{}", first.open.checked_sub(last.close).unwrap_or(Price::ZERO)),
+    };
     let _ = writeln!(
         out,
         "open {}  close {}  change {}  high {}  low {}",
