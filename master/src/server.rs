@@ -665,9 +665,23 @@ async fn handle_connection(
                 drop(link);
             }
             Ok(other) => {
-                warn!(message = ?other.instruction(), "a link must start with workerHello")
+                // Not a link: answered as a client's unknown instruction would be.
+                warn!(message = ?other.instruction(), "a link must start with workerHello");
+                let unknown = Failure::new(
+                    Reason::UnknownInstruction,
+                    "a control message other than workerHello: a client may only ask for the \
+                     worker list",
+                );
+                let refusal = Response::Error(unknown);
+                let _ =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.write_response(&refusal)).await;
             }
-            Err(e) => warn!(cause = %e, "undecodable control message"),
+            Err(e) => {
+                warn!(cause = %e, "undecodable control message");
+                let refusal = Response::for_decode_error(&first, &e);
+                let _ =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.write_response(&refusal)).await;
+            }
         }
         return;
     }
@@ -706,7 +720,18 @@ async fn handle_connection(
         next = tokio::select! {
             read = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.read_message()) => match read {
                 Ok(Ok(Some(message))) => Some(message),
-                _ => None,
+                // A broken frame is answered as the first one is (PROTOCOL.md section 10),
+                // then the connection closes.
+                Ok(Err(e)) => {
+                    debug!(cause = %e, "bad frame from a client");
+                    if let Some(reason) = e.reason() {
+                        let refusal = Response::Error(Failure::new(reason, e.to_string()));
+                        let write = framed.write_response(&refusal);
+                        let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, write).await;
+                    }
+                    None
+                }
+                Ok(Ok(None)) | Err(_) => None,
             },
             _ = stop.changed() => None,
         };
@@ -878,8 +903,10 @@ async fn worker_link(
             Ok(Control::Relay(relay)) => {
                 let relay_id = relay.relay_id;
                 let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
-                    let busy =
-                        Response::Error(Failure::new(Reason::Busy, "too many requests in flight"));
+                    // The request's own failure return, as for any overloaded request.
+                    let busy = relay
+                        .request
+                        .fail(Failure::new(Reason::Busy, "too many requests in flight"));
                     send_own(Control::RelayReply { relay_id, response: busy }).await;
                     continue;
                 };

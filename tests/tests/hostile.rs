@@ -221,6 +221,34 @@ async fn hostile_input_is_refused_and_a_polite_client_is_served_throughout() {
             "{name}: unknown instruction"
         );
         inputs += 1;
+        // A broken frame after a request that was answered: answered too, with its reason
+        // (here a version this server does not speak), then the connection closes.
+        let mut later = bytes_of(&Request::GetWorkers);
+        let mut broken = bytes_of(&Request::GetWorkers);
+        broken[0] = 2;
+        later.extend(broken);
+        let out = hit_and_closed(addr, &later, &format!("{name}: a broken second frame")).await;
+        let mut answers = FrameReader::new(out.as_slice());
+        let first = answers.read_response().await.unwrap().unwrap();
+        assert!(matches!(first, Response::Data(DataPayload::WorkerList(_))), "{name}: {first:?}");
+        let second = answers.read_response().await.unwrap();
+        assert_eq!(
+            second.as_ref().and_then(failure_reason),
+            Some(Reason::UnsupportedVersion),
+            "{name}: a broken second frame: {second:?}"
+        );
+        inputs += 1;
+        // A control message from a client (a worker's heartbeat) as its first message: an
+        // error answer naming it as unknown, not a silent close.
+        let heartbeat = net::Control::Heartbeat { seq: 1 }.encode().unwrap().to_bytes().unwrap();
+        let out = hit(addr, &heartbeat, true).await;
+        let answer = first_answer(&out).await;
+        assert_eq!(
+            answer.as_ref().and_then(failure_reason),
+            Some(Reason::UnknownInstruction),
+            "{name}: a heartbeat from a client: {answer:?}"
+        );
+        inputs += 1;
         // A data-transfer instruction in command state.
         let data = bytes_of(&Request::GetUserInfo { session, username: user("polite") });
         let out = hit(addr, &data, true).await;

@@ -713,6 +713,16 @@ fn ends_session(reason: Reason) -> bool {
     matches!(reason, Reason::BadSession | Reason::NotLoggedIn)
 }
 
+/// The answer a client gets for `request`: a relayed `error` (the master refusing the relay
+/// itself: busy, malformed) becomes the request's own failure return with the same reason, as
+/// PROTOCOL.md section 10 promises for a request the worker took; anything else as it is.
+fn own_return(request: &Request, response: Response) -> Response {
+    match response {
+        Response::Error(failure) => request.fail(failure),
+        response => response,
+    }
+}
+
 /// True when `response` is one of the answers `request` may get.
 fn answers(request: &Request, response: &Response) -> bool {
     if matches!(response, Response::Error(_)) {
@@ -906,7 +916,7 @@ impl Client {
         let response = match done {
             response if answers(&request, &response) => {
                 self.learn(&request, &response);
-                response
+                own_return(&request, response)
             }
             response => {
                 warn!(
@@ -1035,6 +1045,7 @@ impl Client {
                 "the master's answer did not fit the request",
             ));
         }
+        let response = own_return(&request, response);
         if let Some(asked) = asked {
             self.shared.cache().insert_answer(asked, &response);
         }
@@ -1222,5 +1233,16 @@ mod tests {
         assert!(!answers(&info, &Response::Data(DataPayload::WorkerList(vec![]))));
         assert!(answers(&Request::GetWorkers, &Response::Data(DataPayload::WorkerList(vec![]))));
         assert!(answers(&Request::LoginSession { session: s }, &Response::SessionId(s)));
+        // A relayed `error` (the master refusing the relay itself) reaches the client as the
+        // request's own failure return, with the same reason; other answers pass as they are.
+        assert_eq!(
+            own_return(&buy, Response::Error(fail(Reason::Busy))),
+            Response::PurchaseFail(fail(Reason::Busy))
+        );
+        assert_eq!(
+            own_return(&info, Response::Error(fail(Reason::Malformed))),
+            Response::DataFail(fail(Reason::Malformed))
+        );
+        assert_eq!(own_return(&buy, Response::RegisterSuccess), Response::RegisterSuccess);
     }
 }
