@@ -412,17 +412,23 @@ impl Core {
         match journal.sessions() {
             Ok(stored) => {
                 let mut restored = 0usize;
+                let mut dropped = Vec::new();
                 for (key, bytes) in stored {
                     let ok = SessionRecord::decode(&bytes)
                         .map(|record| sessions.restore(record, now))
                         .unwrap_or(false);
                     if ok {
                         restored += 1;
-                    } else if let Err(e) = journal.remove_session(key) {
-                        warn!(cause = %e, "cannot remove an expired or unreadable session");
+                    } else {
+                        dropped.push(key);
                     }
                 }
-                info!(restored, "sessions restored");
+                // One commit for all of them: after a long stop, every expirable session may
+                // have expired, and a commit each would hold the start-up for minutes.
+                if let Err(e) = journal.remove_sessions(&dropped) {
+                    warn!(cause = %e, "cannot remove the expired or unreadable sessions");
+                }
+                info!(restored, dropped = dropped.len(), "sessions restored");
             }
             Err(e) => warn!(cause = %e, "cannot read stored sessions; everyone must log in again"),
         }
@@ -730,10 +736,9 @@ impl Core {
             Ok(created) => created,
             Err(e) => return Response::LoginFail(failure(Reason::Busy, e.to_string())),
         };
-        for key in &created.ended {
-            if let Err(e) = self.journal.remove_session(key.0) {
-                warn!(cause = %e, "cannot remove an ended session from the journal");
-            }
+        let ended: Vec<[u8; 32]> = created.ended.iter().map(|key| key.0).collect();
+        if let Err(e) = self.journal.remove_sessions(&ended) {
+            warn!(cause = %e, "cannot remove the ended sessions from the journal");
         }
         match self.journal.put_session(created.info.record.key.0, &created.info.record.encode()) {
             Ok(()) => Response::SessionId(net::SessionId(*created.id.as_bytes())),
@@ -785,12 +790,9 @@ impl Core {
                 return;
             }
         };
-        if let Some(f) = self.halted_failure() {
-            reply.send(order_fail(side, f));
-            return;
-        }
         // A retried order (same account, client order id and terms) gets the first one's
-        // outcome; the same id for another order is refused.
+        // outcome; the same id for another order is refused. Checked before a journal halt:
+        // a retry of a committed order is a read, and "not stored" would be a lie about it.
         let terms = OrderTerms { side, symbol, qty };
         match self.retry.get(&(account, client_id)) {
             Some(Known::Pending { terms: queued, waiters }) => {
@@ -813,6 +815,11 @@ impl Core {
             self.fills.answer(self.engine.state(), &(account, client_id))
         {
             reply.send(retry_answer(first_terms, &response, terms, client_id));
+            return;
+        }
+        // A new order needs a write.
+        if let Some(f) = self.halted_failure() {
+            reply.send(order_fail(side, f));
             return;
         }
         if self.stopped {

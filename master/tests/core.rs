@@ -521,7 +521,8 @@ fn a_journal_damaged_under_the_core_stops_it_without_acknowledging() {
 /// A storage fault in a write the core did not make (a snapshot part, say) halts the journal's
 /// writes. The core sees it at once: the order queued before it is answered "not executed" at
 /// the next settlement (the journal refused the batch before writing anything), and new
-/// orders and registrations are refused on arrival instead of being accepted for nothing.
+/// orders and registrations are refused on arrival instead of being accepted for nothing,
+/// while a retry of an order committed before it still gets its outcome.
 #[test]
 fn a_journal_halted_behind_the_cores_back_refuses_writes_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -530,6 +531,12 @@ fn a_journal_halted_behind_the_cores_back_refuses_writes_at_once() {
     call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
     assert_eq!(register(&mut core, "alice"), Response::RegisterSuccess);
     let session = login(&mut core, "alice");
+    // Order 7 fills before the fault.
+    let mut filled = order(&mut core, &session, Side::Buy, "2", 7);
+    let summary = call(&mut core, |reply| CoreRequest::Settle { batch: batch("100"), reply });
+    assert!(!summary.failed, "{summary:?}");
+    let Ok(first) = filled.try_recv() else { panic!("order 7 answered") };
+    assert!(matches!(first, Response::PurchaseSuccess(_)), "{first:?}");
     let mut queued = order(&mut core, &session, Side::Buy, "1", 1);
     assert!(queued.try_recv().is_err(), "queued for the interval");
     let head = journal.last_seq();
@@ -537,6 +544,10 @@ fn a_journal_halted_behind_the_cores_back_refuses_writes_at_once() {
     // What a storage fault in another writer does to the journal.
     journal.halt("a snapshot part could not be written");
 
+    // A retry of order 7 (its answer lost on the way) is a read of what was committed: it
+    // gets the fill again, not a failure saying nothing was stored.
+    let mut retried = order(&mut core, &session, Side::Buy, "2", 7);
+    assert_eq!(retried.try_recv().ok(), Some(first.clone()));
     let mut refused = order(&mut core, &session, Side::Buy, "1", 2);
     let Ok(Response::PurchaseFail(f)) = refused.try_recv() else { panic!("answered at once") };
     assert_eq!(f.reason, Reason::Internal);
@@ -558,7 +569,8 @@ fn a_journal_halted_behind_the_cores_back_refuses_writes_at_once() {
         reply,
     });
     let Response::Data(DataPayload::Portfolio(p)) = portfolio else { panic!("{portfolio:?}") };
-    assert!(p.holdings.is_empty(), "{p:?}");
+    assert_eq!(p.holdings.len(), 1, "{p:?}");
+    assert_eq!(p.holdings[0].qty, Qty::parse("2").unwrap(), "order 7's units only: {p:?}");
 }
 
 /// A price older than the asset's current one (a provider's stale cache serving Friday after
@@ -621,6 +633,33 @@ fn a_session_found_expired_on_use_leaves_the_journal_at_the_interval() {
     assert_eq!(journal.sessions().unwrap().len(), 1);
     settle(&mut core, "100");
     assert_eq!(journal.sessions().unwrap().len(), 0);
+}
+
+/// On start, the stored sessions that expired while the master was stopped, and rows that do
+/// not decode, are removed from the journal (in one commit), and the live ones restored.
+#[test]
+fn sessions_expired_while_stopped_are_removed_on_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = SessionsConfig {
+        idle_timeout: std::time::Duration::from_millis(50),
+        ..SessionsConfig::default()
+    };
+    let (mut core, journal) = open_with(dir.path(), JournalConfig::default(), &short, 100);
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    assert_eq!(register(&mut core, "alice"), Response::RegisterSuccess);
+    for _ in 0..5 {
+        login(&mut core, "alice");
+    }
+    journal.put_session([7; 32], b"not a session").unwrap();
+    assert_eq!(journal.sessions().unwrap().len(), 6);
+    drop(core);
+    drop(journal);
+    std::thread::sleep(std::time::Duration::from_millis(120));
+    let (mut core, journal) = open_with(dir.path(), JournalConfig::default(), &short, 100);
+    assert_eq!(journal.sessions().unwrap().len(), 0, "expired and unreadable rows removed");
+    // The journal still takes writes: a new session is stored.
+    login(&mut core, "alice");
+    assert_eq!(journal.sessions().unwrap().len(), 1);
 }
 
 /// The order id a fill answer carries.
