@@ -474,3 +474,42 @@ async fn a_client_flood_from_elsewhere_does_not_keep_a_worker_from_linking() {
     worker.stop().await.unwrap();
     master.stop().await.unwrap();
 }
+
+/// A worker with every client place taken answers a newcomer `busy` and closes the
+/// connection. `pt`'s client retries that on a new connection, and is served once a place is
+/// free; on the closed one the retry could only fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_full_of_clients_is_retried_on_a_new_connection() {
+    let root = tempfile::tempdir().unwrap();
+    let Pair { master, worker, .. } =
+        Pair::start(root.path(), Duration::from_millis(100), |_, worker| {
+            worker.clients.connections_max = 1;
+        })
+        .await;
+    // The one place, taken (answered, so surely admitted).
+    let mut holder = Client::connect(worker.addr).await;
+    let held = holder.send_when_linked(Request::GetWorkers).await;
+    assert!(matches!(held, Response::Data(DataPayload::WorkerList(_))), "{held:?}");
+    // A newcomer is refused at the door.
+    let mut door = FramedStream::new(TcpStream::connect(worker.addr).await.unwrap());
+    door.write_request(&Request::GetWorkers).await.unwrap();
+    let refused = door.read_response().await.unwrap();
+    assert_eq!(refused.as_ref().and_then(failure_reason), Some(Reason::Busy), "{refused:?}");
+    // The place frees up while pt's client waits to retry (250 ms, then 500 ms).
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        drop(holder);
+    });
+    let config = pt_tools::client::ConnectConfig {
+        addr: worker.addr.to_string(),
+        role: "worker",
+        timeout: Duration::from_secs(10),
+    };
+    let mut client = pt_tools::client::Client::connect(config).await.unwrap();
+    let answer = client.exchange(&Request::GetWorkers).await.unwrap();
+    assert!(matches!(answer, Response::Data(DataPayload::WorkerList(_))), "{answer:?}");
+    release.await.unwrap();
+    drop(client);
+    worker.stop().await.unwrap();
+    master.stop().await.unwrap();
+}

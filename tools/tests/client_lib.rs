@@ -458,3 +458,38 @@ fn series_and_tick_rendering() {
     );
     assert_eq!(json(&render::tick(&tick, true))["high"], "2.5");
 }
+
+/// After `master_unavailable` (the outcome may be unknown) only requests that can be sent
+/// twice are sent again: not a registration, a login or a logout.
+#[test]
+fn only_requests_that_can_be_sent_twice_are_repeated() {
+    use pt_tools::client::safe_to_repeat;
+    let session = net::SessionId([1; 32]);
+    let username = engine::Username::new("alice").unwrap();
+    let password = net::HashedPassword::new(vec![2; 32]).unwrap();
+    let symbol = sym("AAPL");
+    let qty = engine::Qty::from_units(1).unwrap();
+    let once = [
+        net::Request::Register {
+            username: username.clone(),
+            email: engine::Email::new("alice@example.com").unwrap(),
+            password: password.clone(),
+        },
+        net::Request::Login { username: username.clone(), password, expirable: true },
+        net::Request::Logout { session },
+    ];
+    for request in &once {
+        assert!(!safe_to_repeat(request), "{request:?}");
+    }
+    let twice = [
+        net::Request::LoginSession { session },
+        net::Request::Purchase { session, symbol, qty, client_order_id: 7 },
+        net::Request::Sell { session, symbol, qty, client_order_id: 8 },
+        net::Request::SwitchState { session, state: net::ConnState::DataTransfer },
+        net::Request::GetWorkers,
+        net::Request::GetUserPortfolio { session, username },
+    ];
+    for request in &twice {
+        assert!(safe_to_repeat(request), "{request:?}");
+    }
+}

@@ -496,9 +496,12 @@ async fn logout(common: &CommonArgs) -> Result<String, ClientError> {
     let ended = match resume(&mut client, &saved).await {
         Ok(()) => {
             let request = Request::Logout { session: saved.session };
-            match client.exchange(&request).await? {
-                Response::LogoutSuccess => true,
-                other => return Err(unexpected(&request, &other)),
+            match client.exchange(&request).await {
+                Ok(Response::LogoutSuccess) => true,
+                Ok(other) => return Err(unexpected(&request, &other)),
+                // Ended meanwhile (elsewhere, or by expiry): there is nothing left to end.
+                Err(e) if e.reason() == Some(Reason::BadSession) => false,
+                Err(e) => return Err(e),
             }
         }
         // The master no longer knows the session: there is nothing left to end.

@@ -143,6 +143,19 @@ pub struct ConnectConfig {
 pub struct Client {
     stream: FramedStream<TcpStream>,
     config: ConnectConfig,
+    /// Whether the server has answered anything on this connection yet: an `error` with `busy`
+    /// as the first answer is a worker refusing the connection itself (it closes it).
+    answered: bool,
+}
+
+/// Whether `request` may be sent again after an answer that leaves its outcome unknown
+/// (`master_unavailable`: the link to the master may have gone down after the master did it).
+/// Reads and state switches change nothing, and an order carries its client order id, so
+/// sending it again returns the first attempt's outcome. A registration, a login (a new
+/// session each time) and a logout are not repeated: the second attempt would answer
+/// `username_taken` or `bad_session` for what the first one did, or leave a session behind.
+pub fn safe_to_repeat(request: &Request) -> bool {
+    !matches!(request, Request::Register { .. } | Request::Login { .. } | Request::Logout { .. })
 }
 
 /// The short name of a request, for messages.
@@ -209,7 +222,7 @@ impl Client {
             }
         };
         let _ = stream.set_nodelay(true);
-        Ok(Self { stream: FramedStream::new(stream), config })
+        Ok(Self { stream: FramedStream::new(stream), config, answered: false })
     }
 
     /// The peer's address as given.
@@ -224,7 +237,10 @@ impl Client {
             |reason: String| ClientError::Connection { addr: self.config.addr.clone(), reason };
         self.stream.write_request(request).await.map_err(|e| broken(e.to_string()))?;
         match tokio::time::timeout(self.config.timeout, self.stream.read_response()).await {
-            Ok(Ok(Some(response))) => Ok(response),
+            Ok(Ok(Some(response))) => {
+                self.answered = true;
+                Ok(response)
+            }
             Ok(Ok(None)) => Err(broken("the server closed the connection".to_owned())),
             Ok(Err(e)) => Err(broken(e.to_string())),
             Err(_) => Err(ClientError::Timeout {
@@ -237,21 +253,33 @@ impl Client {
 
     /// Sends one request and reads its answer, retrying (with a doubling wait, at most
     /// [`RETRYABLE_ATTEMPTS_MAX`] attempts) while the answer is a failure with a retryable
-    /// reason. A `...Fail` or `error` answer becomes [`ClientError::Refused`].
+    /// reason: `busy` (nothing was done) always, `master_unavailable` only for a request that
+    /// is [`safe_to_repeat`]. A worker that refuses the connection itself (`error` with `busy`
+    /// as its first answer) has closed it: the retry goes on a new connection. A `...Fail` or
+    /// `error` answer becomes [`ClientError::Refused`].
     pub async fn exchange(&mut self, request: &Request) -> Result<Response, ClientError> {
         let mut backoff = RETRY_BACKOFF_FIRST;
         let mut attempt = 1;
         loop {
+            let fresh = !self.answered;
             let response = self.exchange_once(request).await?;
+            let refused_at_the_door =
+                fresh && matches!(&response, Response::Error(f) if f.reason == Reason::Busy);
             match response.failure() {
                 None => return Ok(response),
                 Some(failure)
-                    if failure.reason.is_retryable() && attempt < RETRYABLE_ATTEMPTS_MAX =>
+                    if attempt < RETRYABLE_ATTEMPTS_MAX
+                        && (failure.reason == Reason::Busy
+                            || (failure.reason == Reason::MasterUnavailable
+                                && safe_to_repeat(request))) =>
                 {
                     tracing::debug!(reason = %failure.reason, attempt, "retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = backoff.saturating_mul(2);
                     attempt += 1;
+                    if refused_at_the_door {
+                        *self = Self::connect(self.config.clone()).await?;
+                    }
                 }
                 Some(failure) => {
                     return Err(ClientError::Refused {
