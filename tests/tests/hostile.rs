@@ -122,6 +122,8 @@ async fn hostile_input_is_refused_and_a_polite_client_is_served_throughout() {
     let pair = Pair::start(root.path(), Duration::from_millis(100), |master, worker| {
         master.limits.worker_connections_max = 4096;
         worker.clients.connections_max = 4096;
+        // Every connection of this test comes from 127.0.0.1.
+        worker.clients.connections_per_address_max = 4096;
     })
     .await;
     let mut client = Client::connect(pair.worker.addr).await;

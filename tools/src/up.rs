@@ -318,6 +318,9 @@ impl Prepared {
                 ..worker::WorkerConfig::default()
             };
             worker_config.log.file = dir.join(LOG_FILE_NAME);
+            // A local sandbox: every client is on 127.0.0.1.
+            worker_config.clients.connections_per_address_max =
+                worker_config.clients.connections_max;
             // Current prices change once per interval; an order waits for its interval.
             worker_config.cache.ttl = config.interval;
             worker_config.link.relay_timeout = config

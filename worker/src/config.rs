@@ -92,6 +92,9 @@ impl Default for WorkerConfig {
 pub struct ClientsConfig {
     /// Client connections at once; one more is answered `error(busy)` and closed. Default 1024.
     pub connections_max: u32,
+    /// Client connections at once from one address (IPv6: one /64), so that one host cannot
+    /// take every place; one more from it is answered `error(busy)` and closed. Default 256.
+    pub connections_per_address_max: u32,
     /// A connection with no request for this long, and none being answered, is closed.
     /// Default `5m`.
     #[serde(deserialize_with = "duration")]
@@ -110,6 +113,7 @@ impl Default for ClientsConfig {
     fn default() -> Self {
         Self {
             connections_max: 1024,
+            connections_per_address_max: 256,
             idle_timeout: Duration::from_secs(5 * 60),
             pipeline_depth_max: 32,
             packet_data_bytes: 65_536,
@@ -426,6 +430,12 @@ impl ClientsConfig {
         if !(1..=CONNECTIONS_MAX).contains(&self.connections_max) {
             return Err(invalid(
                 "clients.connections_max",
+                format!("must be 1 to {CONNECTIONS_MAX}"),
+            ));
+        }
+        if !(1..=CONNECTIONS_MAX).contains(&self.connections_per_address_max) {
+            return Err(invalid(
+                "clients.connections_per_address_max",
                 format!("must be 1 to {CONNECTIONS_MAX}"),
             ));
         }

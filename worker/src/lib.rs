@@ -19,6 +19,7 @@ pub mod config;
 pub mod identity;
 mod lru;
 pub mod master_link;
+pub mod per_address;
 pub mod server;
 pub mod sessions;
 

@@ -40,6 +40,7 @@ use crate::cache::{AssetCache, CacheKey};
 use crate::config::{ConfigError, WorkerConfig};
 use crate::identity::{MasterTrust, WorkerIdentity};
 use crate::master_link::{LinkParams, MasterLink, PendingRelay};
+use crate::per_address::{AddressCounts, AddressPlace};
 use crate::sessions::{SessionCache, SessionStatus};
 
 /// Connections being refused (`busy`) at once; more are dropped without an answer.
@@ -394,6 +395,7 @@ pub async fn run_with_stats(
     let (logouts_stop, logouts_stop_rx) = watch::channel(false);
     let logouts = tokio::spawn(logout_task(Arc::clone(&shared), logouts_stop_rx));
     let limit = Arc::new(Semaphore::new(connections_max));
+    let per_address = AddressCounts::new(shared.config.clients.connections_per_address_max);
     let refusals = Arc::new(Semaphore::new(REFUSALS_IN_PROGRESS_MAX));
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -403,7 +405,8 @@ pub async fn run_with_stats(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    admit(&shared, &limit, &refusals, &mut tasks, socket, peer, &stop_rx);
+                    let limits = Limits { all: &limit, per_address: &per_address };
+                    admit(&shared, limits, &refusals, &mut tasks, socket, peer, &stop_rx);
                 }
                 Err(e) => {
                     warn!(cause = %e, "accepting a client failed");
@@ -482,10 +485,26 @@ fn reap(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Starts serving `socket`, or refuses it with `busy` when the connection limit is reached.
+/// The limits a new client connection must fit in.
+#[derive(Clone, Copy)]
+struct Limits<'a> {
+    /// `clients.connections_max`.
+    all: &'a Arc<Semaphore>,
+    /// `clients.connections_per_address_max`.
+    per_address: &'a Arc<AddressCounts>,
+}
+
+/// The place a served connection holds until it ends: one of all, one of its address's.
+struct Places {
+    _all: OwnedSemaphorePermit,
+    _address: AddressPlace,
+}
+
+/// Starts serving `socket`, or refuses it with `busy` when its address has all the places it
+/// may hold, or the worker all it has.
 fn admit(
     shared: &Arc<Shared>,
-    limit: &Arc<Semaphore>,
+    limits: Limits<'_>,
     refusals: &Arc<Semaphore>,
     tasks: &mut JoinSet<()>,
     socket: TcpStream,
@@ -493,30 +512,40 @@ fn admit(
     stop: &watch::Receiver<bool>,
 ) {
     let span = info_span!("client", %peer, session = tracing::field::Empty);
-    match limit.clone().try_acquire_owned() {
-        Ok(permit) => {
+    let clients = &shared.config.clients;
+    let places = match limits.per_address.try_take(peer.ip()) {
+        None => Err(format!(
+            "{} connections from your address already; close some, or retry later",
+            clients.connections_per_address_max
+        )),
+        Some(address) => match limits.all.clone().try_acquire_owned() {
+            Ok(all) => Ok(Places { _all: all, _address: address }),
+            Err(_) => Err(format!(
+                "the worker serves {} clients already; retry later",
+                clients.connections_max
+            )),
+        },
+    };
+    match places {
+        Ok(places) => {
             Stats::bump(&shared.stats.0.connections_accepted);
-            let task = serve(shared.clone(), socket, peer, permit, stop.clone());
+            let task = serve(shared.clone(), socket, peer, places, stop.clone());
             tasks.spawn(task.instrument(span));
         }
-        Err(_) => {
+        Err(why) => {
             Stats::bump(&shared.stats.0.connections_refused);
-            let max = shared.config.clients.connections_max;
-            span.in_scope(|| info!(connections_max = max, "too many clients; refusing"));
+            span.in_scope(|| info!(%why, "refusing a client"));
             // Under a flood, drop without an answer rather than queue refusals.
             if let Ok(permit) = refusals.clone().try_acquire_owned() {
-                tasks.spawn(refuse_busy(socket, max, permit).instrument(span));
+                tasks.spawn(refuse_busy(socket, why, permit).instrument(span));
             }
         }
     }
 }
 
-async fn refuse_busy(socket: TcpStream, connections_max: u32, _permit: OwnedSemaphorePermit) {
+async fn refuse_busy(socket: TcpStream, why: String, _permit: OwnedSemaphorePermit) {
     let mut framed = FramedStream::new(socket);
-    let answer = Response::Error(Failure::new(
-        Reason::Busy,
-        format!("the worker serves {connections_max} clients already; retry later"),
-    ));
+    let answer = Response::Error(Failure::new(Reason::Busy, why));
     let refuse = async {
         framed.write_response(&answer).await?;
         framed.writer().shutdown().await
@@ -593,7 +622,7 @@ async fn serve(
     shared: Arc<Shared>,
     socket: TcpStream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    _places: Places,
     stop: watch::Receiver<bool>,
 ) {
     let stats = shared.stats.clone();

@@ -445,6 +445,48 @@ async fn over_the_connection_limit_a_client_is_told_busy() {
     assert_eq!(worker.stats().connections_refused, 1);
 }
 
+/// One address holds `clients.connections_per_address_max` places at most: one more from it is
+/// told busy, naming the reason, while another address is served, and a place given back is
+/// taken again.
+#[tokio::test]
+async fn one_address_cannot_take_every_place() {
+    let (_keys, _master, worker) = cluster(answer_at_once(), |config| {
+        config.clients.connections_max = 10;
+        config.clients.connections_per_address_max = 2;
+    })
+    .await;
+    let mut first = worker.client().await;
+    let mut second = worker.client().await;
+    for client in [&mut first, &mut second] {
+        assert!(matches!(client.call(&Request::GetWorkers).await, Response::Data(_)));
+    }
+    let mut third = worker.client().await;
+    let answer = third.receive().await;
+    assert_eq!((answer.instruction(), reason(&answer)), (Instruction::Error, Reason::Busy));
+    let Response::Error(failure) = &answer else { unreachable!() };
+    assert!(failure.message.contains("2 connections from your address"), "{failure:?}");
+    assert!(third.closed().await);
+    // Another address (127.0.0.2, another host for the worker) has places of its own.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
+    let stream = socket.connect(worker.addr).await.unwrap();
+    let mut elsewhere = common::Client { framed: net::FramedStream::new(stream) };
+    assert!(matches!(elsewhere.call(&Request::GetWorkers).await, Response::Data(_)));
+    // A place given back is free again.
+    drop(first);
+    let mut again = None;
+    for _ in 0..100 {
+        let mut client = worker.client().await;
+        let answer = client.call(&Request::GetWorkers).await;
+        if matches!(answer, Response::Data(_)) {
+            again = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "the place of a closed connection came back");
+}
+
 #[tokio::test]
 async fn an_idle_client_is_disconnected() {
     let (_keys, _master, worker) = cluster(answer_at_once(), |config| {

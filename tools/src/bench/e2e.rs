@@ -269,7 +269,12 @@ impl Processes {
         let worker_config = root.join("worker.toml");
         std::fs::write(
             &worker_config,
-            format!("[link]\nrelays_in_flight_max = {relays_in_flight_max}\n"),
+            // Every load connection comes from 127.0.0.1.
+            format!(
+                "[link]\nrelays_in_flight_max = {relays_in_flight_max}\n\n[clients]\n\
+                 connections_per_address_max = {}\n",
+                worker::config::CONNECTIONS_MAX
+            ),
         )
         .context("cannot write the worker configuration")?;
         let worker_config_arg = worker_config.to_string_lossy().into_owned();
