@@ -1095,13 +1095,27 @@ impl Client {
         received_at: Timestamp,
     ) -> Option<Response> {
         // A request without a session (an asset query, say) does not carry the connection's,
-        // but a connection whose session is known to have ended (logged out on another
-        // connection) is back in command state all the same (docs/PROTOCOL.md).
+        // but it rides on it: a connection whose session is known to have ended (logged out on
+        // another connection) is back in command state all the same (docs/PROTOCOL.md), and in
+        // data transfer a session not confirmed within `sessions.validity` is confirmed first.
+        // So a session ended on the master (by another worker, or expired) stops serving here
+        // within that time, and the check keeps an active session from expiring on the master.
         if request.session().is_none()
             && let Some(own) = self.conn.session()
-            && self.session_status(&own) == SessionStatus::Invalid
         {
-            self.session_ended(own);
+            match self.session_status(&own) {
+                SessionStatus::Invalid => self.session_ended(own),
+                SessionStatus::Unknown if self.conn.state() == net::ConnState::DataTransfer => {
+                    if let Err(refused) = self.confirm_session(own, request, received_at).await
+                        && self.conn.session() != Some(own)
+                    {
+                        return Some(refused);
+                    }
+                    // Not confirmed for another reason (the link down, the master busy): the
+                    // request goes on, and the next one asks again.
+                }
+                SessionStatus::Unknown | SessionStatus::Valid => {}
+            }
         }
         let session = request.session()?;
         if matches!(request, Request::LoginSession { .. }) || self.conn.session() != Some(session) {

@@ -518,6 +518,53 @@ async fn a_session_logged_out_elsewhere_ends_data_transfer_for_sessionless_reque
     );
 }
 
+/// In data transfer, requests without a session (asset queries) ride on the connection's: once
+/// it has not been confirmed for `sessions.validity`, the worker confirms it with the master
+/// first (which also keeps an active session from expiring there). A session the master ended
+/// (another worker's logout, an expiry) stops serving here: the query fails `bad_session` and
+/// the connection is back in command state.
+#[tokio::test]
+async fn data_transfer_confirms_its_session_after_validity() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ended = Arc::new(AtomicBool::new(false));
+    let master_ended = Arc::clone(&ended);
+    let handler: common::Handler = Arc::new(move |relay: Relay| {
+        let response = match relay.request {
+            Request::LoginSession { .. } if master_ended.load(Ordering::SeqCst) => {
+                Response::LoginFail(Failure::new(Reason::BadSession, "this session has ended"))
+            }
+            _ => answer(&relay),
+        };
+        Box::pin(async move { response })
+    });
+    let (_keys, mut master, worker) = cluster(handler, |config| {
+        config.sessions.validity = Duration::from_millis(1);
+        config.cache.ttl = Duration::from_millis(1);
+    })
+    .await;
+    let mut alice = worker.client().await;
+    alice.login_for_data().await;
+    master.drain_relays();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(asset_info_of(&alice.call(&current("AAPL")).await), "AAPL");
+    let relays = master.drain_relays();
+    assert_eq!(count(&relays, Instruction::LoginSession), 1, "confirmed first: {relays:?}");
+    // The master ends the session (another worker logged it out).
+    ended.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let answer = alice.call(&current("MSFT")).await;
+    assert_eq!(
+        (answer.instruction(), reason(&answer)),
+        (Instruction::DataFail, Reason::BadSession)
+    );
+    let answer = alice.call(&current("MSFT")).await;
+    assert_eq!(
+        (answer.instruction(), reason(&answer)),
+        (Instruction::DataFail, Reason::WrongState),
+        "back in command state: {answer:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_logged_out_session_is_refused_without_asking_the_master() {
     let (_keys, mut master, worker) = cluster(answer_at_once(), |_| {}).await;
