@@ -156,6 +156,9 @@ pub enum CoreRequest {
         /// Answered once done.
         reply: oneshot::Sender<()>,
     },
+    /// Nothing: wakes a core waiting for requests to look at its interval lane
+    /// ([`Core::run_with_intervals`]).
+    Wake,
     /// Settle the interval with these prices.
     Settle {
         /// The interval's prices.
@@ -541,12 +544,33 @@ impl Core {
     /// commit durable before it panicked). The caller stops the master. The known cause is
     /// redb, which verifies its pages when the file opens and can panic on a page damaged since
     /// (docs/RELIABILITY.md); a restart checks the file again and names the damage.
-    pub fn run(&mut self, mut requests: tokio::sync::mpsc::Receiver<CoreRequest>) -> CoreEnd {
+    pub fn run(&mut self, requests: tokio::sync::mpsc::Receiver<CoreRequest>) -> CoreEnd {
+        let (_none, intervals) = tokio::sync::mpsc::channel(1);
+        self.run_with_intervals(requests, intervals)
+    }
+
+    /// [`Core::run`] with a lane of its own for the interval loop's requests (`Settle`): one
+    /// waiting there is handled before the next of `requests`, so clients' requests queued by
+    /// the thousand (history answers of 100,000 entries, say) do not delay settlement and the
+    /// answers of the orders waiting for it. Whoever sends on `intervals` sends
+    /// [`CoreRequest::Wake`] on `requests` after it, to wake a core waiting there.
+    pub fn run_with_intervals(
+        &mut self,
+        mut requests: tokio::sync::mpsc::Receiver<CoreRequest>,
+        mut intervals: tokio::sync::mpsc::Receiver<CoreRequest>,
+    ) -> CoreEnd {
         loop {
             if let Some(cause) = self.failed.take() {
                 return CoreEnd::Failed(cause);
             }
-            let Some(request) = requests.blocking_recv() else { break };
+            let request = match intervals.try_recv() {
+                Ok(request) => request,
+                Err(_) => match requests.blocking_recv() {
+                    Some(CoreRequest::Wake) => continue,
+                    Some(request) => request,
+                    None => break,
+                },
+            };
             if let Err(cause) = contain_panic(|| self.handle(request)) {
                 error!(
                     %cause,
@@ -564,6 +588,7 @@ impl Core {
     /// Handles one request.
     pub fn handle(&mut self, request: CoreRequest) {
         match request {
+            CoreRequest::Wake => {}
             CoreRequest::Register { username, email, hash, reply } => {
                 let _ = reply.send(self.register(username, email, hash));
             }

@@ -297,13 +297,15 @@ pub async fn run_with_prices(
         SessionTable::new(&config.sessions),
     );
     let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE_DEPTH);
+    // The interval loop's own lane: settlement never waits behind clients' requests.
+    let (intervals_tx, intervals_rx) = mpsc::channel(2);
     // The core ends before shutdown only if it failed (`Core::run`): the accept loop hears of it.
     let (core_ended_tx, mut core_ended) = oneshot::channel();
     let core_thread = std::thread::Builder::new()
         .name("core".into())
         .spawn(move || {
             let mut core = core;
-            let end = core.run(core_rx);
+            let end = core.run_with_intervals(core_rx, intervals_rx);
             // Heard before the core is dropped (which waits for a snapshot being stored).
             let _ = core_ended_tx.send(end.clone());
             drop(core);
@@ -379,7 +381,7 @@ pub async fn run_with_prices(
         source,
         assets,
         config.update_interval,
-        core_tx.clone(),
+        CoreLanes { requests: core_tx.clone(), intervals: intervals_tx },
         stop_rx.clone(),
     ));
     info!(addr = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "master listening");
@@ -520,11 +522,18 @@ async fn send_core(
 
 /// Once per update interval: fetch prices, then settle. A final settlement runs on shutdown so
 /// that queued orders are answered.
+/// The interval loop's ways to the core: its own lane for `Settle`, and the common one (for
+/// the `Wake` after each, and `Stop`, which comes after every request already queued).
+struct CoreLanes {
+    requests: mpsc::Sender<CoreRequest>,
+    intervals: mpsc::Sender<CoreRequest>,
+}
+
 async fn interval_loop(
     mut source: prices::AnyPriceSource,
     assets: Vec<Symbol>,
     every: Duration,
-    core: mpsc::Sender<CoreRequest>,
+    core: CoreLanes,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(every);
@@ -575,7 +584,9 @@ async fn interval_loop(
             debug!(symbol = %failure.symbol, reason = ?failure.reason, "no price this interval");
         }
         let (tx, rx) = oneshot::channel();
-        if core.send(CoreRequest::Settle { batch, reply: tx }).await.is_err() {
+        if core.intervals.send(CoreRequest::Settle { batch, reply: tx }).await.is_err()
+            || core.requests.send(CoreRequest::Wake).await.is_err()
+        {
             break;
         }
         match rx.await {
@@ -606,7 +617,7 @@ async fn interval_loop(
     // Orders that reached the core after the last settlement would wait for an interval that
     // will not come (and hold their links open): the core answers them now.
     let (tx, rx) = oneshot::channel();
-    if core.send(CoreRequest::Stop { reply: tx }).await.is_ok() {
+    if core.requests.send(CoreRequest::Stop { reply: tx }).await.is_ok() {
         let _ = rx.await;
     }
 }

@@ -573,6 +573,52 @@ fn a_journal_halted_behind_the_cores_back_refuses_writes_at_once() {
     assert_eq!(p.holdings[0].qty, Qty::parse("2").unwrap(), "order 7's units only: {p:?}");
 }
 
+/// The interval loop's lane comes first: a `Settle` sent after thousands of client requests is
+/// handled before them (here, before a portfolio query queued earlier, which then sees the
+/// fill), so queries cannot delay settlement and the answers of the orders waiting for it.
+#[test]
+fn settlement_does_not_wait_behind_queued_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = open(dir.path());
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    assert_eq!(register(&mut core, "alice"), Response::RegisterSuccess);
+    let session = login(&mut core, "alice");
+    let mut buy = order(&mut core, &session, Side::Buy, "3", 1);
+
+    let (requests, requests_rx) = tokio::sync::mpsc::channel(4096);
+    let (intervals, intervals_rx) = tokio::sync::mpsc::channel(2);
+    // Queued first: a thousand lookups, then the portfolio query.
+    let mut lookups = Vec::new();
+    for _ in 0..1000 {
+        let (reply, rx) = oneshot::channel();
+        let username = Username::new("alice").unwrap();
+        requests.blocking_send(CoreRequest::Credentials { username, reply }).unwrap();
+        lookups.push(rx);
+    }
+    let (reply, mut portfolio) = oneshot::channel();
+    let query = CoreRequest::User {
+        session: session.clone(),
+        username: Username::new("alice").unwrap(),
+        query: UserQuery::Portfolio,
+        reply,
+    };
+    requests.blocking_send(query).unwrap();
+    // Then the interval, on its own lane, and the wake-up.
+    let (reply, settled) = oneshot::channel();
+    intervals.blocking_send(CoreRequest::Settle { batch: batch("100"), reply }).unwrap();
+    requests.blocking_send(CoreRequest::Wake).unwrap();
+    drop(requests);
+    let thread = std::thread::spawn(move || core.run_with_intervals(requests_rx, intervals_rx));
+    assert!(!settled.blocking_recv().unwrap().failed);
+    assert!(matches!(thread.join().unwrap(), master::core::CoreEnd::Stopped));
+    assert!(matches!(buy.try_recv(), Ok(Response::PurchaseSuccess(_))));
+    let Ok(Response::Data(DataPayload::Portfolio(p))) = portfolio.try_recv() else {
+        panic!("the portfolio query was answered")
+    };
+    assert_eq!(p.holdings.len(), 1, "settled before the query queued ahead of it: {p:?}");
+    assert!(lookups.iter_mut().all(|rx| matches!(rx.try_recv(), Ok(Some(_)))));
+}
+
 /// A price older than the asset's current one (a provider's stale cache serving Friday after
 /// Monday) does not move the price back: the asset has no price that interval, and its orders
 /// are refused `no_price` instead of filling at the older close.
