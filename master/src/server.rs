@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -868,6 +869,7 @@ async fn worker_link(
         }
     });
     let in_flight = Arc::new(Semaphore::new(RELAYS_IN_FLIGHT_MAX));
+    let mut overflow = LinkOverflow::default();
     let own_messages = Arc::new(Semaphore::new(LINK_OWN_MESSAGES_MAX));
     // Queues one of the reader's own messages, waiting for room (backpressure on the reader).
     let send_own = |control: Control| {
@@ -925,7 +927,7 @@ async fn worker_link(
                 if let Some(order) = RelayedOrder::of(hello.worker, &relay) {
                     // An order goes straight to the core, and its reply from the core straight
                     // to the writer: no task, no oneshot per order.
-                    queue_order(&shared, order.request(reply));
+                    queue_order(&shared.core, &mut overflow, order.request(reply));
                     continue;
                 }
                 let shared = Arc::clone(&shared);
@@ -1281,18 +1283,52 @@ impl RelayedOrder {
 
 /// Queues an order for the core without waiting for room: when the core's queue is full a task
 /// waits for it, so the link reader never stops reading.
-fn queue_order(shared: &Shared, request: CoreRequest) {
-    let request = match shared.core.try_send(request) {
-        Ok(()) => return,
-        Err(mpsc::error::TrySendError::Full(request)) => request,
-        Err(mpsc::error::TrySendError::Closed(request)) => return fail_unsent(request),
-    };
-    let core = shared.core.clone();
-    tokio::spawn(async move {
-        if let Err(mpsc::error::SendError(request)) = core.send(request).await {
-            fail_unsent(request);
+fn queue_order(
+    core: &mpsc::Sender<CoreRequest>,
+    overflow: &mut LinkOverflow,
+    request: CoreRequest,
+) {
+    // Behind orders of this link still waiting for room, so that the core gets the link's
+    // orders in the order they came (the settlement order of an account's orders in one
+    // interval does not depend on it, but which interval an order lands in does).
+    let request = if overflow.waiting.load(Ordering::Acquire) == 0 {
+        match core.try_send(request) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(request)) => request,
+            Err(mpsc::error::TrySendError::Closed(request)) => return fail_unsent(request),
         }
+    } else {
+        request
+    };
+    overflow.waiting.fetch_add(1, Ordering::AcqRel);
+    let sender = overflow.sender.get_or_insert_with(|| {
+        let (tx, mut rx) = mpsc::unbounded_channel::<CoreRequest>();
+        let (core, waiting) = (core.clone(), Arc::clone(&overflow.waiting));
+        tokio::spawn(async move {
+            while let Some(request) = rx.recv().await {
+                if let Err(mpsc::error::SendError(request)) = core.send(request).await {
+                    fail_unsent(request);
+                }
+                waiting.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+        tx
     });
+    if let Err(mpsc::error::SendError(request)) = sender.send(request) {
+        overflow.waiting.fetch_sub(1, Ordering::AcqRel);
+        fail_unsent(request);
+    }
+}
+
+/// A link's orders that found the core's channel full, waiting for room in the order they
+/// came (one task per link forwards them; each holds one of the link's relay permits, so
+/// they are bounded by `RELAYS_IN_FLIGHT_MAX`).
+#[derive(Default)]
+struct LinkOverflow {
+    /// Orders taken by the forwarding task and not yet in the core's channel.
+    waiting: Arc<AtomicUsize>,
+    /// The forwarding task's queue, made when an order first finds the channel full.
+    sender: Option<mpsc::UnboundedSender<CoreRequest>>,
 }
 
 /// Answers an order the core will never see (it stopped).
@@ -1472,6 +1508,56 @@ mod tests {
     use super::*;
     use engine::{Price, Qty};
     use net::{Bar, Instruction};
+
+    /// An order with client order id `id`, answered nowhere.
+    fn order_request(id: u64) -> CoreRequest {
+        CoreRequest::Order {
+            session: SessionId::from_bytes([1; 32]),
+            side: engine::Side::Buy,
+            symbol: engine::Symbol::new("AAPL").unwrap(),
+            qty: Qty::from_units(1).unwrap(),
+            client_id: engine::ClientOrderId(id),
+            placed_at: engine::Timestamp(0),
+            worker: engine::WorkerId(1),
+            reply: Reply::Once(oneshot::channel().0),
+        }
+    }
+
+    fn client_id_of(request: &CoreRequest) -> u64 {
+        match request {
+            CoreRequest::Order { client_id, .. } => client_id.0,
+            _ => panic!("not an order"),
+        }
+    }
+
+    /// A link's orders reach the core in the order they came, also when the core's channel is
+    /// full: the later ones wait behind those waiting for room, even once room appears.
+    #[tokio::test]
+    async fn a_links_orders_keep_their_order_when_the_core_is_full() {
+        let (core, mut received) = mpsc::channel(2);
+        let mut overflow = LinkOverflow::default();
+        for id in 1..=5 {
+            queue_order(&core, &mut overflow, order_request(id));
+        }
+        // 1 and 2 went in; 3 to 5 wait. Room for one: 6 must not pass 3, 4 and 5.
+        assert_eq!(client_id_of(&received.recv().await.unwrap()), 1);
+        queue_order(&core, &mut overflow, order_request(6));
+        let mut order = Vec::new();
+        for _ in 0..5 {
+            order.push(client_id_of(&received.recv().await.unwrap()));
+        }
+        assert_eq!(order, [2, 3, 4, 5, 6]);
+        // Once every waiting order is in, the next goes straight in again.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while overflow.waiting.load(Ordering::Acquire) != 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        queue_order(&core, &mut overflow, order_request(7));
+        assert_eq!(client_id_of(&received.try_recv().unwrap()), 7);
+    }
 
     /// A TCP connection over loopback: (this end, the peer's).
     async fn loopback() -> (TcpStream, TcpStream) {
