@@ -408,7 +408,10 @@ pub enum SnapshotInvalid {
     #[error("stored under the key of record {0}")]
     KeyMismatch(Seq),
     /// It covers a record the journal does not have.
-    #[error("covers record {covers}, the journal ends at {last}")]
+    #[error(
+        "covers record {covers}, the journal ends at {last}: records committed before the \
+         snapshot are missing (a disk that lost acknowledged writes, or an older copy of the file)"
+    )]
     BeyondEnd {
         /// The last record it covers.
         covers: Seq,

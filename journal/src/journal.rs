@@ -739,6 +739,8 @@ impl Journal {
         let mut guard = self.lock();
         let writer = &mut *guard;
         let txn = self.begin_write(writer, OP)?;
+        // The newest snapshot left once this one is published: the schedule counts from it.
+        let mut newest = seq;
         let published = (|| -> Result<(), redb::Error> {
             let mut parts = txn.open_table(SNAPSHOT_PARTS)?;
             // Parts beyond the last one written (left by a longer snapshot at this key).
@@ -764,11 +766,15 @@ impl Journal {
                 table.remove(*key)?;
                 unowned.insert(*key, ())?;
             }
+            newest = table.last()?.map_or(seq, |(k, _)| Seq(k.value()));
             Ok(())
         })();
         published.map_err(|e| self.fault(writer, OP, e))?;
         txn.commit().map_err(|e| self.fault(writer, OP, e))?;
-        writer.last_snapshot = writer.last_snapshot.max(seq);
+        // From the table, not the larger of the old value and `seq`: a replaced snapshot past
+        // the end (recovery ignored it) must not hold the next snapshot back until the journal
+        // grows past it.
+        writer.last_snapshot = newest;
         drop(guard);
         // The replaced snapshots' parts; a failure here leaves them listed for the next store.
         if let Err(e) = self.delete_unowned_parts() {

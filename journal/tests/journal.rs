@@ -455,6 +455,39 @@ fn snapshot_warning_seqs(warnings: &[RecoveryWarning]) -> Vec<Seq> {
         .collect()
 }
 
+/// A snapshot past the end (its records lost with the head row) is ignored and replaced at the
+/// open, and the snapshot schedule counts from the replacement: from the table, not from the
+/// replaced snapshot's larger number, which would hold the next snapshot back until the
+/// journal grew past it.
+#[test]
+fn a_snapshot_past_the_end_does_not_hold_the_schedule_back() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    fill(&journal, 8, 10);
+    let kept_head = journal.last_seq();
+    let state = fill(&journal, 9, 10);
+    let beyond = snapshot_now(&journal, &state);
+    assert!(beyond > kept_head);
+    drop(journal);
+    // The batches after `kept_head`, and the head with them, are lost.
+    let mut last = beyond;
+    while last > kept_head {
+        last = Seq(test_util::remove_batch(&path, last).unwrap().0 - 1);
+    }
+    assert_eq!(last, kept_head, "batch boundaries");
+    test_util::set_head(&path, Some(kept_head.0)).unwrap();
+    let (journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(journal.last_seq(), kept_head);
+    assert_eq!(snapshot_warning_seqs(&recovered.warnings), [beyond], "{:?}", recovered.warnings);
+    assert_eq!(journal.newest_snapshot_seq(), kept_head, "the replacement, at the head");
+    // 50 events after it, a snapshot is due again.
+    let mut history = History::new(recovered.state, 10, Shape::default());
+    while journal.last_seq().0 < kept_head.0 + 50 {
+        journal.append_batch(&history.next_batch(), Timestamp(9_000)).unwrap();
+    }
+    assert!(journal.snapshot_due());
+}
+
 #[test]
 fn recovery_uses_the_newest_snapshot_and_replays_the_tail() {
     let (_dir, path) = new_journal();
