@@ -585,10 +585,23 @@ async fn interval_loop(
             debug!(symbol = %failure.symbol, reason = ?failure.reason, "no price this interval");
         }
         let (tx, rx) = oneshot::channel();
-        if core.intervals.send(CoreRequest::Settle { batch, reply: tx }).await.is_err()
-            || core.requests.send(CoreRequest::Wake).await.is_err()
-        {
+        let settle = CoreRequest::Settle { batch, reply: tx };
+        if stopping {
+            // The last interval goes behind everything already queued, so that the orders
+            // waiting in the channel settle in it instead of being refused by `Stop`.
+            if core.requests.send(settle).await.is_err() {
+                break;
+            }
+        } else if core.intervals.send(settle).await.is_err() {
             break;
+        } else {
+            // A full channel means a core with requests to take, which looks at the lane
+            // before each: the wake-up is needed only by a core waiting on an empty channel,
+            // and waiting for room here would put the loop behind the backlog again.
+            match core.requests.try_send(CoreRequest::Wake) {
+                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
+            }
         }
         match rx.await {
             Ok(summary) if summary.failed => warn!(?summary.interval, "interval not committed"),

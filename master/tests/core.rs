@@ -682,7 +682,9 @@ fn a_session_found_expired_on_use_leaves_the_journal_at_the_interval() {
 }
 
 /// On start, the stored sessions that expired while the master was stopped, and rows that do
-/// not decode, are removed from the journal (in one commit), and the live ones restored.
+/// not decode, are removed from the journal, and the journal still takes writes after. (That
+/// they go in one commit, not one each, is not observable here: `Core::new` calls
+/// `Journal::remove_sessions` once.)
 #[test]
 fn sessions_expired_while_stopped_are_removed_on_start() {
     let dir = tempfile::tempdir().unwrap();

@@ -612,6 +612,11 @@ struct Client {
     /// after (`loginSession`, another `login`). At most [`EXPIRABLE_PER_CONNECTION_MAX`]; past
     /// that, the oldest is left to the master's idle timeout.
     expirable: Vec<SessionId>,
+    /// Until when this connection does not ask the master again about its session for a
+    /// sessionless request in data transfer: set when the master could not answer such a check
+    /// (down, busy, late), so that every cached price poll does not wait for, or add to, a
+    /// master in trouble.
+    session_check_after: Option<Instant>,
 }
 
 /// Expirable sessions one connection's end logs out.
@@ -637,8 +642,13 @@ async fn serve(
     let depth = usize::try_from(shared.config.clients.pipeline_depth_max).unwrap_or(1).max(1);
     let (tx, rx) = mpsc::channel(depth);
     let activity = Activity::new();
-    let mut client =
-        Client { shared: shared.clone(), peer, conn: Connection::new(), expirable: Vec::new() };
+    let mut client = Client {
+        shared: shared.clone(),
+        peer,
+        conn: Connection::new(),
+        expirable: Vec::new(),
+        session_check_after: None,
+    };
     {
         let read = read_requests(&shared, reader, tx, &activity, stop);
         let process = client.process(rx, writer, &activity);
@@ -1105,14 +1115,20 @@ impl Client {
         {
             match self.session_status(&own) {
                 SessionStatus::Invalid => self.session_ended(own),
-                SessionStatus::Unknown if self.conn.state() == net::ConnState::DataTransfer => {
-                    if let Err(refused) = self.confirm_session(own, request, received_at).await
-                        && self.conn.session() != Some(own)
-                    {
-                        return Some(refused);
+                SessionStatus::Unknown
+                    if self.conn.state() == net::ConnState::DataTransfer
+                        && self.session_check_after.is_none_or(|after| Instant::now() >= after) =>
+                {
+                    if let Err(refused) = self.confirm_session(own, request, received_at).await {
+                        if self.conn.session() != Some(own) {
+                            return Some(refused);
+                        }
+                        // Not confirmed for another reason (the link down, the master busy or
+                        // late): the request goes on, and this connection asks again after
+                        // `sessions.validity`.
+                        let validity = self.shared.config.sessions.validity;
+                        self.session_check_after = Some(Instant::now() + validity);
                     }
-                    // Not confirmed for another reason (the link down, the master busy): the
-                    // request goes on, and the next one asks again.
                 }
                 SessionStatus::Unknown | SessionStatus::Valid => {}
             }

@@ -565,6 +565,36 @@ async fn data_transfer_confirms_its_session_after_validity() {
     );
 }
 
+/// A master that cannot answer the session check (busy here) is not asked again by that
+/// connection for `sessions.validity`: the queries go on, from the cache or the master,
+/// without a check each.
+#[tokio::test]
+async fn a_session_check_the_master_cannot_answer_is_not_repeated_at_once() {
+    let handler: common::Handler = Arc::new(move |relay: Relay| {
+        let response = match relay.request {
+            Request::LoginSession { .. } => {
+                Response::LoginFail(Failure::new(Reason::Busy, "too many requests"))
+            }
+            _ => answer(&relay),
+        };
+        Box::pin(async move { response })
+    });
+    let validity = Duration::from_secs(2);
+    let (_keys, mut master, worker) = cluster(handler, |config| {
+        config.sessions.validity = validity;
+    })
+    .await;
+    let mut alice = worker.client().await;
+    alice.login_for_data().await;
+    tokio::time::sleep(validity + Duration::from_millis(100)).await;
+    master.drain_relays();
+    for symbol in ["AAPL", "MSFT", "IBM", "AAPL"] {
+        assert_eq!(asset_info_of(&alice.call(&current(symbol)).await), symbol);
+    }
+    let relays = master.drain_relays();
+    assert_eq!(count(&relays, Instruction::LoginSession), 1, "{relays:?}");
+}
+
 #[tokio::test]
 async fn a_logged_out_session_is_refused_without_asking_the_master() {
     let (_keys, mut master, worker) = cluster(answer_at_once(), |_| {}).await;

@@ -85,8 +85,12 @@ fn adjustment_of(splits: &[RecordedSplit]) -> String {
     if splits.is_empty() {
         return "none".to_owned();
     }
+    // In (time, symbol) order: the rows' order in the file changes no price (several splits
+    // after a tick are one ratio), so it must not change the key either.
+    let mut sorted: Vec<&RecordedSplit> = splits.iter().collect();
+    sorted.sort_by_key(|split| (split.time, split.symbol));
     let mut hasher = blake3::Hasher::new();
-    for split in splits {
+    for split in sorted {
         let line = format!("{} {} {}:{}\n", split.time.0, split.symbol, split.new, split.old);
         hasher.update(line.as_bytes());
     }
@@ -270,6 +274,22 @@ mod tests {
 
     fn sym(s: &str) -> Symbol {
         Symbol::new(s).unwrap()
+    }
+
+    /// The adjustment key names the split list, not its rows' order (which changes no price);
+    /// another list, or none, gives another key.
+    #[test]
+    fn the_adjustment_key_ignores_the_rows_order() {
+        let splits = |text: &str| engine::recorded::parse_splits(text).unwrap();
+        let one =
+            splits("time,symbol,ratio\n2000-06-20,X,3:2\n2000-06-21,X,2:1\n2000-06-21,Y,2:1\n");
+        let other =
+            splits("time,symbol,ratio\n2000-06-21,Y,2:1\n2000-06-21,X,2:1\n2000-06-20,X,3:2\n");
+        assert_eq!(adjustment_of(&one), adjustment_of(&other));
+        let changed =
+            splits("time,symbol,ratio\n2000-06-20,X,3:2\n2000-06-21,X,4:1\n2000-06-21,Y,2:1\n");
+        assert_ne!(adjustment_of(&one), adjustment_of(&changed));
+        assert_eq!(adjustment_of(&[]), "none");
     }
 
     #[test]
