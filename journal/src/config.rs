@@ -24,6 +24,24 @@ pub struct JournalConfig {
     pub verify_on_open: VerifyOnOpen,
     /// Most memory redb may use to cache pages, in bytes.
     pub cache_bytes: usize,
+    /// What opening does when the file's last commit does not verify.
+    pub unverified_last_commit: UnverifiedLastCommit,
+}
+
+/// What opening does when the file's last commit does not verify (its pages' checksums fail).
+/// That is what a crash during a commit leaves (the commit never finished, so nothing of it was
+/// acknowledged), and also what damage to the last commit's pages since looks like: the two
+/// cannot be told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnverifiedLastCommit {
+    /// Fall back to the commit before, as redb's recovery does, and say so
+    /// (`RecoveryWarning::LastCommitRolledBack`): the master's choice, so that a crash during
+    /// a commit does not keep it from starting.
+    #[default]
+    RollBack,
+    /// Refuse to open (`OpenError::LastCommitUnverified`), changing nothing: the tools' choice,
+    /// so that an audit never rolls a journal back itself.
+    Refuse,
 }
 
 impl Default for JournalConfig {
@@ -33,6 +51,7 @@ impl Default for JournalConfig {
             snapshots_kept: 2,
             verify_on_open: VerifyOnOpen::FullChain,
             cache_bytes: 16 * 1024 * 1024,
+            unverified_last_commit: UnverifiedLastCommit::RollBack,
         }
     }
 }

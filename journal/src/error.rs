@@ -103,6 +103,9 @@ pub struct StorageFault {
     pub io_kind: Option<io::ErrorKind>,
     /// The underlying error's message.
     pub detail: String,
+    /// True when redb found the file damaged (a checksum that fails, a tree it cannot
+    /// repair), as opposed to an I/O error: the file, not the machine, is at fault.
+    pub corrupted: bool,
 }
 
 impl StorageFault {
@@ -136,7 +139,8 @@ impl StorageFault {
             redb::Error::Io(e) => Some(e.kind()),
             _ => None,
         };
-        Self { path: path.to_path_buf(), op, io_kind, detail: err.to_string() }
+        let corrupted = matches!(err, redb::Error::Corrupted(_));
+        Self { path: path.to_path_buf(), op, io_kind, detail: err.to_string(), corrupted }
     }
 }
 
@@ -215,6 +219,18 @@ pub enum OpenError {
     /// no accounts); deleting it is the operator's call.
     #[error("journal {}: the file is empty, so it is not a journal (a truncated copy?); restore it from a backup, or delete it to start a new journal", path.display())]
     Empty {
+        /// The journal file.
+        path: PathBuf,
+    },
+    /// The file's last commit does not verify, and the configuration says not to roll it back
+    /// (`UnverifiedLastCommit::Refuse`, the tools); nothing was changed.
+    #[error(
+        "journal {}: its last commit does not verify (a crash during that commit, or damage \
+         since): opening it as the master does would roll that commit back; copy the file first \
+         to keep it",
+        path.display()
+    )]
+    LastCommitUnverified {
         /// The journal file.
         path: PathBuf,
     },

@@ -13,7 +13,7 @@ use redb::{
 
 use crate::batch::{self, FindError};
 use crate::be;
-use crate::config::JournalConfig;
+use crate::config::{JournalConfig, UnverifiedLastCommit};
 use crate::error::Corruption;
 use crate::error::{
     AppendError, Fault, OpenError, OrFault, ReadError, SnapshotError, SnapshotInvalid,
@@ -168,6 +168,8 @@ pub struct Journal {
     /// Whether writes are refused (`Writer::halted` is set), readable without the writer's
     /// lock: a caller checks it on its hot path while a snapshot part holds the lock.
     halted_flag: std::sync::atomic::AtomicBool,
+    /// Whether opening rolled the file's last commit back (it did not verify).
+    rolled_back_last_commit: bool,
 }
 
 fn encode_tick(tick: &Tick) -> TickRow {
@@ -245,9 +247,25 @@ impl Journal {
         }
         let mut builder = Database::builder();
         builder.set_cache_size(config.cache_bytes).set_check_integrity_on_open(true);
+        // redb's repair asks at 0.3 of its progress only when the last commit does not verify,
+        // just before it falls back to the commit before: seen here, and refused if asked.
+        let fell_back = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = std::sync::Arc::clone(&fell_back);
+        let refuse = config.unverified_last_commit == UnverifiedLastCommit::Refuse;
+        builder.set_repair_callback(move |session| {
+            if (0.2..0.5).contains(&session.progress()) {
+                seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                if refuse {
+                    session.abort();
+                }
+            }
+        });
         let db = match builder.create(&path) {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => return Err(OpenError::Busy { path }),
+            Err(DatabaseError::RepairAborted) => {
+                return Err(OpenError::LastCommitUnverified { path });
+            }
             Err(e) => return Err(StorageFault::new(&path, "opening the file", e).into()),
         };
         let fault = Fault(&path, "opening");
@@ -292,6 +310,7 @@ impl Journal {
             storing_snapshot: Mutex::new(()),
             writes_waiting: std::sync::atomic::AtomicUsize::new(0),
             halted_flag: std::sync::atomic::AtomicBool::new(false),
+            rolled_back_last_commit: fell_back.load(std::sync::atomic::Ordering::Relaxed),
             writer: Mutex::new(Writer {
                 last_seq: Seq(0),
                 last_crc: GENESIS_LINK,
@@ -446,6 +465,12 @@ impl Journal {
     /// The sequence number of the last record (`Seq(0)` when empty).
     pub fn last_seq(&self) -> Seq {
         self.lock().last_seq
+    }
+
+    /// Whether opening rolled the file's last commit back because it did not verify
+    /// ([`UnverifiedLastCommit::RollBack`]).
+    pub fn rolled_back_last_commit(&self) -> bool {
+        self.rolled_back_last_commit
     }
 
     /// The last sequence number covered by the newest stored snapshot (`Seq(0)` if none).

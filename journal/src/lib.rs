@@ -42,7 +42,7 @@ pub mod snapshot;
 pub mod test_util;
 
 pub use audit::{AuditConfig, AuditProblem, AuditReport, ProblemKind, audit};
-pub use config::{JournalConfig, VerifyOnOpen};
+pub use config::{JournalConfig, UnverifiedLastCommit, VerifyOnOpen};
 pub use error::{
     AppendError, Corruption, OpenError, ReadError, SnapshotError, SnapshotInvalid, StorageFault,
     WriteError,

@@ -66,6 +66,9 @@ pub enum RecoveryWarning {
         /// The error.
         error: String,
     },
+    /// The file's last commit did not verify and was rolled back to the one before
+    /// (`UnverifiedLastCommit::RollBack`).
+    LastCommitRolledBack,
 }
 
 impl fmt::Display for RecoveryWarning {
@@ -78,6 +81,13 @@ impl fmt::Display for RecoveryWarning {
             Self::SnapshotRewriteFailed { error } => {
                 write!(f, "could not write a fresh snapshot: {error}")
             }
+            Self::LastCommitRolledBack => write!(
+                f,
+                "the file's last commit did not verify and was rolled back to the one before: \
+                 what a crash during that commit leaves (it was never acknowledged); if the \
+                 master did not crash, the last commit's pages were damaged since and what it \
+                 held (an interval's outcomes, perhaps) is lost"
+            ),
         }
     }
 }
@@ -246,6 +256,11 @@ pub(crate) fn recover(journal: &Journal) -> Result<Recovered, OpenError> {
         });
     }
     let mut warnings = replayed.warnings;
+    if journal.rolled_back_last_commit() {
+        let warning = RecoveryWarning::LastCommitRolledBack;
+        tracing::warn!(path = %journal.path().display(), "{warning}");
+        warnings.insert(0, warning);
+    }
     let ignored: Vec<Seq> = warnings
         .iter()
         .filter_map(|w| match w {

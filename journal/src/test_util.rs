@@ -331,3 +331,32 @@ pub fn append_an_unfinished_interval(path: &Path) -> Result<()> {
     journal.append_batch(&[header], engine::Timestamp(2_000))?;
     Ok(())
 }
+
+/// Damages the file under redb, not through it (so without a commit of its own, which redb
+/// makes when it opens a file a crash left): flips one byte of the records of the layout-2
+/// batch whose first record is `first_seq`, appended at `recorded_at`, where its header lies in
+/// the file. The commit that wrote that batch then no longer verifies.
+pub fn flip_batch_in_file(
+    path: &Path,
+    first_seq: Seq,
+    recorded_at: engine::Timestamp,
+) -> Result<()> {
+    let mut header = Vec::with_capacity(20);
+    header.extend_from_slice(&crate::record::BATCH_LAYOUT_VERSION.to_be_bytes());
+    header.extend_from_slice(&3u16.to_be_bytes());
+    header.extend_from_slice(&first_seq.0.to_be_bytes());
+    header.extend_from_slice(&recorded_at.0.to_be_bytes());
+    let mut file = std::fs::read(path)?;
+    let at = file
+        .windows(header.len())
+        .position(|w| w == header.as_slice())
+        .ok_or("the batch's header is not in the file")?;
+    // Past the 36-byte batch header: inside the first record.
+    let target = at + 40;
+    if target >= file.len() {
+        return Err("the batch runs past the file".into());
+    }
+    file[target] ^= 0xff;
+    std::fs::write(path, &file)?;
+    Ok(())
+}

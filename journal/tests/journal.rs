@@ -455,6 +455,57 @@ fn snapshot_warning_seqs(warnings: &[RecoveryWarning]) -> Vec<Seq> {
         .collect()
 }
 
+/// A last commit that does not verify (a crash during it, or damage to its pages since) is
+/// rolled back by the master's open, which says so; a tool's open refuses the file and
+/// changes nothing, so an audit never rolls a journal back itself.
+#[cfg(unix)]
+#[test]
+fn a_last_commit_that_does_not_verify_is_rolled_back_only_by_the_master_and_said() {
+    let (_dir, path) = new_journal();
+    // A process that crashes right after its twelfth commit: no closing commit follows it.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pt-journal-crash-child"))
+        .arg(&path)
+        .args(["11", "1000000", "12", "abort"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "it aborts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let commits: Vec<u64> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("commit "))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    let [.., before, last] = commits[..] else { panic!("fewer than two commits: {stdout}") };
+    let before = Seq(before);
+    // Then the pages of that last commit are damaged (or the crash had torn it). The child
+    // stamps each batch with 1_700_000_000_000_000 plus its last record.
+    let recorded_at = Timestamp(1_700_000_000_000_000 + i64::try_from(last).unwrap());
+    test_util::flip_batch_in_file(&path, Seq(before.0 + 1), recorded_at).unwrap();
+    let damaged = std::fs::read(&path).unwrap();
+
+    let tools =
+        JournalConfig { unverified_last_commit: journal::UnverifiedLastCommit::Refuse, ..config() };
+    for _ in 0..2 {
+        let err = Journal::open_unrecovered(&path, tools.clone()).unwrap_err();
+        assert!(matches!(err, OpenError::LastCommitUnverified { .. }), "{err}");
+        assert!(err.to_string().contains("last commit does not verify"), "{err}");
+        assert!(std::fs::read(&path).unwrap() == damaged, "the tool's open changed the file");
+    }
+
+    let (journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(journal.last_seq(), before, "the commit before");
+    assert_eq!(recovered.warnings.first(), Some(&RecoveryWarning::LastCommitRolledBack));
+    assert!(journal.rolled_back_last_commit());
+    clean_audit(&journal);
+    drop(journal);
+    // Once rolled back, the file verifies: the next opens are plain.
+    let (journal, recovered) = Journal::open(&path, config()).unwrap();
+    assert!(!journal.rolled_back_last_commit());
+    assert!(!recovered.warnings.contains(&RecoveryWarning::LastCommitRolledBack));
+    drop(journal);
+    assert!(Journal::open_unrecovered(&path, tools).is_ok());
+}
+
 /// A snapshot past the end (its records lost with the head row) is ignored and replaced at the
 /// open, and the snapshot schedule counts from the replacement: from the table, not from the
 /// replaced snapshot's larger number, which would hold the next snapshot back until the

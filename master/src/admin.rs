@@ -1028,7 +1028,13 @@ fn open_offline(target: &AdminTarget, create: bool) -> Result<Option<Journal>, A
     if !create && !path.exists() {
         return Ok(None);
     }
-    match Journal::open_unrecovered(&path, JournalConfig::default()) {
+    // An offline edit never rolls back a last commit that does not verify: that is the master's
+    // recovery to make, and say.
+    let config = JournalConfig {
+        unverified_last_commit: journal::UnverifiedLastCommit::Refuse,
+        ..JournalConfig::default()
+    };
+    match Journal::open_unrecovered(&path, config) {
         Ok(journal) => Ok(Some(journal)),
         Err(journal::OpenError::Busy { .. }) => {
             Err(AdminError::Busy { journal: path, socket: target.socket() })

@@ -119,6 +119,32 @@ fn audit_names_the_first_corrupt_record_and_exits_1() {
     assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("record {bad}:")));
 }
 
+/// A file damaged under redb (a page of a batch flipped in the file, after a clean close):
+/// redb refuses to open it, and the audit reports that as the problem it found (exit 1, a JSON
+/// report), not as a run that could not start; the file is left as it was.
+#[test]
+fn audit_of_a_file_redb_finds_damaged_reports_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    make_journal(dir.path(), 12, 100);
+    let path = journal::path_in(dir.path());
+    // Batch 6 (its records start after batches 0 to 5) was appended at 6 hours.
+    let first = {
+        let journal = Journal::open_unrecovered(&path, JournalConfig::default()).unwrap();
+        let records: Vec<_> = journal.read_records(Seq(1)).unwrap().map(Result::unwrap).collect();
+        records.iter().find(|r| r.recorded_at == Timestamp(6 * 3_600_000_000)).unwrap().seq
+    };
+    test_util::flip_batch_in_file(&path, first, Timestamp(6 * 3_600_000_000)).unwrap();
+    let damaged = std::fs::read(&path).unwrap();
+
+    let output = pt_replay(&["audit"], dir.path());
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(stdout(&output).starts_with("FAILED opening the file: "), "{output:?}");
+    let report = json(&pt_replay(&["audit", "--json"], dir.path()));
+    assert_eq!(report["clean"], false);
+    assert_eq!(report["problem"]["kind"], "file");
+    assert!(std::fs::read(&path).unwrap() == damaged, "the audit changed the file");
+}
+
 #[test]
 fn audit_of_a_missing_journal_cannot_run() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,9 @@
 //! - `commit <last_seq> <digest>` after the commit returned;
 //! - `snapshot <seq>` after a snapshot was stored.
 //!
-//! Usage: `pt-journal-crash-child PATH SEED SNAPSHOT_EVERY_EVENTS [BATCHES]`.
+//! Usage: `pt-journal-crash-child PATH SEED SNAPSHOT_EVERY_EVENTS [BATCHES [abort]]`. With
+//! `abort`, it aborts after the last batch instead of closing the journal: a crash right after
+//! a commit, whose file then has no closing commit.
 
 use std::process::ExitCode;
 
@@ -30,6 +32,7 @@ fn run(args: &[String]) -> Result<(), String> {
         Some(n) => n.parse().map_err(|e| format!("batches: {e}"))?,
         None => u64::MAX,
     };
+    let abort = rest.get(1).is_some_and(|a| a == "abort");
     let config = JournalConfig { snapshot_every_events: every, ..JournalConfig::default() };
     let (journal, recovered) = Journal::open(path, config).map_err(|e| e.to_string())?;
     println!("ready {} {}", recovered.last_seq, recovered.digest);
@@ -59,6 +62,11 @@ fn run(args: &[String]) -> Result<(), String> {
             let seq = journal.store_snapshot(snapshot).map_err(|e| e.to_string())?;
             println!("snapshot {seq}");
         }
+    }
+    if abort {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        std::process::abort();
     }
     Ok(())
 }

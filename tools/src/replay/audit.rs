@@ -25,7 +25,15 @@ pub struct AuditArgs {
 
 /// Runs the audit. Not successful when it found a problem; `Err` when it could not read.
 pub fn run(args: &AuditArgs) -> anyhow::Result<Outcome> {
-    let journal = open_journal(&args.data.data)?;
+    let journal = match open_journal(&args.data.data) {
+        Ok(journal) => journal,
+        // A file that opens as damaged is what an audit is for: a problem found (exit 1, and
+        // a report like any other), not a run that could not start (exit 2).
+        Err(e) => match damage_found_opening(&e) {
+            Some(message) => return Ok(damaged_file(args, &message)),
+            None => return Err(e),
+        },
+    };
     let bar = progress_bar(journal.last_seq(), "auditing");
     let config = AuditConfig { invariants_every_events: args.invariants_every };
     let start = Instant::now();
@@ -40,6 +48,37 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<Outcome> {
         render_text(&report, rate, millis)
     };
     Ok(Outcome { output, success: report.is_clean() })
+}
+
+/// The message of an open that failed because the file is damaged (not because it is missing,
+/// in use or unreadable for the machine's reasons).
+fn damage_found_opening(error: &anyhow::Error) -> Option<String> {
+    let open = error.chain().find_map(|e| e.downcast_ref::<journal::OpenError>())?;
+    let damaged = match open {
+        journal::OpenError::LastCommitUnverified { .. } | journal::OpenError::NoFormat { .. } => {
+            true
+        }
+        journal::OpenError::Storage(fault) => fault.corrupted,
+        _ => false,
+    };
+    damaged.then(|| open.to_string())
+}
+
+/// The report of a file damaged past opening: no record could be checked.
+fn damaged_file(args: &AuditArgs, message: &str) -> Outcome {
+    let file = journal::path_in(&args.data.data).display().to_string();
+    let output = if args.json {
+        json!({
+            "file": file,
+            "clean": false,
+            "events": 0,
+            "problem": { "seq": 0, "kind": "file", "message": message },
+        })
+        .to_string()
+    } else {
+        format!("FAILED opening the file: {message}")
+    };
+    Outcome { output, success: false }
 }
 
 fn render_text(report: &AuditReport, rate: u64, millis: u64) -> String {

@@ -55,7 +55,13 @@ pub fn open_journal(data: &Path) -> anyhow::Result<Journal> {
             path.display()
         );
     }
-    Journal::open_unrecovered(&path, JournalConfig::default())
+    // A last commit that does not verify is reported, not rolled back: the tools never change
+    // what they audit (the master's open rolls it back, and says so).
+    let config = JournalConfig {
+        unverified_last_commit: journal::UnverifiedLastCommit::Refuse,
+        ..JournalConfig::default()
+    };
+    Journal::open_unrecovered(&path, config)
         .with_context(|| format!("cannot open {}", path.display()))
 }
 
