@@ -1,7 +1,7 @@
 //! The audit: every record verified and replayed from genesis, the invariants checked along the
 //! way, and every snapshot compared with the replayed state. `pt-replay audit` prints it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use engine::{Digest, State};
@@ -123,6 +123,33 @@ struct Auditor<'j> {
     snapshots_verified: u64,
     invariant_checks: u64,
     notes: Vec<String>,
+    settled: SettledOrders,
+}
+
+/// The order ids that have an outcome, so that one settled twice is found: the master gives
+/// each queued order a new id and writes exactly one outcome for it, while `State::apply`
+/// only holds an account's outcomes to order within one interval. Kept in blocks of
+/// [`SettledOrders::BLOCK_IDS`] bits: about 1 bit per id for the master's dense ids.
+#[derive(Default)]
+struct SettledOrders {
+    blocks: HashMap<u64, Box<[u64; SettledOrders::BLOCK_WORDS]>>,
+}
+
+impl SettledOrders {
+    const BLOCK_WORDS: usize = 64;
+    const BLOCK_IDS: u64 = 64 * 64;
+
+    /// Records `id`; false when it was recorded before.
+    fn insert(&mut self, id: u64) -> bool {
+        let block = self.blocks.entry(id / Self::BLOCK_IDS).or_insert_with(|| Box::new([0; 64]));
+        let bit = id % Self::BLOCK_IDS;
+        // Below BLOCK_WORDS by construction (bit < 4096).
+        let word = &mut block[usize::try_from(bit / 64).unwrap_or(0) % Self::BLOCK_WORDS];
+        let mask = 1u64 << (bit % 64);
+        let new = *word & mask == 0;
+        *word |= mask;
+        new
+    }
 }
 
 impl Auditor<'_> {
@@ -185,6 +212,19 @@ impl Auditor<'_> {
         let mut since_progress = 0u64;
         for item in &mut records {
             let record = item.map_err(|e| self.read_stop(e))?;
+            if let Some(order) = record.event.outcome_order()
+                && !self.settled.insert(order.id.0)
+            {
+                return Err(Stop::Problem(AuditProblem {
+                    seq: record.seq,
+                    kind: ProblemKind::Apply,
+                    message: format!(
+                        "order {} has an outcome already: an order is settled once (account {}, \
+                         client order id {})",
+                        order.id.0, order.account.0, order.client_id.0
+                    ),
+                }));
+            }
             self.state.apply(&record.event).map_err(|e| {
                 Stop::Problem(AuditProblem {
                     seq: record.seq,
@@ -261,6 +301,7 @@ pub fn audit(
         snapshots_verified: 0,
         invariant_checks: 0,
         notes: Vec::new(),
+        settled: SettledOrders::default(),
     };
     let problem = match auditor.run(progress) {
         Ok(()) => None,

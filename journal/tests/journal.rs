@@ -506,6 +506,68 @@ fn a_last_commit_that_does_not_verify_is_rolled_back_only_by_the_master_and_said
     assert!(Journal::open_unrecovered(&path, tools).is_ok());
 }
 
+/// One order settled twice, in two intervals, with balances that agree: each outcome applies,
+/// but the audit finds the second (the master writes exactly one outcome per order id).
+#[test]
+fn the_audit_finds_an_order_settled_twice() {
+    use engine::{
+        AccountId, Cash, ClientOrderId, Email, Engine, IntervalId, OpenAccount, Order, OrderId,
+        OrderKind, OrderQueue, PasswordHash, Price, Qty, Side, Tick, TickSet, Username, WorkerId,
+    };
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let mut engine = Engine::new();
+    let aapl = Symbol::new("AAPL").unwrap();
+    let setup = vec![
+        engine.list_asset(aapl, Timestamp(0)).unwrap(),
+        engine
+            .open_account(OpenAccount {
+                username: Username::new("alice").unwrap(),
+                email: Email::new("alice@example.com").unwrap(),
+                password_hash: PasswordHash::new("!").unwrap(),
+                initial_cash: Cash::from_units(1000).unwrap(),
+                at: Timestamp(0),
+            })
+            .unwrap(),
+    ];
+    journal.append_batch(&setup, Timestamp(0)).unwrap();
+    let close = Price::from_units(10).unwrap();
+    let tick = Tick {
+        symbol: aapl,
+        open: close,
+        high: close,
+        low: close,
+        close,
+        volume: Qty::ZERO,
+        time: Timestamp(0),
+    };
+    let ticks = TickSet::new(vec![tick]).unwrap();
+    let order = Order {
+        id: OrderId(1),
+        client_id: ClientOrderId(7),
+        account: AccountId(1),
+        symbol: aapl,
+        side: Side::Buy,
+        qty: Qty::from_units(1).unwrap(),
+        kind: OrderKind::Market,
+        placed_at: Timestamp(1),
+        worker: WorkerId(1),
+    };
+    let mut seqs = Vec::new();
+    for interval in 1..=2 {
+        let mut queue = OrderQueue::new();
+        queue.push(order.clone());
+        let at = Timestamp(interval * 1_000);
+        let events = engine.settle(IntervalId(interval as u64), at, &ticks, &mut queue).unwrap();
+        seqs.push(journal.append_batch(&events, at).unwrap().last_seq);
+    }
+    let report = audit(&journal, AuditConfig::default(), &mut |_| {}).unwrap();
+    let problem = report.problem.expect("a problem");
+    assert_eq!(problem.seq, seqs[1], "the second outcome");
+    assert_eq!(problem.kind, journal::ProblemKind::Apply);
+    assert!(problem.message.contains("order 1 has an outcome already"), "{}", problem.message);
+}
+
 /// A snapshot past the end (its records lost with the head row) is ignored and replaced at the
 /// open, and the snapshot schedule counts from the replacement: from the table, not from the
 /// replaced snapshot's larger number, which would hold the next snapshot back until the
