@@ -124,6 +124,8 @@ struct Auditor<'j> {
     invariant_checks: u64,
     notes: Vec<String>,
     settled: SettledOrders,
+    /// The last record after which the invariants were checked and held (`Seq(0)`: none yet).
+    invariants_held_at: Seq,
 }
 
 /// The order ids that have an outcome, so that one settled twice is found: the master gives
@@ -155,13 +157,29 @@ impl SettledOrders {
 impl Auditor<'_> {
     fn invariants(&mut self) -> Result<(), Stop> {
         self.invariant_checks += 1;
-        self.state.check_invariants().map_err(|e| {
+        let checked = self.state.check_invariants().map_err(|e| {
+            // Checked every so many events: the record that broke it is one of those since the
+            // last check that passed.
+            let since = if self.invariants_held_at.0 + 1 < self.last_seq.0 {
+                format!(
+                    " (it held after record {}: the record that broke it is one of {} to {})",
+                    self.invariants_held_at,
+                    self.invariants_held_at.0 + 1,
+                    self.last_seq
+                )
+            } else {
+                String::new()
+            };
             Stop::Problem(AuditProblem {
                 seq: self.last_seq,
                 kind: ProblemKind::Invariant,
-                message: format!("state after this record breaks an invariant: {e}"),
+                message: format!("state after this record breaks an invariant: {e}{since}"),
             })
-        })
+        });
+        if checked.is_ok() {
+            self.invariants_held_at = self.last_seq;
+        }
+        checked
     }
 
     fn snapshot(&mut self, seq: Seq) -> Result<(), Stop> {
@@ -302,6 +320,7 @@ pub fn audit(
         invariant_checks: 0,
         notes: Vec::new(),
         settled: SettledOrders::default(),
+        invariants_held_at: Seq(0),
     };
     let problem = match auditor.run(progress) {
         Ok(()) => None,
