@@ -134,7 +134,12 @@ struct Auditor<'j> {
 /// [`SettledOrders::BLOCK_IDS`] bits: about 1 bit per id for the master's dense ids.
 #[derive(Default)]
 struct SettledOrders {
-    blocks: HashMap<u64, Box<[u64; SettledOrders::BLOCK_WORDS]>>,
+    /// Each block's place in `blocks`, by block number (id / `BLOCK_IDS`).
+    index: HashMap<u64, usize>,
+    blocks: Vec<[u64; SettledOrders::BLOCK_WORDS]>,
+    /// The block used last, by number and place: an interval's ids lie in a block or two, so
+    /// most outcomes skip the map.
+    last: Option<(u64, usize)>,
 }
 
 impl SettledOrders {
@@ -143,8 +148,21 @@ impl SettledOrders {
 
     /// Records `id`; false when it was recorded before.
     fn insert(&mut self, id: u64) -> bool {
-        let block = self.blocks.entry(id / Self::BLOCK_IDS).or_insert_with(|| Box::new([0; 64]));
+        let number = id / Self::BLOCK_IDS;
+        let place = match self.last {
+            Some((last, place)) if last == number => place,
+            _ => {
+                let next = self.blocks.len();
+                let place = *self.index.entry(number).or_insert(next);
+                if place == next {
+                    self.blocks.push([0; Self::BLOCK_WORDS]);
+                }
+                self.last = Some((number, place));
+                place
+            }
+        };
         let bit = id % Self::BLOCK_IDS;
+        let Some(block) = self.blocks.get_mut(place) else { return true };
         // Below BLOCK_WORDS by construction (bit < 4096).
         let word = &mut block[usize::try_from(bit / 64).unwrap_or(0) % Self::BLOCK_WORDS];
         let mask = 1u64 << (bit % 64);
