@@ -556,7 +556,7 @@ fn the_audit_finds_an_order_settled_twice() {
     let mut seqs = Vec::new();
     for interval in 1..=2 {
         let mut queue = OrderQueue::new();
-        queue.push(order.clone());
+        queue.push(order);
         let at = Timestamp(interval * 1_000);
         let events = engine.settle(IntervalId(interval as u64), at, &ticks, &mut queue).unwrap();
         seqs.push(journal.append_batch(&events, at).unwrap().last_seq);
