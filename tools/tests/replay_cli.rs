@@ -180,7 +180,31 @@ fn rebuild_writes_a_snapshot_that_the_audit_and_the_open_agree_with() {
 #[test]
 fn show_gives_the_state_at_any_sequence_number_or_time() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, states) = make_journal(dir.path(), 60, 20);
+    let (events, states) = make_journal(dir.path(), 60, 20);
+    // A point between an interval's outcomes is shown as such: a state no one saw.
+    let (header, interval, orders) = events
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| match e {
+            Event::IntervalSettled(s) if s.orders >= 2 => {
+                Some((i as u64 + 1, s.interval.0, s.orders))
+            }
+            _ => None,
+        })
+        .expect("an interval with two orders or more");
+    let inside =
+        json(&pt_replay(&["show", "--json", "--at", &(header + 1).to_string()], dir.path()));
+    assert_eq!(inside["at"]["inside_interval"]["interval"], interval);
+    assert_eq!(inside["at"]["inside_interval"]["outcomes_applied"], 1);
+    assert_eq!(inside["at"]["inside_interval"]["orders"], orders);
+    let text = stdout(&pt_replay(&["show", "--at", &(header + 1).to_string()], dir.path()));
+    assert!(
+        text.contains(&format!("inside interval {interval}: 1 of its {orders} outcomes")),
+        "{text}"
+    );
+    let whole =
+        json(&pt_replay(&["show", "--json", "--at", &(header + orders).to_string()], dir.path()));
+    assert!(whole["at"]["inside_interval"].is_null(), "{whole}");
     for index in [0, 5, 19, 20, 21, 40, 59] {
         let (seq, state) = &states[index];
         let at = json(&pt_replay(&["show", "--json", "--at", &seq.to_string()], dir.path()));

@@ -75,18 +75,38 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<Outcome> {
 
 fn at_text(replayed: &Replayed) -> String {
     let when = replayed.last_recorded_at.map(|t| format!(", appended at {t}")).unwrap_or_default();
-    format!(
+    let mut text = format!(
         "state after sequence number {}{when}; digest {}",
         replayed.last_seq,
         replayed.state.digest()
-    )
+    );
+    // An interval's outcomes all went through at once: a point among them is a state no client
+    // and no master ever saw, some accounts' orders settled and others' not yet.
+    if let Some(open) = replayed.state.interval_in_progress() {
+        let _ = write!(
+            text,
+            "
+inside interval {}: {} of its {} outcomes applied (a state between its outcomes, \
+             which went through at once; no one saw it)",
+            open.id, open.outcomes_applied, open.orders
+        );
+    }
+    text
 }
 
 fn at_json(replayed: &Replayed) -> Value {
+    let inside = replayed.state.interval_in_progress().map(|open| {
+        json!({
+            "interval": open.id.0,
+            "outcomes_applied": open.outcomes_applied,
+            "orders": open.orders,
+        })
+    });
     json!({
         "seq": replayed.last_seq.0,
         "recorded_at": replayed.last_recorded_at.map(|t| t.to_string()),
         "digest": replayed.state.digest().to_string(),
+        "inside_interval": inside,
     })
 }
 
