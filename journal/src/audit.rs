@@ -1,7 +1,7 @@
 //! The audit: every record verified and replayed from genesis, the invariants checked along the
 //! way, and every snapshot compared with the replayed state. `pt-replay audit` prints it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use engine::{Digest, State};
@@ -128,51 +128,60 @@ struct Auditor<'j> {
     invariants_held_at: Seq,
 }
 
-/// The order ids that have an outcome, so that one settled twice is found: the master gives
-/// each queued order a new id and writes exactly one outcome for it, while `State::apply`
-/// only holds an account's outcomes to order within one interval. Kept in blocks of
-/// [`SettledOrders::BLOCK_IDS`] bits: about 1 bit per id for the master's dense ids.
+/// The order ids that have an outcome, so that one settled twice is found. The master gives
+/// each queued order a new id, above every id before it, and writes exactly one outcome for
+/// it, while `State::apply` only holds an account's outcomes to order within one interval. So
+/// every id of an interval must be above every id of the intervals before it, and appear once
+/// in it: checked with the interval's ids alone (sorted when the next interval starts, or at
+/// the end), memory as large as one interval whatever ids a forged file holds.
 #[derive(Default)]
 struct SettledOrders {
-    /// Each block's place in `blocks`, by block number (id / `BLOCK_IDS`).
-    index: HashMap<u64, usize>,
-    blocks: Vec<[u64; SettledOrders::BLOCK_WORDS]>,
-    /// The block used last, by number and place: an interval's ids lie in a block or two, so
-    /// most outcomes skip the map.
-    last: Option<(u64, usize)>,
+    /// The highest id of the intervals before the current one (0: none).
+    below: u64,
+    /// The current interval's ids, with the record of each.
+    current: Vec<(u64, Seq)>,
 }
 
 impl SettledOrders {
-    const BLOCK_WORDS: usize = 64;
-    const BLOCK_IDS: u64 = 64 * 64;
+    /// Records the outcome of order `id` at `seq`; the problem, if its id is not above the
+    /// earlier intervals' ids.
+    fn outcome(&mut self, id: u64, seq: Seq) -> Option<String> {
+        if id <= self.below {
+            return Some(format!(
+                "order {id} is not above the ids of earlier intervals (up to {}): an order \
+                 settled a second time, or an id given twice",
+                self.below
+            ));
+        }
+        self.current.push((id, seq));
+        None
+    }
 
-    /// Records `id`; false when it was recorded before.
-    fn insert(&mut self, id: u64) -> bool {
-        let number = id / Self::BLOCK_IDS;
-        let place = match self.last {
-            Some((last, place)) if last == number => place,
-            _ => {
-                let next = self.blocks.len();
-                let place = *self.index.entry(number).or_insert(next);
-                if place == next {
-                    self.blocks.push([0; Self::BLOCK_WORDS]);
-                }
-                self.last = Some((number, place));
-                place
-            }
-        };
-        let bit = id % Self::BLOCK_IDS;
-        let Some(block) = self.blocks.get_mut(place) else { return true };
-        // Below BLOCK_WORDS by construction (bit < 4096).
-        let word = &mut block[usize::try_from(bit / 64).unwrap_or(0) % Self::BLOCK_WORDS];
-        let mask = 1u64 << (bit % 64);
-        let new = *word & mask == 0;
-        *word |= mask;
-        new
+    /// Closes the current interval: the record of an id it holds twice, if any.
+    fn close_interval(&mut self) -> Option<(u64, Seq)> {
+        self.current.sort_unstable();
+        let twice = self.current.windows(2).find(|w| w[0].0 == w[1].0).map(|w| w[1]);
+        if let Some(&(last, _)) = self.current.last() {
+            self.below = self.below.max(last);
+        }
+        self.current.clear();
+        twice
     }
 }
 
 impl Auditor<'_> {
+    /// Ends the current interval's id check: an id it holds twice is a problem.
+    fn close_interval(&mut self) -> Result<(), Stop> {
+        match self.settled.close_interval() {
+            None => Ok(()),
+            Some((id, seq)) => Err(Stop::Problem(AuditProblem {
+                seq,
+                kind: ProblemKind::Apply,
+                message: format!("order {id} has an outcome already: an order is settled once"),
+            })),
+        }
+    }
+
     fn invariants(&mut self) -> Result<(), Stop> {
         self.invariant_checks += 1;
         let checked = self.state.check_invariants().map_err(|e| {
@@ -248,17 +257,16 @@ impl Auditor<'_> {
         let mut since_progress = 0u64;
         for item in &mut records {
             let record = item.map_err(|e| self.read_stop(e))?;
+            if matches!(record.event, engine::Event::IntervalSettled(_)) {
+                self.close_interval()?;
+            }
             if let Some(order) = record.event.outcome_order()
-                && !self.settled.insert(order.id.0)
+                && let Some(message) = self.settled.outcome(order.id.0, record.seq)
             {
                 return Err(Stop::Problem(AuditProblem {
                     seq: record.seq,
                     kind: ProblemKind::Apply,
-                    message: format!(
-                        "order {} has an outcome already: an order is settled once (account {}, \
-                         client order id {})",
-                        order.id.0, order.account.0, order.client_id.0
-                    ),
+                    message,
                 }));
             }
             self.state.apply(&record.event).map_err(|e| {
@@ -285,6 +293,7 @@ impl Auditor<'_> {
             }
         }
         progress(self.last_seq);
+        self.close_interval()?;
         self.invariants()?;
         if let Some(open) = self.state.interval_in_progress() {
             return Err(Stop::Problem(AuditProblem {

@@ -456,8 +456,8 @@ fn snapshot_warning_seqs(warnings: &[RecoveryWarning]) -> Vec<Seq> {
 }
 
 /// A last commit that does not verify (a crash during it, or damage to its pages since) is
-/// rolled back by the master's open, which says so; a tool's open refuses the file and
-/// changes nothing, so an audit never rolls a journal back itself.
+/// rolled back by the master's open, which says so; a tool's open refuses the file (here
+/// without a byte changed), so an audit never rolls a journal back itself.
 #[cfg(unix)]
 #[test]
 fn a_last_commit_that_does_not_verify_is_rolled_back_only_by_the_master_and_said() {
@@ -506,30 +506,31 @@ fn a_last_commit_that_does_not_verify_is_rolled_back_only_by_the_master_and_said
     assert!(Journal::open_unrecovered(&path, tools).is_ok());
 }
 
-/// One order settled twice, in two intervals, with balances that agree: each outcome applies,
-/// but the audit finds the second (the master writes exactly one outcome per order id).
-#[test]
-fn the_audit_finds_an_order_settled_twice() {
+/// A journal of two accounts, one listed symbol and an interval per entry of `intervals`
+/// (its orders settled by the engine, which checks no order id); the last record of each.
+fn journal_of_orders(intervals: &[Vec<(u64, u64)>]) -> (tempfile::TempDir, Journal, Vec<Seq>) {
     use engine::{
         AccountId, Cash, ClientOrderId, Email, Engine, IntervalId, OpenAccount, Order, OrderId,
         OrderKind, OrderQueue, PasswordHash, Price, Qty, Side, Tick, TickSet, Username, WorkerId,
     };
-    let (_dir, path) = new_journal();
+    let (dir, path) = new_journal();
     let (journal, _) = Journal::open(&path, config()).unwrap();
     let mut engine = Engine::new();
     let aapl = Symbol::new("AAPL").unwrap();
-    let setup = vec![
-        engine.list_asset(aapl, Timestamp(0)).unwrap(),
-        engine
-            .open_account(OpenAccount {
-                username: Username::new("alice").unwrap(),
-                email: Email::new("alice@example.com").unwrap(),
-                password_hash: PasswordHash::new("!").unwrap(),
-                initial_cash: Cash::from_units(1000).unwrap(),
-                at: Timestamp(0),
-            })
-            .unwrap(),
-    ];
+    let mut setup = vec![engine.list_asset(aapl, Timestamp(0)).unwrap()];
+    for name in ["alice", "bob"] {
+        setup.push(
+            engine
+                .open_account(OpenAccount {
+                    username: Username::new(name).unwrap(),
+                    email: Email::new(&format!("{name}@example.com")).unwrap(),
+                    password_hash: PasswordHash::new("!").unwrap(),
+                    initial_cash: Cash::from_units(1000).unwrap(),
+                    at: Timestamp(0),
+                })
+                .unwrap(),
+        );
+    }
     journal.append_batch(&setup, Timestamp(0)).unwrap();
     let close = Price::from_units(10).unwrap();
     let tick = Tick {
@@ -542,30 +543,52 @@ fn the_audit_finds_an_order_settled_twice() {
         time: Timestamp(0),
     };
     let ticks = TickSet::new(vec![tick]).unwrap();
-    let order = Order {
-        id: OrderId(1),
-        client_id: ClientOrderId(7),
-        account: AccountId(1),
-        symbol: aapl,
-        side: Side::Buy,
-        qty: Qty::from_units(1).unwrap(),
-        kind: OrderKind::Market,
-        placed_at: Timestamp(1),
-        worker: WorkerId(1),
-    };
     let mut seqs = Vec::new();
-    for interval in 1..=2 {
+    for (n, orders) in intervals.iter().enumerate() {
         let mut queue = OrderQueue::new();
-        queue.push(order);
-        let at = Timestamp(interval * 1_000);
-        let events = engine.settle(IntervalId(interval as u64), at, &ticks, &mut queue).unwrap();
+        for &(id, account) in orders {
+            queue.push(Order {
+                id: OrderId(id),
+                client_id: ClientOrderId(id),
+                account: AccountId(account),
+                symbol: aapl,
+                side: Side::Buy,
+                qty: Qty::from_units(1).unwrap(),
+                kind: OrderKind::Market,
+                placed_at: Timestamp(1),
+                worker: WorkerId(1),
+            });
+        }
+        let at = Timestamp((n as i64 + 1) * 1_000);
+        let events = engine.settle(IntervalId(n as u64 + 1), at, &ticks, &mut queue).unwrap();
         seqs.push(journal.append_batch(&events, at).unwrap().last_seq);
     }
-    let report = audit(&journal, AuditConfig::default(), &mut |_| {}).unwrap();
-    let problem = report.problem.expect("a problem");
+    (dir, journal, seqs)
+}
+
+/// One order settled twice, with balances that agree: each outcome applies, but the audit
+/// finds the second (the master gives each queued order a new id, above every earlier one,
+/// and writes one outcome for it), in a later interval or in the same one.
+#[test]
+fn the_audit_finds_an_order_settled_twice() {
+    let problem_of = |journal: &Journal| {
+        let report = audit(journal, AuditConfig::default(), &mut |_| {}).unwrap();
+        report.problem.expect("a problem")
+    };
+    // Order 1 again in the next interval.
+    let (_dir, journal, seqs) = journal_of_orders(&[vec![(1, 1)], vec![(1, 1)]]);
+    let problem = problem_of(&journal);
     assert_eq!(problem.seq, seqs[1], "the second outcome");
     assert_eq!(problem.kind, journal::ProblemKind::Apply);
-    assert!(problem.message.contains("order 1 has an outcome already"), "{}", problem.message);
+    assert!(problem.message.contains("order 1 is not above the ids"), "{}", problem.message);
+    // Order 5 for both accounts in one interval (outcomes by account: alice's, then bob's).
+    let (_dir, journal, seqs) = journal_of_orders(&[vec![(4, 1)], vec![(5, 1), (5, 2), (6, 2)]]);
+    let problem = problem_of(&journal);
+    assert_eq!(problem.seq, Seq(seqs[1].0 - 1), "bob's order 5");
+    assert!(problem.message.contains("order 5 has an outcome already"), "{}", problem.message);
+    // The same ids, each once and rising from interval to interval, are clean.
+    let (_dir, journal, _) = journal_of_orders(&[vec![(4, 1)], vec![(5, 1), (7, 2), (6, 2)]]);
+    clean_audit(&journal);
 }
 
 /// A snapshot past the end (its records lost with the head row) is ignored and replaced at the
