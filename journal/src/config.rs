@@ -39,8 +39,8 @@ pub enum UnverifiedLastCommit {
     /// a commit does not keep it from starting.
     #[default]
     RollBack,
-    /// Refuse to open (`OpenError::LastCommitUnverified`), changing nothing: the tools' choice,
-    /// so that an audit never rolls a journal back itself.
+    /// Refuse to open (`OpenError::LastCommitUnverified`) without rolling it back: the tools'
+    /// choice, so that an audit never rolls a journal back itself.
     Refuse,
 }
 

@@ -225,8 +225,9 @@ pub enum OpenError {
     /// The file's last commit does not verify, and the configuration says not to roll it back
     /// (`UnverifiedLastCommit::Refuse`, the tools); nothing was changed.
     #[error(
-        "journal {}: its last commit does not verify (a crash during that commit, or damage \
-         since): opening it as the master does would roll that commit back; copy the file first \
+        "journal {}: it was left by a crash, and its last commit does not verify (the crash tore \
+         it, or its pages were damaged since): opening it as the master does falls back to the \
+         commit before if that one verifies (and cannot open it otherwise); copy the file first \
          to keep it",
         path.display()
     )]

@@ -268,6 +268,15 @@ impl Journal {
             }
             Err(e) => return Err(StorageFault::new(&path, "opening the file", e).into()),
         };
+        // Said at once: redb committed the fallback inside the open, whatever happens next.
+        let rolled_back_last_commit = fell_back.load(std::sync::atomic::Ordering::Relaxed);
+        if rolled_back_last_commit {
+            tracing::warn!(
+                path = %path.display(),
+                "{}",
+                crate::replay::RecoveryWarning::LastCommitRolledBack
+            );
+        }
         let fault = Fault(&path, "opening");
         let found = match db.begin_read().or_fault(fault)?.open_table(INFO) {
             Ok(info) => info.get(INFO_FORMAT).or_fault(fault)?.map(|v| v.value()),
@@ -310,7 +319,7 @@ impl Journal {
             storing_snapshot: Mutex::new(()),
             writes_waiting: std::sync::atomic::AtomicUsize::new(0),
             halted_flag: std::sync::atomic::AtomicBool::new(false),
-            rolled_back_last_commit: fell_back.load(std::sync::atomic::Ordering::Relaxed),
+            rolled_back_last_commit,
             writer: Mutex::new(Writer {
                 last_seq: Seq(0),
                 last_crc: GENESIS_LINK,

@@ -83,10 +83,10 @@ impl fmt::Display for RecoveryWarning {
             }
             Self::LastCommitRolledBack => write!(
                 f,
-                "the file's last commit did not verify and was rolled back to the one before: \
-                 what a crash during that commit leaves (it was never acknowledged); if the \
-                 master did not crash, the last commit's pages were damaged since and what it \
-                 held (an interval's outcomes, perhaps) is lost"
+                "the file was left by a crash and its last commit did not verify, so it was \
+                 rolled back to the one before: what a crash during that commit leaves (it was \
+                 never acknowledged); if that commit had returned before the crash, its pages \
+                 were damaged since, and what it held (an interval's outcomes, perhaps) is lost"
             ),
         }
     }
@@ -256,10 +256,9 @@ pub(crate) fn recover(journal: &Journal) -> Result<Recovered, OpenError> {
         });
     }
     let mut warnings = replayed.warnings;
+    // Logged by the open already.
     if journal.rolled_back_last_commit() {
-        let warning = RecoveryWarning::LastCommitRolledBack;
-        tracing::warn!(path = %journal.path().display(), "{warning}");
-        warnings.insert(0, warning);
+        warnings.insert(0, RecoveryWarning::LastCommitRolledBack);
     }
     let ignored: Vec<Seq> = warnings
         .iter()

@@ -58,7 +58,11 @@ fn damage_found_opening(error: &anyhow::Error) -> Option<String> {
         journal::OpenError::LastCommitUnverified { .. } | journal::OpenError::NoFormat { .. } => {
             true
         }
-        journal::OpenError::Storage(fault) => fault.corrupted,
+        // redb's "not a redb database" (a damaged first page) is an I/O error of kind
+        // InvalidData: the file, not the machine.
+        journal::OpenError::Storage(fault) => {
+            fault.corrupted || fault.io_kind == Some(std::io::ErrorKind::InvalidData)
+        }
         _ => false,
     };
     damaged.then(|| open.to_string())
@@ -68,10 +72,19 @@ fn damage_found_opening(error: &anyhow::Error) -> Option<String> {
 fn damaged_file(args: &AuditArgs, message: &str) -> Outcome {
     let file = journal::path_in(&args.data.data).display().to_string();
     let output = if args.json {
+        // The fields of every report, empty: nothing could be read.
         json!({
             "file": file,
             "clean": false,
             "events": 0,
+            "last_seq": 0,
+            "accounts": 0,
+            "digest": null,
+            "events_per_second": 0,
+            "elapsed_ms": 0,
+            "snapshots_verified": 0,
+            "invariant_checks": 0,
+            "notes": [],
             "problem": { "seq": 0, "kind": "file", "message": message },
         })
         .to_string()

@@ -55,8 +55,8 @@ pub fn open_journal(data: &Path) -> anyhow::Result<Journal> {
             path.display()
         );
     }
-    // A last commit that does not verify is reported, not rolled back: the tools never change
-    // what they audit (the master's open rolls it back, and says so).
+    // A last commit that does not verify is reported, not rolled back: the tools never roll
+    // back what they audit (the master's open does, and says so).
     let config = JournalConfig {
         unverified_last_commit: journal::UnverifiedLastCommit::Refuse,
         ..JournalConfig::default()
