@@ -345,7 +345,18 @@ async fn sigkilled_master_loses_no_acknowledged_order_and_sigterm_settles_the_la
         })
         .collect();
 
-    for _ in 0..kills {
+    let master_log = master_dir.join("pt-master.log");
+    for kill in 0..kills {
+        // The master now running has recovered (its start is logged) before it is killed: an
+        // acknowledgement of the one before, delivered late, could otherwise end the wait
+        // below and the kill land on a master still starting.
+        let started = tokio::time::timeout(Duration::from_secs(120), async {
+            while recovered_digests(&master_log).len() < kill + 1 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(started.is_ok(), "master {} did not log its recovery", kill + 1);
         // Let some orders through (the acknowledged count grows), then kill at a random moment.
         let before = outcomes.lock().unwrap().len();
         while outcomes.lock().unwrap().len() == before {
@@ -410,7 +421,7 @@ async fn sigkilled_master_loses_no_acknowledged_order_and_sigterm_settles_the_la
     let journal = Journal::open_unrecovered(&path, JournalConfig::default()).unwrap();
     let report = journal::audit(&journal, journal::AuditConfig::default(), &mut |_| {}).unwrap();
     assert!(report.is_clean(), "{:?}", report.problem);
-    let digests = recovered_digests(&master_dir.join("pt-master.log"));
+    let digests = recovered_digests(&master_log);
     assert_eq!(digests.len(), kills + 1, "one recovery per start");
     for (seq, digest) in &digests {
         let replayed = journal

@@ -497,9 +497,13 @@ async fn a_worker_full_of_clients_is_retried_on_a_new_connection() {
     door.write_request(&Request::GetWorkers).await.unwrap();
     let refused = door.read_response().await.unwrap();
     assert_eq!(refused.as_ref().and_then(failure_reason), Some(Reason::Busy), "{refused:?}");
-    // The place frees up while pt's client waits to retry (250 ms, then 500 ms).
+    // The place frees up once pt's client was refused too (its first attempt), while it waits
+    // to retry: so the retry, on a new connection, is what gets served.
+    let stats = worker.stats.clone();
     let release = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        while stats.snapshot().connections_refused < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         drop(holder);
     });
     let config = pt_tools::client::ConnectConfig {
@@ -511,6 +515,7 @@ async fn a_worker_full_of_clients_is_retried_on_a_new_connection() {
     let answer = client.exchange(&Request::GetWorkers).await.unwrap();
     assert!(matches!(answer, Response::Data(DataPayload::WorkerList(_))), "{answer:?}");
     release.await.unwrap();
+    assert!(worker.stats.snapshot().connections_refused >= 2, "pt's first attempt was refused");
     drop(client);
     worker.stop().await.unwrap();
     master.stop().await.unwrap();

@@ -218,10 +218,11 @@ async fn an_order_waiting_for_its_interval_does_not_hold_up_other_clients() {
 /// master's late answer is dropped: the client gets one answer, and its connection goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_the_master_does_not_answer_in_time_gets_master_unavailable() {
-    // Only the first order is held: the second is answered at once, however slow the machine.
+    // Only the first order is held. The timeout (2 s) applies to every relay of the link: it is
+    // long enough that the others, answered at once, beat it on a slow, shared machine.
     let (handler, held) = hold_purchases_where(|client_order_id| client_order_id == 1);
     let (_keys, mut master, worker) =
-        cluster(handler, |c| c.link.relay_timeout = std::time::Duration::from_millis(200)).await;
+        cluster(handler, |c| c.link.relay_timeout = std::time::Duration::from_secs(2)).await;
     let mut alice = worker.client().await;
     let session = alice.login(false).await;
     alice.send(&purchase(session, "AAPL", 1)).await;
@@ -229,7 +230,7 @@ async fn an_order_the_master_does_not_answer_in_time_gets_master_unavailable() {
     assert!(matches!(answer, Response::PurchaseFail(_)), "{answer:?}");
     assert_eq!(reason(&answer), Reason::MasterUnavailable);
     let message = &answer.failure().unwrap().message;
-    assert!(message.contains("did not answer within 200ms"), "{message}");
+    assert!(message.contains("did not answer within 2s"), "{message}");
     // The next orders get their own answers, also after the first order's late answer is let
     // go (the worker drops it).
     for client_order_id in 2..=4 {
