@@ -255,6 +255,12 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The configuration's [[workers]] (each certificate read and checked, duplicates, address
+    // counts) too: the registry built at start-up adds the stored workers to these.
+    if let Err(e) = master::worker_auth::WorkerRegistry::from_entries(&config.workers) {
+        eprintln!("pt-master: bad configuration: [[workers]]: {}", master::report::chain(&e));
+        return ExitCode::from(2);
+    }
     // The price file is read (and checked, row by row) before anything is set up: a bad one
     // is a configuration error that leaves no data directory behind.
     let prices = match master::prices::open_source(&config.prices, config.update_interval) {

@@ -133,6 +133,27 @@ fn a_missing_file_is_a_configuration_error_naming_its_key() {
     assert!(!data.exists(), "nothing was set up");
 }
 
+/// A `[[workers]]` certificate that is there but is not a usable certificate is a
+/// configuration error too (exit 2), found before the data directory is made.
+#[test]
+fn an_unusable_worker_certificate_is_a_configuration_error_before_any_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.display().to_string();
+    let cert = write(dir.path(), "w1.pub.asc", "not a certificate\n");
+    let config = write(
+        dir.path(),
+        "master.toml",
+        &format!(
+            "[[workers]]\nid = \"67e55044-10b1-426f-9247-bb680e5fe0c8\"\ncert = {cert:?}\nallowed_ips = [\"127.0.0.1\"]\n"
+        ),
+    );
+    let output = pt_master(&["--config", &config, "--data", &data_arg], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("bad configuration: [[workers]]"), "{}", stderr(&output));
+    assert!(!data.exists(), "nothing was set up");
+}
+
 /// A price file that does not parse is a configuration error (exit 2) naming its line, found
 /// before anything is set up: no data directory, no key, no journal.
 #[test]
