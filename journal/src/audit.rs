@@ -1,8 +1,9 @@
 //! The audit: every record verified and replayed from genesis, the invariants checked along the
 //! way, and every snapshot compared with the replayed state. `pt-replay audit` prints it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use engine::{Digest, State};
 
@@ -132,56 +133,69 @@ struct Auditor<'j> {
 /// each queued order a new id, above every id before it, and writes exactly one outcome for
 /// it, while `State::apply` only holds an account's outcomes to order within one interval. So
 /// every id of an interval must be above every id of the intervals before it, and appear once
-/// in it: checked with the interval's ids alone (sorted when the next interval starts, or at
-/// the end), memory as large as one interval whatever ids a forged file holds.
+/// in it: checked at each outcome with the interval's ids alone, in memory as large as the
+/// interval (the file's size bounds it, whatever ids a forged file holds).
 #[derive(Default)]
 struct SettledOrders {
-    /// The highest id of the intervals before the current one (0: none).
-    below: u64,
-    /// The current interval's ids, with the record of each.
-    current: Vec<(u64, Seq)>,
+    /// The highest id of the intervals before the current one, if any.
+    below: Option<u64>,
+    /// The current interval's ids.
+    current: HashSet<u64, BuildHasherDefault<IdHasher>>,
+    /// The highest of them.
+    current_max: Option<u64>,
 }
 
 impl SettledOrders {
-    /// Records the outcome of order `id` at `seq`; the problem, if its id is not above the
-    /// earlier intervals' ids.
-    fn outcome(&mut self, id: u64, seq: Seq) -> Option<String> {
-        if id <= self.below {
-            return Some(format!(
-                "order {id} is not above the ids of earlier intervals (up to {}): an order \
-                 settled a second time, or an id given twice",
-                self.below
-            ));
-        }
-        self.current.push((id, seq));
-        None
+    /// Starts the next interval.
+    fn next_interval(&mut self) {
+        self.below = self.below.max(self.current_max);
+        self.current.clear();
+        self.current_max = None;
     }
 
-    /// Closes the current interval: the record of an id it holds twice, if any.
-    fn close_interval(&mut self) -> Option<(u64, Seq)> {
-        self.current.sort_unstable();
-        let twice = self.current.windows(2).find(|w| w[0].0 == w[1].0).map(|w| w[1]);
-        if let Some(&(last, _)) = self.current.last() {
-            self.below = self.below.max(last);
+    /// Records the outcome of order `order`; the problem, if it is settled a second time.
+    fn outcome(&mut self, order: &engine::Order) -> Option<String> {
+        let id = order.id.0;
+        let who = format!("account {}, client order id {}", order.account.0, order.client_id.0);
+        if let Some(below) = self.below.filter(|below| id <= *below) {
+            return Some(format!(
+                "order {id} ({who}) is not above the ids of earlier intervals (up to {below}): \
+                 an order settled a second time, or an id given twice"
+            ));
         }
-        self.current.clear();
-        twice
+        if !self.current.insert(id) {
+            return Some(format!(
+                "order {id} ({who}) has an outcome already in this interval: an order is settled \
+                 once"
+            ));
+        }
+        self.current_max = self.current_max.max(Some(id));
+        None
+    }
+}
+
+/// Hashes an order id with one multiplication: ids are the master's own numbers, not chosen by
+/// whoever could aim at a hash table's worst case (a forged file is what the audit refuses).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
 impl Auditor<'_> {
-    /// Ends the current interval's id check: an id it holds twice is a problem.
-    fn close_interval(&mut self) -> Result<(), Stop> {
-        match self.settled.close_interval() {
-            None => Ok(()),
-            Some((id, seq)) => Err(Stop::Problem(AuditProblem {
-                seq,
-                kind: ProblemKind::Apply,
-                message: format!("order {id} has an outcome already: an order is settled once"),
-            })),
-        }
-    }
-
     fn invariants(&mut self) -> Result<(), Stop> {
         self.invariant_checks += 1;
         let checked = self.state.check_invariants().map_err(|e| {
@@ -258,10 +272,10 @@ impl Auditor<'_> {
         for item in &mut records {
             let record = item.map_err(|e| self.read_stop(e))?;
             if matches!(record.event, engine::Event::IntervalSettled(_)) {
-                self.close_interval()?;
+                self.settled.next_interval();
             }
             if let Some(order) = record.event.outcome_order()
-                && let Some(message) = self.settled.outcome(order.id.0, record.seq)
+                && let Some(message) = self.settled.outcome(order)
             {
                 return Err(Stop::Problem(AuditProblem {
                     seq: record.seq,
@@ -293,7 +307,6 @@ impl Auditor<'_> {
             }
         }
         progress(self.last_seq);
-        self.close_interval()?;
         self.invariants()?;
         if let Some(open) = self.state.interval_in_progress() {
             return Err(Stop::Problem(AuditProblem {

@@ -580,12 +580,19 @@ fn the_audit_finds_an_order_settled_twice() {
     let problem = problem_of(&journal);
     assert_eq!(problem.seq, seqs[1], "the second outcome");
     assert_eq!(problem.kind, journal::ProblemKind::Apply);
-    assert!(problem.message.contains("order 1 is not above the ids"), "{}", problem.message);
+    assert!(
+        problem.message.contains("is not above the ids of earlier intervals (up to 1)"),
+        "{}",
+        problem.message
+    );
     // Order 5 for both accounts in one interval (outcomes by account: alice's, then bob's).
     let (_dir, journal, seqs) = journal_of_orders(&[vec![(4, 1)], vec![(5, 1), (5, 2), (6, 2)]]);
-    let problem = problem_of(&journal);
+    let report = audit(&journal, AuditConfig::default(), &mut |_| {}).unwrap();
+    let problem = report.problem.expect("a problem");
     assert_eq!(problem.seq, Seq(seqs[1].0 - 1), "bob's order 5");
-    assert!(problem.message.contains("order 5 has an outcome already"), "{}", problem.message);
+    assert!(problem.message.contains("order 5 (account 2"), "{}", problem.message);
+    assert!(problem.message.contains("has an outcome already"), "{}", problem.message);
+    assert_eq!(report.last_seq, Seq(problem.seq.0 - 1), "found at its own record");
     // The same ids, each once and rising from interval to interval, are clean.
     let (_dir, journal, _) = journal_of_orders(&[vec![(4, 1)], vec![(5, 1), (7, 2), (6, 2)]]);
     clean_audit(&journal);

@@ -35,9 +35,11 @@ fn child_process_entry() {
     let env = |k: &str| std::env::var(k).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let code = runtime.block_on(async {
-        let terminate = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        // The handler is installed now, not when the future is first polled: a SIGTERM during
+        // start-up must not find the default action (death by signal).
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        let terminate = async move {
             term.recv().await;
         };
         match role.as_str() {
@@ -288,6 +290,24 @@ fn read_journal(path: &Path) -> JournalView {
     view
 }
 
+/// Waits (at most 120 s) until the master's log holds `count` complete "recovered from the
+/// journal" lines: that many masters have started. Read while a master writes the log, so a
+/// last line not ended yet is not counted (nor parsed).
+async fn wait_for_recoveries(log: &Path, count: usize) {
+    let recovered = || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete.lines().filter(|l| l.contains("recovered from the journal")).count()
+    };
+    let started = tokio::time::timeout(Duration::from_secs(120), async {
+        while recovered() < count {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(started.is_ok(), "{count} master starts were not logged");
+}
+
 /// `(last_seq, digest)` of every "recovered from the journal" line of the master's log.
 fn recovered_digests(log: &Path) -> Vec<(u64, String)> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -350,13 +370,7 @@ async fn sigkilled_master_loses_no_acknowledged_order_and_sigterm_settles_the_la
         // The master now running has recovered (its start is logged) before it is killed: an
         // acknowledgement of the one before, delivered late, could otherwise end the wait
         // below and the kill land on a master still starting.
-        let started = tokio::time::timeout(Duration::from_secs(120), async {
-            while recovered_digests(&master_log).len() < kill + 1 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        assert!(started.is_ok(), "master {} did not log its recovery", kill + 1);
+        wait_for_recoveries(&master_log, kill + 1).await;
         // Let some orders through (the acknowledged count grows), then kill at a random moment.
         let before = outcomes.lock().unwrap().len();
         while outcomes.lock().unwrap().len() == before {
@@ -367,7 +381,8 @@ async fn sigkilled_master_loses_no_acknowledged_order_and_sigterm_settles_the_la
         master.0.wait().unwrap();
         master = spawn_child("master", &vars, &child_log);
     }
-    // SIGTERM under load, once orders flow again.
+    // SIGTERM under load, once the last master has started and orders flow again.
+    wait_for_recoveries(&master_log, kills + 1).await;
     let before = outcomes.lock().unwrap().len();
     while outcomes.lock().unwrap().len() == before {
         tokio::time::sleep(Duration::from_millis(10)).await;
