@@ -139,34 +139,69 @@ struct Auditor<'j> {
 struct SettledOrders {
     /// The highest id of the intervals before the current one, if any.
     below: Option<u64>,
-    /// The current interval's ids.
-    current: HashSet<u64, BuildHasherDefault<IdHasher>>,
-    /// The highest of them.
+    /// The first id the current interval may hold (one above `below`).
+    base: u64,
+    /// The current interval's ids from `base` on, one bit each, for the first
+    /// [`SettledOrders::WINDOW_IDS`] of them: the master's ids of an interval follow one
+    /// another, so nearly all land here (128 KiB, made at the first outcome).
+    window: Vec<u64>,
+    /// Words of `window` set in the current interval (cleared when the next one starts).
+    touched: usize,
+    /// The current interval's ids past the window.
+    far: HashSet<u64, BuildHasherDefault<IdHasher>>,
+    /// The highest id of the current interval.
     current_max: Option<u64>,
 }
 
 impl SettledOrders {
+    const WINDOW_IDS: u64 = 1 << 20;
+
     /// Starts the next interval.
     fn next_interval(&mut self) {
         self.below = self.below.max(self.current_max);
-        self.current.clear();
+        self.base = self.below.map_or(0, |below| below.saturating_add(1));
+        let touched = self.touched.min(self.window.len());
+        self.window[..touched].fill(0);
+        self.touched = 0;
+        self.far.clear();
         self.current_max = None;
     }
 
     /// Records the outcome of order `order`; the problem, if it is settled a second time.
     fn outcome(&mut self, order: &engine::Order) -> Option<String> {
         let id = order.id.0;
-        let who = format!("account {}, client order id {}", order.account.0, order.client_id.0);
+        let who = || format!("account {}, client order id {}", order.account.0, order.client_id.0);
         if let Some(below) = self.below.filter(|below| id <= *below) {
             return Some(format!(
-                "order {id} ({who}) is not above the ids of earlier intervals (up to {below}): \
-                 an order settled a second time, or an id given twice"
+                "order {id} ({}) is not above the ids of earlier intervals (up to {below}): an \
+                 order settled a second time, or an id given twice",
+                who()
             ));
         }
-        if !self.current.insert(id) {
+        let offset = id.saturating_sub(self.base);
+        let new = if offset < Self::WINDOW_IDS {
+            if self.window.is_empty() {
+                self.window = vec![0; usize::try_from(Self::WINDOW_IDS / 64).unwrap_or(0)];
+            }
+            let word = usize::try_from(offset / 64).unwrap_or(0);
+            let mask = 1u64 << (offset % 64);
+            match self.window.get_mut(word) {
+                Some(bits) => {
+                    let new = *bits & mask == 0;
+                    *bits |= mask;
+                    self.touched = self.touched.max(word + 1);
+                    new
+                }
+                None => self.far.insert(id),
+            }
+        } else {
+            self.far.insert(id)
+        };
+        if !new {
             return Some(format!(
-                "order {id} ({who}) has an outcome already in this interval: an order is settled \
-                 once"
+                "order {id} ({}) has an outcome already in this interval: an order is settled \
+                 once",
+                who()
             ));
         }
         self.current_max = self.current_max.max(Some(id));
