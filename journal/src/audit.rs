@@ -414,3 +414,50 @@ pub fn audit(
         state: auditor.state,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::{
+        AccountId, ClientOrderId, Order, OrderId, OrderKind, Qty, Side, Symbol, Timestamp, WorkerId,
+    };
+
+    fn order(id: u64) -> Order {
+        Order {
+            id: OrderId(id),
+            client_id: ClientOrderId(id),
+            account: AccountId(1),
+            symbol: Symbol::new("AAPL").unwrap_or_else(|_| unreachable!()),
+            side: Side::Buy,
+            qty: Qty::ZERO,
+            kind: OrderKind::Market,
+            placed_at: Timestamp(0),
+            worker: WorkerId(0),
+        }
+    }
+
+    /// Repeats are found in the window of bits and past it, the window starts afresh with
+    /// each interval, and an id at or below the earlier intervals' is refused.
+    #[test]
+    fn settled_orders_find_repeats_in_and_past_the_window() {
+        let mut settled = SettledOrders::default();
+        let far = SettledOrders::WINDOW_IDS + 5;
+        for id in [1, 2, 64, far] {
+            assert_eq!(settled.outcome(&order(id)), None, "{id}");
+        }
+        for id in [2, far] {
+            let problem = settled.outcome(&order(id));
+            assert!(problem.is_some_and(|p| p.contains("has an outcome already")), "{id}");
+        }
+        settled.next_interval();
+        let problem = settled.outcome(&order(far));
+        assert!(problem.is_some_and(|p| p.contains("is not above")));
+        // The next interval's ids, right above: the cleared window takes them again.
+        for id in [far + 1, far + 2, far + 64] {
+            assert_eq!(settled.outcome(&order(id)), None, "{id}");
+        }
+        assert!(settled.outcome(&order(far + 2)).is_some());
+        settled.next_interval();
+        assert_eq!(settled.outcome(&order(far + 65)), None);
+    }
+}
