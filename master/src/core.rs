@@ -505,8 +505,10 @@ impl Core {
             }
         };
         // The outcomes before the first interval header read have no known settlement time:
-        // they are left out (a fill among them is still answered from the fill index).
+        // they are left out of the retry memory (a fill among them is still answered from the
+        // fill index); their ids still count for the next one.
         let mut settled_at = None;
+        let mut saw_outcome = false;
         for record in records {
             let record = match record {
                 Ok(record) => record,
@@ -515,20 +517,64 @@ impl Core {
                     break;
                 }
             };
+            if record.event.outcome_order().is_some() {
+                saw_outcome = true;
+                let after = order_id_of(&record.event).saturating_add(1);
+                self.next_order_id = self.next_order_id.max(after);
+            }
             match (&record.event, settled_at) {
                 (Event::IntervalSettled(s), _) => settled_at = Some(s.at),
                 (Event::OrderFilled(_) | Event::OrderRejected(_), Some(settled_at)) => {
                     if let Some((key, terms, response)) =
                         outcome_response(&record.event, settled_at)
                     {
-                        let after = order_id_of(&record.event).saturating_add(1);
-                        self.next_order_id = self.next_order_id.max(after);
                         self.retry.remember(key, terms, response);
                     }
                 }
                 _ => {}
             }
         }
+        // Order ids rise from interval to interval, so the tail's outcomes hold the highest id
+        // given. A tail with none (quiet intervals only) says nothing of the rejections before
+        // it, which the state does not keep: the journal is read further back, window after
+        // doubling window, to the last outcome.
+        if !saw_outcome && from.0 > 1 {
+            let after = self.highest_order_id_before(from).map_or(0, |id| id.saturating_add(1));
+            self.next_order_id = self.next_order_id.max(after);
+        }
+    }
+
+    /// The highest order id of an outcome before record `end`, read back from `end` in windows
+    /// that double, up to the first window holding an outcome (`None`: none at all).
+    fn highest_order_id_before(&self, end: journal::Seq) -> Option<u64> {
+        let mut end = end.0;
+        let mut size = 1_024u64;
+        while end > 1 {
+            let start = end.saturating_sub(size).max(1);
+            let records = match self.journal.read_records(journal::Seq(start)) {
+                Ok(records) => records,
+                Err(e) => {
+                    warn!(cause = %e, "cannot read the journal back for the highest order id");
+                    return None;
+                }
+            };
+            let mut highest = None;
+            for record in records {
+                let Ok(record) = record else { break };
+                if record.seq.0 >= end {
+                    break;
+                }
+                if let Some(order) = record.event.outcome_order() {
+                    highest = highest.max(Some(order.id.0));
+                }
+            }
+            if highest.is_some() {
+                return highest;
+            }
+            end = start;
+            size = size.saturating_mul(2);
+        }
+        None
     }
 
     /// Serves requests until every sender is gone, or until handling one panics or leaves the

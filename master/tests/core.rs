@@ -718,6 +718,44 @@ fn filled_order_id(rx: &mut oneshot::Receiver<Response>) -> u64 {
     }
 }
 
+/// With the next order id lost, the highest id given is found in the journal even when the
+/// newest records hold no outcome (quiet intervals) and the highest id was a rejection, which
+/// the state does not keep: the journal is read back to the last outcome.
+#[test]
+fn a_lost_next_order_id_is_found_behind_quiet_intervals() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = open(dir.path());
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    register(&mut core, "alice");
+    let session = login(&mut core, "alice");
+    let mut filled = order(&mut core, &session, Side::Buy, "1", 1);
+    settle(&mut core, "10");
+    assert_eq!(filled_order_id(&mut filled), 1);
+    // Order 2 is refused at settlement (1000 in cash cannot buy a million), then quiet.
+    let mut refused = order(&mut core, &session, Side::Buy, "1000000", 2);
+    settle(&mut core, "10");
+    match refused.try_recv().unwrap() {
+        Response::PurchaseFail(f) => {
+            assert_eq!(f.reason, Reason::Rejected(engine::RejectReason::InsufficientCash));
+        }
+        other => panic!("{other:?}"),
+    }
+    for _ in 0..5 {
+        settle(&mut core, "10");
+    }
+    drop(core);
+    {
+        let (journal, _) =
+            Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
+        journal.remove_meta(master::core::NEXT_ORDER_ID_KEY).unwrap();
+    }
+    // Remembering no outcomes: the tail read at start is the last record, a quiet interval.
+    let mut core = open_remembering(dir.path(), 0);
+    let mut next = order(&mut core, &session, Side::Buy, "1", 3);
+    settle(&mut core, "10");
+    assert_eq!(filled_order_id(&mut next), 3, "order 2's id is not given again");
+}
+
 #[test]
 fn a_lost_or_damaged_next_order_id_never_gives_an_id_twice() {
     let dir = tempfile::tempdir().unwrap();
