@@ -521,8 +521,6 @@ async fn send_core(
     core.send(request).await.map_err(|_| ServerError::Core("the core stopped".into()))
 }
 
-/// Once per update interval: fetch prices, then settle. A final settlement runs on shutdown so
-/// that queued orders are answered.
 /// The interval loop's ways to the core: its own lane for `Settle`, and the common one (for
 /// the `Wake` after each, and `Stop`, which comes after every request already queued).
 struct CoreLanes {
@@ -530,6 +528,8 @@ struct CoreLanes {
     intervals: mpsc::Sender<CoreRequest>,
 }
 
+/// Once per update interval: fetch prices, then settle. A final settlement runs on shutdown so
+/// that queued orders are answered.
 async fn interval_loop(
     mut source: prices::AnyPriceSource,
     assets: Vec<Symbol>,
@@ -664,11 +664,7 @@ async fn handle_connection(
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             warn!(cause = %e, "bad first frame");
-            if let Some(reason) = e.reason() {
-                let _ = framed
-                    .write_response(&Response::Error(Failure::new(reason, e.to_string())))
-                    .await;
-            }
+            refuse_frame(&mut framed, &e).await;
             return;
         }
         Err(_) => {
@@ -697,15 +693,11 @@ async fn handle_connection(
                     "a control message other than workerHello: a client may only ask for the \
                      worker list",
                 );
-                let refusal = Response::Error(unknown);
-                let _ =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.write_response(&refusal)).await;
+                let _ = answer_client(&mut framed, &Response::Error(unknown)).await;
             }
             Err(e) => {
                 warn!(cause = %e, "undecodable control message");
-                let refusal = Response::for_decode_error(&first, &e);
-                let _ =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.write_response(&refusal)).await;
+                let _ = answer_client(&mut framed, &Response::for_decode_error(&first, &e)).await;
             }
         }
         return;
@@ -728,13 +720,8 @@ async fn handle_connection(
             }
             Err(e) => Response::for_decode_error(&message, &e),
         };
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.write_response(&response)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return,
-            Err(_) => {
-                debug!("client does not read its answers; closing");
-                return;
-            }
+        if !answer_client(&mut framed, &response).await {
+            return;
         }
         answered += 1;
         if answered >= CLIENT_REQUESTS_MAX {
@@ -749,17 +736,41 @@ async fn handle_connection(
                 // then the connection closes.
                 Ok(Err(e)) => {
                     debug!(cause = %e, "bad frame from a client");
-                    if let Some(reason) = e.reason() {
-                        let refusal = Response::Error(Failure::new(reason, e.to_string()));
-                        let write = framed.write_response(&refusal);
-                        let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, write).await;
-                    }
+                    refuse_frame(&mut framed, &e).await;
                     None
                 }
                 Ok(Ok(None)) | Err(_) => None,
             },
             _ = stop.changed() => None,
         };
+    }
+}
+
+/// Writes one answer to a connection that has not identified itself, giving a client that does
+/// not read it `HANDSHAKE_TIMEOUT`; false when the answer did not go out (the caller closes).
+async fn answer_client(
+    framed: &mut FramedStream<CountingStream<TcpStream>>,
+    response: &Response,
+) -> bool {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.write_response(response)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            debug!("client does not read its answers; closing");
+            false
+        }
+    }
+}
+
+/// Answers a broken frame with its `error`, when the protocol has one for it (PROTOCOL.md
+/// section 10); the caller closes the connection, whose stream cannot be read further.
+async fn refuse_frame(
+    framed: &mut FramedStream<CountingStream<TcpStream>>,
+    error: &net::ReadError,
+) {
+    if let Some(reason) = error.reason() {
+        let _ =
+            answer_client(framed, &Response::Error(Failure::new(reason, error.to_string()))).await;
     }
 }
 
@@ -1294,8 +1305,9 @@ impl RelayedOrder {
     }
 }
 
-/// Queues an order for the core without waiting for room: when the core's queue is full a task
-/// waits for it, so the link reader never stops reading.
+/// Queues an order for the core without waiting for room: when the core's queue is full, the
+/// link's forwarding task ([`LinkOverflow`]) waits for it, so the link reader never stops
+/// reading.
 fn queue_order(
     core: &mpsc::Sender<CoreRequest>,
     overflow: &mut LinkOverflow,
@@ -1581,9 +1593,9 @@ mod tests {
     }
 
     /// A link writer over `stream`, and its count of the bytes written.
-    fn counting_writer(
-        stream: TcpStream,
-    ) -> (net::FrameWriter<CountingStream<TcpStream>>, Arc<std::sync::atomic::AtomicU64>) {
+    fn counting_writer<S: tokio::io::AsyncWrite + Unpin>(
+        stream: S,
+    ) -> (net::FrameWriter<CountingStream<S>>, Arc<std::sync::atomic::AtomicU64>) {
         let stream = CountingStream::new(stream);
         let written = Arc::clone(&stream.written);
         (net::FrameWriter::new(stream), written)
@@ -1666,9 +1678,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(40)).await;
             }
         });
-        let stream = CountingStream::new(stream);
-        let written = Arc::clone(&stream.written);
-        let mut writer = net::FrameWriter::new(stream);
+        let (mut writer, written) = counting_writer(stream);
         // About 12 MB: more than the pipe holds, read at about 6 MB/s.
         let (out_tx, mut out_rx, _) = queued_acks(400_000);
         drop(out_tx);
