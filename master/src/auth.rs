@@ -435,9 +435,10 @@ impl LoginLimiter {
     }
 }
 
-/// The key of an IP: IPv4 as is (IPv4-mapped IPv6 as IPv4), IPv6 by its /64, since one host
-/// usually holds a whole /64.
-fn ip_key(ip: IpAddr) -> IpAddr {
+/// The key an address is limited by: IPv4 as is (IPv4-mapped IPv6 as IPv4), IPv6 by its /64,
+/// since one host usually holds a whole /64. The master's login and registration limits and the
+/// worker's connections per address all count by it.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -1,13 +1,15 @@
 //! Client connections counted per address, so that one host cannot take every place the
 //! worker has (`clients.connections_per_address_max` of `clients.connections_max`).
 //!
-//! An IPv4 address is its own bucket; an IPv6 address counts with its /64 (one host or one
-//! site's network: a host given a /64 has 2^64 addresses to connect from), and an IPv4-mapped
-//! IPv6 address as its IPv4 address, as the master's limits count them.
+//! Addresses are counted as the master's limits count them ([`master::auth::ip_key`]): an
+//! IPv4 address is its own bucket, an IPv6 address counts with its /64 (a host given a /64 has
+//! 2^64 addresses to connect from), and an IPv4-mapped IPv6 address as its IPv4 address.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use master::auth::ip_key;
 
 /// The connections open from each address bucket.
 #[derive(Debug)]
@@ -23,18 +25,6 @@ pub struct AddressPlace {
     bucket: IpAddr,
 }
 
-/// The bucket `ip` is counted in: itself for IPv4, the /64 for IPv6 (IPv4-mapped: the IPv4
-/// address).
-pub fn bucket(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
-        },
-    }
-}
-
 impl AddressCounts {
     /// Counts that allow `max` connections per bucket.
     pub fn new(max: u32) -> Arc<Self> {
@@ -43,7 +33,7 @@ impl AddressCounts {
 
     /// A place for one more connection from `ip`, or `None` when its bucket has `max` open.
     pub fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressPlace> {
-        let bucket = bucket(ip);
+        let bucket = ip_key(ip);
         // A panic elsewhere while the lock was held leaves the counts as they were: still
         // counts, so the limit holds.
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
@@ -53,17 +43,6 @@ impl AddressCounts {
         }
         *count += 1;
         Some(AddressPlace { counts: Arc::clone(self), bucket })
-    }
-
-    /// Connections open from `ip`'s bucket.
-    pub fn open_from(&self, ip: IpAddr) -> u32 {
-        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.get(&bucket(ip)).copied().unwrap_or(0)
-    }
-
-    /// Buckets with a connection open (an empty bucket is forgotten).
-    pub fn buckets(&self) -> usize {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
 
@@ -87,6 +66,11 @@ mod tests {
         text.parse().unwrap()
     }
 
+    /// Connections open from `ip`'s bucket.
+    fn open_from(counts: &AddressCounts, ip: IpAddr) -> u32 {
+        counts.open.lock().unwrap().get(&ip_key(ip)).copied().unwrap_or(0)
+    }
+
     #[test]
     fn counts_each_bucket_up_to_its_limit_and_forgets_empty_ones() {
         let counts = AddressCounts::new(2);
@@ -95,11 +79,11 @@ mod tests {
         assert!(counts.try_take(ip("192.0.2.1")).is_none(), "a third from one address");
         // Another address has its own places.
         let other = counts.try_take(ip("192.0.2.2")).unwrap();
-        assert_eq!(counts.open_from(ip("192.0.2.1")), 2);
+        assert_eq!(open_from(&counts, ip("192.0.2.1")), 2);
         drop(a);
         let c = counts.try_take(ip("192.0.2.1")).unwrap();
         drop((b, c, other));
-        assert_eq!(counts.buckets(), 0);
+        assert!(counts.open.lock().unwrap().is_empty(), "empty buckets are forgotten");
     }
 
     #[test]
@@ -110,6 +94,6 @@ mod tests {
         let _next = counts.try_take(ip("2001:db8:1:3::1")).unwrap();
         let _v4 = counts.try_take(ip("192.0.2.7")).unwrap();
         assert!(counts.try_take(ip("::ffff:192.0.2.7")).is_none(), "mapped: the same host");
-        assert_eq!(bucket(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+        assert_eq!(ip_key(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
     }
 }
