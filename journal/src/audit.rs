@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use engine::{Digest, State};
 
@@ -148,7 +147,7 @@ struct SettledOrders {
     /// Words of `window` set in the current interval (cleared when the next one starts).
     touched: usize,
     /// The current interval's ids past the window.
-    far: HashSet<u64, BuildHasherDefault<IdHasher>>,
+    far: HashSet<u64>,
     /// The highest id of the current interval.
     current_max: Option<u64>,
 }
@@ -206,27 +205,6 @@ impl SettledOrders {
         }
         self.current_max = self.current_max.max(Some(id));
         None
-    }
-}
-
-/// Hashes an order id with one multiplication: ids are the master's own numbers, not chosen by
-/// whoever could aim at a hash table's worst case (a forged file is what the audit refuses).
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 

@@ -1068,15 +1068,7 @@ impl Journal {
 
     /// Deletes a session (durably); returns whether it existed.
     pub fn remove_session(&self, key: [u8; 32]) -> Result<bool, WriteError> {
-        let mut existed = false;
-        self.write(
-            |txn| {
-                existed = txn.open_table(SESSIONS)?.remove(key)?.is_some();
-                Ok(())
-            },
-            "removing a session",
-        )?;
-        Ok(existed)
+        self.remove_sessions(&[key]).map(|existed| existed == 1)
     }
 
     /// Deletes several sessions in one durable commit; returns how many existed. An empty
@@ -1086,6 +1078,7 @@ impl Journal {
             return Ok(0);
         }
         let mut existed = 0;
+        let op = if keys.len() == 1 { "removing a session" } else { "removing sessions" };
         self.write(
             |txn| {
                 let mut table = txn.open_table(SESSIONS)?;
@@ -1094,7 +1087,7 @@ impl Journal {
                 }
                 Ok(())
             },
-            "removing sessions",
+            op,
         )?;
         Ok(existed)
     }
