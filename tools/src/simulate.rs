@@ -8,6 +8,8 @@ use anyhow::Context as _;
 use engine::recorded::{self, Simulation, SimulationConfig};
 use engine::{Cash, RejectReason, money};
 
+use crate::client::render;
+
 /// The shipped recorded order stream (see `data/README.md`).
 pub const SHIPPED_ORDERS: &str = include_str!("../../data/orders-2000-2013.csv");
 
@@ -90,14 +92,6 @@ fn amount_text(amount: Option<Cash>) -> String {
     amount.map_or_else(|| "too large".to_owned(), |a| a.to_string())
 }
 
-fn signed_change(from: Cash, to: Cash) -> String {
-    if to >= from {
-        format!("+{}", to.checked_sub(from).unwrap_or(Cash::ZERO))
-    } else {
-        format!("-{}", from.checked_sub(to).unwrap_or(Cash::ZERO))
-    }
-}
-
 fn render_table(sim: &Simulation, price_intervals: usize, order_rows: usize) -> String {
     let state = sim.engine.state();
     let mut out = String::new();
@@ -143,7 +137,7 @@ fn render_table(sim: &Simulation, price_intervals: usize, order_rows: usize) -> 
             a.cash.to_string(),
             amount_text(v.holdings_value),
             amount_text(v.total),
-            v.total.map_or_else(|| "-".to_owned(), |t| signed_change(a.initial_cash, t)),
+            v.total.map_or_else(|| "-".to_owned(), |t| render::signed_change(a.initial_cash, t)),
             holdings.join(", ")
         );
     }

@@ -89,9 +89,15 @@ pub fn fmt_time(at: Timestamp) -> String {
 
 /// `+1.50` or `-1.50`: `to - from`.
 pub fn signed_change(from: Cash, to: Cash) -> String {
+    signed_difference(from.raw(), to.raw(), Cash::from_raw)
+}
+
+/// `to - from` of two raw amounts with its sign, the difference written as `amount` writes
+/// one (`Cash` with at least two decimals, `Price` with none required).
+pub fn signed_difference<T: std::fmt::Display>(from: u64, to: u64, amount: fn(u64) -> T) -> String {
     match to.checked_sub(from) {
-        Some(up) => format!("+{up}"),
-        None => format!("-{}", from.checked_sub(to).unwrap_or(Cash::ZERO)),
+        Some(up) => format!("+{}", amount(up)),
+        None => format!("-{}", amount(from.saturating_sub(to))),
     }
 }
 
@@ -433,10 +439,7 @@ pub fn series(s: &PriceSeries, range: &str, rows: usize, as_json: bool) -> Strin
     let high = s.bars.iter().map(|b| b.high).max().unwrap_or(Price::ZERO);
     let low = s.bars.iter().map(|b| b.low).min().unwrap_or(Price::ZERO);
     // A price's change, written as the prices beside it are (no minimum of two decimals).
-    let change = match last.close.checked_sub(first.open) {
-        Some(up) => format!("+{up}"),
-        None => format!("-{}", first.open.checked_sub(last.close).unwrap_or(Price::ZERO)),
-    };
+    let change = signed_difference(first.open.raw(), last.close.raw(), Price::from_raw);
     let _ = writeln!(
         out,
         "open {}  close {}  change {}  high {}  low {}",
