@@ -291,16 +291,10 @@ fn read_journal(path: &Path) -> JournalView {
 }
 
 /// Waits (at most 120 s) until the master's log holds `count` complete "recovered from the
-/// journal" lines: that many masters have started. Read while a master writes the log, so a
-/// last line not ended yet is not counted (nor parsed).
+/// journal" lines: that many masters have started.
 async fn wait_for_recoveries(log: &Path, count: usize) {
-    let recovered = || {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-        complete.lines().filter(|l| l.contains("recovered from the journal")).count()
-    };
     let started = tokio::time::timeout(Duration::from_secs(120), async {
-        while recovered() < count {
+        while recovered_digests(log).len() < count {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -308,10 +302,13 @@ async fn wait_for_recoveries(log: &Path, count: usize) {
     assert!(started.is_ok(), "{count} master starts were not logged");
 }
 
-/// `(last_seq, digest)` of every "recovered from the journal" line of the master's log.
+/// `(last_seq, digest)` of every "recovered from the journal" line of the master's log. A last
+/// line not ended yet (the log read while a master writes it) is left out.
 fn recovered_digests(log: &Path) -> Vec<(u64, String)> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    text.lines()
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
         .filter(|l| l.contains("recovered from the journal"))
         .map(|l| {
             let field = |name: &str| {
