@@ -23,6 +23,7 @@ use crate::limits::{
     BATCH_BYTES_MAX, BATCH_EVENTS_MAX, META_KEY_BYTES_MAX, META_VALUE_BYTES_MAX, SESSION_BYTES_MAX,
     SNAPSHOTS_KEPT_MAX, TICKS_QUERY_MAX,
 };
+use crate::overlay::OverlayBackend;
 use crate::payload::WorkerTable;
 use crate::read::Records;
 use crate::record::{GENESIS_LINK, Seq};
@@ -170,6 +171,16 @@ pub struct Journal {
     halted_flag: std::sync::atomic::AtomicBool,
     /// Whether opening rolled the file's last commit back (it did not verify).
     rolled_back_last_commit: bool,
+    /// Opened with [`Journal::open_read_only`]: every write is refused.
+    read_only: bool,
+}
+
+/// Where redb keeps the journal's pages.
+enum Storage {
+    /// The file itself, read and written.
+    File,
+    /// A copy-on-write view of the file, opened read-only ([`Journal::open_read_only`]).
+    View(OverlayBackend),
 }
 
 fn encode_tick(tick: &Tick) -> TickRow {
@@ -227,12 +238,7 @@ impl Journal {
         config: JournalConfig,
     ) -> Result<Journal, OpenError> {
         let path = path.as_ref().to_path_buf();
-        if config.snapshots_kept == 0 || config.snapshots_kept > SNAPSHOTS_KEPT_MAX {
-            return Err(OpenError::Config("snapshots_kept must be 1 to SNAPSHOTS_KEPT_MAX"));
-        }
-        if config.snapshot_every_events == 0 {
-            return Err(OpenError::Config("snapshot_every_events must be at least 1"));
-        }
+        Self::check_config(&config)?;
         // redb trusts a file it closed cleanly and may panic on damage done to it since; with
         // the integrity check it verifies every page's checksum first and reports damage as an
         // error (about 0.3 s per GB, beside the record checks of `verify_on_open`).
@@ -245,6 +251,54 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create_file(&path)?,
             Err(e) => return Err(StorageFault::new(&path, "opening the file", e).into()),
         }
+        Self::open_database(path, config, Storage::File)
+    }
+
+    /// Opens an existing journal file without ever writing to it, for tools that examine a
+    /// journal (`pt-replay audit`, `show`, `explain`): the file is opened read-only and left
+    /// byte for byte as it was, so it may sit on read-only media, and several such opens may
+    /// run at once (not beside the master, which holds the file). redb works on a
+    /// copy-on-write view of it: its integrity check of every page runs as for the master, and
+    /// a file a crash left is recovered in that view, in memory. Every write through the
+    /// journal is refused.
+    pub fn open_read_only(
+        path: impl AsRef<Path>,
+        config: JournalConfig,
+    ) -> Result<Journal, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        Self::check_config(&config)?;
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() && meta.len() == 0 => {
+                return Err(OpenError::Empty { path });
+            }
+            Ok(_) => {}
+            Err(e) => return Err(StorageFault::new(&path, "opening the file", e).into()),
+        }
+        let file = std::fs::File::open(&path)
+            .map_err(|e| StorageFault::new(&path, "opening the file", e))?;
+        let view = OverlayBackend::new(file)
+            .map_err(|e| StorageFault::new(&path, "opening the file", e))?;
+        Self::open_database(path, config, Storage::View(view))
+    }
+
+    /// Refuses settings no journal can work with.
+    fn check_config(config: &JournalConfig) -> Result<(), OpenError> {
+        if config.snapshots_kept == 0 || config.snapshots_kept > SNAPSHOTS_KEPT_MAX {
+            return Err(OpenError::Config("snapshots_kept must be 1 to SNAPSHOTS_KEPT_MAX"));
+        }
+        if config.snapshot_every_events == 0 {
+            return Err(OpenError::Config("snapshot_every_events must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Opens the database (with redb's integrity check, and its recovery of a file a crash
+    /// left) and the journal over it.
+    fn open_database(
+        path: PathBuf,
+        config: JournalConfig,
+        storage: Storage,
+    ) -> Result<Journal, OpenError> {
         let mut builder = Database::builder();
         builder.set_cache_size(config.cache_bytes).set_check_integrity_on_open(true);
         // redb's repair asks at 0.3 of its progress only when the last commit does not verify,
@@ -260,7 +314,12 @@ impl Journal {
                 }
             }
         });
-        let db = match builder.create(&path) {
+        let read_only = matches!(storage, Storage::View(_));
+        let opened = match storage {
+            Storage::File => builder.create(&path),
+            Storage::View(view) => builder.create_with_backend(view),
+        };
+        let db = match opened {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => return Err(OpenError::Busy { path }),
             Err(DatabaseError::RepairAborted) => {
@@ -295,6 +354,8 @@ impl Journal {
             None => {
                 // A file without its format row is new only if it holds no record: a damaged
                 // one must not be taken for new (its head would be reset over its records).
+                // Opened read-only, it is not a journal at all (every journal is made with
+                // the row), and an audit must not call it an empty one.
                 let read = db.begin_read().or_fault(fault)?;
                 let holds_records = match read.open_table(EVENTS) {
                     Ok(events) => {
@@ -303,7 +364,7 @@ impl Journal {
                     Err(redb::TableError::TableDoesNotExist(_)) => false,
                     Err(e) => return Err(StorageFault::new(&path, "opening", e).into()),
                 };
-                if holds_records {
+                if holds_records || read_only {
                     return Err(OpenError::NoFormat { path });
                 }
                 // A new file: every table is created with the format version, in one commit.
@@ -320,6 +381,7 @@ impl Journal {
             writes_waiting: std::sync::atomic::AtomicUsize::new(0),
             halted_flag: std::sync::atomic::AtomicBool::new(false),
             rolled_back_last_commit,
+            read_only,
             writer: Mutex::new(Writer {
                 last_seq: Seq(0),
                 last_crc: GENESIS_LINK,
@@ -457,6 +519,11 @@ impl Journal {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether the journal was opened with [`Journal::open_read_only`] (every write refused).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     pub(crate) fn database(&self) -> &Database {
         &self.db
     }
@@ -531,6 +598,9 @@ impl Journal {
     ) -> Result<WriteTransaction, WriteError> {
         if let Some(cause) = &writer.halted {
             return Err(self.halted_error(cause));
+        }
+        if self.read_only {
+            return Err(self.halted_error("the journal was opened read-only"));
         }
         let mut txn = self.db.begin_write().map_err(|e| self.fault(writer, op, e))?;
         txn.set_durability(Durability::Immediate).map_err(|e| self.fault(writer, op, e))?;

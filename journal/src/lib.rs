@@ -33,6 +33,7 @@ mod config;
 pub mod error;
 mod journal;
 pub mod limits;
+mod overlay;
 pub mod payload;
 mod read;
 pub mod record;

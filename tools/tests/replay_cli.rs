@@ -120,19 +120,16 @@ fn audit_names_the_first_corrupt_record_and_exits_1() {
 }
 
 /// A file damaged under redb (a page of a batch flipped in the file, after a clean close):
-/// redb refuses to open it, and the audit reports that as the problem it found (exit 1, a JSON
-/// report), not as a run that could not start; the file is left as it was.
+/// redb's page check finds it when the audit opens the file (in its copy-on-write view), and the
+/// audit reports that as the problem it found (exit 1, a JSON report), not as a run that could
+/// not start; the file is left as it was.
 #[test]
 fn audit_of_a_file_redb_finds_damaged_reports_a_problem() {
     let dir = tempfile::tempdir().unwrap();
     make_journal(dir.path(), 12, 100);
     let path = journal::path_in(dir.path());
     // Batch 6 (its records start after batches 0 to 5) was appended at 6 hours.
-    let first = {
-        let journal = Journal::open_unrecovered(&path, JournalConfig::default()).unwrap();
-        let records: Vec<_> = journal.read_records(Seq(1)).unwrap().map(Result::unwrap).collect();
-        records.iter().find(|r| r.recorded_at == Timestamp(6 * 3_600_000_000)).unwrap().seq
-    };
+    let first = batch_first_seq(&path, 6);
     test_util::flip_batch_in_file(&path, first, Timestamp(6 * 3_600_000_000)).unwrap();
     let damaged = std::fs::read(&path).unwrap();
 
@@ -141,6 +138,106 @@ fn audit_of_a_file_redb_finds_damaged_reports_a_problem() {
     assert!(stdout(&output).starts_with("FAILED opening the file: "), "{output:?}");
     let report = json(&pt_replay(&["audit", "--json"], dir.path()));
     assert_eq!(report["clean"], false);
+    assert_eq!(report["problem"]["kind"], "file");
+    assert!(std::fs::read(&path).unwrap() == damaged, "the audit changed the file");
+}
+
+/// The first sequence number of batch `batch` of [`make_journal`] (appended at `batch` hours).
+fn batch_first_seq(path: &Path, batch: i64) -> Seq {
+    let journal = Journal::open_read_only(path, JournalConfig::default()).unwrap();
+    let records: Vec<_> = journal.read_records(Seq(1)).unwrap().map(Result::unwrap).collect();
+    records.iter().find(|r| r.recorded_at == Timestamp(batch * 3_600_000_000)).unwrap().seq
+}
+
+/// The reading commands never write the journal they read: a cleanly closed file is byte for
+/// byte the same after `audit`, `show` and `explain`, and they run while another reader holds
+/// the file (a writer, such as the master, is refused then).
+#[test]
+fn reading_commands_leave_the_file_as_it_was_and_share_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, _) = make_journal(dir.path(), 20, 10);
+    let path = journal::path_in(dir.path());
+    let before = std::fs::read(&path).unwrap();
+    let order = events
+        .iter()
+        .find_map(|e| match e {
+            Event::OrderFilled(fill) => Some(fill.order.id),
+            _ => None,
+        })
+        .unwrap();
+    // Another reader holds the file all along.
+    let reader = Journal::open_read_only(&path, JournalConfig::default()).unwrap();
+    assert!(reader.is_read_only());
+    let err = Journal::open_unrecovered(&path, JournalConfig::default()).unwrap_err();
+    assert!(matches!(err, journal::OpenError::Busy { .. }), "{err}");
+    let order = order.to_string();
+    for args in [
+        &["audit"][..],
+        &["audit", "--json"],
+        &["show"],
+        &["show", "--at", "5"],
+        &["explain", "--order", &order],
+    ] {
+        let output = pt_replay(args, dir.path());
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {output:?}");
+        assert!(std::fs::read(&path).unwrap() == before, "{args:?} changed the file");
+    }
+    // A read-only journal refuses writes, whatever they are.
+    let err = reader.put_meta("key", b"value").unwrap_err();
+    assert!(err.to_string().contains("opened read-only"), "{err}");
+    assert!(std::fs::read(&path).unwrap() == before);
+}
+
+/// A copy of the journal [`make_journal`] made in `dir` with `batch` batches, taken while a
+/// writer holds it open, after batch `batch` (at `batch` hours): what a crash leaves, a file
+/// redb must recover before reading it.
+fn copy_while_open(dir: &Path, batch: usize) -> tempfile::TempDir {
+    let path = journal::path_in(dir);
+    let (journal, _) = Journal::open(&path, JournalConfig::default()).unwrap();
+    // The same history as make_journal's (same seed), past the batches already stored.
+    let mut history = history::History::new(State::new(), 42, history::Shape::default());
+    for _ in 0..batch {
+        history.next_batch();
+    }
+    journal.append_batch(&history.next_batch(), Timestamp(batch as i64 * 3_600_000_000)).unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(&path, journal::path_in(copy.path())).unwrap();
+    drop(journal);
+    copy
+}
+
+/// A journal its master left without closing it (killed, crashed) needs redb's recovery: the
+/// reading commands run it in memory, read the recovered journal and leave the file as it was.
+/// When its last commit does not verify, the audit reports the file (exit 1).
+#[test]
+fn reading_a_journal_left_by_a_crash_recovers_it_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    make_journal(dir.path(), 6, 100);
+    let copy = copy_while_open(dir.path(), 6);
+    let path = journal::path_in(copy.path());
+    let left = std::fs::read(&path).unwrap();
+    for _ in 0..2 {
+        let output = pt_replay(&["audit"], copy.path());
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        assert!(stdout(&output).starts_with("clean: "), "{output:?}");
+        assert!(std::fs::read(&path).unwrap() == left, "the audit changed the file");
+    }
+    let output = pt_replay(&["show"], copy.path());
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    // Not closed cleanly, the file still needs recovery: a read-only redb open refuses it.
+    assert!(matches!(redb::ReadOnlyDatabase::open(&path), Err(redb::DatabaseError::RepairAborted)));
+
+    // The same crash, with the last commit's pages damaged since.
+    let copy = copy_while_open(dir.path(), 7);
+    let path = journal::path_in(copy.path());
+    let first = batch_first_seq(&journal::path_in(dir.path()), 7);
+    test_util::flip_batch_in_file(&path, first, Timestamp(7 * 3_600_000_000)).unwrap();
+    let damaged = std::fs::read(&path).unwrap();
+    let output = pt_replay(&["audit"], copy.path());
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(stdout(&output).starts_with("FAILED opening the file: "), "{output:?}");
+    assert!(stdout(&output).contains("last commit does not verify"), "{output:?}");
+    let report = json(&pt_replay(&["audit", "--json"], copy.path()));
     assert_eq!(report["problem"]["kind"], "file");
     assert!(std::fs::read(&path).unwrap() == damaged, "the audit changed the file");
 }
@@ -330,4 +427,40 @@ fn rebuild_refuses_a_journal_that_ends_inside_an_interval() {
     let journal =
         Journal::open_unrecovered(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
     assert!(journal.snapshots().unwrap().is_empty(), "no snapshot was stored");
+}
+
+/// Damage anywhere in a cleanly closed file ends as a report: one byte flipped at a time,
+/// across the whole file, the audit exits 0 (the byte was unused) or 1 (a problem found), never
+/// a crash or "could not run", and never changes the file. redb's page check runs in the
+/// read-only view as it does for the master: a byte the audit passes as unused is one the
+/// master's open passes too.
+#[test]
+fn audit_of_a_file_damaged_anywhere_reports_and_never_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    make_journal(dir.path(), 8, 4);
+    let path = journal::path_in(dir.path());
+    let clean = std::fs::read(&path).unwrap();
+    let step = (clean.len() / 150).max(1);
+    let mut found = 0;
+    for at in (0..clean.len()).step_by(step) {
+        let mut damaged = clean.clone();
+        damaged[at] ^= 0x5a;
+        std::fs::write(&path, &damaged).unwrap();
+        let output = pt_replay(&["audit"], dir.path());
+        let code = output.status.code();
+        assert!(matches!(code, Some(0 | 1)), "byte {at}: {output:?}");
+        let text = stdout(&output);
+        assert!(text.starts_with("clean: ") || text.starts_with("FAILED"), "byte {at}: {text}");
+        assert!(std::fs::read(&path).unwrap() == damaged, "byte {at}: the audit changed the file");
+        if code == Some(1) {
+            found += 1;
+        } else {
+            // Passed as unused: the master's open, which checks and writes, agrees.
+            let copy = tempfile::tempdir().unwrap();
+            std::fs::copy(&path, journal::path_in(copy.path())).unwrap();
+            let opened = Journal::open(journal::path_in(copy.path()), JournalConfig::default());
+            assert!(opened.is_ok(), "byte {at}: the audit passed what the master refuses");
+        }
+    }
+    assert!(found > 0, "no flipped byte was found");
 }

@@ -1,6 +1,8 @@
 //! `pt-replay`: audits, rebuilds and questions a master's journal (offline: stop the master
 //! first). Exit status: 0 on success; 1 when the command found a problem (`audit` on a damaged
-//! journal) or failed; `audit` exits 2 when it could not read the journal at all.
+//! journal) or failed; `audit` exits 2 when it could not read the journal at all. A command
+//! that only reads (`audit`, `show`, `explain`) leaves the file byte for byte as it was,
+//! unless a crash left it needing redb's recovery, which runs first and says so.
 
 use std::process::ExitCode;
 
@@ -37,11 +39,24 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
-    let (result, cannot_run) = match &cli.command {
+    // A file opened read-only is not page-checked by redb first (that check writes), so a page
+    // damaged on disk can make redb panic when it is read: that is damage found, reported as a
+    // failure with the log line, not a crash.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("redb panicked reading the journal: {info}");
+    }));
+    let run = std::panic::catch_unwind(|| match &cli.command {
         Command::Audit(args) => (replay::audit::run(args), ExitCode::from(2)),
         Command::Rebuild(args) => (replay::rebuild::run(args), ExitCode::FAILURE),
         Command::Show(args) => (replay::show::run(args), ExitCode::FAILURE),
         Command::Explain(args) => (replay::explain::run(args), ExitCode::FAILURE),
+    });
+    let Ok((result, cannot_run)) = run else {
+        println!(
+            "FAILED reading the file: the read panicked (the log line above says where): a page \
+             of the file is damaged, or this is a bug"
+        );
+        return ExitCode::FAILURE;
     };
     match result {
         Ok(Outcome { output, success }) => {

@@ -5,7 +5,7 @@ use std::time::Instant;
 use journal::{AuditConfig, AuditReport};
 use serde_json::json;
 
-use super::{DataArgs, Outcome, open_journal, per_second, progress_bar};
+use super::{Access, DataArgs, Outcome, open_journal, per_second, progress_bar};
 
 /// Arguments of `pt-replay audit`.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,7 +25,7 @@ pub struct AuditArgs {
 
 /// Runs the audit. Not successful when it found a problem; `Err` when it could not read.
 pub fn run(args: &AuditArgs) -> anyhow::Result<Outcome> {
-    let journal = match open_journal(&args.data.data) {
+    let journal = match open_journal(&args.data.data, Access::Read) {
         Ok(journal) => journal,
         // A file that opens as damaged is what an audit is for: a problem found (exit 1, and
         // a report like any other), not a run that could not start (exit 2).

@@ -12,7 +12,7 @@ use engine::{
 use journal::{Record, Seq};
 use serde_json::{Value, json};
 
-use super::{DataArgs, Outcome, open_journal, progress_bar};
+use super::{Access, DataArgs, Outcome, open_journal, progress_bar};
 
 /// Arguments of `pt-replay explain`.
 #[derive(Debug, Clone, clap::Args)]
@@ -81,7 +81,7 @@ struct Found {
 
 /// Scans the journal for the order's outcome and explains it.
 pub fn run(args: &ExplainArgs) -> anyhow::Result<Outcome> {
-    let journal = open_journal(&args.data.data)?;
+    let journal = open_journal(&args.data.data, Access::Read)?;
     let bar = progress_bar(journal.last_seq(), "searching");
     let wanted = OrderId(args.order);
     let mut usernames: BTreeMap<AccountId, Username> = BTreeMap::new();

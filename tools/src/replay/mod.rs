@@ -40,10 +40,21 @@ impl Outcome {
     }
 }
 
-/// Opens the journal of a data directory for reading, without recovery (the commands verify
-/// what they read themselves). Refuses a missing or empty file rather than making a new journal
-/// of it (which an audit would then call clean).
-pub fn open_journal(data: &Path) -> anyhow::Result<Journal> {
+/// What a command does to the journal's file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only (`audit`, `show`, `explain`): the file is opened read-only and left byte for
+    /// byte as it was ([`Journal::open_read_only`]), even when a crash left it needing redb's
+    /// recovery (done in memory).
+    Read,
+    /// Writes (`rebuild` stores a snapshot).
+    Write,
+}
+
+/// Opens the journal of a data directory, without replaying it (the commands verify what they
+/// read themselves). Refuses a missing or empty file rather than making a new journal of it
+/// (which an audit would then call clean).
+pub fn open_journal(data: &Path, access: Access) -> anyhow::Result<Journal> {
     let path = journal::path_in(data);
     if !path.is_file() {
         bail!("no journal at {} (is --data the master's data directory?)", path.display());
@@ -61,8 +72,11 @@ pub fn open_journal(data: &Path) -> anyhow::Result<Journal> {
         unverified_last_commit: journal::UnverifiedLastCommit::Refuse,
         ..JournalConfig::default()
     };
-    Journal::open_unrecovered(&path, config)
-        .with_context(|| format!("cannot open {}", path.display()))
+    let opened = match access {
+        Access::Read => Journal::open_read_only(&path, config),
+        Access::Write => Journal::open_unrecovered(&path, config),
+    };
+    opened.with_context(|| format!("cannot open {}", path.display()))
 }
 
 /// A progress bar over sequence numbers up to `last`, drawn on stderr only when stderr is a

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use journal::{ReplayFrom, ReplayOptions, ReplayTo, VerifyOnOpen, encode_snapshot};
 use serde_json::json;
 
-use super::{DataArgs, Outcome, open_journal, per_second, progress_bar};
+use super::{Access, DataArgs, Outcome, open_journal, per_second, progress_bar};
 
 /// Arguments of `pt-replay rebuild`.
 #[derive(Debug, Clone, clap::Args)]
@@ -22,7 +22,7 @@ pub struct RebuildArgs {
 /// Replays every record from genesis (verifying each), checks the invariants and stores the
 /// state as a snapshot at the last record. Stored snapshots are not read.
 pub fn run(args: &RebuildArgs) -> anyhow::Result<Outcome> {
-    let journal = open_journal(&args.data.data)?;
+    let journal = open_journal(&args.data.data, Access::Write)?;
     let bar = progress_bar(journal.last_seq(), "replaying");
     let options = ReplayOptions {
         from: ReplayFrom::Genesis,

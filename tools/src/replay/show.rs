@@ -9,7 +9,7 @@ use engine::{Account, Side, State, Username, money};
 use journal::{ReplayFrom, ReplayOptions, ReplayTo, Replayed, Seq, VerifyOnOpen};
 use serde_json::{Value, json};
 
-use super::{DataArgs, Outcome, open_journal, progress_bar, time::parse_time};
+use super::{Access, DataArgs, Outcome, open_journal, progress_bar, time::parse_time};
 
 /// Arguments of `pt-replay show`.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,7 +34,7 @@ pub struct ShowArgs {
 
 /// Replays to the requested point and renders the state.
 pub fn run(args: &ShowArgs) -> anyhow::Result<Outcome> {
-    let journal = open_journal(&args.data.data)?;
+    let journal = open_journal(&args.data.data, Access::Read)?;
     let last = journal.last_seq();
     let to = match (&args.at, &args.at_time) {
         (Some(seq), _) => {
