@@ -1018,14 +1018,24 @@ pub fn ask_master(
     Ok(Some(response))
 }
 
-/// Opens the target's journal for an offline edit. `create`: create the journal file when
-/// missing (`add`); otherwise `Ok(None)` when there is none.
-fn open_offline(target: &AdminTarget, create: bool) -> Result<Option<Journal>, AdminError> {
+/// How an offline command opens the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offline {
+    /// To read it (`list`): never written (`Journal::open_read_only`); `Ok(None)` without one.
+    Read,
+    /// To edit it (`remove`); `Ok(None)` without one.
+    Edit,
+    /// To edit it, created when missing (`add`).
+    Create,
+}
+
+/// Opens the target's journal for an offline command.
+fn open_offline(target: &AdminTarget, how: Offline) -> Result<Option<Journal>, AdminError> {
     if !target.data_dir.is_dir() {
         return Err(AdminError::NoDataDir { path: target.data_dir.clone() });
     }
     let path = target.journal();
-    if !create && !path.exists() {
+    if how != Offline::Create && !path.exists() {
         return Ok(None);
     }
     // An offline edit never rolls back a last commit that does not verify: that is the master's
@@ -1034,7 +1044,11 @@ fn open_offline(target: &AdminTarget, create: bool) -> Result<Option<Journal>, A
         unverified_last_commit: journal::UnverifiedLastCommit::Refuse,
         ..JournalConfig::default()
     };
-    match Journal::open_unrecovered(&path, config) {
+    let opened = match how {
+        Offline::Read => Journal::open_read_only(&path, config),
+        Offline::Edit | Offline::Create => Journal::open_unrecovered(&path, config),
+    };
+    match opened {
         Ok(journal) => Ok(Some(journal)),
         Err(journal::OpenError::Busy { .. }) => {
             Err(AdminError::Busy { journal: path, socket: target.socket() })
@@ -1073,7 +1087,7 @@ pub fn list_workers(target: &AdminTarget) -> Result<(Vec<WorkerView>, Via), Admi
     // Offline, the two sources are listed as they are, without the start-up's checks between
     // them: a listing is how an operator finds the entry that stops the start-up
     // ([`listing_problems`] names it).
-    let journal = open_offline(target, false)?;
+    let journal = open_offline(target, Offline::Read)?;
     let configured = WorkerRegistry::from_entries(&target.config_workers)?;
     let stored = stored_offline(journal.as_ref())?;
     let mut workers: Vec<WorkerView> =
@@ -1121,7 +1135,7 @@ pub fn add_worker(target: &AdminTarget, new: NewWorker) -> Result<(WorkerView, V
     if let Some(answer) = ask_master(&socket, &request)? {
         return Ok((expect(&socket, answer.added, "added")?, Via::Master));
     }
-    let journal = open_offline(target, true)?
+    let journal = open_offline(target, Offline::Create)?
         .ok_or_else(|| AdminError::Internal("the journal was not created".into()))?;
     let registry = offline_registry(target, Some(&journal))?;
     let stored =
@@ -1138,7 +1152,7 @@ pub fn remove_worker(target: &AdminTarget, uuid: Uuid) -> Result<(Option<bool>, 
         return Ok((answer.was_connected, Via::Master));
     }
     let in_config = target.config_workers.iter().any(|w| w.id == uuid);
-    let Some(journal) = open_offline(target, false)? else {
+    let Some(journal) = open_offline(target, Offline::Edit)? else {
         return Err(if in_config {
             RegistryError::ConfigEntry { uuid }.into()
         } else {

@@ -167,12 +167,18 @@ async fn offline_add_then_list_then_the_master_loads_it() {
     assert_eq!(added.id, uuid);
     assert_eq!(added.fingerprint, identity.fingerprint().to_hex());
 
+    // Listing offline reads the journal without writing it.
+    let before = std::fs::read(journal::path_in(&target.data_dir)).unwrap();
     let (workers, via) = blocking({
         let target = target.clone();
         move || admin::list_workers(&target)
     })
     .await
     .unwrap();
+    assert!(
+        std::fs::read(journal::path_in(&target.data_dir)).unwrap() == before,
+        "listing changed the journal"
+    );
     assert_eq!(via, Via::Journal);
     assert_eq!(workers.len(), 1);
     let view = view_of(&workers, uuid);
