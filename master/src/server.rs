@@ -40,6 +40,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most ticks one price query reads (in chunks of `journal::limits::TICKS_QUERY_MAX`): ten
 /// million take a few seconds on a blocking thread; a range holding more is refused as too large.
 const PRICE_QUERY_TICKS_MAX: usize = 10_000_000;
+/// Price-history reads (`getAssetValue*` over a range) running at once; one more is answered
+/// `busy`. Each may scan up to `PRICE_QUERY_TICKS_MAX` ticks for seconds on a blocking thread,
+/// and nothing else bounds how many clients ask at once: unbounded, a few clients asking for
+/// long ranges could hold every blocking thread (which `getAssetInfo` needs too) and the
+/// memory of every scan's chunks. The permit is held by the scan itself, so one whose asker
+/// gave up still counts until it ends.
+const PRICE_SERIES_READS_MAX: usize = 4;
 /// How long a new connection has to send its first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// The least number of connections that may be open before identifying themselves.
@@ -227,6 +234,8 @@ struct Shared {
     /// Every listed symbol, sorted: a price query for another symbol is told it is not listed,
     /// not that its price is not known yet.
     listed: Vec<Symbol>,
+    /// Permits for price-history reads (`PRICE_SERIES_READS_MAX`).
+    price_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Runs the master on `listener` until `shutdown` completes: recovers from the journal, starts
@@ -351,6 +360,7 @@ pub async fn run_with_prices(
             identity,
             workers: Arc::new(Mutex::new(BTreeMap::new())),
             listed,
+            price_reads: Arc::new(tokio::sync::Semaphore::new(PRICE_SERIES_READS_MAX)),
         });
 
         // A data directory whose path is too long for a Unix socket (about 100 bytes) still runs:
@@ -1491,6 +1501,22 @@ fn no_prices(shared: &Shared, symbol: Symbol, listed_but: String) -> Failure {
     Failure::new(Reason::NotFound, message)
 }
 
+/// A permit to run one price-history read, or the `busy` answer when
+/// `PRICE_SERIES_READS_MAX` already run.
+fn start_price_read(
+    reads: &Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
+    Arc::clone(reads).try_acquire_owned().map_err(|_| {
+        debug!("price-history read refused: {PRICE_SERIES_READS_MAX} already running");
+        Response::DataFail(Failure::new(
+            Reason::Busy,
+            format!(
+                "{PRICE_SERIES_READS_MAX} price-history reads are already running; retry shortly"
+            ),
+        ))
+    })
+}
+
 async fn price_series(
     shared: &Shared,
     symbol: Symbol,
@@ -1498,8 +1524,13 @@ async fn price_series(
     to: Timestamp,
     series: history::Series,
 ) -> Response {
+    let permit = match start_price_read(&shared.price_reads) {
+        Ok(permit) => permit,
+        Err(busy) => return busy,
+    };
     let journal = Arc::clone(&shared.journal);
     let read = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         read_series(&journal, (symbol, from, to), series, PRICE_QUERY_TICKS_MAX)
     })
     .await;
@@ -1533,6 +1564,24 @@ mod tests {
     use super::*;
     use engine::{Price, Qty};
     use net::{Bar, Instruction};
+
+    /// Price-history reads past `PRICE_SERIES_READS_MAX` are answered `busy` at once; a read
+    /// that ends gives its place back.
+    #[test]
+    fn price_history_reads_past_the_limit_are_busy() {
+        let reads = Arc::new(tokio::sync::Semaphore::new(PRICE_SERIES_READS_MAX));
+        let mut running: Vec<_> =
+            (0..PRICE_SERIES_READS_MAX).map(|_| start_price_read(&reads).unwrap()).collect();
+        match start_price_read(&reads) {
+            Err(Response::DataFail(failure)) => {
+                assert_eq!(failure.reason, Reason::Busy);
+                assert!(failure.message.contains("already running"), "{}", failure.message);
+            }
+            other => panic!("expected busy, got {:?}", other.map(|_| ())),
+        }
+        running.pop();
+        assert!(start_price_read(&reads).is_ok());
+    }
 
     /// An order with client order id `id`, answered nowhere.
     fn order_request(id: u64) -> CoreRequest {
