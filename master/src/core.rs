@@ -159,7 +159,13 @@ pub enum CoreRequest {
     /// Nothing: wakes a core waiting for requests to look at its interval lane
     /// ([`Core::run_with_intervals`]).
     Wake,
-    /// Settle the interval with these prices.
+    /// Close the interval's order list: the orders queued so far settle at the next `Settle`,
+    /// those that come after at the one after it. The interval loop sends it just before it
+    /// starts fetching the interval's prices, so that no order fills at a price fetched
+    /// before the order was placed.
+    Cut,
+    /// Settle the interval with these prices: the orders queued before the last `Cut` (every
+    /// queued order when no `Cut` came since the last settlement).
     Settle {
         /// The interval's prices.
         batch: PriceBatch,
@@ -281,7 +287,13 @@ pub struct Core {
     journal: Arc<Journal>,
     config: CoreConfig,
     sessions: SessionTable,
+    /// Orders queued since the last cut: they settle in the interval after the current one.
     queue: OrderQueue,
+    /// Orders of the current interval, cut before its prices were fetched.
+    settling: OrderQueue,
+    /// Whether a [`CoreRequest::Cut`] came since the last settlement.
+    cut_made: bool,
+    /// Orders per account in `queue` (the interval's limit per account).
     queued_per_account: HashMap<AccountId, usize>,
     retry: RetryMemory,
     /// Every fill ever settled, for retries the retry memory has forgotten.
@@ -313,6 +325,7 @@ impl std::fmt::Debug for Core {
         f.debug_struct("Core")
             .field("accounts", &self.engine.state().accounts().len())
             .field("queued", &self.queue.len())
+            .field("settling", &self.settling.len())
             .field("next_order_id", &self.next_order_id)
             .field("halted", &self.halted)
             .field("failed", &self.failed)
@@ -476,6 +489,8 @@ impl Core {
             config,
             sessions,
             queue: OrderQueue::new(),
+            settling: OrderQueue::new(),
+            cut_made: false,
             queued_per_account: HashMap::new(),
             retry,
             fills,
@@ -635,6 +650,7 @@ impl Core {
     pub fn handle(&mut self, request: CoreRequest) {
         match request {
             CoreRequest::Wake => {}
+            CoreRequest::Cut => self.cut(),
             CoreRequest::Register { username, email, hash, reply } => {
                 let _ = reply.send(self.register(username, email, hash));
             }
@@ -949,8 +965,26 @@ impl Core {
         self.retry.queue((account, client_id), terms, reply);
     }
 
-    /// Settles the queue at the batch's prices, commits, and only then answers every order.
+    /// Moves the queued orders to the interval being settled; the per-account limit counts
+    /// again from zero for the orders that follow.
+    fn cut(&mut self) {
+        if self.settling.is_empty() {
+            // Each keeps its memory for the next interval.
+            std::mem::swap(&mut self.queue, &mut self.settling);
+        } else {
+            self.settling.append(&mut self.queue);
+        }
+        self.queued_per_account.clear();
+        self.cut_made = true;
+    }
+
+    /// Settles the orders cut for this interval at the batch's prices, commits, and only then
+    /// answers every order.
     fn settle(&mut self, batch: PriceBatch) -> SettleSummary {
+        if !self.cut_made {
+            self.cut();
+        }
+        self.cut_made = false;
         let at = now();
         let interval = IntervalId(self.engine.state().last_interval().map_or(1, |l| l.id.0 + 1));
         self.note_journal_halt();
@@ -980,12 +1014,11 @@ impl Core {
         let started = std::time::Instant::now();
         let newer = self.without_older_ticks(&batch.ticks);
         let ticks = newer.as_ref().unwrap_or(&batch.ticks);
-        if let Err(e) = self.engine.settle_into(interval, at, ticks, &mut self.queue, events) {
+        if let Err(e) = self.engine.settle_into(interval, at, ticks, &mut self.settling, events) {
             error!(cause = %e, "settlement refused");
             self.fail_queue(Reason::Internal, "settlement failed");
             return SettleSummary { failed: true, ..SettleSummary::default() };
         }
-        self.queued_per_account.clear();
         let settled = std::time::Instant::now();
         let next = self.next_order_id.to_be_bytes();
         if let Err(e) =
@@ -1063,8 +1096,11 @@ impl Core {
         }
     }
 
+    /// Answers every queued order, of this interval and the next, with a failure.
     fn fail_queue(&mut self, reason: Reason, why: &str) {
-        for order in self.queue.drain_sorted() {
+        let mut orders = self.settling.drain_sorted();
+        orders.extend(self.queue.drain_sorted());
+        for order in orders {
             let key = (order.account, order.client_id);
             self.answer(key, order_fail(order.side, failure(reason, why)), None);
         }

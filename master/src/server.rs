@@ -531,14 +531,33 @@ async fn send_core(
     core.send(request).await.map_err(|_| ServerError::Core("the core stopped".into()))
 }
 
-/// The interval loop's ways to the core: its own lane for `Settle`, and the common one (for
-/// the `Wake` after each, and `Stop`, which comes after every request already queued).
+/// The interval loop's ways to the core: its own lane for `Cut` and `Settle`, and the common
+/// one (for the `Wake` after each, and `Stop`, which comes after every request already queued).
 struct CoreLanes {
     requests: mpsc::Sender<CoreRequest>,
     intervals: mpsc::Sender<CoreRequest>,
 }
 
-/// Once per update interval: fetch prices, then settle. A final settlement runs on shutdown so
+impl CoreLanes {
+    /// Sends `request` (`Cut`, `Settle`) on the interval lane and wakes the core; false when
+    /// the core is gone.
+    async fn send_interval_request(&self, request: CoreRequest) -> bool {
+        if self.intervals.send(request).await.is_err() {
+            return false;
+        }
+        // A full channel means a core with requests to take, which looks at the lane before
+        // each: the wake-up is needed only by a core waiting on an empty channel, and waiting
+        // for room here would put the loop behind the backlog again.
+        match self.requests.try_send(CoreRequest::Wake) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Once per update interval: close the interval's order list (`Cut`), fetch prices, then
+/// settle: an order fills at prices fetched after it was placed, never before (an order that
+/// comes during the fetch waits for the next interval). A final settlement runs on shutdown so
 /// that queued orders are answered.
 async fn interval_loop(
     mut source: prices::AnyPriceSource,
@@ -560,11 +579,19 @@ async fn interval_loop(
             };
         }
         let batch = if stopping {
+            // The last interval's orders: everything already queued in the channel, so that
+            // they settle in it instead of being refused by `Stop`.
+            if core.requests.send(CoreRequest::Cut).await.is_err() {
+                break;
+            }
             // The last settlement's prices, within a few seconds: a source that takes its
             // whole budget (an HTTP source at its call cap) must not hold the shutdown for an
             // interval. Orders whose asset gets no price in time are refused `no_price`.
             source.fetch_within(&assets, FINAL_FETCH_BUDGET).await
         } else {
+            if !core.send_interval_request(CoreRequest::Cut).await {
+                break;
+            }
             let fetch = source.fetch(&assets);
             tokio::pin!(fetch);
             let fetched = tokio::select! {
@@ -597,21 +624,16 @@ async fn interval_loop(
         let (tx, rx) = oneshot::channel();
         let settle = CoreRequest::Settle { batch, reply: tx };
         if stopping {
-            // The last interval goes behind everything already queued, so that the orders
-            // waiting in the channel settle in it instead of being refused by `Stop`.
+            // The last interval goes behind everything already queued: it settles the orders
+            // its `Cut` took (on this lane too when the stop came before the fetch, so the
+            // orders waiting in the channel then settle in it). Orders that came after the
+            // `Cut` (during the fetch) are refused by `Stop`: their prices were fetched
+            // before they were placed.
             if core.requests.send(settle).await.is_err() {
                 break;
             }
-        } else if core.intervals.send(settle).await.is_err() {
+        } else if !core.send_interval_request(settle).await {
             break;
-        } else {
-            // A full channel means a core with requests to take, which looks at the lane
-            // before each: the wake-up is needed only by a core waiting on an empty channel,
-            // and waiting for room here would put the loop behind the backlog again.
-            match core.requests.try_send(CoreRequest::Wake) {
-                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => break,
-            }
         }
         match rx.await {
             Ok(summary) if summary.failed => warn!(?summary.interval, "interval not committed"),

@@ -369,6 +369,50 @@ fn a_client_order_id_names_one_order_queued_or_refused() {
 /// Once the master stops (after its last settlement), orders queued since and every new one
 /// are answered `master_unavailable` at once (nothing waits for an interval that will not
 /// come), nothing of them is journaled, and a retry of a committed order still gets its outcome.
+/// The interval loop cuts the order list before it fetches the interval's prices: an order
+/// placed after the cut (during the fetch) settles in the next interval, at prices fetched
+/// after it was placed, not at this interval's; and the per-account limit counts again from
+/// the cut. An order cut and stopped before its settlement is refused, never lost.
+#[test]
+fn orders_after_the_cut_settle_in_the_next_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = open(dir.path());
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    register(&mut core, "gina");
+    let gina = login(&mut core, "gina");
+    let price = |rx: &mut oneshot::Receiver<Response>| match rx.try_recv().unwrap() {
+        Response::PurchaseSuccess(fill) => fill.price,
+        other => panic!("{other:?}"),
+    };
+    let mut before = order(&mut core, &gina, Side::Buy, "1", 1);
+    let mut also_before = order(&mut core, &gina, Side::Buy, "1", 2);
+    core.handle(CoreRequest::Cut);
+    // The account's limit (two an interval) applies to the next interval's orders now.
+    let mut during_fetch = order(&mut core, &gina, Side::Buy, "1", 3);
+    let mut also_during = order(&mut core, &gina, Side::Buy, "1", 4);
+    settle(&mut core, "10");
+    assert_eq!(price(&mut before), Price::parse("10").unwrap());
+    assert_eq!(price(&mut also_before), Price::parse("10").unwrap());
+    assert!(during_fetch.try_recv().is_err(), "waits for the next interval");
+    assert!(also_during.try_recv().is_err(), "waits for the next interval");
+    core.handle(CoreRequest::Cut);
+    settle(&mut core, "12");
+    assert_eq!(price(&mut during_fetch), Price::parse("12").unwrap());
+    assert_eq!(price(&mut also_during), Price::parse("12").unwrap());
+
+    // Cut, then stopped before the settlement: refused, with the next interval's orders.
+    let mut cut = order(&mut core, &gina, Side::Buy, "1", 5);
+    core.handle(CoreRequest::Cut);
+    let mut next = order(&mut core, &gina, Side::Buy, "1", 6);
+    call(&mut core, |reply| CoreRequest::Stop { reply });
+    for rx in [&mut cut, &mut next] {
+        match rx.try_recv().unwrap() {
+            Response::PurchaseFail(f) => assert_eq!(f.reason, Reason::MasterUnavailable),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_stopped_core_answers_late_orders_at_once() {
     let dir = tempfile::tempdir().unwrap();
