@@ -281,6 +281,17 @@ impl Journal {
         Self::open_database(path, config, Storage::View(view))
     }
 
+    /// Whether another process holds the journal file at `path` open for writing (a running
+    /// master): a quick check, without opening the journal, for tools that would start one on
+    /// the same file (`pt up`). A missing or unreadable file is not in use; opening it says
+    /// why.
+    pub fn in_use(path: impl AsRef<Path>) -> bool {
+        matches!(
+            redb::ReadOnlyDatabase::open(path.as_ref()),
+            Err(DatabaseError::DatabaseAlreadyOpen)
+        )
+    }
+
     /// Refuses settings no journal can work with.
     fn check_config(config: &JournalConfig) -> Result<(), OpenError> {
         if config.snapshots_kept == 0 || config.snapshots_kept > SNAPSHOTS_KEPT_MAX {

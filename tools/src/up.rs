@@ -212,6 +212,17 @@ impl Prepared {
                 )?
             });
         }
+        // Another `pt up` or `pt-master` on this data directory: said before anything is
+        // bound, logged or written (its log is this directory's log too).
+        let journal = journal::path_in(&config.data_dir);
+        if journal::Journal::in_use(&journal) {
+            bail!(
+                "{} is in use by another pt up or pt-master (its journal {} is open): stop it, \
+                 or pass another --data",
+                config.data_dir.display(),
+                journal.display()
+            );
+        }
         if let Some(prices) = &config.prices
             && !prices.is_file()
         {
@@ -550,6 +561,7 @@ fn init_logging(dir: &Path) -> anyhow::Result<master::logbook::Logbook> {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_filter(tracing::level_filters::LevelFilter::WARN),
         )
         .try_init()

@@ -48,6 +48,10 @@ fn usage_errors_exit_2() {
         &["buy", "AAPL", "1.123456789"],
         &["sell", "AA PL", "1"],
         &["buy", "AAPL", "1", "--client-order-id", "x"],
+        &["buy", "AAPL", "1", "--client-order-id", "-3"],
+        &["price", "AAPL", "--rows", "-1"],
+        &["portfolio", "--worker", "localhost"],
+        &["workers", "--master", "127.0.0.1"],
         &["register", "bob", "not-an-email"],
         &["register", "b@d", "bob@example.com"],
         &["login", "a-name-that-is-far-too-long-for-us"],
@@ -72,6 +76,17 @@ fn usage_errors_exit_2() {
         let output = pt(dir.path(), args, "");
         assert_eq!(output.status.code(), Some(2), "pt {args:?}: {}", stderr(&output));
         assert!(output.stdout.is_empty(), "pt {args:?}");
+    }
+    // The messages say what is expected, not clap's generic hints.
+    for (args, says) in [
+        (&["buy", "AAPL", "-3"][..], "the quantity must be more than zero"),
+        (&["price", "AAPL", "--rows", "-1"], "is not a whole number (0 or more)"),
+        (&["portfolio", "--worker", "localhost"], "expected HOST:PORT"),
+        (&["price", "AAPL", "--day", "2010-13-01"], "expected 2010-06-01 (midnight UTC)"),
+    ] {
+        let text = stderr(&pt(dir.path(), args, ""));
+        assert!(text.contains(says), "pt {args:?}: {text}");
+        assert!(!text.contains("tip:"), "pt {args:?}: {text}");
     }
 }
 

@@ -162,3 +162,31 @@ fn a_busy_port_is_found_before_anything_is_written() {
     );
     assert!(!created, "the data directory was made although a port was taken");
 }
+
+/// A data directory whose journal another process holds (a running `pt up` or `pt-master`) is
+/// refused before anything listens, logs or is written, naming the directory: before, the
+/// second `pt up` started, wrote into the first one's log and failed on the master's open.
+#[test]
+fn a_data_directory_in_use_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let held = journal::Journal::open_unrecovered(
+        journal::path_in(&data),
+        journal::JournalConfig::default(),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pt"))
+        .args(["up", "--master-port", "0", "--worker-port", "0", "--data"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is in use by another pt up or pt-master"), "{stderr}");
+    assert!(!data.join("pt-up.log").exists(), "it logged into the running one's directory");
+    assert!(!data.join("master.key").exists(), "it wrote into the running one's directory");
+    drop(held);
+    assert!(!journal::Journal::in_use(journal::path_in(&data)));
+}

@@ -47,7 +47,8 @@ pub enum ClientCommand {
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
     /// The worker's address, `host:port`.
-    #[arg(long, env = ENV_WORKER, default_value = WORKER_DEFAULT, value_name = "ADDR")]
+    #[arg(long, env = ENV_WORKER, default_value = WORKER_DEFAULT, value_name = "ADDR",
+          value_parser = parse_address)]
     pub worker: String,
     /// The session file (default: `$XDG_CONFIG_HOME/papertrader/session` or
     /// `~/.config/papertrader/session`).
@@ -75,7 +76,8 @@ impl CommonArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkersArgs {
     /// The master's address, `host:port`.
-    #[arg(long, env = ENV_MASTER, default_value = MASTER_DEFAULT, value_name = "ADDR")]
+    #[arg(long, env = ENV_MASTER, default_value = MASTER_DEFAULT, value_name = "ADDR",
+          value_parser = parse_address)]
     pub master: String,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -127,11 +129,11 @@ pub struct TradeArgs {
     #[arg(value_parser = parse_symbol)]
     pub symbol: Symbol,
     /// How much, a decimal with up to eight decimals (`10`, `0.5`).
-    #[arg(value_parser = parse_qty)]
+    #[arg(value_parser = parse_qty, allow_negative_numbers = true)]
     pub qty: Qty,
     /// The order's idempotency key (default: random). Sending the same id again (same account)
     /// never orders twice: it is answered with the first attempt's outcome.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", allow_negative_numbers = true, value_parser = parse_whole::<u64>)]
     pub client_order_id: Option<u64>,
     /// Connection, session and output options.
     #[command(flatten)]
@@ -238,7 +240,8 @@ pub struct PriceArgs {
     #[command(flatten)]
     pub range: RangeArgs,
     /// Rows of the price table under the chart (the latest bars); 0 shows every bar.
-    #[arg(long, default_value_t = 20, value_name = "N")]
+    #[arg(long, default_value_t = 20, value_name = "N", allow_negative_numbers = true,
+          value_parser = parse_whole::<usize>)]
     pub rows: usize,
     /// Connection, session and output options.
     #[command(flatten)]
@@ -262,6 +265,11 @@ pub fn parse_symbol(text: &str) -> Result<Symbol, String> {
 
 /// Parses a quantity: a positive decimal with at most eight decimals.
 pub fn parse_qty(text: &str) -> Result<Qty, String> {
+    if text.trim_start().starts_with('-') {
+        return Err(format!(
+            "{text:?}: the quantity must be more than zero (to sell, use pt sell)"
+        ));
+    }
     let qty = Qty::parse(text).map_err(|e| format!("{text:?} is not a quantity: {e}"))?;
     if qty.is_zero() {
         return Err("the quantity must be more than zero".to_owned());
@@ -302,7 +310,30 @@ pub fn parse_date(text: &str) -> Result<Timestamp, String> {
         return Timestamp::from_offset_date_time(date.midnight().assume_utc())
             .ok_or_else(|| format!("{text:?} is out of range"));
     }
-    crate::replay::time::parse_time(text, SystemTime::now()).map_err(|e| master::report::chain(&*e))
+    crate::replay::time::parse_time(text, SystemTime::now()).map_err(|_| {
+        format!(
+            "{text:?} is not a date: expected 2010-06-01 (midnight UTC), 2010-06-01T14:00:00Z, \
+             \"2010-06-01 14:00:00\" (UTC) or \"3days ago\""
+        )
+    })
+}
+
+/// Parses a whole number, 0 or more, saying so when it is not one.
+pub fn parse_whole<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.parse().map_err(|_| format!("{text:?} is not a whole number (0 or more)"))
+}
+
+/// Checks an address argument: `host:port`, the port a number (the host is resolved when
+/// connecting), so that a missing port is a usage error naming the form.
+pub fn parse_address(text: &str) -> Result<String, String> {
+    let port = text.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(_))) if !host.is_empty() => Ok(text.to_owned()),
+        _ => Err(format!(
+            "{text:?} is not an address: expected HOST:PORT, like 127.0.0.1:2049 or \
+             localhost:2049 ([::1]:2049 for IPv6)"
+        )),
+    }
 }
 
 /// Runs a client command; returns what to print.
@@ -336,8 +367,21 @@ async fn workers(args: &WorkersArgs) -> Result<String, ClientError> {
     }
 }
 
+/// Before a password prompt, fails when the worker cannot be reached, so that nobody types a
+/// password (twice, to register) for nothing. The connection is dropped: typing may take longer
+/// than the worker waits for a first request. A password read from stdin is checked first
+/// instead (a bad new one is a usage error, whatever the worker).
+async fn check_reachable(common: &CommonArgs, source: &PasswordSource) -> Result<(), ClientError> {
+    if matches!(source, PasswordSource::Prompt) {
+        Client::connect(common.connect_config()).await?;
+    }
+    Ok(())
+}
+
 async fn register(args: &RegisterArgs) -> Result<String, ClientError> {
-    let password = password::read_new_password(password_source(args.password_stdin))?;
+    let source = password_source(args.password_stdin);
+    check_reachable(&args.common, &source).await?;
+    let password = password::read_new_password(source)?;
     let request = Request::Register {
         username: args.username.clone(),
         email: args.email.clone(),
@@ -354,7 +398,9 @@ async fn register(args: &RegisterArgs) -> Result<String, ClientError> {
 
 async fn login(args: &LoginArgs) -> Result<String, ClientError> {
     let path = args.common.session_path()?;
-    let password = password::read_password(password_source(args.password_stdin))?;
+    let source = password_source(args.password_stdin);
+    check_reachable(&args.common, &source).await?;
+    let password = password::read_password(source)?;
     // Always a remembered session on the wire: the next `pt` command is another connection, and
     // a worker ends an expirable session with its connection. Without --remember the client
     // applies the idle limit itself (see `session`).

@@ -425,9 +425,10 @@ pub fn series(s: &PriceSeries, range: &str, rows: usize, as_json: bool) -> Strin
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} {range}: {} bars, {} to {}",
+        "{} {range}: {} bar{}, {} to {}",
         s.symbol,
         s.bars.len(),
+        if s.bars.len() == 1 { "" } else { "s" },
         fmt_time(first.time),
         fmt_time(last.time)
     );
