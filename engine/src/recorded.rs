@@ -332,8 +332,9 @@ pub fn parse_splits(text: &str) -> Result<Vec<RecordedSplit>, RecordedError> {
 
 /// Split-adjusts a price file: every tick of a split's symbol dated before the split has its
 /// prices multiplied by `old / new` and its volume by `new / old`, each rounded down to the
-/// 10^-8 unit (exact for the usual 2:1, 3:1 and 4:1 splits of prices with at most eight
-/// decimals divisible as they are; rounding down keeps `low <= open, close <= high`). A tick
+/// 10^-8 unit (exact when the price in units divides by the ratio, as any price of at most
+/// seven decimals does for 2:1; a 3:1 split of 100 gives 33.33333333, docs/ENGINE.md rule 4;
+/// rounding down keeps `low <= open, close <= high`). A tick
 /// before several splits is adjusted once, by their product (`old1 * old2 / (new1 * new2)`,
 /// exact in 128 bits, rounded once), so the rows' order in the list never changes a price.
 /// Prices from the split on are as recorded, so the series has no jump at the split and a
