@@ -249,15 +249,20 @@ pub struct LinkReply {
     /// The relay's place in the link's in-flight bound: it travels with the reply and is
     /// released when the writer has taken it, so the queue never holds more than the bound.
     pub permit: OwnedSemaphorePermit,
+    /// A place in a tighter bound of the link for large answers (histories), released with
+    /// `permit`.
+    pub large: Option<OwnedSemaphorePermit>,
 }
 
-/// A message for a worker link's writer and the permit that bounds the writer's queue.
+/// A message for a worker link's writer and the permits that bound the writer's queue.
 #[derive(Debug)]
 pub struct LinkOut {
     /// The message.
     pub control: Control,
     /// Released when the writer takes the message.
     pub permit: OwnedSemaphorePermit,
+    /// A large answer's place ([`LinkReply::large`]), released with `permit`.
+    pub large: Option<OwnedSemaphorePermit>,
 }
 
 impl Reply {
@@ -267,9 +272,9 @@ impl Reply {
             Reply::Once(tx) => {
                 let _ = tx.send(response);
             }
-            Reply::Link(LinkReply { relay_id, out, permit }) => {
+            Reply::Link(LinkReply { relay_id, out, permit, large }) => {
                 let control = Control::RelayReply { relay_id, response };
-                let _ = out.send(LinkOut { control, permit });
+                let _ = out.send(LinkOut { control, permit, large });
             }
         }
     }
@@ -612,7 +617,7 @@ impl Core {
 
     /// [`Core::run`] with a lane of its own for the interval loop's requests (`Settle`): one
     /// waiting there is handled before the next of `requests`, so clients' requests queued by
-    /// the thousand (history answers of 100,000 entries, say) do not delay settlement and the
+    /// the thousand (history answers of 10,000 entries, say) do not delay settlement and the
     /// answers of the orders waiting for it. Whoever sends on `intervals` sends
     /// [`CoreRequest::Wake`] on `requests` after it, to wake a core waiting there.
     pub fn run_with_intervals(

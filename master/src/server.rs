@@ -58,6 +58,11 @@ const CLIENT_REQUESTS_MAX: u32 = 16;
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Relays one worker link may have in flight.
 const RELAYS_IN_FLIGHT_MAX: usize = 100_000;
+/// History requests one worker link may have in flight, from the request to the writer taking
+/// the answer: each answer may be near a megabyte (`net::limits::HISTORY_ENTRIES_MAX`), asked
+/// for by one small request that any logged-in user may send again and again; one more is
+/// answered `busy` at once.
+const HISTORY_ANSWERS_IN_FLIGHT_MAX: usize = 8;
 /// How long a closing link waits for the worker to close its side (see `worker_link`).
 const LINK_CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Messages of a link's reader itself (heartbeat answers, `busy` refusals) its writer may have
@@ -925,6 +930,7 @@ async fn worker_link(
         }
     });
     let in_flight = Arc::new(Semaphore::new(RELAYS_IN_FLIGHT_MAX));
+    let history_answers = Arc::new(Semaphore::new(HISTORY_ANSWERS_IN_FLIGHT_MAX));
     let mut overflow = LinkOverflow::default();
     let own_messages = Arc::new(Semaphore::new(LINK_OWN_MESSAGES_MAX));
     // Queues one of the reader's own messages, waiting for room (backpressure on the reader).
@@ -932,7 +938,7 @@ async fn worker_link(
         let (own_messages, out_tx) = (Arc::clone(&own_messages), out_tx.clone());
         async move {
             if let Ok(permit) = own_messages.acquire_owned().await {
-                let _ = out_tx.send(LinkOut { control, permit });
+                let _ = out_tx.send(LinkOut { control, permit, large: None });
             }
         }
     };
@@ -979,7 +985,14 @@ async fn worker_link(
                     send_own(Control::RelayReply { relay_id, response: busy }).await;
                     continue;
                 };
-                let reply = Reply::Link(LinkReply { relay_id, out: out_tx.clone(), permit });
+                let large = match large_answer_permit(&relay.request, &history_answers) {
+                    Ok(large) => large,
+                    Err(busy) => {
+                        send_own(Control::RelayReply { relay_id, response: busy }).await;
+                        continue;
+                    }
+                };
+                let reply = Reply::Link(LinkReply { relay_id, out: out_tx.clone(), permit, large });
                 if let Some(order) = RelayedOrder::of(hello.worker, &relay) {
                     // An order goes straight to the core, and its reply from the core straight
                     // to the writer: no task, no oneshot per order.
@@ -1037,6 +1050,28 @@ async fn worker_link(
         debug!(%uuid, "the worker did not close its side of the link in time");
     }
     info!(%uuid, "worker unlinked");
+}
+
+/// A history answer may be large: a link has few of them in flight (`history_answers`), so a
+/// client asking again and again cannot fill the writer's queue with copies of it. The permit
+/// for `request` (`None`: not a large answer), or the request's own `busy` failure.
+fn large_answer_permit(
+    request: &Request,
+    history_answers: &Arc<Semaphore>,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Response> {
+    if !matches!(request, Request::GetUserTransactionHistory { .. }) {
+        return Ok(None);
+    }
+    match Arc::clone(history_answers).try_acquire_owned() {
+        Ok(permit) => Ok(Some(permit)),
+        Err(_) => Err(request.fail(Failure::new(
+            Reason::Busy,
+            format!(
+                "{HISTORY_ANSWERS_IN_FLIGHT_MAX} history answers already in flight on this \
+                 worker's link; retry shortly"
+            ),
+        ))),
+    }
 }
 
 /// The answer to a link message that does not decode: a relay whose id can be read is answered
@@ -1587,6 +1622,32 @@ mod tests {
     use engine::{Price, Qty};
     use net::{Bar, Instruction};
 
+    /// A link's history requests past `HISTORY_ANSWERS_IN_FLIGHT_MAX` are answered `busy`
+    /// (`dataFail`, the request's own return); other requests take no place; an answer the
+    /// writer took gives its place back.
+    #[test]
+    fn history_answers_past_the_link_limit_are_busy() {
+        let places = Arc::new(Semaphore::new(HISTORY_ANSWERS_IN_FLIGHT_MAX));
+        let history = Request::GetUserTransactionHistory {
+            session: net::SessionId([1; 32]),
+            username: engine::Username::new("alice").unwrap(),
+        };
+        let mut held: Vec<_> = (0..HISTORY_ANSWERS_IN_FLIGHT_MAX)
+            .map(|_| large_answer_permit(&history, &places).unwrap().unwrap())
+            .collect();
+        match large_answer_permit(&history, &places) {
+            Err(Response::DataFail(failure)) => assert_eq!(failure.reason, Reason::Busy),
+            other => panic!("expected busy, got {:?}", other.map(|p| p.is_some())),
+        }
+        let portfolio = Request::GetUserPortfolio {
+            session: net::SessionId([1; 32]),
+            username: engine::Username::new("alice").unwrap(),
+        };
+        assert!(large_answer_permit(&portfolio, &places).unwrap().is_none());
+        held.pop();
+        assert!(large_answer_permit(&history, &places).unwrap().is_some());
+    }
+
     /// Price-history reads past `PRICE_SERIES_READS_MAX` are answered `busy` at once; a read
     /// that ends gives its place back.
     #[test]
@@ -1680,7 +1741,9 @@ mod tests {
         let permits = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
         for seq in 0..n {
             let permit = Arc::clone(&permits).try_acquire_owned().unwrap();
-            out_tx.send(LinkOut { control: Control::HeartbeatAck { seq }, permit }).unwrap();
+            out_tx
+                .send(LinkOut { control: Control::HeartbeatAck { seq }, permit, large: None })
+                .unwrap();
         }
         (out_tx, out_rx, permits)
     }
@@ -1779,7 +1842,9 @@ mod tests {
         });
         for seq in 0..1_000 {
             let permit = Arc::clone(&permits).acquire_owned().await.unwrap();
-            out_tx.send(LinkOut { control: Control::HeartbeatAck { seq }, permit }).unwrap();
+            out_tx
+                .send(LinkOut { control: Control::HeartbeatAck { seq }, permit, large: None })
+                .unwrap();
         }
         for seq in 0..1_000 {
             let got = reader.read_control().await.unwrap();

@@ -48,10 +48,11 @@ pub const HASHED_PASSWORD_BYTES_MAX: usize = 128;
 pub const FAILURE_MESSAGE_BYTES_MAX: usize = 1024;
 
 /// Most transactions one `transactionHistory` payload carries: the newest ones, the count of the
-/// older ones beside them. An entry takes at most about 90 bytes, so the payload stays far
-/// inside [`MESSAGE_BODY_BYTES_MAX`] however long a history grows (a fill a second for a day is
-/// 86,400 entries).
-pub const HISTORY_ENTRIES_MAX: usize = 100_000;
+/// older ones beside them. An entry takes at most about 90 bytes, so the payload stays under
+/// 1 MB however long a history grows. Every logged-in user may ask for any user's history, so
+/// the answer's size is what one small request can make the master copy and the link carry:
+/// 10,000 (years of a busy trader's fills) keeps that bounded; `pt-replay show` has the rest.
+pub const HISTORY_ENTRIES_MAX: usize = 10_000;
 
 /// Longest worker display name, in bytes of UTF-8.
 pub const WORKER_NAME_BYTES_MAX: usize = 64;
