@@ -267,6 +267,11 @@ impl Frame {
         self.seal.as_ref()
     }
 
+    /// The data, to encrypt or decrypt in place (the link's seal).
+    pub(crate) fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+
     pub(crate) fn set_seal(&mut self, seal: Option<Seal>) {
         self.seal = seal;
     }

@@ -1,17 +1,23 @@
-//! Sans-IO integrity for the master–worker link.
+//! Sans-IO confidentiality and integrity for the master–worker link.
 //!
 //! After the handshake (`workerHello`, `challenge`, `helloProof`, `linkAccepted`) both ends share
-//! a 32-byte [`LinkKey`]. From then on every frame in each direction is sealed: its flags get
-//! bit 0, and a trailer follows the data with the sender's sequence number (1, 2, 3... in each
-//! direction) and a keyed BLAKE3 MAC over the context string, the direction, the sequence
-//! number and the frame's header and data. A frame with a wrong MAC, a sequence number already
-//! seen or one that skips ahead is refused with a specific [`LinkError`]; the link is then closed.
+//! a 32-byte [`LinkKey`]. From then on every frame in each direction is sealed, encrypt then
+//! MAC: its data is encrypted with ChaCha20 (a key derived from the link key, the nonce made of
+//! the direction and the sender's sequence number, so no nonce is used twice under a key), its
+//! flags get bit 0, and a trailer follows the data with the sequence number (1, 2, 3... in each
+//! direction) and a keyed BLAKE3 MAC (another derived key) over the context string, the
+//! direction, the sequence number, the frame's header and the encrypted data. The link carries
+//! password hashes and session ids: the wire shows neither. A frame with a wrong MAC, a
+//! sequence number already seen or one that skips ahead is refused with a specific
+//! [`LinkError`], before anything is decrypted; the link is then closed.
 //!
 //! The OpenPGP parts (the signed authentication message, the encrypted link key) are done by
 //! master and worker; see `docs/WORKER_AUTH.md`. This crate only carries their bytes.
 
 use std::fmt;
 
+use chacha20::cipher::StreamCipher as _;
+use chacha20::{ChaCha20, KeyIvInit as _};
 use zeroize::Zeroize as _;
 
 use crate::error::LinkError;
@@ -19,7 +25,36 @@ use crate::frame::{Frame, Seal};
 use crate::limits::LINK_KEY_BYTES;
 
 /// Domain separation of the link MAC.
-const MAC_CONTEXT: &[u8] = b"PaperTrader link MAC v1\0";
+const MAC_CONTEXT: &[u8] = b"PaperTrader link MAC v2\0";
+/// The context of the MAC key derived from the link key (BLAKE3 `derive_key`).
+const MAC_KEY_CONTEXT: &str = "PaperTrader link 2025 MAC key";
+/// The context of the encryption key derived from the link key.
+const CIPHER_KEY_CONTEXT: &str = "PaperTrader link 2025 ChaCha20 key";
+
+/// The two keys a link key gives, one for each job.
+#[derive(Debug)]
+struct SealKeys {
+    mac: LinkKey,
+    cipher: LinkKey,
+}
+
+impl SealKeys {
+    fn derive(key: &LinkKey) -> Self {
+        Self {
+            mac: LinkKey(blake3::derive_key(MAC_KEY_CONTEXT, &key.0)),
+            cipher: LinkKey(blake3::derive_key(CIPHER_KEY_CONTEXT, &key.0)),
+        }
+    }
+
+    /// Encrypts or decrypts (the same XOR) the data of frame number `seq` going `direction`.
+    fn apply_keystream(&self, direction: Direction, seq: u64, data: &mut [u8]) {
+        let mut nonce = [0u8; 12];
+        nonce[0] = direction as u8;
+        nonce[4..].copy_from_slice(&seq.to_be_bytes());
+        // A frame's data is at most 64 KiB, far inside ChaCha20's 256 GiB per nonce.
+        ChaCha20::new(&self.cipher.0.into(), &nonce.into()).apply_keystream(data);
+    }
+}
 
 /// The shared secret of a link. Its `Debug` never prints it, and its bytes are zeroed when it
 /// is dropped, so no copy outlives the link in freed memory (the master makes it with
@@ -52,7 +87,7 @@ pub enum Direction {
 /// The MAC of `frame` as frame number `seq` going `direction`. `covered` is scratch space for
 /// the bytes it covers, reused from frame to frame so that sealing allocates nothing.
 fn mac(
-    key: &LinkKey,
+    keys: &SealKeys,
     direction: Direction,
     seq: u64,
     frame: &Frame,
@@ -63,13 +98,13 @@ fn mac(
     covered.push(direction as u8);
     covered.extend_from_slice(&seq.to_be_bytes());
     frame.write_header_and_data(true, covered);
-    blake3::keyed_hash(&key.0, covered)
+    blake3::keyed_hash(&keys.mac.0, covered)
 }
 
 /// Seals outgoing link frames: one per direction, owned by the writer.
 #[derive(Debug)]
 pub struct LinkSealer {
-    key: LinkKey,
+    keys: SealKeys,
     direction: Direction,
     next_seq: u64,
     covered: Vec<u8>,
@@ -78,14 +113,15 @@ pub struct LinkSealer {
 impl LinkSealer {
     /// A sealer for frames going `direction`; the first frame gets sequence number 1.
     pub fn new(key: LinkKey, direction: Direction) -> Self {
-        Self { key, direction, next_seq: 1, covered: Vec::new() }
+        Self { keys: SealKeys::derive(&key), direction, next_seq: 1, covered: Vec::new() }
     }
 
-    /// Seals the frame in place (sets the sealed flag and the trailer).
+    /// Seals the frame in place: encrypts its data, sets the sealed flag and the trailer.
     pub fn seal(&mut self, frame: &mut Frame) -> Result<(), LinkError> {
         let seq = self.next_seq;
         self.next_seq = seq.checked_add(1).ok_or(LinkError::SequenceExhausted)?;
-        let mac = mac(&self.key, self.direction, seq, frame, &mut self.covered);
+        self.keys.apply_keystream(self.direction, seq, frame.data_mut());
+        let mac = mac(&self.keys, self.direction, seq, frame, &mut self.covered);
         frame.set_seal(Some(Seal { seq, mac: *mac.as_bytes() }));
         Ok(())
     }
@@ -94,7 +130,7 @@ impl LinkSealer {
 /// Checks and strips the seal of incoming link frames: one per direction, owned by the reader.
 #[derive(Debug)]
 pub struct LinkOpener {
-    key: LinkKey,
+    keys: SealKeys,
     direction: Direction,
     next_seq: u64,
     covered: Vec<u8>,
@@ -103,14 +139,15 @@ pub struct LinkOpener {
 impl LinkOpener {
     /// An opener for frames coming `direction`; the first frame must have sequence number 1.
     pub fn new(key: LinkKey, direction: Direction) -> Self {
-        Self { key, direction, next_seq: 1, covered: Vec::new() }
+        Self { keys: SealKeys::derive(&key), direction, next_seq: 1, covered: Vec::new() }
     }
 
-    /// Verifies the frame's MAC and sequence number, then removes the seal. The MAC is checked
-    /// first (in constant time), so only authentic frames are reported as replayed or skipped.
+    /// Verifies the frame's MAC and sequence number, then decrypts its data and removes the
+    /// seal. The MAC is checked first (in constant time), so only authentic frames are
+    /// reported as replayed or skipped, and nothing unauthentic is decrypted.
     pub fn open(&mut self, frame: &mut Frame) -> Result<(), LinkError> {
         let seal = *frame.seal().ok_or(LinkError::Unsealed)?;
-        let expected_mac = mac(&self.key, self.direction, seal.seq, frame, &mut self.covered);
+        let expected_mac = mac(&self.keys, self.direction, seal.seq, frame, &mut self.covered);
         if expected_mac != blake3::Hash::from(seal.mac) {
             return Err(LinkError::BadMac { seq: seal.seq });
         }
@@ -122,6 +159,7 @@ impl LinkOpener {
             return Err(LinkError::Skipped { expected, got: seal.seq });
         }
         self.next_seq = expected.checked_add(1).ok_or(LinkError::SequenceExhausted)?;
+        self.keys.apply_keystream(self.direction, seal.seq, frame.data_mut());
         frame.set_seal(None);
         Ok(())
     }
@@ -199,5 +237,31 @@ mod tests {
         let mut plain = Response::RegisterSuccess.encode().unwrap().to_frames().unwrap().remove(0);
         assert_eq!(opener.open(&mut plain), Err(LinkError::Unsealed));
         opener.open(&mut sealed[1]).unwrap();
+    }
+
+    /// What a link carries (here a relayed login's password hash) does not appear on the wire,
+    /// and the same message sealed twice (two sequence numbers) gives two different
+    /// ciphertexts; the receiver gets it back exactly.
+    #[test]
+    fn sealed_data_is_encrypted_and_each_frame_differently() {
+        let secret = [0x5Au8; 32];
+        let message = Control::Heartbeat { seq: u64::from_be_bytes([0x5A; 8]) }.encode().unwrap();
+        let mut frame = message.to_frames().unwrap().remove(0);
+        frame.data_mut()[..8].copy_from_slice(&secret[..8]);
+        let plain = frame.clone();
+        let (mut sealer, mut opener) = pair();
+        let mut first = plain.clone();
+        sealer.seal(&mut first).unwrap();
+        let mut second = plain.clone();
+        sealer.seal(&mut second).unwrap();
+        let (wire1, wire2) = (first.to_bytes(), second.to_bytes());
+        assert!(!wire1.windows(8).any(|w| w == &secret[..8]), "the data is on the wire in clear");
+        let data = |wire: &[u8]| wire[20..20 + plain.data().len()].to_vec();
+        assert_ne!(data(&wire1), data(&wire2), "a nonce was used twice");
+        for wire in [wire1, wire2] {
+            let mut received = Frame::parse(&wire).unwrap();
+            opener.open(&mut received).unwrap();
+            assert_eq!(received, plain);
+        }
     }
 }

@@ -515,7 +515,9 @@ fn render_frame(out: &mut String, bytes: &[u8], dissect: bool) {
     header_line(out, bytes);
     let frame = Frame::parse(bytes).unwrap();
     let data = frame.data();
-    if dissect {
+    if frame.seal().is_some() {
+        line(out, 0, &hex(data), "data, encrypted (ChaCha20)");
+    } else if dissect {
         let end = fields(out, data, 0, usize::from(frame.arg_count()), 0);
         assert_eq!(end, data.len(), "the dissector read the whole body");
     } else {
@@ -637,12 +639,20 @@ fn render_examples() -> String {
 
     writeln!(out, "### A sealed link frame\n").unwrap();
     let mut frame = Control::Heartbeat { seq: 9 }.encode().unwrap().to_frames().unwrap().remove(0);
+    writeln!(
+        out,
+        "`heartbeat(seq 9)` as the first frame a worker sends after the handshake, in clear:\n\n\
+         ```text"
+    )
+    .unwrap();
+    render_frame(&mut out, &frame.to_bytes(), true);
+    writeln!(out, "```\n").unwrap();
     let mut sealer = LinkSealer::new(LinkKey([0x42; 32]), Direction::WorkerToMaster);
     sealer.seal(&mut frame).unwrap();
     writeln!(
         out,
-        "`heartbeat(seq 9)` as the first frame a worker sends after the handshake, sealed with \
-         the link key `42 42 ... 42` (32 bytes):\n\n```text"
+        "and as sent, sealed with the link key `42 42 ... 42` (32 bytes): the same header with \
+         flag bit 0, the data encrypted, the trailer:\n\n```text"
     )
     .unwrap();
     render_frame(&mut out, &frame.to_bytes(), true);
