@@ -530,9 +530,10 @@ impl State {
     /// Checks the invariants that hold between events, over the whole state (linear in the size of
     /// the history, so callers run it at interval ends and snapshots, not per event):
     /// account ids are dense from 1 and the username index matches them; for every account,
-    /// `cash == initial_cash - sum(buy amounts) + sum(sell amounts)` exactly, and every holding's
-    /// quantity equals its bought minus sold quantity, with no zero-quantity positions kept;
-    /// every held symbol is listed.
+    /// `cash == initial_cash - sum(buy amounts) + sum(sell amounts)` exactly, and every holding
+    /// (its quantity and its cost basis) equals its fills folded in order through
+    /// [`Holding::add`] and [`Holding::remove`], with no zero-quantity positions kept; every
+    /// held symbol is listed.
     pub fn check_invariants(&self) -> Result<(), InvariantError> {
         if let Some(last) = self.last_interval
             && last.outcomes_applied > last.orders
@@ -548,25 +549,29 @@ impl State {
                 return Err(InvariantError::UsernameIndex);
             }
             let mut cash = i128::from(account.initial_cash.raw());
-            let mut qty: BTreeMap<Symbol, i128> = BTreeMap::new();
+            let mut folded: BTreeMap<Symbol, Holding> = BTreeMap::new();
             for t in &account.history {
                 if notional(t.price, t.order.qty, t.order.side) != Some(t.amount) {
                     return Err(InvariantError::AmountMismatch(id));
                 }
-                let (cash_sign, qty_sign) = match t.order.side {
-                    Side::Buy => (-1, 1),
-                    Side::Sell => (1, -1),
+                let holding = folded.get(&t.order.symbol).copied().unwrap_or_default();
+                let (cash_sign, after) = match t.order.side {
+                    Side::Buy => (-1, holding.add(t.order.qty, t.amount)),
+                    Side::Sell => (1, holding.remove(t.order.qty)),
+                };
+                let Some(after) = after else {
+                    return Err(InvariantError::HoldingMismatch(id));
                 };
                 cash += cash_sign * i128::from(t.amount.raw());
-                *qty.entry(t.order.symbol).or_default() += qty_sign * i128::from(t.order.qty.raw());
+                folded.insert(t.order.symbol, after);
             }
             if cash != i128::from(account.cash.raw()) {
                 return Err(InvariantError::CashMismatch(id));
             }
-            qty.retain(|_, q| *q != 0);
-            let held: BTreeMap<Symbol, i128> =
-                account.holdings.iter().map(|(s, h)| (*s, i128::from(h.qty.raw()))).collect();
-            if held != qty || held.values().any(|q| *q <= 0) {
+            folded.retain(|_, h| !h.qty.is_zero());
+            let held = account.holdings.len() == folded.len()
+                && account.holdings.iter().all(|(s, h)| folded.get(s) == Some(h));
+            if !held {
                 return Err(InvariantError::HoldingMismatch(id));
             }
             if let Some(symbol) = account.holdings.keys().find(|s| !self.assets.contains_key(s)) {
@@ -709,6 +714,40 @@ impl fmt::Debug for Digest {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A holding's cost basis that its fills do not give (a snapshot encoder's or copier's
+    /// drift) breaks an invariant, as a wrong quantity does; the state the fills built passes.
+    #[test]
+    fn a_cost_basis_its_fills_do_not_give_breaks_an_invariant() {
+        let shape =
+            crate::workload::WorkloadShape { accounts: 50, symbols: 5, orders: 2_000, seed: 3 };
+        let mut workload = crate::workload::build(shape).unwrap();
+        crate::workload::settle(&mut workload).unwrap();
+        // A second interval, whose sells take holdings down (the fold's `remove`).
+        let mut rng = crate::workload::XorShift::new(4);
+        crate::workload::queue_more(&mut workload, shape, &mut rng, 2_001, 2_000);
+        crate::workload::settle_as(&mut workload, IntervalId(2), Timestamp(2)).unwrap();
+        assert!(workload.engine.state().accounts().iter().any(|a| {
+            a.history
+                .iter()
+                .any(|t| t.order.side == Side::Sell && a.holdings.contains_key(&t.order.symbol))
+        }));
+        let state = workload.engine.state().clone();
+        assert_eq!(state.check_invariants(), Ok(()));
+        let (id, symbol) = state
+            .accounts()
+            .iter()
+            .find_map(|a| a.holdings.keys().next().map(|s| (a.id, *s)))
+            .unwrap();
+        for change in [
+            |h: &mut Holding| h.cost_basis = Cash::from_raw(h.cost_basis.raw() + 1),
+            |h: &mut Holding| h.qty = Qty::from_raw(h.qty.raw() + 1),
+        ] {
+            let mut drifted = state.clone();
+            change(drifted.account_mut(id).unwrap().holdings.get_mut(&symbol).unwrap());
+            assert_eq!(drifted.check_invariants(), Err(InvariantError::HoldingMismatch(id)));
+        }
+    }
 
     /// A last interval with more outcomes than orders (only a damaged snapshot can hold one; no
     /// event sequence builds it) breaks an invariant; as many as its orders do not.
