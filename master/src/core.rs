@@ -298,6 +298,10 @@ pub struct Core {
     settling: OrderQueue,
     /// Whether a [`CoreRequest::Cut`] came since the last settlement.
     cut_made: bool,
+    /// The assets whose prices the master fetches, sorted (`None` until
+    /// [`CoreRequest::ListAssets`] says): an asset listed by an earlier run but no longer
+    /// fetched would take orders that wait an interval to be refused `no_price`, forever.
+    priced: Option<Vec<Symbol>>,
     /// Orders per account in `queue` (the interval's limit per account).
     queued_per_account: HashMap<AccountId, usize>,
     retry: RetryMemory,
@@ -496,6 +500,7 @@ impl Core {
             queue: OrderQueue::new(),
             settling: OrderQueue::new(),
             cut_made: false,
+            priced: None,
             queued_per_account: HashMap::new(),
             retry,
             fills,
@@ -757,6 +762,26 @@ impl Core {
 
     fn list_assets(&mut self, symbols: Vec<Symbol>) -> Result<usize, String> {
         let at = now();
+        let mut priced = symbols.clone();
+        priced.sort_unstable();
+        priced.dedup();
+        let unpriced: Vec<String> = self
+            .engine
+            .state()
+            .assets()
+            .keys()
+            .filter(|s| priced.binary_search(s).is_err())
+            .map(ToString::to_string)
+            .collect();
+        if !unpriced.is_empty() {
+            warn!(
+                assets = %unpriced.join(", "),
+                "assets listed by an earlier run are not among the assets priced now: their \
+                 orders are refused at once (no_price) and their holdings keep their last price \
+                 until they are priced again (add them to `assets`)"
+            );
+        }
+        self.priced = Some(priced);
         let mut events = Vec::new();
         let before = self.engine.clone();
         for symbol in symbols {
@@ -932,6 +957,19 @@ impl Core {
             reply.send(order_fail(
                 side,
                 failure(Reason::Rejected(reason), rejection_message(reason, &symbol, None)),
+            ));
+            return;
+        }
+        if self.priced.as_ref().is_some_and(|priced| priced.binary_search(&symbol).is_err()) {
+            reply.send(order_fail(
+                side,
+                failure(
+                    Reason::Rejected(RejectReason::NoPrice),
+                    format!(
+                        "{symbol} is listed, but this master no longer fetches its price: it \
+                         cannot be traded until its operator prices it again"
+                    ),
+                ),
             ));
             return;
         }

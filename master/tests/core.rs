@@ -413,6 +413,43 @@ fn orders_after_the_cut_settle_in_the_next_interval() {
     }
 }
 
+/// An asset an earlier run listed but that is no longer among the priced assets (dropped from
+/// `assets`) is refused at once, saying why: before, its orders waited an interval to be
+/// refused `no_price`, every time, and its holders could never be told.
+#[test]
+fn an_asset_no_longer_priced_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut core = open(dir.path());
+        let listed = vec![sym("AAPL"), sym("IBM")];
+        call(&mut core, |reply| CoreRequest::ListAssets { symbols: listed, reply }).unwrap();
+        register(&mut core, "hal");
+    }
+    let mut core = open(dir.path());
+    call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
+    let hal = login(&mut core, "hal");
+    let (tx, mut rx) = oneshot::channel();
+    core.handle(CoreRequest::Order {
+        session: hal.clone(),
+        side: Side::Sell,
+        symbol: sym("IBM"),
+        qty: Qty::parse("1").unwrap(),
+        client_id: ClientOrderId(1),
+        placed_at: Timestamp(5),
+        worker: WorkerId(1),
+        reply: tx.into(),
+    });
+    match rx.try_recv().expect("answered at once") {
+        Response::SellFail(f) => {
+            assert_eq!(f.reason, Reason::Rejected(engine::RejectReason::NoPrice));
+            assert!(f.message.contains("no longer fetches its price"), "{}", f.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut aapl = order(&mut core, &hal, Side::Buy, "1", 2);
+    assert!(aapl.try_recv().is_err(), "a priced asset's order is queued");
+}
+
 #[test]
 fn a_stopped_core_answers_late_orders_at_once() {
     let dir = tempfile::tempdir().unwrap();
