@@ -312,11 +312,23 @@ fn grep_logs(dir: &Path, needles: &[(String, Vec<u8>)]) -> usize {
 async fn every_attack_is_refused_and_no_secret_reaches_a_log() {
     let root = tempfile::tempdir().unwrap();
     let log_file = root.path().join("logs").join("pt-test.log");
-    let _log = master::logbook::init_tracing(&master::logbook::LogbookConfig {
+    // Every level into the log file, debug and trace included: an operator chasing a problem
+    // turns them on, and a secret must not reach the file then either.
+    let logbook = master::logbook::Logbook::new(&master::logbook::LogbookConfig {
         file: Some(log_file.clone()),
+        file_bytes_max: u64::MAX,
         ..master::logbook::LogbookConfig::default()
     })
     .unwrap();
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry()
+            .with(tracing::level_filters::LevelFilter::TRACE)
+            .with(logbook.layer())
+            .try_init()
+            .unwrap();
+    }
     let pair = Pair::start(root.path(), Duration::from_millis(100), |master, _| {
         master.sessions.idle_timeout = Duration::from_secs(1);
     })
@@ -605,6 +617,8 @@ async fn every_attack_is_refused_and_no_secret_reaches_a_log() {
     // worker gave up on a silent link.
     let logged = std::fs::read_to_string(&log_file).unwrap();
     assert!(logged.contains("link frame refused; closing the link"), "{logged}");
+    // Debug lines were written, so they were searched too.
+    assert!(logged.lines().any(|l| l.contains("DEBUG")), "no debug line in the log");
     // And the attacks never took the worker's good link down.
     let good_link_down = format!("master_link{{master={master_addr}}}: link to the master is down");
     assert!(!logged.contains(&good_link_down), "{logged}");
