@@ -256,6 +256,64 @@ async fn an_order_the_master_does_not_answer_in_time_gets_master_unavailable() {
     assert_eq!(worker.stats.snapshot().master_unavailable, 1);
 }
 
+/// A login request, as `TestClient::login` sends it.
+fn login_request() -> Request {
+    Request::Login {
+        username: engine::Username::new("alice").unwrap(),
+        password: net::HashedPassword::new(vec![1; 32]).unwrap(),
+        expirable: false,
+    }
+}
+
+/// A relay past `link.relays_in_flight_max` is answered `busy` by the worker at once (never
+/// relayed), and the next one after a place frees goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_past_the_in_flight_limit_is_busy_at_once() {
+    let (handler, held) = hold_purchases();
+    let (_keys, mut master, worker) = cluster(handler, |c| c.link.relays_in_flight_max = 1).await;
+    let mut alice = worker.client().await;
+    let session = alice.login(false).await;
+    alice.send(&purchase(session, "AAPL", 1)).await;
+    master.next_relay_of(Instruction::PurchaseAsset).await;
+    let mut bob = worker.client().await;
+    let answer = bob.call(&login_request()).await;
+    assert_eq!(reason(&answer), Reason::Busy, "{answer:?}");
+    assert!(master.drain_relays().is_empty(), "the busy request was relayed");
+    held.lock().unwrap().drain(..).for_each(|release| {
+        let _ = release.send(());
+    });
+    assert!(matches!(alice.receive().await, Response::PurchaseSuccess(_)));
+    bob.login(false).await;
+}
+
+/// A master that stops answering (alive to TCP, silent on the link: no heartbeat answered, no
+/// request to answer) is given up after `link.heartbeat_timeout`, so clients are not left
+/// waiting on a dead link; the worker links again once the master answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_master_is_given_up_after_the_heartbeat_timeout() {
+    let (_keys, mut master, worker) = cluster(answer_at_once(), |c| {
+        c.link.heartbeat_interval = Duration::from_millis(50);
+        c.link.heartbeat_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let mut alice = worker.client().await;
+    alice.login(false).await;
+    assert!(worker.stats().master_linked);
+    master.acks_heartbeats.store(false, std::sync::atomic::Ordering::Relaxed);
+    let given_up = tokio::time::timeout(Duration::from_secs(30), async {
+        while worker.stats().master_linked {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    given_up.await.expect("the worker kept a silent master's link");
+    master.acks_heartbeats.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(30), master.wait_link_up())
+        .await
+        .expect("the worker did not link again");
+    let mut bob = worker.client().await;
+    bob.login(false).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_restart_clients_get_master_unavailable_then_work_again() {
     let (handler, _held) = hold_purchases();
@@ -618,22 +676,40 @@ async fn a_logged_out_session_is_refused_without_asking_the_master() {
 
 #[tokio::test]
 async fn an_expirable_session_ends_when_its_client_disconnects() {
-    let (_keys, mut master, worker) = cluster(answer_at_once(), |_| {}).await;
+    // Each login gets a session of its own, so that a logout names whose it is.
+    let logins = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let handler: common::Handler = Arc::new(move |relay: Relay| {
+        let response = match relay.request {
+            Request::Login { .. } => {
+                let n = logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Response::SessionId(net::SessionId([n.wrapping_add(1); 32]))
+            }
+            _ => common::answer(&relay),
+        };
+        Box::pin(async move { response })
+    });
+    let (_keys, mut master, worker) = cluster(handler, |_| {}).await;
     let mut alice = worker.client().await;
     let session = alice.login(true).await;
     drop(alice);
     let relay = master.next_relay_of(Instruction::Logout).await;
     assert_eq!(relay.request, Request::Logout { session });
     assert_eq!(relay.session, Some(session));
-    // A remembered (not expirable) session survives its connection.
+    // A remembered (not expirable) session survives its connection: bob's ends, then an
+    // expirable one's; logouts go out in the order their connections ended (one queue), so
+    // the next logout the master sees is the expirable one's, not bob's.
     let mut bob = worker.client().await;
-    bob.login(false).await;
+    let remembered = bob.login(false).await;
     drop(bob);
     let mut carol = worker.client().await;
-    carol.login(false).await;
+    let expirable = carol.login(true).await;
+    drop(carol);
+    let relay = master.next_relay_of(Instruction::Logout).await;
+    assert_eq!(relay.request, Request::Logout { session: expirable });
+    assert_ne!(expirable, remembered);
     let relayed: Vec<Instruction> =
         master.drain_relays().iter().map(|r| r.request.instruction()).collect();
-    assert_eq!(relayed, [Instruction::Login, Instruction::Login]);
+    assert!(!relayed.contains(&Instruction::Logout), "{relayed:?}");
 }
 
 /// A logout the master answers `busy` is sent again while the link stays up, not dropped:

@@ -87,6 +87,8 @@ pub struct TestMaster {
     pub addr: SocketAddr,
     pub events: mpsc::UnboundedReceiver<Event>,
     task: JoinHandle<()>,
+    /// Whether the links answer heartbeats (a test turns it off to play a master gone silent).
+    pub acks_heartbeats: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TestMaster {
@@ -100,6 +102,8 @@ impl TestMaster {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (events_tx, events) = mpsc::unbounded_channel();
+        let acks_heartbeats = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let acks = Arc::clone(&acks_heartbeats);
         let task = tokio::spawn(async move {
             let mut links = JoinSet::new();
             loop {
@@ -111,11 +115,12 @@ impl TestMaster {
                     registry.clone(),
                     handler.clone(),
                     events_tx.clone(),
+                    Arc::clone(&acks),
                 );
                 links.spawn(link);
             }
         });
-        Self { addr, events, task }
+        Self { addr, events, task, acks_heartbeats }
     }
 
     /// Stops the master: the listener and every link are closed.
@@ -176,6 +181,7 @@ async fn serve_link(
     registry: Arc<WorkerRegistry>,
     handler: Handler,
     events: mpsc::UnboundedSender<Event>,
+    acks_heartbeats: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut framed = FramedStream::new(socket);
     // The handshake, master side (docs/WORKER_AUTH.md).
@@ -225,6 +231,9 @@ async fn serve_link(
     while let Ok(Some(control)) = reader.read_control().await {
         match control {
             Control::Heartbeat { seq } => {
+                if !acks_heartbeats.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue;
+                }
                 let _ = out.send(Control::HeartbeatAck { seq }.encode().unwrap());
                 if !up {
                     up = true;
