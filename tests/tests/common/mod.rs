@@ -65,12 +65,23 @@ impl Rng {
 
 /// The resident set size of this process in KiB (`VmRSS` of /proc/self/status).
 pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// The highest resident set size this process has had, in KiB (`VmHWM`).
+pub fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+/// A `kB` field of /proc/self/status; panics when it is missing, so that a memory check never
+/// passes on a value it could not read.
+fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
 }
 
 /// Completes when `stop` becomes true (or its sender is gone).
