@@ -3,7 +3,7 @@
 //! requests into core requests. The clock, the sockets and the price source live here; the
 //! decisions live in the engine and the core.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +47,10 @@ const PRICE_QUERY_TICKS_MAX: usize = 10_000_000;
 /// memory of every scan's chunks. The permit is held by the scan itself, so one whose asker
 /// gave up still counts until it ends.
 const PRICE_SERIES_READS_MAX: usize = 4;
+/// Handshakes one worker UUID may have under way at once (a worker relinking has one; a second
+/// covers a retry while the first is still timing out). The slot is held from the Hello until
+/// the link is accepted or refused.
+const HANDSHAKES_PER_WORKER_MAX: usize = 2;
 /// How long a new connection has to send its first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// The least number of connections that may be open before identifying themselves.
@@ -241,6 +245,39 @@ struct Shared {
     listed: Vec<Symbol>,
     /// Permits for price-history reads (`PRICE_SERIES_READS_MAX`).
     price_reads: Arc<tokio::sync::Semaphore>,
+    /// Handshakes under way per worker UUID (`HANDSHAKES_PER_WORKER_MAX`).
+    handshakes: Arc<Mutex<HashMap<Uuid, usize>>>,
+}
+
+/// A handshake under way for a worker UUID, counted while it lives.
+struct HandshakeSlot {
+    handshakes: Arc<Mutex<HashMap<Uuid, usize>>>,
+    uuid: Uuid,
+}
+
+impl HandshakeSlot {
+    /// A slot for `uuid`, or `None` when `HANDSHAKES_PER_WORKER_MAX` are under way.
+    fn take(handshakes: &Arc<Mutex<HashMap<Uuid, usize>>>, uuid: Uuid) -> Option<Self> {
+        let mut map = handshakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = map.entry(uuid).or_default();
+        if *count >= HANDSHAKES_PER_WORKER_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(Self { handshakes: Arc::clone(handshakes), uuid })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut map = self.handshakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = map.get_mut(&self.uuid) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                map.remove(&self.uuid);
+            }
+        }
+    }
 }
 
 /// Runs the master on `listener` until `shutdown` completes: recovers from the journal, starts
@@ -366,6 +403,7 @@ pub async fn run_with_prices(
             workers: Arc::new(Mutex::new(BTreeMap::new())),
             listed,
             price_reads: Arc::new(tokio::sync::Semaphore::new(PRICE_SERIES_READS_MAX)),
+            handshakes: Arc::default(),
         });
 
         // A data directory whose path is too long for a Unix socket (about 100 bytes) still runs:
@@ -712,6 +750,24 @@ async fn handle_connection(
     if first.message_type == MessageType::Control {
         match Control::decode(&first) {
             Ok(Control::WorkerHello(hello)) => {
+                // Refused before it takes a link place: a Hello for a UUID that is not
+                // registered, or from an address outside its allow-list, cannot hold one of
+                // the places real workers link through (for the handshake's 10 s).
+                let uuid = Uuid::from_u128(hello.worker.0);
+                if let Err(e) = shared.registry.check_admission(uuid, peer.ip()) {
+                    refuse(&mut framed, uuid, e.reason()).await;
+                    return;
+                }
+                // A UUID is public (`getWorkers`): a host in its allow-list could send Hellos
+                // for it without the key, each holding a link place for the handshake. Only a
+                // few handshakes per UUID at once, so such a host holds a few places, not all.
+                let Some(handshake) = HandshakeSlot::take(&shared.handshakes, uuid) else {
+                    warn!(worker = %uuid, "too many handshakes under way for this worker; refusing");
+                    let busy =
+                        Failure::new(Reason::Busy, "a handshake for this worker is under way");
+                    let _ = framed.write_control(&Control::LinkRefused(busy)).await;
+                    return;
+                };
                 let Ok(link) = links.try_acquire_owned() else {
                     warn!(worker = %Uuid::from_u128(hello.worker.0), "worker link limit reached; refusing");
                     let busy = Failure::new(Reason::Busy, "too many worker links");
@@ -719,7 +775,7 @@ async fn handle_connection(
                     return;
                 };
                 drop(unidentified);
-                worker_link(framed, written, peer, hello, shared, stop).await;
+                worker_link(framed, written, peer, hello, shared, stop, handshake).await;
                 drop(link);
             }
             Ok(other) => {
@@ -854,6 +910,7 @@ async fn worker_link(
     hello: net::WorkerHello,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    handshake: HandshakeSlot,
 ) {
     let uuid = Uuid::from_u128(hello.worker.0);
     // Subscribed before the admission check, so that a removal in between is seen.
@@ -901,6 +958,7 @@ async fn worker_link(
     if framed.write_control(&Control::LinkAccepted).await.is_err() {
         return;
     }
+    drop(handshake);
     framed.seal_link(
         LinkSealer::new(key.clone(), Direction::MasterToWorker),
         LinkOpener::new(key, Direction::WorkerToMaster),

@@ -534,6 +534,41 @@ async fn the_real_master_refuses_an_unknown_uuid() {
     master.stop().await;
 }
 
+/// A host in a worker's allow-list can send Hellos for its (public) UUID without its key, and
+/// each would hold a link place for the handshake's 10 s: the master lets only two handshakes
+/// of one UUID run at once, so such a host holds two places, not every one. A third Hello is
+/// refused `busy` at once; once those end, the registered worker links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_under_way_for_one_worker_are_capped() {
+    let master = RealMaster::start().await;
+    let hello = |nonce: u8| {
+        Control::WorkerHello(net::WorkerHello {
+            worker: engine::WorkerId(master.uuid.as_u128()),
+            version: u16::from(net::limits::PROTOCOL_VERSION),
+            address: "127.0.0.1:2049".into(),
+            nonce: [nonce; 32],
+        })
+    };
+    let mut pending = Vec::new();
+    for nonce in 1..=2 {
+        let mut framed = FramedStream::new(TcpStream::connect(master.task.addr).await.unwrap());
+        framed.write_control(&hello(nonce)).await.unwrap();
+        // The master answers with its Challenge, then waits for a proof that never comes.
+        let challenge = framed.read_control().await.unwrap();
+        assert!(matches!(challenge, Some(Control::Challenge { .. })), "{challenge:?}");
+        pending.push(framed);
+    }
+    let mut third = FramedStream::new(TcpStream::connect(master.task.addr).await.unwrap());
+    third.write_control(&hello(3)).await.unwrap();
+    match third.read_control().await.unwrap() {
+        Some(Control::LinkRefused(failure)) => assert_eq!(failure.reason, net::Reason::Busy),
+        other => panic!("expected a busy refusal, got {other:?}"),
+    }
+    drop(pending);
+    master.the_registered_worker_links(master.task.addr).await;
+    master.stop().await;
+}
+
 /// An impostor claiming the registered UUID with a key of its own, linking to the real master:
 /// refused for its key (at its proof), never listed; the registered worker's own key links.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
