@@ -205,8 +205,15 @@ fn a_user_trades_through_a_local_cluster() {
     // A client order id: the same order again gets the first fill, not a second one; another
     // order with the same id is refused, saying so.
     let first = env.json(&["buy", "IBM", "1", "--client-order-id", "4242"]);
+    assert_eq!(first["already_placed"], false);
     let again = env.json(&["buy", "IBM", "1", "--client-order-id", "4242"]);
     assert_eq!(first["order"], again["order"]);
+    // A fill that settled more than a second before the command began is said to be the
+    // earlier order's, not a new purchase.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let later = env.ok(&["buy", "IBM", "1", "--client-order-id", "4242"]);
+    assert!(later.starts_with("Already placed: "), "{later}");
+    assert_eq!(env.json(&["buy", "IBM", "1", "--client-order-id", "4242"])["already_placed"], true);
     let err = env.refused(&["buy", "MSFT", "2", "--client-order-id", "4242"], "");
     assert!(err.contains("client order id 4242 was already used for order"), "{err}");
     let err = env.refused(&["sell", "IBM", "1", "--client-order-id", "4242"], "");

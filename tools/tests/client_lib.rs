@@ -293,15 +293,15 @@ fn fill_report(side: Side) -> FillReport {
 #[test]
 fn fills() {
     assert_eq!(
-        render::fill(&fill_report(Side::Buy), false),
+        render::fill(&fill_report(Side::Buy), false, false),
         "Bought 10 AAPL at 116.25 (paid 1162.50).\n\
          Order 7 settled in interval 11 at 2013-03-01 14:30:05. Cash after this fill: 98837.50.\n"
     );
     assert!(
-        render::fill(&fill_report(Side::Sell), false)
+        render::fill(&fill_report(Side::Sell), false, false)
             .starts_with("Sold 10 AAPL at 116.25 (received")
     );
-    let v = json(&render::fill(&fill_report(Side::Sell), true));
+    let v = json(&render::fill(&fill_report(Side::Sell), false, true));
     assert_eq!(v["side"], "sell");
     assert_eq!(v["order"], 7);
     assert_eq!(v["amount"], "1162.50");

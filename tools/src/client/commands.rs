@@ -570,6 +570,8 @@ async fn trade(args: &TradeArgs, side: engine::Side) -> Result<String, ClientErr
         })?,
     };
     let mut conn = LoggedIn::open(&args.common).await?;
+    // A fill settled before this command began answers an id used before: no new order.
+    let began = Timestamp::from_offset_date_time(time::OffsetDateTime::now_utc());
     let (session, symbol, qty) = (conn.session(), args.symbol, args.qty);
     let request = match side {
         engine::Side::Buy => Request::Purchase { session, symbol, qty, client_order_id },
@@ -596,7 +598,11 @@ async fn trade(args: &TradeArgs, side: engine::Side) -> Result<String, ClientErr
         Response::PurchaseSuccess(fill) | Response::SellSuccess(fill)
             if fill.side == side && fill.symbol == symbol && fill.qty == qty =>
         {
-            Ok(render::fill(&fill, args.common.json))
+            // With the master's clock a second behind this one at most, or a fill taken for
+            // a new one: the message then only misses saying the order was earlier.
+            let earlier = args.client_order_id.is_some()
+                && began.is_some_and(|began| fill.settled_at.0 < began.0 - 1_000_000);
+            Ok(render::fill(&fill, earlier, args.common.json))
         }
         // The id was used before for another order and a master of an earlier version sent
         // that order's fill (today's master refuses with invalid_argument, saying so).

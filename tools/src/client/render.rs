@@ -175,10 +175,12 @@ pub fn logged_out(username: &Username, ended_on_server: bool, as_json: bool) -> 
     }
 }
 
-/// `pt buy` / `pt sell`: the fill.
-pub fn fill(report: &FillReport, as_json: bool) -> String {
+/// `pt buy` / `pt sell`: the fill. `earlier`: it settled before the command began, so the
+/// client order id named an order placed before, and this command ordered nothing new.
+pub fn fill(report: &FillReport, earlier: bool, as_json: bool) -> String {
     if as_json {
         return pretty(&json!({
+            "already_placed": earlier,
             "order": report.order.0,
             "side": report.side.as_str(),
             "symbol": report.symbol.as_str(),
@@ -194,9 +196,15 @@ pub fn fill(report: &FillReport, as_json: bool) -> String {
         Side::Buy => ("Bought", "paid"),
         Side::Sell => ("Sold", "received"),
     };
+    let already = if earlier {
+        "Already placed: this client order id names an order placed before, so nothing new \
+         was ordered. Its outcome:\n"
+    } else {
+        ""
+    };
     format!(
-        "{verb} {} {} at {} ({paid} {}).\nOrder {} settled in interval {} at {}. Cash after \
-         this fill: {}.\n",
+        "{already}{verb} {} {} at {} ({paid} {}).\nOrder {} settled in interval {} at {}. Cash \
+         after this fill: {}.\n",
         report.qty,
         report.symbol,
         report.price,
