@@ -510,6 +510,13 @@ pub fn banner(cluster: &Cluster, config: &ClusterConfig) -> String {
         "PaperTrader is up: one day of {prices} per {}.",
         humantime::format_duration(config.interval)
     );
+    if config.prices.is_none() {
+        let _ = writeln!(
+            out,
+            "  (AAPL, IBM and MSFT trade from the start; GOOG from its 2004 listing and FB from \
+             2012, when the replay reaches them)"
+        );
+    }
     let _ = writeln!(out, "  master  {}", cluster.master_addr());
     for w in cluster.workers() {
         let _ = writeln!(out, "  worker  {}  {}", w.addr, w.name);
