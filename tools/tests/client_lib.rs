@@ -228,6 +228,8 @@ fn portfolio() -> Portfolio {
     }
 }
 
+/// Exact values, decimal points lined up in each column (numbers padded after, never given
+/// zeros they do not have).
 #[test]
 fn portfolio_table_values_holdings_exactly() {
     let text = render::portfolio(&user("alice"), &portfolio(), false);
@@ -235,9 +237,9 @@ fn portfolio_table_values_holdings_exactly() {
 Portfolio of alice
 Cash: 98837.50
 
-symbol  qty  cost basis  last price    value    gain
-AAPL     10     1162.50      120.01  1200.10  +37.60
-IBM     0.5       60.00      100.03   50.015  -9.985
+symbol   qty  cost basis  last price     value     gain
+AAPL    10       1162.50      120.01  1200.10   +37.60
+IBM      0.5       60.00      100.03    50.015   -9.985
 
 Total: 100087.615 (holdings valued at their last price)
 ";

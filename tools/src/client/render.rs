@@ -45,18 +45,47 @@ impl Table {
         self.rows.push(cells);
     }
 
-    /// The table as lines, two spaces between columns, no trailing spaces.
+    /// The table as lines, two spaces between columns, no trailing spaces. In a right-aligned
+    /// column the decimal points of the numbers line up: a number with fewer decimals than the
+    /// column's most is padded with spaces after it (the number itself is printed as it is,
+    /// exact, with no zeros added).
     pub fn render(&self) -> String {
         let width = |s: &str| s.chars().count();
+        let decimals: Vec<usize> = (0..self.columns.len())
+            .map(|i| {
+                self.rows
+                    .iter()
+                    .filter_map(|row| row.get(i).and_then(|cell| decimals_of(cell)))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .map(|(i, cell)| match (self.columns.get(i), decimals_of(cell)) {
+                        (Some((_, Align::Right)), Some(have)) if decimals[i] > 0 => {
+                            // The point itself is padded too when the number has none.
+                            let pad = decimals[i] - have + usize::from(have == 0);
+                            format!("{cell}{}", " ".repeat(pad))
+                        }
+                        _ => cell.clone(),
+                    })
+                    .collect()
+            })
+            .collect();
         let mut widths: Vec<usize> = self.columns.iter().map(|(h, _)| width(h)).collect();
-        for row in &self.rows {
+        for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(width(cell));
             }
         }
         let mut out = String::new();
         let header: Vec<String> = self.columns.iter().map(|(h, _)| (*h).to_owned()).collect();
-        for row in std::iter::once(&header).chain(&self.rows) {
+        for row in std::iter::once(&header).chain(&rows) {
             let mut line = String::new();
             for (i, ((_, align), w)) in self.columns.iter().zip(&widths).enumerate() {
                 let cell = row.get(i).map_or("", String::as_str);
@@ -73,6 +102,19 @@ impl Table {
         }
         out
     }
+}
+
+/// The number of decimals of a plain decimal number (`-12.5` has 1, `105` has 0), or `None`
+/// for any other text (a date, a dash, a word).
+fn decimals_of(cell: &str) -> Option<usize> {
+    let digits = cell.strip_prefix(['-', '+']).unwrap_or(cell);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let numeric = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    (!whole.is_empty()
+        && numeric(whole)
+        && numeric(fraction)
+        && (!fraction.is_empty() || !digits.ends_with('.')))
+    .then_some(fraction.len())
 }
 
 /// A time for tables: `2013-03-01` at midnight UTC, else `2013-03-01 14:30:05` (UTC, whole
