@@ -235,18 +235,6 @@ pub enum OpenError {
         /// The journal file.
         path: PathBuf,
     },
-    /// The file was not closed cleanly (its writer crashed, or was killed) and needs redb's
-    /// recovery, which writes the file: refused by [`crate::Journal::open_read_only`], which
-    /// never writes.
-    #[error(
-        "journal {}: it was not closed cleanly (its master crashed or was killed), and reading it \
-         needs redb's recovery, which writes the file (no record is changed)",
-        path.display()
-    )]
-    NeedsRecovery {
-        /// The journal file.
-        path: PathBuf,
-    },
     /// A record failed its checksum, link or decoding.
     #[error(transparent)]
     Read(#[from] ReadError),

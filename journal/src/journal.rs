@@ -281,15 +281,17 @@ impl Journal {
         Self::open_database(path, config, Storage::View(view))
     }
 
-    /// Whether another process holds the journal file at `path` open for writing (a running
-    /// master): a quick check, without opening the journal, for tools that would start one on
-    /// the same file (`pt up`). A missing or unreadable file is not in use; opening it says
-    /// why.
+    /// Whether another process holds the journal file at `path` (a running master, or a tool
+    /// reading it with [`Journal::open_read_only`], which a master cannot start beside either):
+    /// a quick check, without opening the journal, for tools that would start a master on the
+    /// same file (`pt up`). A missing, unreadable or damaged file is not in use; opening it
+    /// says why.
     pub fn in_use(path: impl AsRef<Path>) -> bool {
-        matches!(
-            redb::ReadOnlyDatabase::open(path.as_ref()),
-            Err(DatabaseError::DatabaseAlreadyOpen)
-        )
+        // redb without its page check may panic on a damaged file: that is not "in use", and
+        // the open that follows says what it is.
+        let path = path.as_ref();
+        let opened = std::panic::catch_unwind(|| redb::ReadOnlyDatabase::open(path).map(drop));
+        matches!(opened, Ok(Err(DatabaseError::DatabaseAlreadyOpen)))
     }
 
     /// Refuses settings no journal can work with.

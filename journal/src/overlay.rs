@@ -33,8 +33,8 @@ pub(crate) struct OverlayBackend {
 struct Overlay {
     /// Written blocks, whole, by index (offset / `BLOCK`).
     blocks: HashMap<u64, Box<[u8]>>,
-    /// The view's length.
-    len: u64,
+    /// The view's length (`None` until first asked: see [`OverlayBackend::lock`]).
+    len: Option<u64>,
     /// Bytes at or past this offset that no written block holds read as zeros: the file's
     /// length, lowered by every shrink (what a shrink cut off and a growth brings back is zero).
     file_shown_below: u64,
@@ -43,16 +43,28 @@ struct Overlay {
 impl OverlayBackend {
     /// A view of `file` (opened for reading).
     pub(crate) fn new(file: File) -> Result<Self, redb::DatabaseError> {
-        let len = file.metadata()?.len();
         Ok(Self {
             file: FileBackend::new(file)?,
-            overlay: Mutex::new(Overlay { blocks: HashMap::new(), len, file_shown_below: len }),
+            overlay: Mutex::new(Overlay { blocks: HashMap::new(), len: None, file_shown_below: 0 }),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Overlay> {
+    /// The overlay and the view's length. The file's length is read the first time, which
+    /// is after redb took its locks: a writer closing the file (and trimming it) just before
+    /// cannot leave the view with a stale length.
+    fn lock(&self) -> Result<(MutexGuard<'_, Overlay>, u64), std::io::Error> {
         // Every change is made under the lock and leaves the overlay whole at each step.
-        self.overlay.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut overlay = self.overlay.lock().unwrap_or_else(PoisonError::into_inner);
+        let len = match overlay.len {
+            Some(len) => len,
+            None => {
+                let len = self.file.len()?;
+                overlay.len = Some(len);
+                overlay.file_shown_below = len;
+                len
+            }
+        };
+        Ok((overlay, len))
     }
 
     /// Reads `out.len()` bytes of the file at `offset`, zeros past `shown_below`.
@@ -87,13 +99,13 @@ fn split(at: u64) -> (u64, usize) {
 
 impl StorageBackend for OverlayBackend {
     fn len(&self) -> Result<u64, std::io::Error> {
-        Ok(self.lock().len)
+        Ok(self.lock()?.1)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-        let overlay = self.lock();
+        let (overlay, len) = self.lock()?;
         let end = offset.checked_add(out.len() as u64).ok_or_else(too_long)?;
-        if end > overlay.len {
+        if end > len {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "read past the end of the storage",
@@ -119,16 +131,16 @@ impl StorageBackend for OverlayBackend {
     }
 
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        let mut overlay = self.lock();
-        if len < overlay.len {
+        let (mut overlay, old_len) = self.lock()?;
+        if len < old_len {
             overlay.blocks.retain(|index, _| index * BLOCK < len);
             let (index, in_block) = split(len);
             if let Some(block) = overlay.blocks.get_mut(&index) {
                 block[in_block..].fill(0);
             }
         }
-        overlay.file_shown_below = overlay.file_shown_below.min(len).min(overlay.len);
-        overlay.len = len;
+        overlay.file_shown_below = overlay.file_shown_below.min(len).min(old_len);
+        overlay.len = Some(len);
         Ok(())
     }
 
@@ -137,15 +149,15 @@ impl StorageBackend for OverlayBackend {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        let mut overlay = self.lock();
+        let (mut overlay, len) = self.lock()?;
         let end = offset.checked_add(data.len() as u64).ok_or_else(too_long)?;
         if data.is_empty() {
             return Ok(());
         }
-        if end > overlay.len {
+        if end > len {
             // A write past the end grows the storage, as a file's does.
-            overlay.file_shown_below = overlay.file_shown_below.min(overlay.len);
-            overlay.len = end;
+            overlay.file_shown_below = overlay.file_shown_below.min(len);
+            overlay.len = Some(end);
         }
         let shown_below = overlay.file_shown_below;
         let (first, _) = split(offset);

@@ -217,8 +217,9 @@ impl Prepared {
         let journal = journal::path_in(&config.data_dir);
         if journal::Journal::in_use(&journal) {
             bail!(
-                "{} is in use by another pt up or pt-master (its journal {} is open): stop it, \
-                 or pass another --data",
+                "{} is in use by another process (a pt up or pt-master running on it, or a \
+                 pt-replay or pt-master worker command reading its journal {}): stop it, or \
+                 pass another --data",
                 config.data_dir.display(),
                 journal.display()
             );
