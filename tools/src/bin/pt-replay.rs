@@ -1,8 +1,8 @@
 //! `pt-replay`: audits, rebuilds and questions a master's journal (offline: stop the master
 //! first). Exit status: 0 on success; 1 when the command found a problem (`audit` on a damaged
 //! journal) or failed; `audit` exits 2 when it could not read the journal at all. A command
-//! that only reads (`audit`, `show`, `explain`) leaves the file byte for byte as it was,
-//! unless a crash left it needing redb's recovery, which runs first and says so.
+//! that only reads (`audit`, `show`, `explain`) leaves the file byte for byte as it was, even
+//! one a crash left (redb's recovery runs in memory, `journal::Journal::open_read_only`).
 
 use std::process::ExitCode;
 
@@ -39,12 +39,9 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
-    // A file opened read-only is not page-checked by redb first (that check writes), so a page
-    // damaged on disk can make redb panic when it is read: that is damage found, reported as a
-    // failure with the log line, not a crash.
-    std::panic::set_hook(Box::new(|info| {
-        tracing::error!("redb panicked reading the journal: {info}");
-    }));
+    // redb checks every page when it opens the file, but a panic while reading (a page damaged
+    // in a way the check cannot see, or a bug) still ends as a report, not a crash: the panic's
+    // message and place go to stderr as Rust prints them, and the command fails.
     let run = std::panic::catch_unwind(|| match &cli.command {
         Command::Audit(args) => (replay::audit::run(args), ExitCode::from(2)),
         Command::Rebuild(args) => (replay::rebuild::run(args), ExitCode::FAILURE),
@@ -52,10 +49,13 @@ fn main() -> ExitCode {
         Command::Explain(args) => (replay::explain::run(args), ExitCode::FAILURE),
     });
     let Ok((result, cannot_run)) = run else {
-        println!(
-            "FAILED reading the file: the read panicked (the log line above says where): a page \
-             of the file is damaged, or this is a bug"
-        );
+        let message = "the read panicked (its message is on stderr): a page of the file is \
+                       damaged, or this is a bug";
+        match &cli.command {
+            // The audit's report, as for any problem it finds (JSON with --json).
+            Command::Audit(args) => println!("{}", replay::audit::panicked(args, message).output),
+            _ => eprintln!("pt-replay: {message}"),
+        }
         return ExitCode::FAILURE;
     };
     match result {

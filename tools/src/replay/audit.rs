@@ -68,8 +68,19 @@ fn damage_found_opening(error: &anyhow::Error) -> Option<String> {
     damaged.then(|| open.to_string())
 }
 
+/// The report of an audit whose read panicked (`pt-replay` contains it): a problem found, of
+/// kind `panic`, nothing verified.
+pub fn panicked(args: &AuditArgs, message: &str) -> Outcome {
+    nothing_verified(args, "panic", message)
+}
+
 /// The report of a file damaged past opening: no record could be checked.
 fn damaged_file(args: &AuditArgs, message: &str) -> Outcome {
+    nothing_verified(args, "file", message)
+}
+
+/// A report of `kind` where no record could be checked.
+fn nothing_verified(args: &AuditArgs, kind: &str, message: &str) -> Outcome {
     let file = journal::path_in(&args.data.data).display().to_string();
     let output = if args.json {
         // The fields of every report, empty: nothing could be read.
@@ -85,7 +96,7 @@ fn damaged_file(args: &AuditArgs, message: &str) -> Outcome {
             "snapshots_verified": 0,
             "invariant_checks": 0,
             "notes": [],
-            "problem": { "seq": 0, "kind": "file", "message": message },
+            "problem": { "seq": 0, "kind": kind, "message": message },
         })
         .to_string()
     } else {
