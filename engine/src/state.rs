@@ -554,7 +554,7 @@ impl State {
                 if notional(t.price, t.order.qty, t.order.side) != Some(t.amount) {
                     return Err(InvariantError::AmountMismatch(id));
                 }
-                let holding = folded.get(&t.order.symbol).copied().unwrap_or_default();
+                let holding = folded.entry(t.order.symbol).or_default();
                 let (cash_sign, after) = match t.order.side {
                     Side::Buy => (-1, holding.add(t.order.qty, t.amount)),
                     Side::Sell => (1, holding.remove(t.order.qty)),
@@ -563,7 +563,7 @@ impl State {
                     return Err(InvariantError::HoldingMismatch(id));
                 };
                 cash += cash_sign * i128::from(t.amount.raw());
-                folded.insert(t.order.symbol, after);
+                *holding = after;
             }
             if cash != i128::from(account.cash.raw()) {
                 return Err(InvariantError::CashMismatch(id));

@@ -485,7 +485,12 @@ impl Core {
             .map_or(1, |id| id.saturating_add(1));
         let next_order_id = stored.unwrap_or(1).max(after_fills);
         let retry =
-            RetryMemory::new(config.remembered_outcomes_max, config.orders_per_interval_max);
+            // Two intervals' orders may wait at once: the one being settled (cut before its
+            // prices were fetched) and the next one's, queued meanwhile.
+            RetryMemory::new(
+                config.remembered_outcomes_max,
+                config.orders_per_interval_max.saturating_mul(2),
+            );
         let fills = FillIndex::of_state(engine.state());
         // The snapshot thread's own copy of the state: made once, here, before serving.
         let copy = engine.state().clone();

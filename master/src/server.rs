@@ -47,10 +47,14 @@ const PRICE_QUERY_TICKS_MAX: usize = 10_000_000;
 /// memory of every scan's chunks. The permit is held by the scan itself, so one whose asker
 /// gave up still counts until it ends.
 const PRICE_SERIES_READS_MAX: usize = 4;
-/// Handshakes one worker UUID may have under way at once (a worker relinking has one; a second
-/// covers a retry while the first is still timing out). The slot is held from the Hello until
-/// the link is accepted or refused.
-const HANDSHAKES_PER_WORKER_MAX: usize = 2;
+/// Handshakes one worker UUID may have under way at once from one address (a worker relinking
+/// has one; a second covers a retry while the first is still timing out). The slot is held
+/// from the Hello until the link is accepted or refused. Counted per address so that a host
+/// sharing a worker's allow-list (a CIDR range) cannot take the worker's own slots.
+const HANDSHAKES_PER_WORKER_ADDRESS_MAX: usize = 2;
+/// Handshakes one worker UUID may have under way at once from all addresses together: a host
+/// with many addresses in the allow-list holds at most this many link places for it.
+const HANDSHAKES_PER_WORKER_MAX: usize = 8;
 /// How long a new connection has to send its first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// The least number of connections that may be open before identifying themselves.
@@ -245,38 +249,54 @@ struct Shared {
     listed: Vec<Symbol>,
     /// Permits for price-history reads (`PRICE_SERIES_READS_MAX`).
     price_reads: Arc<tokio::sync::Semaphore>,
-    /// Handshakes under way per worker UUID (`HANDSHAKES_PER_WORKER_MAX`).
-    handshakes: Arc<Mutex<HashMap<Uuid, usize>>>,
+    /// Handshakes under way, per worker UUID and per (UUID, address).
+    handshakes: Arc<Mutex<Handshakes>>,
 }
 
-/// A handshake under way for a worker UUID, counted while it lives.
+/// Handshakes under way: per worker UUID (`HANDSHAKES_PER_WORKER_MAX`) and per UUID and
+/// address (`HANDSHAKES_PER_WORKER_ADDRESS_MAX`).
+#[derive(Debug, Default)]
+struct Handshakes {
+    per_worker: HashMap<Uuid, usize>,
+    per_address: HashMap<(Uuid, IpAddr), usize>,
+}
+
+/// A handshake under way for a worker UUID from an address, counted while it lives.
 struct HandshakeSlot {
-    handshakes: Arc<Mutex<HashMap<Uuid, usize>>>,
+    handshakes: Arc<Mutex<Handshakes>>,
     uuid: Uuid,
+    ip: IpAddr,
 }
 
 impl HandshakeSlot {
-    /// A slot for `uuid`, or `None` when `HANDSHAKES_PER_WORKER_MAX` are under way.
-    fn take(handshakes: &Arc<Mutex<HashMap<Uuid, usize>>>, uuid: Uuid) -> Option<Self> {
-        let mut map = handshakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = map.entry(uuid).or_default();
-        if *count >= HANDSHAKES_PER_WORKER_MAX {
+    /// A slot for `uuid` from `ip`, or `None` when that address, or all addresses together,
+    /// already have their most handshakes for it under way.
+    fn take(handshakes: &Arc<Mutex<Handshakes>>, uuid: Uuid, ip: IpAddr) -> Option<Self> {
+        let mut counts = handshakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let worker = counts.per_worker.get(&uuid).copied().unwrap_or(0);
+        let address = counts.per_address.get(&(uuid, ip)).copied().unwrap_or(0);
+        if worker >= HANDSHAKES_PER_WORKER_MAX || address >= HANDSHAKES_PER_WORKER_ADDRESS_MAX {
             return None;
         }
-        *count += 1;
-        Some(Self { handshakes: Arc::clone(handshakes), uuid })
+        counts.per_worker.insert(uuid, worker + 1);
+        counts.per_address.insert((uuid, ip), address + 1);
+        Some(Self { handshakes: Arc::clone(handshakes), uuid, ip })
     }
 }
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        let mut map = self.handshakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = map.get_mut(&self.uuid) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                map.remove(&self.uuid);
+        let mut counts = self.handshakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) {
+            if let Some(count) = map.get_mut(&key) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    map.remove(&key);
+                }
             }
         }
+        release(&mut counts.per_worker, self.uuid);
+        release(&mut counts.per_address, (self.uuid, self.ip));
     }
 }
 
@@ -699,8 +719,13 @@ async fn interval_loop(
             }
             Err(_) => break,
         }
-        if stopping || *stop.borrow() {
+        if stopping {
             break;
+        }
+        // A stop that came while this interval settled: one more, final interval settles the
+        // orders that came since its cut (the top of the loop sees `stopping`).
+        if *stop.borrow() {
+            stopping = true;
         }
     }
     // Orders that reached the core after the last settlement would wait for an interval that
@@ -760,8 +785,10 @@ async fn handle_connection(
                 }
                 // A UUID is public (`getWorkers`): a host in its allow-list could send Hellos
                 // for it without the key, each holding a link place for the handshake. Only a
-                // few handshakes per UUID at once, so such a host holds a few places, not all.
-                let Some(handshake) = HandshakeSlot::take(&shared.handshakes, uuid) else {
+                // few handshakes per UUID and address at once, so such a host holds a few
+                // places, not all, and none of the worker's own address.
+                let Some(handshake) = HandshakeSlot::take(&shared.handshakes, uuid, peer.ip())
+                else {
                     warn!(worker = %uuid, "too many handshakes under way for this worker; refusing");
                     let busy =
                         Failure::new(Reason::Busy, "a handshake for this worker is under way");

@@ -536,8 +536,9 @@ async fn the_real_master_refuses_an_unknown_uuid() {
 
 /// A host in a worker's allow-list can send Hellos for its (public) UUID without its key, and
 /// each would hold a link place for the handshake's 10 s: the master lets only two handshakes
-/// of one UUID run at once, so such a host holds two places, not every one. A third Hello is
-/// refused `busy` at once; once those end, the registered worker links.
+/// of one UUID from one address run at once (eight from all), so such a host holds two places,
+/// not every one. A third Hello is refused `busy` at once; once those end, the registered
+/// worker links.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshakes_under_way_for_one_worker_are_capped() {
     let master = RealMaster::start().await;
