@@ -99,6 +99,11 @@ pub struct ClientsConfig {
     /// Default `5m`.
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
+    /// A new connection that sends no request for this long is closed: one that never says
+    /// anything does not hold its place for the whole `idle_timeout` (the shorter of the two
+    /// applies). Default `30s`.
+    #[serde(deserialize_with = "duration")]
+    pub first_request_timeout: Duration,
     /// Requests of one connection read ahead of their answer (pipelining); beyond, the worker
     /// stops reading that connection until an answer is sent. Default 32.
     pub pipeline_depth_max: u32,
@@ -115,6 +120,7 @@ impl Default for ClientsConfig {
             connections_max: 1024,
             connections_per_address_max: 256,
             idle_timeout: Duration::from_secs(5 * 60),
+            first_request_timeout: Duration::from_secs(30),
             pipeline_depth_max: 32,
             packet_data_bytes: 65_536,
             write_timeout: Duration::from_secs(30),
@@ -440,6 +446,12 @@ impl ClientsConfig {
             ));
         }
         check_duration("clients.idle_timeout", self.idle_timeout, Duration::from_millis(10))?;
+        check_duration(
+            "clients.first_request_timeout",
+            self.first_request_timeout,
+            Duration::from_millis(10),
+        )?;
+
         if !(1..=PIPELINE_DEPTH_MAX).contains(&self.pipeline_depth_max) {
             return Err(invalid(
                 "clients.pipeline_depth_max",
@@ -666,6 +678,7 @@ mod tests {
             ("key_dir = \"\"", "key_dir"),
             ("[clients]\nconnections_max = 0", "clients.connections_max"),
             ("[clients]\nidle_timeout = \"0s\"", "clients.idle_timeout"),
+            ("[clients]\nfirst_request_timeout = \"1ms\"", "clients.first_request_timeout"),
             ("[clients]\npipeline_depth_max = 0", "clients.pipeline_depth_max"),
             ("[clients]\npacket_data_bytes = 65537", "clients.packet_data_bytes"),
             ("[link]\nreconnect_backoff_min = \"60s\"", "link.reconnect_backoff_max"),

@@ -690,6 +690,9 @@ async fn read_requests<R: AsyncRead + Unpin>(
     mut stop: watch::Receiver<bool>,
 ) {
     let idle = shared.config.clients.idle_timeout;
+    // Until its first request, a connection has the shorter `first_request_timeout`.
+    let first_by = Instant::now() + shared.config.clients.first_request_timeout.min(idle);
+    let mut heard = false;
     // Requests that did not decode, on this connection: the first few are logged at info,
     // the rest at debug, so one client cannot flood the log.
     let mut undecodable = 0u32;
@@ -702,6 +705,10 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 return;
             }
             read = reader.read_request() => read,
+            () = tokio::time::sleep_until(first_by.into()), if !heard => {
+                info!("no first request in time; closing");
+                return;
+            }
             () = tokio::time::sleep_until(deadline.into()) => {
                 if activity.idle_for(idle) {
                     info!(idle = %humantime::format_duration(idle), "idle timeout; closing");
@@ -739,6 +746,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 return;
             }
         };
+        heard = true;
         activity.begin();
         if queue.send(item).await.is_err() {
             return;

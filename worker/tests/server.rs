@@ -556,6 +556,22 @@ async fn an_idle_client_is_disconnected() {
     assert!(client.closed().await);
 }
 
+/// A connection that says nothing is closed after `clients.first_request_timeout`, long
+/// before `idle_timeout`; one that sent a request is held to `idle_timeout` only.
+#[tokio::test]
+async fn a_silent_new_connection_is_closed_after_the_first_request_timeout() {
+    let (_keys, _master, worker) = cluster(answer_at_once(), |config| {
+        config.clients.first_request_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let mut silent = worker.client().await;
+    let mut talking = worker.client().await;
+    talking.login(false).await;
+    assert!(tokio::time::timeout(Duration::from_secs(30), silent.closed()).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    talking.login(false).await;
+}
+
 /// A connection in data transfer state whose session is logged out on another connection is
 /// back in command state, also for requests that carry no session (asset queries): they no
 /// longer ride on the ended login.
