@@ -660,3 +660,54 @@ async fn registrations_are_limited_per_address() {
     }
     pair.stop().await;
 }
+
+/// The master–worker link carries password hashes, emails and session ids: on the wire (here a
+/// proxy on a real link between a real worker link and a real master) none of them appears,
+/// in either direction, although each is in the clear encoding of the messages it rode in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_shows_no_password_hash_email_or_session_on_the_wire() {
+    let root = tempfile::tempdir().unwrap();
+    let pair = Pair::start(root.path(), Duration::from_millis(100), |_, _| {}).await;
+    let trust =
+        MasterTrust::load(&master::worker_auth::MasterIdentity::public_cert_path(&pair.master_dir))
+            .unwrap();
+    let link = link_through_proxy(
+        pair.master.addr,
+        WorkerIdentity::load(&pair.key_dir).unwrap(),
+        trust,
+        None,
+    )
+    .await;
+    link.link.subscribe().wait_for(|s| *s == LinkState::Up).await.unwrap();
+    let hash = net::HashedPassword::new(vec![0xA5; 32]).unwrap();
+    let email = "eve.the.secret.trader@example.com";
+    let register = Request::Register {
+        username: user("eve"),
+        email: Email::new(email).unwrap(),
+        password: hash.clone(),
+    };
+    let login = Request::Login { username: user("eve"), password: hash, expirable: false };
+    let ip = "127.0.0.1".parse().unwrap();
+    let at = engine::Timestamp(0);
+    assert_eq!(link.link.relay(ip, at, None, &register).await, Response::RegisterSuccess);
+    let session = match link.link.relay(ip, at, None, &login).await {
+        Response::SessionId(session) => session,
+        other => panic!("login through the link: {other:?}"),
+    };
+    let (up, down) = {
+        let seen = link.seen.lock().unwrap();
+        (seen.to_master.concat(), seen.to_worker.concat())
+    };
+    let contains = |bytes: &[u8], needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    // Each secret is in its message's clear encoding: the search would find it unencrypted.
+    let clear = |request: &Request| request.encode().unwrap().body;
+    assert!(contains(&clear(&login), &[0xA5; 32]));
+    assert!(contains(&clear(&register), email.as_bytes()));
+    assert!(contains(&Response::SessionId(session).encode().unwrap().body, &session.0));
+    assert!(!up.is_empty() && !down.is_empty());
+    assert!(!contains(&up, &[0xA5; 16]), "a password hash crossed the link in clear");
+    assert!(!contains(&up, email.as_bytes()), "an email crossed the link in clear");
+    assert!(!contains(&down, &session.0[..16]), "a session id crossed the link in clear");
+    link.stop().await;
+    pair.stop().await;
+}
