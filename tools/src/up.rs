@@ -252,6 +252,21 @@ impl Prepared {
     /// first run), starts the master and the workers on the bound ports, and returns once every
     /// worker is linked to the master, so clients can be served.
     pub async fn start(self) -> anyhow::Result<Cluster> {
+        let never = std::future::pending::<()>();
+        tokio::pin!(never);
+        match self.start_unless(never).await? {
+            Some(cluster) => Ok(cluster),
+            None => bail!("start-up interrupted"),
+        }
+    }
+
+    /// [`Prepared::start`], given up when `interrupted` completes first (Ctrl-C while the
+    /// workers link): what started is stopped cleanly (the master closes its journal), and the
+    /// answer is `None`.
+    pub async fn start_unless(
+        self,
+        interrupted: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> anyhow::Result<Option<Cluster>> {
         let Self { config, prices, master_listener, worker_listeners } = self;
         let dir = &config.data_dir;
         master::config::create_data_dir(dir)
@@ -354,11 +369,18 @@ impl Prepared {
             ))));
         }
 
-        if let Err(e) = cluster.wait_ready().await {
+        let ready = tokio::select! {
+            ready = cluster.wait_ready() => ready,
+            () = interrupted => {
+                cluster.stop().await?;
+                return Ok(None);
+            }
+        };
+        if let Err(e) = ready {
             let _ = cluster.stop().await;
             return Err(e);
         }
-        Ok(cluster)
+        Ok(Some(cluster))
     }
 }
 
@@ -599,21 +621,15 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         master::logbook::install_crash_dump(logbook, config.data_dir.clone());
         eprintln!("Starting the master and {} worker(s)...", config.workers);
         tokio::pin!(shutdown);
-        let mut cluster = prepared.start().await?;
-        // A Ctrl-C during start-up stops the cluster without announcing it as up.
-        let stopped_early = tokio::select! {
-            biased;
-            () = &mut shutdown => true,
-            () = std::future::ready(()) => false,
+        // A Ctrl-C during start-up stops what started, at once, without announcing it as up.
+        let Some(mut cluster) = prepared.start_unless(shutdown.as_mut()).await? else {
+            eprintln!("Stopped before the workers linked.");
+            return Ok(());
         };
-        let failure = if stopped_early {
-            None
-        } else {
-            println!("{}", banner(&cluster, &config));
-            tokio::select! {
-                () = &mut shutdown => None,
-                e = cluster.failed() => Some(e),
-            }
+        println!("{}", banner(&cluster, &config));
+        let failure = tokio::select! {
+            () = &mut shutdown => None,
+            e = cluster.failed() => Some(e),
         };
         eprintln!("Stopping: workers first, then the master (it settles the current interval)...");
         let stopped = cluster.shutdown().await;

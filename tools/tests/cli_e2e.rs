@@ -319,3 +319,24 @@ fn a_login_that_cannot_save_its_session_ends_it() {
     assert!(journal.last_seq().0 > 0, "the cluster's journal, with alice's account");
     assert_eq!(journal.sessions().unwrap().len(), 0, "a session was left on the master");
 }
+
+/// A Ctrl-C while the workers link (here: before) gives the start-up up at once: what started
+/// is stopped cleanly, the master closing its journal (a read-only redb open, which refuses a
+/// file left open, accepts it), and nothing is left running on the ports.
+#[test]
+fn a_start_up_interrupted_stops_what_started_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let started = runtime.block_on(async {
+        let prepared = pt_tools::up::Prepared::new(config(dir.path())).await.unwrap();
+        let interrupted = std::future::ready(());
+        tokio::pin!(interrupted);
+        prepared.start_unless(interrupted).await.unwrap()
+    });
+    assert!(started.is_none(), "the cluster came up although interrupted");
+    let journal = journal::path_in(&dir.path().join("pt-data"));
+    // The master opens its journal before it looks at a stop, and the stop waits for it.
+    assert!(journal.exists());
+    assert!(!journal::Journal::in_use(&journal));
+    assert!(redb::ReadOnlyDatabase::open(&journal).is_ok(), "the journal was left open");
+}
