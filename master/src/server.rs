@@ -53,7 +53,8 @@ const PRICE_SERIES_READS_MAX: usize = 4;
 /// sharing a worker's allow-list (a CIDR range) cannot take the worker's own slots.
 const HANDSHAKES_PER_WORKER_ADDRESS_MAX: usize = 2;
 /// Handshakes one worker UUID may have under way at once from all addresses together: a host
-/// with many addresses in the allow-list holds at most this many link places for it.
+/// with many addresses in the allow-list holds at most this many link places for it. The
+/// address the worker last linked from is not held to it (only to the per-address cap).
 const HANDSHAKES_PER_WORKER_MAX: usize = 8;
 /// How long a new connection has to send its first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
@@ -259,6 +260,9 @@ struct Shared {
 struct Handshakes {
     per_worker: HashMap<Uuid, usize>,
     per_address: HashMap<(Uuid, IpAddr), usize>,
+    /// The address each worker last linked from: its handshakes there are not counted against
+    /// the cap of all addresses, so hosts elsewhere in its allow-list cannot use it up.
+    linked_from: HashMap<Uuid, IpAddr>,
 }
 
 /// A handshake under way for a worker UUID from an address, counted while it lives.
@@ -275,12 +279,21 @@ impl HandshakeSlot {
         let mut counts = handshakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let worker = counts.per_worker.get(&uuid).copied().unwrap_or(0);
         let address = counts.per_address.get(&(uuid, ip)).copied().unwrap_or(0);
-        if worker >= HANDSHAKES_PER_WORKER_MAX || address >= HANDSHAKES_PER_WORKER_ADDRESS_MAX {
+        let usual = counts.linked_from.get(&uuid) == Some(&ip);
+        if (worker >= HANDSHAKES_PER_WORKER_MAX && !usual)
+            || address >= HANDSHAKES_PER_WORKER_ADDRESS_MAX
+        {
             return None;
         }
         counts.per_worker.insert(uuid, worker + 1);
         counts.per_address.insert((uuid, ip), address + 1);
         Some(Self { handshakes: Arc::clone(handshakes), uuid, ip })
+    }
+
+    /// The handshake succeeded: this address is the worker's usual one from now on.
+    fn linked(self) {
+        let mut counts = self.handshakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.linked_from.insert(self.uuid, self.ip);
     }
 }
 
@@ -985,7 +998,7 @@ async fn worker_link(
     if framed.write_control(&Control::LinkAccepted).await.is_err() {
         return;
     }
-    drop(handshake);
+    handshake.linked();
     framed.seal_link(
         LinkSealer::new(key.clone(), Direction::MasterToWorker),
         LinkOpener::new(key, Direction::WorkerToMaster),
@@ -1706,6 +1719,31 @@ mod tests {
     use super::*;
     use engine::{Price, Qty};
     use net::{Bar, Instruction};
+
+    /// Handshakes per worker: at most 2 per address and 8 in all, except from the address
+    /// the worker last linked from, which hosts elsewhere in its range cannot lock out.
+    #[test]
+    fn handshake_slots_are_capped_per_address_and_worker_but_not_for_the_usual_address() {
+        let handshakes = Arc::new(Mutex::new(Handshakes::default()));
+        let uuid = Uuid::from_u128(7);
+        let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+        let usual = HandshakeSlot::take(&handshakes, uuid, ip(1)).unwrap();
+        usual.linked();
+        let mut held = Vec::new();
+        for n in 2..=5 {
+            held.push(HandshakeSlot::take(&handshakes, uuid, ip(n)).unwrap());
+            held.push(HandshakeSlot::take(&handshakes, uuid, ip(n)).unwrap());
+        }
+        assert!(HandshakeSlot::take(&handshakes, uuid, ip(2)).is_none(), "per address");
+        assert!(HandshakeSlot::take(&handshakes, uuid, ip(6)).is_none(), "per worker");
+        let first = HandshakeSlot::take(&handshakes, uuid, ip(1));
+        let second = HandshakeSlot::take(&handshakes, uuid, ip(1));
+        assert!(first.is_some() && second.is_some(), "the usual address keeps its two");
+        assert!(HandshakeSlot::take(&handshakes, uuid, ip(1)).is_none());
+        drop((first, second, held));
+        let counts = handshakes.lock().unwrap();
+        assert!(counts.per_worker.is_empty() && counts.per_address.is_empty(), "{counts:?}");
+    }
 
     /// A link's history requests past `HISTORY_ANSWERS_IN_FLIGHT_MAX` are answered `busy`
     /// (`dataFail`, the request's own return); other requests take no place; an answer the

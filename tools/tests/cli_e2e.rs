@@ -205,7 +205,7 @@ fn a_user_trades_through_a_local_cluster() {
     // A client order id: the same order again gets the first fill, not a second one; another
     // order with the same id is refused, saying so.
     let first = env.json(&["buy", "IBM", "1", "--client-order-id", "4242"]);
-    assert_eq!(first["already_placed"], false);
+    assert_eq!(first["settled_before_command"], false);
     let again = env.json(&["buy", "IBM", "1", "--client-order-id", "4242"]);
     assert_eq!(first["order"], again["order"]);
     // A fill that settled more than a second before the command began is said to be the
@@ -213,7 +213,8 @@ fn a_user_trades_through_a_local_cluster() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let later = env.ok(&["buy", "IBM", "1", "--client-order-id", "4242"]);
     assert!(later.starts_with("Already placed: "), "{later}");
-    assert_eq!(env.json(&["buy", "IBM", "1", "--client-order-id", "4242"])["already_placed"], true);
+    let json = env.json(&["buy", "IBM", "1", "--client-order-id", "4242"]);
+    assert_eq!(json["settled_before_command"], true);
     let err = env.refused(&["buy", "MSFT", "2", "--client-order-id", "4242"], "");
     assert!(err.contains("client order id 4242 was already used for order"), "{err}");
     let err = env.refused(&["sell", "IBM", "1", "--client-order-id", "4242"], "");

@@ -598,8 +598,9 @@ async fn trade(args: &TradeArgs, side: engine::Side) -> Result<String, ClientErr
         Response::PurchaseSuccess(fill) | Response::SellSuccess(fill)
             if fill.side == side && fill.symbol == symbol && fill.qty == qty =>
         {
-            // With the master's clock a second behind this one at most, or a fill taken for
-            // a new one: the message then only misses saying the order was earlier.
+            // Two clocks: the master's stamps the fill, this machine's the command. Only facts
+            // are said (the fill's time by the master's clock came first); a master's clock
+            // running behind can make that true of a fill this very command caused.
             let earlier = args.client_order_id.is_some()
                 && began.is_some_and(|began| fill.settled_at.0 < began.0 - 1_000_000);
             Ok(render::fill(&fill, earlier, args.common.json))

@@ -217,12 +217,13 @@ pub fn logged_out(username: &Username, ended_on_server: bool, as_json: bool) -> 
     }
 }
 
-/// `pt buy` / `pt sell`: the fill. `earlier`: it settled before the command began, so the
-/// client order id named an order placed before, and this command ordered nothing new.
+/// `pt buy` / `pt sell`: the fill. `earlier`: by the master's clock it settled more than a
+/// second before this command began by this machine's (with synchronised clocks: the client
+/// order id named an order placed before, and this command ordered nothing new).
 pub fn fill(report: &FillReport, earlier: bool, as_json: bool) -> String {
     if as_json {
         return pretty(&json!({
-            "already_placed": earlier,
+            "settled_before_command": earlier,
             "order": report.order.0,
             "side": report.side.as_str(),
             "symbol": report.symbol.as_str(),
@@ -239,8 +240,9 @@ pub fn fill(report: &FillReport, earlier: bool, as_json: bool) -> String {
         Side::Sell => ("Sold", "received"),
     };
     let already = if earlier {
-        "Already placed: this client order id names an order placed before, so nothing new \
-         was ordered. Its outcome:\n"
+        "Already placed: this fill settled before this command began (the master's clock \
+         against this machine's), so it is the outcome of an earlier command with this client \
+         order id; one id never places two orders.\n"
     } else {
         ""
     };
