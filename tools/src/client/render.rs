@@ -240,9 +240,9 @@ pub fn fill(report: &FillReport, earlier: bool, as_json: bool) -> String {
         Side::Sell => ("Sold", "received"),
     };
     let already = if earlier {
-        "Already placed: this fill settled before this command began (the master's clock \
-         against this machine's), so it is the outcome of an earlier command with this client \
-         order id; one id never places two orders.\n"
+        "Already placed: by the master's clock this fill settled before this command began by \
+         this machine's; with the clocks in step, it is the outcome of an earlier command with \
+         this client order id (one id never places two orders).\n"
     } else {
         ""
     };
