@@ -243,14 +243,7 @@ impl Journal {
         // the integrity check it verifies every page's checksum first and reports damage as an
         // error (about 0.3 s per GB, beside the record checks of `verify_on_open`).
         // A new journal is made only where there is no file: an empty one is damage.
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_file() && meta.len() == 0 => {
-                return Err(OpenError::Empty { path });
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create_file(&path)?,
-            Err(e) => return Err(StorageFault::new(&path, "opening the file", e).into()),
-        }
+        Self::check_file(&path, true)?;
         Self::open_database(path, config, Storage::File)
     }
 
@@ -267,13 +260,7 @@ impl Journal {
     ) -> Result<Journal, OpenError> {
         let path = path.as_ref().to_path_buf();
         Self::check_config(&config)?;
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_file() && meta.len() == 0 => {
-                return Err(OpenError::Empty { path });
-            }
-            Ok(_) => {}
-            Err(e) => return Err(StorageFault::new(&path, "opening the file", e).into()),
-        }
+        Self::check_file(&path, false)?;
         let file = std::fs::File::open(&path)
             .map_err(|e| StorageFault::new(&path, "opening the file", e))?;
         let view = OverlayBackend::new(file)
@@ -292,6 +279,19 @@ impl Journal {
         let path = path.as_ref();
         let opened = std::panic::catch_unwind(|| redb::ReadOnlyDatabase::open(path).map(drop));
         matches!(opened, Ok(Err(DatabaseError::DatabaseAlreadyOpen)))
+    }
+
+    /// Checks the file at `path` before an open: an empty one is damage, not a new journal (a
+    /// truncated copy); a missing one is made whole when `create`, an error otherwise.
+    fn check_file(path: &Path, create: bool) -> Result<(), OpenError> {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() && meta.len() == 0 => {
+                Err(OpenError::Empty { path: path.to_owned() })
+            }
+            Ok(_) => Ok(()),
+            Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => Self::create_file(path),
+            Err(e) => Err(StorageFault::new(path, "opening the file", e).into()),
+        }
     }
 
     /// Refuses settings no journal can work with.

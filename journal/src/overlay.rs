@@ -97,6 +97,33 @@ fn split(at: u64) -> (u64, usize) {
     (at / BLOCK, (at % BLOCK) as usize)
 }
 
+/// The part of the bytes `offset..end` (not empty) that one block holds.
+struct Span {
+    /// The block's index.
+    index: u64,
+    /// Where the part starts in the block.
+    in_block: usize,
+    /// Where the part starts in the bytes.
+    at: usize,
+    /// Its length.
+    len: usize,
+}
+
+/// The blocks `offset..end` (not empty) crosses, each with its part, in order.
+fn spans(offset: u64, end: u64) -> impl Iterator<Item = Result<Span, std::io::Error>> {
+    let (first, _) = split(offset);
+    let (last, _) = split(end - 1);
+    (first..=last).map(move |index| {
+        let block_start = index * BLOCK;
+        let from = offset.max(block_start);
+        let to = end.min(block_start + BLOCK);
+        let (_, in_block) = split(from);
+        let len = usize::try_from(to - from).map_err(|_| too_long())?;
+        let at = usize::try_from(from - offset).map_err(|_| too_long())?;
+        Ok(Span { index, in_block, at, len })
+    })
+}
+
 impl StorageBackend for OverlayBackend {
     fn len(&self) -> Result<u64, std::io::Error> {
         Ok(self.lock()?.1)
@@ -115,17 +142,11 @@ impl StorageBackend for OverlayBackend {
         if overlay.blocks.is_empty() || out.is_empty() {
             return Ok(());
         }
-        let (first, _) = split(offset);
-        let (last, _) = split(end - 1);
-        for index in first..=last {
-            let Some(block) = overlay.blocks.get(&index) else { continue };
-            let block_start = index * BLOCK;
-            let from = offset.max(block_start);
-            let to = end.min(block_start + BLOCK);
-            let (_, in_block) = split(from);
-            let span = usize::try_from(to - from).map_err(|_| too_long())?;
-            let at = usize::try_from(from - offset).map_err(|_| too_long())?;
-            out[at..at + span].copy_from_slice(&block[in_block..in_block + span]);
+        for span in spans(offset, end) {
+            let Span { index, in_block, at, len } = span?;
+            if let Some(block) = overlay.blocks.get(&index) {
+                out[at..at + len].copy_from_slice(&block[in_block..in_block + len]);
+            }
         }
         Ok(())
     }
@@ -160,24 +181,17 @@ impl StorageBackend for OverlayBackend {
             overlay.len = Some(end);
         }
         let shown_below = overlay.file_shown_below;
-        let (first, _) = split(offset);
-        let (last, _) = split(end - 1);
-        for index in first..=last {
-            let block_start = index * BLOCK;
+        for span in spans(offset, end) {
+            let Span { index, in_block, at, len } = span?;
             let block = match overlay.blocks.entry(index) {
                 std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                 std::collections::hash_map::Entry::Vacant(entry) => {
                     let mut block = vec![0u8; BLOCK_BYTES].into_boxed_slice();
-                    self.read_file(block_start, &mut block, shown_below)?;
+                    self.read_file(index * BLOCK, &mut block, shown_below)?;
                     entry.insert(block)
                 }
             };
-            let from = offset.max(block_start);
-            let to = end.min(block_start + BLOCK);
-            let (_, in_block) = split(from);
-            let span = usize::try_from(to - from).map_err(|_| too_long())?;
-            let at = usize::try_from(from - offset).map_err(|_| too_long())?;
-            block[in_block..in_block + span].copy_from_slice(&data[at..at + span]);
+            block[in_block..in_block + len].copy_from_slice(&data[at..at + len]);
         }
         Ok(())
     }
