@@ -284,8 +284,26 @@ impl Auditor<'_> {
         let mut since_progress = 0u64;
         for item in &mut records {
             let record = item.map_err(|e| self.read_stop(e))?;
-            if matches!(record.event, engine::Event::IntervalSettled(_)) {
+            if let engine::Event::IntervalSettled(interval) = &record.event {
                 self.settled.next_interval();
+                // A price never goes back (the master leaves a tick older than the asset's
+                // current one out of its interval): an older tick here was not the master's.
+                let assets = self.state.assets();
+                let back = interval.ticks.iter().find_map(|tick| {
+                    let now = assets.get(&tick.symbol).copied().flatten()?;
+                    (tick.time < now.time).then_some((tick, now))
+                });
+                if let Some((tick, now)) = back {
+                    return Err(Stop::Problem(AuditProblem {
+                        seq: record.seq,
+                        kind: ProblemKind::Invariant,
+                        message: format!(
+                            "a price goes back: interval {} has {}'s tick of {} after one of {} \
+                             (the master never uses a tick older than the asset's current one)",
+                            interval.interval, tick.symbol, tick.time.0, now.time.0
+                        ),
+                    }));
+                }
             }
             if let Some(order) = record.event.outcome_order()
                 && let Some(message) = self.settled.outcome(order)

@@ -598,6 +598,50 @@ fn the_audit_finds_an_order_settled_twice() {
     clean_audit(&journal);
 }
 
+/// A price never goes back (the master leaves an older tick out of its interval): a journal
+/// whose interval carries a tick older than the asset's current one fails the audit there; a
+/// tick restated (as old as the current one) is clean.
+#[test]
+fn the_audit_finds_a_price_that_goes_back() {
+    let (_dir, path) = new_journal();
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    let tick = |time: i64| {
+        let price = engine::Price::from_raw(1_000);
+        engine::Tick {
+            symbol: Symbol::new("S0").unwrap(),
+            open: price,
+            high: price,
+            low: price,
+            close: price,
+            volume: engine::Qty::from_raw(1),
+            time: Timestamp(time),
+        }
+    };
+    let settle = |interval: u64, time: i64| {
+        vec![Event::IntervalSettled(engine::IntervalSettled {
+            interval: engine::IntervalId(interval),
+            at: Timestamp(i64::try_from(interval).unwrap() * 50_000),
+            ticks: vec![tick(time)],
+            orders: 0,
+        })]
+    };
+    let listed = Event::AssetListed(engine::AssetListed {
+        symbol: Symbol::new("S0").unwrap(),
+        at: Timestamp(1),
+    });
+    journal.append_batch(&[listed], Timestamp(0)).unwrap();
+    for (interval, time) in [(1, 1_000), (2, 2_000), (3, 2_000)] {
+        journal.append_batch(&settle(interval, time), Timestamp(0)).unwrap();
+    }
+    clean_audit(&journal);
+    let back = journal.append_batch(&settle(4, 1_500), Timestamp(0)).unwrap().last_seq;
+    let report = audit(&journal, AuditConfig::default(), &mut |_| {}).unwrap();
+    let problem = report.problem.expect("a problem");
+    assert_eq!((problem.seq, problem.kind), (back, journal::ProblemKind::Invariant));
+    assert!(problem.message.contains("a price goes back"), "{}", problem.message);
+    assert!(problem.message.contains("S0's tick of 1500 after one of 2000"), "{}", problem.message);
+}
+
 /// A snapshot past the end (its records lost with the head row) is ignored and replaced at the
 /// open, and the snapshot schedule counts from the replacement: from the table, not from the
 /// replaced snapshot's larger number, which would hold the next snapshot back until the
