@@ -327,7 +327,7 @@ fn history_table_and_json() {
     let expected = "\
 Transactions of alice, oldest first
 
-settled              order  side  symbol  qty   price   amount  price of
+settled              order  side  symbol  qty   price   amount  price date
 2013-03-01 14:30:05      1  buy   AAPL     10  116.25  1162.50  2013-03-01
 ";
     assert_eq!(text, expected);

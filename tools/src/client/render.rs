@@ -378,7 +378,7 @@ pub fn history(username: &Username, entries: &[HistoryEntry], older: u64, as_jso
         ("qty", Align::Right),
         ("price", Align::Right),
         ("amount", Align::Right),
-        ("price of", Align::Left),
+        ("price date", Align::Left),
     ]);
     for e in entries {
         table.row(vec![
