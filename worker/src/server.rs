@@ -1122,7 +1122,20 @@ impl Client {
             && let Some(own) = self.conn.session()
         {
             match self.session_status(&own) {
-                SessionStatus::Invalid => self.session_ended(own),
+                SessionStatus::Invalid => {
+                    // Known here to have ended (logged out on another connection): as when
+                    // the master says so, a data request fails `bad_session` and the
+                    // connection is back in command state (PROTOCOL.md rules 5 and 6).
+                    let in_data = self.conn.state() == net::ConnState::DataTransfer;
+                    self.session_ended(own);
+                    if in_data && !matches!(request, Request::GetWorkers) {
+                        Stats::bump(&self.shared.stats.0.sessions_refused_locally);
+                        return Some(request.fail(Failure::new(
+                            Reason::BadSession,
+                            "this connection's session has ended; log in again",
+                        )));
+                    }
+                }
                 SessionStatus::Unknown
                     if self.conn.state() == net::ConnState::DataTransfer
                         && self.session_check_after.is_none_or(|after| Instant::now() >= after) =>

@@ -574,7 +574,9 @@ async fn a_silent_new_connection_is_closed_after_the_first_request_timeout() {
 
 /// A connection in data transfer state whose session is logged out on another connection is
 /// back in command state, also for requests that carry no session (asset queries): they no
-/// longer ride on the ended login.
+/// longer ride on the ended login. The first such query fails `bad_session`, as when the
+/// master says the session ended (PROTOCOL.md rule 5), without asking it; the next one
+/// `wrong_state`.
 #[tokio::test]
 async fn a_session_logged_out_elsewhere_ends_data_transfer_for_sessionless_requests() {
     let (_keys, _master, worker) = cluster(answer_at_once(), |_| {}).await;
@@ -585,6 +587,14 @@ async fn a_session_logged_out_elsewhere_ends_data_transfer_for_sessionless_reque
     let mut other = worker.client().await;
     assert_eq!(other.login(false).await, session);
     assert_eq!(other.call(&Request::Logout { session }).await, Response::LogoutSuccess);
+    let refused = worker.stats().sessions_refused_locally;
+    let answer = alice.call(&current("MSFT")).await;
+    assert_eq!(
+        (answer.instruction(), reason(&answer)),
+        (Instruction::DataFail, Reason::BadSession),
+        "{answer:?}"
+    );
+    assert_eq!(worker.stats().sessions_refused_locally, refused + 1);
     let answer = alice.call(&current("MSFT")).await;
     assert_eq!(
         (answer.instruction(), reason(&answer)),
