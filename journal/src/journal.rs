@@ -855,6 +855,7 @@ impl Journal {
         }
         let mut guard = self.lock();
         let writer = &mut *guard;
+        let head = writer.last_seq.0;
         let txn = self.begin_write(writer, OP)?;
         // The newest snapshot left once this one is published: the schedule counts from it.
         let mut newest = seq;
@@ -878,8 +879,13 @@ impl Journal {
             for entry in table.iter()? {
                 keys.push(entry?.0.value());
             }
-            let excess = keys.len().saturating_sub(self.config.snapshots_kept);
-            for key in &keys[..excess] {
+            // Rows past the head (their records lost: no open can use them) go, and do not
+            // count among the kept; this one stays, whatever its place: pruning must not
+            // delete the snapshot just stored along with the valid older ones.
+            let (past_end, valid): (Vec<u64>, Vec<u64>) = keys.into_iter().partition(|k| *k > head);
+            let excess = valid.len().saturating_sub(self.config.snapshots_kept);
+            let oldest = valid.iter().filter(|k| **k != seq.0).take(excess);
+            for key in past_end.iter().chain(oldest) {
                 table.remove(*key)?;
                 unowned.insert(*key, ())?;
             }

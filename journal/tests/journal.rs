@@ -642,6 +642,45 @@ fn the_audit_finds_a_price_that_goes_back() {
     assert!(problem.message.contains("S0's tick of 1500 after one of 2000"), "{}", problem.message);
 }
 
+/// A store prunes to `snapshots_kept`, but rows past the head (their records lost) do not
+/// count and are dropped, and the snapshot just stored stays. Before, a tool's store at the
+/// head (`pt-replay rebuild`, which does not recover first) with two such rows kept only them,
+/// deleting the valid older snapshot and the new one it had just reported stored.
+#[test]
+fn a_store_keeps_its_snapshot_and_drops_rows_past_the_head() {
+    let (_dir, path) = new_journal();
+    let kept = JournalConfig { snapshots_kept: 2, ..config() };
+    // Three kept while the file is written, so the older one is still there.
+    let (journal, _) =
+        Journal::open(&path, JournalConfig { snapshots_kept: 3, ..config() }).unwrap();
+    let older = snapshot_now(&journal, &fill(&journal, 21, 6));
+    let head = {
+        fill(&journal, 22, 6);
+        journal.last_seq()
+    };
+    let beyond_1 = snapshot_now(&journal, &fill(&journal, 23, 6));
+    let beyond_2 = snapshot_now(&journal, &fill(&journal, 24, 6));
+    drop(journal);
+    // The batches after `head` are lost, and the head row with them.
+    let mut last = journal::Seq(beyond_2.0);
+    while last > head {
+        last = Seq(test_util::remove_batch(&path, last).unwrap().0 - 1);
+    }
+    assert_eq!(last, head, "batch boundaries");
+    test_util::set_head(&path, Some(head.0)).unwrap();
+    // A tool's open (no recovery) stores a snapshot at the head.
+    let journal = Journal::open_unrecovered(&path, kept).unwrap();
+    let state = journal.replay_end();
+    let stored = snapshot_now(&journal, &state);
+    assert_eq!(stored, head);
+    let keys: Vec<Seq> = journal.snapshots().unwrap().iter().map(|s| s.seq).collect();
+    assert_eq!(keys, [older, head], "past the head: {beyond_1} and {beyond_2}");
+    assert_eq!(journal.newest_snapshot_seq(), head);
+    drop(journal);
+    let (_, recovered) = Journal::open(&path, config()).unwrap();
+    assert_eq!(recovered.snapshot_used, Some(head), "{:?}", recovered.warnings);
+}
+
 /// A snapshot past the end (its records lost with the head row) is ignored and replaced at the
 /// open, and the snapshot schedule counts from the replacement: from the table, not from the
 /// replaced snapshot's larger number, which would hold the next snapshot back until the
