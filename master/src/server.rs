@@ -792,10 +792,13 @@ async fn handle_connection(
                 // registered, or from an address outside its allow-list, cannot hold one of
                 // the places real workers link through (for the handshake's 10 s).
                 let uuid = Uuid::from_u128(hello.worker.0);
-                if let Err(e) = shared.registry.check_admission(uuid, peer.ip()) {
-                    refuse(&mut framed, uuid, e.reason()).await;
-                    return;
-                }
+                // Subscribed before the admission check, so that a removal in between is seen
+                // by the link.
+                let registry_changes = shared.registry.subscribe();
+                let worker = match shared.registry.check_admission(uuid, peer.ip()) {
+                    Ok(worker) => worker,
+                    Err(e) => return refuse(&mut framed, uuid, e.reason()).await,
+                };
                 // A UUID is public (`getWorkers`): a host in its allow-list could send Hellos
                 // for it without the key, each holding a link place for the handshake. Only a
                 // few handshakes per UUID and address at once, so such a host holds a few
@@ -803,19 +806,16 @@ async fn handle_connection(
                 let Some(handshake) = HandshakeSlot::take(&shared.handshakes, uuid, peer.ip())
                 else {
                     warn!(worker = %uuid, "too many handshakes under way for this worker; refusing");
-                    let busy =
-                        Failure::new(Reason::Busy, "a handshake for this worker is under way");
-                    let _ = framed.write_control(&Control::LinkRefused(busy)).await;
-                    return;
+                    return refuse_busy(&mut framed, "a handshake for this worker is under way")
+                        .await;
                 };
                 let Ok(link) = links.try_acquire_owned() else {
-                    warn!(worker = %Uuid::from_u128(hello.worker.0), "worker link limit reached; refusing");
-                    let busy = Failure::new(Reason::Busy, "too many worker links");
-                    let _ = framed.write_control(&Control::LinkRefused(busy)).await;
-                    return;
+                    warn!(worker = %uuid, "worker link limit reached; refusing");
+                    return refuse_busy(&mut framed, "too many worker links").await;
                 };
                 drop(unidentified);
-                worker_link(framed, written, peer, hello, shared, stop, handshake).await;
+                let admitted = Admitted { worker, registry_changes, handshake };
+                worker_link(framed, written, peer, hello, shared, stop, admitted).await;
                 drop(link);
             }
             Ok(other) => {
@@ -943,6 +943,19 @@ async fn refuse(framed: &mut Framed, worker: Uuid, cause: &str) {
         .await;
 }
 
+/// Refuses a worker's Hello for lack of room, saying which (the caller logs it).
+async fn refuse_busy(framed: &mut Framed, message: &str) {
+    let _ = framed.write_control(&Control::LinkRefused(Failure::new(Reason::Busy, message))).await;
+}
+
+/// What a Hello got before its link started: the registered worker it claims, admitted from
+/// its address; the registry's changes, subscribed before that check; its handshake slot.
+struct Admitted {
+    worker: crate::worker_auth::RegisteredWorker,
+    registry_changes: watch::Receiver<u64>,
+    handshake: HandshakeSlot,
+}
+
 async fn worker_link(
     mut framed: Framed,
     written: Arc<std::sync::atomic::AtomicU64>,
@@ -950,15 +963,10 @@ async fn worker_link(
     hello: net::WorkerHello,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-    handshake: HandshakeSlot,
+    admitted: Admitted,
 ) {
     let uuid = Uuid::from_u128(hello.worker.0);
-    // Subscribed before the admission check, so that a removal in between is seen.
-    let mut registry_changes = shared.registry.subscribe();
-    let worker = match shared.registry.check_admission(uuid, peer.ip()) {
-        Ok(worker) => worker,
-        Err(e) => return refuse(&mut framed, uuid, e.reason()).await,
-    };
+    let Admitted { worker, mut registry_changes, handshake } = admitted;
     let worker = &worker;
     let binding = HelloBinding { protocol_version: hello.version, client_addr: &hello.address };
     // The link key is sealed before the Challenge so that the master's proof covers the exact
