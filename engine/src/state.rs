@@ -299,6 +299,13 @@ impl State {
         &self.assets
     }
 
+    /// The asset's current tick when `tick` is older than it: `tick` would move its price
+    /// back in time (the master leaves such a tick out of its interval; the audit reports one
+    /// in a journal). A tick as old as the current one (a price restated) is not.
+    pub fn newer_tick_than(&self, tick: &Tick) -> Option<Tick> {
+        self.assets.get(&tick.symbol).copied().flatten().filter(|now| tick.time < now.time)
+    }
+
     /// The last interval, if some of its announced outcomes are not applied yet: a state
     /// replayed to a point inside an interval. A whole journal never ends in one (an interval's
     /// header and outcomes are one batch), so recovery and the audit refuse it there.

@@ -288,11 +288,10 @@ impl Auditor<'_> {
                 self.settled.next_interval();
                 // A price never goes back (the master leaves a tick older than the asset's
                 // current one out of its interval): an older tick here was not the master's.
-                let assets = self.state.assets();
-                let back = interval.ticks.iter().find_map(|tick| {
-                    let now = assets.get(&tick.symbol).copied().flatten()?;
-                    (tick.time < now.time).then_some((tick, now))
-                });
+                let back = interval
+                    .ticks
+                    .iter()
+                    .find_map(|tick| Some((tick, self.state.newer_tick_than(tick)?)));
                 if let Some((tick, now)) = back {
                     return Err(Stop::Problem(AuditProblem {
                         seq: record.seq,

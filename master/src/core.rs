@@ -1110,10 +1110,8 @@ impl Core {
     /// the current price would disagree with the newest tick the journal holds. Such an asset
     /// has no price this interval; a tick as old as the current one (a price restated) is kept.
     fn without_older_ticks(&self, ticks: &TickSet) -> Option<TickSet> {
-        let assets = self.engine.state().assets();
-        let older = |tick: &Tick| {
-            assets.get(&tick.symbol).copied().flatten().is_some_and(|now| tick.time < now.time)
-        };
+        let state = self.engine.state();
+        let older = |tick: &Tick| state.newer_tick_than(tick).is_some();
         if !ticks.ticks().iter().any(older) {
             return None;
         }
