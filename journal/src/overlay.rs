@@ -6,7 +6,8 @@
 //! would find.
 //!
 //! Locks: every lock redb asks of the file is taken shared, so such views share the file with
-//! each other and with redb's read-only readers, and exclude a writer (the master) both ways.
+//! each other and exclude a writer (the master) both ways. A plain redb `ReadOnlyDatabase`
+//! takes them for a writer's and does not open beside one.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -1115,8 +1115,9 @@ impl LimitsConfig {
             return Err(invalid(key, "must be at least 1"));
         }
         // An interval's outcomes and its header are one journal batch, and the retry memory's
-        // tables are sized at start for two whole queues (the interval settling and the next): a larger value could never be settled
-        // and would ask for memory the machine does not have.
+        // tables are sized at start for two whole queues (the interval settling and the next):
+        // a larger value could never be settled and would ask for memory the machine does not
+        // have.
         if u64::from(self.orders_per_interval_max) > ORDERS_PER_INTERVAL_MAX {
             return Err(invalid(
                 "limits.orders_per_interval_max",

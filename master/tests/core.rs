@@ -102,11 +102,23 @@ fn order(
     qty: &str,
     client: u64,
 ) -> oneshot::Receiver<Response> {
+    order_of(core, session, side, "AAPL", qty, client)
+}
+
+/// [`order`] of another asset.
+fn order_of(
+    core: &mut Core,
+    session: &SessionId,
+    side: Side,
+    symbol: &str,
+    qty: &str,
+    client: u64,
+) -> oneshot::Receiver<Response> {
     let (tx, rx) = oneshot::channel();
     core.handle(CoreRequest::Order {
         session: session.clone(),
         side,
-        symbol: sym("AAPL"),
+        symbol: sym(symbol),
         qty: Qty::parse(qty).unwrap(),
         client_id: ClientOrderId(client),
         placed_at: Timestamp(5),
@@ -366,9 +378,6 @@ fn a_client_order_id_names_one_order_queued_or_refused() {
     assert_eq!(retry.try_recv().unwrap(), rejected);
 }
 
-/// Once the master stops (after its last settlement), orders queued since and every new one
-/// are answered `master_unavailable` at once (nothing waits for an interval that will not
-/// come), nothing of them is journaled, and a retry of a committed order still gets its outcome.
 /// The interval loop cuts the order list before it fetches the interval's prices: an order
 /// placed after the cut (during the fetch) settles in the next interval, at prices fetched
 /// after it was placed, not at this interval's; and the per-account limit counts again from
@@ -428,17 +437,7 @@ fn an_asset_no_longer_priced_is_refused_at_once() {
     let mut core = open(dir.path());
     call(&mut core, |reply| CoreRequest::ListAssets { symbols: vec![sym("AAPL")], reply }).unwrap();
     let hal = login(&mut core, "hal");
-    let (tx, mut rx) = oneshot::channel();
-    core.handle(CoreRequest::Order {
-        session: hal.clone(),
-        side: Side::Sell,
-        symbol: sym("IBM"),
-        qty: Qty::parse("1").unwrap(),
-        client_id: ClientOrderId(1),
-        placed_at: Timestamp(5),
-        worker: WorkerId(1),
-        reply: tx.into(),
-    });
+    let mut rx = order_of(&mut core, &hal, Side::Sell, "IBM", "1", 1);
     match rx.try_recv().expect("answered at once") {
         Response::SellFail(f) => {
             assert_eq!(f.reason, Reason::Rejected(engine::RejectReason::NoPrice));
@@ -450,6 +449,9 @@ fn an_asset_no_longer_priced_is_refused_at_once() {
     assert!(aapl.try_recv().is_err(), "a priced asset's order is queued");
 }
 
+/// Once the master stops (after its last settlement), orders queued since and every new one
+/// are answered `master_unavailable` at once (nothing waits for an interval that will not
+/// come), nothing of them is journaled, and a retry of a committed order still gets its outcome.
 #[test]
 fn a_stopped_core_answers_late_orders_at_once() {
     let dir = tempfile::tempdir().unwrap();

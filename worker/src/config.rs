@@ -451,7 +451,6 @@ impl ClientsConfig {
             self.first_request_timeout,
             Duration::from_millis(10),
         )?;
-
         if !(1..=PIPELINE_DEPTH_MAX).contains(&self.pipeline_depth_max) {
             return Err(invalid(
                 "clients.pipeline_depth_max",

@@ -570,7 +570,7 @@ async fn trade(args: &TradeArgs, side: engine::Side) -> Result<String, ClientErr
         })?,
     };
     let mut conn = LoggedIn::open(&args.common).await?;
-    // A fill settled before this command began answers an id used before: no new order.
+    // This machine's clock at the command's start, to compare the fill's settlement with.
     let began = Timestamp::from_offset_date_time(time::OffsetDateTime::now_utc());
     let (session, symbol, qty) = (conn.session(), args.symbol, args.qty);
     let request = match side {
