@@ -2,8 +2,10 @@
 //! `PT_CRASH_CHILD=master`, which runs `master::server::run` with the real logbook), a real worker
 //! relays a load generator's orders (random client order ids, retried with the same id after
 //! `master_unavailable`), and the master is SIGKILLed at random moments, 20 times in a row
-//! (`PT_SOAK=1`: 200; `PT_SEED=n` replays a run). Then SIGTERM under load: the process exits 0 and
-//! every order of the interval settled on the way out was answered. Checked on the journal
+//! (`PT_SOAK=1`: 200; `PT_SEED=n` replays a run). Then SIGTERM under load, on a master whose
+//! interval is too long to settle before it (so orders are queued, one of them known to be): the
+//! process exits 0, and the interval settled on the way out holds the queued orders, each
+//! answered. Checked on the journal
 //! afterwards: every acknowledged order is there exactly once (with the answered order id), no
 //! client order id is there twice, the audit is clean, and each state the master recovered (and
 //! ran with) has the digest of the replay from genesis to the same record.
@@ -215,6 +217,53 @@ async fn trader(
     }
 }
 
+/// Places an order (client order id `id`) on a connection of its own through `worker`, and
+/// returns once the master is known to hold it queued: another connection asks with the same id
+/// and a zero quantity until the master answers that the id belongs to an order queued for this
+/// interval. (A zero quantity is refused on arrival, so the question never places an order.)
+/// Returns the order and the connection its answer will come on.
+async fn queue_known_order(
+    worker: SocketAddr,
+    session: SessionId,
+    id: u64,
+) -> (Request, FramedStream<TcpStream>) {
+    let purchase = |qty| Request::Purchase {
+        session,
+        symbol: Symbol::new("AAPL").unwrap(),
+        qty,
+        client_order_id: id,
+    };
+    let order = purchase(Qty::from_units(1).unwrap());
+    let question = purchase(Qty::from_units(0).unwrap());
+    let mut turn = 0;
+    let mut waiting = reconnect(&[worker], &mut turn, session).await;
+    let mut asking = reconnect(&[worker], &mut turn, session).await;
+    waiting.write_request(&order).await.unwrap();
+    for _ in 0..3000 {
+        // An answer already on the waiting connection can only be a refusal to retry (the
+        // master settles nothing before the SIGTERM). Reading is cancel-safe.
+        if let Ok(answer) =
+            tokio::time::timeout(Duration::from_millis(1), waiting.read_response()).await
+        {
+            let answer = answer.unwrap().unwrap();
+            assert!(transient(&answer), "the order was answered before the SIGTERM: {answer:?}");
+            waiting.write_request(&order).await.unwrap();
+        }
+        match try_send(&mut asking, &question).await {
+            Some(Response::PurchaseFail(f)) if f.reason == Reason::InvalidArgument => {
+                assert!(f.message.contains("queued for this interval"), "{f:?}");
+                return (order, waiting);
+            }
+            Some(Response::PurchaseFail(f))
+                if f.reason == Reason::Rejected(engine::RejectReason::ZeroQuantity)
+                    || transient(&Response::PurchaseFail(f.clone())) => {}
+            other => panic!("the question about the queued order was answered {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the master never held the order queued");
+}
+
 /// Registers `count` traders through `worker` and returns their sessions.
 async fn open_accounts(worker: SocketAddr, count: usize) -> Vec<(String, SessionId)> {
     let mut client = common::Client::connect(worker).await;
@@ -340,12 +389,18 @@ async fn sigkilled_master_loses_no_acknowledged_order_and_sigterm_settles_the_la
         ("PT_CHILD_INTERVAL_MS", interval_ms.to_string()),
         ("PT_CHILD_LISTEN", master_addr.to_string()),
     ];
+    // The last master settles no interval of its own before the SIGTERM: every order it takes
+    // waits for the one settled on the way out.
+    let mut last_vars = vars.clone();
+    last_vars.retain(|(key, _)| *key != "PT_CHILD_INTERVAL_MS");
+    last_vars.push(("PT_CHILD_INTERVAL_MS", (3_600_000u64).to_string()));
     let child_log = root.path().join("master-stderr.log");
     let mut master = spawn_child("master", &vars, &child_log);
     let worker_config = common::worker_config(&key_dir, free_port(), master_addr, &master_dir);
     let worker = common::WorkerTask::start(worker_config, identity, trust).await;
 
-    let accounts = open_accounts(worker.addr, 4).await;
+    let mut accounts = open_accounts(worker.addr, 5).await;
+    let (probe_name, probe_session) = accounts.pop().unwrap();
     let outcomes: Outcomes = Arc::default();
     let (stop, stop_rx) = watch::channel(false);
     let traders: Vec<_> = accounts
@@ -376,21 +431,25 @@ async fn sigkilled_master_loses_no_acknowledged_order_and_sigterm_settles_the_la
         tokio::time::sleep(Duration::from_millis(rng.below(interval_ms * 2))).await;
         master.0.kill().unwrap();
         master.0.wait().unwrap();
-        master = spawn_child("master", &vars, &child_log);
+        let last = kill + 1 == kills;
+        master = spawn_child("master", if last { &last_vars } else { &vars }, &child_log);
     }
-    // SIGTERM under load, once the last master has started and orders flow again.
+    // SIGTERM under load, once the last master has started and an order is known to be queued.
     wait_for_recoveries(&master_log, kills + 1).await;
-    let before = outcomes.lock().unwrap().len();
-    while outcomes.lock().unwrap().len() == before {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(rng.below(interval_ms))).await;
+    let probe_id = rng.next_u64();
+    let (probe_order, mut waiting) = queue_known_order(worker.addr, probe_session, probe_id).await;
     // The master's own clock, as it stamps a settlement.
     let sigterm_at = master::core::now();
     let terminated = Command::new("kill").args(["-TERM", &master.0.id().to_string()]).status();
     assert!(terminated.unwrap().success());
     let status = tokio::task::spawn_blocking(move || master.0.wait().unwrap()).await.unwrap();
     assert!(status.success(), "SIGTERM: the master exited with {status}");
+    // The queued order was answered by the settlement on the way out.
+    let answer = tokio::time::timeout(Duration::from_secs(60), waiting.read_response()).await;
+    let Ok(Ok(Some(Response::PurchaseSuccess(fill)))) = answer else {
+        panic!("the order queued before the SIGTERM ({probe_order:?}) was answered {answer:?}");
+    };
+    outcomes.lock().unwrap().push((probe_name.clone(), probe_id, Ack::Filled(fill.order)));
     stop.send(true).unwrap();
     for trader in traders {
         trader.await.unwrap();
@@ -422,6 +481,12 @@ async fn sigkilled_master_loses_no_acknowledged_order_and_sigterm_settles_the_la
     assert!(
         last_settled_at >= sigterm_at,
         "the last interval was settled at {last_settled_at:?}, before the SIGTERM at {sigterm_at:?}"
+    );
+    let probe_key = (view.accounts[&probe_name], probe_id);
+    assert!(
+        view.last_interval.contains(&probe_key),
+        "the order queued before the SIGTERM is not in the last interval: {:?}",
+        view.last_interval
     );
     for key in &view.last_interval {
         assert!(acknowledged.contains(key), "order {key:?} of the last interval was not answered");
