@@ -16,11 +16,16 @@
 //! - when the link is down, or drops while a relay waits, or the master does not answer within
 //!   `link.relay_timeout`, the relay answers the request's own failure return with
 //!   `master_unavailable`: never an error, never a hang.
+//! - a login whose caller stopped waiting (the relay timed out, or the client went away) may
+//!   still be answered by the master with a new session that no client will ever know: the
+//!   link hands such sessions to the worker ([`MasterLink::take_orphan_sessions`]), which logs
+//!   them out. (A login answered on a link that then drops is not known to the worker; its
+//!   session ends with the master's timeouts.)
 //! - after a failure the task reconnects with exponential backoff
 //!   (`link.reconnect_backoff_min`, doubled up to `link.reconnect_backoff_max`, back to the
 //!   minimum after a successful handshake). Every change of state is logged.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -110,7 +115,16 @@ enum Lost {
 struct Waiter {
     answer: oneshot::Sender<Result<Response, Lost>>,
     deadline: Instant,
+    /// For a `login`, the client's address: if the caller stops waiting, a late answer's
+    /// session is an orphan to log out.
+    login_from: Option<IpAddr>,
 }
+
+/// Logins whose callers stopped waiting, remembered per link until their late answer (the
+/// oldest are forgotten first).
+const ABANDONED_LOGINS_MAX: usize = 1024;
+/// Sessions to log out that the worker has not taken yet (the oldest are dropped first).
+const ORPHAN_SESSIONS_MAX: usize = 1024;
 
 /// One sealed link's shared part: the writer's queue and the relays waiting for an answer.
 #[derive(Debug)]
@@ -119,6 +133,8 @@ struct Up {
     /// `None` once the link is down: no relay may register any more.
     waiting: Mutex<Option<HashMap<u64, Waiter>>>,
     next_relay_id: AtomicU64,
+    /// Relay id to client address of the logins nobody waits for any more.
+    abandoned_logins: Mutex<BTreeMap<u64, IpAddr>>,
 }
 
 impl Up {
@@ -129,14 +145,35 @@ impl Up {
     /// Answers every relay past its deadline with [`Lost::TimedOut`], and forgets those whose
     /// caller stopped waiting.
     fn sweep(&self, now: Instant) {
+        let mut abandoned = Vec::new();
         if let Some(map) = self.waiting().as_mut() {
             let done =
                 map.extract_if(|_, waiter| waiter.answer.is_closed() || waiter.deadline <= now);
-            for (_, waiter) in done {
+            for (relay_id, waiter) in done {
+                if let Some(ip) = waiter.login_from {
+                    abandoned.push((relay_id, ip));
+                }
                 // A caller that stopped waiting is not told (the send fails, harmlessly).
                 let _ = waiter.answer.send(Err(Lost::TimedOut));
             }
         }
+        for (relay_id, ip) in abandoned {
+            self.abandon_login(relay_id, ip);
+        }
+    }
+
+    /// Remembers a login nobody waits for, so that its late answer's session is logged out.
+    fn abandon_login(&self, relay_id: u64, ip: IpAddr) {
+        let mut abandoned = self.abandoned_logins.lock().unwrap_or_else(PoisonError::into_inner);
+        if abandoned.len() >= ABANDONED_LOGINS_MAX {
+            abandoned.pop_first();
+        }
+        abandoned.insert(relay_id, ip);
+    }
+
+    /// The client address of an abandoned login, if `relay_id` is one (forgotten then).
+    fn abandoned_login(&self, relay_id: u64) -> Option<IpAddr> {
+        self.abandoned_logins.lock().unwrap_or_else(PoisonError::into_inner).remove(&relay_id)
     }
 
     /// Closes the link for relays: every waiting relay sees its answer channel dropped.
@@ -153,6 +190,10 @@ struct Shared {
     /// How many times the link came up: a watcher of `state` that missed a quick down-and-up
     /// (a watch keeps only the last value) still sees a new link.
     generation: std::sync::atomic::AtomicU64,
+    /// Sessions made by logins whose callers stopped waiting, with the client's address.
+    orphans: Mutex<VecDeque<(SessionId, IpAddr)>>,
+    /// Wakes whoever logs the orphans out.
+    orphans_found: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -166,6 +207,18 @@ impl Shared {
 
     fn set_state(&self, state: LinkState) {
         self.state.send_replace(state);
+    }
+
+    /// Keeps a session no client knows, for the worker to log out.
+    fn orphaned(&self, session: SessionId, ip: IpAddr) {
+        {
+            let mut orphans = self.orphans.lock().unwrap_or_else(PoisonError::into_inner);
+            if orphans.len() >= ORPHAN_SESSIONS_MAX {
+                orphans.pop_front();
+            }
+            orphans.push_back((session, ip));
+        }
+        self.orphans_found.notify_one();
     }
 }
 
@@ -196,8 +249,10 @@ struct WaitGuard {
 
 impl Drop for WaitGuard {
     fn drop(&mut self) {
-        if let Some(map) = self.up.waiting().as_mut() {
-            map.remove(&self.relay_id);
+        // Still in the map: the caller stopped waiting before the answer.
+        let waiter = self.up.waiting().as_mut().and_then(|map| map.remove(&self.relay_id));
+        if let Some(ip) = waiter.and_then(|w| w.login_from) {
+            self.up.abandon_login(self.relay_id, ip);
         }
     }
 }
@@ -338,6 +393,8 @@ impl MasterLink {
             current: Mutex::new(None),
             state,
             generation: std::sync::atomic::AtomicU64::new(0),
+            orphans: Mutex::new(VecDeque::new()),
+            orphans_found: tokio::sync::Notify::new(),
         });
         let link = Self { shared: shared.clone() };
         let span = info_span!("master_link", master = %params.master);
@@ -354,6 +411,19 @@ impl MasterLink {
     /// A receiver of the link's state changes.
     pub fn subscribe(&self) -> watch::Receiver<LinkState> {
         self.shared.state.subscribe()
+    }
+
+    /// The sessions made by logins whose callers stopped waiting (timed out, or the client
+    /// gone) before the master's answer came: no client knows them, so the worker logs them
+    /// out (with the client address each login came from). Taking them empties the list.
+    pub fn take_orphan_sessions(&self) -> Vec<(SessionId, IpAddr)> {
+        self.shared.orphans.lock().unwrap_or_else(PoisonError::into_inner).drain(..).collect()
+    }
+
+    /// Resolves when sessions were added to [`MasterLink::take_orphan_sessions`] (or at once,
+    /// if some were added since the last wait).
+    pub async fn orphan_sessions_found(&self) {
+        self.shared.orphans_found.notified().await;
     }
 
     /// How many times the link has come up (0 before the first): it changes with every new
@@ -450,7 +520,8 @@ impl MasterLink {
                     "too many requests are waiting for the master; retry later",
                 )));
             }
-            map.insert(relay_id, Waiter { answer: tx, deadline });
+            let login_from = matches!(request, Request::Login { .. }).then_some(client_ip);
+            map.insert(relay_id, Waiter { answer: tx, deadline, login_from });
         }
         permit.send(message);
         PendingRelay {
@@ -611,6 +682,7 @@ async fn carry(
         out: out.clone(),
         waiting: Mutex::new(Some(HashMap::new())),
         next_relay_id: AtomicU64::new(1),
+        abandoned_logins: Mutex::new(BTreeMap::new()),
     });
     let (mut reader, mut writer) = framed.into_split();
     let write_loop = async move {
@@ -662,7 +734,13 @@ async fn carry(
                                 // The caller may have given up in the meantime; nothing to do.
                                 let _ = waiter.answer.send(Ok(response));
                             }
-                            None => debug!(relay_id, "reply to a relay nobody waits for any more"),
+                            None => match (up.abandoned_login(relay_id), response) {
+                                (Some(ip), Response::SessionId(session)) => {
+                                    info!(relay_id, "a login was answered after its client stopped waiting; its session is logged out");
+                                    shared.orphaned(session, ip);
+                                }
+                                _ => debug!(relay_id, "reply to a relay nobody waits for any more"),
+                            },
                         }
                     }
                     Ok(Control::HeartbeatAck { .. }) => {}
@@ -732,6 +810,8 @@ mod tests {
             current: Mutex::new(None),
             state,
             generation: std::sync::atomic::AtomicU64::new(0),
+            orphans: Mutex::new(VecDeque::new()),
+            orphans_found: tokio::sync::Notify::new(),
         });
         let link = MasterLink { shared };
         let request = Request::GetWorkers;
@@ -739,5 +819,64 @@ mod tests {
         let failure = response.failure().unwrap();
         assert_eq!(response.instruction(), net::Instruction::DataFail);
         assert_eq!(failure.reason, Reason::MasterUnavailable);
+    }
+
+    /// A link with one relay of `request` waiting, from 192.0.2.1.
+    fn waiting_relay(request: &Request) -> (Arc<Up>, PendingRelay) {
+        let (out, _out_rx) = mpsc::channel(1);
+        let up = Arc::new(Up {
+            out,
+            waiting: Mutex::new(Some(HashMap::new())),
+            next_relay_id: AtomicU64::new(1),
+            abandoned_logins: Mutex::new(BTreeMap::new()),
+        });
+        let (answer, rx) = oneshot::channel();
+        let login_from =
+            matches!(request, Request::Login { .. }).then(|| "192.0.2.1".parse().unwrap());
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        up.waiting().as_mut().unwrap().insert(7, Waiter { answer, deadline, login_from });
+        let pending = PendingRelay {
+            state: Pending::Waiting {
+                answer: rx,
+                request: request.clone(),
+                timeout: std::time::Duration::from_secs(60),
+                _guard: WaitGuard { up: Arc::clone(&up), relay_id: 7 },
+            },
+        };
+        (up, pending)
+    }
+
+    fn login() -> Request {
+        Request::Login {
+            username: engine::Username::new("alice").unwrap(),
+            password: net::HashedPassword::new(vec![1; 32]).unwrap(),
+            expirable: false,
+        }
+    }
+
+    /// A login whose caller stops waiting (the client's task ended) is remembered, so that the
+    /// session of its late answer is logged out; other relays, and answered logins, are not.
+    #[test]
+    fn a_login_given_up_is_remembered_and_nothing_else() {
+        let (up, pending) = waiting_relay(&login());
+        drop(pending);
+        assert_eq!(up.abandoned_login(7), Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(up.abandoned_login(7), None, "taken once");
+
+        let (up, pending) = waiting_relay(&Request::GetWorkers);
+        drop(pending);
+        assert_eq!(up.abandoned_login(7), None);
+
+        // Answered: the link task took the waiter out before the caller finished.
+        let (up, pending) = waiting_relay(&login());
+        let waiter = up.waiting().as_mut().unwrap().remove(&7).unwrap();
+        waiter.answer.send(Ok(Response::SessionId(net::SessionId([1; 32])))).unwrap();
+        drop(pending);
+        assert_eq!(up.abandoned_login(7), None);
+
+        // Timed out: the sweep remembers it.
+        let (up, _pending) = waiting_relay(&login());
+        up.sweep(Instant::now() + std::time::Duration::from_secs(61));
+        assert_eq!(up.abandoned_login(7), Some("192.0.2.1".parse().unwrap()));
     }
 }

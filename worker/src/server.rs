@@ -215,6 +215,11 @@ impl Shared {
     /// them.
     async fn send_logouts(self: &Arc<Self>) -> bool {
         loop {
+            // Sessions of logins whose clients stopped waiting before the answer: no client
+            // knows them.
+            for (session, ip) in self.link.take_orphan_sessions() {
+                self.keep_logout(session, ip);
+            }
             if self.link.state() != crate::LinkState::Up {
                 return !self
                     .pending_logouts
@@ -248,14 +253,15 @@ impl Shared {
         }
     }
 
-    /// Ends the expirable session of a closed connection on the master; returns whether it
+    /// Ends a session no client uses any more on the master (the expirable session of a closed
+    /// connection, or one made by a login whose client stopped waiting); returns whether it
     /// must be sent again later (kept again: the master could not be told, or was busy).
     async fn log_out_closed(&self, session: SessionId, ip: IpAddr) -> bool {
         let logout = Request::Logout { session };
         let answer = self.relay(ip, self.clock.stamp(), Some(session), &logout).await;
         match answer.failure() {
             None => {
-                debug!("expirable session ended with its connection");
+                debug!("session of a gone client ended");
                 false
             }
             Some(failure) if matches!(failure.reason, Reason::MasterUnavailable | Reason::Busy) => {
@@ -265,7 +271,7 @@ impl Shared {
             // Already ended (a logout sent before whose answer was lost, say).
             Some(failure) if failure.reason == Reason::BadSession => false,
             Some(failure) => {
-                info!(cause = %failure, "could not end the expirable session of a closed connection");
+                info!(cause = %failure, "could not end the session of a gone client");
                 false
             }
         }
@@ -451,12 +457,15 @@ pub async fn run_with_stats(
     Ok(())
 }
 
-/// Sends the closed connections' logouts as they are queued, and again those the master could
-/// not take, every [`LOGOUT_RETRY`] and whenever the link comes back, until `stop`.
+/// Sends the logouts of sessions no client uses any more (closed connections' expirable
+/// sessions, and those of logins whose clients stopped waiting) as they come, and again those
+/// the master could not take, every [`LOGOUT_RETRY`] and whenever the link comes back, until
+/// `stop`.
 async fn logout_task(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             () = shared.logouts_wanted.notified() => {}
+            () = shared.link.orphan_sessions_found() => {}
             _ = stop.changed() => return,
         }
         loop {
@@ -471,6 +480,7 @@ async fn logout_task(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             tokio::select! {
                 () = tokio::time::sleep(LOGOUT_RETRY) => {}
                 () = shared.logouts_wanted.notified() => {}
+                () = shared.link.orphan_sessions_found() => {}
                 _ = stop.changed() => return,
             }
         }

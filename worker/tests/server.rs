@@ -213,6 +213,61 @@ async fn an_order_waiting_for_its_interval_does_not_hold_up_other_clients() {
     assert!(matches!(alice.receive().await, Response::PurchaseSuccess(_)));
 }
 
+/// A login the master answers after `link.relay_timeout` made a session its client never
+/// learned (the client was told `master_unavailable`): the worker logs that session out on the
+/// master, with the client's address, and the client's next login works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_login_answer_came_too_late_is_logged_out() {
+    let releases: Arc<std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>> = Arc::default();
+    let held = Arc::clone(&releases);
+    let logins = Arc::new(std::sync::atomic::AtomicU8::new(1));
+    let handler: common::Handler = Arc::new(move |relay: Relay| match relay.request {
+        Request::Login { .. } => {
+            let n = logins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let session = SessionId([n; 32]);
+            // Only the first login is held.
+            let (release, released) = tokio::sync::oneshot::channel();
+            if n == 1 {
+                held.lock().unwrap().push(release);
+            } else {
+                let _ = release.send(());
+            }
+            Box::pin(async move {
+                let _ = released.await;
+                Response::SessionId(session)
+            })
+        }
+        _ => {
+            let response = answer(&relay);
+            Box::pin(async move { response })
+        }
+    });
+    let (_keys, mut master, worker) =
+        cluster(handler, |c| c.link.relay_timeout = Duration::from_secs(1)).await;
+    let mut alice = worker.client().await;
+    let login = Request::Login {
+        username: engine::Username::new("alice").unwrap(),
+        password: net::HashedPassword::new(vec![1; 32]).unwrap(),
+        expirable: false,
+    };
+    let late = alice.call(&login).await;
+    assert_eq!(reason(&late), Reason::MasterUnavailable, "{late:?}");
+    master.next_relay_of(Instruction::Login).await;
+    // The master's answer comes now, too late.
+    for release in releases.lock().unwrap().drain(..) {
+        let _ = release.send(());
+    }
+    let logout = master.next_relay_of(Instruction::Logout).await;
+    assert_eq!(logout.request, Request::Logout { session: SessionId([1; 32]) });
+    assert_eq!(logout.session, Some(SessionId([1; 32])));
+    assert_eq!(logout.client_ip, "127.0.0.1".parse::<std::net::IpAddr>().unwrap());
+    // The client's next login gets its own session, which stays.
+    let again = alice.call(&login).await;
+    assert_eq!(again, Response::SessionId(SessionId([2; 32])));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(count(&master.drain_relays(), Instruction::Logout), 0, "only the orphan ended");
+}
+
 /// An order the master does not answer within `link.relay_timeout` is answered
 /// `master_unavailable` by the link task's sweep (a relay has no timer of its own), and the
 /// master's late answer is dropped: the client gets one answer, and its connection goes on.

@@ -129,9 +129,13 @@ impl TestMaster {
         let _ = self.task.await;
     }
 
-    /// The next event.
+    /// The next event; a test waiting for one that never comes fails (after a minute) instead
+    /// of hanging.
     pub async fn next_event(&mut self) -> Event {
-        self.events.recv().await.expect("the test master is running")
+        match tokio::time::timeout(std::time::Duration::from_secs(60), self.events.recv()).await {
+            Ok(event) => event.expect("the test master is running"),
+            Err(_) => panic!("the test master heard nothing from the worker for a minute"),
+        }
     }
 
     /// Waits until a worker's link is up.
