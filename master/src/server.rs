@@ -67,11 +67,12 @@ const CLIENT_REQUESTS_MAX: u32 = 16;
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Relays one worker link may have in flight.
 const RELAYS_IN_FLIGHT_MAX: usize = 100_000;
-/// History requests one worker link may have in flight, from the request to the writer taking
-/// the answer: each answer may be near a megabyte (`net::limits::HISTORY_ENTRIES_MAX`), asked
-/// for by one small request that any logged-in user may send again and again; one more is
-/// answered `busy` at once.
-const HISTORY_ANSWERS_IN_FLIGHT_MAX: usize = 8;
+/// Requests with a large answer (a transaction history, a price series) one worker link may
+/// have in flight, from the request to the writer taking the answer: each answer may be near a
+/// megabyte (`net::limits::HISTORY_ENTRIES_MAX`) or over ten (`PRICE_SERIES_BARS_MAX`), asked for
+/// by one small request that any logged-in user may send again and again; one more is answered
+/// `busy` at once.
+const LARGE_ANSWERS_IN_FLIGHT_MAX: usize = 8;
 /// How long a closing link waits for the worker to close its side (see `worker_link`).
 const LINK_CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Messages of a link's reader itself (heartbeat answers, `busy` refusals) its writer may have
@@ -1036,7 +1037,7 @@ async fn worker_link(
         }
     });
     let in_flight = Arc::new(Semaphore::new(RELAYS_IN_FLIGHT_MAX));
-    let history_answers = Arc::new(Semaphore::new(HISTORY_ANSWERS_IN_FLIGHT_MAX));
+    let large_answers = Arc::new(Semaphore::new(LARGE_ANSWERS_IN_FLIGHT_MAX));
     let mut overflow = LinkOverflow::default();
     let own_messages = Arc::new(Semaphore::new(LINK_OWN_MESSAGES_MAX));
     // Queues one of the reader's own messages, waiting for room (backpressure on the reader).
@@ -1091,7 +1092,7 @@ async fn worker_link(
                     send_own(Control::RelayReply { relay_id, response: busy }).await;
                     continue;
                 };
-                let large = match large_answer_permit(&relay.request, &history_answers) {
+                let large = match large_answer_permit(&relay.request, &large_answers) {
                     Ok(large) => large,
                     Err(busy) => {
                         send_own(Control::RelayReply { relay_id, response: busy }).await;
@@ -1158,23 +1159,29 @@ async fn worker_link(
     info!(%uuid, "worker unlinked");
 }
 
-/// A history answer may be large: a link has few of them in flight (`history_answers`), so a
-/// client asking again and again cannot fill the writer's queue with copies of it. The permit
-/// for `request` (`None`: not a large answer), or the request's own `busy` failure.
+/// A history or price-series answer may be large: a link has few of them in flight
+/// (`large_answers`), so a client asking again and again cannot fill the writer's queue with
+/// copies of it. The permit for `request` (`None`: not a large answer), or the request's own
+/// `busy` failure.
 fn large_answer_permit(
     request: &Request,
-    history_answers: &Arc<Semaphore>,
+    large_answers: &Arc<Semaphore>,
 ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Response> {
-    if !matches!(request, Request::GetUserTransactionHistory { .. }) {
+    if !matches!(
+        request,
+        Request::GetUserTransactionHistory { .. }
+            | Request::GetAssetValue { .. }
+            | Request::GetAssetValueAllTime { .. }
+    ) {
         return Ok(None);
     }
-    match Arc::clone(history_answers).try_acquire_owned() {
+    match Arc::clone(large_answers).try_acquire_owned() {
         Ok(permit) => Ok(Some(permit)),
         Err(_) => Err(request.fail(Failure::new(
             Reason::Busy,
             format!(
-                "{HISTORY_ANSWERS_IN_FLIGHT_MAX} history answers already in flight on this \
-                 worker's link; retry shortly"
+                "{LARGE_ANSWERS_IN_FLIGHT_MAX} histories or price series already in flight on \
+                 this worker's link; retry shortly"
             ),
         ))),
     }
@@ -1574,24 +1581,51 @@ fn price_read_lost(e: &tokio::task::JoinError) -> Response {
     Response::DataFail(unavailable())
 }
 
+/// How much one price-series read may take.
+#[derive(Debug, Clone, Copy)]
+struct SeriesLimits {
+    /// Ticks read: past it the query would take too long.
+    ticks: usize,
+    /// Bars made: past it the answer would not fit one message.
+    bars: usize,
+}
+
+/// The limits of the master's price-series reads.
+const SERIES_LIMITS: SeriesLimits =
+    SeriesLimits { ticks: PRICE_QUERY_TICKS_MAX, bars: net::limits::PRICE_SERIES_BARS_MAX };
+
+/// What [`read_series`] found.
+#[derive(Debug, PartialEq)]
+enum SeriesRead {
+    /// The bars of the range.
+    Bars(Vec<net::Bar>),
+    /// The range holds more ticks than a query reads.
+    TooManyTicks,
+    /// The range makes more bars than one answer carries.
+    TooManyBars,
+}
+
 /// The bars of `series` from every stored tick of `symbol` with `from <= time < to`, read in
-/// chunks of the journal's largest tick read, or `None` when the range holds more than
-/// `ticks_max` ticks (the query would take too long; the caller asks for less).
+/// chunks of the journal's largest tick read. A range past `limits` is refused, not cut: the
+/// caller asks for less. The read stops as soon as it is past them.
 fn read_series(
     journal: &Journal,
     (symbol, from, to): (Symbol, Timestamp, Timestamp),
     series: history::Series,
-    ticks_max: usize,
-) -> Result<Option<Vec<net::Bar>>, journal::StorageFault> {
+    limits: SeriesLimits,
+) -> Result<SeriesRead, journal::StorageFault> {
     let mut bars = Vec::new();
     let (mut next, mut read) = (from, 0usize);
     loop {
         let ticks = journal.ticks(symbol, next, to, journal::limits::TICKS_QUERY_MAX)?;
         read = read.saturating_add(ticks.len());
-        if read > ticks_max {
-            return Ok(None);
+        if read > limits.ticks {
+            return Ok(SeriesRead::TooManyTicks);
         }
         series.extend(&mut bars, &ticks);
+        if bars.len() > limits.bars {
+            return Ok(SeriesRead::TooManyBars);
+        }
         // A short read is the end of the range; tick times of one symbol are unique, so the
         // next chunk starts just after the last tick read.
         match ticks.last().and_then(|last| last.time.0.checked_add(1)) {
@@ -1606,7 +1640,7 @@ fn read_series(
     if let Some(first) = bars.first_mut() {
         first.time = first.time.max(from);
     }
-    Ok(Some(bars))
+    Ok(SeriesRead::Bars(bars))
 }
 
 /// The journal meta key of the split adjustment the recorded prices carry.
@@ -1694,23 +1728,31 @@ async fn price_series(
     let journal = Arc::clone(&shared.journal);
     let read = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        read_series(&journal, (symbol, from, to), series, PRICE_QUERY_TICKS_MAX)
+        read_series(&journal, (symbol, from, to), series, SERIES_LIMITS)
     })
     .await;
     match read {
-        Ok(Ok(None)) => Response::DataFail(Failure::new(
+        Ok(Ok(SeriesRead::TooManyTicks)) => Response::DataFail(Failure::new(
             Reason::TooLarge,
             format!(
                 "more than {PRICE_QUERY_TICKS_MAX} prices of {symbol} in that range; ask for a \
                  shorter period"
             ),
         )),
-        Ok(Ok(Some(bars))) if bars.is_empty() => Response::DataFail(no_prices(
+        Ok(Ok(SeriesRead::TooManyBars)) => Response::DataFail(Failure::new(
+            Reason::TooLarge,
+            format!(
+                "more than {} bars of {symbol} in that range, more than one answer carries; ask \
+                 for a shorter period",
+                net::limits::PRICE_SERIES_BARS_MAX
+            ),
+        )),
+        Ok(Ok(SeriesRead::Bars(bars))) if bars.is_empty() => Response::DataFail(no_prices(
             shared,
             symbol,
             format!("no prices for {symbol} in that range"),
         )),
-        Ok(Ok(Some(bars))) => {
+        Ok(Ok(SeriesRead::Bars(bars))) => {
             Response::Data(DataPayload::PriceSeries(PriceSeries { symbol, bars }))
         }
         Ok(Err(e)) => {
@@ -1753,22 +1795,33 @@ mod tests {
         assert!(counts.per_worker.is_empty() && counts.per_address.is_empty(), "{counts:?}");
     }
 
-    /// A link's history requests past `HISTORY_ANSWERS_IN_FLIGHT_MAX` are answered `busy`
-    /// (`dataFail`, the request's own return); other requests take no place; an answer the
-    /// writer took gives its place back.
+    /// A link's history and price-series requests past `LARGE_ANSWERS_IN_FLIGHT_MAX` are
+    /// answered `busy` (`dataFail`, the request's own return); other requests take no place; an
+    /// answer the writer took gives its place back.
     #[test]
-    fn history_answers_past_the_link_limit_are_busy() {
-        let places = Arc::new(Semaphore::new(HISTORY_ANSWERS_IN_FLIGHT_MAX));
+    fn large_answers_past_the_link_limit_are_busy() {
+        let places = Arc::new(Semaphore::new(LARGE_ANSWERS_IN_FLIGHT_MAX));
         let history = Request::GetUserTransactionHistory {
             session: net::SessionId([1; 32]),
             username: engine::Username::new("alice").unwrap(),
         };
-        let mut held: Vec<_> = (0..HISTORY_ANSWERS_IN_FLIGHT_MAX)
-            .map(|_| large_answer_permit(&history, &places).unwrap().unwrap())
+        let day = Request::GetAssetValue {
+            symbol: Symbol::new("AAPL").unwrap(),
+            period: net::Period::Day,
+            date: Timestamp(0),
+        };
+        let all_time = Request::GetAssetValueAllTime { symbol: Symbol::new("AAPL").unwrap() };
+        let mut held: Vec<_> = (0..LARGE_ANSWERS_IN_FLIGHT_MAX)
+            .map(|i| {
+                let request = [&history, &day, &all_time][i % 3];
+                large_answer_permit(request, &places).unwrap().unwrap()
+            })
             .collect();
-        match large_answer_permit(&history, &places) {
-            Err(Response::DataFail(failure)) => assert_eq!(failure.reason, Reason::Busy),
-            other => panic!("expected busy, got {:?}", other.map(|p| p.is_some())),
+        for request in [&history, &day, &all_time] {
+            match large_answer_permit(request, &places) {
+                Err(Response::DataFail(failure)) => assert_eq!(failure.reason, Reason::Busy),
+                other => panic!("expected busy, got {:?}", other.map(|p| p.is_some())),
+            }
         }
         let portfolio = Request::GetUserPortfolio {
             session: net::SessionId([1; 32]),
@@ -2099,25 +2152,35 @@ mod tests {
             .collect();
         journal.append_batch(&events, Timestamp(0)).unwrap();
         let all = (aapl, Timestamp(i64::MIN), Timestamp(i64::MAX));
-        let bars =
-            read_series(&journal, all, history::Series::AllTime, PRICE_QUERY_TICKS_MAX).unwrap();
-        let bars = bars.unwrap();
+        let bars_of = |read| match read {
+            Ok(SeriesRead::Bars(bars)) => bars,
+            other => panic!("expected bars, got {other:?}"),
+        };
+        let bars = bars_of(read_series(&journal, all, history::Series::AllTime, SERIES_LIMITS));
         assert_eq!(bars, history::Series::AllTime.bars(&ticks));
         assert_eq!(bars.last().map(|b| b.close), ticks.last().map(|t| t.close));
         // One day, in the middle: its 24 hourly ticks.
         let day = (aapl, ticks[50_000].time, Timestamp(ticks[50_000].time.0 + 24 * hour));
-        let hours = read_series(&journal, day, history::Series::Period(net::Period::Day), 100);
-        assert_eq!(hours.unwrap().map(|b| b.len()), Some(24));
-        // Over the cap: refused, not cut.
-        let capped = read_series(&journal, all, history::Series::AllTime, count - 1).unwrap();
-        assert_eq!(capped, None);
+        let limits = |ticks, bars| SeriesLimits { ticks, bars };
+        let hours =
+            read_series(&journal, day, history::Series::Period(net::Period::Day), limits(100, 100));
+        assert_eq!(bars_of(hours).len(), 24);
+        // Over either cap: refused, not cut. Every tick of a day query is a bar.
+        let capped = read_series(&journal, all, history::Series::AllTime, limits(count - 1, count));
+        assert_eq!(capped.unwrap(), SeriesRead::TooManyTicks);
+        let capped =
+            read_series(&journal, day, history::Series::Period(net::Period::Day), limits(100, 23));
+        assert_eq!(capped.unwrap(), SeriesRead::TooManyBars);
         // A year from the middle of a month: the first (monthly) bar is dated where the range
         // and its ticks begin, not at its month's start; the next bars at their months' starts.
         let from = engine::recorded::parse_time("2000-03-15").unwrap();
         let year = (aapl, from, engine::recorded::parse_time("2001-03-15").unwrap());
-        let bars = read_series(&journal, year, history::Series::Period(net::Period::Year), count)
-            .unwrap()
-            .unwrap();
+        let bars = bars_of(read_series(
+            &journal,
+            year,
+            history::Series::Period(net::Period::Year),
+            limits(count, count),
+        ));
         assert_eq!(bars[0].time, from);
         assert_eq!(bars[1].time, engine::recorded::parse_time("2000-04-01").unwrap());
     }

@@ -216,6 +216,11 @@ impl ArgWriter {
         self.body.extend_from_slice(&fields.to_be_bytes());
         self.depth += 1;
         for item in items {
+            // Past the limit, or after an error, the message is refused anyway: building the
+            // rest would only hold memory (a list of millions of items, say).
+            if self.error.is_some() || self.body.len() > MESSAGE_BODY_BYTES_MAX {
+                break;
+            }
             write_item(self, item);
         }
         self.depth -= 1;
@@ -478,6 +483,20 @@ impl<'a> ArgReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A list too large for a message stops being written once the body passes the limit: an
+    /// answer of millions of items costs one message's memory, not the whole list's.
+    #[test]
+    fn a_list_past_the_message_limit_stops_growing_the_body() {
+        let items = vec![7u64; MESSAGE_BODY_BYTES_MAX]; // 9 bytes each on the wire
+        let mut w = ArgWriter::new();
+        w.list("items", 1, &items, |w, item| w.u64(*item));
+        assert!(w.body.len() <= MESSAGE_BODY_BYTES_MAX + 9, "{} bytes", w.body.len());
+        assert!(matches!(
+            w.finish(MessageType::ServerReturn, 1),
+            Err(EncodeError::BodyTooLarge { max: MESSAGE_BODY_BYTES_MAX, .. })
+        ));
+    }
 
     /// A declared count reserves no more memory than the bytes left could hold.
     #[test]

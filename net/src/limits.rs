@@ -54,6 +54,12 @@ pub const FAILURE_MESSAGE_BYTES_MAX: usize = 1024;
 /// 10,000 (years of a busy trader's fills) keeps that bounded; `pt-replay show` has the rest.
 pub const HISTORY_ENTRIES_MAX: usize = 10_000;
 
+/// Most bars one `priceSeries` payload carries. A bar takes 54 bytes, so 250,000 (a day of
+/// ticks a third of a second apart) keep the payload under 14 MB, inside one message
+/// ([`crate::frame`]'s 16 MiB body): a longer series is refused `tooLarge` by the master before
+/// it is built, not found too large once encoded.
+pub const PRICE_SERIES_BARS_MAX: usize = 250_000;
+
 /// Longest worker display name, in bytes of UTF-8.
 pub const WORKER_NAME_BYTES_MAX: usize = 64;
 

@@ -12,7 +12,7 @@ use crate::args::{ArgReader, ArgWriter};
 use crate::control::{read_address, write_address};
 use crate::error::{DecodeError, EncodeError};
 use crate::instruction::Instruction;
-use crate::limits::{HISTORY_ENTRIES_MAX, WORKER_NAME_BYTES_MAX};
+use crate::limits::{HISTORY_ENTRIES_MAX, PRICE_SERIES_BARS_MAX, WORKER_NAME_BYTES_MAX};
 use crate::types::{side_code, side_from_code};
 
 /// One period's prices of a series (a [`Tick`] without its symbol, which the series gives once).
@@ -237,6 +237,13 @@ impl DataPayload {
                 w.i64(tick.time.micros());
             }
             Self::PriceSeries(series) => {
+                if series.bars.len() > PRICE_SERIES_BARS_MAX {
+                    w.fail(EncodeError::TooManyItems {
+                        what: "bars",
+                        items: series.bars.len(),
+                        max: PRICE_SERIES_BARS_MAX,
+                    });
+                }
                 w.text("symbol", series.symbol.as_str(), SYMBOL_CHARS_MAX);
                 w.list("bars", BAR_FIELDS, &series.bars, |w, bar| {
                     w.u64(bar.open.raw());
@@ -331,7 +338,16 @@ impl DataPayload {
             }),
             2 => {
                 let symbol = symbol(r)?;
+                let field = r.next_field();
                 let items = r.list("bars", BAR_FIELDS)?;
+                if items > PRICE_SERIES_BARS_MAX {
+                    return Err(DecodeError::TooManyItems {
+                        field,
+                        what: "bars",
+                        items,
+                        max: PRICE_SERIES_BARS_MAX,
+                    });
+                }
                 let mut bars = r.vec_for(items);
                 for _ in 0..items {
                     bars.push(Bar {

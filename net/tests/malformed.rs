@@ -807,3 +807,54 @@ fn data_lists_keep_their_promised_order_and_size() {
         })
     );
 }
+
+/// A price series carries at most `PRICE_SERIES_BARS_MAX` bars, so it always fits one message:
+/// the encoder refuses a longer one (without building its body), and the decoder refuses a
+/// payload that claims more, before reading an item.
+#[test]
+fn a_price_series_is_bounded_on_both_sides() {
+    use engine::{Price, Qty, Symbol, Timestamp};
+    use net::limits::PRICE_SERIES_BARS_MAX;
+    use net::{Bar, DataPayload, EncodeError, PriceSeries};
+    let bar = Bar {
+        open: Price::from_raw(1),
+        high: Price::from_raw(1),
+        low: Price::from_raw(1),
+        close: Price::from_raw(1),
+        volume: Qty::ZERO,
+        time: Timestamp(0),
+    };
+    let series = |bars| {
+        Response::Data(DataPayload::PriceSeries(PriceSeries {
+            symbol: Symbol::new("AAPL").unwrap(),
+            bars,
+        }))
+    };
+    let full = series(vec![bar; PRICE_SERIES_BARS_MAX]).encode().unwrap();
+    assert!(full.body.len() <= MESSAGE_BODY_BYTES_MAX, "{} bytes", full.body.len());
+    assert_eq!(
+        series(vec![bar; PRICE_SERIES_BARS_MAX + 1]).encode(),
+        Err(EncodeError::TooManyItems {
+            what: "bars",
+            items: PRICE_SERIES_BARS_MAX + 1,
+            max: PRICE_SERIES_BARS_MAX
+        })
+    );
+    // The decoder: the full series with its count raised by one (and the bytes of one more bar).
+    let mut body = full.body.clone();
+    let count_at = body.windows(4).position(|w| w == b"AAPL").unwrap() + 4 + 1;
+    let count = u32::try_from(PRICE_SERIES_BARS_MAX + 1).unwrap();
+    body[count_at..count_at + 4].copy_from_slice(&count.to_be_bytes());
+    let bar_bytes = (full.body.len() - count_at - 6) / PRICE_SERIES_BARS_MAX;
+    body.extend_from_slice(&full.body[full.body.len() - bar_bytes..]);
+    let message = Message { body, ..full };
+    assert_eq!(
+        Response::decode(&message),
+        Err(DecodeError::TooManyItems {
+            field: 2,
+            what: "bars",
+            items: PRICE_SERIES_BARS_MAX + 1,
+            max: PRICE_SERIES_BARS_MAX
+        })
+    );
+}
