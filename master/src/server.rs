@@ -415,11 +415,20 @@ pub async fn run_with_prices(
         let (tx, rx) = oneshot::channel();
         send_core(&core_tx, CoreRequest::LatestTickTime { reply: tx }).await?;
         let latest = rx.await.ok().flatten();
-        if let prices::AnyPriceSource::Recorded(recorded) = &mut source {
-            if let Some(latest) = latest {
-                recorded.seek_after(latest);
+        match &mut source {
+            prices::AnyPriceSource::Recorded(recorded) => {
+                if let Some(latest) = latest {
+                    recorded.seek_after(latest);
+                }
+                let _warned =
+                    note_price_adjustment(&journal, recorded.adjustment(), latest.is_some());
             }
-            let _warned = note_price_adjustment(&journal, recorded.adjustment(), latest.is_some());
+            prices::AnyPriceSource::Http(_) => {
+                let now = crate::core::now();
+                if let Some(latest) = latest.filter(|&l| prices::http::beyond_any_quote(l, now)) {
+                    return Err(prices::PriceSourceError::PricesAheadOfClock { latest, now }.into());
+                }
+            }
         }
         info!(assets = assets.len(), newly_listed = listed, source = source.name(), "prices ready");
         let (tx, rx) = oneshot::channel();

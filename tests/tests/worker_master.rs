@@ -280,3 +280,80 @@ async fn a_silent_price_source_does_not_hold_the_shutdown() {
     assert!(opened.is_ok(), "{:?}", opened.err());
     drop(client);
 }
+
+/// A data directory whose prices are dated past tomorrow (the recorded source moves its dates
+/// on with every pass over its file) cannot go on with the HTTP source, whose quotes are dated
+/// today: every one would be older than the price held, and refused. The master says so and
+/// does not start, instead of running with no price at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_source_is_refused_on_prices_dated_past_tomorrow() {
+    use master::config::{ApiKey, HttpSourceConfig, PriceSourceConfig};
+    let ibm = Symbol::new("IBM").unwrap();
+    let run = |dir: std::path::PathBuf, ahead_days: i64| {
+        let journal_path = journal::path_in(&dir);
+        let (journal, _) =
+            journal::Journal::open(&journal_path, journal::JournalConfig::default()).unwrap();
+        let now = master::core::now();
+        let price = engine::Price::from_units(100).unwrap();
+        let tick = engine::Tick {
+            symbol: ibm,
+            open: price,
+            high: price,
+            low: price,
+            close: price,
+            volume: Qty::ZERO,
+            time: Timestamp(now.0 + ahead_days * 86_400_000_000),
+        };
+        let events = [
+            engine::Event::AssetListed(engine::AssetListed { symbol: ibm, at: now }),
+            engine::Event::IntervalSettled(engine::IntervalSettled {
+                interval: engine::IntervalId(1),
+                at: now,
+                ticks: vec![tick],
+                orders: 0,
+            }),
+        ];
+        journal.append_batch(&events, now).unwrap();
+        drop(journal);
+        let mut config = MasterConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.clone(),
+            update_interval: Duration::from_secs(3600),
+            assets: vec![ibm],
+            prices: PriceSourceConfig::Http(HttpSourceConfig {
+                // Never asked: nothing listens there.
+                base_url: "http://127.0.0.1:9".to_owned(),
+                api_key: Some(ApiKey::new("k")),
+                ..HttpSourceConfig::default()
+            }),
+            ..MasterConfig::default()
+        };
+        config.log.file = dir.join("pt-master.log");
+        async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, rx) = watch::channel(false);
+            let master = tokio::spawn(master::server::run(config, listener, stopped(rx)));
+            // A master that starts answers a client's worker list, and is stopped; one that
+            // does not start closes its listener, and the client's connection with it.
+            let serving = async {
+                let mut client = FramedStream::new(TcpStream::connect(addr).await.ok()?);
+                client.write_request(&Request::GetWorkers).await.ok()?;
+                client.read_response().await.ok().flatten()
+            };
+            let answer = tokio::time::timeout(Duration::from_secs(60), serving).await.unwrap();
+            if matches!(answer, Some(Response::Data(DataPayload::WorkerList(_)))) {
+                stop.send(true).unwrap();
+            }
+            tokio::time::timeout(Duration::from_secs(60), master).await.unwrap().unwrap()
+        }
+    };
+    let refused = tempfile::tempdir().unwrap();
+    let error = run(refused.path().to_path_buf(), 400).await.unwrap_err().to_string();
+    assert!(error.contains("more than a day past this machine's clock"), "{error}");
+    assert!(error.contains("new data directory"), "{error}");
+    // A price dated today (or within a day ahead, a market east of UTC) is not in the way.
+    let fine = tempfile::tempdir().unwrap();
+    let ended = run(fine.path().to_path_buf(), 0).await;
+    assert!(ended.is_ok(), "{ended:?}");
+}

@@ -334,6 +334,12 @@ fn provider_text(message: &str, api_key: &str) -> String {
 /// whose date is ahead of UTC's.
 const QUOTE_AHEAD_MAX_MICROS: i64 = 86_400_000_000;
 
+/// Whether a price dated `time` is further ahead of `now` than any quote this source takes:
+/// a journal whose current prices are would refuse every quote as older.
+pub fn beyond_any_quote(time: Timestamp, now: Timestamp) -> bool {
+    time.0.saturating_sub(now.0) > QUOTE_AHEAD_MAX_MICROS
+}
+
 /// Refuses a quote whose period (its latest trading day, 00:00 UTC) started more than
 /// `age_max` before `now`: the last close of a delisted or suspended symbol is not a price to
 /// trade on. Refuses one that starts more than a day after `now` too: the newest tick is an
@@ -343,7 +349,7 @@ fn check_age(tick: &Tick, now: Timestamp, age_max: Duration) -> Result<(), Failu
     if now.0.saturating_sub(tick.time.0) > age_max {
         return Err(FailureReason::Stale(tick.time.to_string()));
     }
-    if tick.time.0.saturating_sub(now.0) > QUOTE_AHEAD_MAX_MICROS {
+    if beyond_any_quote(tick.time, now) {
         return Err(FailureReason::FromTheFuture(tick.time.to_string()));
     }
     Ok(())

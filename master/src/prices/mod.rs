@@ -179,6 +179,22 @@ pub enum PriceSourceError {
     /// No asset to retrieve: none configured and none known to the source.
     #[error("no assets: list them in the config key `assets`")]
     NoAssets,
+    /// The journal's current prices are dated further ahead of the clock than any quote of
+    /// the HTTP source: it would refuse every quote as older than the price it holds (a price
+    /// never goes back), so no asset would ever be priced again.
+    #[error(
+        "the data directory's newest price is dated {latest}, more than a day past this \
+         machine's clock ({now}): the recorded source moves its dates on with every pass over \
+         its file. The http source's quotes are dated today, older than that price, so every \
+         one would be refused. Start the http source on a new data directory (or go on with the \
+         recorded source here)"
+    )]
+    PricesAheadOfClock {
+        /// The newest tick time in the journal.
+        latest: Timestamp,
+        /// The master's clock.
+        now: Timestamp,
+    },
 }
 
 /// Either configured source, behind one type.
