@@ -59,11 +59,13 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is larger than [`CONFIG_FILE_BYTES_MAX`].
-    #[error("config file {path} is {bytes} bytes, at most {CONFIG_FILE_BYTES_MAX} are allowed")]
+    #[error(
+        "config file {path} is {bytes} bytes or more, at most {CONFIG_FILE_BYTES_MAX} are allowed"
+    )]
     TooLarge {
         /// The file.
         path: PathBuf,
-        /// Its size.
+        /// Its size (for a pipe or a device, what was read before the limit stopped it).
         bytes: u64,
     },
     /// Not valid TOML, an unknown key, or a value of the wrong type or format. The message
@@ -927,11 +929,27 @@ pub fn create_data_dir(dir: &Path) -> std::io::Result<()> {
 /// own with this too).
 pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
     let read_error = |source| ConfigError::Read { path: path.to_owned(), source };
-    let bytes = std::fs::metadata(path).map_err(read_error)?.len();
-    if bytes > CONFIG_FILE_BYTES_MAX {
-        return Err(ConfigError::TooLarge { path: path.to_owned(), bytes });
+    match read_text_bounded(path, CONFIG_FILE_BYTES_MAX).map_err(read_error)? {
+        Ok(text) => Ok(text),
+        Err(bytes) => Err(ConfigError::TooLarge { path: path.to_owned(), bytes }),
     }
-    std::fs::read_to_string(path).map_err(read_error)
+}
+
+/// Reads the whole UTF-8 file at `path` if it holds at most `bytes_max` bytes; when it holds
+/// more, `Err` of its size (at least `bytes_max + 1`). Bounded by the read itself, not by the
+/// file's length, so a FIFO (`--config <(...)`), a device (`/dev/zero`, whose length reads 0) or
+/// a file growing meanwhile cannot make it read without end.
+pub fn read_text_bounded(path: &Path, bytes_max: u64) -> std::io::Result<Result<String, u64>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    let length = file.metadata()?.len();
+    if length > bytes_max {
+        return Ok(Err(length));
+    }
+    let mut text = String::new();
+    file.take(bytes_max.saturating_add(1)).read_to_string(&mut text)?;
+    let read = u64::try_from(text.len()).unwrap_or(u64::MAX);
+    Ok(if read > bytes_max { Err(read.max(length)) } else { Ok(text) })
 }
 
 impl HttpSourceConfig {
@@ -1138,6 +1156,24 @@ impl LimitsConfig {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// A file is read at most one byte past its limit, whatever its length says: a device that
+    /// never ends (`/dev/zero`, length 0) or a pipe is refused as too large, not read until
+    /// memory runs out; a regular file over the limit is refused before it is read.
+    #[test]
+    fn files_are_read_up_to_their_limit_whatever_their_length_says() {
+        #[cfg(unix)]
+        {
+            assert!(matches!(read_text_bounded(Path::new("/dev/zero"), 1000), Ok(Err(1001))));
+            let config = read_config_file(Path::new("/dev/zero"));
+            assert!(matches!(config, Err(ConfigError::TooLarge { .. })), "{config:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "x".repeat(1000)).unwrap();
+        assert_eq!(read_text_bounded(&path, 1000).unwrap().unwrap().len(), 1000);
+        assert!(matches!(read_text_bounded(&path, 999), Ok(Err(1000))));
+    }
 
     fn parse(text: &str) -> Result<MasterConfig, ConfigError> {
         let config = MasterConfig::from_toml_str(text, "<test>")?;

@@ -39,12 +39,16 @@ fn parse_cash(text: &str) -> Result<Cash, String> {
     Cash::parse(text).map_err(|e| e.to_string())
 }
 
+/// The file at `path` (at most as large as a recorded price file may be), or `shipped`.
 fn read_or(path: &Option<PathBuf>, shipped: &'static str) -> anyhow::Result<String> {
-    match path {
-        Some(p) => {
-            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    let Some(p) = path else { return Ok(shipped.to_owned()) };
+    let max = master::prices::recorded::RECORDED_FILE_BYTES_MAX;
+    match master::config::read_text_bounded(p, max) {
+        Ok(Ok(text)) => Ok(text),
+        Ok(Err(bytes)) => {
+            anyhow::bail!("{} has {bytes} bytes or more, more than the {max} allowed", p.display())
         }
-        None => Ok(shipped.to_owned()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
     }
 }
 

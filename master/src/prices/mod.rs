@@ -146,11 +146,11 @@ pub enum PriceSourceError {
     },
     /// A recorded price file or split list larger than
     /// [`recorded::RECORDED_FILE_BYTES_MAX`].
-    #[error("{path} has {bytes} bytes, more than the {max} a price file or split list may have", path = path.display(), max = recorded::RECORDED_FILE_BYTES_MAX)]
+    #[error("{path} has {bytes} bytes or more, more than the {max} a price file or split list may have", path = path.display(), max = recorded::RECORDED_FILE_BYTES_MAX)]
     TooLarge {
         /// The file.
         path: std::path::PathBuf,
-        /// Its size.
+        /// Its size (for a pipe or a device, what was read before the limit stopped it).
         bytes: u64,
     },
     /// The recorded price file is malformed (the error names the line).

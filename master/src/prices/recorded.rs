@@ -49,11 +49,9 @@ pub fn load_prices(
 ) -> Result<RecordedPrices, PriceSourceError> {
     let read = |path: &Path| {
         let failed = |source| PriceSourceError::Read { path: path.to_owned(), source };
-        let bytes = std::fs::metadata(path).map_err(failed)?.len();
-        if bytes > RECORDED_FILE_BYTES_MAX {
-            return Err(PriceSourceError::TooLarge { path: path.to_owned(), bytes });
-        }
-        std::fs::read_to_string(path).map_err(failed)
+        crate::config::read_text_bounded(path, RECORDED_FILE_BYTES_MAX)
+            .map_err(failed)?
+            .map_err(|bytes| PriceSourceError::TooLarge { path: path.to_owned(), bytes })
     };
     let splits_text = match (splits, file) {
         (Some(path), _) => Some((Cow::Owned(read(path)?), path.display().to_string())),
