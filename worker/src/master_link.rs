@@ -606,6 +606,10 @@ async fn handshake(
     }
     let exchange = async {
         let mut framed = FramedStream::new(stream);
+        // Until the master has proved itself, what it sends (a `challenge` of a few KiB) is
+        // held to a small message: a host posing as the master at every reconnect cannot make
+        // the worker hold 16 MiB.
+        framed.reader().set_body_bytes_max(net::limits::REQUEST_BODY_BYTES_MAX);
         let uuid = identity.uuid();
         let version = u16::from(net::limits::PROTOCOL_VERSION);
         let binding = HelloBinding { protocol_version: version, client_addr: &params.advertise };
@@ -652,6 +656,7 @@ async fn handshake(
             None => return Err(HandshakeError::Closed),
         }
         let key = identity.decrypt_link_key(&sealed_key)?;
+        framed.reader().set_body_bytes_max(net::limits::MESSAGE_BODY_BYTES_MAX);
         framed.seal_link(
             LinkSealer::new(key.clone(), Direction::WorkerToMaster),
             LinkOpener::new(key, Direction::MasterToWorker),

@@ -1001,3 +1001,40 @@ async fn shutdown_answers_the_requests_already_read_then_closes() {
     assert!(alice.closed().await);
     worker.stopped().await.unwrap();
 }
+
+/// Before the master has proved itself, the worker holds what it sends to a small message: a
+/// host posing as the master that announces a 1 MiB `challenge` is dropped after its second
+/// 64 KiB packet, not waited for until the handshake timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_has_not_proved_itself_cannot_send_a_large_message() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let keys = Keys::new();
+    let impostor = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = worker_config(&keys, impostor.local_addr().unwrap());
+    config.link.handshake_timeout = Duration::from_secs(120);
+    let _worker = TestWorker::start(config).await;
+    let (mut socket, _) =
+        tokio::time::timeout(Duration::from_secs(30), impostor.accept()).await.unwrap().unwrap();
+    // The worker's hello, read and ignored.
+    let mut hello = [0u8; 4096];
+    let _ = socket.read(&mut hello).await.unwrap();
+    // A challenge of 16 packets of 64 KiB: its first two.
+    let data = vec![0u8; 65_536];
+    for number in 1..=2u32 {
+        let mut frame = vec![1, 4];
+        frame.extend_from_slice(&Instruction::Challenge.code().to_be_bytes());
+        frame.extend_from_slice(&3u16.to_be_bytes());
+        frame.extend_from_slice(&0u16.to_be_bytes());
+        frame.extend_from_slice(&number.to_be_bytes());
+        frame.extend_from_slice(&16u32.to_be_bytes());
+        frame.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
+        frame.extend_from_slice(&data);
+        if socket.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    // The worker closes the connection (well before its two-minute handshake timeout).
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), socket.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the worker still waits for the rest of a 1 MiB challenge");
+}
