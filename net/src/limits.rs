@@ -56,7 +56,7 @@ pub const HISTORY_ENTRIES_MAX: usize = 10_000;
 
 /// Most bars one `priceSeries` payload carries. A bar takes 54 bytes, so 250,000 (a day of
 /// ticks a third of a second apart) keep the payload under 14 MB, inside one message
-/// ([`crate::frame`]'s 16 MiB body): a longer series is refused `tooLarge` by the master before
+/// ([`MESSAGE_BODY_BYTES_MAX`]): a longer series is refused `tooLarge` by the master before
 /// it is built, not found too large once encoded.
 pub const PRICE_SERIES_BARS_MAX: usize = 250_000;
 

@@ -38,7 +38,9 @@ impl Message {
 
 /// Splits a message into numbered packets `1..=max` of at most `packet_data_bytes` data bytes
 /// each (spec 4.7.1). An empty body is one packet with no data. Any packet size from 1 to
-/// [`FRAME_DATA_BYTES_MAX`] gives a valid stream; receivers accept any of them.
+/// [`FRAME_DATA_BYTES_MAX`] that keeps the message within [`PACKETS_PER_MESSAGE_MAX`] packets
+/// gives a valid stream (receivers accept any of them); a smaller one is
+/// [`EncodeError::TooManyPackets`].
 pub fn split_payload(
     message: &Message,
     packet_data_bytes: usize,

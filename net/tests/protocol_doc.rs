@@ -628,7 +628,8 @@ fn render_examples() -> String {
     let frames = net::split_payload(&message, 64).unwrap();
     writeln!(
         out,
-        "`{title}` sent in packets of at most 64 data bytes (any size up to 65536 is valid; \
+        "`{title}` sent in packets of at most 64 data bytes (any size up to 65536 that keeps the \
+         message within 4,096 packets is valid; \
          senders normally use 65536). The body is the concatenation of the packets' data:\n\n```text"
     )
     .unwrap();
