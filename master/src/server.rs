@@ -492,6 +492,11 @@ pub async fn run_with_prices(
         (config.limits.worker_connections_max as usize).saturating_mul(4).max(UNIDENTIFIED_MIN);
     let unidentified = Arc::new(Semaphore::new(unidentified_places));
     let from_worker_addresses = Arc::new(Semaphore::new(unidentified_places));
+    make_room_for_connections(
+        (config.limits.worker_connections_max as usize)
+            .saturating_add(unidentified_places.saturating_mul(2))
+            .saturating_add(crate::admin::CONNECTIONS_MAX),
+    );
     // Every connection's task: the shutdown waits for them (each holds the journal), so that
     // when `run` returns the journal is closed and a restart can open it at once.
     let mut connection_tasks = tokio::task::JoinSet::new();
@@ -1203,6 +1208,34 @@ fn answer_unreadable(message: &net::Message, cause: &net::DecodeError) -> Option
     let failure =
         Failure::new(Reason::Malformed, format!("the master could not read this request: {cause}"));
     Some(Control::RelayReply { relay_id, response: Response::Error(failure) })
+}
+
+/// Descriptors besides connections: the journal, the log, the listeners, the price source's
+/// HTTP connections, and slack.
+const FILES_BESIDES_CONNECTIONS: usize = 64;
+
+/// Raises the open-file limit so that `connections` sockets (every place the configuration
+/// allows) can be open at once; warns when even the hard limit does not allow them: past it,
+/// `accept` fails and a connection gets no answer at all.
+fn make_room_for_connections(connections: usize) {
+    let wanted =
+        u64::try_from(connections.saturating_add(FILES_BESIDES_CONNECTIONS)).unwrap_or(u64::MAX);
+    match net::open_files::raise_open_files_limit() {
+        Ok(limit) if limit.allows(wanted) => {
+            if limit.now > limit.before {
+                debug!(before = limit.before, now = limit.now, "open-file limit raised");
+            }
+        }
+        Ok(limit) => warn!(
+            limit = limit.now,
+            hard = limit.hard,
+            wanted,
+            "the open-file limit is below what limits.worker_connections_max may need: \
+             connections past it are not accepted; raise the hard limit (ulimit -Hn, or \
+             LimitNOFILE= for a systemd service)"
+        ),
+        Err(e) => warn!(cause = %e, "cannot read or raise the open-file limit"),
+    }
 }
 
 /// Answers one relayed client request.

@@ -12,9 +12,10 @@
 //! - [`LinkSealer`] / [`LinkOpener`]: sequence numbers and keyed BLAKE3 MACs on the
 //!   master–worker link.
 //! - [`io`]: [`FramedStream`] and its halves over any tokio `AsyncRead`/`AsyncWrite`.
+//! - [`open_files`]: room for the connections: servers raise their open-file limit at start.
 //!
-//! Architecture invariant: nothing here but [`io`] performs IO; nothing reads a clock or draws
-//! randomness. Nothing received can panic the decoder.
+//! Architecture invariant: nothing here but [`io`] performs IO, and nothing but [`open_files`]
+//! asks the OS anything else; nothing reads a clock or draws randomness. Nothing received can panic the decoder.
 
 mod args;
 mod connection;
@@ -26,6 +27,7 @@ pub mod io;
 pub mod limits;
 mod link;
 mod message;
+pub mod open_files;
 mod payload;
 mod request;
 mod response;

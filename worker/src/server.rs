@@ -341,6 +341,7 @@ pub async fn run_with_stats(
     stats: Stats,
 ) -> Result<(), ServerError> {
     config.validate()?;
+    make_room_for_connections(&config);
     let bound = listener.local_addr().map_err(ServerError::Listener)?;
     let advertise = config.advertise_address(bound);
     let (link_stop, link_stop_rx) = watch::channel(false);
@@ -455,6 +456,35 @@ pub async fn run_with_stats(
     }
     info!("worker stopped");
     Ok(())
+}
+
+/// Descriptors besides client connections: the link, the listener, the log, and slack.
+const FILES_BESIDES_CLIENTS: u64 = 64;
+
+/// Raises the open-file limit so that every client connection `clients.connections_max`
+/// allows (and the refusals in progress) can be open at once; warns when even the hard limit
+/// does not allow them: past it, `accept` fails and a client waits in the backlog instead of
+/// getting `busy`.
+fn make_room_for_connections(config: &WorkerConfig) {
+    let wanted = u64::from(config.clients.connections_max)
+        .saturating_add(REFUSALS_IN_PROGRESS_MAX as u64)
+        .saturating_add(FILES_BESIDES_CLIENTS);
+    match net::open_files::raise_open_files_limit() {
+        Ok(limit) if limit.allows(wanted) => {
+            if limit.now > limit.before {
+                debug!(before = limit.before, now = limit.now, "open-file limit raised");
+            }
+        }
+        Ok(limit) => warn!(
+            limit = limit.now,
+            hard = limit.hard,
+            wanted,
+            "the open-file limit is below what clients.connections_max may need: connections \
+             past it are not accepted (and get no busy answer); raise the hard limit \
+             (ulimit -Hn, or LimitNOFILE= for a systemd service)"
+        ),
+        Err(e) => warn!(cause = %e, "cannot read or raise the open-file limit"),
+    }
 }
 
 /// Sends the logouts of sessions no client uses any more (closed connections' expirable
