@@ -34,6 +34,31 @@ pub fn machine() -> String {
     format!("{cpus} CPUs ({model}), {memory} memory, Linux {kernel}, load average {load}")
 }
 
+/// The filesystem holding `dir` (its type and source, from `/proc/self/mountinfo`: the mount
+/// with the longest mount point that contains it), e.g. `ext4 on /dev/vda`; `None` when it
+/// cannot be told.
+pub fn filesystem_of(dir: &Path) -> Option<(String, String)> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter_map(|line| {
+            // `id parent major:minor root mount-point options [optional...] - type source ...`
+            let (before, after) = line.split_once(" - ")?;
+            let mount_point = before.split(' ').nth(4)?;
+            let mut rest = after.split(' ');
+            let (kind, source) = (rest.next()?, rest.next()?);
+            dir.starts_with(mount_point).then_some((mount_point.len(), kind, source))
+        })
+        .max_by_key(|(len, _, _)| *len)
+        .map(|(_, kind, source)| (kind.to_owned(), source.to_owned()))
+}
+
+/// Whether the disk figures measured under `dir` mean nothing: a filesystem in memory, where
+/// `fdatasync` writes nothing to a disk.
+pub fn in_memory(dir: &Path) -> bool {
+    filesystem_of(dir).is_some_and(|(kind, _)| matches!(kind.as_str(), "tmpfs" | "ramfs"))
+}
+
 /// The generated section (markers included).
 pub fn section(args: &BenchArgs, figures: &[Figure]) -> String {
     let mut out = String::new();
@@ -43,6 +68,16 @@ pub fn section(args: &BenchArgs, figures: &[Figure]) -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let _ = writeln!(out, "Run of {date}: {}.", machine());
+    let dir = super::base_dir(args);
+    let filesystem = filesystem_of(&dir)
+        .map_or_else(|| "?".to_owned(), |(kind, source)| format!("{kind} on {source}"));
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    let _ = writeln!(
+        out,
+        "Command `pt {}`; journals, files and data directories in {} ({filesystem}).",
+        command.join(" "),
+        dir.display()
+    );
     let _ = writeln!(
         out,
         "Load phases {} each, {} connections, {} orders in flight per connection, update \
@@ -118,6 +153,17 @@ pub fn write(path: &Path, args: &BenchArgs, figures: &[Figure]) -> anyhow::Resul
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The filesystem of a directory is the mount with the longest mount point holding it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_filesystem_of_a_directory_is_its_closest_mount() {
+        assert_eq!(filesystem_of(Path::new("/proc/self")), Some(("proc".into(), "proc".into())));
+        assert!(!in_memory(Path::new("/proc")));
+        let (kind, _) = filesystem_of(&std::env::temp_dir()).unwrap();
+        assert_ne!(kind, "proc");
+        assert_eq!(filesystem_of(Path::new("/no/such/dir")), None);
+    }
 
     /// The section is appended once, then replaced in place; the text around it is kept.
     #[test]

@@ -105,6 +105,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
         if busy > 0 {
             eprintln!("pt bench login: {busy} logins answered busy during the storm");
         }
+        for (phase, stats) in [("quiet", &quiet), ("storm", &stormy)] {
+            if stats.busy + stats.other > 0 {
+                eprintln!(
+                    "pt bench login: orders of the {phase} phase that were not acknowledged: {} \
+                     busy, {} failed or refused on arrival",
+                    stats.busy, stats.other
+                );
+            }
+        }
         let interval_ms = args.interval.as_secs_f64() * 1000.0;
         let target_ms = interval_ms + e2e::TARGET_P99_SLACK.as_secs_f64() * 1000.0;
         let per_s = Figure::new(
@@ -115,6 +124,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
             format!("raw argon2id, {HASH_THREADS} threads"),
         );
         let p99 = stormy.acked.percentile_ms(990);
+        let (target, met) = e2e::served(
+            format!("<= {target_ms:.0} ms (interval + 20 ms)"),
+            p99 <= target_ms,
+            &stormy,
+        );
         let order_p99 = Figure::new(
             "login.order_p99_ms",
             p99,
@@ -122,7 +136,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
             quiet.acked.percentile_ms(990),
             "order p99 without the storm",
         )
-        .with_target(format!("<= {target_ms:.0} ms (interval + 20 ms)"), p99 <= target_ms);
+        .with_target(target, met);
         Ok(vec![per_s, order_p99, slow.figure("login.slow_intervals", intervals)])
     })
 }

@@ -160,9 +160,20 @@ impl Figure {
         self
     }
 
-    /// The JSON line (`{"figure": ..., "value": ..., "unit": ..., "baseline": ..., "ratio": ...}`).
+    /// The JSON line, exactly as the issue writes it: `{"figure": "engine.settle", "value":
+    /// 2500000.0, "unit": "orders/s", "baseline": 9000000.0, "ratio": 0.28}` (a space after
+    /// each colon and comma; a number that is not finite is `null`).
     pub fn json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+        let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| String::from("null"));
+        let number = |x: f64| serde_json::to_string(&x).unwrap_or_else(|_| String::from("null"));
+        format!(
+            "{{\"figure\": {}, \"value\": {}, \"unit\": {}, \"baseline\": {}, \"ratio\": {}}}",
+            text(&self.figure),
+            number(self.value),
+            text(self.unit),
+            number(self.baseline),
+            number(self.ratio)
+        )
     }
 
     /// One line for the terminal.
@@ -283,6 +294,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
         }
         doc::check_writable(path)?;
     }
+    if doc::in_memory(&base_dir(args)) {
+        eprintln!(
+            "pt bench: {} is on a filesystem in memory: fdatasync writes no disk there, so the \
+             journal, replay, peer and e2e figures do not measure durable writes; pass --dir on \
+             a disk",
+            base_dir(args).display()
+        );
+    }
     let which = |w: Which| args.which == Which::All || args.which == w;
     let mut figures = Vec::new();
     let mut failures = Vec::new();
@@ -361,6 +380,10 @@ mod tests {
     #[test]
     fn figures_print_in_the_issue_shape() {
         let f = Figure::new("engine.settle", 2_500_000.0, "orders/s", 10_000_000.0, "loop");
+        assert_eq!(
+            f.json(),
+            r#"{"figure": "engine.settle", "value": 2500000.0, "unit": "orders/s", "baseline": 10000000.0, "ratio": 0.25}"#
+        );
         let v: serde_json::Value = serde_json::from_str(&f.json()).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys.len(), 5);
