@@ -349,7 +349,8 @@ impl fmt::Display for LimitedBy {
 /// Failed-login rate limits, per username and per client IP. Each key may fail `max` times in
 /// a burst, then once per `window / max` (a GCRA leaky bucket: one timestamp per key). Memory
 /// is bounded: at most `entries_max` keys per table; keys whose failures have fully leaked away
-/// are dropped first, then the least recently failed. Pure: `now` comes in.
+/// are dropped first, then those with the fewest failures still counted, so a blocked key is the
+/// last to go. Pure: `now` comes in.
 #[derive(Debug)]
 pub struct LoginLimiter {
     usernames: RateTable<Username>,
@@ -452,14 +453,17 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
 struct RateEntry {
     /// Theoretical arrival time of the next failure, in microseconds.
     tat: i64,
-    /// Position in the eviction order.
+    /// Position in the eviction order: (`tat`, sequence).
     order: (i64, u64),
 }
 
+/// A bounded table of per-key failure rates (GCRA). When it is full, the key evicted is the
+/// one with the fewest failures still counted (the earliest `tat`), never one blocked while
+/// others are not: filling the table with fresh keys cannot hand a blocked key a fresh burst.
 #[derive(Debug)]
 struct RateTable<K> {
     entries: HashMap<K, RateEntry>,
-    /// (last failure time, sequence) -> key: the eviction order.
+    /// (`tat`, sequence) -> key: the eviction order, and the leaked keys first.
     order: BTreeMap<(i64, u64), K>,
     sequence: u64,
     emission_micros: i64,
@@ -491,41 +495,44 @@ impl<K: Hash + Eq + Clone> RateTable<K> {
     fn fail(&mut self, key: K, now: Timestamp) {
         self.drop_leaked(now);
         let tat = match self.entries.get(&key) {
-            Some(entry) => {
-                self.order.remove(&entry.order);
-                entry.tat.max(now.0)
-            }
+            Some(entry) => entry.tat.max(now.0),
             None => now.0,
         };
-        self.sequence = self.sequence.wrapping_add(1);
-        let order = (now.0, self.sequence);
-        let entry = RateEntry { tat: tat.saturating_add(self.emission_micros), order };
-        self.order.insert(order, key.clone());
-        self.entries.insert(key, entry);
+        self.set_tat(key, tat.saturating_add(self.emission_micros));
         while self.entries.len() > self.entries_max {
-            let Some((_, oldest)) = self.order.pop_first() else { break };
-            self.entries.remove(&oldest);
+            let Some((_, least)) = self.order.pop_first() else { break };
+            self.entries.remove(&least);
         }
+    }
+
+    /// Sets `key`'s `tat`, keeping the eviction order in step.
+    fn set_tat(&mut self, key: K, tat: i64) {
+        if let Some(entry) = self.entries.get(&key) {
+            self.order.remove(&entry.order);
+        }
+        self.sequence = self.sequence.wrapping_add(1);
+        let order = (tat, self.sequence);
+        self.order.insert(order, key.clone());
+        self.entries.insert(key, RateEntry { tat, order });
     }
 
     /// Takes back one failure of `key` (counted ahead of an outcome that was not a failure).
     fn refund(&mut self, key: &K) {
-        if let Some(entry) = self.entries.get_mut(key) {
-            entry.tat = entry.tat.saturating_sub(self.emission_micros);
+        if let Some(entry) = self.entries.get(key) {
+            let tat = entry.tat.saturating_sub(self.emission_micros);
+            self.set_tat(key.clone(), tat);
         }
     }
 
-    /// Drops, from the least recently failed end, keys whose failures have all leaked away.
+    /// Drops the keys whose failures have all leaked away (`tat` passed): the front of the
+    /// order.
     fn drop_leaked(&mut self, now: Timestamp) {
-        while let Some((_, key)) = self.order.first_key_value() {
-            match self.entries.get(key) {
-                Some(entry) if entry.tat > now.0 => break,
-                _ => {
-                    if let Some((_, key)) = self.order.pop_first() {
-                        self.entries.remove(&key);
-                    }
-                }
+        while let Some(entry) = self.order.first_entry() {
+            if entry.key().0 > now.0 {
+                break;
             }
+            let key = entry.remove();
+            self.entries.remove(&key);
         }
     }
 }
@@ -728,5 +735,38 @@ mod tests {
             Timestamp(3600 * SECOND),
         );
         assert_eq!(limiter.len(), (1, 1));
+    }
+
+    /// Filling the table with fresh keys does not evict a blocked one: the key evicted is the
+    /// one with the fewest failures still counted, so a username blocked after guesses from
+    /// many addresses stays blocked however many other usernames are tried.
+    #[test]
+    fn filling_the_table_does_not_unblock_a_blocked_username() {
+        let config = FailedLoginsConfig {
+            per_username_max: 5,
+            per_ip_max: 1_000_000,
+            window: Duration::from_secs(3600),
+            entries_max: 3,
+        };
+        let mut limiter = LoginLimiter::new(&config);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let alice = user("alice");
+        for _ in 0..5 {
+            limiter.record_failure(&alice, ip, Timestamp(0));
+        }
+        assert!(limiter.check(&alice, ip, Timestamp(SECOND)).is_err());
+        // Many other usernames, failed and attempted (begun then cancelled), later on.
+        for i in 0..100 {
+            let other = user(&format!("u{i}"));
+            let now = Timestamp(SECOND + i64::from(i));
+            limiter.record_failure(&other, ip, now);
+            limiter.begin_attempt(&other, ip, now).unwrap();
+            limiter.attempt_cancelled(&other);
+        }
+        assert_eq!(limiter.len().0, 3);
+        assert!(
+            limiter.check(&alice, ip, Timestamp(SECOND + 100)).is_err(),
+            "alice got a fresh burst"
+        );
     }
 }
