@@ -586,22 +586,27 @@ impl IpNet {
         self.prefix_len
     }
 
-    /// True when `ip` is in the range. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is
-    /// compared as the IPv4 address.
+    /// True when `ip` is in the range. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), as a
+    /// peer's address or as the range's (as a dual-stack listener logs a peer), is compared as
+    /// the IPv4 address: `::ffff:10.0.0.0/104` is `10.0.0.0/8`.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(
-                u128::from(u32::from(net)),
-                u128::from(u32::from(ip)),
-                32,
-                self.prefix_len,
-            ),
+        let net = match self.addr {
+            IpAddr::V6(v6) if self.prefix_len >= 96 => v6
+                .to_ipv4_mapped()
+                .map_or((self.addr, self.prefix_len), |v4| (IpAddr::V4(v4), self.prefix_len - 96)),
+            addr => (addr, self.prefix_len),
+        };
+        let (net_addr, prefix_len) = net;
+        match (net_addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(u128::from(u32::from(net)), u128::from(u32::from(ip)), 32, prefix_len)
+            }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                prefix_eq(u128::from(net), u128::from(ip), 128, self.prefix_len)
+                prefix_eq(u128::from(net), u128::from(ip), 128, prefix_len)
             }
             _ => false,
         }
@@ -1398,6 +1403,15 @@ mod tests {
         assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
         assert!(!v6.contains("2001:db9::".parse().unwrap()));
         assert_eq!("10.0.0.1".parse::<IpNet>().unwrap().prefix_len(), 32);
+        // A range written as IPv4-mapped IPv6 (as a dual-stack listener logs a peer) is its
+        // IPv4 range, for peers of either form.
+        let mapped: IpNet = "::ffff:10.0.0.7".parse().unwrap();
+        assert!(mapped.contains("10.0.0.7".parse().unwrap()));
+        assert!(mapped.contains("::ffff:10.0.0.7".parse().unwrap()));
+        assert!(!mapped.contains("10.0.0.8".parse().unwrap()));
+        let mapped_range: IpNet = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert!(mapped_range.contains("10.200.0.1".parse().unwrap()));
+        assert!(!mapped_range.contains("11.0.0.1".parse().unwrap()));
         for bad in ["", "10.0.0.0/", "10.0.0.0/+8", "10.0.0.0/33", "::/129", "host", "1.2.3.4/8/8"]
         {
             assert!(bad.parse::<IpNet>().is_err(), "{bad}");
