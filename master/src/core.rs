@@ -853,6 +853,12 @@ impl Core {
     }
 
     fn start_session(&mut self, account: AccountId, ip: IpAddr, remember: bool) -> Response {
+        // A session needs a write: with the journal halted, refused before the table makes
+        // room for it (ending the account's least recently used session in memory only,
+        // while its stored row would bring it back at the next start).
+        if let Some(f) = self.halted_failure() {
+            return Response::LoginFail(f);
+        }
         let now = now();
         let created = match self.sessions.create(account, ip, remember, now) {
             Ok(created) => created,

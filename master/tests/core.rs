@@ -656,6 +656,38 @@ fn a_journal_halted_behind_the_cores_back_refuses_writes_at_once() {
     assert_eq!(p.holdings[0].qty, Qty::parse("2").unwrap(), "order 7's units only: {p:?}");
 }
 
+/// A login while the journal is halted is refused before the session table makes room for it:
+/// the account's open session, which a new one past `sessions.per_account_max` would end (in
+/// memory only, its stored row left to bring it back at the next start), keeps working.
+#[test]
+fn a_login_while_the_journal_is_halted_is_refused_and_ends_no_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let sessions = SessionsConfig { per_account_max: 1, ..SessionsConfig::default() };
+    let (mut core, journal) = open_with(dir.path(), JournalConfig::default(), &sessions, 100);
+    assert_eq!(register(&mut core, "alice"), Response::RegisterSuccess);
+    let session = login(&mut core, "alice");
+    journal.halt("a snapshot part could not be written");
+    let username = Username::new("alice").unwrap();
+    let (account, _) =
+        call(&mut core, |reply| CoreRequest::Credentials { username, reply }).expect("registered");
+    let answer = call(&mut core, |reply| CoreRequest::StartSession {
+        account,
+        ip: IP,
+        remember: false,
+        reply,
+    });
+    let Response::LoginFail(f) = answer else { panic!("{answer:?}") };
+    assert_eq!(f.reason, Reason::Internal);
+    assert!(f.message.contains("cannot write its journal"), "{}", f.message);
+    let portfolio = call(&mut core, |reply| CoreRequest::User {
+        session: session.clone(),
+        username: Username::new("alice").unwrap(),
+        query: UserQuery::Portfolio,
+        reply,
+    });
+    assert!(matches!(portfolio, Response::Data(DataPayload::Portfolio(_))), "{portfolio:?}");
+}
+
 /// The interval loop's lane comes first: a `Settle` sent after thousands of client requests is
 /// handled before them (here, before a portfolio query queued earlier, which then sees the
 /// fill), so queries cannot delay settlement and the answers of the orders waiting for it.
