@@ -428,6 +428,15 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(fault("creating the file")(redb::Error::Io(e))),
         }
+        // Owner-only from the start, whatever the directory's mode or the umask: the journal
+        // holds every account's password hash and email.
+        {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            options.open(&partial).map_err(|e| fault("creating the file")(redb::Error::Io(e)))?;
+        }
         {
             let db = match Database::create(&partial) {
                 Ok(db) => db,

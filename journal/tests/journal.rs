@@ -201,6 +201,21 @@ fn a_broken_link_from_a_new_batch_onto_old_records_is_found_wherever_reading_sta
     }
 }
 
+/// A new journal is readable by its owner only, whatever the umask or the directory's mode: it
+/// holds every account's password hash and email.
+#[cfg(unix)]
+#[test]
+fn a_new_journal_file_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("papertrader.redb");
+    let (journal, _) = Journal::open(&path, config()).unwrap();
+    drop(journal);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+}
+
 #[test]
 fn a_second_open_of_the_same_file_is_refused() {
     let (_dir, path) = new_journal();

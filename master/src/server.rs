@@ -1361,7 +1361,12 @@ async fn login(
         cancel();
         return Response::LoginFail(unavailable());
     }
-    let found = rx.await.ok().flatten();
+    // A dropped reply is the core failing or stopping, not an unknown username: answering
+    // `bad_credentials` would count a failure against the user for the master's fault.
+    let Ok(found) = rx.await else {
+        cancel();
+        return Response::LoginFail(unavailable());
+    };
     let verified = match &found {
         Some((_, hash)) => shared.hasher.verify(&password, hash).await,
         None => shared.hasher.verify_dummy(&password).await,
