@@ -498,10 +498,17 @@ impl<K: Hash + Eq + Clone> RateTable<K> {
             Some(entry) => entry.tat.max(now.0),
             None => now.0,
         };
-        self.set_tat(key, tat.saturating_add(self.emission_micros));
+        self.set_tat(key.clone(), tat.saturating_add(self.emission_micros));
+        // Full: the key with the fewest failures counted goes, but never the one just counted
+        // (a table full of blocked keys would otherwise stop counting every new one).
         while self.entries.len() > self.entries_max {
-            let Some((_, least)) = self.order.pop_first() else { break };
-            self.entries.remove(&least);
+            let Some(least) = self.order.iter().find(|(_, k)| **k != key).map(|(order, _)| *order)
+            else {
+                break;
+            };
+            if let Some(evicted) = self.order.remove(&least) {
+                self.entries.remove(&evicted);
+            }
         }
     }
 
@@ -768,5 +775,30 @@ mod tests {
             limiter.check(&alice, ip, Timestamp(SECOND + 100)).is_err(),
             "alice got a fresh burst"
         );
+    }
+
+    /// A table full of blocked keys still counts a new one: the key evicted is never the one
+    /// just counted, so filling the table cannot make a new username (or address) unlimited.
+    #[test]
+    fn a_table_full_of_blocked_keys_still_counts_a_new_one() {
+        let config = FailedLoginsConfig {
+            per_username_max: 3,
+            per_ip_max: 1_000_000,
+            window: Duration::from_secs(3600),
+            entries_max: 3,
+        };
+        let mut limiter = LoginLimiter::new(&config);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        for name in ["a", "b", "c"] {
+            for _ in 0..10 {
+                limiter.record_failure(&user(name), ip, Timestamp(0));
+            }
+        }
+        let bob = user("bob");
+        for _ in 0..3 {
+            limiter.record_failure(&bob, ip, Timestamp(SECOND));
+        }
+        assert_eq!(limiter.len().0, 3);
+        assert!(limiter.check(&bob, ip, Timestamp(SECOND)).is_err(), "bob was not counted");
     }
 }

@@ -387,7 +387,8 @@ pub struct RegistrationsConfig {
     /// The window. Default `1h`.
     #[serde(deserialize_with = "duration")]
     pub window: Duration,
-    /// Addresses tracked; the least recently seen are forgotten first. Default 100000.
+    /// Addresses tracked; those whose registrations have leaked away are forgotten first, then
+    /// those with the fewest still counted (never the one just counted). Default 100000.
     pub entries_max: u32,
 }
 
@@ -426,8 +427,9 @@ pub struct FailedLoginsConfig {
     /// The window. Default `15m`.
     #[serde(deserialize_with = "duration")]
     pub window: Duration,
-    /// Usernames and IPs tracked, each; the least recently failed are forgotten first.
-    /// Default 100000.
+    /// Usernames and IPs tracked, each; those whose failures have leaked away are forgotten
+    /// first, then those with the fewest still counted (never the one just counted), so a
+    /// blocked key is the last to go. Default 100000.
     pub entries_max: u32,
 }
 
@@ -951,10 +953,16 @@ pub fn read_text_bounded(path: &Path, bytes_max: u64) -> std::io::Result<Result<
     if length > bytes_max {
         return Ok(Err(length));
     }
-    let mut text = String::new();
-    file.take(bytes_max.saturating_add(1)).read_to_string(&mut text)?;
-    let read = u64::try_from(text.len()).unwrap_or(u64::MAX);
-    Ok(if read > bytes_max { Err(read.max(length)) } else { Ok(text) })
+    let mut bytes = Vec::new();
+    file.take(bytes_max.saturating_add(1)).read_to_end(&mut bytes)?;
+    let read = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if read > bytes_max {
+        // Too large, whatever its last (perhaps cut) character.
+        return Ok(Err(read.max(length)));
+    }
+    String::from_utf8(bytes)
+        .map(Ok)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 impl HttpSourceConfig {
