@@ -760,7 +760,7 @@ impl Core {
     fn note_journal_halt(&mut self) {
         if self.halted.is_none() && self.journal.is_halted() {
             let cause = self.journal.halted().unwrap_or_else(|| "a storage fault".to_owned());
-            error!(%cause, "the journal refuses writes: orders and registrations are refused until the master is restarted");
+            error!(%cause, "the journal refuses writes: orders, registrations and logins are refused until the master is restarted");
             self.halted = Some(cause);
         }
     }

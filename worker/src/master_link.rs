@@ -16,10 +16,10 @@
 //! - when the link is down, or drops while a relay waits, or the master does not answer within
 //!   `link.relay_timeout`, the relay answers the request's own failure return with
 //!   `master_unavailable`: never an error, never a hang.
-//! - a login whose caller stopped waiting (the relay timed out, or the client went away) may
-//!   still be answered by the master with a new session that no client will ever know: the
-//!   link hands such sessions to the worker ([`MasterLink::take_orphan_sessions`]), which logs
-//!   them out. (A login answered on a link that then drops is not known to the worker; its
+//! - a login whose caller stopped waiting (the relay timed out, or the caller's task dropped
+//!   it) may still be answered by the master with a new session that no client will ever know:
+//!   the link hands such sessions to the worker ([`MasterLink::take_orphan_sessions`]), which
+//!   logs them out. (A login answered on a link that then drops is not known to the worker; its
 //!   session ends with the master's timeouts.)
 //! - after a failure the task reconnects with exponential backoff
 //!   (`link.reconnect_backoff_min`, doubled up to `link.reconnect_backoff_max`, back to the
@@ -145,24 +145,24 @@ impl Up {
     /// Answers every relay past its deadline with [`Lost::TimedOut`], and forgets those whose
     /// caller stopped waiting.
     fn sweep(&self, now: Instant) {
-        let mut abandoned = Vec::new();
-        if let Some(map) = self.waiting().as_mut() {
+        // Abandoned logins are remembered under the map's lock (see `WaitGuard`).
+        let mut waiting = self.waiting();
+        if let Some(map) = waiting.as_mut() {
             let done =
                 map.extract_if(|_, waiter| waiter.answer.is_closed() || waiter.deadline <= now);
             for (relay_id, waiter) in done {
                 if let Some(ip) = waiter.login_from {
-                    abandoned.push((relay_id, ip));
+                    self.abandon_login(relay_id, ip);
                 }
                 // A caller that stopped waiting is not told (the send fails, harmlessly).
                 let _ = waiter.answer.send(Err(Lost::TimedOut));
             }
         }
-        for (relay_id, ip) in abandoned {
-            self.abandon_login(relay_id, ip);
-        }
     }
 
     /// Remembers a login nobody waits for, so that its late answer's session is logged out.
+    /// Called with the waiting map's lock held (the lock order is `waiting`, then
+    /// `abandoned_logins`; the link task takes them one after the other, never nested).
     fn abandon_login(&self, relay_id: u64, ip: IpAddr) {
         let mut abandoned = self.abandoned_logins.lock().unwrap_or_else(PoisonError::into_inner);
         if abandoned.len() >= ABANDONED_LOGINS_MAX {
@@ -249,8 +249,10 @@ struct WaitGuard {
 
 impl Drop for WaitGuard {
     fn drop(&mut self) {
-        // Still in the map: the caller stopped waiting before the answer.
-        let waiter = self.up.waiting().as_mut().and_then(|map| map.remove(&self.relay_id));
+        // Still in the map: the caller stopped waiting before the answer. Remembered as
+        // abandoned under the map's lock, so that a reply read meanwhile finds one or the other.
+        let mut waiting = self.up.waiting();
+        let waiter = waiting.as_mut().and_then(|map| map.remove(&self.relay_id));
         if let Some(ip) = waiter.and_then(|w| w.login_from) {
             self.up.abandon_login(self.relay_id, ip);
         }
@@ -736,8 +738,15 @@ async fn carry(
                         let waiter = up.waiting().as_mut().and_then(|map| map.remove(&relay_id));
                         match waiter {
                             Some(waiter) => {
-                                // The caller may have given up in the meantime; nothing to do.
-                                let _ = waiter.answer.send(Ok(response));
+                                // The caller may have given up in the meantime: nothing to do,
+                                // unless its answer was a new session nobody will know.
+                                if let Err(Ok(Response::SessionId(session))) =
+                                    waiter.answer.send(Ok(response))
+                                    && let Some(ip) = waiter.login_from
+                                {
+                                    info!(relay_id, "a login was answered as its client stopped waiting; its session is logged out");
+                                    shared.orphaned(session, ip);
+                                }
                             }
                             None => match (up.abandoned_login(relay_id), response) {
                                 (Some(ip), Response::SessionId(session)) => {

@@ -165,7 +165,8 @@ struct Shared {
     link: MasterLink,
     cache: Mutex<AssetCache>,
     sessions: Mutex<SessionCache>,
-    /// Expirable sessions whose connection closed, with the client's address, oldest first:
+    /// Sessions no client uses any more (expirable sessions whose connection closed, sessions
+    /// of logins whose client never got the answer), with the client's address, oldest first:
     /// the logout task ends them on the master, keeps them while the link is down and sends
     /// again those the master could not take (busy, or no answer in time).
     pending_logouts: Mutex<VecDeque<(SessionId, IpAddr)>>,
@@ -432,8 +433,11 @@ pub async fn run_with_stats(
     while let Some(done) = tasks.join_next().await {
         reap(done);
     }
-    // The closed connections' logouts, sent by the logout task while the link is still up
-    // (a few seconds at most).
+    // The closed connections' logouts, and the sessions of logins answered too late, sent by
+    // the logout task while the link is still up (a few seconds at most).
+    for (session, ip) in shared.link.take_orphan_sessions() {
+        shared.keep_logout(session, ip);
+    }
     shared.logouts_wanted.notify_one();
     let deadline = tokio::time::Instant::now() + LOGOUTS_AT_SHUTDOWN;
     while shared.logouts_left() > 0 {
@@ -926,15 +930,24 @@ impl Client {
             if !self.flush_orders(&mut orders, &mut writer, activity).await {
                 return;
             }
-            let (response, close) = match item {
+            let (response, close, login) = match item {
                 Item::Request { request, received_at } => {
-                    (self.handle(request, received_at).await, false)
+                    let login = matches!(request, Request::Login { .. });
+                    (self.handle(request, received_at).await, false, login)
                 }
-                Item::Answer(answer) => (answer, false),
-                Item::Close(Some(answer)) => (answer, true),
+                Item::Answer(answer) => (answer, false, false),
+                Item::Close(Some(answer)) => (answer, true, false),
                 Item::Close(None) => break,
             };
             if !self.send(&mut writer, &response).await {
+                if login && let Response::SessionId(session) = response {
+                    // The client is gone before it could read its new session: nobody will
+                    // ever use it.
+                    debug!("a new session could not be written to its client; it is logged out");
+                    self.expirable.retain(|&s| s != session);
+                    self.shared.sessions().end(session);
+                    self.shared.log_out_later(session, self.ip());
+                }
                 return;
             }
             activity.end();

@@ -1038,3 +1038,45 @@ async fn a_master_that_has_not_proved_itself_cannot_send_a_large_message() {
     let closed = tokio::time::timeout(Duration::from_secs(30), socket.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the worker still waits for the rest of a 1 MiB challenge");
 }
+
+/// A new session whose answer cannot be written to its client (the connection was reset while
+/// the login waited for the master) is one nobody will use: the worker logs it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_cannot_be_written_to_its_client_is_logged_out() {
+    let releases: Arc<std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>> = Arc::default();
+    let held = Arc::clone(&releases);
+    let handler: common::Handler = Arc::new(move |relay: Relay| match relay.request {
+        Request::Login { .. } => {
+            let (release, released) = tokio::sync::oneshot::channel();
+            held.lock().unwrap().push(release);
+            Box::pin(async move {
+                let _ = released.await;
+                Response::SessionId(SessionId([9; 32]))
+            })
+        }
+        _ => {
+            let response = answer(&relay);
+            Box::pin(async move { response })
+        }
+    });
+    let (_keys, mut master, worker) = cluster(handler, |_| {}).await;
+    let socket = tokio::net::TcpStream::connect(worker.addr).await.unwrap();
+    // Closed with a reset, not in order, when dropped.
+    socket.set_zero_linger().unwrap();
+    let mut bob = net::FramedStream::new(socket);
+    let login = Request::Login {
+        username: engine::Username::new("bob").unwrap(),
+        password: net::HashedPassword::new(vec![1; 32]).unwrap(),
+        expirable: false,
+    };
+    bob.write_request(&login).await.unwrap();
+    master.next_relay_of(Instruction::Login).await;
+    // Bob's connection is reset while his login waits.
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for release in releases.lock().unwrap().drain(..) {
+        let _ = release.send(());
+    }
+    let logout = master.next_relay_of(Instruction::Logout).await;
+    assert_eq!(logout.request, Request::Logout { session: SessionId([9; 32]) });
+}

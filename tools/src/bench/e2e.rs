@@ -696,7 +696,9 @@ pub async fn echo(
 
 /// Whether an order refused for `reason` was refused by the engine at settlement, and so
 /// journaled before the answer. Refusals the master makes on arrival (a quantity or symbol it
-/// cannot take) are not journaled: they acknowledge nothing.
+/// cannot take) are not journaled: they acknowledge nothing. One reason is both: `no_price` on
+/// arrival for a listed asset the master no longer prices; the bench trades assets priced
+/// throughout, so a `no_price` it sees comes from settlement.
 fn settlement_rejection(reason: Reason) -> bool {
     use engine::RejectReason as R;
     matches!(
