@@ -182,7 +182,7 @@ struct Shared {
 /// idle timeout.
 const PENDING_LOGOUTS_MAX: usize = 100_000;
 /// Logouts the logout task sends at once.
-const LOGOUTS_AT_ONCE: usize = 16;
+pub const LOGOUTS_AT_ONCE: usize = 16;
 /// How long the logout task waits before it sends again the logouts the master could not take
 /// (the link down, the master busy or not answering in time).
 const LOGOUT_RETRY: Duration = Duration::from_secs(1);

@@ -445,6 +445,8 @@ pub struct PhaseStats {
     pub busy_latency: Histogram,
     /// Other answers (errors, failures other than engine rejections and busy).
     pub other: u64,
+    /// The first answer of the phase that acknowledged nothing, in words (for the report).
+    pub first_unacknowledged: Option<String>,
 }
 
 impl PhaseStats {
@@ -454,6 +456,16 @@ impl PhaseStats {
         self.busy += other.busy;
         self.busy_latency.merge(&other.busy_latency);
         self.other += other.other;
+        if self.first_unacknowledged.is_none() {
+            self.first_unacknowledged.clone_from(&other.first_unacknowledged);
+        }
+    }
+
+    /// Notes an answer that acknowledged nothing, keeping the first in words.
+    fn unacknowledged(&mut self, response: &Response) {
+        if self.first_unacknowledged.is_none() {
+            self.first_unacknowledged = Some(describe(response));
+        }
     }
 }
 
@@ -535,6 +547,7 @@ impl Trader {
                     stats.acked_in_time += u64::from(now <= until);
                 }
                 Response::PurchaseFail(f) | Response::SellFail(f) if f.reason == Reason::Busy => {
+                    stats.unacknowledged(&response);
                     stats.busy += 1;
                     stats.busy_latency.record(latency);
                     if again {
@@ -550,7 +563,10 @@ impl Trader {
                     stats.acked.record(latency);
                     stats.acked_in_time += u64::from(now <= until);
                 }
-                _ => stats.other += 1,
+                _ => {
+                    stats.unacknowledged(&response);
+                    stats.other += 1;
+                }
             }
             if again {
                 let order = self.next_order()?;
@@ -829,8 +845,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
         if steady.busy + steady.other + overload.other > 0 {
             eprintln!(
                 "pt bench e2e: answers that acknowledged nothing: steady phase {} busy and {} \
-                 failed or refused on arrival; overload step {} failed or refused on arrival",
-                steady.busy, steady.other, overload.other
+                 failed or refused on arrival (the first: {}); overload step {} failed or \
+                 refused on arrival",
+                steady.busy,
+                steady.other,
+                steady.first_unacknowledged.as_deref().unwrap_or("-"),
+                overload.other
             );
         }
         let slow = slow.figure("e2e.slow_intervals", intervals);

@@ -69,7 +69,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
     let baseline_rate = argon2_rate(duration.min(Duration::from_secs(2)))?;
     let runtime = e2e::runtime()?;
     runtime.block_on(async {
-        let admitted = connections.saturating_mul(args.window).saturating_add(storm_connections);
+        // Admission: the traders' orders, one login per storm connection, and the logouts the
+        // worker sends for the storm users' first sessions (their connections close just
+        // before the storm), as many at once as its logout task sends.
+        let logouts = u32::try_from(worker::server::LOGOUTS_AT_ONCE).unwrap_or(u32::MAX);
+        let admitted = connections
+            .saturating_mul(args.window)
+            .saturating_add(storm_connections)
+            .saturating_add(logouts);
         let processes =
             Processes::start(&base_dir(args), args.interval, DEFAULT_ARGON2, admitted).await?;
         let run = e2e::run_tag();
@@ -109,8 +116,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
             if stats.busy + stats.other > 0 {
                 eprintln!(
                     "pt bench login: orders of the {phase} phase that were not acknowledged: {} \
-                     busy, {} failed or refused on arrival",
-                    stats.busy, stats.other
+                     busy, {} failed or refused on arrival (the first: {})",
+                    stats.busy,
+                    stats.other,
+                    stats.first_unacknowledged.as_deref().unwrap_or("-")
                 );
             }
         }
