@@ -75,6 +75,10 @@ pub struct UpArgs {
     pub worker_port: u16,
 }
 
+/// How long a stop waits for the workers before it tells the master to stop too (the master
+/// then settles the interval at once, answering the orders the workers wait for).
+pub const WORKERS_STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// What a cluster is started with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -480,6 +484,11 @@ impl Cluster {
         &self.workers
     }
 
+    /// Each worker's counters now (relays sent, connections...), in worker order.
+    pub fn worker_stats(&self) -> Vec<worker::StatsSnapshot> {
+        self.worker_stats.iter().map(worker::Stats::snapshot).collect()
+    }
+
     /// The (absolute) data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
@@ -493,10 +502,35 @@ impl Cluster {
     async fn stop(&mut self) -> anyhow::Result<()> {
         let mut errors = Vec::new();
         self.worker_stop.send_replace(true);
-        for (n, slot) in self.worker_tasks.iter_mut().enumerate() {
-            let Some(task) = slot.take() else { continue };
-            let name = self.workers.get(n).map_or("?", |w| w.name.as_str());
-            match task.await {
+        // The workers answer what they already read; an order among it waits for its
+        // interval. Past a short grace the master is told to stop too: it settles the current
+        // interval at once, so a long interval (`--interval 1h`) does not hold the stop.
+        let tasks: Vec<_> = self
+            .worker_tasks
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(n, slot)| {
+                let name = self.workers.get(n).map_or("?", |w| w.name.as_str()).to_owned();
+                slot.take().map(|task| (name, task))
+            })
+            .collect();
+        let workers = async {
+            let mut outcomes = Vec::new();
+            for (name, task) in tasks {
+                outcomes.push((name, task.await));
+            }
+            outcomes
+        };
+        tokio::pin!(workers);
+        let outcomes = tokio::select! {
+            outcomes = &mut workers => outcomes,
+            () = tokio::time::sleep(WORKERS_STOP_GRACE) => {
+                self.master_stop.send_replace(true);
+                workers.await
+            }
+        };
+        for (name, outcome) in outcomes {
+            match outcome {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => errors.push(format!("worker {name}: {e}")),
                 Err(e) => errors.push(format!("worker {name}'s task: {e}")),
@@ -514,7 +548,8 @@ impl Cluster {
     }
 
     /// Stops the workers (each answers what it already read), then the master (it settles and
-    /// commits the current interval), and waits for all of them.
+    /// commits the current interval), and waits for all of them. The master is told to stop
+    /// after [`WORKERS_STOP_GRACE`] even if a worker still waits for an order's interval.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.stop().await
     }

@@ -341,3 +341,50 @@ fn a_start_up_interrupted_stops_what_started_cleanly() {
     assert!(!journal::Journal::in_use(&journal));
     assert!(redb::ReadOnlyDatabase::open(&journal).is_ok(), "the journal was left open");
 }
+
+/// A stop while an order waits for a long interval is not held by it: past a short grace the
+/// master is told to stop too; it settles the interval at once, and the order is answered (a
+/// fill, not an error).
+#[test]
+fn a_stop_is_not_held_by_an_order_waiting_for_a_long_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = ClusterConfig { interval: Duration::from_secs(3600), ..config(dir.path()) };
+    let cluster = runtime.block_on(Cluster::start(config)).unwrap();
+    let env = Env::new(&cluster, dir.path());
+    let stdin = format!("{PASSWORD}\n");
+    env.ok_with(&["register", "alice", "alice@example.com", "--password-stdin"], &stdin);
+    env.login();
+    let relayed = cluster.worker_stats()[0].relays;
+    let buy = Command::new(env!("CARGO_BIN_EXE_pt"))
+        .args(["buy", "AAPL", "1"])
+        .env("PT_WORKER", &env.worker)
+        .env("PT_MASTER", &env.master)
+        .env("PT_SESSION_FILE", &env.session)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The worker has relayed the order (and waits an hour for its interval).
+    let mut waited = 0;
+    while cluster.worker_stats()[0].relays == relayed {
+        assert!(waited < 6000, "the order was never relayed");
+        std::thread::sleep(Duration::from_millis(10));
+        waited += 1;
+    }
+    // Well within the interval's hour: the stop ends, and the order got its fill.
+    let stopped = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(300), cluster.shutdown()).await
+    });
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+    let output = buy.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.starts_with("Bought"), "{stdout}");
+}
