@@ -2,11 +2,17 @@
 
 use std::future::Future;
 
-use tracing::info;
+use tracing::{info, warn};
 
 /// Installs the SIGINT and SIGTERM handlers now, so that a signal arriving while the server
 /// starts (a journal recovery can take seconds) is kept and stops it cleanly once it serves,
 /// and returns a future that completes on the first of them. Call it inside a tokio runtime.
+///
+/// A second signal while the clean stop is under way (a worker waiting for the master's
+/// answers, a final price fetch) ends the process at once, with status 128 + the signal's
+/// number (130 for SIGINT, 143 for SIGTERM), as a process without handlers would: the operator
+/// asked twice. Nothing acknowledged is lost by it: an answer goes out only after its commit is
+/// durable, and the journal recovers a commit cut short as after a crash.
 #[cfg(unix)]
 pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -17,6 +23,14 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
             _ = interrupt.recv() => info!("SIGINT: shutting down"),
             _ = terminate.recv() => info!("SIGTERM: shutting down"),
         }
+        tokio::spawn(async move {
+            let (name, code) = tokio::select! {
+                _ = interrupt.recv() => ("SIGINT", 130),
+                _ = terminate.recv() => ("SIGTERM", 143),
+            };
+            warn!("{name} again: stopping at once, without finishing the shutdown");
+            std::process::exit(code);
+        });
     })
 }
 

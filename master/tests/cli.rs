@@ -188,3 +188,77 @@ fn an_error_says_its_cause_once() {
     assert!(text.contains(&format!("cannot read config file {missing}")), "{text}");
     assert_eq!(text.matches("No such file or directory").count(), 1, "{text}");
 }
+
+/// A second signal while the clean stop is under way (here: the final price fetch, from a
+/// provider that never answers, which the stop gives a few seconds) ends the master at once,
+/// with status 143 for SIGTERM; the first alone would have waited and exited 0.
+#[cfg(unix)]
+#[test]
+fn a_second_signal_stops_the_master_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // A provider that takes connections and never answers.
+    let provider = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let provider_addr = provider.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in provider.incoming() {
+            held.push(stream);
+        }
+    });
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let data = dir.path().join("data");
+    let config = write(
+        dir.path(),
+        "master.toml",
+        &format!(
+            "listen = \"{listen}\"\ndata_dir = \"{}\"\nupdate_interval = \"1h\"\nassets = [\"IBM\"]\n\
+             [prices]\nsource = \"http\"\nbase_url = \"http://{provider_addr}\"\n\
+             api_key_env = \"PT_TEST_KEY\"\n",
+            data.display()
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pt-master"))
+        .args(["--config", &config])
+        .env_remove("PT_MASTER_CONFIG")
+        .env("PT_TEST_KEY", "k")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Serving: its port takes connections.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the master never served");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pid = child.id().to_string();
+    let term = || {
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.unwrap().success());
+    };
+    // Its log lines, as they come.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines_tx.send(line);
+        }
+        all
+    });
+    term();
+    // The first is taken (the stop then waits for the silent provider), then the second.
+    loop {
+        let line = lines.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
+        if line.contains("SIGTERM: shutting down") {
+            break;
+        }
+    }
+    term();
+    let status = child.wait().unwrap();
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(143), "{status:?}: {err}");
+    assert!(err.contains("SIGTERM again: stopping at once"), "{err}");
+}
