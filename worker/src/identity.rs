@@ -411,20 +411,22 @@ impl WorkerIdentity {
     }
 
     /// Writes `worker.key` (mode 0600), `worker.pub.asc` and `worker.uuid` into `dir`, creating
-    /// the directory if needed. Refuses to overwrite any of the three files.
+    /// the directory if needed. Refuses to overwrite an identity: a directory that has a
+    /// `worker.key` has one. The key is written last, and appears whole or not at all (written
+    /// to a temporary file, then linked to its name): a save cut short (a full disk, a kill)
+    /// leaves no key, so the next save starts over, replacing the other two files it left.
     pub fn save(&self, dir: &Path) -> Result<(), IdentityError> {
-        fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
-            action: "create directory",
-            path: dir.to_path_buf(),
+        let io_err = |action, path: &Path, source| IdentityError::Io {
+            action,
+            path: path.to_path_buf(),
             source,
-        })?;
+        };
+        fs::create_dir_all(dir).map_err(|source| io_err("create directory", dir, source))?;
         let key_path = dir.join(KEY_FILE_NAME);
         let cert_path = dir.join(PUBLIC_CERT_FILE_NAME);
         let uuid_path = dir.join(UUID_FILE_NAME);
-        for path in [&key_path, &cert_path, &uuid_path] {
-            if path.exists() {
-                return Err(IdentityError::AlreadyExists { path: path.clone() });
-            }
+        if key_path.exists() {
+            return Err(IdentityError::AlreadyExists { path: key_path });
         }
         let secret = self
             .tsk
@@ -433,9 +435,36 @@ impl WorkerIdentity {
             .to_vec()
             .map_err(|e| IdentityError::Serialize { source: e.into() })?;
         let public = self.public_cert_armored()?;
-        write_new(&key_path, &secret, 0o600)?;
-        write_new(&cert_path, public.as_bytes(), 0o644)?;
-        write_new(&uuid_path, format!("{}\n", self.uuid.hyphenated()).as_bytes(), 0o644)?;
+        let uuid_text = format!("{}\n", self.uuid.hyphenated());
+        for (path, bytes) in [(&cert_path, public.as_bytes()), (&uuid_path, uuid_text.as_bytes())] {
+            // Left by a save cut short (there is no key): replaced.
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(io_err("replace", path, source)),
+            }
+            write_new(path, bytes, 0o644)?;
+        }
+        let temporary = dir.join(format!(".{KEY_FILE_NAME}.new"));
+        match fs::remove_file(&temporary) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(io_err("replace", &temporary, source)),
+        }
+        write_new(&temporary, &secret, 0o600)?;
+        let linked = fs::hard_link(&temporary, &key_path);
+        let _ = fs::remove_file(&temporary);
+        linked.map_err(|source| {
+            if source.kind() == io::ErrorKind::AlreadyExists {
+                IdentityError::AlreadyExists { path: key_path.clone() }
+            } else {
+                io_err("create", &key_path, source)
+            }
+        })?;
+        #[cfg(unix)]
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| io_err("sync", dir, source))?;
         Ok(())
     }
 
@@ -1101,6 +1130,23 @@ mod tests {
         id.save(dir.path()).unwrap();
         let err = id.save(dir.path()).unwrap_err();
         assert!(matches!(err, IdentityError::AlreadyExists { .. }), "{err}");
+    }
+
+    /// A save cut short before its key (the last file) leaves no identity: the next save
+    /// replaces what it left, and the identity then loads.
+    #[test]
+    fn a_save_cut_short_before_the_key_is_started_over() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PUBLIC_CERT_FILE_NAME), "half").unwrap();
+        std::fs::write(dir.path().join(UUID_FILE_NAME), "").unwrap();
+        std::fs::write(dir.path().join(format!(".{KEY_FILE_NAME}.new")), "cut").unwrap();
+        let id = WorkerIdentity::generate(uuid(), "w").unwrap();
+        id.save(dir.path()).unwrap();
+        let loaded = WorkerIdentity::load(dir.path()).unwrap();
+        assert_eq!(loaded.uuid(), id.uuid());
+        assert!(!dir.path().join(format!(".{KEY_FILE_NAME}.new")).exists());
+        let cert = std::fs::read_to_string(dir.path().join(PUBLIC_CERT_FILE_NAME)).unwrap();
+        assert!(cert.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"), "{cert}");
     }
 
     #[cfg(unix)]

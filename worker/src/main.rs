@@ -199,6 +199,18 @@ fn keygen(args: KeygenArgs) -> ExitCode {
     }
 }
 
+/// `word` as one shell word: as it is when it holds only characters no shell treats specially,
+/// otherwise in single quotes (a quote inside written `'\''`), so the printed command can be
+/// pasted as it is.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:@%+=,-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 fn write_identity(
     uuid: uuid::Uuid,
     name: &str,
@@ -206,10 +218,12 @@ fn write_identity(
     allow_ips: &[String],
 ) -> anyhow::Result<()> {
     let identity = WorkerIdentity::generate(uuid, name)?;
-    identity.save(out)?;
+    // Everything printed is made before the identity is saved: a failure after the save would
+    // leave an identity whose registration was never shown, and a second keygen refused.
     let cert_path = std::path::absolute(out.join(identity::PUBLIC_CERT_FILE_NAME))
         .context("cannot make the certificate path absolute")?;
     let snippet = identity.registration_toml(name, &cert_path, allow_ips)?;
+    identity.save(out)?;
     println!("Worker identity written to {}", out.display());
     println!("  UUID:        {}", identity.uuid());
     println!("  fingerprint: {}", identity.fingerprint().to_hex());
@@ -218,11 +232,13 @@ fn write_identity(
     println!("Copy the certificate to the master's host and register the worker there, either");
     println!("with the registry (takes effect at once, no restart):");
     println!();
-    let allow: String = allow_ips.iter().map(|ip| format!(" --allow-ip {ip}")).collect();
+    let allow: String =
+        allow_ips.iter().map(|ip| format!(" --allow-ip {}", shell_word(ip))).collect();
     println!(
-        "  pt-master worker add --data MASTER-DATA-DIR --id {} --name {name} --cert {}{allow}",
+        "  pt-master worker add --data MASTER-DATA-DIR --id {} --name {} --cert {}{allow}",
         identity.uuid(),
-        cert_path.display()
+        shell_word(name),
+        shell_word(&cert_path.display().to_string())
     );
     println!();
     println!("or in the master's configuration file (then restart it), not both:");
@@ -231,4 +247,21 @@ fn write_identity(
     println!();
     println!("Keep {} secret; never copy it.", out.join(identity::KEY_FILE_NAME).display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    /// A printed command's words survive a paste into a shell: plain ones as they are, others
+    /// quoted, a quote inside one too.
+    #[test]
+    fn words_are_quoted_only_when_a_shell_would_read_them_otherwise() {
+        assert_eq!(shell_word("eu-1"), "eu-1");
+        assert_eq!(shell_word("/srv/pt/worker.pub.asc"), "/srv/pt/worker.pub.asc");
+        assert_eq!(shell_word("eu 1"), "'eu 1'");
+        assert_eq!(shell_word("$HOME"), "'$HOME'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
 }
