@@ -474,7 +474,7 @@ pub async fn run_with_prices(
     };
     let admin_task =
         admin_socket.map(|socket| tokio::spawn(socket.serve(admin_state, stop_rx.clone())));
-    let interval_task = tokio::spawn(interval_loop(
+    let mut interval_task = tokio::spawn(interval_loop(
         source,
         assets,
         config.update_interval,
@@ -502,9 +502,21 @@ pub async fn run_with_prices(
     let mut connection_tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     let mut core_failed = false;
+    // The interval loop ends only when told to stop: one that ended on its own (a panic in a
+    // price source, say) would leave the master taking orders it never settles.
+    let mut interval_ended = None;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            ended = &mut interval_task => {
+                let cause = match &ended {
+                    Ok(()) => "it stopped on its own".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                error!(%cause, "the interval loop ended while the master serves: stopping");
+                interval_ended = Some(ended.map_err(|_| cause));
+                break;
+            }
             end = &mut core_ended => {
                 // A contained failure was logged by the core with its cause; a thread that ended
                 // without sending its end panicked outside a request, which only the panic
@@ -548,15 +560,24 @@ pub async fn run_with_prices(
             }
         }
     }
+    // Stop accepting now: a connection made during the stop would only wait in the backlog
+    // until it is cut off; refused, its client knows at once.
+    drop(listener);
     if core_failed {
         error!("stopping the master: its core failed (see above); restart it");
+    } else if interval_ended.is_some() {
+        error!("stopping the master: its interval loop ended (see above); restart it");
     } else {
         info!("shutting down: settling the current interval");
     }
     let _ = stop_tx.send(true);
-    if let Err(e) = interval_task.await {
-        error!(cause = %e, "interval loop failed");
-    }
+    let interval_failure = match interval_ended {
+        Some(ended) => Some(ended.err().unwrap_or_else(|| "it stopped on its own".to_owned())),
+        None => interval_task.await.err().map(|e| {
+            error!(cause = %e, "interval loop failed");
+            e.to_string()
+        }),
+    };
     // Let the links write the last interval's answers, and every connection end, before the
     // process goes; what is still busy after the drain time is cut off.
     let drained = tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, async {
@@ -579,6 +600,11 @@ pub async fn run_with_prices(
     if let CoreEnd::Failed(cause) = join_core(core_thread).await? {
         return Err(ServerError::Core(format!(
             "the core failed and the master stopped: {cause}; a restart checks the journal"
+        )));
+    }
+    if let Some(cause) = interval_failure {
+        return Err(ServerError::Internal(format!(
+            "the interval loop failed ({cause}), so the master stopped; restart it"
         )));
     }
     info!("master stopped");

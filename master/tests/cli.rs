@@ -256,6 +256,16 @@ fn a_second_signal_stops_the_master_at_once() {
             break;
         }
     }
+    // Stopping, it takes no connection (refused, not left in the backlog) while it waits for
+    // the provider (at least 5 s).
+    let refusing = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::net::TcpStream::connect(listen).is_ok() {
+        assert!(
+            std::time::Instant::now() < refusing,
+            "the stopping master still takes connections"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     term();
     let status = child.wait().unwrap();
     let err = reader.join().unwrap();
