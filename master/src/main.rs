@@ -287,7 +287,9 @@ fn run(args: &RunArgs) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
+            // Printed as well as logged: a RUST_LOG filter may hide the log line.
             error!(cause = %e, "cannot start the runtime");
+            eprintln!("pt-master: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -666,7 +666,13 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
             () = &mut shutdown => None,
             e = cluster.failed() => Some(e),
         };
-        eprintln!("Stopping: workers first, then the master (it settles the current interval)...");
+        if failure.is_some() {
+            eprintln!("A server stopped on its own (its error below): stopping the others...");
+        } else {
+            eprintln!(
+                "Stopping: workers first, then the master (it settles the current interval)..."
+            );
+        }
         let stopped = cluster.shutdown().await;
         if let Some(e) = failure {
             return Err(e);
