@@ -500,23 +500,19 @@ pub async fn run_with_prices(
     // Every connection's task: the shutdown waits for them (each holds the journal), so that
     // when `run` returns the journal is closed and a restart can open it at once.
     let mut connection_tasks = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
+    // Boxed, so that it can be dropped when the stop comes from a failure: a signal then ends
+    // the process at once (`crate::shutdown::shutdown_signal`).
+    let mut shutdown = Box::pin(shutdown);
     let mut core_failed = false;
     // The interval loop ends only when told to stop: one that ended on its own (a panic in a
     // price source, say) would leave the master taking orders it never settles.
     let mut interval_ended = None;
     loop {
+        // In this order: a core that failed also ends the interval loop (its requests fail),
+        // and is the cause to report.
         tokio::select! {
+            biased;
             () = &mut shutdown => break,
-            ended = &mut interval_task => {
-                let cause = match &ended {
-                    Ok(()) => "it stopped on its own".to_owned(),
-                    Err(e) => e.to_string(),
-                };
-                error!(%cause, "the interval loop ended while the master serves: stopping");
-                interval_ended = Some(ended.map_err(|_| cause));
-                break;
-            }
             end = &mut core_ended => {
                 // A contained failure was logged by the core with its cause; a thread that ended
                 // without sending its end panicked outside a request, which only the panic
@@ -529,6 +525,15 @@ pub async fn run_with_prices(
                     );
                 }
                 core_failed = true;
+                break;
+            }
+            ended = &mut interval_task => {
+                let cause = match &ended {
+                    Ok(()) => "it stopped on its own".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                error!(%cause, "the interval loop ended while the master serves: stopping");
+                interval_ended = Some(ended.map_err(|_| cause));
                 break;
             }
             accepted = listener.accept() => match accepted {
@@ -563,6 +568,9 @@ pub async fn run_with_prices(
     // Stop accepting now: a connection made during the stop would only wait in the backlog
     // until it is cut off; refused, its client knows at once.
     drop(listener);
+    if core_failed || interval_ended.is_some() {
+        drop(shutdown);
+    }
     if core_failed {
         error!("stopping the master: its core failed (see above); restart it");
     } else if interval_ended.is_some() {

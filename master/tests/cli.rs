@@ -217,28 +217,40 @@ fn a_second_signal_stops_the_master_at_once() {
             data.display()
         ),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pt-master"))
-        .args(["--config", &config])
-        .env_remove("PT_MASTER_CONFIG")
-        .env("PT_TEST_KEY", "k")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    /// The master, killed if the test fails before it exits.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_pt-master"))
+            .args(["--config", &config])
+            .env_remove("PT_MASTER_CONFIG")
+            .env("PT_TEST_KEY", "k")
+            // The test reads the stop's start from the log.
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // Serving: its port takes connections.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::net::TcpStream::connect(listen).is_err() {
         assert!(std::time::Instant::now() < deadline, "the master never served");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     let term = || {
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(sent.unwrap().success());
     };
     // Its log lines, as they come.
     let (lines_tx, lines) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut all = String::new();
         for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
@@ -267,7 +279,7 @@ fn a_second_signal_stops_the_master_at_once() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     term();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     let err = reader.join().unwrap();
     assert_eq!(status.code(), Some(143), "{status:?}: {err}");
     assert!(err.contains("SIGTERM again: stopping at once"), "{err}");

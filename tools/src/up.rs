@@ -655,7 +655,9 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         let logbook = init_logging(&config.data_dir)?;
         master::logbook::install_crash_dump(logbook, config.data_dir.clone());
         eprintln!("Starting the master and {} worker(s)...", config.workers);
-        tokio::pin!(shutdown);
+        // Boxed, so that it can be dropped when the stop comes from a failure: a Ctrl-C then
+        // ends `pt up` at once (`master::shutdown::shutdown_signal`).
+        let mut shutdown = Box::pin(shutdown);
         // A Ctrl-C during start-up stops what started, at once, without announcing it as up.
         let Some(mut cluster) = prepared.start_unless(shutdown.as_mut()).await? else {
             eprintln!("Stopped before the workers linked.");
@@ -667,6 +669,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
             e = cluster.failed() => Some(e),
         };
         if failure.is_some() {
+            drop(shutdown);
             eprintln!("A server stopped on its own (its error below): stopping the others...");
         } else {
             eprintln!(

@@ -413,8 +413,10 @@ impl WorkerIdentity {
     /// Writes `worker.key` (mode 0600), `worker.pub.asc` and `worker.uuid` into `dir`, creating
     /// the directory if needed. Refuses to overwrite an identity: a directory that has a
     /// `worker.key` has one. The key is written last, and appears whole or not at all (written
-    /// to a temporary file, then linked to its name): a save cut short (a full disk, a kill)
-    /// leaves no key, so the next save starts over, replacing the other two files it left.
+    /// to a temporary file, then renamed): a save cut short (a full disk, a kill) leaves no key,
+    /// so the next save starts over, replacing the other two files it left. Saves into the same
+    /// directory take turns (an exclusive lock on `.identity.lock` there), so two at once cannot
+    /// leave one's key beside the other's certificate.
     pub fn save(&self, dir: &Path) -> Result<(), IdentityError> {
         let io_err = |action, path: &Path, source| IdentityError::Io {
             action,
@@ -425,6 +427,14 @@ impl WorkerIdentity {
         let key_path = dir.join(KEY_FILE_NAME);
         let cert_path = dir.join(PUBLIC_CERT_FILE_NAME);
         let uuid_path = dir.join(UUID_FILE_NAME);
+        let lock_path = dir.join(".identity.lock");
+        let lock = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|source| io_err("lock", &lock_path, source))?;
+        lock.lock().map_err(|source| io_err("lock", &lock_path, source))?;
         if key_path.exists() {
             return Err(IdentityError::AlreadyExists { path: key_path });
         }
@@ -452,19 +462,13 @@ impl WorkerIdentity {
             Err(source) => return Err(io_err("replace", &temporary, source)),
         }
         write_new(&temporary, &secret, 0o600)?;
-        let linked = fs::hard_link(&temporary, &key_path);
-        let _ = fs::remove_file(&temporary);
-        linked.map_err(|source| {
-            if source.kind() == io::ErrorKind::AlreadyExists {
-                IdentityError::AlreadyExists { path: key_path.clone() }
-            } else {
-                io_err("create", &key_path, source)
-            }
-        })?;
+        // No key appeared meanwhile: saves take turns under the lock.
+        fs::rename(&temporary, &key_path).map_err(|source| io_err("create", &key_path, source))?;
         #[cfg(unix)]
         fs::File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|source| io_err("sync", dir, source))?;
+        drop(lock);
         Ok(())
     }
 
