@@ -1254,6 +1254,13 @@ const FILES_BESIDES_CONNECTIONS: usize = 64;
 fn make_room_for_connections(connections: usize) {
     let wanted =
         u64::try_from(connections.saturating_add(FILES_BESIDES_CONNECTIONS)).unwrap_or(u64::MAX);
+    make_room_for_files(wanted, "limits.worker_connections_max");
+}
+
+/// Raises the open-file limit to the hard one ([`net::open_files`]) and warns when even that
+/// is below `wanted`, what `setting` may need: connections past it are not accepted, so they
+/// get no answer (not even `busy`). Shared by the master and the worker.
+pub fn make_room_for_files(wanted: u64, setting: &str) {
     match net::open_files::raise_open_files_limit() {
         Ok(limit) if limit.allows(wanted) => {
             if limit.now > limit.before {
@@ -1264,8 +1271,8 @@ fn make_room_for_connections(connections: usize) {
             limit = limit.now,
             hard = limit.hard,
             wanted,
-            "the open-file limit is below what limits.worker_connections_max may need: \
-             connections past it are not accepted; raise the hard limit (ulimit -Hn, or \
+            "the open-file limit is below what {setting} may need: connections past it are not \
+             accepted (and get no busy answer); raise the hard limit (ulimit -Hn, or \
              LimitNOFILE= for a systemd service)"
         ),
         Err(e) => warn!(cause = %e, "cannot read or raise the open-file limit"),

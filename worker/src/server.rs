@@ -473,22 +473,7 @@ fn make_room_for_connections(config: &WorkerConfig) {
     let wanted = u64::from(config.clients.connections_max)
         .saturating_add(REFUSALS_IN_PROGRESS_MAX as u64)
         .saturating_add(FILES_BESIDES_CLIENTS);
-    match net::open_files::raise_open_files_limit() {
-        Ok(limit) if limit.allows(wanted) => {
-            if limit.now > limit.before {
-                debug!(before = limit.before, now = limit.now, "open-file limit raised");
-            }
-        }
-        Ok(limit) => warn!(
-            limit = limit.now,
-            hard = limit.hard,
-            wanted,
-            "the open-file limit is below what clients.connections_max may need: connections \
-             past it are not accepted (and get no busy answer); raise the hard limit \
-             (ulimit -Hn, or LimitNOFILE= for a systemd service)"
-        ),
-        Err(e) => warn!(cause = %e, "cannot read or raise the open-file limit"),
-    }
+    master::server::make_room_for_files(wanted, "clients.connections_max");
 }
 
 /// Sends the logouts of sessions no client uses any more (closed connections' expirable
