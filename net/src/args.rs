@@ -117,6 +117,13 @@ impl ArgWriter {
         }
     }
 
+    /// Refuses (as [`EncodeError::TooManyItems`]) a list of `items` that promises at most `max`.
+    pub(crate) fn at_most(&mut self, what: &'static str, items: usize, max: usize) {
+        if items > max {
+            self.fail(EncodeError::TooManyItems { what, items, max });
+        }
+    }
+
     fn start(&mut self, tag: Tag) {
         if self.depth == 0 {
             self.args = self.args.saturating_add(1);
@@ -441,6 +448,22 @@ impl<'a> ArgReader<'a> {
         let min_bytes = items.saturating_mul(usize::from(fields));
         if min_bytes > self.remaining() {
             return Err(DecodeError::Truncated { field });
+        }
+        Ok(items)
+    }
+
+    /// A list header, as [`ArgReader::list`], that declares at most `max` items (a promise of
+    /// the payload): more is [`DecodeError::TooManyItems`], before any item is read.
+    pub(crate) fn list_at_most(
+        &mut self,
+        what: &'static str,
+        fields: u16,
+        max: usize,
+    ) -> Result<usize, DecodeError> {
+        let field = self.next_field();
+        let items = self.list(what, fields)?;
+        if items > max {
+            return Err(DecodeError::TooManyItems { field, what, items, max });
         }
         Ok(items)
     }

@@ -237,13 +237,7 @@ impl DataPayload {
                 w.i64(tick.time.micros());
             }
             Self::PriceSeries(series) => {
-                if series.bars.len() > PRICE_SERIES_BARS_MAX {
-                    w.fail(EncodeError::TooManyItems {
-                        what: "bars",
-                        items: series.bars.len(),
-                        max: PRICE_SERIES_BARS_MAX,
-                    });
-                }
+                w.at_most("bars", series.bars.len(), PRICE_SERIES_BARS_MAX);
                 w.text("symbol", series.symbol.as_str(), SYMBOL_CHARS_MAX);
                 w.list("bars", BAR_FIELDS, &series.bars, |w, bar| {
                     w.u64(bar.open.raw());
@@ -279,13 +273,7 @@ impl DataPayload {
                 });
             }
             Self::TransactionHistory { entries, older } => {
-                if entries.len() > HISTORY_ENTRIES_MAX {
-                    w.fail(EncodeError::TooManyItems {
-                        what: "transactions",
-                        items: entries.len(),
-                        max: HISTORY_ENTRIES_MAX,
-                    });
-                }
+                w.at_most("transactions", entries.len(), HISTORY_ENTRIES_MAX);
                 if !entries.is_sorted_by_key(|entry| entry.interval) {
                     w.fail(EncodeError::OutOfOrder { what: HISTORY_ORDER });
                 }
@@ -338,16 +326,7 @@ impl DataPayload {
             }),
             2 => {
                 let symbol = symbol(r)?;
-                let field = r.next_field();
-                let items = r.list("bars", BAR_FIELDS)?;
-                if items > PRICE_SERIES_BARS_MAX {
-                    return Err(DecodeError::TooManyItems {
-                        field,
-                        what: "bars",
-                        items,
-                        max: PRICE_SERIES_BARS_MAX,
-                    });
-                }
+                let items = r.list_at_most("bars", BAR_FIELDS, PRICE_SERIES_BARS_MAX)?;
                 let mut bars = r.vec_for(items);
                 for _ in 0..items {
                     bars.push(Bar {
@@ -392,16 +371,9 @@ impl DataPayload {
             }
             5 => {
                 let older = r.u64("older")?;
+                // Named by the order check below, as by the count check.
                 let field = r.next_field();
-                let items = r.list("transactions", HISTORY_FIELDS)?;
-                if items > HISTORY_ENTRIES_MAX {
-                    return Err(DecodeError::TooManyItems {
-                        field,
-                        what: "transactions",
-                        items,
-                        max: HISTORY_ENTRIES_MAX,
-                    });
-                }
+                let items = r.list_at_most("transactions", HISTORY_FIELDS, HISTORY_ENTRIES_MAX)?;
                 let mut entries = r.vec_for(items);
                 for _ in 0..items {
                     entries.push(HistoryEntry {
