@@ -30,8 +30,9 @@ impl Env {
         }
     }
 
-    fn run(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pt"))
+    /// `pt args` against this cluster, started, its stdin, stdout and stderr piped.
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_pt"))
             .args(args)
             .env("PT_WORKER", &self.worker)
             .env("PT_MASTER", &self.master)
@@ -40,7 +41,11 @@ impl Env {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
+            .unwrap()
+    }
+
+    fn run(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self.spawn(args);
         child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     }
@@ -356,16 +361,8 @@ fn a_stop_is_not_held_by_an_order_waiting_for_a_long_interval() {
     env.ok_with(&["register", "alice", "alice@example.com", "--password-stdin"], &stdin);
     env.login();
     let relayed = cluster.worker_stats()[0].relays;
-    let buy = Command::new(env!("CARGO_BIN_EXE_pt"))
-        .args(["buy", "AAPL", "1"])
-        .env("PT_WORKER", &env.worker)
-        .env("PT_MASTER", &env.master)
-        .env("PT_SESSION_FILE", &env.session)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut buy = env.spawn(&["buy", "AAPL", "1"]);
+    drop(buy.stdin.take());
     // The worker has relayed the order (and waits an hour for its interval): `pt buy` makes two
     // relays, its `loginSession`, then the order.
     let mut waited = 0;
