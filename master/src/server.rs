@@ -505,8 +505,8 @@ pub async fn run_with_prices(
     let mut shutdown = Box::pin(shutdown);
     let mut core_failed = false;
     // The interval loop ends only when told to stop: one that ended on its own (a panic in a
-    // price source, say) would leave the master taking orders it never settles.
-    let mut interval_ended = None;
+    // price source, say) would leave the master taking orders it never settles. Its cause.
+    let mut interval_ended: Option<String> = None;
     loop {
         // In this order: a core that failed also ends the interval loop (its requests fail),
         // and is the cause to report.
@@ -533,7 +533,7 @@ pub async fn run_with_prices(
                     Err(e) => e.to_string(),
                 };
                 error!(%cause, "the interval loop ended while the master serves: stopping");
-                interval_ended = Some(ended.map_err(|_| cause));
+                interval_ended = Some(cause);
                 break;
             }
             accepted = listener.accept() => match accepted {
@@ -580,7 +580,7 @@ pub async fn run_with_prices(
     }
     let _ = stop_tx.send(true);
     let interval_failure = match interval_ended {
-        Some(ended) => Some(ended.err().unwrap_or_else(|| "it stopped on its own".to_owned())),
+        Some(cause) => Some(cause),
         None => interval_task.await.err().map(|e| {
             error!(cause = %e, "interval loop failed");
             e.to_string()
