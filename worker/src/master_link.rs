@@ -138,6 +138,16 @@ struct Up {
 }
 
 impl Up {
+    /// A new link's part, with no relay waiting.
+    fn new(out: mpsc::Sender<Message>) -> Self {
+        Self {
+            out,
+            waiting: Mutex::new(Some(HashMap::new())),
+            next_relay_id: AtomicU64::new(1),
+            abandoned_logins: Mutex::new(BTreeMap::new()),
+        }
+    }
+
     fn waiting(&self) -> MutexGuard<'_, Option<HashMap<u64, Waiter>>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -197,6 +207,18 @@ struct Shared {
 }
 
 impl Shared {
+    /// A link that has not come up yet.
+    fn new(config: LinkConfig, state: watch::Sender<LinkState>) -> Self {
+        Self {
+            config,
+            current: Mutex::new(None),
+            state,
+            generation: std::sync::atomic::AtomicU64::new(0),
+            orphans: Mutex::new(VecDeque::new()),
+            orphans_found: tokio::sync::Notify::new(),
+        }
+    }
+
     fn current(&self) -> Option<Arc<Up>> {
         self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
@@ -390,14 +412,7 @@ impl MasterLink {
         shutdown: watch::Receiver<bool>,
     ) -> (Self, JoinHandle<()>) {
         let (state, _) = watch::channel(LinkState::Connecting);
-        let shared = Arc::new(Shared {
-            config: params.config,
-            current: Mutex::new(None),
-            state,
-            generation: std::sync::atomic::AtomicU64::new(0),
-            orphans: Mutex::new(VecDeque::new()),
-            orphans_found: tokio::sync::Notify::new(),
-        });
+        let shared = Arc::new(Shared::new(params.config, state));
         let link = Self { shared: shared.clone() };
         let span = info_span!("master_link", master = %params.master);
         let task =
@@ -685,12 +700,7 @@ async fn carry(
     let config = shared.config;
     let queue_depth = usize::try_from(config.queue_depth_max).unwrap_or(usize::MAX).max(1);
     let (out, mut out_rx) = mpsc::channel::<Message>(queue_depth);
-    let up = Arc::new(Up {
-        out: out.clone(),
-        waiting: Mutex::new(Some(HashMap::new())),
-        next_relay_id: AtomicU64::new(1),
-        abandoned_logins: Mutex::new(BTreeMap::new()),
-    });
+    let up = Arc::new(Up::new(out.clone()));
     let (mut reader, mut writer) = framed.into_split();
     let write_loop = async move {
         // Orders come in bursts, and each waits for its interval anyway: what is queued
@@ -819,15 +829,7 @@ mod tests {
     #[tokio::test]
     async fn a_relay_without_a_link_fails_at_once_with_master_unavailable() {
         let (state, _) = watch::channel(LinkState::Down);
-        let shared = Arc::new(Shared {
-            config: LinkConfig::default(),
-            current: Mutex::new(None),
-            state,
-            generation: std::sync::atomic::AtomicU64::new(0),
-            orphans: Mutex::new(VecDeque::new()),
-            orphans_found: tokio::sync::Notify::new(),
-        });
-        let link = MasterLink { shared };
+        let link = MasterLink { shared: Arc::new(Shared::new(LinkConfig::default(), state)) };
         let request = Request::GetWorkers;
         let response = link.relay("127.0.0.1".parse().unwrap(), Timestamp(1), None, &request).await;
         let failure = response.failure().unwrap();
@@ -838,12 +840,7 @@ mod tests {
     /// A link with one relay of `request` waiting, from 192.0.2.1.
     fn waiting_relay(request: &Request) -> (Arc<Up>, PendingRelay) {
         let (out, _out_rx) = mpsc::channel(1);
-        let up = Arc::new(Up {
-            out,
-            waiting: Mutex::new(Some(HashMap::new())),
-            next_relay_id: AtomicU64::new(1),
-            abandoned_logins: Mutex::new(BTreeMap::new()),
-        });
+        let up = Arc::new(Up::new(out));
         let (answer, rx) = oneshot::channel();
         let login_from =
             matches!(request, Request::Login { .. }).then(|| "192.0.2.1".parse().unwrap());
