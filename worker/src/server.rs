@@ -202,6 +202,14 @@ impl Shared {
         queued.saturating_add(self.logouts_in_flight.load(Ordering::Acquire))
     }
 
+    /// Queues the logouts of the sessions the link found orphaned (logins whose clients stopped
+    /// waiting before the answer: no client knows them).
+    fn adopt_orphans(&self) {
+        for (session, ip) in self.link.take_orphan_sessions() {
+            self.keep_logout(session, ip);
+        }
+    }
+
     /// Keeps a logout to send; when too many are kept, the oldest is dropped.
     fn keep_logout(&self, session: SessionId, ip: IpAddr) {
         let mut pending = self.pending_logouts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -216,11 +224,7 @@ impl Shared {
     /// them.
     async fn send_logouts(self: &Arc<Self>) -> bool {
         loop {
-            // Sessions of logins whose clients stopped waiting before the answer: no client
-            // knows them.
-            for (session, ip) in self.link.take_orphan_sessions() {
-                self.keep_logout(session, ip);
-            }
+            self.adopt_orphans();
             if self.link.state() != crate::LinkState::Up {
                 return !self
                     .pending_logouts
@@ -435,9 +439,7 @@ pub async fn run_with_stats(
     }
     // The closed connections' logouts, and the sessions of logins answered too late, sent by
     // the logout task while the link is still up (a few seconds at most).
-    for (session, ip) in shared.link.take_orphan_sessions() {
-        shared.keep_logout(session, ip);
-    }
+    shared.adopt_orphans();
     shared.logouts_wanted.notify_one();
     let deadline = tokio::time::Instant::now() + LOGOUTS_AT_SHUTDOWN;
     while shared.logouts_left() > 0 {
