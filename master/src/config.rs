@@ -596,13 +596,12 @@ impl IpNet {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        let net = match self.addr {
+        let (net_addr, prefix_len) = match self.addr {
             IpAddr::V6(v6) if self.prefix_len >= 96 => v6
                 .to_ipv4_mapped()
                 .map_or((self.addr, self.prefix_len), |v4| (IpAddr::V4(v4), self.prefix_len - 96)),
             addr => (addr, self.prefix_len),
         };
-        let (net_addr, prefix_len) = net;
         match (net_addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 prefix_eq(u128::from(u32::from(net)), u128::from(u32::from(ip)), 32, prefix_len)
