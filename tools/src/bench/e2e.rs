@@ -461,6 +461,18 @@ impl PhaseStats {
         }
     }
 
+    /// What acknowledged nothing in the phase, in words (`None` when every answer did).
+    pub fn unacknowledged_report(&self) -> Option<String> {
+        (self.busy + self.other > 0).then(|| {
+            format!(
+                "{} busy, {} failed or refused on arrival (the first: {})",
+                self.busy,
+                self.other,
+                self.first_unacknowledged.as_deref().unwrap_or("-")
+            )
+        })
+    }
+
     /// Notes an answer that acknowledged nothing, keeping the first in words.
     fn unacknowledged(&mut self, response: &Response) {
         if self.first_unacknowledged.is_none() {
@@ -842,14 +854,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
             "e2e.p99_ms",
         )
         .with_target(format!("<= {p99_target:.0} ms (bounded)"), overload_p99_value <= p99_target);
-        if steady.busy + steady.other + overload.other > 0 {
+        if let Some(report) = steady.unacknowledged_report() {
+            eprintln!("pt bench e2e: answers of the steady phase that acknowledged nothing: {report}");
+        }
+        if overload.other > 0 {
             eprintln!(
-                "pt bench e2e: answers that acknowledged nothing: steady phase {} busy and {} \
-                 failed or refused on arrival (the first: {}); overload step {} failed or \
-                 refused on arrival",
-                steady.busy,
-                steady.other,
-                steady.first_unacknowledged.as_deref().unwrap_or("-"),
+                "pt bench e2e: answers of the overload step that failed or were refused on arrival: {}",
                 overload.other
             );
         }

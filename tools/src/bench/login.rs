@@ -113,14 +113,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
             eprintln!("pt bench login: {busy} logins answered busy during the storm");
         }
         for (phase, stats) in [("quiet", &quiet), ("storm", &stormy)] {
-            if stats.busy + stats.other > 0 {
-                eprintln!(
-                    "pt bench login: orders of the {phase} phase that were not acknowledged: {} \
-                     busy, {} failed or refused on arrival (the first: {})",
-                    stats.busy,
-                    stats.other,
-                    stats.first_unacknowledged.as_deref().unwrap_or("-")
-                );
+            if let Some(report) = stats.unacknowledged_report() {
+                eprintln!("pt bench login: orders of the {phase} phase not acknowledged: {report}");
             }
         }
         let interval_ms = args.interval.as_secs_f64() * 1000.0;

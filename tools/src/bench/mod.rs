@@ -294,12 +294,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
         }
         doc::check_writable(path)?;
     }
-    if doc::in_memory(&base_dir(args)) {
+    let dir = base_dir(args);
+    if doc::in_memory(&dir) {
         eprintln!(
             "pt bench: {} is on a filesystem in memory: fdatasync writes no disk there, so the \
              journal, replay, peer and e2e figures do not measure durable writes; pass --dir on \
              a disk",
-            base_dir(args).display()
+            dir.display()
         );
     }
     let which = |w: Which| args.which == Which::All || args.which == w;
