@@ -446,22 +446,20 @@ impl WorkerIdentity {
             .map_err(|e| IdentityError::Serialize { source: e.into() })?;
         let public = self.public_cert_armored()?;
         let uuid_text = format!("{}\n", self.uuid.hyphenated());
-        for (path, bytes) in [(&cert_path, public.as_bytes()), (&uuid_path, uuid_text.as_bytes())] {
+        let temporary = dir.join(format!(".{KEY_FILE_NAME}.new"));
+        for (path, bytes, mode) in [
+            (&cert_path, public.as_bytes(), 0o644),
+            (&uuid_path, uuid_text.as_bytes(), 0o644),
+            (&temporary, secret.as_slice(), 0o600),
+        ] {
             // Left by a save cut short (there is no key): replaced.
             match fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(source) => return Err(io_err("replace", path, source)),
             }
-            write_new(path, bytes, 0o644)?;
+            write_new(path, bytes, mode)?;
         }
-        let temporary = dir.join(format!(".{KEY_FILE_NAME}.new"));
-        match fs::remove_file(&temporary) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(io_err("replace", &temporary, source)),
-        }
-        write_new(&temporary, &secret, 0o600)?;
         // No key appeared meanwhile: saves take turns under the lock.
         fs::rename(&temporary, &key_path).map_err(|source| io_err("create", &key_path, source))?;
         #[cfg(unix)]
