@@ -931,8 +931,7 @@ impl Client {
                     // The client is gone before it could read its new session: nobody will
                     // ever use it.
                     debug!("a new session could not be written to its client; it is logged out");
-                    self.expirable.retain(|&s| s != session);
-                    self.shared.sessions().end(session);
+                    self.session_ended(session);
                     self.shared.log_out_later(session, self.ip());
                 }
                 return;
