@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use crate::event::{
-    AccountOpened, AssetListed, Event, Fill, IntervalSettled, RejectReason, Rejection,
+    AccountOpened, AssetListed, Event, Fill, IntervalSettled, PasswordRehashed, RejectReason,
+    Rejection,
 };
 use crate::ids::{AccountId, Email, IntervalId, PasswordHash, Symbol, Timestamp, Username};
 use crate::limits::{ORDER_QTY_UNITS_MAX, SETTLEMENT_ORDERS_MAX, TICKS_PER_INTERVAL_MAX};
@@ -63,9 +64,12 @@ pub enum CommandError {
         /// The orders queued.
         queued: usize,
     },
-    /// The state refused the command's event for a reason the command does not check itself.
-    /// No check of today's `State::apply` gets here; the variant keeps a check added there later
-    /// an error (the queue left as it was) rather than a panic or lost orders.
+    /// No account has this id.
+    #[error("no account {0}")]
+    UnknownAccount(AccountId),
+    /// The state refused the command's event for a reason the command does not check itself:
+    /// a rehash in a state replayed to the middle of an interval, or a check added to
+    /// `State::apply` later. An error (the queue left as it was), not a panic or lost orders.
     #[error("the state refuses the command: {0}")]
     StateRefused(ApplyError),
 }
@@ -156,6 +160,21 @@ impl Engine {
         let mut out = Vec::with_capacity(1);
         self.emit(event, &mut out);
         out.pop().ok_or(CommandError::UsernameTaken(username))
+    }
+
+    /// Replaces an account's stored password hash (`Event::PasswordRehashed`).
+    pub fn rehash_password(
+        &mut self,
+        account: AccountId,
+        password_hash: PasswordHash,
+        at: Timestamp,
+    ) -> Result<Event, CommandError> {
+        if self.state.account(account).is_none() {
+            return Err(CommandError::UnknownAccount(account));
+        }
+        let event = Event::PasswordRehashed(PasswordRehashed { account, password_hash, at });
+        self.state.apply(&event).map_err(CommandError::StateRefused)?;
+        Ok(event)
     }
 
     /// Settles one interval: drains the queue and fills or rejects each order against `ticks`,

@@ -27,6 +27,9 @@ pub enum Event {
     OrderFilled(Fill),
     /// An order was refused, with a stable reason.
     OrderRejected(Rejection),
+    /// An account's stored password hash was replaced by a hash of the same password made with
+    /// the master's current argon2 costs (on a login, after the costs changed).
+    PasswordRehashed(PasswordRehashed),
 }
 
 impl Event {
@@ -36,7 +39,10 @@ impl Event {
         match self {
             Event::OrderFilled(fill) => Some(&fill.order),
             Event::OrderRejected(rejection) => Some(&rejection.order),
-            Event::AssetListed(_) | Event::AccountOpened(_) | Event::IntervalSettled(_) => None,
+            Event::AssetListed(_)
+            | Event::AccountOpened(_)
+            | Event::IntervalSettled(_)
+            | Event::PasswordRehashed(_) => None,
         }
     }
 }
@@ -77,6 +83,19 @@ pub struct AccountOpened {
     pub password_hash: PasswordHash,
     /// Cash it starts with.
     pub initial_cash: Cash,
+    /// When (master clock).
+    pub at: Timestamp,
+}
+
+/// An account's password hash replaced: same password, the costs configured now. The master
+/// writes it after a login whose stored hash had other costs, so that a change of costs reaches
+/// every account that logs in (docs/MASTER.md).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PasswordRehashed {
+    /// The account.
+    pub account: AccountId,
+    /// The new stored password hash (a PHC string), opaque to the engine.
+    pub password_hash: PasswordHash,
     /// When (master clock).
     pub at: Timestamp,
 }

@@ -17,7 +17,10 @@ pub mod tick;
 pub mod workload;
 
 pub use engine::{CommandError, Engine, OpenAccount};
-pub use event::{AccountOpened, AssetListed, EVENT_FORMAT_VERSION, Event, Fill, IntervalSettled};
+pub use event::{
+    AccountOpened, AssetListed, EVENT_FORMAT_VERSION, Event, Fill, IntervalSettled,
+    PasswordRehashed,
+};
 pub use event::{RejectReason, Rejection};
 pub use ids::{
     AccountId, ClientOrderId, Email, IntervalId, NameError, OrderId, PasswordHash, Symbol,

@@ -159,6 +159,9 @@ pub enum ApplyError {
     /// An account opened with a username already taken.
     #[error("username {0} is already taken")]
     UsernameTaken(Username),
+    /// A password rehash for an account that does not exist.
+    #[error("password rehash for unknown account {0}")]
+    UnknownAccount(AccountId),
     /// An interval not after the last one.
     #[error("interval {got} does not follow interval {last}")]
     IntervalOutOfOrder {
@@ -333,6 +336,12 @@ impl State {
                     interval: last.id,
                 });
             }
+            (Event::PasswordRehashed(_), Some(last)) => {
+                return Err(ApplyError::InsideInterval {
+                    what: "a password rehash",
+                    interval: last.id,
+                });
+            }
             _ => {}
         }
         match event {
@@ -343,6 +352,12 @@ impl State {
                 self.assets.insert(listed.symbol, None);
             }
             Event::AccountOpened(opened) => self.apply_account_opened(opened)?,
+            Event::PasswordRehashed(rehashed) => {
+                let account = self
+                    .account_mut(rehashed.account)
+                    .ok_or(ApplyError::UnknownAccount(rehashed.account))?;
+                account.password_hash = rehashed.password_hash.clone();
+            }
             Event::IntervalSettled(IntervalSettled { interval, at, ticks, orders }) => {
                 if let Some(last) = self.last_interval {
                     if *interval <= last.id {

@@ -204,6 +204,12 @@ fn run(initial: &[u64], intervals: &[Interval]) -> (Engine, Vec<Event>) {
                 .settle(IntervalId(n as u64 + 1), Timestamp(n as i64), &ticks, &mut queue)
                 .unwrap(),
         );
+        // Between intervals, now and then, a login rehashes a password.
+        if n % 2 == 1 && !initial.is_empty() {
+            let account = AccountId(1 + (n % initial.len()) as u64);
+            let hash = engine::PasswordHash::new(&format!("h{n}")).unwrap();
+            events.push(engine.rehash_password(account, hash, Timestamp(n as i64)).unwrap());
+        }
     }
     (engine, events)
 }

@@ -566,3 +566,44 @@ fn replay_refuses_a_listing_or_an_account_inside_an_interval() {
     fresh.apply(&events[1]).unwrap();
     fresh.apply(&listed).unwrap();
 }
+
+/// A rehash replaces the account's stored hash and nothing else; one for an unknown account,
+/// or between an interval's header and its outcomes, is refused.
+#[test]
+fn a_rehash_replaces_one_accounts_hash_and_only_between_intervals() {
+    let mut e = engine_with(&["AAPL"], 2, "100");
+    let before = e.state().clone();
+    let hash = engine::PasswordHash::new("$argon2id$v=19$m=8,t=2,p=1$new").unwrap();
+    let event = e.rehash_password(AccountId(2), hash.clone(), Timestamp(5)).unwrap();
+    let rehashed = e.state().account(AccountId(2)).unwrap();
+    assert_eq!(rehashed.password_hash, hash);
+    let mut expected = before.account(AccountId(2)).unwrap().clone();
+    expected.password_hash = hash.clone();
+    assert_eq!(*rehashed, expected, "only the hash changes");
+    assert_eq!(e.state().account(AccountId(1)), before.account(AccountId(1)));
+    // Folded from the state before, the event gives the same state.
+    let mut folded = engine::Engine::from_state(before.clone());
+    folded.apply(&event).unwrap();
+    assert_eq!(folded.state(), e.state());
+
+    let err = e.rehash_password(AccountId(3), hash.clone(), Timestamp(5)).unwrap_err();
+    assert!(matches!(err, engine::CommandError::UnknownAccount(AccountId(3))), "{err}");
+    let unknown = Event::PasswordRehashed(engine::PasswordRehashed {
+        account: AccountId(3),
+        password_hash: hash.clone(),
+        at: Timestamp(5),
+    });
+    let err = engine::Engine::from_state(before).apply(&unknown).unwrap_err();
+    assert!(matches!(err, engine::ApplyError::UnknownAccount(AccountId(3))), "{err}");
+
+    let mut queue = OrderQueue::new();
+    queue.push(order(1, 1, Side::Buy, "AAPL", "1", 0));
+    let settled =
+        e.settle(IntervalId(1), Timestamp(9), &ticks(&[("AAPL", "10")]), &mut queue).unwrap();
+    let mut fresh = engine_with(&["AAPL"], 2, "100");
+    fresh.apply(&settled[0]).unwrap();
+    let err = fresh.apply(&event).unwrap_err();
+    assert!(matches!(err, engine::ApplyError::InsideInterval { .. }), "{err}");
+    fresh.apply(&settled[1]).unwrap();
+    fresh.apply(&event).unwrap();
+}

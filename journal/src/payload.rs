@@ -31,8 +31,8 @@ use engine::limits::{
 };
 use engine::{
     AccountId, AccountOpened, AssetListed, Cash, ClientOrderId, Email, Event, Fill, IntervalId,
-    IntervalSettled, Order, OrderId, OrderKind, PasswordHash, Price, Qty, RejectReason, Rejection,
-    Side, Symbol, Tick, Timestamp, Username, WorkerId,
+    IntervalSettled, Order, OrderId, OrderKind, PasswordHash, PasswordRehashed, Price, Qty,
+    RejectReason, Rejection, Side, Symbol, Tick, Timestamp, Username, WorkerId,
 };
 
 /// The `event_format` of a record whose payload is the compact encoding without context
@@ -140,6 +140,7 @@ mod tag {
     pub const INTERVAL_SETTLED: u8 = 3;
     pub const ORDER_FILLED: u8 = 4;
     pub const ORDER_REJECTED: u8 = 5;
+    pub const PASSWORD_REHASHED: u8 = 6;
 }
 
 const SIDE_BUY: u8 = 1;
@@ -256,6 +257,12 @@ impl<S: Sink> Writer<'_, '_, S> {
                 w.money(r.cash_seen.raw());
                 w.money(r.holding_seen.raw());
             }
+            Event::PasswordRehashed(e) => {
+                w.byte(tag::PASSWORD_REHASHED);
+                w.uint(e.account.0);
+                w.text(e.password_hash.as_str());
+                w.time(e.at);
+            }
         }
     }
 }
@@ -328,6 +335,12 @@ impl Reader<'_, '_> {
                 },
                 cash_seen: Cash::from_raw(r.money("cash_seen")?),
                 holding_seen: Qty::from_raw(r.money("holding_seen")?),
+            }),
+            tag::PASSWORD_REHASHED => Event::PasswordRehashed(PasswordRehashed {
+                account: AccountId(r.uint("account")?),
+                password_hash: PasswordHash::new(r.text("password_hash", PASSWORD_HASH_BYTES_MAX)?)
+                    .map_err(|e| invalid("password_hash", e))?,
+                at: r.time("at")?,
             }),
             other => return Err(PayloadError::Tag(other)),
         };

@@ -1,6 +1,6 @@
 //! Random but valid histories for tests, the crash helper and the benchmark: an engine driven
-//! by a seeded generator, listing assets, opening accounts and settling intervals of random
-//! orders against random ticks. Included with `#[path]` by the test files, the
+//! by a seeded generator, listing assets, opening accounts, rehashing passwords and settling
+//! intervals of random orders against random ticks. Included with `#[path]` by the test files, the
 //! `pt-journal-crash-child` binary and the benchmark, so that the library carries none of it.
 
 use engine::workload::XorShift;
@@ -51,7 +51,7 @@ impl History {
         self.engine.state()
     }
 
-    /// The next batch: a listing, an account, or a whole settled interval.
+    /// The next batch: a listing, an account, a password rehash, or a whole settled interval.
     pub fn next_batch(&mut self) -> Vec<Event> {
         let state = self.engine.state();
         let assets = state.assets().len() as u64;
@@ -76,6 +76,17 @@ impl History {
                 at: self.now(),
             };
             return self.engine.open_account(request).map(|e| vec![e]).unwrap_or_default();
+        }
+        if roll >= 97 {
+            let account = AccountId(1 + self.rng.below(accounts));
+            let hash = PasswordHash::new(&format!("$argon2id$rehashed{}", self.next_order))
+                .unwrap_or_else(|_| unreachable!("valid"));
+            let at = self.now();
+            return self
+                .engine
+                .rehash_password(account, hash, at)
+                .map(|e| vec![e])
+                .unwrap_or_default();
         }
         self.settle()
     }

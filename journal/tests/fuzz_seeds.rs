@@ -22,7 +22,7 @@ fn seeds_dir(target: &str) -> PathBuf {
 /// the bench history's first events as this build stores them.
 fn journal_seeds() -> Vec<(String, Vec<u8>)> {
     let mut first: BTreeMap<&str, Event> = BTreeMap::new();
-    for event in journal::bench::events(2_000) {
+    for event in journal::bench::events(20_000) {
         let kind = match &event {
             Event::AccountOpened(_) => "account-opened",
             Event::AssetListed(_) => "asset-listed",
@@ -30,10 +30,11 @@ fn journal_seeds() -> Vec<(String, Vec<u8>)> {
             Event::OrderFilled(_) => "order-filled",
             Event::OrderRejected(r) if r.price_seen.is_some() => "order-rejected-priced",
             Event::OrderRejected(_) => "order-rejected",
+            Event::PasswordRehashed(_) => "password-rehashed",
         };
         first.entry(kind).or_insert(event);
     }
-    assert_eq!(first.len(), 6, "the bench history has every kind of event");
+    assert_eq!(first.len(), 7, "the bench history has every kind of event");
     let mut seeds = Vec::new();
     for (kind, event) in first {
         let mut compact = vec![0u8];

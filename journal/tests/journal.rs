@@ -305,16 +305,22 @@ fn damage_to_the_file_itself_is_an_error_never_a_panic() {
         }
         let mut flipped = pristine.clone();
         flipped[start + (noise as usize) % (end - start)] ^= 0x10;
+        // A page of zeros is space redb has not written yet (the file grows by regions):
+        // damage there changes nothing redb or the records rely on.
+        let written = pristine[start..end].iter().any(|&b| b != 0);
         for (what, bytes) in [("zeroed", zeroed), ("garbage", garbage), ("flipped", flipped)] {
             match open(&bytes) {
-                Ok(outcome) => outcomes.push(outcome),
+                Ok(outcome) => outcomes.push((written, outcome)),
                 Err(_) => panic!("a {what} page at offset {start} made the journal panic"),
             }
         }
     }
-    // Most pages are in use: damage to them is found, by redb or by the record checksums.
-    let refused = outcomes.iter().filter(|o| **o != Opened::Clean).count();
-    assert!(refused * 2 > outcomes.len(), "{refused} of {} damages found", outcomes.len());
+    // Most written pages are in use: damage to them is found, by redb or by the record
+    // checksums. (Pages freed by later commits keep their old bytes, and damage there is not
+    // damage to the journal.)
+    let on_written: Vec<&Opened> = outcomes.iter().filter(|(w, _)| *w).map(|(_, o)| o).collect();
+    let refused = on_written.iter().filter(|o| ***o != Opened::Clean).count();
+    assert!(refused * 2 > on_written.len(), "{refused} of {} damages found", on_written.len());
 }
 
 #[test]

@@ -216,9 +216,9 @@ impl PasswordHasher {
     }
 
     /// True when a stored hash was made with other costs than the configured ones (or is not
-    /// argon2id). Nothing rehashes yet: a stored hash keeps the costs it was made with, and
-    /// changing the costs makes logins of existing accounts and of unknown usernames (checked
-    /// against a dummy hash with the new costs) take different times (docs/CONFIG.md).
+    /// argon2id): a successful login then stores a new hash of the same password
+    /// (docs/MASTER.md, "Rehash at login"), so that the costs of every account that logs in
+    /// follow the configuration.
     pub fn needs_rehash(&self, stored: &PasswordHash) -> bool {
         let Ok(parsed) = argon2::PasswordHash::new(stored.as_str()) else { return true };
         let Ok(params) = Params::try_from(&parsed) else { return true };

@@ -87,6 +87,19 @@ pub enum CoreRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Option<(AccountId, PasswordHash)>>,
     },
+    /// Replace an account's stored hash by one of the same password with the configured costs,
+    /// after a login (`Event::PasswordRehashed`); nothing happens if the stored hash is no
+    /// longer `stored` (another login rehashed it first).
+    RehashPassword {
+        /// The account.
+        account: AccountId,
+        /// The hash the login verified against.
+        stored: PasswordHash,
+        /// The new hash.
+        rehashed: PasswordHash,
+        /// Where the answer goes: whether the new hash was stored, or why not.
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
     /// Start a session after a verified login.
     StartSession {
         /// The account.
@@ -680,6 +693,9 @@ impl Core {
             CoreRequest::StartSession { account, ip, remember, reply } => {
                 let _ = reply.send(self.start_session(account, ip, remember));
             }
+            CoreRequest::RehashPassword { account, stored, rehashed, reply } => {
+                let _ = reply.send(self.rehash_password(account, &stored, rehashed));
+            }
             CoreRequest::ResumeSession { session, reply } => {
                 let response = match self.session_account(&session) {
                     Ok(_) => Response::SessionId(net::SessionId(*session.as_bytes())),
@@ -848,6 +864,35 @@ impl Core {
                     "the master cannot write its journal, so the account was not opened"
                 };
                 Response::RegisterFail(failure(Reason::Internal, why))
+            }
+        }
+    }
+
+    /// Stores `rehashed` as the account's hash if it still has `stored`: `Ok(true)` once the
+    /// event is durable, `Ok(false)` if another login rehashed it first.
+    fn rehash_password(
+        &mut self,
+        account: AccountId,
+        stored: &PasswordHash,
+        rehashed: PasswordHash,
+    ) -> Result<bool, String> {
+        if let Some(f) = self.halted_failure() {
+            return Err(f.message);
+        }
+        match self.engine.state().account(account) {
+            Some(found) if found.password_hash == *stored => {}
+            _ => return Ok(false),
+        }
+        let at = now();
+        let event =
+            self.engine.rehash_password(account, rehashed, at).map_err(|e| e.to_string())?;
+        match self.journal.append_batch(std::slice::from_ref(&event), at) {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                // Reloads the state the journal holds: the old hash, or the new one if the
+                // event was stored after all. Both verify the same password.
+                self.write_failed(&e.to_string());
+                Err(e.to_string())
             }
         }
     }

@@ -1413,14 +1413,18 @@ async fn login(
         None => shared.hasher.verify_dummy(&password).await,
     };
     match (verified, found) {
-        (Ok(true), Some((account, _))) => {
+        (Ok(true), Some((account, stored))) => {
             limiter().record_success(&username);
-            ask(
+            let answer = ask(
                 shared,
                 |reply| CoreRequest::StartSession { account, ip, remember, reply },
                 Response::LoginFail,
             )
-            .await
+            .await;
+            if matches!(answer, Response::SessionId(_)) && shared.hasher.needs_rehash(&stored) {
+                rehash(shared, account, stored, &password).await;
+            }
+            answer
         }
         (Err(AuthError::Busy), _) => {
             cancel();
@@ -1443,6 +1447,41 @@ async fn login(
                 "unknown username or wrong password",
             ))
         }
+    }
+}
+
+/// After a login whose stored hash was made with other costs than the configured ones (or is
+/// not argon2id): stores a hash of the same password with the configured costs
+/// (`Event::PasswordRehashed`), before the login is answered. So a change of `auth.argon2`
+/// reaches every account that logs in, and logins of existing and unknown usernames cost the
+/// same again (docs/MASTER.md). Best effort: a busy hasher or a failed write leaves the old
+/// hash, which still verifies, and the next login tries again.
+async fn rehash(
+    shared: &Shared,
+    account: engine::AccountId,
+    stored: engine::PasswordHash,
+    password: &ClientPassword,
+) {
+    let rehashed = match shared.hasher.hash(password).await {
+        Ok(hash) => hash,
+        Err(AuthError::Busy) => {
+            debug!(%account, "no hash thread free to rehash the password; the next login will");
+            return;
+        }
+        Err(e) => {
+            warn!(%account, cause = %e, "cannot rehash the password");
+            return;
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    let request = CoreRequest::RehashPassword { account, stored, rehashed, reply: tx };
+    if shared.core.send(request).await.is_err() {
+        return;
+    }
+    match rx.await {
+        Ok(Ok(true)) => info!(%account, "password rehashed with the configured argon2 costs"),
+        Ok(Ok(false)) | Err(_) => {}
+        Ok(Err(why)) => warn!(%account, cause = %why, "cannot store the rehashed password"),
     }
 }
 

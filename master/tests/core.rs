@@ -688,6 +688,47 @@ fn a_login_while_the_journal_is_halted_is_refused_and_ends_no_session() {
     assert!(matches!(portfolio, Response::Data(DataPayload::Portfolio(_))), "{portfolio:?}");
 }
 
+/// A rehash is stored durably (a restart finds the new hash), only over the hash the login
+/// verified (a second login's rehash over the old one changes nothing), and not while the
+/// journal is halted.
+#[test]
+fn a_rehash_replaces_only_the_hash_it_was_made_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, journal) =
+        open_with(dir.path(), JournalConfig::default(), &SessionsConfig::default(), 100);
+    assert_eq!(register(&mut core, "alice"), Response::RegisterSuccess);
+    let username = || Username::new("alice").unwrap();
+    let (account, old) =
+        call(&mut core, |reply| CoreRequest::Credentials { username: username(), reply })
+            .expect("registered");
+    let new = PasswordHash::new("$argon2id$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$bmV3").unwrap();
+    let other = PasswordHash::new("$argon2id$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$b3RoZXI").unwrap();
+    let rehash = |core: &mut Core, stored: &PasswordHash, rehashed: &PasswordHash| {
+        call(core, |reply| CoreRequest::RehashPassword {
+            account,
+            stored: stored.clone(),
+            rehashed: rehashed.clone(),
+            reply,
+        })
+    };
+    assert_eq!(rehash(&mut core, &old, &new), Ok(true));
+    assert_eq!(rehash(&mut core, &old, &other), Ok(false), "already rehashed by another login");
+    let stored = call(&mut core, |reply| CoreRequest::Credentials { username: username(), reply });
+    assert_eq!(stored, Some((account, new.clone())));
+    journal.halt("a snapshot part could not be written");
+    let refused = rehash(&mut core, &new, &other);
+    assert!(
+        refused.as_ref().is_err_and(|why| why.contains("cannot write its journal")),
+        "{refused:?}"
+    );
+    drop(core);
+    drop(journal);
+
+    let mut core = open(dir.path());
+    let stored = call(&mut core, |reply| CoreRequest::Credentials { username: username(), reply });
+    assert_eq!(stored, Some((account, new)));
+}
+
 /// The interval loop's lane comes first: a `Settle` sent after thousands of client requests is
 /// handled before them (here, before a portfolio query queued earlier, which then sees the
 /// fill), so queries cannot delay settlement and the answers of the orders waiting for it.

@@ -330,7 +330,7 @@ fn read_journal(path: &Path) -> JournalView {
             }
             Event::OrderFilled(fill) => fill.order,
             Event::OrderRejected(rejection) => rejection.order,
-            Event::AssetListed(_) => continue,
+            Event::AssetListed(_) | Event::PasswordRehashed(_) => continue,
         };
         let key = (order.account, order.client_id.0);
         view.settled.entry(key).or_default().push(order.id);

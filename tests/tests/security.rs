@@ -711,3 +711,83 @@ async fn the_link_shows_no_password_hash_email_or_session_on_the_wire() {
     link.stop().await;
     pair.stop().await;
 }
+
+/// The password hashes of `name`'s account in journal order: the one it opened with, then every
+/// rehash.
+fn stored_hashes(root: &Path, name: &str) -> Vec<String> {
+    let journal = Journal::open_unrecovered(
+        journal::path_in(&pair_master_dir(root)),
+        JournalConfig::default(),
+    )
+    .unwrap();
+    let mut account = None;
+    let mut hashes = Vec::new();
+    for record in journal.read_records(Seq(1)).unwrap() {
+        match record.unwrap().event {
+            engine::Event::AccountOpened(opened) if opened.username == user(name) => {
+                account = Some(opened.account);
+                hashes.push(opened.password_hash.as_str().to_owned());
+            }
+            engine::Event::PasswordRehashed(rehashed) if Some(rehashed.account) == account => {
+                hashes.push(rehashed.password_hash.as_str().to_owned());
+            }
+            _ => {}
+        }
+    }
+    hashes
+}
+
+/// Logs `name` in with password `byte` once the worker is linked (after a restart).
+async fn login_when_linked(client: &mut Client, name: &str, byte: u8) {
+    let request =
+        Request::Login { username: user(name), password: password(byte), expirable: false };
+    let answer = client.send_when_linked(request).await;
+    assert!(matches!(answer, Response::SessionId(_)), "login {name}: {answer:?}");
+}
+
+/// A change of argon2 costs reaches an account at its next login: the master stores a hash of
+/// the same password with the new costs, once; the password still
+/// works after a restart on the rehashed state and a wrong one is still refused. Without the
+/// rehash, logins of existing accounts and of unknown usernames would cost different times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_rehashes_a_password_stored_with_other_costs() {
+    let root = tempfile::tempdir().unwrap();
+    let costs = |t_cost: u32| {
+        move |master: &mut master::config::MasterConfig, _: &mut worker::WorkerConfig| {
+            master.auth.argon2.t_cost = t_cost;
+        }
+    };
+    let pair = Pair::start(root.path(), Duration::from_millis(100), costs(1)).await;
+    let mut client = Client::connect(pair.worker.addr).await;
+    register_and_login(&mut client, "ann", 1).await;
+    login(&mut client, "ann", 1).await;
+    drop(client);
+    pair.stop().await;
+    let opened = stored_hashes(root.path(), "ann");
+    assert_eq!(opened.len(), 1, "same costs, no rehash: {opened:?}");
+    assert!(opened[0].contains("$m=1024,t=1,p=1$"), "{}", opened[0]);
+
+    // Costs raised: the first login rehashes, the second does not.
+    let pair = Pair::start(root.path(), Duration::from_millis(100), costs(2)).await;
+    let mut client = Client::connect(pair.worker.addr).await;
+    login_when_linked(&mut client, "ann", 1).await;
+    login(&mut client, "ann", 1).await;
+    drop(client);
+    pair.stop().await;
+    let hashes = stored_hashes(root.path(), "ann");
+    assert_eq!(hashes.len(), 2, "one rehash: {hashes:?}");
+    assert_eq!(hashes[0], opened[0]);
+    assert!(hashes[1].contains("$m=1024,t=2,p=1$"), "{}", hashes[1]);
+
+    // The rehashed state after a restart: the password works, a wrong one does not.
+    let pair = Pair::start(root.path(), Duration::from_millis(100), costs(2)).await;
+    let mut client = Client::connect(pair.worker.addr).await;
+    login_when_linked(&mut client, "ann", 1).await;
+    let wrong = client
+        .send(Request::Login { username: user("ann"), password: password(2), expirable: false })
+        .await;
+    assert_eq!(failure_reason(&wrong), Some(Reason::BadCredentials), "{wrong:?}");
+    drop(client);
+    pair.stop().await;
+    assert_eq!(stored_hashes(root.path(), "ann").len(), 2);
+}

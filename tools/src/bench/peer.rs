@@ -132,7 +132,7 @@ fn sqlite_batch(db: &mut Connection, events: &[Event]) -> rusqlite::Result<u64> 
                         ],
                     )?;
                 }
-                Event::AssetListed(_) => {}
+                Event::AssetListed(_) | Event::PasswordRehashed(_) => {}
             }
         }
     }

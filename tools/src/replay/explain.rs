@@ -104,7 +104,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<Outcome> {
                 interval = Some(Interval { seq, settled, keys: Vec::new() });
                 continue;
             }
-            Event::AssetListed(_) => continue,
+            Event::AssetListed(_) | Event::PasswordRehashed(_) => continue,
             Event::OrderFilled(fill) => Settled::Filled(fill),
             Event::OrderRejected(rejection) => Settled::Rejected(rejection),
         };
