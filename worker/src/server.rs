@@ -1175,8 +1175,12 @@ impl Client {
                         )));
                     }
                 }
+                // Only the asset queries ride on the connection's session (PROTOCOL.md rule 5):
+                // `getWorkers` needs none, and a login or registration in data transfer state
+                // is refused `wrong_state` by the state machine, without asking the master.
                 SessionStatus::Unknown
                     if self.conn.state() == net::ConnState::DataTransfer
+                        && CacheKey::for_request(request).is_some()
                         && self.session_check_after.is_none_or(|after| Instant::now() >= after) =>
                 {
                     if let Err(refused) = self.confirm_session(own, request, received_at).await {

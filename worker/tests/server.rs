@@ -705,6 +705,49 @@ async fn data_transfer_confirms_its_session_after_validity() {
     );
 }
 
+/// Only the asset queries ride on the connection's session in data transfer: past
+/// `sessions.validity`, `getWorkers` is answered without a session check, and a `login` is
+/// refused `wrong_state` at once (PROTOCOL.md rules 4 and 5), even with the session ended on
+/// the master.
+#[tokio::test]
+async fn only_asset_queries_confirm_the_session_in_data_transfer() {
+    let handler: common::Handler = Arc::new(move |relay: Relay| {
+        let response = match relay.request {
+            Request::LoginSession { .. } => {
+                Response::LoginFail(Failure::new(Reason::BadSession, "this session has ended"))
+            }
+            _ => answer(&relay),
+        };
+        Box::pin(async move { response })
+    });
+    let (_keys, mut master, worker) = cluster(handler, |config| {
+        config.sessions.validity = Duration::from_millis(1);
+    })
+    .await;
+    let mut alice = worker.client().await;
+    alice.login_for_data().await;
+    master.drain_relays();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let workers = alice.call(&Request::GetWorkers).await;
+    assert!(matches!(workers, Response::Data(DataPayload::WorkerList(_))), "{workers:?}");
+    let login = alice
+        .call(&Request::Login {
+            username: engine::Username::new("alice").unwrap(),
+            password: net::HashedPassword::new(vec![1; 32]).unwrap(),
+            expirable: false,
+        })
+        .await;
+    assert_eq!((login.instruction(), reason(&login)), (Instruction::LoginFail, Reason::WrongState));
+    let relays = master.drain_relays();
+    assert_eq!(count(&relays, Instruction::LoginSession), 0, "no session check: {relays:?}");
+    // An asset query checks the session, which the master ended.
+    let answer = alice.call(&current("MSFT")).await;
+    assert_eq!(
+        (answer.instruction(), reason(&answer)),
+        (Instruction::DataFail, Reason::BadSession)
+    );
+}
+
 /// A master that cannot answer the session check (busy here) is not asked again by that
 /// connection for `sessions.validity`: the queries go on, from the cache or the master,
 /// without a check each.
