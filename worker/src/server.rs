@@ -174,9 +174,37 @@ struct Shared {
     logouts_wanted: tokio::sync::Notify,
     /// Logouts taken from `pending_logouts` whose answers the logout task waits for.
     logouts_in_flight: AtomicUsize,
+    /// Places for answers that may be large, all clients together (`LARGE_ANSWERS_MAX`).
+    large_answers: Arc<Semaphore>,
+    /// Of those, per client address bucket ([`large_answers_per_address`]).
+    large_answers_per_address: Arc<AddressCounts>,
     stats: Stats,
     clock: Clock,
 }
+
+/// Requests with a possibly large answer (a transaction history, a price series) the worker
+/// serves at once, all clients together, from the request until the answer is written; one more
+/// is answered `busy` at once. A day of one-second bars is about 13 MB, held three times while
+/// it is written (the answer, its encoding, its packets), and a client that does not read holds
+/// it up to `clients.write_timeout`. A cached series never reaches the master's own cap per
+/// link, so without this, connections asking for one and never reading would hold gigabytes.
+pub const LARGE_ANSWERS_MAX: usize = 16;
+
+/// Of [`LARGE_ANSWERS_MAX`], how many one client address bucket may hold (counted as
+/// `clients.connections_per_address_max` counts connections), so that one host cannot take
+/// every place: the address's share of the connections, at least one. With the defaults (256 of
+/// 1,024 connections) 4; where one address may take every connection (behind a NAT, `pt up`)
+/// all 16.
+pub fn large_answers_per_address(clients: &crate::config::ClientsConfig) -> u32 {
+    let all = u64::from(clients.connections_max.max(1));
+    let share = (LARGE_ANSWERS_MAX as u64)
+        .saturating_mul(u64::from(clients.connections_per_address_max))
+        / all;
+    u32::try_from(share.clamp(1, LARGE_ANSWERS_MAX as u64)).unwrap_or(1)
+}
+
+/// A large answer's places, worker-wide and for its client's address, given back when dropped.
+type LargeAnswerPlace = (tokio::sync::OwnedSemaphorePermit, AddressPlace);
 
 /// Expirable-session logouts kept for the master; past it, the oldest are left to the master's
 /// idle timeout.
@@ -368,6 +396,8 @@ pub async fn run_with_stats(
         pending_logouts: Mutex::new(VecDeque::new()),
         logouts_wanted: tokio::sync::Notify::new(),
         logouts_in_flight: AtomicUsize::new(0),
+        large_answers: Arc::new(Semaphore::new(LARGE_ANSWERS_MAX)),
+        large_answers_per_address: AddressCounts::new(large_answers_per_address(&config.clients)),
         config,
         link,
         stats,
@@ -917,10 +947,18 @@ impl Client {
             if !self.flush_orders(&mut orders, &mut writer, activity).await {
                 return;
             }
+            // Held until the answer is written (or the write fails), then given back.
+            let mut large_answer_place = None;
             let (response, close, login) = match item {
                 Item::Request { request, received_at } => {
                     let login = matches!(request, Request::Login { .. });
-                    (self.handle(request, received_at).await, false, login)
+                    match self.large_answer_place(&request) {
+                        Ok(place) => {
+                            large_answer_place = place;
+                            (self.handle(request, received_at).await, false, login)
+                        }
+                        Err(busy) => (busy, false, login),
+                    }
                 }
                 Item::Answer(answer) => (answer, false, false),
                 Item::Close(Some(answer)) => (answer, true, false),
@@ -936,6 +974,7 @@ impl Client {
                 }
                 return;
             }
+            drop(large_answer_place);
             activity.end();
             if close {
                 break;
@@ -946,6 +985,35 @@ impl Client {
         }
         let timeout = self.shared.config.clients.write_timeout;
         let _ = tokio::time::timeout(timeout, writer.shutdown()).await;
+    }
+
+    /// A place for `request`'s answer when it may be large (`LARGE_ANSWERS_MAX`): `Ok(None)` for
+    /// the other requests, the `busy` refusal when the worker or this client's address has no
+    /// place free.
+    fn large_answer_place(&self, request: &Request) -> Result<Option<LargeAnswerPlace>, Response> {
+        if !matches!(
+            request,
+            Request::GetUserTransactionHistory { .. }
+                | Request::GetAssetValue { .. }
+                | Request::GetAssetValueAllTime { .. }
+        ) {
+            return Ok(None);
+        }
+        let busy = |why: &str| {
+            debug!(request = %request.instruction(), "{why}: answered busy");
+            request.fail(Failure::new(Reason::Busy, format!("{why}; retry shortly")))
+        };
+        let Ok(permit) = Arc::clone(&self.shared.large_answers).try_acquire_owned() else {
+            return Err(busy(&format!(
+                "{LARGE_ANSWERS_MAX} histories or price series are being served"
+            )));
+        };
+        let Some(place) = self.shared.large_answers_per_address.try_take(self.ip()) else {
+            return Err(busy(
+                "this address's share of the histories and price series served at once is taken",
+            ));
+        };
+        Ok(Some((permit, place)))
     }
 
     /// The connection's checks of an order, in request order: `None` when it may be relayed,
@@ -1314,6 +1382,25 @@ impl Client {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// An address's share of the large answers follows its share of the connections, at least
+    /// one and at most all.
+    #[test]
+    fn an_address_gets_its_share_of_the_large_answers() {
+        let share = |per_address, all| {
+            let clients = crate::config::ClientsConfig {
+                connections_per_address_max: per_address,
+                connections_max: all,
+                ..crate::config::ClientsConfig::default()
+            };
+            large_answers_per_address(&clients)
+        };
+        assert_eq!(share(256, 1024), 4);
+        assert_eq!(share(1024, 1024), 16);
+        assert_eq!(share(2048, 1024), 16);
+        assert_eq!(share(1, 1_000_000), 1);
+        assert_eq!(share(u32::MAX, 0), 16);
+    }
 
     /// The reader's next idle check is always ahead of now: one idle period after the last
     /// activity while that is ahead, else one idle period from now (a request pending longer

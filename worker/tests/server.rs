@@ -748,6 +748,67 @@ async fn only_asset_queries_confirm_the_session_in_data_transfer() {
     );
 }
 
+/// Histories and price series may be large, and a client that does not read holds its answer
+/// while it is written: one client address has at most its share of them under way at once
+/// (of `LARGE_ANSWERS_MAX` for the worker), and one more is answered `busy`
+/// at once, without asking the master. A place is given back once its answer is written.
+#[tokio::test]
+async fn large_answers_under_way_are_capped_per_address() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = Arc::clone(&gate);
+    let handler: common::Handler = Arc::new(move |relay: Relay| {
+        let response = answer(&relay);
+        let hold = matches!(relay.request, Request::GetAssetValueAllTime { .. });
+        let gate = Arc::clone(&held);
+        Box::pin(async move {
+            if hold {
+                let _ = gate.acquire().await;
+            }
+            response
+        })
+    });
+    let (_keys, mut master, worker) = cluster(handler, |_| {}).await;
+    let clients = worker::WorkerConfig::default().clients;
+    let per_address = worker::server::large_answers_per_address(&clients) as usize;
+    assert_eq!(per_address, 4, "the default share: 256 of 1,024 connections");
+    let symbols = ["AAPL", "MSFT", "IBM", "GOOG", "AMZN"];
+    let mut waiting = Vec::new();
+    for symbol in &symbols[..per_address] {
+        let mut client = worker.client().await;
+        client.login_for_data().await;
+        client.send(&all_time(symbol)).await;
+        waiting.push(client);
+    }
+    for _ in 0..per_address {
+        master.next_relay_of(Instruction::GetAssetValueAllTime).await;
+    }
+    let mut late = worker.client().await;
+    late.login_for_data().await;
+    let refused = late.call(&all_time(symbols[per_address])).await;
+    assert_eq!((refused.instruction(), reason(&refused)), (Instruction::DataFail, Reason::Busy));
+    assert!(refused.failure().unwrap().message.contains("this address"), "{refused:?}");
+    // Other requests are served meanwhile.
+    assert_eq!(asset_info_of(&late.call(&current("AAPL")).await), "AAPL");
+    let relays = master.drain_relays();
+    assert_eq!(count(&relays, Instruction::GetAssetValueAllTime), 0, "{relays:?}");
+
+    gate.add_permits(symbols.len());
+    for client in &mut waiting {
+        assert!(matches!(client.receive().await, Response::Data(DataPayload::PriceSeries(_))));
+    }
+    // The places are back (each is given back once its answer is written, just before the
+    // client reads it: a few tries cover the last ones).
+    let mut answer = late.call(&all_time(symbols[per_address])).await;
+    for _ in 0..100 {
+        if !matches!(&answer, Response::DataFail(f) if f.reason == Reason::Busy) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        answer = late.call(&all_time(symbols[per_address])).await;
+    }
+    assert!(matches!(answer, Response::Data(DataPayload::PriceSeries(_))), "{answer:?}");
+}
+
 /// A master that cannot answer the session check (busy here) is not asked again by that
 /// connection for `sessions.validity`: the queries go on, from the cache or the master,
 /// without a check each.
