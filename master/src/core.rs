@@ -376,6 +376,9 @@ fn retry_answer(
         Response::PurchaseSuccess(fill) | Response::SellSuccess(fill) => {
             format!("order {} ({first_terms}, filled)", fill.order)
         }
+        Response::PurchaseFail(f) | Response::SellFail(f) => {
+            format!("another order ({first_terms}), refused: {}: {}", f.reason.name(), f.message)
+        }
         _ => format!("another order ({first_terms}, refused)"),
     };
     id_used_for_another_order(client_id, &order, terms.side)

@@ -373,7 +373,11 @@ fn a_client_order_id_names_one_order_queued_or_refused() {
         other => panic!("{other:?}"),
     }
     let mut small = order(&mut core, &erin, Side::Buy, "1", 8);
-    refused_for_reuse(small.try_recv().unwrap(), "buy 1000000 AAPL, refused");
+    refused_for_reuse(
+        small.try_recv().unwrap(),
+        "another order (buy 1000000 AAPL), refused: insufficient_cash: not enough cash: 1000000 \
+         AAPL at 10",
+    );
     let mut retry = order(&mut core, &erin, Side::Buy, "1000000", 8);
     assert_eq!(retry.try_recv().unwrap(), rejected);
 }
