@@ -1355,6 +1355,14 @@ impl Client {
         }
         if let Some(session) = request.session() {
             match response.failure() {
+                // A `loginSession` refused for a session this worker never saw (a guess, or a
+                // session of another worker) is not remembered: anyone may send those without
+                // logging in, and each would push a real session out of the cache.
+                Some(failure)
+                    if ends_session(failure.reason)
+                        && matches!(request, Request::LoginSession { .. })
+                        && self.conn.session() != Some(session)
+                        && self.session_status(&session) == SessionStatus::Unknown => {}
                 Some(failure) if ends_session(failure.reason) => self.session_ended(session),
                 Some(_) => {}
                 None if matches!(request, Request::Logout { .. }) => {}

@@ -748,6 +748,35 @@ async fn only_asset_queries_confirm_the_session_in_data_transfer() {
     );
 }
 
+/// Anyone may send `loginSession` with made-up sessions without logging in: the master's
+/// refusals of sessions the worker never saw are not remembered, so they cannot push the
+/// sessions of logged-in clients out of the worker's session cache (which spares those clients
+/// a master round trip at their next `switchState`).
+#[tokio::test]
+async fn guessed_sessions_do_not_push_real_ones_out_of_the_cache() {
+    let (_keys, mut master, worker) = cluster(answer_at_once(), |config| {
+        config.sessions.entries_max = 2;
+    })
+    .await;
+    let mut alice = worker.client().await;
+    let session = alice.login(false).await;
+    let mut guesser = worker.client().await;
+    for byte in 1..=5u8 {
+        let guess = Request::LoginSession { session: SessionId([byte; 32]) };
+        let refused = guesser.call(&guess).await;
+        assert_eq!(
+            (refused.instruction(), reason(&refused)),
+            (Instruction::LoginFail, Reason::BadSession)
+        );
+    }
+    assert_eq!(worker.stats().sessions_refused_locally, 0);
+    master.drain_relays();
+    let switch = Request::SwitchState { session, state: ConnState::DataTransfer };
+    assert_eq!(alice.call(&switch).await, Response::StateSwitchSuccess(ConnState::DataTransfer));
+    let relays = master.drain_relays();
+    assert_eq!(count(&relays, Instruction::LoginSession), 0, "still known here: {relays:?}");
+}
+
 /// Histories and price series may be large, and a client that does not read holds its answer
 /// while it is written: one client address has at most its share of them under way at once
 /// (of `LARGE_ANSWERS_MAX` for the worker), and one more is answered `busy`
@@ -1032,17 +1061,28 @@ async fn a_session_the_master_refuses_logs_the_connection_out() {
 
 #[tokio::test]
 async fn a_session_not_confirmed_lately_is_checked_with_the_master_before_a_state_switch() {
-    // Room for one session only: learning about another pushes Alice's out.
+    // Room for one session only: Bob's login pushes Alice's out.
+    let bobs = SessionId([9; 32]);
+    let handler: common::Handler = Arc::new(move |relay: Relay| {
+        let response = match &relay.request {
+            Request::Login { username, .. } if username.as_str() == "bob" => {
+                Response::SessionId(bobs)
+            }
+            _ => answer(&relay),
+        };
+        Box::pin(async move { response })
+    });
     let (_keys, mut master, worker) =
-        cluster(answer_at_once(), |config| config.sessions.entries_max = 1).await;
+        cluster(handler, |config| config.sessions.entries_max = 1).await;
     let mut alice = worker.client().await;
     let session = alice.login(false).await;
     let mut bob = worker.client().await;
-    let stranger = SessionId([9; 32]);
-    assert_eq!(
-        reason(&bob.call(&Request::LoginSession { session: stranger }).await),
-        Reason::BadSession
-    );
+    let login = Request::Login {
+        username: engine::Username::new("bob").unwrap(),
+        password: net::HashedPassword::new(vec![2; 32]).unwrap(),
+        expirable: false,
+    };
+    assert_eq!(bob.call(&login).await, Response::SessionId(bobs));
     master.drain_relays();
     let switch = Request::SwitchState { session, state: ConnState::DataTransfer };
     assert_eq!(alice.call(&switch).await, Response::StateSwitchSuccess(ConnState::DataTransfer));
