@@ -20,8 +20,13 @@
 //! - Bounded by entries **and** bytes (the encoded answer plus [`ENTRY_OVERHEAD_BYTES`]); the
 //!   least recently used entries are evicted first. An answer bigger than the byte bound is not
 //!   stored.
+//! - Answers are stored shared ([`std::sync::Arc`]): a hit is copied after the caller lets go of
+//!   the cache's lock, and an answer is encoded (to count its bytes) and copied before it is
+//!   taken ([`AssetCache::ready`]), so a series of megabytes never holds every other client's
+//!   lookup behind it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::{Symbol, Timestamp};
@@ -133,8 +138,32 @@ pub struct CacheStats {
 
 #[derive(Debug)]
 struct Entry {
-    response: Response,
+    response: Arc<Response>,
     expires_at: Instant,
+}
+
+/// An answer made ready to be stored, outside the cache's lock: a series may be megabytes, and
+/// copying or encoding it while the lock is held would make every other client's lookup wait.
+#[derive(Debug, Clone)]
+pub struct ReadyAnswer {
+    response: Arc<Response>,
+    /// Its encoded size plus [`ENTRY_OVERHEAD_BYTES`].
+    bytes: u64,
+}
+
+impl ReadyAnswer {
+    /// `response` made ready to be stored as the answer for `key`, or `None` when it is not a
+    /// successful answer to it (see [`CacheKey::answered_by`]) or cannot be encoded.
+    fn new(key: &CacheKey, response: &Response) -> Option<Self> {
+        if !key.answered_by(response) {
+            return None;
+        }
+        let message = response.encode().ok()?;
+        let bytes = u64::try_from(message.body.len())
+            .unwrap_or(u64::MAX)
+            .saturating_add(ENTRY_OVERHEAD_BYTES);
+        Some(Self { response: Arc::new(response.clone()), bytes })
+    }
 }
 
 /// The bounded asset data cache.
@@ -175,11 +204,11 @@ impl AssetCache {
         self.epoch = self.epoch.wrapping_add(1);
     }
 
-    /// The cached answer for `key`, if there is one that has not expired at `now`. Counts a hit
-    /// or a miss.
-    pub fn get(&mut self, key: &CacheKey, now: Instant) -> Option<Response> {
+    /// The cached answer for `key`, if there is one that has not expired at `now`, shared (the
+    /// caller copies it after letting go of the lock). Counts a hit or a miss.
+    pub fn get(&mut self, key: &CacheKey, now: Instant) -> Option<Arc<Response>> {
         let found = match self.entries.get_mut(key) {
-            Some(entry) if entry.expires_at > now => Some(entry.response.clone()),
+            Some(entry) if entry.expires_at > now => Some(Arc::clone(&entry.response)),
             Some(_) => {
                 self.entries.remove(key);
                 None
@@ -205,6 +234,13 @@ impl AssetCache {
         Asked { key, latest, at: now, epoch: self.epoch }
     }
 
+    /// Makes `response` ready to be stored as the answer `asked` for, outside the lock: `None`
+    /// when it is not a successful answer to that request (see [`CacheKey::answered_by`]) or
+    /// cannot be encoded.
+    pub fn ready(asked: &Asked, response: &Response) -> Option<ReadyAnswer> {
+        ReadyAnswer::new(&asked.key, response)
+    }
+
     /// [`AssetCache::insert_answer`] for an answer to a request relayed just now.
     pub fn insert(&mut self, key: CacheKey, response: &Response, now: Instant) -> bool {
         let asked = self.asked(key, now);
@@ -218,14 +254,25 @@ impl AssetCache {
     /// read before and after an interval's commit can come back in either order. An answer
     /// lives `ttl` (or `closed_ttl`) from when it was asked.
     pub fn insert_answer(&mut self, asked: Asked, response: &Response) -> bool {
+        match ReadyAnswer::new(&asked.key, response) {
+            Some(ready) => self.insert_ready(asked, ready),
+            None => false,
+        }
+    }
+
+    /// [`AssetCache::insert_answer`] of an answer made ready outside the lock (for the key
+    /// asked: `ReadyAnswer::new` with another key would store an answer under the wrong key).
+    pub fn insert_ready(&mut self, asked: Asked, ready: ReadyAnswer) -> bool {
         let Asked { key, latest, at, epoch } = asked;
-        if !key.answered_by(response) || epoch != self.epoch {
+        let ReadyAnswer { response, bytes } = ready;
+        debug_assert!(key.answered_by(&response), "an answer made ready for another key");
+        if !key.answered_by(&response) || epoch != self.epoch {
             return false;
         }
-        if let Response::Data(DataPayload::AssetInfo(tick)) = response {
+        if let Response::Data(DataPayload::AssetInfo(tick)) = response.as_ref() {
             self.learn_latest(tick.symbol, tick.time);
             let newer_kept = self.entries.get_mut(&key).is_some_and(|kept| {
-                matches!(&kept.response, Response::Data(DataPayload::AssetInfo(old))
+                matches!(kept.response.as_ref(), Response::Data(DataPayload::AssetInfo(old))
                     if old.time > tick.time)
             });
             if newer_kept {
@@ -237,12 +284,6 @@ impl AssetCache {
         if self.entries_max == 0 {
             return false;
         }
-        let Ok(message) = response.encode() else {
-            return false;
-        };
-        let bytes = u64::try_from(message.body.len())
-            .unwrap_or(u64::MAX)
-            .saturating_add(ENTRY_OVERHEAD_BYTES);
         if bytes > self.bytes_max {
             return false;
         }
@@ -263,7 +304,7 @@ impl AssetCache {
             self.stats.evictions = self.stats.evictions.saturating_add(1);
         }
         let expires_at = at.checked_add(ttl).unwrap_or(at);
-        self.entries.insert(key, Entry { response: response.clone(), expires_at }, bytes);
+        self.entries.insert(key, Entry { response, expires_at }, bytes);
         self.stats.inserts = self.stats.inserts.saturating_add(1);
         true
     }
@@ -299,6 +340,11 @@ mod tests {
     use net::{Bar, Failure, PriceSeries, Reason};
 
     use super::*;
+
+    /// The cached answer, copied (what `get` shares).
+    fn got(cache: &mut AssetCache, key: &CacheKey, now: Instant) -> Option<Response> {
+        cache.get(key, now).map(|answer| Response::clone(&answer))
+    }
 
     fn sym(s: &str) -> Symbol {
         Symbol::new(s).unwrap()
@@ -347,10 +393,10 @@ mod tests {
         let mut cache = AssetCache::new(&config());
         let t0 = Instant::now();
         let key = CacheKey::Current(sym("AAPL"));
-        assert_eq!(cache.get(&key, t0), None);
+        assert_eq!(got(&mut cache, &key, t0), None);
         assert!(cache.insert(key, &tick("AAPL", 5), t0));
-        assert_eq!(cache.get(&key, t0 + Duration::from_millis(999)), Some(tick("AAPL", 5)));
-        assert_eq!(cache.get(&key, t0 + Duration::from_secs(1)), None);
+        assert_eq!(got(&mut cache, &key, t0 + Duration::from_millis(999)), Some(tick("AAPL", 5)));
+        assert_eq!(got(&mut cache, &key, t0 + Duration::from_secs(1)), None);
         let stats = cache.stats();
         assert_eq!((stats.hits, stats.misses, stats.inserts, stats.entries), (1, 2, 1, 0));
     }
@@ -385,11 +431,11 @@ mod tests {
         let old = cache.asked(key, t0);
         cache.forget_all();
         assert!(!cache.insert_answer(old, &tick("AAPL", 2 * DAY_MICROS)));
-        assert_eq!(cache.get(&key, t0), None);
+        assert_eq!(got(&mut cache, &key, t0), None);
         // Asked after, it is stored as usual.
         let new = cache.asked(key, t0);
         assert!(cache.insert_answer(new, &tick("AAPL", DAY_MICROS)));
-        assert_eq!(cache.get(&key, t0), Some(tick("AAPL", DAY_MICROS)));
+        assert_eq!(got(&mut cache, &key, t0), Some(tick("AAPL", DAY_MICROS)));
     }
 
     #[test]
@@ -402,13 +448,18 @@ mod tests {
         // The newer answer (asked second) comes back first, then the older one.
         assert!(cache.insert_answer(after, &tick("AAPL", 2 * DAY_MICROS)));
         assert!(!cache.insert_answer(before, &tick("AAPL", DAY_MICROS)));
-        let kept = cache.get(&key, t0 + Duration::from_millis(20)).unwrap();
+        let kept = got(&mut cache, &key, t0 + Duration::from_millis(20)).unwrap();
         assert_eq!(kept, tick("AAPL", 2 * DAY_MICROS));
         // It lives `ttl` (1s in this config) from its question, not from its arrival.
         let slow = cache.asked(CacheKey::Info(sym("IBM")), t0);
         assert!(cache.insert_answer(slow, &tick("IBM", DAY_MICROS)));
-        assert!(cache.get(&CacheKey::Info(sym("IBM")), t0 + Duration::from_millis(999)).is_some());
-        assert_eq!(cache.get(&CacheKey::Info(sym("IBM")), t0 + Duration::from_millis(1001)), None);
+        assert!(
+            got(&mut cache, &CacheKey::Info(sym("IBM")), t0 + Duration::from_millis(999)).is_some()
+        );
+        assert_eq!(
+            got(&mut cache, &CacheKey::Info(sym("IBM")), t0 + Duration::from_millis(1001)),
+            None
+        );
     }
 
     #[test]
@@ -420,20 +471,24 @@ mod tests {
         let open = CacheKey::Series(sym("AAPL"), Period::Month, day);
         // Nothing known about AAPL's latest price: everything is open.
         assert!(cache.insert(closed, &series("AAPL", 7), t0));
-        assert_eq!(cache.get(&closed, t0 + Duration::from_secs(2)), None);
+        assert_eq!(got(&mut cache, &closed, t0 + Duration::from_secs(2)), None);
         // Asked while nothing was known; a later price learned from another answer meanwhile
         // does not make this answer closed (it may lack the period's last ticks).
         let asked = cache.asked(closed, t0);
         assert!(cache.insert(CacheKey::Info(sym("AAPL")), &tick("AAPL", 30 * DAY_MICROS), t0));
         assert!(cache.insert_answer(asked, &series("AAPL", 6)));
-        assert_eq!(cache.get(&closed, t0 + Duration::from_secs(2)), None, "open: short-lived");
+        assert_eq!(
+            got(&mut cache, &closed, t0 + Duration::from_secs(2)),
+            None,
+            "open: short-lived"
+        );
         // The current price is 20 days after the date: the week is over, the month is not.
         assert!(cache.insert(CacheKey::Info(sym("AAPL")), &tick("AAPL", 30 * DAY_MICROS), t0));
         assert!(cache.insert(closed, &series("AAPL", 7), t0));
         assert!(cache.insert(open, &series("AAPL", 20), t0));
         let later = t0 + Duration::from_secs(60);
-        assert!(cache.get(&closed, later).is_some());
-        assert_eq!(cache.get(&open, later), None);
+        assert!(got(&mut cache, &closed, later).is_some());
+        assert_eq!(got(&mut cache, &open, later), None);
     }
 
     #[test]
@@ -444,10 +499,10 @@ mod tests {
         for (key, s) in keys.iter().zip(["A", "B", "C"]) {
             assert!(cache.insert(*key, &tick(s, 1), now));
         }
-        assert!(cache.get(&keys[0], now).is_some()); // A is now the most recent.
+        assert!(got(&mut cache, &keys[0], now).is_some()); // A is now the most recent.
         assert!(cache.insert(keys[3], &tick("D", 1), now));
-        assert!(cache.get(&keys[1], now).is_none(), "B was the least recently used");
-        assert!(cache.get(&keys[0], now).is_some());
+        assert!(got(&mut cache, &keys[1], now).is_none(), "B was the least recently used");
+        assert!(got(&mut cache, &keys[0], now).is_some());
         assert_eq!(cache.stats().entries, 3);
         assert_eq!(cache.stats().evictions, 1);
 
@@ -461,7 +516,7 @@ mod tests {
         assert!(cache.insert(all("C"), &series("C", 100), now));
         assert_eq!(cache.stats().entries, 2);
         assert!(cache.stats().bytes <= 2 * one + 10);
-        assert!(cache.get(&all("A"), now).is_none());
+        assert!(got(&mut cache, &all("A"), now).is_none());
         // Bigger than the whole cache: not stored, nothing evicted.
         assert!(!cache.insert(all("D"), &series("D", 1000), now));
         assert_eq!(cache.stats().entries, 2);
@@ -529,7 +584,7 @@ mod tests {
                         }
                         Op::Get { key } => {
                             let cache_key = CacheKey::AllTime(sym(&symbols[usize::from(key)]));
-                            if let Some(found) = cache.get(&cache_key, now) {
+                            if let Some(found) = got(&mut cache, &cache_key, now) {
                                 let (expected, at) = model.get(&key).expect("stored");
                                 prop_assert_eq!(&found, expected);
                                 prop_assert!(now.duration_since(*at) < ttl);

@@ -1179,8 +1179,10 @@ impl Client {
             let cached = cache.get(&key, Instant::now());
             match cached {
                 Some(answer) => {
+                    drop(cache);
                     Stats::bump(&self.shared.stats.0.cache_hits);
-                    return answer;
+                    // Copied once the lock is free: a series may be megabytes.
+                    return Response::clone(&answer);
                 }
                 None => Stats::bump(&self.shared.stats.0.cache_misses),
             }
@@ -1200,8 +1202,10 @@ impl Client {
             ));
         }
         let response = own_return(&request, response);
-        if let Some(asked) = asked {
-            self.shared.cache().insert_answer(asked, &response);
+        if let Some(asked) = asked
+            && let Some(ready) = AssetCache::ready(&asked, &response)
+        {
+            self.shared.cache().insert_ready(asked, ready);
         }
         self.learn(&request, &response);
         response
