@@ -68,8 +68,9 @@ pub enum CommandError {
     #[error("no account {0}")]
     UnknownAccount(AccountId),
     /// The state refused the command's event for a reason the command does not check itself:
-    /// a rehash in a state replayed to the middle of an interval, or a check added to
-    /// `State::apply` later. An error (the queue left as it was), not a panic or lost orders.
+    /// a listing, an opening or a rehash in a state replayed to the middle of an interval, or a
+    /// check added to `State::apply` later. An error (the state and the queue left as they
+    /// were), not a panic or lost orders.
     #[error("the state refuses the command: {0}")]
     StateRefused(ApplyError),
 }
@@ -119,28 +120,14 @@ impl Engine {
         self.state.apply(event)
     }
 
-    /// Applies an event this engine decided; false if the state refused it. Every event is
-    /// decided from the state it is applied to, so a refusal is an engine bug.
-    fn apply_decided(&mut self, event: &Event) -> bool {
-        let applied = self.state.apply(event);
-        debug_assert!(applied.is_ok(), "engine emitted an event its state refuses: {applied:?}");
-        applied.is_ok()
-    }
-
-    fn emit(&mut self, event: Event, out: &mut Vec<Event>) {
-        if self.apply_decided(&event) {
-            out.push(event);
-        }
-    }
-
     /// Lists a symbol for trading.
     pub fn list_asset(&mut self, symbol: Symbol, at: Timestamp) -> Result<Event, CommandError> {
         if self.state.is_listed(&symbol) {
             return Err(CommandError::AssetAlreadyListed(symbol));
         }
-        let mut out = Vec::with_capacity(1);
-        self.emit(Event::AssetListed(AssetListed { symbol, at }), &mut out);
-        out.pop().ok_or(CommandError::AssetAlreadyListed(symbol))
+        let event = Event::AssetListed(AssetListed { symbol, at });
+        self.state.apply(&event).map_err(CommandError::StateRefused)?;
+        Ok(event)
     }
 
     /// Opens an account with the next account id.
@@ -148,7 +135,6 @@ impl Engine {
         if self.state.account_by_username(&request.username).is_some() {
             return Err(CommandError::UsernameTaken(request.username));
         }
-        let username = request.username.clone();
         let event = Event::AccountOpened(AccountOpened {
             account: self.state.next_account_id(),
             username: request.username,
@@ -157,9 +143,8 @@ impl Engine {
             initial_cash: request.initial_cash,
             at: request.at,
         });
-        let mut out = Vec::with_capacity(1);
-        self.emit(event, &mut out);
-        out.pop().ok_or(CommandError::UsernameTaken(username))
+        self.state.apply(&event).map_err(CommandError::StateRefused)?;
+        Ok(event)
     }
 
     /// Replaces an account's stored password hash (`Event::PasswordRehashed`).

@@ -562,6 +562,27 @@ fn replay_refuses_a_listing_or_an_account_inside_an_interval() {
         .unwrap();
     let err = fresh.apply(&opened).unwrap_err();
     assert!(matches!(err, engine::ApplyError::InsideInterval { .. }), "{err}");
+    // The commands on such a state say why, and change nothing.
+    let before = fresh.state().clone();
+    let err = fresh.list_asset(sym("IBM"), Timestamp(0)).unwrap_err();
+    assert!(
+        matches!(err, CommandError::StateRefused(engine::ApplyError::InsideInterval { .. })),
+        "{err}"
+    );
+    let err = fresh
+        .open_account(engine::OpenAccount {
+            username: engine::Username::new("u2").unwrap(),
+            email: engine::Email::new("u2@example.com").unwrap(),
+            password_hash: engine::PasswordHash::new("$argon2id$test").unwrap(),
+            initial_cash: cash("100"),
+            at: Timestamp(0),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, CommandError::StateRefused(engine::ApplyError::InsideInterval { .. })),
+        "{err}"
+    );
+    assert_eq!(fresh.state(), &before);
     // After the interval's outcomes, both are fine.
     fresh.apply(&events[1]).unwrap();
     fresh.apply(&listed).unwrap();
