@@ -812,7 +812,11 @@ impl Core {
             if !self.engine.state().is_listed(&symbol) {
                 match self.engine.list_asset(symbol, at) {
                     Ok(event) => events.push(event),
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => {
+                        // The listings made before it were not stored.
+                        self.engine = before;
+                        return Err(e.to_string());
+                    }
                 }
             }
         }
@@ -822,7 +826,9 @@ impl Core {
         match self.journal.append_batch(&events, at) {
             Ok(_) => Ok(events.len()),
             Err(e) => {
-                self.engine = before;
+                // As every other write: the state the journal holds, with the listings if they
+                // were stored after all.
+                self.write_failed(&e.to_string());
                 Err(e.to_string())
             }
         }
