@@ -1,5 +1,6 @@
 //! Golden test: the shipped recorded prices and order stream give exactly the pinned event stream
-//! and final digest. Regenerate the pinned file with `PT_BLESS=1 cargo test -p engine --test
+//! and final digest, as recorded and adjusted for the shipped splits (what the master and
+//! `pt simulate` run). Regenerate the pinned files with `PT_BLESS=1 cargo test -p engine --test
 //! golden` after an intended change, and say why in the commit.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -7,26 +8,32 @@ mod common;
 
 use std::fmt::Write as _;
 
-use engine::recorded::{SimulationConfig, parse_orders, parse_prices, simulate};
+use engine::recorded::{
+    RecordedInterval, SimulationConfig, adjust_for_splits, parse_orders, parse_prices,
+    parse_splits, simulate,
+};
 use engine::{Cash, Engine, Event, RejectReason};
 
 const PRICES: &str = include_str!("../../data/stocks-2000-2013.csv");
 const ORDERS: &str = include_str!("../../data/orders-2000-2013.csv");
+const SPLITS: &str = include_str!("../../data/splits-2000-2013.csv");
 const GOLDEN: &str = "tests/golden/recorded.txt";
+const GOLDEN_ADJUSTED: &str = "tests/golden/recorded-adjusted.txt";
 
-fn render() -> (String, engine::recorded::Simulation) {
-    let prices = parse_prices(PRICES).unwrap();
+fn render(prices: &[RecordedInterval], adjusted: bool) -> (String, engine::recorded::Simulation) {
     let orders = parse_orders(ORDERS).unwrap();
     let config = SimulationConfig { initial_cash: Cash::parse("100000").unwrap() };
-    let sim = simulate(&prices, &orders, &config).unwrap();
+    let sim = simulate(prices, &orders, &config).unwrap();
     let state = sim.engine.state();
     let name = |id: engine::AccountId| {
         state.account(id).map(|a| a.username.to_string()).unwrap_or_default()
     };
     let mut out = String::new();
+    let splits = if adjusted { ", adjusted for data/splits-2000-2013.csv" } else { "" };
     writeln!(
         out,
-        "# Outcomes of data/orders-2000-2013.csv on data/stocks-2000-2013.csv, 100000 each."
+        "# Outcomes of data/orders-2000-2013.csv on data/stocks-2000-2013.csv{splits}, 100000 \
+         each."
     )
     .unwrap();
     for event in &sim.events {
@@ -74,8 +81,22 @@ fn render() -> (String, engine::recorded::Simulation) {
 
 #[test]
 fn recorded_stream_matches_the_golden_file() {
-    let (text, sim) = render();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
+    check(&parse_prices(PRICES).unwrap(), false, GOLDEN);
+}
+
+/// The run users get: the master and `pt simulate` adjust the recorded prices for the shipped
+/// splits, so the rounding of `adjust_for_splits` is pinned too.
+#[test]
+fn split_adjusted_stream_matches_its_golden_file() {
+    let prices = parse_prices(PRICES).unwrap();
+    let adjusted = adjust_for_splits(prices.clone(), &parse_splits(SPLITS).unwrap()).unwrap();
+    assert_ne!(adjusted, prices, "the shipped splits change prices");
+    check(&adjusted, true, GOLDEN_ADJUSTED);
+}
+
+fn check(prices: &[RecordedInterval], adjusted: bool, golden_file: &str) {
+    let (text, sim) = render(prices, adjusted);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(golden_file);
     if std::env::var_os("PT_BLESS").is_some() {
         std::fs::write(&path, &text).unwrap();
     }
@@ -84,7 +105,8 @@ fn recorded_stream_matches_the_golden_file() {
     if golden != text {
         let first = golden.lines().zip(text.lines()).position(|(a, b)| a != b);
         panic!(
-            "event stream differs from {GOLDEN} at line {:?}; rerun with PT_BLESS=1 if intended",
+            "event stream differs from {golden_file} at line {:?}; rerun with PT_BLESS=1 if \
+             intended",
             first.map(|i| i + 1)
         );
     }
