@@ -65,6 +65,11 @@ const UNIDENTIFIED_MIN: usize = 256;
 const CLIENT_REQUESTS_MAX: u32 = 16;
 /// How long shutdown waits for connections to write their last answers.
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Links one worker may have at once: it needs one, and a few more cover a relink while its old
+/// link is not yet found dead (`LINK_IDLE_TIMEOUT`). Without a cap, one worker (a leaked key, a
+/// bug relinking in a loop) could take every place of `limits.worker_connections_max`, and
+/// multiply its per-link caps. One more is refused `busy`.
+const LINKS_PER_WORKER_MAX: usize = 4;
 /// Relays one worker link may have in flight.
 const RELAYS_IN_FLIGHT_MAX: usize = 100_000;
 /// Requests with a large answer (a transaction history, a price series) one worker link may
@@ -992,6 +997,18 @@ async fn refuse(framed: &mut Framed, worker: Uuid, cause: &str) {
         .await;
 }
 
+/// Takes a link off the worker list; the worker leaves the list only with its last link (a
+/// worker that linked again is still up).
+fn unlist(shared: &Shared, uuid: Uuid, link_id: u64) {
+    let mut workers = shared.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(links) = workers.get_mut(&uuid) {
+        links.retain(|(id, _)| *id != link_id);
+        if links.is_empty() {
+            workers.remove(&uuid);
+        }
+    }
+}
+
 /// Refuses a worker's Hello for lack of room, saying which (the caller logs it).
 async fn refuse_busy(framed: &mut Framed, message: &str) {
     let _ = framed.write_control(&Control::LinkRefused(Failure::new(Reason::Busy, message))).await;
@@ -1052,7 +1069,32 @@ async fn worker_link(
     {
         return refuse(&mut framed, uuid, e.reason()).await;
     }
+    // Listed before it is accepted, so that two handshakes at once cannot both pass the cap.
+    let name = worker.name().to_owned();
+    let link_id = NEXT_LINK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let listed = {
+        let mut workers = shared.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let links = workers.entry(uuid).or_default();
+        let room = links.len() < LINKS_PER_WORKER_MAX;
+        if room {
+            let info =
+                WorkerInfo { id: hello.worker, name: name.clone(), address: hello.address.clone() };
+            links.push((link_id, info));
+        } else if links.is_empty() {
+            workers.remove(&uuid);
+        }
+        room
+    };
+    if !listed {
+        warn!(%uuid, "this worker already has {LINKS_PER_WORKER_MAX} links; refusing another");
+        return refuse_busy(
+            &mut framed,
+            &format!("this worker already has {LINKS_PER_WORKER_MAX} links"),
+        )
+        .await;
+    }
     if framed.write_control(&Control::LinkAccepted).await.is_err() {
+        unlist(&shared, uuid, link_id);
         return;
     }
     handshake.linked();
@@ -1062,13 +1104,7 @@ async fn worker_link(
     );
     // An authenticated worker relays its clients' requests, each with its own wrapping.
     framed.reader().set_body_bytes_max(net::limits::MESSAGE_BODY_BYTES_MAX);
-    let name = worker.name().to_owned();
-    let link_id = NEXT_LINK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     info!(%uuid, %name, address = %hello.address, "worker linked");
-    if let Ok(mut workers) = shared.workers.lock() {
-        let info = WorkerInfo { id: hello.worker, name, address: hello.address.clone() };
-        workers.entry(uuid).or_default().push((link_id, info));
-    }
 
     let (mut reader, mut writer) = framed.into_split();
     // Every queued message holds a permit (a relay's, or one of the reader's own), released
@@ -1179,15 +1215,7 @@ async fn worker_link(
             },
         }
     }
-    // Unlisted only with its last link: a worker that linked again is still up.
-    if let Ok(mut workers) = shared.workers.lock()
-        && let Some(links) = workers.get_mut(&uuid)
-    {
-        links.retain(|(id, _)| *id != link_id);
-        if links.is_empty() {
-            workers.remove(&uuid);
-        }
-    }
+    unlist(&shared, uuid, link_id);
     drop(out_tx);
     if removed {
         // Replies still pending would go to a worker that is no longer trusted: close now.

@@ -521,6 +521,63 @@ async fn a_worker_with_two_links_stays_listed_until_the_last_one_ends() {
     master.stop().await;
 }
 
+/// One worker may hold a few links at once (a relink while its old link is not yet found dead),
+/// not every link place: past the cap, its next link is refused `busy`, and once one of its
+/// links ends it links again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_of_one_worker_are_capped() {
+    let master = RealMaster::start().await;
+    let uuid = master.uuid;
+    let refusals = || {
+        let line = "this worker already has 4 links; refusing another";
+        process_log()
+            .logbook()
+            .dump()
+            .iter()
+            .filter(|e| e.message.contains(line) && e.message.contains(&uuid.to_string()))
+            .count()
+    };
+    let mut links = Vec::new();
+    for _ in 0..4 {
+        let link = TestLink::start(master.task.addr, master.registered(), master.trust.clone());
+        link.wait_up().await;
+        links.push(link);
+    }
+    let before = refusals();
+    let fifth = TestLink::start(master.task.addr, master.registered(), master.trust.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refusals() == before {
+        assert!(Instant::now() < deadline, "the fifth link was never refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ne!(fifth.link.state(), LinkState::Up);
+    fifth.stop().await;
+    links.pop().unwrap().stop().await;
+    // Its place is back once the master has seen that link end.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let again = TestLink::start(master.task.addr, master.registered(), master.trust.clone());
+        let mut states = again.link.subscribe();
+        // (The state's guard is let go at once: the link cannot stop while it is held.)
+        let up = tokio::time::timeout(
+            Duration::from_secs(5),
+            states.wait_for(|state| *state == LinkState::Up),
+        )
+        .await
+        .is_ok_and(|state| state.is_ok());
+        if up {
+            again.stop().await;
+            break;
+        }
+        again.stop().await;
+        assert!(Instant::now() < deadline, "no link after one of four ended");
+    }
+    for link in links {
+        link.stop().await;
+    }
+    master.stop().await;
+}
+
 /// A worker that is not registered, linking to the real master: refused for its UUID, never
 /// listed; the registered worker links to the same master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
