@@ -846,6 +846,17 @@ async fn handle_connection(
                 // registered, or from an address outside its allow-list, cannot hold one of
                 // the places real workers link through (for the handshake's 10 s).
                 let uuid = Uuid::from_u128(hello.worker.0);
+                let spoken = u16::from(net::limits::PROTOCOL_VERSION);
+                if hello.version != spoken {
+                    warn!(worker = %uuid, version = hello.version, "worker refused: a protocol version this master does not speak");
+                    let why = format!(
+                        "protocol version {} is not spoken here; this master speaks {spoken}",
+                        hello.version
+                    );
+                    let refusal = Control::LinkRefused(Failure::new(Reason::InvalidArgument, why));
+                    let _ = framed.write_control(&refusal).await;
+                    return;
+                }
                 // Subscribed before the admission check, so that a removal in between is seen
                 // by the link.
                 let registry_changes = shared.registry.subscribe();

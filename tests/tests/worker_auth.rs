@@ -627,6 +627,31 @@ async fn handshakes_under_way_for_one_worker_are_capped() {
     master.stop().await;
 }
 
+/// A Hello of another protocol version is refused at once, saying which versions: the master
+/// does not run a handshake it cannot finish in a language it does not speak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_of_another_protocol_version_is_refused() {
+    let master = RealMaster::start().await;
+    let mut framed = FramedStream::new(TcpStream::connect(master.task.addr).await.unwrap());
+    let other = u16::from(net::limits::PROTOCOL_VERSION) + 1;
+    let hello = Control::WorkerHello(net::WorkerHello {
+        worker: engine::WorkerId(master.uuid.as_u128()),
+        version: other,
+        address: "127.0.0.1:2049".into(),
+        nonce: [1; 32],
+    });
+    framed.write_control(&hello).await.unwrap();
+    match framed.read_control().await.unwrap() {
+        Some(Control::LinkRefused(failure)) => {
+            assert_eq!(failure.reason, net::Reason::InvalidArgument);
+            assert!(failure.message.contains(&format!("protocol version {other}")), "{failure:?}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    master.the_registered_worker_links(master.task.addr).await;
+    master.stop().await;
+}
+
 /// An impostor claiming the registered UUID with a key of its own, linking to the real master:
 /// refused for its key (at its proof), never listed; the registered worker's own key links.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
