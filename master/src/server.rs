@@ -1062,7 +1062,10 @@ async fn worker_link(
     });
     let (key, nonce, master_proof, sealed_key) = match challenge {
         Ok(challenge) => challenge,
-        Err(e) => return refuse(&mut framed, uuid, e.reason()).await,
+        Err(e) => {
+            warn!(worker = %uuid, cause = %e, "cannot make the handshake's challenge");
+            return refuse(&mut framed, uuid, e.reason()).await;
+        }
     };
     let challenge = Control::Challenge { nonce, master_proof, sealed_key };
     if framed.write_control(&challenge).await.is_err() {

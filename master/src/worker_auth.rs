@@ -576,6 +576,13 @@ fn usable(cert: &Cert) -> Result<(), &'static str> {
     if valid.keys().supported().alive().revoked(false).for_transport_encryption().next().is_none() {
         return Err("no valid transport-encryption key");
     }
+    // A link key is sealed to every encryption key: a certificate with so many (or such large)
+    // keys that the sealed key would not fit a challenge could never link.
+    if seal_to(cert, &[0; 32]).is_err() {
+        return Err("a link key sealed to its encryption keys does not fit a challenge \
+                    (net::limits::SEALED_KEY_BYTES_MAX bytes): use one with fewer encryption \
+                    subkeys");
+    }
     Ok(())
 }
 
@@ -769,9 +776,14 @@ pub fn verify_proof(
 /// ([`MasterIdentity::sign_worker_challenge`]); use the key only once [`verify_proof`] accepted
 /// the worker.
 pub fn seal_link_key(worker: &RegisteredWorker, link_key: &LinkKey) -> Result<Vec<u8>, AuthError> {
+    seal_to(&worker.cert, &link_key.0)
+}
+
+/// [`seal_link_key`] for a certificate: also the registration's check that a challenge can
+/// carry what the certificate's encryption keys make of a link key.
+fn seal_to(cert: &Cert, link_key: &[u8]) -> Result<Vec<u8>, AuthError> {
     let seal_err = |detail: String| AuthError::SealFailed { detail };
-    let recipients: Vec<_> = worker
-        .cert
+    let recipients: Vec<_> = cert
         .keys()
         .with_policy(&POLICY, None)
         .supported()
@@ -782,14 +794,25 @@ pub fn seal_link_key(worker: &RegisteredWorker, link_key: &LinkKey) -> Result<Ve
     if recipients.is_empty() {
         return Err(seal_err("the certificate has no valid transport-encryption key".into()));
     }
+    let recipients_count = recipients.len();
     let mut sealed = Vec::new();
     let sink = Message::new(&mut sealed);
     let mut writer = Encryptor::for_recipients(sink, recipients)
         .build()
         .and_then(|encryptor| LiteralWriter::new(encryptor).build())
         .map_err(|e| seal_err(e.to_string()))?;
-    writer.write_all(&link_key.0).map_err(|e| seal_err(e.to_string()))?;
+    writer.write_all(link_key).map_err(|e| seal_err(e.to_string()))?;
     writer.finalize().map_err(|e| seal_err(e.to_string()))?;
+    // The Challenge carries at most this much: past it, the handshake could never be sent.
+    if sealed.len() > net::limits::SEALED_KEY_BYTES_MAX {
+        return Err(seal_err(format!(
+            "the link key sealed to the certificate's {} encryption keys takes {} bytes, over the \
+             {} a challenge carries: register a certificate with fewer encryption subkeys",
+            recipients_count,
+            sealed.len(),
+            net::limits::SEALED_KEY_BYTES_MAX
+        )));
+    }
     Ok(sealed)
 }
 
@@ -1429,6 +1452,21 @@ mod tests {
             RegisteredWorker::from_armored(uuid, "x", &armored(&signing_only), loopback_only())
                 .unwrap_err();
         assert!(err.to_string().contains("transport-encryption"), "{err}");
+
+        // A link key sealed to every one of 64 encryption subkeys would not fit a challenge:
+        // refused at registration, not at every handshake.
+        let mut crowded = CertBuilder::new().add_userid("w").add_signing_subkey();
+        for _ in 0..64 {
+            crowded = crowded.add_transport_encryption_subkey();
+        }
+        let (crowded, _) = crowded.generate().unwrap();
+        let err = RegisteredWorker::from_armored(uuid, "x", &armored(&crowded), loopback_only())
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::CertUnusable { .. }), "{err}");
+        assert!(err.to_string().contains("does not fit a challenge"), "{err}");
+        let link_key = LinkKey([7; 32]);
+        let sealed = seal_to(&crowded, &link_key.0).unwrap_err();
+        assert!(sealed.to_string().contains("over the 4096"), "{sealed}");
 
         let good = armored(&cert);
         for (name, ips, check) in [
