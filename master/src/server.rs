@@ -278,6 +278,14 @@ struct HandshakeSlot {
     ip: IpAddr,
 }
 
+impl Shared {
+    /// Whether some registered worker last linked from `ip`.
+    fn is_linked_from(&self, ip: IpAddr) -> bool {
+        let handshakes = self.handshakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        handshakes.linked_from.values().any(|&from| from == ip)
+    }
+}
+
 impl HandshakeSlot {
     /// A slot for `uuid` from `ip`, or `None` when that address, or all addresses together,
     /// already have their most handshakes for it under way.
@@ -497,8 +505,14 @@ pub async fn run_with_prices(
         (config.limits.worker_connections_max as usize).saturating_mul(4).max(UNIDENTIFIED_MIN);
     let unidentified = Arc::new(Semaphore::new(unidentified_places));
     let from_worker_addresses = Arc::new(Semaphore::new(unidentified_places));
+    // Any host of an allow-list range can fill the pool above; the addresses workers last
+    // linked from have places of their own, so such a host cannot keep a worker from linking
+    // again (as with the handshakes, `HandshakeSlot`).
+    let from_linked_addresses =
+        Arc::new(Semaphore::new(config.limits.worker_connections_max as usize));
     make_room_for_connections(
         (config.limits.worker_connections_max as usize)
+            .saturating_mul(2)
             .saturating_add(unidentified_places.saturating_mul(2))
             .saturating_add(crate::admin::CONNECTIONS_MAX),
     );
@@ -543,7 +557,9 @@ pub async fn run_with_prices(
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let pool = if shared.registry.allows_any(peer.ip()) {
+                    let pool = if shared.is_linked_from(peer.ip()) {
+                        &from_linked_addresses
+                    } else if shared.registry.allows_any(peer.ip()) {
                         &from_worker_addresses
                     } else {
                         &unidentified

@@ -359,19 +359,27 @@ struct RealMaster {
 
 impl RealMaster {
     async fn start() -> Self {
+        Self::start_with(|config| {
+            let allowed = &config.workers[0].allowed_ips;
+            assert_eq!(allowed, &["127.0.0.1/32".parse().unwrap()], "loopback only");
+        })
+        .await
+    }
+
+    /// A master whose configuration `adjust` changed first.
+    async fn start_with(adjust: impl FnOnce(&mut master::config::MasterConfig)) -> Self {
         process_log();
         let dir = tempfile::tempdir().unwrap();
         let (master_dir, trust) = common::master_dir(dir.path());
         let (identity, cert) = common::new_worker_identity(&dir.path().join("worker"), "w");
         let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        let config = common::master_config(
+        let mut config = common::master_config(
             &master_dir,
             listen,
             &[(identity.uuid(), cert)],
             Duration::from_millis(50),
         );
-        let allowed = &config.workers[0].allowed_ips;
-        assert_eq!(allowed, &["127.0.0.1/32".parse().unwrap()], "loopback only");
+        adjust(&mut config);
         let task = common::MasterTask::start(config).await;
         Self { dir, task, trust, uuid: identity.uuid() }
     }
@@ -575,6 +583,40 @@ async fn links_of_one_worker_are_capped() {
     for link in links {
         link.stop().await;
     }
+    master.stop().await;
+}
+
+/// Any host of a worker's allow-list range may connect, and those connections share one pool of
+/// places before they identify themselves: a host filling it (here 127.0.0.2, in the worker's
+/// 127.0.0.0/8) does not keep the worker from linking again from the address it last linked
+/// from, which has places of its own. The worker makes one attempt, before the idle
+/// connections' first-frame timeout could free any place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_of_the_range_cannot_keep_a_worker_from_linking_again() {
+    use tokio::io::AsyncReadExt as _;
+    let master = RealMaster::start_with(|config| {
+        config.workers[0].allowed_ips = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    master.the_registered_worker_links(master.task.addr).await;
+    // 256 places (four times `limits.worker_connections_max`, 256 at least), then one more.
+    let connect_from_other = || async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
+        socket.connect(master.task.addr).await.unwrap()
+    };
+    let mut idle = Vec::new();
+    for _ in 0..256 {
+        idle.push(connect_from_other().await);
+    }
+    let mut one_more = connect_from_other().await;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(4), one_more.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the pool was not full: {read:?}");
+    let link = TestLink::start(master.task.addr, master.registered(), master.trust.clone());
+    link.wait_up().await;
+    link.stop().await;
+    drop(idle);
     master.stop().await;
 }
 
