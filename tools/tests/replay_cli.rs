@@ -429,6 +429,38 @@ fn rebuild_refuses_a_journal_that_ends_inside_an_interval() {
     assert!(journal.snapshots().unwrap().is_empty(), "no snapshot was stored");
 }
 
+/// A snapshot past the journal's end is the one sign that committed records are gone: a
+/// rebuild, which would delete it, refuses unless told `--accept-lost-records`.
+#[test]
+fn rebuild_keeps_the_sign_of_lost_records_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, states) = make_journal(dir.path(), 8, 7);
+    let path = journal::path_in(dir.path());
+    let (beyond, kept_head) = (states[7].0, states[5].0);
+    let mut last = beyond;
+    while last > kept_head {
+        last = Seq(test_util::remove_batch(&path, last).unwrap().0 - 1);
+    }
+    test_util::set_head(&path, Some(kept_head.0)).unwrap();
+    let output = pt_replay(&["rebuild"], dir.path());
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("the snapshot at record {beyond} covers records past")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--accept-lost-records"), "{stderr}");
+    let snapshots = |path: &Path| {
+        let journal = Journal::open_unrecovered(path, JournalConfig::default()).unwrap();
+        journal.snapshots().unwrap().iter().map(|s| s.seq).collect::<Vec<_>>()
+    };
+    assert_eq!(snapshots(&path), [beyond], "nothing was written");
+
+    let output = pt_replay(&["rebuild", "--accept-lost-records"], dir.path());
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(snapshots(&path), [kept_head]);
+}
+
 /// Damage anywhere in a cleanly closed file ends as a report: one byte flipped at a time,
 /// across the whole file, the audit exits 0 (the byte was unused) or 1 (a problem found), never
 /// a crash or "could not run", and never changes the file. redb's page check runs in the

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use journal::{ReplayFrom, ReplayOptions, ReplayTo, VerifyOnOpen, encode_snapshot};
 use serde_json::json;
 
@@ -17,6 +17,10 @@ pub struct RebuildArgs {
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     pub json: bool,
+    /// Rebuild even when a stored snapshot covers records past the journal's end (records
+    /// committed before it are gone): the rebuild deletes that snapshot, the one sign of it.
+    #[arg(long)]
+    pub accept_lost_records: bool,
 }
 
 /// Replays every record from genesis (verifying each), checks the invariants and stores the
@@ -44,6 +48,26 @@ pub fn run(args: &RebuildArgs) -> anyhow::Result<Outcome> {
             outcomes: open.outcomes_applied,
         }
         .into());
+    }
+    // A snapshot past the end is the one sign that records committed before it are gone
+    // (docs/JOURNAL.md); storing a new snapshot deletes it, so that is not done silently.
+    let past_end: Vec<String> = journal
+        .snapshots()?
+        .iter()
+        .filter(|s| s.seq > replayed.last_seq)
+        .map(|s| s.seq.to_string())
+        .collect();
+    if !past_end.is_empty() && !args.accept_lost_records {
+        bail!(
+            "{}: the snapshot at record {} covers records past the journal's end (record {}): \
+             records committed before it are gone (a disk that lost acknowledged writes, or an \
+             older copy of the file). A rebuild would delete that snapshot, the one sign of it: \
+             restore the file from a backup, or pass --accept-lost-records to rebuild from what \
+             is there",
+            journal.path().display(),
+            past_end.join(", "),
+            replayed.last_seq
+        );
     }
     let snapshot = encode_snapshot(&replayed.state, replayed.last_seq)?;
     let (bytes, digest) = (snapshot.len(), snapshot.digest());
