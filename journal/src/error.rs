@@ -90,8 +90,10 @@ pub enum Corruption {
 }
 
 /// A storage failure: an I/O error from the disk (full, failing, read-only), or redb refusing
-/// its own file. Nothing of the write that failed was acknowledged, and nothing stored is
-/// damaged by it: redb commits atomically.
+/// its own file. The write that failed was not acknowledged, and nothing committed before it is
+/// damaged: redb commits atomically, so a reopen finds the failed commit whole (only its final
+/// sync failed) or rolls it back to the one before (it was cut short).
+/// [`AppendError::may_be_stored`] says when a batch may be on disk all the same.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("journal {}: storage fault while {op}: {detail}{}", path.display(), self.hint())]
 pub struct StorageFault {
@@ -123,7 +125,7 @@ impl StorageFault {
 
     fn hint(&self) -> &'static str {
         if self.is_disk_full() {
-            " (the disk is full: nothing of this write was stored; free space, then reopen)"
+            " (the disk is full: this write was not acknowledged; free space, then reopen)"
         } else {
             ""
         }
@@ -299,7 +301,8 @@ impl OpenError {
     }
 }
 
-/// Appending a batch failed; nothing of it was stored.
+/// Appending a batch failed; it was not acknowledged ([`AppendError::may_be_stored`] says
+/// whether it may be on disk all the same).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AppendError {
     /// A batch without events.

@@ -84,8 +84,9 @@ impl fmt::Display for RecoveryWarning {
             Self::LastCommitRolledBack => write!(
                 f,
                 "the file was left by a crash and its last commit did not verify, so it was \
-                 rolled back to the one before: what a crash during that commit leaves (it was \
-                 never acknowledged); if that commit had returned before the crash, its pages \
+                 rolled back to the one before: what a crash during that commit leaves, or a \
+                 storage fault in it (a full disk: the last run's log says so); either way it \
+                 was never acknowledged. If that commit had returned before the crash, its pages \
                  were damaged since, and what it held (an interval's outcomes, perhaps) is lost"
             ),
         }
