@@ -460,6 +460,11 @@ pub enum SnapshotInvalid {
     /// The decoded state breaks an invariant.
     #[error("state breaks an invariant: {0}")]
     Invariant(InvariantError),
+    /// The state is inside an interval (not all its outcomes applied): a snapshot keeps no
+    /// interval's ticks, so the outcomes after it could not be checked. The journal stores
+    /// none such; a snapshot of one is skipped.
+    #[error("state inside interval {0}, whose ticks a snapshot does not keep")]
+    InsideInterval(engine::IntervalId),
 }
 
 /// Encoding, storing or loading a snapshot failed.
@@ -479,6 +484,10 @@ pub enum SnapshotError {
     /// The state breaks an invariant; it is not snapshotted.
     #[error("state breaks an invariant and is not snapshotted: {0}")]
     Invariant(InvariantError),
+    /// The state is inside an interval: a snapshot keeps no interval's ticks, so the outcomes
+    /// after it could not be replayed over it. Snapshot between batches.
+    #[error("state inside interval {0} is not snapshotted: its ticks would not be kept")]
+    InsideInterval(engine::IntervalId),
     /// The snapshot covers records the journal does not have.
     #[error("journal {}: snapshot covers record {seq}, the journal ends at {last}", path.display())]
     BeyondEnd {

@@ -106,6 +106,9 @@ pub(crate) fn header_crc(bytes: &[u8]) -> u32 {
 /// a clone of the state, then hand the result to [`crate::Journal::store_snapshot`].
 pub fn encode_snapshot(state: &State, last_seq: Seq) -> Result<SnapshotBytes, SnapshotError> {
     state.check_invariants().map_err(SnapshotError::Invariant)?;
+    if let Some(open) = state.interval_in_progress() {
+        return Err(SnapshotError::InsideInterval(open.id));
+    }
     let digest = state.digest();
     let mut bytes = vec![0u8; SNAPSHOT_HEADER_BYTES];
     // The low-level serializer: the state shares no pointers, so no sharing map is needed.
@@ -204,6 +207,9 @@ pub(crate) fn decode_state(bytes: &[u8], info: &SnapshotInfo) -> Result<State, S
         return Err(SnapshotInvalid::Digest { stored: info.digest, computed });
     }
     state.check_invariants().map_err(SnapshotInvalid::Invariant)?;
+    if let Some(open) = state.interval_in_progress() {
+        return Err(SnapshotInvalid::InsideInterval(open.id));
+    }
     Ok(state)
 }
 

@@ -1203,3 +1203,28 @@ fn a_file_damaged_while_open_is_closed_without_a_panic() {
     // The damage is named when the file is opened again.
     assert!(Journal::open(&path, config()).is_err());
 }
+
+/// A snapshot keeps no interval's ticks: a state between an interval's header and its last
+/// outcome is refused by the encoder, so no snapshot can stop a later open at the outcomes
+/// after it.
+#[test]
+fn a_state_inside_an_interval_is_not_snapshotted() {
+    let mut history = History::new(State::new(), 5, Shape::default());
+    let (mut state, interval) = loop {
+        let before = history.state().clone();
+        let batch = history.next_batch();
+        if batch.len() > 2 && matches!(batch[0], Event::IntervalSettled(_)) {
+            break (before, batch);
+        }
+    };
+    // Its header and one outcome applied.
+    for event in &interval[..2] {
+        state.apply(event).unwrap();
+    }
+    let err = encode_snapshot(&state, Seq(1)).unwrap_err();
+    assert!(matches!(err, journal::SnapshotError::InsideInterval(_)), "{err}");
+    for event in &interval[2..] {
+        state.apply(event).unwrap();
+    }
+    encode_snapshot(&state, Seq(1)).unwrap();
+}
