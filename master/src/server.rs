@@ -56,6 +56,11 @@ const HANDSHAKES_PER_WORKER_ADDRESS_MAX: usize = 2;
 /// with many addresses in the allow-list holds at most this many link places for it. The
 /// address the worker last linked from is not held to it (only to the per-address cap).
 const HANDSHAKES_PER_WORKER_MAX: usize = 8;
+/// Handshakes one address may have under way at once, for all UUIDs together: a host in the
+/// allow-lists of many workers (UUIDs are public) would otherwise hold two link places for each.
+/// Enough for `pt up`'s 16 workers starting at once on one host; the handshakes of a worker at
+/// the address it last linked from are not counted.
+const HANDSHAKES_PER_ADDRESS_MAX: usize = 16;
 /// How long a new connection has to send its first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// The least number of connections that may be open before identifying themselves.
@@ -260,12 +265,14 @@ struct Shared {
     handshakes: Arc<Mutex<Handshakes>>,
 }
 
-/// Handshakes under way: per worker UUID (`HANDSHAKES_PER_WORKER_MAX`) and per UUID and
-/// address (`HANDSHAKES_PER_WORKER_ADDRESS_MAX`).
+/// Handshakes under way: per worker UUID (`HANDSHAKES_PER_WORKER_MAX`), per UUID and address
+/// (`HANDSHAKES_PER_WORKER_ADDRESS_MAX`), and per address (`HANDSHAKES_PER_ADDRESS_MAX`).
 #[derive(Debug, Default)]
 struct Handshakes {
     per_worker: HashMap<Uuid, usize>,
     per_address: HashMap<(Uuid, IpAddr), usize>,
+    /// Those not at their worker's usual address, per address.
+    per_ip: HashMap<IpAddr, usize>,
     /// The address each worker last linked from: its handshakes there are not counted against
     /// the cap of all addresses, so hosts elsewhere in its allow-list cannot use it up.
     linked_from: HashMap<Uuid, IpAddr>,
@@ -276,6 +283,8 @@ struct HandshakeSlot {
     handshakes: Arc<Mutex<Handshakes>>,
     uuid: Uuid,
     ip: IpAddr,
+    /// From the address the worker last linked from: not counted per address.
+    usual: bool,
 }
 
 impl Shared {
@@ -294,14 +303,18 @@ impl HandshakeSlot {
         let worker = counts.per_worker.get(&uuid).copied().unwrap_or(0);
         let address = counts.per_address.get(&(uuid, ip)).copied().unwrap_or(0);
         let usual = counts.linked_from.get(&uuid) == Some(&ip);
-        if (worker >= HANDSHAKES_PER_WORKER_MAX && !usual)
-            || address >= HANDSHAKES_PER_WORKER_ADDRESS_MAX
-        {
+        let from_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
+        // The worker's usual address is held to its per-address cap only.
+        let crowded = worker >= HANDSHAKES_PER_WORKER_MAX || from_ip >= HANDSHAKES_PER_ADDRESS_MAX;
+        if (crowded && !usual) || address >= HANDSHAKES_PER_WORKER_ADDRESS_MAX {
             return None;
         }
         counts.per_worker.insert(uuid, worker + 1);
         counts.per_address.insert((uuid, ip), address + 1);
-        Some(Self { handshakes: Arc::clone(handshakes), uuid, ip })
+        if !usual {
+            counts.per_ip.insert(ip, from_ip + 1);
+        }
+        Some(Self { handshakes: Arc::clone(handshakes), uuid, ip, usual })
     }
 
     /// The handshake succeeded: this address is the worker's usual one from now on.
@@ -324,6 +337,9 @@ impl Drop for HandshakeSlot {
         }
         release(&mut counts.per_worker, self.uuid);
         release(&mut counts.per_address, (self.uuid, self.ip));
+        if !self.usual {
+            release(&mut counts.per_ip, self.ip);
+        }
     }
 }
 
@@ -1978,6 +1994,31 @@ mod tests {
         drop((first, second, held));
         let counts = handshakes.lock().unwrap();
         assert!(counts.per_worker.is_empty() && counts.per_address.is_empty(), "{counts:?}");
+        assert!(counts.per_ip.is_empty(), "{counts:?}");
+    }
+
+    /// One address in the allow-lists of many workers (UUIDs are public) holds at most 16
+    /// handshakes for all of them together, not two for each; a worker at the address it last
+    /// linked from is not held to that.
+    #[test]
+    fn handshake_slots_are_capped_per_address_across_workers() {
+        let handshakes = Arc::new(Mutex::new(Handshakes::default()));
+        let host = IpAddr::from([10, 0, 0, 9]);
+        let worker = Uuid::from_u128(1_000);
+        HandshakeSlot::take(&handshakes, worker, host).unwrap().linked();
+        let mut held = Vec::new();
+        for n in 0..8u128 {
+            for _ in 0..2 {
+                held.push(HandshakeSlot::take(&handshakes, Uuid::from_u128(n + 1), host).unwrap());
+            }
+        }
+        assert_eq!(held.len(), HANDSHAKES_PER_ADDRESS_MAX);
+        assert!(HandshakeSlot::take(&handshakes, Uuid::from_u128(9), host).is_none());
+        let own = HandshakeSlot::take(&handshakes, worker, host);
+        assert!(own.is_some(), "the worker whose usual address this is");
+        drop((own, held));
+        let counts = handshakes.lock().unwrap();
+        assert!(counts.per_ip.is_empty() && counts.per_address.is_empty(), "{counts:?}");
     }
 
     /// A link's history and price-series requests past `LARGE_ANSWERS_IN_FLIGHT_MAX` are
