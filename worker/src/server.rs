@@ -206,6 +206,16 @@ pub fn large_answers_per_address(clients: &crate::config::ClientsConfig) -> u32 
 /// A large answer's places, worker-wide and for its client's address, given back when dropped.
 type LargeAnswerPlace = (tokio::sync::OwnedSemaphorePermit, AddressPlace);
 
+/// Whether `request`'s answer may be large: a transaction history or a price series.
+fn may_answer_large(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::GetUserTransactionHistory { .. }
+            | Request::GetAssetValue { .. }
+            | Request::GetAssetValueAllTime { .. }
+    )
+}
+
 /// Expirable-session logouts kept for the master; past it, the oldest are left to the master's
 /// idle timeout.
 const PENDING_LOGOUTS_MAX: usize = 100_000;
@@ -952,12 +962,15 @@ impl Client {
             let (response, close, login) = match item {
                 Item::Request { request, received_at } => {
                     let login = matches!(request, Request::Login { .. });
-                    match self.large_answer_place(&request) {
-                        Ok(place) => {
+                    let large = may_answer_large(&request).then(|| request.clone());
+                    let response = self.handle(request, received_at).await;
+                    match large.map(|request| self.large_answer_place(&request, &response)) {
+                        Some(Err(busy)) => (busy, false, login),
+                        Some(Ok(place)) => {
                             large_answer_place = place;
-                            (self.handle(request, received_at).await, false, login)
+                            (response, false, login)
                         }
-                        Err(busy) => (busy, false, login),
+                        None => (response, false, login),
                     }
                 }
                 Item::Answer(answer) => (answer, false, false),
@@ -987,16 +1000,16 @@ impl Client {
         let _ = tokio::time::timeout(timeout, writer.shutdown()).await;
     }
 
-    /// A place for `request`'s answer when it may be large (`LARGE_ANSWERS_MAX`): `Ok(None)` for
-    /// the other requests, the `busy` refusal when the worker or this client's address has no
-    /// place free.
-    fn large_answer_place(&self, request: &Request) -> Result<Option<LargeAnswerPlace>, Response> {
-        if !matches!(
-            request,
-            Request::GetUserTransactionHistory { .. }
-                | Request::GetAssetValue { .. }
-                | Request::GetAssetValueAllTime { .. }
-        ) {
+    /// A place for writing `response`, the answer to `request` (one that [`may_answer_large`]),
+    /// taken once the answer is there, so that waiting for the master holds none
+    /// (`LARGE_ANSWERS_MAX`): `Ok(None)` for a failure (small), the `busy` refusal of `request`
+    /// when the worker or this client's address has no place free (the answer is dropped).
+    fn large_answer_place(
+        &self,
+        request: &Request,
+        response: &Response,
+    ) -> Result<Option<LargeAnswerPlace>, Response> {
+        if !matches!(response, Response::Data(_)) {
             return Ok(None);
         }
         let busy = |why: &str| {
@@ -1202,7 +1215,9 @@ impl Client {
             ));
         }
         let response = own_return(&request, response);
+        // (With the cache off, no answer is encoded and copied for nothing.)
         if let Some(asked) = asked
+            && self.shared.config.cache.entries_max > 0
             && let Some(ready) = AssetCache::ready(&asked, &response)
         {
             self.shared.cache().insert_ready(asked, ready);
