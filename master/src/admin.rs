@@ -473,6 +473,12 @@ impl LiveRegistry {
         self.read().iter().any(|worker| worker.allows(peer))
     }
 
+    /// True when some worker's allow-list names `peer` itself (a single address, not a
+    /// range). See `RegisteredWorker::names`.
+    pub fn names_any(&self, peer: IpAddr) -> bool {
+        self.read().iter().any(|worker| worker.names(peer))
+    }
+
     /// A receiver that sees every change of the registry. Subscribe before checking
     /// admission, so that no change between the check and the subscription is missed.
     pub fn subscribe(&self) -> watch::Receiver<u64> {

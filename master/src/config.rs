@@ -588,6 +588,11 @@ impl IpNet {
         self.prefix_len
     }
 
+    /// True when the range is one address (`/32`, `/128`).
+    pub fn is_single_address(&self) -> bool {
+        self.prefix_len == if self.addr.is_ipv4() { 32 } else { 128 }
+    }
+
     /// True when `ip` is in the range. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), as a
     /// peer's address or as the range's (as a dual-stack listener logs a peer), is compared as
     /// the IPv4 address: `::ffff:10.0.0.0/104` is `10.0.0.0/8`.

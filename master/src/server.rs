@@ -573,14 +573,20 @@ pub async fn run_with_prices(
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let pool = if shared.is_linked_from(peer.ip()) {
-                        &from_linked_addresses
-                    } else if shared.registry.allows_any(peer.ip()) {
-                        &from_worker_addresses
+                    let ip = peer.ip();
+                    // A worker's own address (where it last linked from, or named alone in its
+                    // allow-list, so known after a restart too) takes a place of its own pool
+                    // first, then of the shared one.
+                    let permit = if shared.is_linked_from(ip) || shared.registry.names_any(ip) {
+                        Arc::clone(&from_linked_addresses)
+                            .try_acquire_owned()
+                            .or_else(|_| Arc::clone(&from_worker_addresses).try_acquire_owned())
+                    } else if shared.registry.allows_any(ip) {
+                        Arc::clone(&from_worker_addresses).try_acquire_owned()
                     } else {
-                        &unidentified
+                        Arc::clone(&unidentified).try_acquire_owned()
                     };
-                    let Ok(permit) = Arc::clone(pool).try_acquire_owned() else {
+                    let Ok(permit) = permit else {
                         debug!(%peer, "too many unidentified connections; refusing");
                         drop(stream);
                         continue;
@@ -1126,9 +1132,8 @@ async fn worker_link(
             let info =
                 WorkerInfo { id: hello.worker, name: name.clone(), address: hello.address.clone() };
             links.push((link_id, info));
-        } else if links.is_empty() {
-            workers.remove(&uuid);
         }
+        // (Refused, it has its other links: the entry is never left empty.)
         room
     };
     if !listed {
@@ -1528,8 +1533,9 @@ async fn login(
 /// not argon2id): stores a hash of the same password with the configured costs
 /// (`Event::PasswordRehashed`), before the login is answered. So a change of `auth.argon2`
 /// reaches every account that logs in, and logins of existing and unknown usernames cost the
-/// same again (docs/MASTER.md). Best effort: a busy hasher or a failed write leaves the old
-/// hash, which still verifies, and the next login tries again.
+/// same again (docs/MASTER.md). Best effort: a busy hasher leaves the old hash, which still
+/// verifies, and the next login tries again; a storage fault halts the journal's writes, as any
+/// failed write does, and the login is answered all the same.
 async fn rehash(
     shared: &Shared,
     account: engine::AccountId,

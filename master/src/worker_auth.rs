@@ -367,6 +367,12 @@ impl RegisteredWorker {
     pub fn allows(&self, peer: IpAddr) -> bool {
         self.allowed_ips.iter().any(|net| net.contains(peer))
     }
+
+    /// True when an entry of the allow-list is `peer` itself (a single address, not a range):
+    /// then `peer` is where the worker links from, known before it ever links.
+    pub fn names(&self, peer: IpAddr) -> bool {
+        self.allowed_ips.iter().any(|net| net.is_single_address() && net.contains(peer))
+    }
 }
 
 /// The registered workers, by UUID.
@@ -1429,6 +1435,11 @@ mod tests {
         assert_eq!(worker.fingerprint(), cert.fingerprint());
         assert_eq!(worker.cert_path(), None);
         assert!(worker.allows(ip("127.0.0.1")) && !worker.allows(ip("127.0.0.2")));
+        // A single address is named (the worker's own); a range only allows.
+        let nets = vec!["10.0.0.2".parse().unwrap(), "10.1.0.0/16".parse().unwrap()];
+        let ranged = RegisteredWorker::from_armored(uuid, "eu-2", &armored(&cert), nets).unwrap();
+        assert!(ranged.names(ip("10.0.0.2")) && ranged.names(ip("::ffff:10.0.0.2")));
+        assert!(ranged.allows(ip("10.1.0.5")) && !ranged.names(ip("10.1.0.5")));
 
         let secret = String::from_utf8(cert.as_tsk().armored().to_vec().unwrap()).unwrap();
         let err =
