@@ -361,7 +361,8 @@ impl AppendError {
     }
 }
 
-/// Writing a session or meta value failed; nothing of it was stored.
+/// Writing a session or meta value failed; it was not acknowledged (a storage fault in the
+/// commit may have left it on disk all the same, see [`StorageFault`]).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     /// A key or value over its limit.
@@ -382,7 +383,8 @@ pub enum WriteError {
         /// The first fault.
         cause: String,
     },
-    /// The storage failed: nothing was stored, and writes are halted until reopening.
+    /// The storage failed: the write was not acknowledged (see [`StorageFault`] for what it may
+    /// have left), and writes are halted until reopening.
     #[error(transparent)]
     Storage(#[from] StorageFault),
 }

@@ -648,7 +648,9 @@ impl Journal {
     /// Appends a batch of events in one durable transaction; returns after the commit, so
     /// everything in the receipt is on disk. `recorded_at` is the master's wall clock, stored in
     /// every record (for `pt-replay show --at-time`). The ticks of every `IntervalSettled` are
-    /// indexed in the same transaction. On error nothing of the batch was stored.
+    /// indexed in the same transaction. On error the batch was not acknowledged; only a storage
+    /// fault in the commit may have left it on disk all the same
+    /// ([`AppendError::may_be_stored`]).
     pub fn append_batch(
         &self,
         events: &[Event],
