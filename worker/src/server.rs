@@ -182,12 +182,13 @@ struct Shared {
     clock: Clock,
 }
 
-/// Requests with a possibly large answer (a transaction history, a price series) the worker
-/// serves at once, all clients together, from the request until the answer is written; one more
-/// is answered `busy` at once. A day of one-second bars is about 13 MB, held three times while
-/// it is written (the answer, its encoding, its packets), and a client that does not read holds
-/// it up to `clients.write_timeout`. A cached series never reaches the master's own cap per
-/// link, so without this, connections asking for one and never reading would hold gigabytes.
+/// Answers that may be large (a transaction history, a price series) the worker writes at once,
+/// all clients together, from the answer's arrival (from the cache or the master) until it is
+/// written; one more is answered `busy`, its answer dropped. A day of one-second bars is about
+/// 13 MB, held three times while it is written (the answer, its encoding, its packets), and a
+/// client that does not read holds it up to `clients.write_timeout`. A cached series never
+/// reaches the master's own cap per link, so without this, connections asking for one and never
+/// reading would hold gigabytes.
 pub const LARGE_ANSWERS_MAX: usize = 16;
 
 /// Of [`LARGE_ANSWERS_MAX`], how many one client address bucket may hold (counted as
