@@ -550,16 +550,15 @@ fn replay_refuses_a_listing_or_an_account_inside_an_interval() {
     let listed = Event::AssetListed(engine::AssetListed { symbol: sym("IBM"), at: Timestamp(0) });
     let err = fresh.apply(&listed).unwrap_err();
     assert!(matches!(err, engine::ApplyError::InsideInterval { .. }), "{err}");
+    let second_account = || engine::OpenAccount {
+        username: engine::Username::new("u2").unwrap(),
+        email: engine::Email::new("u2@example.com").unwrap(),
+        password_hash: engine::PasswordHash::new("$argon2id$test").unwrap(),
+        initial_cash: cash("100"),
+        at: Timestamp(0),
+    };
     let mut other = engine_with(&["AAPL"], 1, "100");
-    let opened = other
-        .open_account(engine::OpenAccount {
-            username: engine::Username::new("u2").unwrap(),
-            email: engine::Email::new("u2@example.com").unwrap(),
-            password_hash: engine::PasswordHash::new("$argon2id$test").unwrap(),
-            initial_cash: cash("100"),
-            at: Timestamp(0),
-        })
-        .unwrap();
+    let opened = other.open_account(second_account()).unwrap();
     let err = fresh.apply(&opened).unwrap_err();
     assert!(matches!(err, engine::ApplyError::InsideInterval { .. }), "{err}");
     // The commands on such a state say why, and change nothing.
@@ -569,15 +568,7 @@ fn replay_refuses_a_listing_or_an_account_inside_an_interval() {
         matches!(err, CommandError::StateRefused(engine::ApplyError::InsideInterval { .. })),
         "{err}"
     );
-    let err = fresh
-        .open_account(engine::OpenAccount {
-            username: engine::Username::new("u2").unwrap(),
-            email: engine::Email::new("u2@example.com").unwrap(),
-            password_hash: engine::PasswordHash::new("$argon2id$test").unwrap(),
-            initial_cash: cash("100"),
-            at: Timestamp(0),
-        })
-        .unwrap_err();
+    let err = fresh.open_account(second_account()).unwrap_err();
     assert!(
         matches!(err, CommandError::StateRefused(engine::ApplyError::InsideInterval { .. })),
         "{err}"

@@ -711,15 +711,7 @@ async fn data_transfer_confirms_its_session_after_validity() {
 /// the master.
 #[tokio::test]
 async fn only_asset_queries_confirm_the_session_in_data_transfer() {
-    let handler: common::Handler = Arc::new(move |relay: Relay| {
-        let response = match relay.request {
-            Request::LoginSession { .. } => {
-                Response::LoginFail(Failure::new(Reason::BadSession, "this session has ended"))
-            }
-            _ => answer(&relay),
-        };
-        Box::pin(async move { response })
-    });
+    let handler = common::refuse_session_checks(Reason::BadSession, "this session has ended");
     let (_keys, mut master, worker) = cluster(handler, |config| {
         config.sessions.validity = Duration::from_millis(1);
     })
@@ -846,15 +838,7 @@ async fn large_answers_being_written_are_capped_per_address() {
 /// without a check each.
 #[tokio::test]
 async fn a_session_check_the_master_cannot_answer_is_not_repeated_at_once() {
-    let handler: common::Handler = Arc::new(move |relay: Relay| {
-        let response = match relay.request {
-            Request::LoginSession { .. } => {
-                Response::LoginFail(Failure::new(Reason::Busy, "too many requests"))
-            }
-            _ => answer(&relay),
-        };
-        Box::pin(async move { response })
-    });
+    let handler = common::refuse_session_checks(Reason::Busy, "too many requests");
     let validity = Duration::from_secs(2);
     let (_keys, mut master, worker) = cluster(handler, |config| {
         config.sessions.validity = validity;

@@ -350,6 +350,18 @@ pub fn answer(relay: &Relay) -> Response {
     }
 }
 
+/// A handler that refuses every session check (`loginSession`) with `reason`, and answers
+/// everything else as [`answer`] does.
+pub fn refuse_session_checks(reason: Reason, message: &'static str) -> Handler {
+    Arc::new(move |relay: Relay| {
+        let response = match relay.request {
+            Request::LoginSession { .. } => Response::LoginFail(Failure::new(reason, message)),
+            _ => answer(&relay),
+        };
+        Box::pin(async move { response })
+    })
+}
+
 /// A handler answering at once with [`answer`].
 pub fn answer_at_once() -> Handler {
     Arc::new(|relay: Relay| {
