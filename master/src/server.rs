@@ -521,9 +521,10 @@ pub async fn run_with_prices(
         (config.limits.worker_connections_max as usize).saturating_mul(4).max(UNIDENTIFIED_MIN);
     let unidentified = Arc::new(Semaphore::new(unidentified_places));
     let from_worker_addresses = Arc::new(Semaphore::new(unidentified_places));
-    // Any host of an allow-list range can fill the pool above; the addresses workers last
-    // linked from have places of their own, so such a host cannot keep a worker from linking
-    // again (as with the handshakes, `HandshakeSlot`).
+    // Any host of an allow-list range can fill the pool above; workers' own addresses (where
+    // they last linked from, or named alone in an allow-list) have places of their own first,
+    // so such a host cannot keep a worker from linking again (as with the handshakes,
+    // `HandshakeSlot`).
     let from_linked_addresses =
         Arc::new(Semaphore::new(config.limits.worker_connections_max as usize));
     make_room_for_connections(
@@ -891,9 +892,7 @@ async fn handle_connection(
                         "protocol version {} is not spoken here; this master speaks {spoken}",
                         hello.version
                     );
-                    let refusal = Control::LinkRefused(Failure::new(Reason::InvalidArgument, why));
-                    let _ = framed.write_control(&refusal).await;
-                    return;
+                    return refuse_saying(&mut framed, Reason::InvalidArgument, why).await;
                 }
                 // Subscribed before the admission check, so that a removal in between is seen
                 // by the link.
@@ -1060,7 +1059,13 @@ fn unlist(shared: &Shared, uuid: Uuid, link_id: u64) {
 
 /// Refuses a worker's Hello for lack of room, saying which (the caller logs it).
 async fn refuse_busy(framed: &mut Framed, message: &str) {
-    let _ = framed.write_control(&Control::LinkRefused(Failure::new(Reason::Busy, message))).await;
+    refuse_saying(framed, Reason::Busy, message.to_owned()).await;
+}
+
+/// Refuses a worker's Hello with the reason and why, for refusals that tell the worker nothing
+/// an attacker could use (no room, a version not spoken); the caller logs it.
+async fn refuse_saying(framed: &mut Framed, reason: Reason, message: String) {
+    let _ = framed.write_control(&Control::LinkRefused(Failure::new(reason, message))).await;
 }
 
 /// What a Hello got before its link started: the registered worker it claims, admitted from
