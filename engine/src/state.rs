@@ -323,26 +323,16 @@ impl State {
 
     /// Applies one event. On error the state is unchanged.
     pub fn apply(&mut self, event: &Event) -> Result<(), ApplyError> {
-        match (event, self.interval_in_progress()) {
-            (Event::AssetListed(_), Some(last)) => {
-                return Err(ApplyError::InsideInterval {
-                    what: "an asset listing",
-                    interval: last.id,
-                });
+        if let Some(last) = self.interval_in_progress() {
+            let what = match event {
+                Event::AssetListed(_) => Some("an asset listing"),
+                Event::AccountOpened(_) => Some("an account opening"),
+                Event::PasswordRehashed(_) => Some("a password rehash"),
+                Event::IntervalSettled(_) | Event::OrderFilled(_) | Event::OrderRejected(_) => None,
+            };
+            if let Some(what) = what {
+                return Err(ApplyError::InsideInterval { what, interval: last.id });
             }
-            (Event::AccountOpened(_), Some(last)) => {
-                return Err(ApplyError::InsideInterval {
-                    what: "an account opening",
-                    interval: last.id,
-                });
-            }
-            (Event::PasswordRehashed(_), Some(last)) => {
-                return Err(ApplyError::InsideInterval {
-                    what: "a password rehash",
-                    interval: last.id,
-                });
-            }
-            _ => {}
         }
         match event {
             Event::AssetListed(listed) => {
