@@ -467,6 +467,11 @@ impl LiveRegistry {
         self.read().check_admission(uuid, peer).is_ok_and(|w| w.fingerprint() == *fingerprint)
     }
 
+    /// Whether the worker `uuid` is registered and may link from `peer`.
+    pub fn allows(&self, uuid: Uuid, peer: IpAddr) -> bool {
+        self.read().check_admission(uuid, peer).is_ok()
+    }
+
     /// Whether some registered worker may link from `peer`: its connections wait for their
     /// first message in a pool of their own, which other addresses cannot fill.
     pub fn allows_any(&self, peer: IpAddr) -> bool {

@@ -61,6 +61,12 @@ const HANDSHAKES_PER_WORKER_MAX: usize = 8;
 /// Enough for `pt up`'s 16 workers starting at once on one host; the handshakes of a worker at
 /// the address it last linked from are not counted.
 const HANDSHAKES_PER_ADDRESS_MAX: usize = 16;
+/// Handshakes doing their OpenPGP work (sealing the link key and signing the master's proof,
+/// or verifying the worker's proof) at once. That work runs on a blocking thread, never on the
+/// async threads that serve every other connection, and one handshake at a time, so that
+/// Hellos from admitted addresses, however many come, take at most one core; the others wait
+/// their turn (the caps above bound how many can wait).
+const HANDSHAKE_CRYPTO_AT_ONCE: usize = 1;
 /// How long a new connection has to send its first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// The least number of connections that may be open before identifying themselves.
@@ -263,6 +269,8 @@ struct Shared {
     price_reads: Arc<tokio::sync::Semaphore>,
     /// Handshakes under way, per worker UUID and per (UUID, address).
     handshakes: Arc<Mutex<Handshakes>>,
+    /// Permits for handshakes' OpenPGP work (`HANDSHAKE_CRYPTO_AT_ONCE`).
+    handshake_crypto: Arc<Semaphore>,
 }
 
 /// Handshakes under way: per worker UUID (`HANDSHAKES_PER_WORKER_MAX`), per UUID and address
@@ -288,10 +296,30 @@ struct HandshakeSlot {
 }
 
 impl Shared {
-    /// Whether some registered worker last linked from `ip`.
+    /// Whether some worker last linked from `ip` and may still link from there: one removed
+    /// from the registry since, or whose allow-list no longer holds `ip`, does not count.
     fn is_linked_from(&self, ip: IpAddr) -> bool {
-        let handshakes = self.handshakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        handshakes.linked_from.values().any(|&from| from == ip)
+        let mut handshakes =
+            self.handshakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        handshakes.is_linked_from(ip, |uuid| self.registry.allows(uuid, ip))
+    }
+}
+
+impl Handshakes {
+    /// Whether a worker that `still_allowed` admits from `ip` last linked from there. The
+    /// workers it no longer admits from `ip` are forgotten there, so that the addresses of
+    /// removed workers do not keep places of the workers' own pool.
+    fn is_linked_from(&mut self, ip: IpAddr, still_allowed: impl Fn(Uuid) -> bool) -> bool {
+        let mut found = false;
+        self.linked_from.retain(|&uuid, &mut from| {
+            if from != ip {
+                return true;
+            }
+            let allowed = still_allowed(uuid);
+            found |= allowed;
+            allowed
+        });
+        found
     }
 }
 
@@ -476,6 +504,7 @@ pub async fn run_with_prices(
             listed,
             price_reads: Arc::new(tokio::sync::Semaphore::new(PRICE_SERIES_READS_MAX)),
             handshakes: Arc::default(),
+            handshake_crypto: Arc::new(Semaphore::new(HANDSHAKE_CRYPTO_AT_ONCE)),
         });
 
         // A data directory whose path is too long for a Unix socket (about 100 bytes) still runs:
@@ -1037,6 +1066,28 @@ fn worker_list(shared: &Shared) -> Vec<WorkerInfo> {
         .unwrap_or_default()
 }
 
+/// Runs a handshake's OpenPGP work on a blocking thread once a permit of
+/// `HANDSHAKE_CRYPTO_AT_ONCE` is free, holding the permit until the work ends (even if the
+/// handshake is dropped meanwhile). `None` if the work panicked (logged).
+async fn handshake_crypto<T: Send + 'static>(
+    permits: &Arc<Semaphore>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let permit = Arc::clone(permits).acquire_owned().await.ok()?;
+    let done = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await;
+    match done {
+        Ok(value) => Some(value),
+        Err(e) => {
+            error!(cause = %e, "a handshake's OpenPGP work failed");
+            None
+        }
+    }
+}
+
 /// Refuses a worker: tells it only "forbidden" and logs the real cause.
 async fn refuse(framed: &mut Framed, worker: Uuid, cause: &str) {
     warn!(%worker, %cause, "worker refused");
@@ -1087,22 +1138,31 @@ async fn worker_link(
 ) {
     let uuid = Uuid::from_u128(hello.worker.0);
     let Admitted { worker, mut registry_changes, handshake } = admitted;
-    let worker = &worker;
-    let binding = HelloBinding { protocol_version: hello.version, client_addr: &hello.address };
+    let worker = Arc::new(worker);
     // The link key is sealed before the Challenge so that the master's proof covers the exact
     // sealed key (docs/WORKER_AUTH.md); it is used only once the worker's proof verifies.
-    let challenge = worker_auth::new_link_key().and_then(|key| {
-        let sealed_key = worker_auth::seal_link_key(worker, &key)?;
-        let nonce = worker_auth::new_challenge()?;
-        let proof = shared.identity.sign_worker_challenge(
-            uuid,
-            &hello.nonce,
-            &nonce,
-            &binding,
-            &sealed_key,
-        )?;
-        Ok((key, nonce, proof, sealed_key))
-    });
+    let challenge = handshake_crypto(&shared.handshake_crypto, {
+        let (worker, shared) = (Arc::clone(&worker), Arc::clone(&shared));
+        let (version, address, worker_nonce) = (hello.version, hello.address.clone(), hello.nonce);
+        move || {
+            let binding = HelloBinding { protocol_version: version, client_addr: &address };
+            let key = worker_auth::new_link_key()?;
+            let sealed_key = worker_auth::seal_link_key(&worker, &key)?;
+            let nonce = worker_auth::new_challenge()?;
+            let proof = shared.identity.sign_worker_challenge(
+                uuid,
+                &worker_nonce,
+                &nonce,
+                &binding,
+                &sealed_key,
+            )?;
+            Ok::<_, worker_auth::AuthError>((key, nonce, proof, sealed_key))
+        }
+    })
+    .await;
+    let Some(challenge) = challenge else {
+        return refuse(&mut framed, uuid, "the handshake's OpenPGP work failed").await;
+    };
     let (key, nonce, master_proof, sealed_key) = match challenge {
         Ok(challenge) => challenge,
         Err(e) => {
@@ -1121,10 +1181,19 @@ async fn worker_link(
         Ok(Err(e)) => return refuse(&mut framed, uuid, &e.to_string()).await,
         Err(_) => return refuse(&mut framed, uuid, "handshake timed out").await,
     };
-    if let Err(e) =
-        worker_auth::verify_proof(worker, &nonce, &binding, &signature, SystemTime::now())
-    {
-        return refuse(&mut framed, uuid, e.reason()).await;
+    let verified = handshake_crypto(&shared.handshake_crypto, {
+        let worker = Arc::clone(&worker);
+        let (version, address) = (hello.version, hello.address.clone());
+        move || {
+            let binding = HelloBinding { protocol_version: version, client_addr: &address };
+            worker_auth::verify_proof(&worker, &nonce, &binding, &signature, SystemTime::now())
+        }
+    })
+    .await;
+    match verified {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return refuse(&mut framed, uuid, e.reason()).await,
+        None => return refuse(&mut framed, uuid, "the handshake's OpenPGP work failed").await,
     }
     // Listed before it is accepted, so that two handshakes at once cannot both pass the cap.
     let name = worker.name().to_owned();
@@ -1981,6 +2050,62 @@ mod tests {
     use super::*;
     use engine::{Price, Qty};
     use net::{Bar, Instruction};
+
+    /// Handshakes' OpenPGP work runs off the async threads, one handshake at a time: a
+    /// second waits while the first is under way, and runs once it ends.
+    #[tokio::test]
+    async fn handshake_crypto_runs_one_at_a_time_off_the_async_threads() {
+        let permits = Arc::new(Semaphore::new(HANDSHAKE_CRYPTO_AT_ONCE));
+        let test_thread = std::thread::current().id();
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let first = tokio::spawn({
+            let permits = Arc::clone(&permits);
+            async move {
+                handshake_crypto(&permits, move || {
+                    let _ = started_tx.send(());
+                    let _ = release_rx.recv();
+                    std::thread::current().id()
+                })
+                .await
+            }
+        });
+        started_rx.await.unwrap();
+        assert_eq!(permits.available_permits(), 0, "the first holds the only permit");
+        let second_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let second = tokio::spawn({
+            let (permits, second_ran) = (Arc::clone(&permits), Arc::clone(&second_ran));
+            async move {
+                handshake_crypto(&permits, move || second_ran.store(true, Ordering::SeqCst)).await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second_ran.load(Ordering::SeqCst), "ran beside the first");
+        release_tx.send(()).unwrap();
+        let ran_on = first.await.unwrap().unwrap();
+        assert_ne!(ran_on, test_thread, "the work ran on the runtime's own thread");
+        second.await.unwrap().unwrap();
+        assert!(second_ran.load(Ordering::SeqCst));
+        assert_eq!(permits.available_permits(), HANDSHAKE_CRYPTO_AT_ONCE);
+    }
+
+    /// A worker's usual address keeps places of the workers' own pool only while the worker
+    /// may still link from there: once removed (or its allow-list changed) it is forgotten.
+    #[test]
+    fn a_removed_worker_address_is_forgotten() {
+        let handshakes = Arc::new(Mutex::new(Handshakes::default()));
+        let (kept, removed) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let (shared_host, own_host) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        HandshakeSlot::take(&handshakes, kept, shared_host).unwrap().linked();
+        HandshakeSlot::take(&handshakes, removed, own_host).unwrap().linked();
+        let mut counts = handshakes.lock().unwrap();
+        let registered = |uuid: Uuid| uuid == kept;
+        assert!(counts.is_linked_from(shared_host, registered), "the kept worker's address");
+        assert!(!counts.is_linked_from(own_host, registered), "only the removed one was there");
+        assert_eq!(counts.linked_from.len(), 1, "{counts:?}");
+        assert!(!counts.is_linked_from(shared_host, |_| false), "kept, then removed too");
+        assert!(counts.linked_from.is_empty(), "{counts:?}");
+    }
 
     /// Handshakes per worker: at most 2 per address and 8 in all, except from the address
     /// the worker last linked from, which hosts elsewhere in its range cannot lock out.
