@@ -6,3 +6,21 @@ pub mod client;
 pub mod replay;
 pub mod simulate;
 pub mod up;
+
+use std::io::Write as _;
+
+/// Writes `text` to standard output and flushes it, ending it with a newline if it has none.
+/// A reader that closed the pipe before reading it all (`pt history | head`) is not an error:
+/// what it did not read is dropped, as every command-line tool does. Any other failure to write
+/// is returned (the caller reports it and fails).
+pub fn print_out(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_all(text.as_bytes())
+        .and_then(|()| if text.ends_with('\n') { Ok(()) } else { out.write_all(b"\n") })
+        .and_then(|()| out.flush());
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}

@@ -200,6 +200,26 @@ fn help_lists_the_commands() {
     }
 }
 
+/// A reader that closes the pipe before reading the output (`pt ... | head`) is no failure of
+/// the command: `pt` exits 0 quietly, not with a panic on the broken pipe.
+#[test]
+fn a_closed_output_pipe_is_not_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pt"))
+        .arg("simulate")
+        .env("PT_SESSION_FILE", dir.path().join("session"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before `pt` settles the shipped prices and writes its report.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(output.stderr.is_empty(), "{}", stderr(&output));
+}
+
 /// `pt simulate` counts what it settled, and says so when orders dated after the last price
 /// interval could not be settled (they are not counted as settled).
 #[test]

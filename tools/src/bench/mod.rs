@@ -309,11 +309,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
     let mut report = |name: &str, result: anyhow::Result<Vec<Figure>>| match result {
         Ok(measured) => {
             for figure in &measured {
-                if args.json {
-                    println!("{}", figure.json());
-                } else {
-                    println!("{}", figure.text());
-                }
+                // A reader gone (`| head`) does not stop the run: the document is still written.
+                let _ = crate::print_out(&if args.json { figure.json() } else { figure.text() });
             }
             figures.extend(measured);
         }

@@ -53,16 +53,22 @@ fn main() -> ExitCode {
                        damaged, or this is a bug";
         match &cli.command {
             // The audit's report, as for any problem it finds (JSON with --json).
-            Command::Audit(args) => println!("{}", replay::audit::panicked(args, message).output),
+            Command::Audit(args) => {
+                let _ = pt_tools::print_out(&replay::audit::panicked(args, message).output);
+            }
             _ => eprintln!("pt-replay: {message}"),
         }
         return ExitCode::FAILURE;
     };
     match result {
-        Ok(Outcome { output, success }) => {
-            println!("{output}");
-            if success { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-        }
+        Ok(Outcome { output, success }) => match pt_tools::print_out(&output) {
+            Ok(()) if success => ExitCode::SUCCESS,
+            Ok(()) => ExitCode::FAILURE,
+            Err(err) => {
+                eprintln!("pt-replay: cannot write the output: {err}");
+                ExitCode::FAILURE
+            }
+        },
         Err(err) => {
             eprintln!("pt-replay: {}", master::report::chain(&*err));
             cannot_run

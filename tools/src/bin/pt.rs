@@ -34,6 +34,17 @@ enum Command {
     Bench(pt_tools::bench::BenchArgs),
 }
 
+/// Prints a command's output (`pt_tools::print_out`): success, unless it could not be written.
+fn printed(text: &str) -> ExitCode {
+    match pt_tools::print_out(text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("pt: cannot write the output: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // An environment variable set but empty counts as unset (`PT_MASTER= pt workers`).
     let matches = master::config::empty_env_as_unset(Cli::command()).get_matches();
@@ -62,10 +73,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Simulate(args) => match pt_tools::simulate::run(&args) {
-            Ok(text) => {
-                println!("{text}");
-                ExitCode::SUCCESS
-            }
+            Ok(text) => printed(&text),
             Err(err) => {
                 eprintln!("pt: {}", master::report::chain(&*err));
                 ExitCode::FAILURE
@@ -80,10 +88,7 @@ fn main() -> ExitCode {
                 }
             };
             match runtime.block_on(commands::run(&command)) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
+                Ok(text) => printed(&text),
                 Err(err) => {
                     eprintln!("pt: {err}");
                     ExitCode::from(err.exit_code())
