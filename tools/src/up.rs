@@ -555,6 +555,14 @@ impl Cluster {
     }
 }
 
+/// The `--timeout` a trade needs with update interval `interval`, when the client's default is
+/// too short: a trade waits up to one interval for its settlement, plus its way there and back.
+pub fn trade_timeout(interval: Duration) -> Option<Duration> {
+    let needed = interval.saturating_add(Duration::from_secs(30));
+    (needed > crate::client::commands::TIMEOUT_DEFAULT)
+        .then(|| interval.saturating_mul(2).max(needed))
+}
+
 /// The text `pt up` prints once the cluster is ready.
 pub fn banner(cluster: &Cluster, config: &ClusterConfig) -> String {
     use std::fmt::Write as _;
@@ -590,15 +598,19 @@ pub fn banner(cluster: &Cluster, config: &ClusterConfig) -> String {
         let worker = first.map(|a| a.to_string()).unwrap_or_default();
         let _ = writeln!(out, "  export PT_WORKER={worker} PT_MASTER={}", cluster.master_addr());
     }
+    // A trade waits for its interval: one longer than the client's default wait needs more.
+    let wait = trade_timeout(config.interval)
+        .map(|wait| format!(" --timeout {}", humantime::format_duration(wait)))
+        .unwrap_or_default();
     for line in [
-        "pt workers",
-        "pt register alice alice@example.com",
-        "pt login alice",
-        "pt buy AAPL 10",
-        "pt portfolio",
-        "pt history",
-        "pt price AAPL --all",
-        "pt sell AAPL 5",
+        "pt workers".to_owned(),
+        "pt register alice alice@example.com".to_owned(),
+        "pt login alice".to_owned(),
+        format!("pt buy AAPL 10{wait}"),
+        "pt portfolio".to_owned(),
+        "pt history".to_owned(),
+        "pt price AAPL --all".to_owned(),
+        format!("pt sell AAPL 5{wait}"),
     ] {
         let _ = writeln!(out, "  {line}");
     }
@@ -684,4 +696,25 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         eprintln!("Stopped.");
         Ok(())
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The banner's trades get a `--timeout` only when the interval would outlast the client's
+    /// default wait, and then one covering the interval with room to spare.
+    #[test]
+    fn trades_get_a_longer_timeout_only_with_a_long_interval() {
+        assert_eq!(trade_timeout(Duration::from_secs(1)), None);
+        assert_eq!(trade_timeout(Duration::from_secs(4 * 60)), None);
+        let ten_minutes = Duration::from_secs(10 * 60);
+        assert_eq!(trade_timeout(ten_minutes), Some(ten_minutes * 2));
+        let day = Duration::from_secs(24 * 60 * 60);
+        let wait = trade_timeout(day).unwrap();
+        assert!(wait > day, "{wait:?}");
+        let text = humantime::format_duration(wait).to_string();
+        assert_eq!(crate::client::commands::parse_duration(&text), Ok(wait), "{text}");
+    }
 }

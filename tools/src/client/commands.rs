@@ -31,9 +31,9 @@ pub enum ClientCommand {
     Buy(TradeArgs),
     /// Sell an asset; waits for the settlement interval and prints the fill or the reason.
     Sell(TradeArgs),
-    /// Cash and holdings, valued at the last prices (yours, or USER's if public).
+    /// Cash and holdings, valued at the last prices (yours, or USER's: portfolios are public).
     Portfolio(OptionalUserArgs),
-    /// Settled transactions, oldest first (yours, or USER's if public).
+    /// Settled transactions, oldest first (yours, or USER's: histories are public).
     History(OptionalUserArgs),
     /// A user's account information.
     User(UserArgs),
@@ -58,7 +58,7 @@ pub struct CommonArgs {
     #[arg(long)]
     pub json: bool,
     /// Longest wait for one answer (a trade waits for its settlement interval).
-    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = TIMEOUT_DEFAULT_TEXT, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 
@@ -267,7 +267,7 @@ pub fn parse_symbol(text: &str) -> Result<Symbol, String> {
 pub fn parse_qty(text: &str) -> Result<Qty, String> {
     if text.trim_start().starts_with('-') {
         return Err(format!(
-            "{text:?}: the quantity must be more than zero (to sell, use pt sell)"
+            "{text:?}: the quantity must be more than zero (pt buy buys it, pt sell sells it)"
         ));
     }
     let qty = Qty::parse(text).map_err(|e| format!("{text:?} is not a quantity: {e}"))?;
@@ -278,6 +278,10 @@ pub fn parse_qty(text: &str) -> Result<Qty, String> {
 }
 
 /// The shortest `--timeout`: no answer can come in no time.
+/// `--timeout`'s default: the longest wait for one answer.
+pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(5 * 60);
+/// [`TIMEOUT_DEFAULT`] as `--timeout` takes it.
+const TIMEOUT_DEFAULT_TEXT: &str = "5m";
 const TIMEOUT_MIN: Duration = Duration::from_millis(1);
 /// The longest `--timeout`: a week.
 const TIMEOUT_MAX: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -562,6 +566,28 @@ fn remove_session(path: &Path) -> Result<(), ClientError> {
     SavedSession::remove(path).map(|_| ())
 }
 
+/// An order's failure whose outcome is unknown, with the client order id that gets the outcome
+/// without ordering twice (the id is random unless given, so the user has no other way to know
+/// it): a timeout or a broken connection (the worker may have lost the master's answer),
+/// `master_unavailable` (the master could not tell), or `internal` (its storage failed during
+/// the commit). Other failures are returned as they are.
+fn with_outcome_hint(error: ClientError, client_order_id: u64) -> ClientError {
+    let unknown = match &error {
+        ClientError::Timeout { .. } | ClientError::Connection { .. } => true,
+        ClientError::Refused { failure, .. } => {
+            matches!(failure.reason, Reason::MasterUnavailable | Reason::Internal)
+        }
+        _ => false,
+    };
+    if !unknown {
+        return error;
+    }
+    ClientError::Local(format!(
+        "{error}; the order may still settle: run the same command with --client-order-id \
+         {client_order_id} to get its outcome without ordering twice"
+    ))
+}
+
 async fn trade(args: &TradeArgs, side: engine::Side) -> Result<String, ClientError> {
     let client_order_id = match args.client_order_id {
         Some(id) => id,
@@ -577,23 +603,8 @@ async fn trade(args: &TradeArgs, side: engine::Side) -> Result<String, ClientErr
         engine::Side::Buy => Request::Purchase { session, symbol, qty, client_order_id },
         engine::Side::Sell => Request::Sell { session, symbol, qty, client_order_id },
     };
-    let response = conn.client.exchange(&request).await.map_err(|e| match e {
-        // The order may have been placed (the worker may have lost the master's answer): say
-        // how to ask again without ordering twice.
-        ClientError::Timeout { .. } | ClientError::Connection { .. } => {
-            ClientError::Local(format!(
-                "{e}; the order may still settle: run the same command with \
-             --client-order-id {client_order_id} to get its outcome without ordering twice"
-            ))
-        }
-        ClientError::Refused { ref failure, .. } if failure.reason == Reason::MasterUnavailable => {
-            ClientError::Local(format!(
-                "{e}; the order may still settle: run the same command with \
-             --client-order-id {client_order_id} to get its outcome without ordering twice"
-            ))
-        }
-        other => other,
-    })?;
+    let response =
+        conn.client.exchange(&request).await.map_err(|e| with_outcome_hint(e, client_order_id))?;
     match response {
         Response::PurchaseSuccess(fill) | Response::SellSuccess(fill)
             if fill.side == side && fill.symbol == symbol && fill.qty == qty =>
@@ -678,5 +689,33 @@ async fn price(args: &PriceArgs) -> Result<String, ClientError> {
             Ok(render::series(&series, &range_label(&request), args.rows, args.common.json))
         }
         other => Err(unexpected(&request, &Response::Data(other))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A failure that leaves the order's outcome unknown names the client order id to get it
+    /// with; a refusal that decided the order does not.
+    #[test]
+    fn an_unknown_outcome_names_the_client_order_id() {
+        let refused = |reason| ClientError::Refused {
+            what: "purchase",
+            failure: Failure::new(reason, "the server's words"),
+        };
+        for unknown in [refused(Reason::Internal), refused(Reason::MasterUnavailable)] {
+            let text = with_outcome_hint(unknown, 4242).to_string();
+            assert!(text.contains("--client-order-id 4242"), "{text}");
+            assert!(text.contains("the server's words"), "{text}");
+        }
+        let decided = with_outcome_hint(refused(Reason::InvalidArgument), 4242).to_string();
+        assert!(!decided.contains("4242"), "{decided}");
+    }
+
+    #[test]
+    fn the_default_timeout_text_is_the_default_timeout() {
+        assert_eq!(parse_duration(TIMEOUT_DEFAULT_TEXT), Ok(TIMEOUT_DEFAULT));
     }
 }
