@@ -386,3 +386,36 @@ fn a_stop_is_not_held_by_an_order_waiting_for_a_long_interval() {
     );
     assert!(stdout.starts_with("Bought"), "{stdout}");
 }
+
+/// A session saved through one PaperTrader's worker and sent to another's (a second `pt up`, a
+/// mistyped `--worker`) is refused there, but not removed: its own worker still takes it, and
+/// only its own worker's `bad_session` ends it on this machine.
+#[test]
+fn a_session_refused_by_another_papertrader_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let first = runtime.block_on(Cluster::start(config(dir.path()))).unwrap();
+    let other_dir = dir.path().join("other");
+    let other = runtime.block_on(Cluster::start(config(&other_dir))).unwrap();
+    let env = Env::new(&first, dir.path());
+    let other_worker = other.workers()[0].addr.to_string();
+    let stdin = format!("{PASSWORD}\n");
+    env.ok_with(&["register", "alice", "alice@example.com", "--password-stdin"], &stdin);
+    env.login();
+
+    let err = env.refused(&["portfolio", "--worker", &other_worker], "");
+    assert!(err.contains("bad_session"), "{err}");
+    assert!(err.contains(&format!("made through the worker at {}", env.worker)), "{err}");
+    assert!(env.session.exists(), "the session was removed");
+    let err = env.refused(&["logout", "--worker", &other_worker], "");
+    assert!(err.contains("bad_session"), "{err}");
+    assert!(env.session.exists(), "the session was removed by another's logout");
+    let portfolio = env.json(&["portfolio"]);
+    assert_eq!(text(&portfolio["username"]), "alice");
+
+    let out = env.ok(&["logout"]);
+    assert!(out.contains("alice"), "{out}");
+    assert!(!env.session.exists());
+    runtime.block_on(other.shutdown()).unwrap();
+    runtime.block_on(first.shutdown()).unwrap();
+}

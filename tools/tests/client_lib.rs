@@ -86,7 +86,13 @@ fn saved(remember: bool, last_used: i64) -> SavedSession {
     for (i, b) in id.iter_mut().enumerate() {
         *b = u8::try_from(i * 7).unwrap();
     }
-    SavedSession { username: user("alice"), session: SessionId(id), remember, last_used }
+    SavedSession {
+        username: user("alice"),
+        session: SessionId(id),
+        remember,
+        last_used,
+        worker: None,
+    }
 }
 
 #[cfg(unix)]

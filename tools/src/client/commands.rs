@@ -423,6 +423,7 @@ async fn login(args: &LoginArgs) -> Result<String, ClientError> {
         session,
         remember: args.remember,
         last_used: session::now_unix_secs(),
+        worker: Some(args.common.worker.clone()),
     };
     if let Err(saving) = saved.save(&path) {
         // The master made a 30-day session whose id no one will ever see: nothing could use it
@@ -464,14 +465,16 @@ impl LoggedIn {
         let now = session::now_unix_secs();
         if saved.idle_expired(now) {
             // Best effort: the session is over either way.
-            if resume(&mut client, &saved).await.is_ok() {
+            if resume(&mut client, &saved, &common.worker).await.is_ok() {
                 let _ = client.exchange(&Request::Logout { session: saved.session }).await;
             }
             remove_session(&path)?;
             return Err(ClientError::SessionExpired { username: saved.username.to_string() });
         }
-        if let Err(e) = resume(&mut client, &saved).await {
-            if e.reason() == Some(Reason::BadSession) {
+        if let Err(e) = resume(&mut client, &saved, &common.worker).await {
+            if e.reason() == Some(Reason::BadSession)
+                && saved.saved_elsewhere(&common.worker).is_none()
+            {
                 // Session ids are never reused: this one is dead for good.
                 remove_session(&path)?;
             }
@@ -513,12 +516,35 @@ impl LoggedIn {
     }
 }
 
-/// Sends `loginSession`; a session the master no longer knows is reported with a hint.
-async fn resume(client: &mut Client, saved: &SavedSession) -> Result<(), ClientError> {
+/// Sends `loginSession` through `worker`; a session the master no longer knows is reported
+/// with a hint, one saved through another worker (kept: this may be another PaperTrader) with
+/// that worker's address.
+async fn resume(
+    client: &mut Client,
+    saved: &SavedSession,
+    worker: &str,
+) -> Result<(), ClientError> {
     let request = Request::LoginSession { session: saved.session };
     match client.exchange(&request).await {
         Ok(Response::SessionId(session)) if session == saved.session => Ok(()),
         Ok(other) => Err(unexpected(&request, &other)),
+        Err(ClientError::Refused { failure, .. })
+            if failure.reason == Reason::BadSession && saved.saved_elsewhere(worker).is_some() =>
+        {
+            let login_worker = saved.saved_elsewhere(worker).unwrap_or_default();
+            Err(ClientError::Refused {
+                what: "session",
+                failure: Failure::new(
+                    failure.reason,
+                    format!(
+                        "{}; the saved session of {} was made through the worker at \
+                         {login_worker}, not {worker} (another PaperTrader?), and is kept: use \
+                         --worker {login_worker}, or `pt login {}` here",
+                        failure.message, saved.username, saved.username
+                    ),
+                ),
+            })
+        }
         Err(ClientError::Refused { failure, .. }) if failure.reason == Reason::BadSession => {
             Err(ClientError::Refused {
                 what: "session",
@@ -543,7 +569,7 @@ async fn logout(common: &CommonArgs) -> Result<String, ClientError> {
         return Err(ClientError::NotLoggedIn { path: path.display().to_string() });
     };
     let mut client = Client::connect(common.connect_config()).await?;
-    let ended = match resume(&mut client, &saved).await {
+    let ended = match resume(&mut client, &saved, &common.worker).await {
         Ok(()) => {
             let request = Request::Logout { session: saved.session };
             match client.exchange(&request).await {
@@ -554,8 +580,15 @@ async fn logout(common: &CommonArgs) -> Result<String, ClientError> {
                 Err(e) => return Err(e),
             }
         }
-        // The master no longer knows the session: there is nothing left to end.
-        Err(e) if e.reason() == Some(Reason::BadSession) => false,
+        // The master no longer knows the session: there is nothing left to end. Unless it is
+        // another PaperTrader's (the session was saved through another worker): the file is
+        // kept for the worker that knows it.
+        Err(e)
+            if e.reason() == Some(Reason::BadSession)
+                && saved.saved_elsewhere(&common.worker).is_none() =>
+        {
+            false
+        }
         Err(e) => return Err(e),
     };
     remove_session(&path)?;

@@ -10,7 +10,12 @@
 //! session=<64 lowercase hex digits>
 //! remember=false
 //! last_used=1741960800
+//! worker=127.0.0.1:2049
 //! ```
+//!
+//! `worker` is the address `pt login` went through. A worker elsewhere that does not know the
+//! session (another PaperTrader, a mistyped `--worker`) does not make `pt` remove the file:
+//! only a worker at that address, or a file without the line, does.
 //!
 //! Every session `pt` asks for is a *remembered* one on the wire (`isExpirable = false`): each
 //! `pt` command is its own connection, and a worker ends an expirable session when its
@@ -49,6 +54,9 @@ pub struct SavedSession {
     pub remember: bool,
     /// When a command last used it, unix seconds.
     pub last_used: i64,
+    /// The worker address (`host:port`, as given) `pt login` went through; `None` in a file
+    /// written before `pt` kept it.
+    pub worker: Option<String>,
 }
 
 /// The default path of the session file from the environment (see the module docs); `None`
@@ -104,13 +112,23 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
 impl SavedSession {
     /// The file's text.
     pub fn to_text(&self) -> String {
-        format!(
+        let mut text = format!(
             "{HEADER}\nusername={}\nsession={}\nremember={}\nlast_used={}\n",
             self.username.as_str(),
             hex(self.session.as_bytes()),
             self.remember,
             self.last_used,
-        )
+        );
+        if let Some(worker) = &self.worker {
+            text.push_str(&format!("worker={worker}\n"));
+        }
+        text
+    }
+
+    /// The worker the session was saved through, when it is not `worker`: a `bad_session`
+    /// from `worker` then says nothing of the session's own PaperTrader.
+    pub fn saved_elsewhere(&self, worker: &str) -> Option<&str> {
+        self.worker.as_deref().filter(|saved| *saved != worker)
     }
 
     /// True when the session was saved without `--remember` and has not been used for more
@@ -127,6 +145,7 @@ impl SavedSession {
         let mut session = None;
         let mut remember = None;
         let mut last_used = None;
+        let mut worker = None;
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
             let (key, value) = line.split_once('=')?;
             let value = value.trim();
@@ -135,6 +154,9 @@ impl SavedSession {
                 "session" => session = Some(SessionId(unhex(value)?)),
                 "remember" => remember = Some(value.parse::<bool>().ok()?),
                 "last_used" => last_used = Some(value.parse::<i64>().ok()?),
+                "worker" if !value.is_empty() && !value.chars().any(char::is_control) => {
+                    worker = Some(value.to_owned());
+                }
                 _ => return None,
             }
         }
@@ -143,6 +165,7 @@ impl SavedSession {
             session: session?,
             remember: remember.unwrap_or(true),
             last_used: last_used.unwrap_or(0),
+            worker,
         })
     }
 
@@ -238,8 +261,32 @@ fn open_private(path: &Path) -> std::io::Result<fs::File> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::unhex;
+    use super::*;
+
+    /// The worker line round-trips, is optional (files written before it), and tells a worker
+    /// elsewhere from the one the session was saved through.
+    #[test]
+    fn the_worker_of_the_login_is_kept() {
+        let saved = SavedSession {
+            username: Username::new("alice").unwrap(),
+            session: SessionId([7; 32]),
+            remember: false,
+            last_used: 1_741_960_800,
+            worker: Some("127.0.0.1:2049".to_owned()),
+        };
+        let text = saved.to_text();
+        assert!(text.ends_with("worker=127.0.0.1:2049\n"), "{text}");
+        assert_eq!(SavedSession::from_text(&text), Some(saved.clone()));
+        assert_eq!(saved.saved_elsewhere("127.0.0.1:2049"), None);
+        assert_eq!(saved.saved_elsewhere("127.0.0.1:3049"), Some("127.0.0.1:2049"));
+        let older = text.replace("worker=127.0.0.1:2049\n", "");
+        let older = SavedSession::from_text(&older).unwrap();
+        assert_eq!(older.worker, None);
+        assert_eq!(older.saved_elsewhere("127.0.0.1:3049"), None, "an older file: any worker");
+        assert_eq!(SavedSession::from_text(&format!("{text}worker=\n")), None, "empty");
+    }
 
     #[test]
     fn a_session_id_is_64_hex_digits_and_nothing_else() {
