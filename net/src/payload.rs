@@ -187,6 +187,8 @@ const HOLDING_FIELDS: u16 = 4;
 const HOLDINGS_ORDER: &str = "holdings, sorted by symbol";
 /// The order a history's transactions come in: by interval, oldest first.
 const HISTORY_ORDER: &str = "transactions, oldest interval first";
+/// The order a price series' bars come in: oldest first, one per period.
+const BARS_ORDER: &str = "bars, oldest first, one per period";
 const HISTORY_FIELDS: u16 = 9;
 const WORKER_FIELDS: u16 = 3;
 
@@ -238,6 +240,9 @@ impl DataPayload {
             }
             Self::PriceSeries(series) => {
                 w.at_most("bars", series.bars.len(), PRICE_SERIES_BARS_MAX);
+                if !series.bars.is_sorted_by(|a, b| a.time < b.time) {
+                    w.fail(EncodeError::OutOfOrder { what: BARS_ORDER });
+                }
                 w.text("symbol", series.symbol.as_str(), SYMBOL_CHARS_MAX);
                 w.list("bars", BAR_FIELDS, &series.bars, |w, bar| {
                     w.u64(bar.open.raw());
@@ -326,6 +331,8 @@ impl DataPayload {
             }),
             2 => {
                 let symbol = symbol(r)?;
+                // Named by the order check below, as by the count check.
+                let field = r.next_field();
                 let items = r.list_at_most("bars", BAR_FIELDS, PRICE_SERIES_BARS_MAX)?;
                 let mut bars = r.vec_for(items);
                 for _ in 0..items {
@@ -337,6 +344,9 @@ impl DataPayload {
                         volume: Qty::from_raw(r.u64("volume")?),
                         time: Timestamp(r.i64("time")?),
                     });
+                }
+                if !bars.is_sorted_by(|a, b| a.time < b.time) {
+                    return Err(DecodeError::OutOfOrder { field, what: BARS_ORDER });
                 }
                 Self::PriceSeries(PriceSeries { symbol, bars })
             }

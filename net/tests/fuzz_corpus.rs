@@ -59,7 +59,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
     let series = Response::Data(DataPayload::PriceSeries(PriceSeries {
         symbol: aapl(),
-        bars: vec![bar; 3],
+        // One bar per period, oldest first (docs/PROTOCOL.md).
+        bars: (0..3).map(|day| Bar { time: Timestamp(60 + day * 86_400_000_000), ..bar }).collect(),
     }));
     let mut series_packets = Vec::new();
     for frame in net::split_payload(&series.encode().unwrap(), 64).unwrap() {

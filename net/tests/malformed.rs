@@ -695,14 +695,17 @@ fn malformed_handshake_messages_give_their_specific_error() {
     );
 }
 
-/// A portfolio's holdings come sorted by symbol, each once, and a history oldest interval
-/// first, at most `HISTORY_ENTRIES_MAX` entries (docs/PROTOCOL.md): a payload that breaks one
+/// A portfolio's holdings come sorted by symbol, each once, a history oldest interval first, at
+/// most `HISTORY_ENTRIES_MAX` entries, and a price series oldest bar first, one bar per period
+/// (docs/PROTOCOL.md): a payload that breaks one
 /// of those promises is refused on both sides, so a client never shows a list out of order.
 #[test]
 fn data_lists_keep_their_promised_order_and_size() {
     use engine::{Cash, IntervalId, OrderId, Price, Qty, Side, Symbol, Timestamp};
     use net::limits::HISTORY_ENTRIES_MAX;
-    use net::{DataPayload, EncodeError, HistoryEntry, Portfolio, PortfolioHolding};
+    use net::{
+        Bar, DataPayload, EncodeError, HistoryEntry, Portfolio, PortfolioHolding, PriceSeries,
+    };
     let holding = |symbol: &str| PortfolioHolding {
         symbol: Symbol::new(symbol).unwrap(),
         qty: Qty::from_raw(1),
@@ -724,6 +727,20 @@ fn data_lists_keep_their_promised_order_and_size() {
     // The encoder refuses what it would not send.
     let portfolio = |holdings| DataPayload::Portfolio(Portfolio { cash: Cash::ZERO, holdings });
     let history = |entries| DataPayload::TransactionHistory { entries, older: 0 };
+    let bar = |time: i64| Bar {
+        open: Price::from_raw(1),
+        high: Price::from_raw(1),
+        low: Price::from_raw(1),
+        close: Price::from_raw(1),
+        volume: Qty::from_raw(1),
+        time: Timestamp(time),
+    };
+    let series =
+        |bars| DataPayload::PriceSeries(PriceSeries { symbol: Symbol::new("AAPL").unwrap(), bars });
+    let bars_order = "bars, oldest first, one per period";
+    for bars in [vec![bar(0x2222), bar(0x1111)], vec![bar(7), bar(7)]] {
+        assert_eq!(encode(series(bars)), Err(EncodeError::OutOfOrder { what: bars_order }));
+    }
     let holdings_order = "holdings, sorted by symbol";
     let history_order = "transactions, oldest interval first";
     for holdings in [vec![holding("MSFT"), holding("AAPL")], vec![holding("IBM"), holding("IBM")]] {
@@ -784,6 +801,13 @@ fn data_lists_keep_their_promised_order_and_size() {
         swapped(history(vec![entry(0x1111), entry(0x2222)]), &one, &two),
         Err(DecodeError::OutOfOrder { field: 2, what: history_order })
     );
+    let (one, two) = (0x1111_i64.to_be_bytes(), 0x2222_i64.to_be_bytes());
+    assert_eq!(
+        swapped(series(vec![bar(0x1111), bar(0x2222)]), &one, &two),
+        Err(DecodeError::OutOfOrder { field: 2, what: bars_order })
+    );
+    let sorted = series(vec![bar(0x1111), bar(0x2222)]);
+    assert_eq!(Response::decode(&encode(sorted.clone()).unwrap()), Ok(Response::Data(sorted)));
     // A history over the limit, with the bytes to hold it (zero-filled items would be read
     // as fields, so the count is checked as the list starts, before any item is read).
     let too_many = HISTORY_ENTRIES_MAX + 1;
@@ -830,10 +854,14 @@ fn a_price_series_is_bounded_on_both_sides() {
             bars,
         }))
     };
-    let full = series(vec![bar; PRICE_SERIES_BARS_MAX]).encode().unwrap();
+    // One bar per period, oldest first, as the promise is (docs/PROTOCOL.md).
+    let bars = |count: usize| -> Vec<Bar> {
+        (0..count).map(|i| Bar { time: Timestamp(i64::try_from(i).unwrap()), ..bar }).collect()
+    };
+    let full = series(bars(PRICE_SERIES_BARS_MAX)).encode().unwrap();
     assert!(full.body.len() <= MESSAGE_BODY_BYTES_MAX, "{} bytes", full.body.len());
     assert_eq!(
-        series(vec![bar; PRICE_SERIES_BARS_MAX + 1]).encode(),
+        series(bars(PRICE_SERIES_BARS_MAX + 1)).encode(),
         Err(EncodeError::TooManyItems {
             what: "bars",
             items: PRICE_SERIES_BARS_MAX + 1,

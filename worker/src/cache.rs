@@ -365,17 +365,17 @@ mod tests {
 
     fn series(symbol: &str, bars: usize) -> Response {
         let price = Price::parse("10").unwrap();
-        let bar = Bar {
+        let bar = |day: usize| Bar {
             open: price,
             high: price,
             low: price,
             close: price,
             volume: Qty::from_raw(1),
-            time: Timestamp(0),
+            time: Timestamp(i64::try_from(day).unwrap() * 86_400_000_000),
         };
         Response::Data(DataPayload::PriceSeries(PriceSeries {
             symbol: sym(symbol),
-            bars: vec![bar; bars],
+            bars: (0..bars).map(bar).collect(),
         }))
     }
 

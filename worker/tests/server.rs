@@ -781,7 +781,9 @@ async fn large_answers_being_written_are_capped_per_address() {
         let response = match &relay.request {
             Request::GetAssetValueAllTime { symbol } => {
                 let bar = common::bars_for(*symbol)[0];
-                let bars = vec![bar; net::limits::PRICE_SERIES_BARS_MAX];
+                let bars = (0..net::limits::PRICE_SERIES_BARS_MAX)
+                    .map(|i| net::Bar { time: engine::Timestamp(i64::try_from(i).unwrap()), ..bar })
+                    .collect();
                 Response::Data(DataPayload::PriceSeries(net::PriceSeries { symbol: *symbol, bars }))
             }
             _ => answer(&relay),

@@ -213,8 +213,12 @@ pub fn payload() -> impl Strategy<Value = DataPayload> {
         .prop_map(|(id, name, address)| WorkerInfo { id: WorkerId(id), name, address });
     prop_oneof![
         tick().prop_map(DataPayload::AssetInfo),
-        (symbol(), proptest::collection::vec(bar, 0..40))
-            .prop_map(|(symbol, bars)| DataPayload::PriceSeries(PriceSeries { symbol, bars })),
+        // One bar per period, oldest first (docs/PROTOCOL.md).
+        (symbol(), proptest::collection::vec(bar, 0..40)).prop_map(|(symbol, mut bars)| {
+            bars.sort_by_key(|bar| bar.time);
+            bars.dedup_by_key(|bar| bar.time);
+            DataPayload::PriceSeries(PriceSeries { symbol, bars })
+        }),
         (username(), raw(AccountId), timestamp(), proptest::option::of(email())).prop_map(
             |(username, account, opened_at, email)| {
                 DataPayload::UserInfo(UserInfo { username, account, opened_at, email })
