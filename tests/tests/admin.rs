@@ -438,6 +438,9 @@ async fn an_admin_client_that_never_reads_does_not_hold_the_stop() {
         }
         last = now;
     }
+    // Blocked, not done: a pause of the writer thread alone would also hold the count still.
+    assert!(!writer.is_finished(), "the writer never blocked: the master read every request");
+    assert!(last < 200_000, "{last}");
     let stopped = tokio::time::timeout(Duration::from_secs(60), master.stop()).await;
     assert!(stopped.is_ok(), "the master did not stop");
     // The journal is not held by anything left of the master.

@@ -218,10 +218,21 @@ async fn hostile_input_is_refused_and_a_polite_client_is_served_throughout() {
         let mut unknown = header(1, 0x7777, 0, 0);
         unknown.extend(bytes_of(&Request::GetWorkers));
         let out = hit(addr, &unknown, true).await;
+        let mut answers = FrameReader::new(out.as_slice());
+        let first = answers.read_response().await.ok().flatten();
         assert_eq!(
-            first_answer(&out).await.as_ref().and_then(failure_reason),
+            first.as_ref().and_then(failure_reason),
             Some(Reason::UnknownInstruction),
-            "{name}: unknown instruction"
+            "{name}: unknown instruction: {first:?}"
+        );
+        let Some(Response::Error(failure)) = &first else {
+            panic!("{name}: unknown instruction answered {first:?}");
+        };
+        assert!(failure.message.contains("0x7777"), "{name}: {failure:?}");
+        let second = answers.read_response().await.ok().flatten();
+        assert!(
+            matches!(second, Some(Response::Data(DataPayload::WorkerList(_)))),
+            "{name}: the request after an unknown instruction: {second:?}"
         );
         inputs += 1;
         // A broken frame after a request that was answered: answered too, with its reason

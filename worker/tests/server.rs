@@ -601,14 +601,19 @@ async fn one_address_cannot_take_every_place() {
     assert!(again.is_some(), "the place of a closed connection came back");
 }
 
+/// A client that asked something, then stays silent for `clients.idle_timeout`, is closed
+/// (the first-request timeout, an hour here, cannot be what closes it).
 #[tokio::test]
 async fn an_idle_client_is_disconnected() {
     let (_keys, _master, worker) = cluster(answer_at_once(), |config| {
-        config.clients.idle_timeout = Duration::from_millis(20);
+        config.clients.idle_timeout = Duration::from_millis(100);
+        config.clients.first_request_timeout = Duration::from_secs(3600);
     })
     .await;
     let mut client = worker.client().await;
-    assert!(client.closed().await);
+    client.login(false).await;
+    let closed = tokio::time::timeout(Duration::from_secs(60), client.closed()).await;
+    assert_eq!(closed, Ok(true), "an idle client was not closed");
 }
 
 /// A connection that says nothing is closed after `clients.first_request_timeout`, long
