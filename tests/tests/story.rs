@@ -355,7 +355,9 @@ async fn pipelined_orders_settle_together_and_answer_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let mut one = config(dir.path());
     one.workers = 1;
-    one.interval = Duration::from_millis(300);
+    // Long enough that the five relays, at once, fall within it even on a loaded machine; one
+    // after another's answer, they would take five of them.
+    one.interval = Duration::from_secs(2);
     let cluster = Cluster::start(one).await.unwrap();
     let mut client = Client::connect(cluster.workers()[0].addr).await;
     let register = Request::Register {
