@@ -395,3 +395,37 @@ async fn pipelined_orders_settle_together_and_answer_in_order() {
     drop(client);
     cluster.shutdown().await.unwrap();
 }
+
+/// In a local cluster every client is on 127.0.0.1: failed logins, however many and from
+/// whoever, do not lock the other local users out (the limit per address is raised; the one
+/// per username holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_of_others_do_not_lock_a_local_user_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut one = config(dir.path());
+    one.workers = 1;
+    let cluster = Cluster::start(one).await.unwrap();
+    let mut client = Client::connect(cluster.workers()[0].addr).await;
+    let register = Request::Register {
+        username: user("erin"),
+        email: Email::new("erin@example.com").unwrap(),
+        password: password(5),
+    };
+    assert_eq!(client.send(register).await, Response::RegisterSuccess);
+    // More failures than the default limit per address (20), each for its own username.
+    for n in 0..25 {
+        let attempt = Request::Login {
+            username: user(&format!("nobody{n}")),
+            password: password(9),
+            expirable: false,
+        };
+        let answer = client.send(attempt).await;
+        assert!(
+            matches!(&answer, Response::LoginFail(f) if f.reason == Reason::BadCredentials),
+            "attempt {n}: {answer:?}"
+        );
+    }
+    login(&mut client, "erin", 5).await;
+    drop(client);
+    cluster.shutdown().await.unwrap();
+}

@@ -39,6 +39,9 @@ const READY_POLL: Duration = Duration::from_millis(50);
 pub const LOG_FILE_NAME: &str = "pt-up.log";
 /// Registrations per hour from 127.0.0.1 in `pt up` (all its clients).
 const LOCAL_REGISTRATIONS_PER_WINDOW: u32 = 1_000_000;
+/// Failed logins per client address and window in a local cluster: as good as unlimited (the
+/// limit per username still holds).
+const LOCAL_FAILED_LOGINS_PER_WINDOW: u32 = 1_000_000;
 
 /// `--interval`: checked with the other arguments against the master's range.
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -318,6 +321,9 @@ impl Prepared {
         // A local sandbox: every client is on 127.0.0.1, so a limit per address would count
         // them all as one.
         master_config.auth.registrations.per_ip_max = LOCAL_REGISTRATIONS_PER_WINDOW;
+        // Failed logins too: one user's typos must not lock every local user out. Each
+        // username keeps its own limit.
+        master_config.auth.failed_logins.per_ip_max = LOCAL_FAILED_LOGINS_PER_WINDOW;
         master_config.validate().context("master configuration")?;
 
         let (master_stop, master_stop_rx) = watch::channel(false);
