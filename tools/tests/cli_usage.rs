@@ -58,6 +58,8 @@ fn usage_errors_exit_2() {
         &["price", "AAPL", "--day", "2010-01-01", "--week", "2010-01-01"],
         &["price", "AAPL", "--month", "someday"],
         &["price", "AAPL", "--all", "--year", "2010-01-01"],
+        // Rows of a table that only a range has.
+        &["price", "AAPL", "--rows", "5"],
         // A period that ends past what the master can store: checked before anything is sent.
         &["price", "AAPL", "--year", "9999-12-31"],
         &["portfolio", "--timeout", "soon"],

@@ -239,9 +239,10 @@ pub struct PriceArgs {
     /// The range; none: the current price.
     #[command(flatten)]
     pub range: RangeArgs,
-    /// Rows of the price table under the chart (the latest bars); 0 shows every bar.
+    /// Rows of the price table under the chart (the latest bars); 0 shows every bar. Only with
+    /// a range: the current price is one row.
     #[arg(long, default_value_t = 20, value_name = "N", allow_negative_numbers = true,
-          value_parser = parse_whole::<usize>)]
+          value_parser = parse_whole::<usize>, requires = "RangeArgs")]
     pub rows: usize,
     /// Connection, session and output options.
     #[command(flatten)]
