@@ -438,7 +438,8 @@ async fn an_admin_client_that_never_reads_does_not_hold_the_stop() {
         }
         last = now;
     }
-    // Blocked, not done: a pause of the writer thread alone would also hold the count still.
+    // Not done: the master did not read every request (were the writer merely paused, the
+    // stop below would still be checked, only against a master less busy writing).
     assert!(!writer.is_finished(), "the writer never blocked: the master read every request");
     assert!(last < 200_000, "{last}");
     let stopped = tokio::time::timeout(Duration::from_secs(60), master.stop()).await;

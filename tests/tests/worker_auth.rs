@@ -605,11 +605,12 @@ async fn a_host_of_the_range_cannot_keep_a_worker_from_linking_again() {
         socket.bind(SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
         socket.connect(master.task.addr).await.unwrap()
     };
+    // Timed from the first idle connection: its first-frame timeout starts when it is accepted.
+    let filling = Instant::now();
     let mut idle = Vec::new();
     for _ in 0..256 {
         idle.push(connect_from_other().await);
     }
-    let filled = Instant::now();
     let refused = |mut connection: tokio::net::TcpStream| async move {
         let mut byte = [0u8; 1];
         let read = tokio::time::timeout(Duration::from_secs(2), connection.read(&mut byte)).await;
@@ -621,7 +622,7 @@ async fn a_host_of_the_range_cannot_keep_a_worker_from_linking_again() {
     // The link went through while the pool was still full, not once the idle connections'
     // first-frame timeout (5 s) had freed places: still full now. (A machine too slow to get
     // here within 3 s cannot tell, and does not check.)
-    if filled.elapsed() < Duration::from_secs(3) {
+    if filling.elapsed() < Duration::from_secs(3) {
         assert!(refused(connect_from_other().await).await, "the pool was freed meanwhile");
     }
     link.stop().await;

@@ -569,6 +569,13 @@ pub fn trade_timeout(interval: Duration) -> Option<Duration> {
         .then(|| interval.saturating_mul(2).max(needed))
 }
 
+/// `duration` as one shell word, in whole seconds rounded up (`570s`): humantime's `9m 30s`
+/// would be two.
+fn seconds_word(duration: Duration) -> String {
+    let seconds = duration.as_secs().saturating_add(u64::from(duration.subsec_nanos() > 0));
+    format!("{seconds}s")
+}
+
 /// The text `pt up` prints once the cluster is ready.
 pub fn banner(cluster: &Cluster, config: &ClusterConfig) -> String {
     use std::fmt::Write as _;
@@ -606,7 +613,7 @@ pub fn banner(cluster: &Cluster, config: &ClusterConfig) -> String {
     }
     // A trade waits for its interval: one longer than the client's default wait needs more.
     let wait = trade_timeout(config.interval)
-        .map(|wait| format!(" --timeout {}", humantime::format_duration(wait)))
+        .map(|wait| format!(" --timeout {}", seconds_word(wait)))
         .unwrap_or_default();
     for line in [
         "pt workers".to_owned(),
@@ -720,7 +727,13 @@ mod tests {
         let day = Duration::from_secs(24 * 60 * 60);
         let wait = trade_timeout(day).unwrap();
         assert!(wait > day, "{wait:?}");
-        let text = humantime::format_duration(wait).to_string();
-        assert_eq!(crate::client::commands::parse_duration(&text), Ok(wait), "{text}");
+        // What the banner prints is one shell word that `--timeout` takes, at least the wait.
+        let odd = trade_timeout(Duration::from_millis(4 * 60 * 1000 + 45_500)).unwrap();
+        for wait in [odd, trade_timeout(day).unwrap()] {
+            let word = seconds_word(wait);
+            assert!(!word.contains(' '), "{word}");
+            let parsed = crate::client::commands::parse_duration(&word).unwrap();
+            assert!(parsed >= wait && parsed < wait + Duration::from_secs(1), "{word}");
+        }
     }
 }

@@ -396,7 +396,8 @@ fn a_stop_is_not_held_by_an_order_waiting_for_a_long_interval() {
 
 /// A session saved through one PaperTrader's worker and sent to another's (a second `pt up`, a
 /// mistyped `--worker`) is refused there, but not removed: its own worker still takes it, and
-/// only its own worker's `bad_session` ends it on this machine.
+/// only its own worker's `bad_session` removes it. `pt logout` through the other ends it
+/// through its own worker, or, with that one gone, forgets it here and says so.
 #[test]
 fn a_session_refused_by_another_papertrader_is_kept() {
     let dir = tempfile::tempdir().unwrap();
@@ -414,15 +415,24 @@ fn a_session_refused_by_another_papertrader_is_kept() {
     assert!(err.contains("bad_session"), "{err}");
     assert!(err.contains(&format!("made through the worker at {}", env.worker)), "{err}");
     assert!(env.session.exists(), "the session was removed");
-    let err = env.refused(&["logout", "--worker", &other_worker], "");
-    assert!(err.contains("bad_session"), "{err}");
-    assert!(env.session.exists(), "the session was removed by another's logout");
     let portfolio = env.json(&["portfolio"]);
     assert_eq!(text(&portfolio["username"]), "alice");
+    let saved = std::fs::read(&env.session).unwrap();
 
-    let out = env.ok(&["logout"]);
-    assert!(out.contains("alice"), "{out}");
+    // Logged out through the other: ended through its own worker.
+    assert_eq!(env.ok(&["logout", "--worker", &other_worker]), "Logged out alice.\n");
+    assert!(!env.session.exists());
+    std::fs::write(&env.session, &saved).unwrap();
+    let err = env.refused(&["portfolio"], "");
+    assert!(err.contains("bad_session"), "the session was not ended: {err}");
+    assert!(!env.session.exists(), "its own worker's bad_session removes it");
+
+    // With its own PaperTrader gone, logging out through the other only forgets it here.
+    env.login();
+    runtime.block_on(first.shutdown()).unwrap();
+    let out = env.ok(&["logout", "--worker", &other_worker]);
+    assert!(out.starts_with("Logged out alice on this machine: "), "{out}");
+    assert!(out.contains(&env.worker), "{out}");
     assert!(!env.session.exists());
     runtime.block_on(other.shutdown()).unwrap();
-    runtime.block_on(first.shutdown()).unwrap();
 }

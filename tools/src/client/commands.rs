@@ -278,11 +278,11 @@ pub fn parse_qty(text: &str) -> Result<Qty, String> {
     Ok(qty)
 }
 
-/// The shortest `--timeout`: no answer can come in no time.
 /// `--timeout`'s default: the longest wait for one answer.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(5 * 60);
 /// [`TIMEOUT_DEFAULT`] as `--timeout` takes it.
 const TIMEOUT_DEFAULT_TEXT: &str = "5m";
+/// The shortest `--timeout`: no answer can come in no time.
 const TIMEOUT_MIN: Duration = Duration::from_millis(1);
 /// The longest `--timeout`: a week.
 const TIMEOUT_MAX: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -539,8 +539,9 @@ async fn resume(
                     failure.reason,
                     format!(
                         "{}; the saved session of {} was made through the worker at \
-                         {login_worker}, not {worker} (another PaperTrader?), and is kept: use \
-                         --worker {login_worker}, or `pt login {}` here",
+                         {login_worker}, not {worker}: if that is another PaperTrader, the \
+                         session is kept for it (use --worker {login_worker}); if not, it has \
+                         ended: `pt login {}` again, or `pt logout` to forget it",
                         failure.message, saved.username, saved.username
                     ),
                 ),
@@ -569,31 +570,55 @@ async fn logout(common: &CommonArgs) -> Result<String, ClientError> {
     let Some(saved) = SavedSession::load(&path)? else {
         return Err(ClientError::NotLoggedIn { path: path.display().to_string() });
     };
-    let mut client = Client::connect(common.connect_config()).await?;
-    let ended = match resume(&mut client, &saved, &common.worker).await {
+    let mut unknown_elsewhere = None;
+    let ended = match end_session(&saved, common.connect_config()).await? {
+        Ended::Now => true,
+        Ended::Before => match saved.saved_elsewhere(&common.worker) {
+            // Not known to this worker's master: maybe another PaperTrader's session. Ended
+            // through the worker it was saved through, if that one is there and knows it.
+            Some(home) => {
+                let config = ConnectConfig { addr: home.to_owned(), ..common.connect_config() };
+                if matches!(end_session(&saved, config).await, Ok(Ended::Now)) {
+                    true
+                } else {
+                    unknown_elsewhere = Some(home);
+                    false
+                }
+            }
+            None => false,
+        },
+    };
+    remove_session(&path)?;
+    Ok(render::logged_out(&saved.username, ended, unknown_elsewhere, common.json))
+}
+
+/// Whether `pt logout` ended a session, or found it ended.
+enum Ended {
+    /// Ended by this logout.
+    Now,
+    /// The master did not know it (ended earlier, by expiry, or another master's).
+    Before,
+}
+
+/// Resumes `saved` through the worker of `config` and logs it out there.
+async fn end_session(saved: &SavedSession, config: ConnectConfig) -> Result<Ended, ClientError> {
+    let worker = config.addr.clone();
+    let mut client = Client::connect(config).await?;
+    match resume(&mut client, saved, &worker).await {
         Ok(()) => {
             let request = Request::Logout { session: saved.session };
             match client.exchange(&request).await {
-                Ok(Response::LogoutSuccess) => true,
-                Ok(other) => return Err(unexpected(&request, &other)),
+                Ok(Response::LogoutSuccess) => Ok(Ended::Now),
+                Ok(other) => Err(unexpected(&request, &other)),
                 // Ended meanwhile (elsewhere, or by expiry): there is nothing left to end.
-                Err(e) if e.reason() == Some(Reason::BadSession) => false,
-                Err(e) => return Err(e),
+                Err(e) if e.reason() == Some(Reason::BadSession) => Ok(Ended::Before),
+                Err(e) => Err(e),
             }
         }
-        // The master no longer knows the session: there is nothing left to end. Unless it is
-        // another PaperTrader's (the session was saved through another worker): the file is
-        // kept for the worker that knows it.
-        Err(e)
-            if e.reason() == Some(Reason::BadSession)
-                && saved.saved_elsewhere(&common.worker).is_none() =>
-        {
-            false
-        }
-        Err(e) => return Err(e),
-    };
-    remove_session(&path)?;
-    Ok(render::logged_out(&saved.username, ended, common.json))
+        // The master no longer knows the session: there is nothing left to end.
+        Err(e) if e.reason() == Some(Reason::BadSession) => Ok(Ended::Before),
+        Err(e) => Err(e),
+    }
 }
 
 fn remove_session(path: &Path) -> Result<(), ClientError> {

@@ -206,14 +206,31 @@ pub fn logged_in(username: &Username, remember: bool, session_file: &str, as_jso
 }
 
 /// `pt logout`.
-pub fn logged_out(username: &Username, ended_on_server: bool, as_json: bool) -> String {
+/// `unknown_elsewhere`: neither the worker asked nor the one at this address, which the session
+/// was saved through, could end the session (it may still be valid on another PaperTrader).
+pub fn logged_out(
+    username: &Username,
+    ended_on_server: bool,
+    unknown_elsewhere: Option<&str>,
+    as_json: bool,
+) -> String {
     if as_json {
-        return pretty(&json!({ "logged_out": username.as_str(), "ended": ended_on_server }));
+        let mut out = json!({ "logged_out": username.as_str(), "ended": ended_on_server });
+        if let Some(saved_through) = unknown_elsewhere {
+            out["saved_through"] = json!(saved_through);
+        }
+        return pretty(&out);
     }
-    if ended_on_server {
-        format!("Logged out {username}.\n")
-    } else {
-        format!("Logged out {username} (the session had already ended on the server).\n")
+    match (ended_on_server, unknown_elsewhere) {
+        (true, _) => format!("Logged out {username}.\n"),
+        (false, Some(saved_through)) => format!(
+            "Logged out {username} on this machine: neither this worker nor the one the session \
+             was saved through ({saved_through}, not reachable or not knowing it) could end it; \
+             it ends by itself when it expires.\n"
+        ),
+        (false, None) => {
+            format!("Logged out {username} (the session had already ended on the server).\n")
+        }
     }
 }
 
