@@ -350,13 +350,14 @@ fn outcome_response(
         Some(Err(Lost::TimedOut)) => unavailable(
             request,
             format!(
-                "the master did not answer within {}; an order may still have been executed",
-                humantime::format_duration(timeout)
+                "the master did not answer within {}; {}",
+                humantime::format_duration(timeout),
+                unknown_outcome(request)
             ),
         ),
         Some(Err(Lost::Unreadable)) => request.fail(Failure::new(
             Reason::Internal,
-            "the master's answer could not be read; an order may still have been executed",
+            format!("the master's answer could not be read; {}", unknown_outcome(request)),
         )),
         None => link_lost(request),
     }
@@ -391,15 +392,34 @@ fn link_down(request: &Request) -> Response {
 }
 
 /// The answer of a relay whose link went down after it was sent, before the master answered:
-/// an order may have been executed, and a retry with its client order id tells.
+/// the master may have done it (see [`unknown_outcome`]).
 fn link_lost(request: &Request) -> Response {
-    let message = if matches!(request, Request::Purchase { .. } | Request::Sell { .. }) {
-        "the link to the master went down before it answered, so whether the order was executed \
-         is unknown: retry it with the same client order id to learn its outcome"
-    } else {
-        "the link to the master went down before it answered; retry later"
-    };
-    unavailable(request, message)
+    unavailable(
+        request,
+        format!(
+            "the link to the master went down before it answered; {}",
+            unknown_outcome(request)
+        ),
+    )
+}
+
+/// What a client should know of a relayed request the master may have done without the answer
+/// reaching it: for the requests that change something, what is unknown and how a retry tells.
+fn unknown_outcome(request: &Request) -> &'static str {
+    match request {
+        Request::Purchase { .. } | Request::Sell { .. } => {
+            "whether the order was executed is unknown: retry it with the same client order id \
+             to learn its outcome"
+        }
+        Request::Register { .. } => {
+            "whether the account was opened is unknown: register again (`username_taken` then \
+             means it was), or log in"
+        }
+        Request::Logout { .. } => {
+            "whether the session ended is unknown: log out again (`bad_session` then means it did)"
+        }
+        _ => "retry later",
+    }
 }
 
 impl MasterLink {
@@ -825,6 +845,30 @@ async fn carry(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// A relay lost with its answer says what is unknown for the requests that change
+    /// something, and how a retry tells; reads are simply retried.
+    #[test]
+    fn a_lost_answer_says_what_is_unknown() {
+        let session = net::SessionId([1; 32]);
+        let symbol = engine::Symbol::new("AAPL").unwrap();
+        let qty = engine::Qty::from_units(1).unwrap();
+        let order = Request::Purchase { session, symbol, qty, client_order_id: 7 };
+        let register = Request::Register {
+            username: engine::Username::new("alice").unwrap(),
+            email: engine::Email::new("alice@example.com").unwrap(),
+            password: net::HashedPassword::new(vec![1; 32]).unwrap(),
+        };
+        let message = |response: Response| response.failure().unwrap().message.clone();
+        let lost = message(link_lost(&order));
+        assert!(lost.contains("same client order id"), "{lost}");
+        let lost = message(link_lost(&register));
+        assert!(lost.contains("username_taken"), "{lost}");
+        let lost = message(link_lost(&Request::Logout { session }));
+        assert!(lost.contains("bad_session"), "{lost}");
+        let lost = message(link_lost(&Request::GetAssetInfo { symbol }));
+        assert!(lost.ends_with("retry later"), "{lost}");
+    }
 
     #[tokio::test]
     async fn a_relay_without_a_link_fails_at_once_with_master_unavailable() {
