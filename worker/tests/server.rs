@@ -620,15 +620,16 @@ async fn an_idle_client_is_disconnected() {
 /// before `idle_timeout`; one that sent a request is held to `idle_timeout` only.
 #[tokio::test]
 async fn a_silent_new_connection_is_closed_after_the_first_request_timeout() {
+    let first_request_timeout = Duration::from_secs(1);
     let (_keys, _master, worker) = cluster(answer_at_once(), |config| {
-        config.clients.first_request_timeout = Duration::from_millis(200);
+        config.clients.first_request_timeout = first_request_timeout;
     })
     .await;
-    let mut silent = worker.client().await;
     let mut talking = worker.client().await;
     talking.login(false).await;
+    let mut silent = worker.client().await;
     assert!(tokio::time::timeout(Duration::from_secs(30), silent.closed()).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(first_request_timeout).await;
     talking.login(false).await;
 }
 
@@ -846,7 +847,9 @@ async fn large_answers_being_written_are_capped_per_address() {
 #[tokio::test]
 async fn a_session_check_the_master_cannot_answer_is_not_repeated_at_once() {
     let handler = common::refuse_session_checks(Reason::Busy, "too many requests");
-    let validity = Duration::from_secs(2);
+    // The four queries must come within one validity of the first check: ample room for a
+    // loaded machine.
+    let validity = Duration::from_secs(4);
     let (_keys, mut master, worker) = cluster(handler, |config| {
         config.sessions.validity = validity;
     })
