@@ -641,7 +641,8 @@ impl Core {
         self.run_with_intervals(requests, intervals)
     }
 
-    /// [`Core::run`] with a lane of its own for the interval loop's requests (`Settle`): one
+    /// [`Core::run`] with a lane of its own for the interval loop's requests (`Cut`, `Settle`;
+    /// the final ones, as the master stops, come on `requests` behind what is queued): one
     /// waiting there is handled before the next of `requests`, so clients' requests queued by
     /// the thousand (history answers of 10,000 entries, say) do not delay settlement and the
     /// answers of the orders waiting for it. Whoever sends on `intervals` sends
