@@ -340,9 +340,14 @@ where
 /// Why tracing could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
-    /// The log file could not be opened.
-    #[error("cannot open the log file: {0}")]
-    LogFile(#[from] io::Error),
+    /// The log file (`log.file`) could not be opened: a configuration to mend.
+    #[error("cannot open the log file {} (log.file): {source}", path.display())]
+    LogFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// A global subscriber is already set.
     #[error("tracing is already set up: {0}")]
     AlreadySet(String),
@@ -367,7 +372,10 @@ impl LogGuard {
 pub fn init_tracing(config: &LogbookConfig) -> Result<LogGuard, InitError> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let logbook = Logbook::new(config)?;
+    let logbook = Logbook::new(config).map_err(|source| InitError::LogFile {
+        path: config.file.clone().unwrap_or_default(),
+        source,
+    })?;
     let filter = tracing_subscriber::EnvFilter::builder()
         .with_default_directive(tracing::level_filters::LevelFilter::INFO.into())
         .from_env_lossy();

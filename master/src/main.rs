@@ -281,7 +281,12 @@ fn run(args: &RunArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("pt-master: cannot set up logging: {e}");
-            return ExitCode::FAILURE;
+            // A log file that cannot be opened is a configuration to mend.
+            return if matches!(e, master::logbook::InitError::LogFile { .. }) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {

@@ -133,6 +133,22 @@ fn a_missing_file_is_a_configuration_error_naming_its_key() {
     assert!(!data.exists(), "nothing was set up");
 }
 
+/// A log file that cannot be opened (here a directory) is a configuration error too (exit 2),
+/// naming the key and the path.
+#[test]
+fn an_unusable_log_file_is_a_configuration_error_naming_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_arg = dir.path().join("data").display().to_string();
+    let log_dir = dir.path().join("a-directory");
+    std::fs::create_dir(&log_dir).unwrap();
+    let config =
+        write(dir.path(), "master.toml", &format!("[log]\nfile = \"{}\"\n", log_dir.display()));
+    let output = pt_master(&["--config", &config, "--data", &data_arg], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("(log.file)") && err.contains(&log_dir.display().to_string()), "{err}");
+}
+
 /// A `[[workers]]` certificate that is there but is not a usable certificate is a
 /// configuration error too (exit 2), found before the data directory is made.
 #[test]

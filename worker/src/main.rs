@@ -124,7 +124,12 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("pt-worker: cannot set up logging: {e}");
-            return ExitCode::FAILURE;
+            // A log file that cannot be opened is a configuration to mend.
+            return if matches!(e, master::logbook::InitError::LogFile { .. }) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
     let crash_dir = config
