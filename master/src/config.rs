@@ -1015,6 +1015,11 @@ impl HttpSourceConfig {
         if self.retries_max > HTTP_RETRIES_MAX {
             return Err(invalid("prices.retries_max", format!("at most {HTTP_RETRIES_MAX}")));
         }
+        // Retries back to back would spend the provider's call budget at once; the wait is
+        // capped at 30 s anyway.
+        if !(Duration::from_millis(10)..=Duration::from_secs(30)).contains(&self.retry_backoff) {
+            return Err(invalid("prices.retry_backoff", "must be 10ms to 30s"));
+        }
         if self.quote_age_max < Duration::from_secs(86_400) {
             // A quote's time is its trading day at 00:00 UTC: a day old by its evening.
             return Err(invalid("prices.quote_age_max", "must be at least 1 day"));
@@ -1304,6 +1309,14 @@ mod tests {
             ("[limits]\norders_per_interval_max = 4000000000", "limits.orders_per_interval_max"),
             ("[prices]\nsource = \"http\"\napi_key = \"k\"", "assets"),
             ("assets = [\"IBM\"]\n[prices]\nsource = \"http\"", "prices.api_key"),
+            (
+                "assets = [\"IBM\"]\n[prices]\nsource = \"http\"\napi_key = \"k\"\nretry_backoff = \"0s\"",
+                "prices.retry_backoff",
+            ),
+            (
+                "assets = [\"IBM\"]\n[prices]\nsource = \"http\"\napi_key = \"k\"\nretry_backoff = \"1m\"",
+                "prices.retry_backoff",
+            ),
             (
                 "assets = [\"IBM\"]\n[prices]\nsource = \"http\"\napi_key = \"k\"\nbase_url = \"ftp://x\"",
                 "prices.base_url",
