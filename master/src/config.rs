@@ -38,6 +38,10 @@ pub const ARGON2_T_COST_MAX: u32 = 64;
 pub const ARGON2_P_COST_MAX: u32 = 16;
 /// Most threads the password hashing pool may have.
 pub const HASH_THREADS_MAX: u32 = 64;
+/// Most memory the hash threads may need at once (`hash_threads` × `argon2.m_cost_kib`), in
+/// KiB: 16 GiB. Each key has its own range; together they could ask for 64 GiB, which would get
+/// the master killed at its first burst of logins.
+pub const HASH_POOL_KIB_MAX: u64 = 16 * 1024 * 1024;
 /// Longest update interval accepted.
 pub const UPDATE_INTERVAL_MAX: Duration = Duration::from_secs(24 * 60 * 60);
 /// Most retries of one HTTP price request.
@@ -1040,6 +1044,20 @@ impl AuthConfig {
         if !(1..=HASH_THREADS_MAX).contains(&self.hash_threads) {
             return Err(invalid("auth.hash_threads", format!("must be 1 to {HASH_THREADS_MAX}")));
         }
+        let pool_kib = u64::from(self.hash_threads) * u64::from(self.argon2.m_cost_kib);
+        if pool_kib > HASH_POOL_KIB_MAX {
+            return Err(invalid(
+                "auth.hash_threads",
+                format!(
+                    "{} threads of {} KiB each (auth.argon2.m_cost_kib) would need {} MiB at \
+                     once; at most {} MiB",
+                    self.hash_threads,
+                    self.argon2.m_cost_kib,
+                    pool_kib / 1024,
+                    HASH_POOL_KIB_MAX / 1024
+                ),
+            ));
+        }
         if !(1..=1_000_000).contains(&self.hash_queue_max) {
             return Err(invalid("auth.hash_queue_max", "must be 1 to 1000000"));
         }
@@ -1297,6 +1315,7 @@ mod tests {
             ("[auth.argon2]\nm_cost_kib = 4", "auth.argon2.m_cost_kib"),
             ("[auth.argon2]\np_cost = 0", "auth.argon2.p_cost"),
             ("[auth]\nhash_threads = 0", "auth.hash_threads"),
+            ("[auth]\nhash_threads = 17\n[auth.argon2]\nm_cost_kib = 1048576", "auth.hash_threads"),
             ("[auth.registrations]\nper_ip_max = 0", "auth.registrations.per_ip_max"),
             ("[auth.registrations]\nwindow = \"10ms\"", "auth.registrations.window"),
             ("[sessions]\nper_account_max = 0", "sessions.per_account_max"),
