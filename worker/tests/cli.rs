@@ -143,3 +143,22 @@ fn a_failure_is_printed_even_with_logging_off() {
     assert!(text.contains(&format!("pt-worker: cannot listen on {addr}")), "{text}");
     drop(taken);
 }
+
+/// A log file that cannot be opened (here a directory) is a bad configuration: exit status 2,
+/// naming the key and the path.
+#[test]
+fn an_unusable_log_file_is_a_configuration_error() {
+    let keys = Keys::new();
+    let log = keys.dir.path().join("a-directory");
+    std::fs::create_dir(&log).unwrap();
+    let output = Command::new(BIN)
+        .args(["run", "--listen", "127.0.0.1:0", "--master", "127.0.0.1:9"])
+        .args(["--key-dir", keys.worker_key_dir.to_str().unwrap()])
+        .args(["--master-cert", keys.master_cert.to_str().unwrap()])
+        .args(["--log-file", log.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(text.contains("(log.file)") && text.contains(log.to_str().unwrap()), "{text}");
+}

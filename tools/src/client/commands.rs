@@ -577,7 +577,12 @@ async fn logout(common: &CommonArgs) -> Result<String, ClientError> {
             // Not known to this worker's master: maybe another PaperTrader's session. Ended
             // through the worker it was saved through, if that one is there and knows it.
             Some(home) => {
-                let config = ConnectConfig { addr: home.to_owned(), ..common.connect_config() };
+                // A short wait: the user asked another worker, and this one may be gone.
+                let config = ConnectConfig {
+                    addr: home.to_owned(),
+                    timeout: common.timeout.min(HOME_LOGOUT_TIMEOUT),
+                    ..common.connect_config()
+                };
                 if matches!(end_session(&saved, config).await, Ok(Ended::Now)) {
                     true
                 } else {
@@ -591,6 +596,10 @@ async fn logout(common: &CommonArgs) -> Result<String, ClientError> {
     remove_session(&path)?;
     Ok(render::logged_out(&saved.username, ended, unknown_elsewhere, common.json))
 }
+
+/// The longest wait for each answer when `pt logout` tries the worker a session was saved
+/// through, after the worker asked did not know it.
+const HOME_LOGOUT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether `pt logout` ended a session, or found it ended.
 enum Ended {

@@ -224,9 +224,9 @@ pub fn logged_out(
     match (ended_on_server, unknown_elsewhere) {
         (true, _) => format!("Logged out {username}.\n"),
         (false, Some(saved_through)) => format!(
-            "Logged out {username} on this machine: neither this worker nor the one the session \
-             was saved through ({saved_through}, not reachable or not knowing it) could end it; \
-             it ends by itself when it expires.\n"
+            "Logged out {username} on this machine: this worker did not know the session, and \
+             the one it was saved through ({saved_through}) could not be told to end it (not \
+             reachable, not knowing it, or not answering); it ends by itself when it expires.\n"
         ),
         (false, None) => {
             format!("Logged out {username} (the session had already ended on the server).\n")
