@@ -1195,6 +1195,11 @@ async fn worker_link(
         Some(Err(e)) => return refuse(&mut framed, uuid, e.reason()).await,
         None => return refuse(&mut framed, uuid, "the handshake's OpenPGP work failed").await,
     }
+    // Removed (or given another key) by the operator during the handshake: refused, as a
+    // link already up would be closed.
+    if !shared.registry.admits(uuid, &worker.fingerprint(), peer.ip()) {
+        return refuse(&mut framed, uuid, "removed from the registry during the handshake").await;
+    }
     // Listed before it is accepted, so that two handshakes at once cannot both pass the cap.
     let name = worker.name().to_owned();
     let link_id = NEXT_LINK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1261,18 +1266,10 @@ async fn worker_link(
     let fingerprint = worker.fingerprint();
     let mut removed = false;
     loop {
+        // Biased: a removal the operator was told is done closes the link before any relay
+        // read after it is handled (the read is cancel-safe, so nothing is lost otherwise).
         let message = tokio::select! {
-            read = tokio::time::timeout(LINK_IDLE_TIMEOUT, reader.read_message()) => match read {
-                Ok(read) => read,
-                Err(_) => {
-                    warn!(%uuid, "worker silent for too long; closing the link");
-                    break;
-                }
-            },
-            _ = stop.changed() => break,
-            // The writer gave up (a failed write, or a worker that stopped reading): the link
-            // is dead both ways.
-            () = out_tx.closed() => break,
+            biased;
             changed = registry_changes.changed() => {
                 if changed.is_ok() && shared.registry.admits(uuid, &fingerprint, peer.ip()) {
                     continue;
@@ -1281,6 +1278,17 @@ async fn worker_link(
                 removed = true;
                 break;
             }
+            _ = stop.changed() => break,
+            // The writer gave up (a failed write, or a worker that stopped reading): the link
+            // is dead both ways.
+            () = out_tx.closed() => break,
+            read = tokio::time::timeout(LINK_IDLE_TIMEOUT, reader.read_message()) => match read {
+                Ok(read) => read,
+                Err(_) => {
+                    warn!(%uuid, "worker silent for too long; closing the link");
+                    break;
+                }
+            },
         };
         let message = match message {
             Ok(Some(message)) => message,
