@@ -413,9 +413,9 @@ impl Journal {
     }
 
     /// Makes a new journal file at `path`, whole or not at all: built beside it (`*.new`),
-    /// committed, then renamed into place and the directory synced. A crash before the rename
-    /// leaves no file at `path` (the next open starts again), never an empty one, which an
-    /// open refuses as damage.
+    /// committed, then linked into place (never over a journal another process made meanwhile,
+    /// which is kept) and the directory synced. A crash before that leaves no file at `path`
+    /// (the next open starts again), never an empty one, which an open refuses as damage.
     fn create_file(path: &Path) -> Result<(), OpenError> {
         let mut partial = path.as_os_str().to_owned();
         partial.push(".new");
@@ -451,8 +451,20 @@ impl Journal {
             Self::init_tables(&txn).map_err(fault("creating the file"))?;
             txn.commit().map_err(|e| fault("creating the file")(e.into()))?;
         }
-        std::fs::rename(&partial, path)
-            .map_err(|e| fault("creating the file")(redb::Error::Io(e)))?;
+        // Published without replacing: another process (a master starting, an offline
+        // `pt-master worker add`) that made the journal meanwhile keeps it, and may already
+        // have committed to it. Ours is dropped and theirs opened. A filesystem without hard
+        // links gets a plain rename.
+        match std::fs::hard_link(&partial, path) {
+            Ok(()) => std::fs::remove_file(&partial)
+                .map_err(|e| fault("creating the file")(redb::Error::Io(e)))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(&partial);
+                return Ok(());
+            }
+            Err(_) => std::fs::rename(&partial, path)
+                .map_err(|e| fault("creating the file")(redb::Error::Io(e)))?,
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
@@ -1358,5 +1370,27 @@ mod tests {
         let keys: Vec<String> =
             journal.metas_with_prefix("worker/").unwrap().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["worker/", "worker/b"]);
+    }
+
+    /// Two processes making the journal at once (a master starting beside an offline
+    /// `pt-master worker add`): the one that publishes second keeps the first one's file, and
+    /// what was committed to it, instead of renaming its own empty journal over it.
+    #[test]
+    fn a_journal_made_meanwhile_is_kept_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_in(dir.path());
+        let journal = Journal::open_unrecovered(&path, JournalConfig::default()).unwrap();
+        journal.put_meta("worker/a", b"registered").unwrap();
+        drop(journal);
+        // The second creation, as it runs once the first has published.
+        Journal::create_file(&path).unwrap();
+        let journal = Journal::open_unrecovered(&path, JournalConfig::default()).unwrap();
+        assert_eq!(journal.metas_with_prefix("worker/").unwrap().len(), 1, "replaced");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|name| name.to_string_lossy().ends_with(".new"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }
