@@ -670,6 +670,17 @@ impl AdminSocket {
     /// socket, is an error. Call it while holding the journal (only one master per directory).
     pub fn bind(dir: &Path) -> Result<Self, AdminError> {
         let path = socket_path(dir);
+        // The socket's mode is its authentication, but a directory others may write in lets
+        // them put a socket of their own in its place, which `pt-master worker` would talk to.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            if let Ok(metadata) = std::fs::metadata(dir) {
+                let mode = metadata.permissions().mode() & 0o777;
+                if mode & 0o022 != 0 {
+                    warn!(dir = %dir.display(), mode = format!("{mode:o}"), "the data directory is writable by other users, who could replace its admin socket with their own: make it owner-only (chmod 700)");
+                }
+            }
+        }
         let socket_err = |action, source| AdminError::Socket { path: path.clone(), action, source };
         match std::fs::symlink_metadata(&path) {
             Ok(metadata) => {

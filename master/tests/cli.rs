@@ -112,6 +112,40 @@ fn a_signal_during_start_up_stops_the_master_cleanly() {
     assert_eq!(mode & 0o777, 0o700, "{mode:o}");
 }
 
+/// A data directory others may write in (made by someone else, left as it is) is warned about:
+/// they could put a socket of their own in place of the admin socket.
+#[test]
+fn a_data_directory_others_may_write_in_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let data_arg = data.display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pt-master"))
+        .args(["--data", &data_arg, "--listen", "127.0.0.1:0", "--interval", "1h"])
+        .env_remove("PT_MASTER_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bound once the warning is out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !data.join("admin.sock").exists() {
+        assert!(std::time::Instant::now() < deadline, "the master never bound its socket");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(err.contains("the data directory is writable by other users"), "{err}");
+    assert!(err.contains("mode=777") || err.contains("mode=\"777\""), "{err}");
+}
+
 /// A file the configuration names that is not there is a configuration error naming its key
 /// (exit 2), found before the data directory is made.
 #[test]
