@@ -300,7 +300,7 @@ impl Auditor<'_> {
                         message: format!(
                             "a price goes back: interval {} has {}'s tick of {} after one of {} \
                              (the master never uses a tick older than the asset's current one)",
-                            interval.interval, tick.symbol, tick.time.0, now.time.0
+                            interval.interval, tick.symbol, tick.time, now.time
                         ),
                     }));
                 }

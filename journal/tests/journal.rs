@@ -660,7 +660,14 @@ fn the_audit_finds_a_price_that_goes_back() {
     let problem = report.problem.expect("a problem");
     assert_eq!((problem.seq, problem.kind), (back, journal::ProblemKind::Invariant));
     assert!(problem.message.contains("a price goes back"), "{}", problem.message);
-    assert!(problem.message.contains("S0's tick of 1500 after one of 2000"), "{}", problem.message);
+    // Times as everywhere else: RFC 3339, UTC.
+    assert!(
+        problem.message.contains(
+            "S0's tick of 1970-01-01T00:00:00.0015Z after one of 1970-01-01T00:00:00.002Z"
+        ),
+        "{}",
+        problem.message
+    );
 }
 
 /// A store prunes to `snapshots_kept`, but rows past the head (their records lost) do not
