@@ -272,6 +272,12 @@ fn rebuild_writes_a_snapshot_that_the_audit_and_the_open_agree_with() {
         Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
     assert_eq!(recovered.snapshot_used, Some(Seq(events.len() as u64)));
     assert_eq!(recovered.events_replayed, 0);
+    drop(recovered);
+    // Shown from the snapshot alone, the state still says when its last record was appended
+    // (the last of the 50 batches, at 49 hours).
+    let shown = json(&pt_replay(&["show", "--json"], dir.path()));
+    assert_eq!(shown["at"]["seq"], events.len());
+    assert_eq!(shown["at"]["recorded_at"], "1970-01-03T01:00:00Z", "{shown}");
 }
 
 #[test]
