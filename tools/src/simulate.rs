@@ -52,8 +52,17 @@ fn read_or(path: &Option<PathBuf>, shipped: &'static str) -> anyhow::Result<Stri
     }
 }
 
-/// Runs the simulation and renders the report (a table, or JSON with `--json`).
+/// Runs the simulation and renders the report (a table, or JSON with `--json`). A file named
+/// that is not there is a usage error (`crate::bench::UsageError`, exit status 2), as for
+/// `pt up --prices`.
 pub fn run(args: &SimulateArgs) -> anyhow::Result<String> {
+    for (what, path) in [("price", &args.prices), ("order", &args.orders), ("split", &args.splits)]
+    {
+        if let Some(path) = path.as_ref().filter(|p| !p.exists()) {
+            let text = format!("no {what} file at {}", path.display());
+            return Err(crate::bench::UsageError(text).into());
+        }
+    }
     let orders_name =
         args.orders.as_ref().map_or("shipped orders".into(), |p| p.display().to_string());
     // As the master's recorded source loads them: the shipped split list goes with the shipped

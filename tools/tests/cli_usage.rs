@@ -67,6 +67,9 @@ fn usage_errors_exit_2() {
         &["workers", "--timeout", "30days"],
         &["simulate", "--initial-cash", "abc"],
         &["simulate", "--initial-cash", "1.123456789", "--orders", "/nonexistent/orders.csv"],
+        // A file that is not there, as for `pt up --prices`.
+        &["simulate", "--orders", "/nonexistent/orders.csv"],
+        &["simulate", "--prices", "/nonexistent/prices.csv"],
         &["user"],
         &["up", "--workers", "0"],
         &["up", "--workers", "17"],

@@ -76,7 +76,11 @@ fn main() -> ExitCode {
             Ok(text) => printed(&text),
             Err(err) => {
                 eprintln!("pt: {}", master::report::chain(&*err));
-                ExitCode::FAILURE
+                if err.downcast_ref::<pt_tools::bench::UsageError>().is_some() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::FAILURE
+                }
             }
         },
         Command::Client(command) => {
