@@ -103,6 +103,9 @@ fn audit_names_the_first_corrupt_record_and_exits_1() {
         "{text}"
     );
     assert!(text.contains("checksum mismatch"), "{text}");
+    // Every record before the damaged one was applied; the damaged one was not.
+    let applied = bad.0 - 1;
+    assert!(text.contains(&format!("({applied} events applied before it was found)")), "{text}");
 
     let report = json(&pt_replay(&["audit", "--json"], dir.path()));
     assert_eq!(report["clean"], false);

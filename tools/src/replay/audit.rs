@@ -117,7 +117,7 @@ fn render_text(report: &AuditReport, rate: u64, millis: u64) -> String {
             report.invariant_checks,
         ),
         Some(problem) => format!(
-            "FAILED at sequence number {}: {} problem: {} ({} events verified before it)",
+            "FAILED at sequence number {}: {} problem: {} ({} events applied before it was found)",
             problem.seq,
             problem.kind.as_str(),
             problem.message,
