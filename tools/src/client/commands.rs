@@ -529,36 +529,24 @@ async fn resume(
     match client.exchange(&request).await {
         Ok(Response::SessionId(session)) if session == saved.session => Ok(()),
         Ok(other) => Err(unexpected(&request, &other)),
-        Err(ClientError::Refused { failure, .. })
-            if failure.reason == Reason::BadSession && saved.saved_elsewhere(worker).is_some() =>
-        {
-            let login_worker = saved.saved_elsewhere(worker).unwrap_or_default();
-            Err(ClientError::Refused {
-                what: "session",
-                failure: Failure::new(
-                    failure.reason,
-                    format!(
-                        "{}; the saved session of {} was made through the worker at \
-                         {login_worker}, not {worker}: if that is another PaperTrader, the \
-                         session is kept for it (use --worker {login_worker}); if not, it has \
-                         ended: `pt login {}` again, or `pt logout` to forget it",
-                        failure.message, saved.username, saved.username
-                    ),
-                ),
-            })
-        }
         Err(ClientError::Refused { failure, .. }) if failure.reason == Reason::BadSession => {
+            let message = match saved.saved_elsewhere(worker) {
+                Some(login_worker) => format!(
+                    "{}; the saved session of {} was made through the worker at \
+                     {login_worker}, not {worker}: if that is another PaperTrader, the session \
+                     is kept for it (use --worker {login_worker}); if not, it has ended: `pt \
+                     login {}` again, or `pt logout` to forget it",
+                    failure.message, saved.username, saved.username
+                ),
+                // The worker's message already says to log in: name the command only.
+                None if failure.message.contains("log in") => {
+                    format!("{} (`pt login {}`)", failure.message, saved.username)
+                }
+                None => format!("{}; run `pt login {}` again", failure.message, saved.username),
+            };
             Err(ClientError::Refused {
                 what: "session",
-                failure: Failure::new(
-                    failure.reason,
-                    // The worker's message already says to log in: name the command only.
-                    if failure.message.contains("log in") {
-                        format!("{} (`pt login {}`)", failure.message, saved.username)
-                    } else {
-                        format!("{}; run `pt login {}` again", failure.message, saved.username)
-                    },
-                ),
+                failure: Failure::new(failure.reason, message),
             })
         }
         Err(e) => Err(e),
