@@ -353,6 +353,17 @@ pub enum InitError {
     AlreadySet(String),
 }
 
+impl InitError {
+    /// The exit status a binary ends with on it: 2 for a log file that cannot be opened (a
+    /// configuration to mend, as every other bad setting), 1 otherwise.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            Self::LogFile { .. } => 2,
+            Self::AlreadySet(_) => 1,
+        }
+    }
+}
+
 /// Keeps the logbook of [`init_tracing`] reachable, for crash dumps.
 #[derive(Debug, Clone)]
 pub struct LogGuard {

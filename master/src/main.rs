@@ -281,12 +281,7 @@ fn run(args: &RunArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("pt-master: cannot set up logging: {e}");
-            // A log file that cannot be opened is a configuration to mend.
-            return if matches!(e, master::logbook::InitError::LogFile { .. }) {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            };
+            return ExitCode::from(e.exit_status());
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {

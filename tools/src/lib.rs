@@ -9,6 +9,12 @@ pub mod up;
 
 use std::io::Write as _;
 
+/// A wrong argument that clap cannot check (a combination, a file that is not there): exit
+/// status 2, for `pt bench` and `pt simulate` alike.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Writes `text` to standard output and flushes it, ending it with a newline if it has none.
 /// A reader that closed the pipe before reading it all (`pt history | head`) is not an error:
 /// what it did not read is dropped, as every command-line tool does. Any other failure to write

@@ -53,14 +53,14 @@ fn read_or(path: &Option<PathBuf>, shipped: &'static str) -> anyhow::Result<Stri
 }
 
 /// Runs the simulation and renders the report (a table, or JSON with `--json`). A file named
-/// that is not there is a usage error (`crate::bench::UsageError`, exit status 2), as for
+/// that is not there is a usage error ([`crate::UsageError`], exit status 2), as for
 /// `pt up --prices`.
 pub fn run(args: &SimulateArgs) -> anyhow::Result<String> {
     for (what, path) in [("price", &args.prices), ("order", &args.orders), ("split", &args.splits)]
     {
         if let Some(path) = path.as_ref().filter(|p| !p.exists()) {
             let text = format!("no {what} file at {}", path.display());
-            return Err(crate::bench::UsageError(text).into());
+            return Err(crate::UsageError(text).into());
         }
     }
     let orders_name =

@@ -124,12 +124,7 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("pt-worker: cannot set up logging: {e}");
-            // A log file that cannot be opened is a configuration to mend.
-            return if matches!(e, master::logbook::InitError::LogFile { .. }) {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            };
+            return ExitCode::from(e.exit_status());
         }
     };
     let crash_dir = config

@@ -26,10 +26,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// A wrong combination of arguments that clap cannot check (exit status 2).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+use crate::UsageError;
 
 /// Which figures to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -65,7 +65,7 @@ fn main() -> ExitCode {
             Ok(_) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pt bench: {}", master::report::chain(&*err));
-                if err.downcast_ref::<pt_tools::bench::UsageError>().is_some() {
+                if err.downcast_ref::<pt_tools::UsageError>().is_some() {
                     ExitCode::from(2)
                 } else {
                     ExitCode::FAILURE
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
             Ok(text) => printed(&text),
             Err(err) => {
                 eprintln!("pt: {}", master::report::chain(&*err));
-                if err.downcast_ref::<pt_tools::bench::UsageError>().is_some() {
+                if err.downcast_ref::<pt_tools::UsageError>().is_some() {
                     ExitCode::from(2)
                 } else {
                     ExitCode::FAILURE
