@@ -82,21 +82,25 @@ fn a_bad_price_setting_is_reported_at_its_line() {
 /// A SIGTERM that arrives while the master is still starting (here: as soon as it has made its
 /// key, before recovery and serving) stops it cleanly, exit status 0, instead of killing it.
 #[cfg(unix)]
-#[test]
-fn a_signal_during_start_up_stops_the_master_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// Starts `pt-master` on `data` (info logs on stderr), sends it SIGTERM as soon as `ready`
+/// (a file in `data`) exists, within `wait`, and returns its exit status and stderr.
+fn stop_once_made(
+    data: &Path,
+    ready: &str,
+    wait: std::time::Duration,
+) -> (std::process::ExitStatus, String) {
     let data_arg = data.display().to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pt-master"))
         .args(["--data", &data_arg, "--listen", "127.0.0.1:0", "--interval", "1h"])
         .env_remove("PT_MASTER_CONFIG")
+        .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !data.join("master.key").exists() {
-        assert!(std::time::Instant::now() < deadline, "the master never made its key");
+    let deadline = std::time::Instant::now() + wait;
+    while !data.join(ready).exists() {
+        assert!(std::time::Instant::now() < deadline, "the master never made {ready}");
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
@@ -104,6 +108,14 @@ fn a_signal_during_start_up_stops_the_master_cleanly() {
     let status = child.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status, err)
+}
+
+#[test]
+fn a_signal_during_start_up_stops_the_master_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (status, err) = stop_once_made(&data, "master.key", std::time::Duration::from_secs(30));
     assert!(status.success(), "{status:?}: {err}");
     assert!(err.contains("SIGTERM: shutting down") && err.contains("master stopped"), "{err}");
     // The data directory it made (the journal holds emails and password hashes) is private.
@@ -121,26 +133,8 @@ fn a_data_directory_others_may_write_in_is_warned_about() {
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let data_arg = data.display().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pt-master"))
-        .args(["--data", &data_arg, "--listen", "127.0.0.1:0", "--interval", "1h"])
-        .env_remove("PT_MASTER_CONFIG")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Bound once the warning is out.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !data.join("admin.sock").exists() {
-        assert!(std::time::Instant::now() < deadline, "the master never bound its socket");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(sent.success());
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    // The socket is bound once the warning is out.
+    let (status, err) = stop_once_made(&data, "admin.sock", std::time::Duration::from_secs(60));
     assert!(status.success(), "{status:?}: {err}");
     assert!(err.contains("the data directory is writable by other users"), "{err}");
     assert!(err.contains("mode=777") || err.contains("mode=\"777\""), "{err}");

@@ -70,6 +70,16 @@ fn config(dir: &std::path::Path) -> ClusterConfig {
     }
 }
 
+/// Registers `name` (`name@example.com`) with password `byte`, which must succeed.
+async fn register(client: &mut Client, name: &str, byte: u8) {
+    let register = Request::Register {
+        username: user(name),
+        email: Email::new(&format!("{name}@example.com")).unwrap(),
+        password: password(byte),
+    };
+    assert_eq!(client.send(register).await, Response::RegisterSuccess, "register {name}");
+}
+
 async fn login(client: &mut Client, name: &str, byte: u8) -> SessionId {
     match client
         .send(Request::Login { username: user(name), password: password(byte), expirable: false })
@@ -88,14 +98,7 @@ async fn register_login_trade_read_and_restart() {
     let w2 = cluster.workers()[1].addr;
 
     let mut alice = Client::connect(w1).await;
-    let registered = alice
-        .send(Request::Register {
-            username: user("alice"),
-            email: Email::new("alice@example.com").unwrap(),
-            password: password(1),
-        })
-        .await;
-    assert_eq!(registered, Response::RegisterSuccess);
+    register(&mut alice, "alice", 1).await;
     let again = alice
         .send(Request::Register {
             username: user("alice"),
@@ -216,15 +219,7 @@ async fn register_login_trade_read_and_restart() {
 
     // Another user sees alice's public view: never her email.
     let mut bob = Client::connect(w2).await;
-    assert_eq!(
-        bob.send(Request::Register {
-            username: user("bob"),
-            email: Email::new("bob@example.com").unwrap(),
-            password: password(3)
-        })
-        .await,
-        Response::RegisterSuccess
-    );
+    register(&mut bob, "bob", 3).await;
     let bob_session = login(&mut bob, "bob", 3).await;
     let DataPayload::UserInfo(public) = bob
         .data(bob_session, Request::GetUserInfo { session: bob_session, username: user("alice") })
@@ -360,12 +355,7 @@ async fn pipelined_orders_settle_together_and_answer_in_order() {
     one.interval = Duration::from_secs(2);
     let cluster = Cluster::start(one).await.unwrap();
     let mut client = Client::connect(cluster.workers()[0].addr).await;
-    let register = Request::Register {
-        username: user("dana"),
-        email: Email::new("dana@example.com").unwrap(),
-        password: password(4),
-    };
-    assert_eq!(client.send(register).await, Response::RegisterSuccess);
+    register(&mut client, "dana", 4).await;
     let session = login(&mut client, "dana", 4).await;
     let quantities = [1u64, 2, 3, 4, 5];
     for (i, units) in quantities.iter().enumerate() {
@@ -406,12 +396,7 @@ async fn failed_logins_of_others_do_not_lock_a_local_user_out() {
     one.workers = 1;
     let cluster = Cluster::start(one).await.unwrap();
     let mut client = Client::connect(cluster.workers()[0].addr).await;
-    let register = Request::Register {
-        username: user("erin"),
-        email: Email::new("erin@example.com").unwrap(),
-        password: password(5),
-    };
-    assert_eq!(client.send(register).await, Response::RegisterSuccess);
+    register(&mut client, "erin", 5).await;
     // More failures than the default limit per address (20), each for its own username.
     for n in 0..25 {
         let attempt = Request::Login {
