@@ -1197,7 +1197,8 @@ async fn worker_link(
     }
     // Removed (or given another key) by the operator during the handshake: refused, as a
     // link already up would be closed.
-    if !shared.registry.admits(uuid, &worker.fingerprint(), peer.ip()) {
+    let fingerprint = worker.fingerprint();
+    if !shared.registry.admits(uuid, &fingerprint, peer.ip()) {
         return refuse(&mut framed, uuid, "removed from the registry during the handshake").await;
     }
     // Listed before it is accepted, so that two handshakes at once cannot both pass the cap.
@@ -1263,7 +1264,6 @@ async fn worker_link(
             }
         }
     };
-    let fingerprint = worker.fingerprint();
     let mut removed = false;
     loop {
         // Biased: a removal the operator was told is done closes the link before any relay
