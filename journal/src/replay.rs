@@ -100,8 +100,7 @@ pub struct Replayed {
     pub state: State,
     /// The last record applied (`Seq(0)` if none).
     pub last_seq: Seq,
-    /// When that record was appended (`None` for the empty state, or when the record a snapshot
-    /// ended on cannot be read).
+    /// When that record was appended (`None` for the empty state, or a snapshot's last record).
     pub last_recorded_at: Option<Timestamp>,
     /// The snapshot the replay started from, if any.
     pub snapshot_used: Option<Seq>,
@@ -198,19 +197,9 @@ pub(crate) fn replay(
         VerifyOnOpen::FullChain => Seq(1),
         VerifyOnOpen::TailOnly => Seq(base_seq.0.saturating_add(1)),
     };
-    // The time of the record the snapshot ended on, when the replay will not pass it (a point
-    // shown at a snapshot still says when it was appended); only shown, so a read that fails
-    // here leaves it unknown and the replay below reports what is wrong.
-    let mut last_recorded_at = None;
-    if base_seq.0 > 0
-        && matches!(options.verify, VerifyOnOpen::TailOnly)
-        && let Ok(mut base) = journal.read_records(base_seq)
-        && let Some(Ok((header, _))) = base.step(false)
-    {
-        last_recorded_at = Some(header.recorded_at);
-    }
     let mut records = journal.read_records(start)?;
     let mut last_seq = base_seq;
+    let mut last_recorded_at = None;
     let mut events_replayed = 0u64;
     let mut since_progress = 0u64;
     loop {
@@ -225,11 +214,7 @@ pub(crate) fn replay(
             since_progress = 0;
             progress(header.seq);
         }
-        let Some(event) = event else {
-            // Up to the snapshot, passed over: the last one is the snapshot's record.
-            last_recorded_at = Some(header.recorded_at);
-            continue;
-        };
+        let Some(event) = event else { continue };
         if let ReplayTo::Time(time) = options.to
             && header.recorded_at > time
         {

@@ -53,8 +53,18 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<Outcome> {
     let bar = progress_bar(last, "replaying");
     let options =
         ReplayOptions { from: ReplayFrom::NewestSnapshot, to, verify: VerifyOnOpen::TailOnly };
-    let replayed = journal.replay(options, &mut |seq| bar.set_position(seq.0))?;
+    let mut replayed = journal.replay(options, &mut |seq| bar.set_position(seq.0))?;
     bar.finish_and_clear();
+    // A state from a snapshot alone (right after `rebuild`, or at the snapshot's record) still
+    // says when its last record was appended: read here, not in every replay (the master's
+    // open has no use for it). A read that fails leaves it unknown.
+    if replayed.last_recorded_at.is_none()
+        && replayed.last_seq.0 > 0
+        && let Ok(mut records) = journal.read_records(replayed.last_seq)
+        && let Some(Ok(record)) = records.next()
+    {
+        replayed.last_recorded_at = Some(record.recorded_at);
+    }
     let output = match &username {
         Some(name) => {
             let Some(account) = replayed.state.account_by_username(name) else {
