@@ -35,6 +35,8 @@ fn append_both(dir: &Path, events: &[Event], batch: usize) -> (f64, f64) {
 }
 
 fn main() {
+    // The heap the master gives the journal at start (`journal::heap`).
+    journal::heap::keep_commit_buffers();
     let base =
         std::env::var("PT_BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_owned());
     std::fs::create_dir_all(&base).unwrap();

@@ -31,6 +31,7 @@ mod be;
 pub mod bench;
 mod config;
 pub mod error;
+pub mod heap;
 mod journal;
 pub mod limits;
 mod overlay;

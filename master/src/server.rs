@@ -397,6 +397,8 @@ pub async fn run_with_prices(
     let identity = MasterIdentity::load_or_generate(&dir)
         .map_err(|e| ServerError::WorkerAuth(e.to_string()))?;
 
+    // The interval loop's commits reuse their page buffers from now on (journal::heap).
+    journal::heap::keep_commit_buffers();
     let started = Instant::now();
     let journal_config = JournalConfig {
         snapshot_every_events: config.journal.snapshot_every_events,

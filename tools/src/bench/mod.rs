@@ -300,6 +300,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
             dir.display()
         );
     }
+    // The journal runs in this process for the journal, replay and peer benches: with the
+    // heap the master gives it at start (`journal::heap`), whichever benches ran before.
+    ::journal::heap::keep_commit_buffers();
     let which = |w: Which| args.which == Which::All || args.which == w;
     let mut figures = Vec::new();
     let mut failures = Vec::new();
