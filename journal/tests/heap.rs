@@ -1,6 +1,7 @@
-//! `journal::heap::keep_commit_buffers` under glibc: after it, a buffer of a busy commit's size
-//! freed and allocated again is no longer faulted in again. Alone in its test binary, so that
-//! nothing else has changed the allocator's thresholds before the first measurement.
+//! `journal::heap::keep_commit_buffers` under glibc: after it, buffers of a commit's size that
+//! are freed and allocated again are no longer faulted in again. This must stay the only test
+//! in its binary: nothing else may change the allocator's thresholds (process-wide) before the
+//! first measurement.
 
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -34,16 +35,29 @@ fn faults_of_buffers(times: usize) -> u64 {
 
 #[test]
 fn freed_commit_buffers_are_reused_instead_of_faulted_in_again() {
-    // A round is 64 pages. Before: the heap's top is trimmed after every round (more than
-    // 128 KiB free), and the next round faults its pages in again.
-    // (Seen here: 352 faults before, 33 after.)
+    let tuned = [
+        "MALLOC_MMAP_THRESHOLD_",
+        "MALLOC_TRIM_THRESHOLD_",
+        "MALLOC_TOP_PAD_",
+        "MALLOC_MMAP_MAX_",
+        "GLIBC_TUNABLES",
+    ]
+    .into_iter()
+    .filter(|name| std::env::var_os(name).is_some())
+    .collect::<Vec<_>>();
+    if !tuned.is_empty() {
+        eprintln!("skipped: {tuned:?} set, which turns glibc's threshold adjustment off");
+        return;
+    }
+    // Before: the heap's top is trimmed after every round (more than 128 KiB free), and the
+    // next round faults its pages in again. After: kept at the top of the heap once freed,
+    // faulted in once. (Seen here, with 4 KiB pages: 352 faults before, 33 after.)
     let cold = faults_of_buffers(10);
-    assert!(cold >= 200, "expected the buffers faulted in anew every round, got {cold} faults");
     journal::heap::keep_commit_buffers();
-    // After: kept at the top of the heap once freed, faulted in at most once.
     let warm = faults_of_buffers(10);
+    assert!(cold >= 20, "expected the buffers faulted in again every round, got {cold} faults");
     assert!(
-        warm <= 100,
-        "expected the buffers kept between rounds, got {warm} faults ({cold} before)"
+        warm.saturating_mul(4) <= cold,
+        "expected the buffers kept between rounds: {warm} faults after, {cold} before"
     );
 }

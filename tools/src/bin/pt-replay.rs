@@ -39,6 +39,8 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    // Replays, and `rebuild`'s writes, reuse their buffers as the master's do (journal::heap).
+    journal::heap::keep_commit_buffers();
     // redb checks every page when it opens the file, but a panic while reading (a page damaged
     // in a way the check cannot see, or a bug) still ends as a report, not a crash: the panic's
     // message and place go to stderr as Rust prints them, and the command fails.
