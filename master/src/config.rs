@@ -28,6 +28,18 @@ pub const ENV_UPDATE_INTERVAL: &str = "PT_UPDATE_INTERVAL";
 /// Default name of the environment variable holding the HTTP price source's API key.
 pub const ENV_PRICES_API_KEY_DEFAULT: &str = "PT_PRICES_API_KEY";
 
+/// What is wrong with an API key, if anything: it must be 1 to 256 printable ASCII characters
+/// without spaces (it goes into a URL's query).
+fn api_key_problem(key: &str) -> Option<&'static str> {
+    if key.is_empty() || key.len() > 256 {
+        Some("must be 1 to 256 bytes")
+    } else if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("must be printable ASCII without spaces")
+    } else {
+        None
+    }
+}
+
 /// Largest configuration file read, in bytes.
 pub const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// Largest argon2 memory cost accepted, in KiB (1 GiB), in the config and in stored hashes.
@@ -792,8 +804,20 @@ impl MasterConfig {
         if let PriceSourceConfig::Http(http) = &mut self.prices
             && http.api_key.is_none()
             && !http.api_key_env.is_empty()
+            && let Some(key) = env(&http.api_key_env)
         {
-            http.api_key = env(&http.api_key_env).map(ApiKey::new);
+            // Named here, not as `prices.api_key`, which the file does not set: a key read
+            // from a file with `$(...)` loses its line break, one from an environment
+            // file may keep it.
+            if let Some(problem) = api_key_problem(&key) {
+                let ending = if key.ends_with(|c: char| c.is_ascii_whitespace()) {
+                    " (it ends with a space or a line break)"
+                } else {
+                    ""
+                };
+                return Err(env_error(&http.api_key_env, format!("the key {problem}{ending}")));
+            }
+            http.api_key = Some(ApiKey::new(key));
         }
         Ok(())
     }
@@ -1002,13 +1026,11 @@ impl HttpSourceConfig {
                     format!("missing; set it or the environment variable {}", self.api_key_env),
                 ));
             }
-            Some(key) if key.0.is_empty() || key.0.len() > 256 => {
-                return Err(invalid("prices.api_key", "must be 1 to 256 bytes"));
+            Some(key) => {
+                if let Some(problem) = api_key_problem(&key.0) {
+                    return Err(invalid("prices.api_key", problem));
+                }
             }
-            Some(key) if !key.0.bytes().all(|b| b.is_ascii_graphic()) => {
-                return Err(invalid("prices.api_key", "must be printable ASCII without spaces"));
-            }
-            Some(_) => {}
         }
         if self.calls_per_minute_max == 0 {
             return Err(invalid("prices.calls_per_minute_max", "must be at least 1"));
@@ -1430,6 +1452,16 @@ mod tests {
 
         let missing = MasterConfig::load_with_env(Some(&path), |_| None).unwrap_err();
         assert_eq!(key_of(missing), "prices.api_key");
+        // A bad key from the variable names the variable, never the key.
+        for (bad, says) in
+            [("sekrit-123\n", "ends with a space or a line break"), ("sek rit", "printable ASCII")]
+        {
+            let env = |name: &str| (name == "MY_KEY").then(|| bad.to_owned());
+            let err = MasterConfig::load_with_env(Some(&path), env).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(&err, ConfigError::Env { var, .. } if var == "MY_KEY"), "{text}");
+            assert!(text.contains(says) && !text.contains("sek"), "{text}");
+        }
         let absent = MasterConfig::load_with_env(Some(&dir.path().join("nope.toml")), |_| None);
         assert!(matches!(absent, Err(ConfigError::Read { .. })));
     }
