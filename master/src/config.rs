@@ -62,6 +62,23 @@ pub const HTTP_RETRIES_MAX: u32 = 10;
 pub const HTTP_RESPONSE_BYTES_MAX: u32 = 16 * 1024 * 1024;
 /// Most in-memory log entries (`log.memory_entries_max` is checked against it).
 pub const LOG_MEMORY_ENTRIES_MAX: u32 = 10_000_000;
+/// Most memory the in-memory log may hold, as `log.memory_entries_max` ×
+/// `log.entry_bytes_max` (an entry's message and its fields are each cut at
+/// `entry_bytes_max`, so this is about half of the true bound): a crash dump's memory must not
+/// be what kills the process.
+pub const LOG_MEMORY_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// What is wrong with the in-memory log's bound (`log.memory_entries_max` ×
+/// `log.entry_bytes_max`), if anything; the master's and the worker's `[log]` share it.
+pub fn log_memory_problem(memory_entries_max: u32, entry_bytes_max: u32) -> Option<String> {
+    let bytes = u64::from(memory_entries_max) * u64::from(entry_bytes_max);
+    (bytes > LOG_MEMORY_BYTES_MAX).then(|| {
+        format!(
+            "log.memory_entries_max × log.entry_bytes_max ({memory_entries_max} × \
+             {entry_bytes_max}) must be at most {LOG_MEMORY_BYTES_MAX} bytes of memory"
+        )
+    })
+}
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -1170,6 +1187,9 @@ impl LogConfig {
         if !(256..=1024 * 1024).contains(&self.entry_bytes_max) {
             return Err(invalid("log.entry_bytes_max", "must be 256 to 1048576"));
         }
+        if let Some(problem) = log_memory_problem(self.memory_entries_max, self.entry_bytes_max) {
+            return Err(invalid("log.memory_entries_max", problem));
+        }
         Ok(())
     }
 }
@@ -1344,6 +1364,10 @@ mod tests {
             ("[journal]\nsnapshot_every_events = 0", "journal.snapshot_every_events"),
             ("[journal]\ncache_bytes = 68719476737", "journal.cache_bytes"),
             ("[log]\nmemory_entries_max = 0", "log.memory_entries_max"),
+            (
+                "[log]\nmemory_entries_max = 10000000\nentry_bytes_max = 1048576",
+                "log.memory_entries_max",
+            ),
             ("[limits]\nworker_connections_max = 0", "limits.worker_connections_max"),
             ("[limits]\nworker_connections_max = 65537", "limits.worker_connections_max"),
             ("[limits]\norders_per_interval_max = 1000000", "limits.orders_per_interval_max"),

@@ -558,6 +558,11 @@ impl LogConfig {
         if !(256..=1024 * 1024).contains(&self.entry_bytes_max) {
             return Err(invalid("log.entry_bytes_max", "must be 256 to 1048576"));
         }
+        if let Some(problem) =
+            master::config::log_memory_problem(self.memory_entries_max, self.entry_bytes_max)
+        {
+            return Err(invalid("log.memory_entries_max", problem));
+        }
         Ok(())
     }
 }
@@ -687,6 +692,10 @@ mod tests {
             ("[cache]\nclosed_ttl = \"1ms\"", "cache.closed_ttl"),
             ("[sessions]\nentries_max = 0", "sessions.entries_max"),
             ("[log]\nmemory_entries_max = 0", "log.memory_entries_max"),
+            (
+                "[log]\nmemory_entries_max = 10000000\nentry_bytes_max = 1048576",
+                "log.memory_entries_max",
+            ),
             ("[log]\nfile = \"\"", "log.file"),
         ];
         for (text, key) in invalid {
