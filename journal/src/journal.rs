@@ -1276,7 +1276,11 @@ impl Journal {
         Ok(out)
     }
 
-    /// Runs one durable write transaction.
+    /// Runs one durable write transaction (sessions, meta values: the writes of the master's
+    /// admin socket and logins). redb panics on a page damaged while the file is open
+    /// (docs/RELIABILITY.md): such a panic is caught here, while the writer is still held, and
+    /// halts every later write as a storage fault does, so that no other writer commits to the
+    /// file between the panic and the halt.
     fn write(
         &self,
         body: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
@@ -1284,10 +1288,26 @@ impl Journal {
     ) -> Result<(), WriteError> {
         let mut guard = self.lock();
         let writer = &mut *guard;
-        let txn = self.begin_write(writer, op)?;
-        body(&txn).map_err(|e| self.fault(writer, op, e))?;
-        txn.commit().map_err(|e| self.fault(writer, op, e))?;
-        Ok(())
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let txn = self.begin_write(writer, op)?;
+            body(&txn).map_err(|e| self.fault(writer, op, e))?;
+            txn.commit().map_err(|e| self.fault(writer, op, e))?;
+            Ok(())
+        }));
+        outcome.unwrap_or_else(|payload| {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            let cause = format!("redb panicked while {op} (a damaged page?): {message}");
+            tracing::error!(path = %self.path.display(), op, %cause, "journal writes halted");
+            if writer.halted.is_none() {
+                writer.halted = Some(cause.clone());
+                self.halted_flag.store(true, std::sync::atomic::Ordering::Release);
+            }
+            Err(self.halted_error(&cause))
+        })
     }
 
     /// Ticks of `symbol` with `from <= time < to`, oldest first, at most `limit` (capped at

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
-use tracing::{Instrument as _, debug, error, info, info_span, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::config::{IpNet, WorkerConfig};
@@ -440,20 +440,6 @@ impl LiveRegistry {
         Ok(Self { registry: RwLock::new(registry), changes, journal, edits: Mutex::new(()) })
     }
 
-    /// Runs an edit's journal write. redb panics on a page damaged while the master runs
-    /// (docs/RELIABILITY.md): such a panic halts the journal's writes, as one in the core does,
-    /// and the edit fails, instead of the next interval committing to a damaged file.
-    fn edit_journal<T>(
-        &self,
-        write: impl FnOnce() -> Result<T, AdminError>,
-    ) -> Result<T, AdminError> {
-        crate::core::contain_panic(write).unwrap_or_else(|cause| {
-            error!(%cause, "an operator's registry edit failed while writing the journal: its writes are halted");
-            self.journal.halt(&format!("a registry edit failed: {cause}"));
-            Err(AdminError::Internal(format!("writing the journal failed: {cause}")))
-        })
-    }
-
     fn read(&self) -> RwLockReadGuard<'_, WorkerRegistry> {
         // Every change is one insert or remove on a map, made after the checks: a panic
         // elsewhere cannot leave the registry half-changed.
@@ -513,7 +499,7 @@ impl LiveRegistry {
     /// durably, then admits it. Blocking (a journal commit): call it off the async threads.
     pub fn add(&self, new: &StoredWorker) -> Result<RegisteredWorker, AdminError> {
         let _edit = self.edits.lock().unwrap_or_else(PoisonError::into_inner);
-        let worker = self.edit_journal(|| store_new(&self.journal, &self.read(), new))?;
+        let worker = store_new(&self.journal, &self.read(), new)?;
         self.registry.write().unwrap_or_else(PoisonError::into_inner).add(worker.clone())?;
         self.changes.send_modify(|version| *version = version.wrapping_add(1));
         Ok(worker)
@@ -524,7 +510,7 @@ impl LiveRegistry {
     /// commit): call it off the async threads.
     pub fn remove(&self, uuid: Uuid) -> Result<(), AdminError> {
         let _edit = self.edits.lock().unwrap_or_else(PoisonError::into_inner);
-        self.edit_journal(|| unstore(&self.journal, &self.read(), uuid))?;
+        unstore(&self.journal, &self.read(), uuid)?;
         self.registry.write().unwrap_or_else(PoisonError::into_inner).remove(uuid)?;
         self.changes.send_modify(|version| *version = version.wrapping_add(1));
         Ok(())
@@ -1454,8 +1440,9 @@ mod tests {
     }
 
     /// redb panics on a page damaged while the master runs (docs/RELIABILITY.md). An edit that
-    /// meets one fails and halts the journal's writes, as the core does for its own writes:
-    /// the panic does not reach the admin task, and no interval commits to the file after it.
+    /// meets one fails, and the journal halts its writes (`Journal`'s meta writes catch the
+    /// panic while they hold the writer): the panic does not reach the admin task, and no
+    /// interval commits to the file after it.
     #[test]
     fn an_edit_that_meets_a_damaged_journal_halts_its_writes() {
         use std::io::{Seek, SeekFrom, Write};
@@ -1481,8 +1468,9 @@ mod tests {
             ..sample()
         };
         let err = live.add(&second).unwrap_err();
-        assert!(matches!(err, AdminError::Internal(_)), "{err}");
-        assert!(journal.is_halted(), "the journal still takes writes after the damage");
+        assert!(matches!(err, AdminError::Write(journal::WriteError::Halted { .. })), "{err}");
+        let cause = journal.halted().expect("the journal still takes writes after the damage");
+        assert!(cause.contains("redb panicked while storing a meta value"), "{cause}");
         assert!(!live.admits(
             second.uuid,
             &second.to_registered().unwrap().fingerprint(),
@@ -1490,7 +1478,13 @@ mod tests {
         ));
         // Every later write is refused, the remove of the stored worker included.
         let err = live.remove(first.uuid).unwrap_err();
-        assert!(!matches!(err, AdminError::UnknownWorker { .. }), "{err}");
+        assert!(matches!(err, AdminError::Write(journal::WriteError::Halted { .. })), "{err}");
+        let batch = [engine::Event::AssetListed(engine::AssetListed {
+            symbol: engine::Symbol::new("AAPL").unwrap(),
+            at: engine::Timestamp(1),
+        })];
+        let refused = journal.append_batch(&batch, engine::Timestamp(1));
+        assert!(refused.is_err(), "an interval could still commit: {refused:?}");
         assert_eq!(live.len(), 1);
     }
 
