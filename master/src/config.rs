@@ -283,6 +283,7 @@ impl TryFrom<PricesTable> for PriceSourceConfig {
                     base_url: base_url.unwrap_or(default.base_url),
                     api_key,
                     api_key_env: api_key_env.unwrap_or(default.api_key_env),
+                    api_key_from_env: false,
                     calls_per_minute_max: calls_per_minute_max
                         .unwrap_or(default.calls_per_minute_max),
                     timeout: timeout.unwrap_or(default.timeout),
@@ -346,6 +347,9 @@ pub struct HttpSourceConfig {
     /// Environment variable read for the key when `api_key` is absent. Default
     /// `PT_PRICES_API_KEY`.
     pub api_key_env: String,
+    /// Whether `api_key` was read from `api_key_env` (set by the loading), so that a bad key
+    /// is reported against the variable, not against a file key that does not exist.
+    pub api_key_from_env: bool,
     /// Most requests per minute (the provider's quota). Default 5.
     pub calls_per_minute_max: u32,
     /// Timeout of one request. Default `10s`.
@@ -368,6 +372,7 @@ impl Default for HttpSourceConfig {
             base_url: "https://www.alphavantage.co".to_owned(),
             api_key: None,
             api_key_env: ENV_PRICES_API_KEY_DEFAULT.to_owned(),
+            api_key_from_env: false,
             calls_per_minute_max: 5,
             timeout: Duration::from_secs(10),
             retries_max: 2,
@@ -823,18 +828,10 @@ impl MasterConfig {
             && !http.api_key_env.is_empty()
             && let Some(key) = env(&http.api_key_env)
         {
-            // Named here, not as `prices.api_key`, which the file does not set: a key read
-            // from a file with `$(...)` loses its line break, one from an environment
-            // file may keep it.
-            if let Some(problem) = api_key_problem(&key) {
-                let ending = if key.ends_with(|c: char| c.is_ascii_whitespace()) {
-                    " (it ends with a space or a line break)"
-                } else {
-                    ""
-                };
-                return Err(env_error(&http.api_key_env, format!("the key {problem}{ending}")));
-            }
+            // Checked with the rest (`validate`), which only the server runs: `--prices FILE`
+            // and the worker commands do not need the key.
             http.api_key = Some(ApiKey::new(key));
+            http.api_key_from_env = true;
         }
         Ok(())
     }
@@ -1037,6 +1034,9 @@ impl HttpSourceConfig {
             }
         }
         match &self.api_key {
+            None if self.api_key_env.is_empty() => {
+                return Err(invalid("prices.api_key", "missing (and api_key_env is empty)"));
+            }
             None => {
                 return Err(invalid(
                     "prices.api_key",
@@ -1045,7 +1045,18 @@ impl HttpSourceConfig {
             }
             Some(key) => {
                 if let Some(problem) = api_key_problem(&key.0) {
-                    return Err(invalid("prices.api_key", problem));
+                    // A key read from a file with `$(...)` loses its line break; one from an
+                    // environment file may keep it, as may a key written in the file.
+                    let ending = if key.0.ends_with(|c: char| c.is_ascii_whitespace()) {
+                        " (it ends with a space or a line break)"
+                    } else {
+                        ""
+                    };
+                    let reason = format!("the key {problem}{ending}");
+                    if self.api_key_from_env {
+                        return Err(ConfigError::Env { var: self.api_key_env.clone(), reason });
+                    }
+                    return Err(invalid("prices.api_key", reason));
                 }
             }
         }
@@ -1485,7 +1496,20 @@ mod tests {
             let text = err.to_string();
             assert!(matches!(&err, ConfigError::Env { var, .. } if var == "MY_KEY"), "{text}");
             assert!(text.contains(says) && !text.contains("sek"), "{text}");
+            // Checked by the server's validation only: `--prices FILE` replaces the source
+            // and the worker commands skip it, both after this unchecked load.
+            assert!(MasterConfig::load_unchecked_with_env(Some(&path), env).is_ok());
         }
+        // A bad key in the file is the file's `prices.api_key`.
+        std::fs::write(
+            &path,
+            "assets = [\"IBM\"]\n[prices]\nsource = \"http\"\napi_key = \"sekrit-123 \"\n",
+        )
+        .unwrap();
+        let err = MasterConfig::load_with_env(Some(&path), |_| None).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(key_of(err), "prices.api_key");
+        assert!(text.contains("ends with a space") && !text.contains("sek"), "{text}");
         let absent = MasterConfig::load_with_env(Some(&dir.path().join("nope.toml")), |_| None);
         assert!(matches!(absent, Err(ConfigError::Read { .. })));
     }
