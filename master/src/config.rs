@@ -63,9 +63,9 @@ pub const HTTP_RESPONSE_BYTES_MAX: u32 = 16 * 1024 * 1024;
 /// Most in-memory log entries (`log.memory_entries_max` is checked against it).
 pub const LOG_MEMORY_ENTRIES_MAX: u32 = 10_000_000;
 /// Most memory the in-memory log may hold, as `log.memory_entries_max` ×
-/// `log.entry_bytes_max` (an entry's message and its fields are each cut at
-/// `entry_bytes_max`, so this is about half of the true bound): a crash dump's memory must not
-/// be what kills the process.
+/// `log.entry_bytes_max` (an entry's message is cut at `entry_bytes_max`, its allocation with
+/// it; its time, level and place add a few dozen bytes): a crash dump's memory must not be
+/// what kills the process.
 pub const LOG_MEMORY_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
 /// What is wrong with the in-memory log's bound (`log.memory_entries_max` ×
@@ -1379,6 +1379,8 @@ mod tests {
                 "[log]\nmemory_entries_max = 10000000\nentry_bytes_max = 1048576",
                 "log.memory_entries_max",
             ),
+            // 1 GiB at the default 4096 bytes an entry is 262,144 entries.
+            ("[log]\nmemory_entries_max = 262145", "log.memory_entries_max"),
             ("[limits]\nworker_connections_max = 0", "limits.worker_connections_max"),
             ("[limits]\nworker_connections_max = 65537", "limits.worker_connections_max"),
             ("[limits]\norders_per_interval_max = 1000000", "limits.orders_per_interval_max"),
@@ -1420,6 +1422,8 @@ mod tests {
             assert_eq!(key_of(err), key, "{text}");
             assert!(message.contains(key), "{message}");
         }
+        // The in-memory log's bound is inclusive.
+        assert!(parse("[log]\nmemory_entries_max = 262144").is_ok());
     }
 
     #[test]

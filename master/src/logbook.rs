@@ -243,6 +243,9 @@ fn truncate(text: &mut String, max: usize) {
     }
     text.truncate(end);
     text.push('…');
+    // The memory goes with the bytes: an entry kept holds what it shows, not the allocation of
+    // the message it was cut from (`log.memory_entries_max` × `log.entry_bytes_max` bounds it).
+    text.shrink_to_fit();
 }
 
 /// The `tracing` layer of a [`Logbook`].
