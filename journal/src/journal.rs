@@ -860,67 +860,72 @@ impl Journal {
         for (part, bytes) in state.chunks(SNAPSHOT_PART_BYTES).enumerate() {
             let part = u32::try_from(part).map_err(|_| too_large())?;
             let mut guard = self.lock_between_snapshot_parts();
-            let writer = &mut *guard;
-            let txn = self.begin_write(writer, OP)?;
-            let stored = (|| -> Result<(), redb::Error> {
-                if part == 0 {
-                    // Until it is published, this key's parts are unowned (and a snapshot
-                    // published at this key before is no longer: its parts are replaced).
-                    txn.open_table(SNAPSHOTS)?.remove(seq.0)?;
-                    txn.open_table(UNOWNED_PARTS)?.insert(seq.0, ())?;
-                }
-                txn.open_table(SNAPSHOT_PARTS)?.insert((seq.0, part), bytes)?;
+            self.contain_panic(&mut guard, OP, |writer| -> Result<(), WriteError> {
+                let txn = self.begin_write(writer, OP)?;
+                let stored = (|| -> Result<(), redb::Error> {
+                    if part == 0 {
+                        // Until it is published, this key's parts are unowned (and a snapshot
+                        // published at this key before is no longer: its parts are replaced).
+                        txn.open_table(SNAPSHOTS)?.remove(seq.0)?;
+                        txn.open_table(UNOWNED_PARTS)?.insert(seq.0, ())?;
+                    }
+                    txn.open_table(SNAPSHOT_PARTS)?.insert((seq.0, part), bytes)?;
+                    Ok(())
+                })();
+                stored.map_err(|e| self.fault(writer, OP, e))?;
+                txn.commit().map_err(|e| self.fault(writer, OP, e))?;
                 Ok(())
-            })();
-            stored.map_err(|e| self.fault(writer, OP, e))?;
-            txn.commit().map_err(|e| self.fault(writer, OP, e))?;
+            })?;
             written = part.saturating_add(1);
         }
         let mut guard = self.lock();
-        let writer = &mut *guard;
-        let head = writer.last_seq.0;
-        let txn = self.begin_write(writer, OP)?;
-        // The newest snapshot left once this one is published: the schedule counts from it.
-        let mut newest = seq;
-        let published = (|| -> Result<(), redb::Error> {
-            let mut parts = txn.open_table(SNAPSHOT_PARTS)?;
-            // Parts beyond the last one written (left by a longer snapshot at this key).
-            let mut stale = written;
-            while parts.remove((seq.0, stale))?.is_some() {
-                stale = stale.saturating_add(1);
-            }
-            let mut table = txn.open_table(SNAPSHOTS)?;
-            let mut unowned = txn.open_table(UNOWNED_PARTS)?;
-            for old in remove {
-                if table.remove(old.0)?.is_some() {
-                    unowned.insert(old.0, ())?;
+        self.contain_panic(&mut guard, OP, |writer| -> Result<(), WriteError> {
+            let head = writer.last_seq.0;
+            let txn = self.begin_write(writer, OP)?;
+            // The newest snapshot left once this one is published: the schedule counts from it.
+            let mut newest = seq;
+            let published = (|| -> Result<(), redb::Error> {
+                let mut parts = txn.open_table(SNAPSHOT_PARTS)?;
+                // Parts beyond the last one written (left by a longer snapshot at this key).
+                let mut stale = written;
+                while parts.remove((seq.0, stale))?.is_some() {
+                    stale = stale.saturating_add(1);
                 }
-            }
-            table.insert(seq.0, header)?;
-            unowned.remove(seq.0)?;
-            let mut keys = Vec::new();
-            for entry in table.iter()? {
-                keys.push(entry?.0.value());
-            }
-            // Rows past the head (their records lost: no open can use them) go, and do not
-            // count among the kept; this one stays, whatever its place: pruning must not
-            // delete the snapshot just stored along with the valid older ones.
-            let (past_end, valid): (Vec<u64>, Vec<u64>) = keys.into_iter().partition(|k| *k > head);
-            let excess = valid.len().saturating_sub(self.config.snapshots_kept);
-            let oldest = valid.iter().filter(|k| **k != seq.0).take(excess);
-            for key in past_end.iter().chain(oldest) {
-                table.remove(*key)?;
-                unowned.insert(*key, ())?;
-            }
-            newest = table.last()?.map_or(seq, |(k, _)| Seq(k.value()));
+                let mut table = txn.open_table(SNAPSHOTS)?;
+                let mut unowned = txn.open_table(UNOWNED_PARTS)?;
+                for old in remove {
+                    if table.remove(old.0)?.is_some() {
+                        unowned.insert(old.0, ())?;
+                    }
+                }
+                table.insert(seq.0, header)?;
+                unowned.remove(seq.0)?;
+                let mut keys = Vec::new();
+                for entry in table.iter()? {
+                    keys.push(entry?.0.value());
+                }
+                // Rows past the head (their records lost: no open can use them) go, and do not
+                // count among the kept; this one stays, whatever its place: pruning must not
+                // delete the snapshot just stored along with the valid older ones.
+                let (past_end, valid): (Vec<u64>, Vec<u64>) =
+                    keys.into_iter().partition(|k| *k > head);
+                let excess = valid.len().saturating_sub(self.config.snapshots_kept);
+                let oldest = valid.iter().filter(|k| **k != seq.0).take(excess);
+                for key in past_end.iter().chain(oldest) {
+                    table.remove(*key)?;
+                    unowned.insert(*key, ())?;
+                }
+                newest = table.last()?.map_or(seq, |(k, _)| Seq(k.value()));
+                Ok(())
+            })();
+            published.map_err(|e| self.fault(writer, OP, e))?;
+            txn.commit().map_err(|e| self.fault(writer, OP, e))?;
+            // From the table, not the larger of the old value and `seq`: a replaced snapshot past
+            // the end (recovery ignored it) must not hold the next snapshot back until the journal
+            // grows past it.
+            writer.last_snapshot = newest;
             Ok(())
-        })();
-        published.map_err(|e| self.fault(writer, OP, e))?;
-        txn.commit().map_err(|e| self.fault(writer, OP, e))?;
-        // From the table, not the larger of the old value and `seq`: a replaced snapshot past
-        // the end (recovery ignored it) must not hold the next snapshot back until the journal
-        // grows past it.
-        writer.last_snapshot = newest;
+        })?;
         drop(guard);
         // The replaced snapshots' parts; a failure here leaves them listed for the next store.
         if let Err(e) = self.delete_unowned_parts() {
@@ -953,29 +958,31 @@ impl Journal {
         for key in keys {
             loop {
                 let mut guard = self.lock_between_snapshot_parts();
-                let writer = &mut *guard;
-                let txn = self.begin_write(writer, OP)?;
-                // The first part left, or, when none is, the key off the list.
-                let removed = (|| -> Result<bool, redb::Error> {
-                    let mut parts = txn.open_table(SNAPSHOT_PARTS)?;
-                    let first = parts
-                        .range((key, 0)..=(key, u32::MAX))?
-                        .next()
-                        .transpose()?
-                        .map(|(stored, _)| stored.value().1);
-                    match first {
-                        Some(part) => {
-                            parts.remove((key, part))?;
-                            Ok(true)
+                let removed = self.contain_panic(&mut guard, OP, |writer| {
+                    let txn = self.begin_write(writer, OP)?;
+                    // The first part left, or, when none is, the key off the list.
+                    let removed = (|| -> Result<bool, redb::Error> {
+                        let mut parts = txn.open_table(SNAPSHOT_PARTS)?;
+                        let first = parts
+                            .range((key, 0)..=(key, u32::MAX))?
+                            .next()
+                            .transpose()?
+                            .map(|(stored, _)| stored.value().1);
+                        match first {
+                            Some(part) => {
+                                parts.remove((key, part))?;
+                                Ok(true)
+                            }
+                            None => {
+                                txn.open_table(UNOWNED_PARTS)?.remove(key)?;
+                                Ok(false)
+                            }
                         }
-                        None => {
-                            txn.open_table(UNOWNED_PARTS)?.remove(key)?;
-                            Ok(false)
-                        }
-                    }
-                })()
-                .map_err(|e| self.fault(writer, OP, e))?;
-                txn.commit().map_err(|e| self.fault(writer, OP, e))?;
+                    })()
+                    .map_err(|e| self.fault(writer, OP, e))?;
+                    txn.commit().map_err(|e| self.fault(writer, OP, e))?;
+                    Ok::<bool, WriteError>(removed)
+                })?;
                 if !removed {
                     break;
                 }
@@ -1287,27 +1294,44 @@ impl Journal {
         op: &'static str,
     ) -> Result<(), WriteError> {
         let mut guard = self.lock();
-        let writer = &mut *guard;
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        self.contain_panic(&mut guard, op, |writer| {
             let txn = self.begin_write(writer, op)?;
             body(&txn).map_err(|e| self.fault(writer, op, e))?;
             txn.commit().map_err(|e| self.fault(writer, op, e))?;
             Ok(())
-        }));
-        outcome.unwrap_or_else(|payload| {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_owned());
-            let cause = format!("redb panicked while {op} (a damaged page?): {message}");
-            tracing::error!(path = %self.path.display(), op, %cause, "journal writes halted");
-            if writer.halted.is_none() {
-                writer.halted = Some(cause.clone());
-                self.halted_flag.store(true, std::sync::atomic::Ordering::Release);
-            }
-            Err(self.halted_error(&cause))
         })
+    }
+
+    /// Runs one transaction (`run`) with the writer held, turning a panic in it into a halt:
+    /// the write fails as halted, with the panic's message, and every later write is refused,
+    /// as after a storage fault. redb panics on a page damaged while the file is open
+    /// (docs/RELIABILITY.md); caught here, before the writer is let go, no other writer can
+    /// commit to the file between the panic and the halt. The interval's commit
+    /// (`commit_batch`) is not run through this: the master's core catches a panic there and
+    /// stops the master.
+    fn contain_panic<T, E: From<WriteError>>(
+        &self,
+        writer: &mut Writer,
+        op: &'static str,
+        run: impl FnOnce(&mut Writer) -> Result<T, E>,
+    ) -> Result<T, E> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut *writer))) {
+            Ok(outcome) => outcome,
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                let cause = format!("redb panicked while {op} (a damaged page?): {message}");
+                tracing::error!(path = %self.path.display(), op, %cause, "journal writes halted");
+                if writer.halted.is_none() {
+                    writer.halted = Some(cause.clone());
+                    self.halted_flag.store(true, std::sync::atomic::Ordering::Release);
+                }
+                Err(self.halted_error(&cause).into())
+            }
+        }
     }
 
     /// Ticks of `symbol` with `from <= time < to`, oldest first, at most `limit` (capped at

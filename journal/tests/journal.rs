@@ -1211,6 +1211,46 @@ fn a_file_damaged_while_open_is_closed_without_a_panic() {
     assert!(Journal::open(&path, config()).is_err());
 }
 
+/// The journal's small writes (a meta value, a session) that meet a page damaged while the
+/// file is open fail instead of panicking their caller, and halt every later write, the
+/// interval's included: redb's panic is caught while the writer is held, so nothing commits
+/// to the file between the panic and the halt. (A snapshot's transactions are run the same
+/// way; the reads before them, like every read, panic their caller.)
+#[test]
+fn a_meta_or_session_write_that_meets_damage_halts_the_journal() {
+    use std::io::{Seek, SeekFrom, Write};
+    for write in ["session", "meta"] {
+        let (_dir, path) = new_journal();
+        let uncached = JournalConfig { cache_bytes: 0, ..config() };
+        let (journal, _) = Journal::open(&path, uncached).unwrap();
+        let state = fill(&journal, 3, 10);
+        let length = std::fs::metadata(&path).unwrap().len();
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(SeekFrom::Start(4096)).unwrap();
+        file.write_all(&vec![0; usize::try_from(length).unwrap() - 4096]).unwrap();
+        file.sync_all().unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match write {
+            "session" => journal.put_session([7; 32], b"session").map_err(|e| e.to_string()),
+            _ => journal.put_meta("key", b"value").map_err(|e| e.to_string()),
+        }));
+        let failed = outcome.unwrap_or_else(|_| panic!("the {write} write panicked its caller"));
+        let err = failed.expect_err("a write onto a zeroed file succeeded");
+        assert!(err.contains("redb panicked"), "{write}: {err}");
+        assert!(journal.is_halted(), "{write}: the journal still takes writes");
+        let mut history = History::new(state, 4, Shape::default());
+        let events =
+            std::iter::repeat_with(|| history.next_batch()).find(|b| !b.is_empty()).unwrap();
+        let appended = journal.append_batch(&events, Timestamp(99_000));
+        assert!(
+            matches!(
+                appended,
+                Err(journal::AppendError::Write(journal::WriteError::Halted { .. }))
+            ),
+            "{write}: {appended:?}"
+        );
+    }
+}
+
 /// A snapshot keeps no interval's ticks: a state between an interval's header and its last
 /// outcome is refused by the encoder, so no snapshot can stop a later open at the outcomes
 /// after it.
