@@ -387,6 +387,18 @@ pub enum WriteError {
     /// have left), and writes are halted until reopening.
     #[error(transparent)]
     Storage(#[from] StorageFault),
+    /// redb panicked during this write, as it does on a page damaged while the file is open:
+    /// the write was not acknowledged, though it may have reached the disk if the panic came
+    /// after its commit; writes are halted, and the next open's integrity check decides.
+    #[error("journal {}: redb panicked while {op} ({message}); a page damaged while the file is open? Writes are halted; a restart checks the file", path.display())]
+    Panicked {
+        /// The journal file.
+        path: PathBuf,
+        /// What was being written.
+        op: &'static str,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 impl WriteError {

@@ -548,9 +548,27 @@ impl Journal {
     }
 
     fn lock_uncounted(&self) -> MutexGuard<'_, Writer> {
-        // The writer changes only after a commit returned, in plain assignments: a panic
-        // elsewhere cannot leave it half-updated.
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+        match self.writer.lock() {
+            Ok(writer) => writer,
+            // A panic while the writer was held: an append's commit (redb panics on a page
+            // damaged while the file is open; the other writes catch it themselves,
+            // `contain_panic`). Its caller halts the journal too (the master's core does), but
+            // only once the unwinding let the writer go: whoever takes it first halts it, so
+            // that nothing commits to the file in between. The writer itself changes only
+            // after a commit returned, in plain assignments: it is not half-updated.
+            Err(poisoned) => {
+                let mut writer = poisoned.into_inner();
+                self.writer.clear_poison();
+                if writer.halted.is_none() {
+                    let cause =
+                        "a write panicked while it held the journal (redb on a damaged page?)";
+                    tracing::error!(path = %self.path.display(), cause, "journal writes halted");
+                    writer.halted = Some(cause.to_owned());
+                    self.halted_flag.store(true, std::sync::atomic::Ordering::Release);
+                }
+                writer
+            }
+        }
     }
 
     /// Whether the journal was opened with [`Journal::open_read_only`] (every write refused).
@@ -612,7 +630,10 @@ impl Journal {
     /// a caller does when it can no longer vouch for what it would write, such as a master
     /// whose core failed in the middle of a request. A halt already in place keeps its cause.
     pub fn halt(&self, cause: &str) {
-        let mut writer = self.lock();
+        // Not through `lock`, which would halt a poisoned writer with its own cause first: the
+        // caller's cause (a master's core that failed, with the panic's message) says more.
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.writer.clear_poison();
         if writer.halted.is_none() {
             tracing::error!(path = %self.path.display(), cause, "journal writes halted");
             writer.halted = Some(cause.to_owned());
@@ -1326,10 +1347,10 @@ impl Journal {
                 let cause = format!("redb panicked while {op} (a damaged page?): {message}");
                 tracing::error!(path = %self.path.display(), op, %cause, "journal writes halted");
                 if writer.halted.is_none() {
-                    writer.halted = Some(cause.clone());
+                    writer.halted = Some(cause);
                     self.halted_flag.store(true, std::sync::atomic::Ordering::Release);
                 }
-                Err(self.halted_error(&cause).into())
+                Err(WriteError::Panicked { path: self.path.clone(), op, message }.into())
             }
         }
     }

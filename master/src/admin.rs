@@ -1468,7 +1468,7 @@ mod tests {
             ..sample()
         };
         let err = live.add(&second).unwrap_err();
-        assert!(matches!(err, AdminError::Write(journal::WriteError::Halted { .. })), "{err}");
+        assert!(matches!(err, AdminError::Write(journal::WriteError::Panicked { .. })), "{err}");
         let cause = journal.halted().expect("the journal still takes writes after the damage");
         assert!(cause.contains("redb panicked while storing a meta value"), "{cause}");
         assert!(!live.admits(

@@ -177,6 +177,8 @@ impl Logbook {
     /// [`file_errors`](Self::file_errors); the first failure is reported on stderr.
     pub fn record(&self, mut entry: LogEntry) {
         truncate(&mut entry.message, self.entry_bytes_max);
+        // Kept for the crash dump: without the room a formatted message grows into.
+        entry.message.shrink_to_fit();
         let line = format!("{entry}\n");
         let mut inner = lock(&self.inner);
         if let Some(file) = &mut inner.file
