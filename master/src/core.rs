@@ -214,7 +214,8 @@ pub enum CoreEnd {
 }
 
 /// Runs `f`, turning a panic in it into its message. What `f` captured is not used after a
-/// panic by the only caller ([`Core::run`] stops), hence `AssertUnwindSafe`.
+/// panic by its callers ([`Core::run`] stops, the snapshot thread ends), hence
+/// `AssertUnwindSafe`.
 pub fn contain_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
         payload

@@ -1856,18 +1856,21 @@ async fn latest_tick(shared: &Shared, symbol: Symbol) -> Response {
             warn!(cause = %e, "tick read failed");
             Response::DataFail(Failure::new(Reason::Internal, "prices cannot be read"))
         }
-        Err(e) => price_read_lost(&e),
+        Err(e) => price_read_lost(&e, &shared.journal),
     }
 }
 
 /// The answer to a price query whose blocking read did not return: a panic in it (redb on a
 /// damaged page), or, while the master stops, a read the runtime cancelled before it ran.
-/// Nothing changed; the query fails, and the cause is logged as what it is.
-fn price_read_lost(e: &tokio::task::JoinError) -> Response {
+/// The query fails, and the cause is logged as what it is. After a panic the file is taken
+/// to be damaged: a restart would refuse it, so the journal's writes are halted and no order
+/// is acknowledged into it any more (a restart checks the file).
+fn price_read_lost(e: &tokio::task::JoinError, journal: &Journal) -> Response {
     if e.is_cancelled() {
         info!("price read cancelled: the master is stopping");
     } else {
-        error!(cause = %e, "price read failed: the journal file may be damaged");
+        error!(cause = %e, "price read failed: the journal file may be damaged; its writes are halted");
+        journal.halt(&format!("a price read failed (a damaged page?): {e}"));
     }
     Response::DataFail(unavailable())
 }
@@ -2050,7 +2053,7 @@ async fn price_series(
             warn!(cause = %e, "tick read failed");
             Response::DataFail(Failure::new(Reason::Internal, "prices cannot be read"))
         }
-        Err(e) => price_read_lost(&e),
+        Err(e) => price_read_lost(&e, &shared.journal),
     }
 }
 
@@ -2060,6 +2063,26 @@ mod tests {
     use super::*;
     use engine::{Price, Qty};
     use net::{Bar, Instruction};
+
+    /// A price read that panicked (redb on a damaged page) halts the journal's writes: the file
+    /// is then known to be damaged, and no order may be acknowledged into it. A read the
+    /// runtime cancelled while the master stops does not.
+    #[tokio::test]
+    async fn a_price_read_that_panicked_halts_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) =
+            Journal::open(journal::path_in(dir.path()), JournalConfig::default()).unwrap();
+        let sleeper = tokio::spawn(tokio::time::sleep(Duration::from_secs(3600)));
+        sleeper.abort();
+        let cancelled = sleeper.await.unwrap_err();
+        assert!(cancelled.is_cancelled());
+        assert!(matches!(price_read_lost(&cancelled, &journal), Response::DataFail(_)));
+        assert!(!journal.is_halted(), "a cancelled read halted the journal");
+        let panicked = tokio::task::spawn_blocking(|| panic!("a damaged page")).await.unwrap_err();
+        assert!(matches!(price_read_lost(&panicked, &journal), Response::DataFail(_)));
+        let cause = journal.halted().expect("a panicked read left the journal taking writes");
+        assert!(cause.contains("a price read failed"), "{cause}");
+    }
 
     /// Handshakes' OpenPGP work runs off the async threads, one handshake at a time: a
     /// second waits while the first is under way, and runs once it ends.

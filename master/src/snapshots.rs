@@ -100,18 +100,45 @@ fn run(
         warn!(cause = ?e, "cannot lower the priority of the snapshot thread");
     }
     while let Ok(seq) = requests.recv() {
+        // redb panics on a page damaged while the file is open, in the reads here as in the
+        // writes (which halt the journal themselves): the file is then known to be damaged,
+        // and a restart will refuse it, so no order may be acknowledged into it any more.
+        let made = crate::core::contain_panic(|| make_one(&mut state, &mut at, seq, journal, busy));
+        match made {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(cause) => {
+                busy.store(false, Ordering::Release);
+                error!(%cause, "the snapshot thread failed reading the journal: its writes are halted (a damaged page?); no more snapshots until a restart");
+                journal.halt(&format!("the snapshot thread failed: {cause}"));
+                return;
+            }
+        }
+    }
+}
+
+/// Catches the copy up to record `seq` and stores its snapshot. False when the copy can no
+/// longer follow the journal (no more snapshots from it).
+fn make_one(
+    state: &mut State,
+    at: &mut Seq,
+    seq: Seq,
+    journal: &Journal,
+    busy: &AtomicBool,
+) -> bool {
+    {
         let started = Instant::now();
-        let applied = match catch_up(&mut state, &mut at, seq, journal) {
+        let applied = match catch_up(state, at, seq, journal) {
             Ok(applied) => applied,
             Err(why) => {
                 busy.store(false, Ordering::Release);
                 // The copy no longer follows the journal: no more snapshots from it.
                 error!(cause = %why, "the snapshot thread cannot follow the journal; no more snapshots until a restart (recovery replays more events)");
-                return;
+                return false;
             }
         };
         let stored =
-            journal::encode_snapshot(&state, seq).and_then(|bytes| journal.store_snapshot(bytes));
+            journal::encode_snapshot(state, seq).and_then(|bytes| journal.store_snapshot(bytes));
         busy.store(false, Ordering::Release);
         let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match stored {
@@ -120,6 +147,7 @@ fn run(
             // anything else (a snapshot too large, say) only costs a longer recovery.
             Err(why) => warn!(cause = %why, "snapshot failed; recovery will replay more events"),
         }
+        true
     }
 }
 
@@ -192,6 +220,36 @@ mod tests {
         assert_eq!(stored, vec![head]);
         let (state, _) = journal.load_snapshot(head).unwrap();
         assert_eq!(state.digest(), load.engine.state().digest());
+    }
+
+    /// A snapshot thread that meets a page damaged while the master runs (redb panics on it,
+    /// here in the catching up) halts the journal's writes: the file is known to be damaged,
+    /// and no order may be acknowledged into it any more. The thread ends; nothing panics
+    /// its owner.
+    #[test]
+    fn a_snapshot_thread_that_meets_damage_halts_the_journal() {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = journal::path_in(dir.path());
+        // No page cache in redb, so that the damage is read.
+        let config = journal::JournalConfig { cache_bytes: 0, ..journal::JournalConfig::default() };
+        let (journal, _) = Journal::open(&path, config).unwrap();
+        let journal = Arc::new(journal);
+        let shape = WorkloadShape { accounts: 10, symbols: 2, orders: 50, seed: 6 };
+        let load = workload::build(shape).unwrap();
+        let setup = setup_events(load.engine.state());
+        journal.append_batch(&setup, Timestamp(1)).unwrap();
+        // A copy from genesis: catching up reads every record.
+        let snapshotter = Snapshotter::start(State::new(), Seq(0), Arc::clone(&journal)).unwrap();
+        let length = std::fs::metadata(&path).unwrap().len();
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(SeekFrom::Start(4096)).unwrap();
+        file.write_all(&vec![0; usize::try_from(length).unwrap() - 4096]).unwrap();
+        file.sync_all().unwrap();
+        assert!(snapshotter.request(journal.last_seq()));
+        drop(snapshotter); // waits for the thread
+        let cause = journal.halted().expect("the journal still takes writes after the damage");
+        assert!(cause.contains("snapshot") || cause.contains("panicked"), "{cause}");
     }
 
     /// A copy already past the record asked for is an error, not a snapshot of more than
