@@ -771,6 +771,7 @@ async fn interval_loop(
     ticker.tick().await;
     let mut stopping = false;
     let mut slow_intervals = slow::SlowIntervals::default();
+    let mut failed_intervals = slow::FailedIntervals::default();
     loop {
         if !stopping {
             stopping = tokio::select! {
@@ -836,7 +837,11 @@ async fn interval_loop(
             break;
         }
         match rx.await {
-            Ok(summary) if summary.failed => warn!(?summary.interval, "interval not committed"),
+            Ok(summary) if summary.failed => {
+                if let Some(intervals) = failed_intervals.record(std::time::Instant::now()) {
+                    warn!(?summary.interval, intervals, "intervals not committed since the last such line (the journal refuses writes? see above)");
+                }
+            }
             Ok(summary) => {
                 debug!(
                     ?summary.interval,

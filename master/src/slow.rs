@@ -6,7 +6,8 @@
 //! The interval loop tells [`SlowIntervals`] how long each interval took; it says when to log.
 //! The first slow interval is logged at once, the next ones are counted and logged together
 //! at most once per [`SLOW_LOG_EVERY`], so that a slow disk gives a line every few seconds,
-//! not one per interval.
+//! not one per interval. [`FailedIntervals`] does the same for intervals that were not
+//! committed.
 
 use std::time::{Duration, Instant};
 
@@ -88,9 +89,48 @@ pub fn log(report: &SlowReport) {
     );
 }
 
+/// Counts intervals that were not committed (a journal that refuses writes fails every one of
+/// them until a restart) and decides when to log them: the first at once, the next ones
+/// together at most once per [`SLOW_LOG_EVERY`], so that a halted journal gives a line every
+/// few seconds, not one per interval.
+#[derive(Debug, Default)]
+pub struct FailedIntervals {
+    pending: u64,
+    last_logged: Option<Instant>,
+}
+
+impl FailedIntervals {
+    /// Records one failed interval at `now`; returns how many failed intervals to log, if a
+    /// line is due.
+    pub fn record(&mut self, now: Instant) -> Option<u64> {
+        self.pending = self.pending.saturating_add(1);
+        let due =
+            self.last_logged.is_none_or(|at| now.saturating_duration_since(at) >= SLOW_LOG_EVERY);
+        if !due {
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.pending))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_intervals_are_logged_at_once_then_at_most_every_ten_seconds() {
+        let mut failed = FailedIntervals::default();
+        let start = Instant::now();
+        assert_eq!(failed.record(start), Some(1));
+        // 199 more within the window (one every 50 ms): counted, not logged.
+        for i in 1..200u64 {
+            assert_eq!(failed.record(start + Duration::from_millis(i * 50)), None);
+        }
+        // The next one after the window reports them with itself.
+        assert_eq!(failed.record(start + SLOW_LOG_EVERY), Some(200));
+        assert_eq!(failed.record(start + SLOW_LOG_EVERY + Duration::from_secs(1)), None);
+    }
 
     fn work(settle_ms: u64, commit_ms: u64) -> IntervalWork {
         IntervalWork {
