@@ -375,8 +375,9 @@ pub enum WriteError {
         /// The limit.
         max: usize,
     },
-    /// An earlier storage fault stopped all writes until the journal is reopened.
-    #[error("journal {}: writes are halted after an earlier storage fault ({cause}); reopen the journal", path.display())]
+    /// An earlier failure (a storage fault, a panic while writing or reading, a caller's
+    /// halt) stopped all writes until the journal is reopened.
+    #[error("journal {}: writes are halted after an earlier failure ({cause}); a restart reopens the journal and checks it", path.display())]
     Halted {
         /// The journal file.
         path: PathBuf,

@@ -632,7 +632,11 @@ impl Journal {
     pub fn halt(&self, cause: &str) {
         // Not through `lock`, which would halt a poisoned writer with its own cause first: the
         // caller's cause (a master's core that failed, with the panic's message) says more.
+        // Counted as waiting, like `lock`, so that a snapshot's parts let it go first.
+        use std::sync::atomic::Ordering;
+        self.writes_waiting.fetch_add(1, Ordering::AcqRel);
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.writes_waiting.fetch_sub(1, Ordering::AcqRel);
         self.writer.clear_poison();
         if writer.halted.is_none() {
             tracing::error!(path = %self.path.display(), cause, "journal writes halted");
@@ -1324,10 +1328,10 @@ impl Journal {
     }
 
     /// Runs one transaction (`run`) with the writer held, turning a panic in it into a halt:
-    /// the write fails as halted, with the panic's message, and every later write is refused,
-    /// as after a storage fault. redb panics on a page damaged while the file is open
-    /// (docs/RELIABILITY.md); caught here, before the writer is let go, no other writer can
-    /// commit to the file between the panic and the halt. The interval's commit
+    /// the write fails as `WriteError::Panicked`, with the panic's message, and every later
+    /// write is refused, as after a storage fault. redb panics on a page damaged while the
+    /// file is open (docs/RELIABILITY.md); caught here, before the writer is let go, no other
+    /// writer can commit to the file between the panic and the halt. The interval's commit
     /// (`commit_batch`) is not run through this: the master's core catches a panic there and
     /// stops the master.
     fn contain_panic<T, E: From<WriteError>>(

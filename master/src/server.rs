@@ -843,6 +843,9 @@ async fn interval_loop(
                 }
             }
             Ok(summary) => {
+                if let Some(intervals) = failed_intervals.committed(std::time::Instant::now()) {
+                    warn!(intervals, "intervals not committed before this one, which was");
+                }
                 debug!(
                     ?summary.interval,
                     summary.filled,

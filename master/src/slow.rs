@@ -112,6 +112,16 @@ impl FailedIntervals {
         self.last_logged = Some(now);
         Some(std::mem::take(&mut self.pending))
     }
+
+    /// An interval was committed at `now`: returns the failed intervals not logged yet, so that
+    /// the last of a run of failures is logged too.
+    pub fn committed(&mut self, now: Instant) -> Option<u64> {
+        if self.pending == 0 {
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.pending))
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +140,10 @@ mod tests {
         // The next one after the window reports them with itself.
         assert_eq!(failed.record(start + SLOW_LOG_EVERY), Some(200));
         assert_eq!(failed.record(start + SLOW_LOG_EVERY + Duration::from_secs(1)), None);
+        // A committed interval reports the failures still pending, once.
+        let later = start + SLOW_LOG_EVERY + Duration::from_secs(2);
+        assert_eq!(failed.committed(later), Some(1));
+        assert_eq!(failed.committed(later), None);
     }
 
     fn work(settle_ms: u64, commit_ms: u64) -> IntervalWork {
