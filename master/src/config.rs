@@ -40,6 +40,18 @@ fn api_key_problem(key: &str) -> Option<&'static str> {
     }
 }
 
+/// What is wrong with a data directory's path, if anything: empty, or only white space (a
+/// template's empty value, say), which would make a directory named by spaces.
+fn data_dir_problem(dir: &Path) -> Option<&'static str> {
+    if dir.as_os_str().is_empty() {
+        Some("is empty")
+    } else if dir.to_str().is_some_and(|text| text.trim().is_empty()) {
+        Some("is only white space")
+    } else {
+        None
+    }
+}
+
 /// Largest configuration file read, in bytes.
 pub const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// Largest argon2 memory cost accepted, in KiB (1 GiB), in the config and in stored hashes.
@@ -67,6 +79,22 @@ pub const LOG_MEMORY_ENTRIES_MAX: u32 = 10_000_000;
 /// it; its time, level and place add a few dozen bytes): a crash dump's memory must not be
 /// what kills the process.
 pub const LOG_MEMORY_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// Room a log line takes besides its message (time, level, place, target), at most.
+const LOG_LINE_OVERHEAD_BYTES: u64 = 1024;
+
+/// What is wrong with `log.file_bytes_max` beside `log.entry_bytes_max`, if anything: a file
+/// smaller than one whole line would be rotated at every line, keeping two lines in all. The
+/// master's and the worker's `[log]` share it.
+pub fn log_file_problem(file_bytes_max: u64, entry_bytes_max: u32) -> Option<String> {
+    let line = u64::from(entry_bytes_max) + LOG_LINE_OVERHEAD_BYTES;
+    (file_bytes_max < line).then(|| {
+        format!(
+            "must be at least log.entry_bytes_max + {LOG_LINE_OVERHEAD_BYTES} ({line}): room \
+             for one whole line"
+        )
+    })
+}
 
 /// What is wrong with the in-memory log's bound (`log.memory_entries_max` ×
 /// `log.entry_bytes_max`), if anything; the master's and the worker's `[log]` share it.
@@ -817,6 +845,10 @@ impl MasterConfig {
             })?;
         }
         if let Some(text) = env(ENV_DATA_DIR) {
+            // Named here: the file's `data_dir` is not what is wrong.
+            if let Some(problem) = data_dir_problem(Path::new(&text)) {
+                return Err(env_error(ENV_DATA_DIR, problem.to_owned()));
+            }
             self.data_dir = PathBuf::from(text);
         }
         if let Some(text) = env(ENV_UPDATE_INTERVAL) {
@@ -847,8 +879,8 @@ impl MasterConfig {
         if self.initial_cash.is_zero() {
             return Err(invalid("initial_cash", "must be more than zero"));
         }
-        if self.data_dir.as_os_str().is_empty() {
-            return Err(invalid("data_dir", "is empty"));
+        if let Some(problem) = data_dir_problem(&self.data_dir) {
+            return Err(invalid("data_dir", problem));
         }
         let mut seen = BTreeSet::new();
         if let Some(dup) = self.assets.iter().find(|s| !seen.insert(**s)) {
@@ -913,8 +945,8 @@ impl MasterConfig {
     /// The checks `pt-master worker ...` needs: `data_dir` and the `[[workers]]` entries, not
     /// the settings only the server uses (a price source's API key, say).
     pub fn validate_for_admin(&self) -> Result<(), ConfigError> {
-        if self.data_dir.as_os_str().is_empty() {
-            return Err(invalid("data_dir", "is empty"));
+        if let Some(problem) = data_dir_problem(&self.data_dir) {
+            return Err(invalid("data_dir", problem));
         }
         self.validate_workers()
     }
@@ -1201,6 +1233,9 @@ impl LogConfig {
         if let Some(problem) = log_memory_problem(self.memory_entries_max, self.entry_bytes_max) {
             return Err(invalid("log.memory_entries_max", problem));
         }
+        if let Some(problem) = log_file_problem(self.file_bytes_max, self.entry_bytes_max) {
+            return Err(invalid("log.file_bytes_max", problem));
+        }
         Ok(())
     }
 }
@@ -1381,6 +1416,8 @@ mod tests {
             ),
             // 1 GiB at the default 4096 bytes an entry is 262,144 entries.
             ("[log]\nmemory_entries_max = 262145", "log.memory_entries_max"),
+            // Not one line of the default 4096 bytes.
+            ("[log]\nfile_bytes_max = 5000", "log.file_bytes_max"),
             ("[limits]\nworker_connections_max = 0", "limits.worker_connections_max"),
             ("[limits]\nworker_connections_max = 65537", "limits.worker_connections_max"),
             ("[limits]\norders_per_interval_max = 1000000", "limits.orders_per_interval_max"),
@@ -1472,6 +1509,15 @@ mod tests {
         let bad = |name: &str| (name == ENV_UPDATE_INTERVAL).then(|| "fast".to_owned());
         let err = MasterConfig::load_with_env(None, bad).unwrap_err();
         assert!(matches!(&err, ConfigError::Env { var, .. } if var == ENV_UPDATE_INTERVAL));
+
+        // A data directory of spaces (a template's empty value) is refused, not made; from the
+        // variable, the variable is named.
+        let blank = |name: &str| (name == ENV_DATA_DIR).then(|| "  ".to_owned());
+        let err = MasterConfig::load_with_env(None, blank).unwrap_err();
+        assert!(matches!(&err, ConfigError::Env { var, .. } if var == ENV_DATA_DIR), "{err}");
+        let err = parse("data_dir = \" \"").unwrap_err();
+        assert!(err.to_string().contains("white space"), "{err}");
+        assert_eq!(key_of(err), "data_dir");
     }
 
     #[test]

@@ -563,6 +563,11 @@ impl LogConfig {
         {
             return Err(invalid("log.memory_entries_max", problem));
         }
+        if let Some(problem) =
+            master::config::log_file_problem(self.file_bytes_max, self.entry_bytes_max)
+        {
+            return Err(invalid("log.file_bytes_max", problem));
+        }
         Ok(())
     }
 }
@@ -696,6 +701,7 @@ mod tests {
                 "[log]\nmemory_entries_max = 10000000\nentry_bytes_max = 1048576",
                 "log.memory_entries_max",
             ),
+            ("[log]\nfile_bytes_max = 5000", "log.file_bytes_max"),
             ("[log]\nfile = \"\"", "log.file"),
         ];
         for (text, key) in invalid {
