@@ -360,3 +360,22 @@ pub fn flip_batch_in_file(
     std::fs::write(path, &file)?;
     Ok(())
 }
+
+/// The size of redb's header page, which [`zero_all_but_redb_header`] leaves alone.
+const REDB_HEADER_BYTES: u64 = 4096;
+
+/// Zeroes every byte of the file at `path` after redb's header page, and syncs it: damage
+/// done while a journal has the file open. Unlike the helpers above, it writes the bytes
+/// directly, not through redb, and the file may be open; with the journal's page cache off
+/// (`cache_bytes: 0`) redb reads the damage at its next access and panics on it
+/// (docs/RELIABILITY.md). Returns how many bytes it zeroed.
+pub fn zero_all_but_redb_header(path: &Path) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    let zeroed = std::fs::metadata(path)?.len().saturating_sub(REDB_HEADER_BYTES);
+    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.seek(SeekFrom::Start(REDB_HEADER_BYTES))?;
+    let zeros = vec![0; usize::try_from(zeroed).map_err(std::io::Error::other)?];
+    file.write_all(&zeros)?;
+    file.sync_all()?;
+    Ok(zeroed)
+}

@@ -1190,16 +1190,11 @@ fn a_file_damaged_while_open_is_closed_without_a_panic() {
     // Every page but redb's header zeroed under an open journal whose page cache is off: the
     // next append makes redb panic (a caller such as the master's core contains that), and
     // closing the file, where redb commits again, must not panic in the journal's drop.
-    use std::io::{Seek, SeekFrom, Write};
     let (_dir, path) = new_journal();
     let uncached = JournalConfig { cache_bytes: 0, ..config() };
     let (journal, _) = Journal::open(&path, uncached).unwrap();
     let state = fill(&journal, 3, 10);
-    let length = std::fs::metadata(&path).unwrap().len();
-    let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    file.seek(SeekFrom::Start(4096)).unwrap();
-    file.write_all(&vec![0; usize::try_from(length).unwrap() - 4096]).unwrap();
-    file.sync_all().unwrap();
+    journal::test_util::zero_all_but_redb_header(&path).unwrap();
     let mut history = History::new(state, 4, Shape::default());
     let events = std::iter::repeat_with(|| history.next_batch()).find(|b| !b.is_empty()).unwrap();
     let appended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -1224,17 +1219,12 @@ fn a_file_damaged_while_open_is_closed_without_a_panic() {
 /// way; the reads before them, like every read, panic their caller.)
 #[test]
 fn a_meta_or_session_write_that_meets_damage_halts_the_journal() {
-    use std::io::{Seek, SeekFrom, Write};
     for write in ["session", "meta"] {
         let (_dir, path) = new_journal();
         let uncached = JournalConfig { cache_bytes: 0, ..config() };
         let (journal, _) = Journal::open(&path, uncached).unwrap();
         let state = fill(&journal, 3, 10);
-        let length = std::fs::metadata(&path).unwrap().len();
-        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        file.seek(SeekFrom::Start(4096)).unwrap();
-        file.write_all(&vec![0; usize::try_from(length).unwrap() - 4096]).unwrap();
-        file.sync_all().unwrap();
+        journal::test_util::zero_all_but_redb_header(&path).unwrap();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match write {
             "session" => journal.put_session([7; 32], b"session").map_err(|e| e.to_string()),
             _ => journal.put_meta("key", b"value").map_err(|e| e.to_string()),

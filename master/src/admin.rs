@@ -1445,7 +1445,6 @@ mod tests {
     /// interval commits to the file after it.
     #[test]
     fn an_edit_that_meets_a_damaged_journal_halts_its_writes() {
-        use std::io::{Seek, SeekFrom, Write};
         let dir = tempfile::tempdir().unwrap();
         let path = journal::path_in(dir.path());
         // No page cache in redb, so that the damage is read.
@@ -1455,11 +1454,7 @@ mod tests {
         let first = StoredWorker { cert: armored_worker_cert(), ..sample() };
         live.add(&first).unwrap();
 
-        let length = std::fs::metadata(&path).unwrap().len();
-        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        file.seek(SeekFrom::Start(4096)).unwrap();
-        file.write_all(&vec![0; usize::try_from(length).unwrap() - 4096]).unwrap();
-        file.sync_all().unwrap();
+        journal::test_util::zero_all_but_redb_header(&path).unwrap();
 
         let second = StoredWorker {
             uuid: Uuid::from_u128(2),

@@ -230,7 +230,6 @@ mod tests {
     /// its owner.
     #[test]
     fn a_snapshot_thread_that_meets_damage_halts_the_journal() {
-        use std::io::{Seek, SeekFrom, Write};
         let dir = tempfile::tempdir().unwrap();
         let path = journal::path_in(dir.path());
         // No page cache in redb, so that the damage is read.
@@ -243,11 +242,7 @@ mod tests {
         journal.append_batch(&setup, Timestamp(1)).unwrap();
         // A copy from genesis: catching up reads every record.
         let snapshotter = Snapshotter::start(State::new(), Seq(0), Arc::clone(&journal)).unwrap();
-        let length = std::fs::metadata(&path).unwrap().len();
-        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        file.seek(SeekFrom::Start(4096)).unwrap();
-        file.write_all(&vec![0; usize::try_from(length).unwrap() - 4096]).unwrap();
-        file.sync_all().unwrap();
+        journal::test_util::zero_all_but_redb_header(&path).unwrap();
         assert!(snapshotter.request(journal.last_seq()));
         drop(snapshotter); // waits for the thread
         let cause = journal.halted().expect("the journal still takes writes after the damage");

@@ -559,7 +559,6 @@ fn a_panic_is_contained_with_its_message() {
 #[test]
 fn a_journal_damaged_under_the_core_stops_it_without_acknowledging() {
     use master::core::CoreEnd;
-    use std::io::{Seek, SeekFrom, Write};
     let dir = tempfile::tempdir().unwrap();
     let path = journal::path_in(dir.path());
     // No page cache in redb, so that the damage is read.
@@ -572,11 +571,7 @@ fn a_journal_damaged_under_the_core_stops_it_without_acknowledging() {
     settle(&mut core, "100");
     let mut buy = order(&mut core, &session, Side::Buy, "2", 2);
 
-    let length = std::fs::metadata(&path).unwrap().len();
-    let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    file.seek(SeekFrom::Start(4096)).unwrap();
-    file.write_all(&vec![0; usize::try_from(length).unwrap() - 4096]).unwrap();
-    file.sync_all().unwrap();
+    journal::test_util::zero_all_but_redb_header(&path).unwrap();
 
     let (requests, received) = tokio::sync::mpsc::channel(8);
     let (ended, core_ended) = std::sync::mpsc::channel();

@@ -289,7 +289,6 @@ async fn a_full_disk_refuses_writes_clearly_and_loses_nothing_acknowledged() {
 /// restart refuses the file and names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_damaged_while_the_master_runs_stops_it_with_an_error() {
-    use std::io::{Seek, SeekFrom, Write};
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("master");
     let mut config =
@@ -301,12 +300,8 @@ async fn a_journal_damaged_while_the_master_runs_stops_it_with_an_error() {
     assert!(matches!(client.send(Request::GetWorkers).await, Response::Data(_)));
 
     let path = journal::path_in(&dir);
-    let length = std::fs::metadata(&path).unwrap().len();
-    assert!(length > 4096, "a started journal is more than redb's header: {length} bytes");
-    let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    file.seek(SeekFrom::Start(4096)).unwrap();
-    file.write_all(&vec![0; usize::try_from(length).unwrap() - 4096]).unwrap();
-    file.sync_all().unwrap();
+    let zeroed = journal::test_util::zero_all_but_redb_header(&path).unwrap();
+    assert!(zeroed > 0, "a started journal is more than redb's header: {zeroed} bytes after it");
 
     let ended = master.ended_within(Duration::from_secs(30)).await;
     let stopped = ended.expect("the master stops by itself").expect_err("with an error");
