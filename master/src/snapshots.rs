@@ -128,29 +128,27 @@ fn make_one(
     journal: &Journal,
     busy: &AtomicBool,
 ) -> bool {
-    {
-        let started = Instant::now();
-        let applied = match catch_up(state, at, seq, journal) {
-            Ok(applied) => applied,
-            Err(why) => {
-                busy.store(false, Ordering::Release);
-                // The copy no longer follows the journal: no more snapshots from it.
-                error!(cause = %why, "the snapshot thread cannot follow the journal; no more snapshots until a restart (recovery replays more events)");
-                return false;
-            }
-        };
-        let stored =
-            journal::encode_snapshot(state, seq).and_then(|bytes| journal.store_snapshot(bytes));
-        busy.store(false, Ordering::Release);
-        let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        match stored {
-            Ok(seq) => info!(seq = seq.0, applied, took_ms, "snapshot written"),
-            // A storage fault also halts the journal's writes (the core then refuses orders);
-            // anything else (a snapshot too large, say) only costs a longer recovery.
-            Err(why) => warn!(cause = %why, "snapshot failed; recovery will replay more events"),
+    let started = Instant::now();
+    let applied = match catch_up(state, at, seq, journal) {
+        Ok(applied) => applied,
+        Err(why) => {
+            busy.store(false, Ordering::Release);
+            // The copy no longer follows the journal: no more snapshots from it.
+            error!(cause = %why, "the snapshot thread cannot follow the journal; no more snapshots until a restart (recovery replays more events)");
+            return false;
         }
-        true
+    };
+    let stored =
+        journal::encode_snapshot(state, seq).and_then(|bytes| journal.store_snapshot(bytes));
+    busy.store(false, Ordering::Release);
+    let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match stored {
+        Ok(seq) => info!(seq = seq.0, applied, took_ms, "snapshot written"),
+        // A storage fault also halts the journal's writes (the core then refuses orders);
+        // anything else (a snapshot too large, say) only costs a longer recovery.
+        Err(why) => warn!(cause = %why, "snapshot failed; recovery will replay more events"),
     }
+    true
 }
 
 /// Applies the journal's records after `at` up to `seq` to `state`; returns how many.
