@@ -559,12 +559,9 @@ impl Journal {
             Err(poisoned) => {
                 let mut writer = poisoned.into_inner();
                 self.writer.clear_poison();
-                if writer.halted.is_none() {
-                    let cause =
-                        "a write panicked while it held the journal (redb on a damaged page?)";
+                let cause = "a write panicked while it held the journal (redb on a damaged page?)";
+                if self.set_halted(&mut writer, cause.to_owned()) {
                     tracing::error!(path = %self.path.display(), cause, "journal writes halted");
-                    writer.halted = Some(cause.to_owned());
-                    self.halted_flag.store(true, std::sync::atomic::Ordering::Release);
                 }
                 writer
             }
@@ -638,11 +635,21 @@ impl Journal {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         self.writes_waiting.fetch_sub(1, Ordering::AcqRel);
         self.writer.clear_poison();
-        if writer.halted.is_none() {
+        if self.set_halted(&mut writer, cause.to_owned()) {
             tracing::error!(path = %self.path.display(), cause, "journal writes halted");
-            writer.halted = Some(cause.to_owned());
-            self.halted_flag.store(true, std::sync::atomic::Ordering::Release);
         }
+    }
+
+    /// Halts writes for `cause`, unless they are halted already (the first cause is kept);
+    /// returns whether this call halted them. Every halt of an open journal goes through here
+    /// (the open sets the halts it finds itself, with the flag after them).
+    fn set_halted(&self, writer: &mut Writer, cause: String) -> bool {
+        if writer.halted.is_some() {
+            return false;
+        }
+        writer.halted = Some(cause);
+        self.halted_flag.store(true, std::sync::atomic::Ordering::Release);
+        true
     }
 
     fn halted_error(&self, cause: &str) -> WriteError {
@@ -675,10 +682,7 @@ impl Journal {
     ) -> WriteError {
         let fault = StorageFault::new(&self.path, op, err);
         tracing::error!(path = %self.path.display(), op, cause = %fault.detail, "journal storage fault; writes halted");
-        if writer.halted.is_none() {
-            writer.halted = Some(fault.to_string());
-            self.halted_flag.store(true, std::sync::atomic::Ordering::Release);
-        }
+        self.set_halted(writer, fault.to_string());
         WriteError::Storage(fault)
     }
 
@@ -1350,10 +1354,7 @@ impl Journal {
                     .unwrap_or_else(|| "a panic without a message".to_owned());
                 let cause = format!("redb panicked while {op} (a damaged page?): {message}");
                 tracing::error!(path = %self.path.display(), op, %cause, "journal writes halted");
-                if writer.halted.is_none() {
-                    writer.halted = Some(cause);
-                    self.halted_flag.store(true, std::sync::atomic::Ordering::Release);
-                }
+                self.set_halted(writer, cause);
                 Err(WriteError::Panicked { path: self.path.clone(), op, message }.into())
             }
         }
