@@ -29,6 +29,7 @@ use crate::read::Records;
 use crate::record::{GENESIS_LINK, Seq};
 use crate::replay::{self, Recovered};
 use crate::snapshot::{self, SNAPSHOT_HEADER_BYTES, SnapshotBytes, SnapshotInfo};
+use crate::zero_ahead::ZeroAheadBackend;
 
 /// The journal file's name inside the master's data directory.
 pub const FILE_NAME: &str = "papertrader.redb";
@@ -329,7 +330,12 @@ impl Journal {
         });
         let read_only = matches!(storage, Storage::View(_));
         let opened = match storage {
-            Storage::File => builder.create(&path),
+            Storage::File => {
+                let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(
+                    |e| StorageFault::new(&path, "opening the file", redb::Error::Io(e)),
+                )?;
+                ZeroAheadBackend::new(file).and_then(|file| builder.create_with_backend(file))
+            }
             Storage::View(view) => builder.create_with_backend(view),
         };
         let db = match opened {

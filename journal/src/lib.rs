@@ -42,6 +42,7 @@ mod replay;
 pub mod snapshot;
 #[cfg(feature = "test-util")]
 pub mod test_util;
+mod zero_ahead;
 
 pub use audit::{AuditConfig, AuditProblem, AuditReport, ProblemKind, audit};
 pub use config::{JournalConfig, UnverifiedLastCommit, VerifyOnOpen};
