@@ -436,15 +436,19 @@ impl Journal {
         }
         // Owner-only from the start, whatever the directory's mode or the umask: the journal
         // holds every account's password hash and email.
-        {
+        let file = {
             let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
+            options.read(true).write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            options.open(&partial).map_err(|e| fault("creating the file")(redb::Error::Io(e)))?;
-        }
+            options.open(&partial).map_err(|e| fault("creating the file")(redb::Error::Io(e)))?
+        };
         {
-            let db = match Database::create(&partial) {
+            // Through the same backend as every later open, so that the new file's space is
+            // written with zeros as redb first writes into it (`zero_ahead`).
+            let created = ZeroAheadBackend::new(file)
+                .and_then(|file| Database::builder().create_with_backend(file));
+            let db = match created {
                 Ok(db) => db,
                 Err(DatabaseError::DatabaseAlreadyOpen) => {
                     return Err(OpenError::Busy { path: path.to_owned() });
