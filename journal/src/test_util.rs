@@ -379,3 +379,27 @@ pub fn zero_all_but_redb_header(path: &Path) -> std::io::Result<u64> {
     file.sync_all()?;
     Ok(zeroed)
 }
+
+/// Bytes of the file at `path` that the file system has allocated, where it counts them one
+/// block per block written, zeros too (ext4, XFS); `None` elsewhere, where the tests of the
+/// zeros written ahead of redb (`zero_ahead`) skip what they measure: a compressing file
+/// system stores zeros as holes, a tmpfs with huge pages allocates 2 MiB at a write.
+pub fn allocated_bytes(path: &Path) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        const EXT4: u64 = 0xEF53;
+        const XFS: u64 = 0x5846_5342;
+        let kind = rustix::fs::statfs(path).ok()?.f_type;
+        let counted = u64::try_from(kind).is_ok_and(|kind| kind == EXT4 || kind == XFS);
+        if !counted {
+            return None;
+        }
+        let meta = std::fs::metadata(path).ok()?;
+        Some(std::os::unix::fs::MetadataExt::blocks(&meta) * 512)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        None
+    }
+}
