@@ -777,12 +777,17 @@ impl Journal {
         const OP: &str = "appending a batch";
         writer.batch_ticks.clear();
         let txn = self.begin_write(writer, OP)?;
+        // One table open at a time: redb poisons the transaction's table lock when it panics
+        // inside `open_table` (a damaged page), and a `Table` still open then panics again
+        // in its drop, which aborts the process instead of unwinding to the master's catch.
         {
             let mut table = txn.open_table(EVENTS).map_err(|e| self.fault(writer, OP, e))?;
             let old = table.insert(first_seq.0, records).map_err(|e| self.fault(writer, OP, e))?;
             if old.is_some() {
                 return Err(AppendError::SeqTaken { path: self.path.clone(), seq: first_seq });
             }
+        }
+        {
             let mut ticks = txn.open_table(TICKS).map_err(|e| self.fault(writer, OP, e))?;
             // The symbols whose row this batch has written, tracked from its second interval
             // on: a tick set holds each symbol once, so a batch of one interval (the master's)
@@ -824,13 +829,15 @@ impl Journal {
                     }
                 }
             }
+        }
+        {
             let mut info = txn.open_table(INFO).map_err(|e| self.fault(writer, OP, e))?;
             info.insert(INFO_HEAD, last_seq.0).map_err(|e| self.fault(writer, OP, e))?;
-            if !meta.is_empty() {
-                let mut table = txn.open_table(META).map_err(|e| self.fault(writer, OP, e))?;
-                for (key, value) in meta {
-                    table.insert(*key, *value).map_err(|e| self.fault(writer, OP, e))?;
-                }
+        }
+        if !meta.is_empty() {
+            let mut table = txn.open_table(META).map_err(|e| self.fault(writer, OP, e))?;
+            for (key, value) in meta {
+                table.insert(*key, *value).map_err(|e| self.fault(writer, OP, e))?;
             }
         }
         txn.commit().map_err(|e| self.fault(writer, OP, e))?;
@@ -923,22 +930,27 @@ impl Journal {
             let txn = self.begin_write(writer, OP)?;
             // The newest snapshot left once this one is published: the schedule counts from it.
             let mut newest = seq;
+            // One table open at a time (see `commit_batch`): what the snapshot rows change in
+            // the list of unowned parts is noted, then applied in the same order.
             let published = (|| -> Result<(), redb::Error> {
-                let mut parts = txn.open_table(SNAPSHOT_PARTS)?;
-                // Parts beyond the last one written (left by a longer snapshot at this key).
-                let mut stale = written;
-                while parts.remove((seq.0, stale))?.is_some() {
-                    stale = stale.saturating_add(1);
+                {
+                    let mut parts = txn.open_table(SNAPSHOT_PARTS)?;
+                    // Parts beyond the last one written (left by a longer snapshot at this key).
+                    let mut stale = written;
+                    while parts.remove((seq.0, stale))?.is_some() {
+                        stale = stale.saturating_add(1);
+                    }
                 }
+                // (key, whether its parts become unowned or owned), in order.
+                let mut unowned_changes: Vec<(u64, bool)> = Vec::new();
                 let mut table = txn.open_table(SNAPSHOTS)?;
-                let mut unowned = txn.open_table(UNOWNED_PARTS)?;
                 for old in remove {
                     if table.remove(old.0)?.is_some() {
-                        unowned.insert(old.0, ())?;
+                        unowned_changes.push((old.0, true));
                     }
                 }
                 table.insert(seq.0, header)?;
-                unowned.remove(seq.0)?;
+                unowned_changes.push((seq.0, false));
                 let mut keys = Vec::new();
                 for entry in table.iter()? {
                     keys.push(entry?.0.value());
@@ -952,9 +964,18 @@ impl Journal {
                 let oldest = valid.iter().filter(|k| **k != seq.0).take(excess);
                 for key in past_end.iter().chain(oldest) {
                     table.remove(*key)?;
-                    unowned.insert(*key, ())?;
+                    unowned_changes.push((*key, true));
                 }
                 newest = table.last()?.map_or(seq, |(k, _)| Seq(k.value()));
+                drop(table);
+                let mut unowned = txn.open_table(UNOWNED_PARTS)?;
+                for (key, now_unowned) in unowned_changes {
+                    if now_unowned {
+                        unowned.insert(key, ())?;
+                    } else {
+                        unowned.remove(key)?;
+                    }
+                }
                 Ok(())
             })();
             published.map_err(|e| self.fault(writer, OP, e))?;
@@ -1000,6 +1021,7 @@ impl Journal {
                 let removed = self.contain_panic(&mut guard, OP, |writer| {
                     let txn = self.begin_write(writer, OP)?;
                     // The first part left, or, when none is, the key off the list.
+                    // One table open at a time (see `commit_batch`).
                     let removed = (|| -> Result<bool, redb::Error> {
                         let mut parts = txn.open_table(SNAPSHOT_PARTS)?;
                         let first = parts
@@ -1013,6 +1035,7 @@ impl Journal {
                                 Ok(true)
                             }
                             None => {
+                                drop(parts);
                                 txn.open_table(UNOWNED_PARTS)?.remove(key)?;
                                 Ok(false)
                             }
