@@ -5,11 +5,11 @@
 //! allocated under it. The first write into a hole makes the next `fdatasync` allocate blocks
 //! and commit the file system's own journal as well as write the data: on ext4 about a
 //! quarter of a 1,000-event commit. The journal writes each batch into new space, so every
-//! commit paid it. This backend remembers the holes its own `set_len` made, and when redb
-//! first writes into one, writes zeros over the rest of the hole inside the aligned chunk
-//! ([`ZERO_CHUNK_BYTES`]) around the write, in the same commit. redb's next writes in that
-//! chunk overwrite blocks that exist, and one allocation serves a chunk's worth of commits,
-//! whatever order redb's allocator hands the chunk's pages out in.
+//! commit paid it. This backend knows the file's holes, and when redb first writes into an
+//! aligned chunk ([`ZERO_CHUNK_BYTES`]) that still has some, writes zeros over them (not where
+//! the write goes), in the same commit. redb's next writes in that chunk overwrite blocks
+//! that exist, and one allocation serves a chunk's worth of commits, whatever order redb's
+//! allocator hands the chunk's pages out in.
 //!
 //! The holes known are those this backend's `set_len` made (bytes past the file's length
 //! when redb grew it, which read as zeros, `StorageBackend::set_len` says so) and, on Linux,
@@ -19,10 +19,11 @@
 //! since, and they never grow the file. Every write redb asks for goes to the file unchanged,
 //! and `sync_data` makes the zeros durable with redb's own bytes.
 //!
-//! This relies on redb being the file's one writer, which its default
-//! `ConcurrencyMode::ExclusiveWriter` (kept by the journal) enforces with a lock taken before
-//! redb grows or writes the file; with another process writing (`MultiWriter`), a hole known
-//! here could hold that process's bytes.
+//! It also relies on redb writing only inside the length it set, never past the end while it
+//! grows or shrinks the file (redb orders its writes and resizes so). And on redb being the
+//! file's one writer, which its default `ConcurrencyMode::ExclusiveWriter` (kept by the
+//! journal) enforces with a lock taken before redb grows or writes the file; with another
+//! process writing (`MultiWriter`), a hole known here could hold that process's bytes.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -33,8 +34,9 @@ use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 
 /// The zeros go over the holes of the aligned chunk of this size around redb's first write
-/// into it. 1 MiB costs the commit that writes it about a millisecond, and serves sixteen
-/// 1,000-event commits (measured in docs/PERFORMANCE.md).
+/// into it: one more megabyte for that commit's `fdatasync`, which then serves the 64 KiB
+/// batches of sixteen 1,000-event commits (docs/PERFORMANCE.md, "Twenty-second session",
+/// has the chunk sizes tried).
 const ZERO_CHUNK_BYTES: u64 = 1 << 20;
 /// A write of redb's this long gets no zeros around it: one allocation is already spread over
 /// its size, and zeroing around such writes doubled the bytes written by 10,000-event commits
@@ -449,6 +451,7 @@ mod tests {
         }
     }
 
+    /// `Holes::take` cuts ranges at both ends and keeps what lies outside.
     #[test]
     fn holes_are_taken_in_parts_and_the_rest_kept() {
         let mut holes = Holes::default();
