@@ -139,9 +139,11 @@ impl ZeroAheadBackend {
     /// then holds nothing anyone wrote, and nothing is written into it but through here.
     fn known_holes<'a>(&self, state: &'a mut State) -> &'a mut Holes {
         if let Some(file) = state.unexamined.take() {
-            match self.file.len() {
-                Ok(len) => find_holes(&file, len, &mut state.holes),
-                Err(e) => tracing::debug!(error = %e, "journal file's holes not looked for"),
+            // On an error the holes found before it are kept; the others get no zeros, which
+            // costs speed only.
+            let found = self.file.len().and_then(|len| find_holes(&file, len, &mut state.holes));
+            if let Err(e) = found {
+                tracing::debug!(error = %e, "journal file's holes not all looked for");
             }
         }
         &mut state.holes
@@ -160,43 +162,38 @@ impl ZeroAheadBackend {
 }
 
 /// Adds the holes of `file` below `len` to `holes` (`SEEK_HOLE`, `SEEK_DATA`), up to
-/// [`HOLES_FOUND_MAX`]. A file system that cannot say (an error) gives none: its holes get no
-/// zeros, which costs speed only.
+/// [`HOLES_FOUND_MAX`]; stops at the first error (a file system that cannot say).
 #[cfg(target_os = "linux")]
-fn find_holes(file: &File, len: u64, holes: &mut Holes) {
+fn find_holes(file: &File, len: u64, holes: &mut Holes) -> std::io::Result<()> {
     use rustix::fs::{SeekFrom, seek};
     let mut at = 0;
     let mut found = 0;
     while at < len && found < HOLES_FOUND_MAX {
-        let hole = match seek(file, SeekFrom::Hole(at)) {
-            Ok(hole) if hole < len => hole,
-            Ok(_) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, "journal file's holes not looked for");
-                return;
-            }
-        };
+        let hole = seek(file, SeekFrom::Hole(at))?;
+        if hole >= len {
+            break;
+        }
         let data = match seek(file, SeekFrom::Data(hole)) {
             Ok(data) => data.min(len),
             // No data past the hole: it runs to the end.
             Err(rustix::io::Errno::NXIO) => len,
-            Err(e) => {
-                tracing::debug!(error = %e, "journal file's holes not looked for");
-                return;
-            }
+            Err(e) => return Err(e.into()),
         };
         if data <= hole {
-            return;
+            break;
         }
         holes.add(hole, data);
         found += 1;
         at = data;
     }
+    Ok(())
 }
 
 /// Elsewhere the file's own holes are not looked for: they get no zeros.
 #[cfg(not(target_os = "linux"))]
-fn find_holes(_file: &File, _len: u64, _holes: &mut Holes) {}
+fn find_holes(_file: &File, _len: u64, _holes: &mut Holes) -> std::io::Result<()> {
+    Ok(())
+}
 
 impl StorageBackend for ZeroAheadBackend {
     fn len(&self) -> Result<u64, std::io::Error> {
